@@ -1,0 +1,1 @@
+//! Failure mail (placeholder: being written).

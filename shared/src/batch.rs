@@ -1,0 +1,1 @@
+//! tar.gz batches (placeholder: being written).

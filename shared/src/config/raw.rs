@@ -1,0 +1,87 @@
+//! The receiver config exactly as written in the file: serde structs, defaults, no meaning yet.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// The whole file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawReceiver {
+    pub cluster: Option<String>,
+    pub node: Option<String>,
+    pub slony_node_id: Option<u32>,
+    #[serde(default)]
+    pub remote: RawRemote,
+    #[serde(default)]
+    pub local: RawLocal,
+    #[serde(default)]
+    pub database: RawDatabase,
+    #[serde(default)]
+    pub pull: RawPull,
+    #[serde(default)]
+    pub housekeeping: RawHousekeeping,
+    #[serde(default)]
+    pub alert: RawAlert,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemote {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub key_file: Option<PathBuf>,
+    pub key_passphrase_env: Option<String>,
+    pub use_agent: Option<bool>,
+    pub known_hosts: Option<PathBuf>,
+    pub log_dir: Option<String>,
+    pub trigger_dir: Option<String>,
+    pub connect_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLocal {
+    pub log_dir: Option<PathBuf>,
+    pub die_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    pub url: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub dbname: Option<String>,
+    pub password_env: Option<String>,
+    pub connect_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPull {
+    pub poll_interval_secs: Option<u64>,
+    pub fetch_ahead: Option<usize>,
+    pub vacuum_every: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHousekeeping {
+    pub batch_size: Option<u64>,
+    pub keep_days: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlert {
+    pub recipients: Option<Vec<String>>,
+    pub from: Option<String>,
+    pub smtp_host: Option<String>,
+    pub smtp_port: Option<u16>,
+    pub tls: Option<String>,
+    pub username_env: Option<String>,
+    pub password_env: Option<String>,
+    pub reminder_hours: Option<u64>,
+}

@@ -1,0 +1,547 @@
+//! The validated receiver configuration.
+
+use super::raw::RawReceiver;
+use super::ConfigError;
+use crate::ident::{ClusterName, NodeName};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything `slony-receiver` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    /// The file this was read from (for messages).
+    pub source: PathBuf,
+    /// Slony cluster name; its objects live in schema `_<cluster>`.
+    pub cluster: ClusterName,
+    /// This site's name: the provider keeps its stream in `<remote.log_dir>/<node>/`.
+    pub node: NodeName,
+    /// If set, only archives written by this Slony node id are accepted.
+    pub slony_node_id: Option<u32>,
+    /// Where the archives come from.
+    pub remote: RemoteConfig,
+    /// Where they are kept locally.
+    pub local: LocalConfig,
+    /// The replica database.
+    pub database: DatabaseConfig,
+    /// Pull tuning.
+    pub pull: PullConfig,
+    /// Packing applied archives.
+    pub housekeeping: HousekeepingConfig,
+    /// Failure mail.
+    pub alert: AlertConfig,
+}
+
+/// How to reach the provider over SSH.
+#[derive(Debug, Clone)]
+pub struct RemoteConfig {
+    /// Provider host name or address.
+    pub host: String,
+    /// SSH port.
+    pub port: u16,
+    /// SSH user.
+    pub user: String,
+    /// How to authenticate.
+    pub auth: SshAuth,
+    /// known_hosts file the provider's host key must be listed in.
+    pub known_hosts: PathBuf,
+    /// Provider directory holding one sub-directory per site.
+    pub log_dir: String,
+    /// Provider directory for subscription trigger files.
+    pub trigger_dir: String,
+    /// Bound on connecting and on each SSH operation.
+    pub timeout: Duration,
+}
+
+/// SSH authentication method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshAuth {
+    /// A private key file, with an optional passphrase (read from the environment).
+    KeyFile {
+        /// Private key path.
+        path: PathBuf,
+        /// Passphrase, if the key has one.
+        passphrase: Option<String>,
+    },
+    /// Whatever identities the running ssh-agent offers (`SSH_AUTH_SOCK`).
+    Agent,
+}
+
+/// Local directories.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// `<log_dir>/<node>/` holds the counter file, downloads and applied archives.
+    pub log_dir: PathBuf,
+    /// Directory of the pause file `get_slony_logs.<node>.die`.
+    pub die_dir: PathBuf,
+}
+
+/// The replica PostgreSQL connection.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// A libpq-style connection string or URL, as tokio-postgres parses it.
+    pub conninfo: String,
+    /// Password from the environment, if configured (kept out of `conninfo` for logging).
+    pub password: Option<String>,
+    /// Bound on connecting.
+    pub connect_timeout: Duration,
+}
+
+/// Pull tuning.
+#[derive(Debug, Clone)]
+pub struct PullConfig {
+    /// Daemon mode: time between polls of the provider.
+    pub poll_interval: Duration,
+    /// How many archives may be downloaded ahead of the one being applied.
+    pub fetch_ahead: usize,
+    /// Run the tracking-table VACUUM after this many applied archives (and at the end of a run).
+    pub vacuum_every: u64,
+}
+
+/// Housekeeping of applied archives.
+#[derive(Debug, Clone)]
+pub struct HousekeepingConfig {
+    /// Archives per tar.gz batch.
+    pub batch_size: u64,
+    /// Delete batches older than this many days (None: keep forever).
+    pub keep_days: Option<u64>,
+}
+
+/// SMTP transport security.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain SMTP (a local relay).
+    None,
+    /// Plain connection upgraded with STARTTLS (required).
+    StartTls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+}
+
+/// Failure mail.
+#[derive(Debug, Clone)]
+pub struct AlertConfig {
+    /// Who gets the mail; empty disables mail (failures are still logged).
+    pub recipients: Vec<String>,
+    /// Sender address.
+    pub from: String,
+    /// SMTP server.
+    pub smtp_host: String,
+    /// SMTP port.
+    pub smtp_port: u16,
+    /// Transport security.
+    pub tls: TlsMode,
+    /// SMTP credentials, read from the environment variables the config names.
+    pub credentials: Option<(String, String)>,
+    /// While a failure persists, mail again after this long.
+    pub reminder: Duration,
+}
+
+fn invalid(path: &Path, key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn env_var(path: &Path, key: &str, var: &str) -> Result<String, ConfigError> {
+    std::env::var(var).map_err(|_| {
+        invalid(
+            path,
+            key,
+            format!("environment variable {var} is not set (or not UTF-8)"),
+        )
+    })
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Makes a relative path absolute against the config file's directory.
+fn resolve(base: &Path, p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        base.join(p)
+    }
+}
+
+fn remote_dir(path: &Path, key: &str, value: Option<String>) -> Result<String, ConfigError> {
+    let v = value.ok_or_else(|| invalid(path, key, "missing: set the provider directory"))?;
+    if !v.starts_with('/') || v.contains('\0') || v.split('/').any(|c| c == "..") {
+        return Err(invalid(
+            path,
+            key,
+            format!("{v:?} must be an absolute path without `..`"),
+        ));
+    }
+    Ok(v.trim_end_matches('/').to_string())
+}
+
+impl ReceiverConfig {
+    /// Reads and validates a TOML config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let raw: RawReceiver = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::from_raw(path, raw)
+    }
+
+    /// Reads and validates the original tools' `key=value` config.
+    pub fn load_legacy(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let raw = super::legacy::parse(path, &text)?;
+        Self::from_raw(path, raw)
+    }
+
+    /// Resolves and validates a raw config read from `path`.
+    pub(super) fn from_raw(path: &Path, raw: RawReceiver) -> Result<Self, ConfigError> {
+        let p = path;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = std::path::absolute(&base).unwrap_or(base);
+
+        let cluster = raw
+            .cluster
+            .as_deref()
+            .ok_or_else(|| invalid(p, "cluster", "missing: set the Slony cluster name"))?;
+        let cluster =
+            ClusterName::new(cluster).map_err(|e| invalid(p, "cluster", e.to_string()))?;
+        let node = raw
+            .node
+            .as_deref()
+            .ok_or_else(|| invalid(p, "node", "missing: set this site's name"))?;
+        let node = NodeName::new(node).map_err(|e| invalid(p, "node", e.to_string()))?;
+
+        let r = raw.remote;
+        let host = r
+            .host
+            .filter(|h| !h.trim().is_empty())
+            .ok_or_else(|| invalid(p, "remote.host", "missing: set the provider host"))?;
+        let user = r
+            .user
+            .filter(|u| !u.trim().is_empty())
+            .ok_or_else(|| invalid(p, "remote.user", "missing: set the SSH user"))?;
+        let auth = match (r.key_file, r.use_agent.unwrap_or(false)) {
+            (Some(_), true) => {
+                return Err(invalid(
+                    p,
+                    "remote.use_agent",
+                    "set either remote.key_file or remote.use_agent = true, not both",
+                ))
+            }
+            (Some(k), false) => SshAuth::KeyFile {
+                path: resolve(&base, k),
+                passphrase: match r.key_passphrase_env {
+                    Some(var) => Some(env_var(p, "remote.key_passphrase_env", &var)?),
+                    None => None,
+                },
+            },
+            (None, true) => SshAuth::Agent,
+            (None, false) => {
+                return Err(invalid(
+                    p,
+                    "remote.key_file",
+                    "missing: set remote.key_file, or remote.use_agent = true",
+                ))
+            }
+        };
+        let known_hosts = r
+            .known_hosts
+            .map(|k| resolve(&base, k))
+            .unwrap_or_else(|| home().join(".ssh/known_hosts"));
+        let remote = RemoteConfig {
+            host,
+            port: r.port.unwrap_or(22),
+            user,
+            auth,
+            known_hosts,
+            log_dir: remote_dir(p, "remote.log_dir", r.log_dir)?,
+            trigger_dir: match r.trigger_dir {
+                Some(t) => remote_dir(p, "remote.trigger_dir", Some(t))?,
+                None => String::new(),
+            },
+            timeout: Duration::from_secs(r.connect_timeout_secs.unwrap_or(30).max(1)),
+        };
+
+        let log_dir = raw
+            .local
+            .log_dir
+            .map(|d| resolve(&base, d))
+            .ok_or_else(|| invalid(p, "local.log_dir", "missing: set the local log directory"))?;
+        let die_dir = raw
+            .local
+            .die_dir
+            .map(|d| resolve(&base, d))
+            .unwrap_or_else(|| log_dir.clone());
+        let local = LocalConfig { log_dir, die_dir };
+
+        let d = raw.database;
+        let conninfo = match d.url {
+            Some(url) => {
+                if d.host.is_some() || d.port.is_some() || d.user.is_some() || d.dbname.is_some() {
+                    return Err(invalid(
+                        p,
+                        "database.url",
+                        "set either database.url or database.host/port/user/dbname, not both",
+                    ));
+                }
+                url
+            }
+            None => {
+                let mut parts = Vec::new();
+                let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+                parts.push(format!(
+                    "host={}",
+                    quote(d.host.as_deref().unwrap_or("localhost"))
+                ));
+                parts.push(format!("port={}", d.port.unwrap_or(5432)));
+                let user = d
+                    .user
+                    .ok_or_else(|| invalid(p, "database.user", "missing: set the database user"))?;
+                parts.push(format!("user={}", quote(&user)));
+                let dbname = d.dbname.ok_or_else(|| {
+                    invalid(
+                        p,
+                        "database.dbname",
+                        "missing: set the replica database name",
+                    )
+                })?;
+                parts.push(format!("dbname={}", quote(&dbname)));
+                parts.join(" ")
+            }
+        };
+        let password = match d.password_env {
+            Some(var) => Some(env_var(p, "database.password_env", &var)?),
+            None => None,
+        };
+        let database = DatabaseConfig {
+            conninfo,
+            password,
+            connect_timeout: Duration::from_secs(d.connect_timeout_secs.unwrap_or(10).max(1)),
+        };
+
+        let fetch_ahead = raw.pull.fetch_ahead.unwrap_or(32);
+        if fetch_ahead == 0 || fetch_ahead > 10_000 {
+            return Err(invalid(
+                p,
+                "pull.fetch_ahead",
+                "must be between 1 and 10000",
+            ));
+        }
+        let pull = PullConfig {
+            poll_interval: Duration::from_secs(raw.pull.poll_interval_secs.unwrap_or(5).max(1)),
+            fetch_ahead,
+            vacuum_every: raw.pull.vacuum_every.unwrap_or(100).max(1),
+        };
+
+        let batch_size = raw.housekeeping.batch_size.unwrap_or(5000);
+        if batch_size == 0 {
+            return Err(invalid(p, "housekeeping.batch_size", "must be at least 1"));
+        }
+        let housekeeping = HousekeepingConfig {
+            batch_size,
+            keep_days: raw.housekeeping.keep_days,
+        };
+
+        let a = raw.alert;
+        let tls = match a.tls.as_deref().unwrap_or("none") {
+            "none" => TlsMode::None,
+            "starttls" => TlsMode::StartTls,
+            "tls" => TlsMode::Tls,
+            other => {
+                return Err(invalid(
+                    p,
+                    "alert.tls",
+                    format!("{other:?} is not one of \"none\", \"starttls\", \"tls\""),
+                ))
+            }
+        };
+        let credentials = match (a.username_env, a.password_env) {
+            (None, None) => None,
+            (Some(u), Some(pw)) => Some((
+                env_var(p, "alert.username_env", &u)?,
+                env_var(p, "alert.password_env", &pw)?,
+            )),
+            _ => {
+                return Err(invalid(
+                    p,
+                    "alert.password_env",
+                    "set both alert.username_env and alert.password_env, or neither",
+                ))
+            }
+        };
+        let recipients = a.recipients.unwrap_or_default();
+        for r in &recipients {
+            if !r.contains('@') || r.chars().any(|c| c.is_whitespace() || c == ',') {
+                return Err(invalid(
+                    p,
+                    "alert.recipients",
+                    format!("{r:?} is not a mail address"),
+                ));
+            }
+        }
+        let alert = AlertConfig {
+            recipients,
+            from: a
+                .from
+                .unwrap_or_else(|| format!("slony-receiver@{}", local_hostname())),
+            smtp_host: a.smtp_host.unwrap_or_else(|| "localhost".into()),
+            smtp_port: a.smtp_port.unwrap_or(match tls {
+                TlsMode::Tls => 465,
+                TlsMode::StartTls => 587,
+                TlsMode::None => 25,
+            }),
+            tls,
+            credentials,
+            reminder: Duration::from_secs(3600 * a.reminder_hours.unwrap_or(24).max(1)),
+        };
+
+        Ok(ReceiverConfig {
+            source: path.to_path_buf(),
+            cluster,
+            node,
+            slony_node_id: raw.slony_node_id,
+            remote,
+            local,
+            database,
+            pull,
+            housekeeping,
+            alert,
+        })
+    }
+
+    /// `<local.log_dir>/<node>/`: counter file, downloads, applied archives.
+    pub fn site_dir(&self) -> PathBuf {
+        self.local.log_dir.join(self.node.as_str())
+    }
+
+    /// The counter mirror file `slony_counter.txt`.
+    pub fn counter_file(&self) -> PathBuf {
+        self.site_dir().join("slony_counter.txt")
+    }
+
+    /// Where downloaded, not yet applied archives wait.
+    pub fn incoming_dir(&self) -> PathBuf {
+        self.site_dir().join("incoming")
+    }
+
+    /// Where applied archives go until housekeeping packs them.
+    pub fn applied_dir(&self) -> PathBuf {
+        self.site_dir().join("applied")
+    }
+
+    /// The pause file `get_slony_logs.<node>.die` (same name as the original tools).
+    pub fn die_file(&self) -> PathBuf {
+        self.local
+            .die_dir
+            .join(format!("get_slony_logs.{}.die", self.node))
+    }
+
+    /// The per-cluster run lock.
+    pub fn lock_file(&self) -> PathBuf {
+        self.local
+            .log_dir
+            .join(format!("slony-receiver.{}.lock", self.cluster))
+    }
+
+    /// The alert state (what failure was mailed, and when).
+    pub fn alert_state_file(&self) -> PathBuf {
+        self.site_dir().join("alert_state.json")
+    }
+
+    /// The provider's directory for this site: `<remote.log_dir>/<node>`.
+    pub fn remote_site_dir(&self) -> String {
+        format!("{}/{}", self.remote.log_dir, self.node)
+    }
+}
+
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("r.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const MINIMAL: &str = r#"
+cluster = "lab"
+node = "site1"
+[remote]
+host = "127.0.0.1"
+user = "slony"
+key_file = "id_ed25519"
+log_dir = "/srv/site_logs/"
+[local]
+log_dir = "/var/lib/slony"
+[database]
+user = "postgres"
+dbname = "replica"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ReceiverConfig::load(&write(dir.path(), MINIMAL)).unwrap();
+        assert_eq!(c.remote.port, 22);
+        assert_eq!(c.remote.log_dir, "/srv/site_logs");
+        assert_eq!(c.remote_site_dir(), "/srv/site_logs/site1");
+        assert!(matches!(&c.remote.auth, SshAuth::KeyFile { path, .. } if path.is_absolute()));
+        assert_eq!(
+            c.die_file(),
+            PathBuf::from("/var/lib/slony/get_slony_logs.site1.die")
+        );
+        assert_eq!(
+            c.counter_file(),
+            PathBuf::from("/var/lib/slony/site1/slony_counter.txt")
+        );
+        assert_eq!(c.housekeeping.batch_size, 5000);
+        assert_eq!(c.alert.smtp_port, 25);
+        assert!(c.database.conninfo.contains("dbname='replica'"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (MINIMAL.replace("\"lab\"", "\"la;b\""), "cluster"),
+            (MINIMAL.replace("\"site1\"", "\"../x\""), "node"),
+            (
+                MINIMAL.replace("/srv/site_logs/", "srv/../x"),
+                "remote.log_dir",
+            ),
+            (
+                MINIMAL.replace("[local]", "[alert]\ntls = \"maybe\"\n[local]"),
+                "alert.tls",
+            ),
+            (MINIMAL.replace("[local]", "[local]\nbogus = 1"), "bogus"),
+        ];
+        for (text, key) in cases {
+            let err = ReceiverConfig::load(&write(dir.path(), &text)).unwrap_err();
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Library shared by `slony-receiver` (subscriber side) and `slony-manager` (provider side).
+//!
+//! # Layout
+//!
+//! - [`ident`]: validated names (cluster, node/site, `schema.table`) and identifier quoting.
+//! - [`counter`]: the archive counter, the replica's position in the stream.
+//! - [`archive`]: Slony-I archive files: names, completeness check, the SQL/COPY splitter,
+//!   and structural validation of an archive's statements.
+//! - [`batch`]: `slony_logs_<from>-<to>.tar.gz` batches: safe reading and writing.
+//! - [`config`]: the receiver's TOML configuration and the original `key=value` format.
+//! - [`alert`]: failure mail over SMTP, sent once per failure, daily reminders, and on recovery.
+//! - [`lock`]: the exclusive per-cluster run lock.
+
+pub mod alert;
+pub mod archive;
+pub mod batch;
+pub mod config;
+pub mod counter;
+pub mod ident;
+pub mod lock;
