@@ -1,7 +1,49 @@
 //! Slony-I log-shipping archives.
 //!
 //! - [`name`]: file names of archives and batches.
+//! - [`parse`]: splitting an archive into statements and COPY data, streaming.
+//! - [`envelope`]: the structure every archive must have, checked while applying.
+//! - [`check`]: the quick completeness check done right after a download.
 
+pub mod check;
+pub mod envelope;
 pub mod name;
+pub mod parse;
 
+pub use envelope::{Envelope, Header, Step};
 pub use name::{ArchiveName, BatchName};
+pub use parse::{Item, Splitter};
+
+/// Why an archive cannot be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The file is cut short (a partial transfer): delete it and fetch it again.
+    #[error("incomplete archive: {reason}")]
+    Incomplete {
+        /// What is missing.
+        reason: String,
+    },
+    /// The file is whole but not a valid archive: stop and alert, never apply it.
+    #[error("invalid archive (line {line}): {reason}")]
+    Malformed {
+        /// 1-based line of the problem (0 when not tied to a line).
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Reading the file failed.
+    #[error("reading the archive: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<parse::ParseError> for ArchiveError {
+    fn from(e: parse::ParseError) -> Self {
+        match e {
+            parse::ParseError::Truncated { .. } => ArchiveError::Incomplete {
+                reason: e.to_string(),
+            },
+            parse::ParseError::Invalid { line, reason } => ArchiveError::Malformed { line, reason },
+            parse::ParseError::Io(e) => ArchiveError::Io(e),
+        }
+    }
+}

@@ -1,0 +1,621 @@
+//! Splits an archive into the units psql would send: SQL statements and COPY data.
+//!
+//! The splitter reads the file as a stream (a 1 GB archive never sits in memory) and
+//! understands what can hide a `;`: single-quoted strings (with `E''` escapes), quoted
+//! identifiers, dollar quotes, `--` and nested `/* */` comments, and parentheses. After a
+//! `COPY ... FROM STDIN;` statement the lines up to `\.` are COPY data, handed out in
+//! bounded chunks by [`Splitter::copy_chunk`] byte for byte.
+//!
+//! Comments between statements are reported as [`Item::Comment`] so the caller can see
+//! the archive's end marker.
+
+use std::io::{self, BufRead, Read};
+
+/// One unit of an archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// An SQL statement without its terminating `;`, and the line it starts on.
+    Statement {
+        /// The statement text (leading whitespace and comments removed).
+        sql: String,
+        /// 1-based line number of its first character.
+        line: u64,
+    },
+    /// A `COPY ... FROM STDIN` statement: its data must be read with
+    /// [`Splitter::copy_chunk`] before asking for the next item.
+    CopyIn {
+        /// The COPY statement without its `;`.
+        sql: String,
+        /// 1-based line number of the statement.
+        line: u64,
+    },
+    /// A `--` comment line between statements (text after `--`, trimmed).
+    Comment {
+        /// The comment text.
+        text: String,
+        /// 1-based line number.
+        line: u64,
+    },
+}
+
+/// Why the archive text could not be split.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// The file ended inside a statement, string, comment or COPY block.
+    #[error(
+        "the archive ends in the middle of {what} (started at line {line}): the file is incomplete"
+    )]
+    Truncated {
+        /// What was open at the end.
+        what: &'static str,
+        /// Where it began.
+        line: u64,
+    },
+    /// The text is not something an archive may contain.
+    #[error("line {line}: {reason}")]
+    Invalid {
+        /// 1-based line.
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Reading failed.
+    #[error("reading the archive: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Largest statement we accept: far above anything Slony writes (a 2 MB row is one
+/// statement in the pre-2.2 format), and a bound on memory for a hostile file.
+pub const MAX_STATEMENT: usize = 256 * 1024 * 1024;
+
+/// Size of the COPY data chunks handed to the database.
+const COPY_CHUNK: usize = 256 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Lex {
+    Normal,
+    /// Inside '...'; `true` when backslash escapes apply (E'...').
+    Quote(bool),
+    Ident,
+    Dollar(Vec<u8>),
+    Block(u32),
+}
+
+/// Streams [`Item`]s out of an archive.
+pub struct Splitter<R> {
+    /// The archive bytes.
+    reader: R,
+    /// Lines read so far.
+    line: u64,
+    /// Bytes of the current line not yet consumed.
+    pending: Vec<u8>,
+    /// Offset of the first unconsumed byte in `pending`.
+    pos: usize,
+    /// The line `pending` came from.
+    pending_line: u64,
+    /// True between a CopyIn item and the end of its data.
+    in_copy: bool,
+    /// Set when the last COPY block ended at end of file without `\.`.
+    eof: bool,
+}
+
+impl<R: BufRead> Splitter<R> {
+    /// Starts splitting `reader`.
+    pub fn new(reader: R) -> Self {
+        Splitter {
+            reader,
+            line: 0,
+            pending: Vec::new(),
+            pos: 0,
+            pending_line: 0,
+            in_copy: false,
+            eof: false,
+        }
+    }
+
+    /// Reads the next line into `pending`; false at end of file.
+    fn fill(&mut self) -> Result<bool, ParseError> {
+        self.pending.clear();
+        self.pos = 0;
+        let n = (&mut self.reader)
+            .take(MAX_STATEMENT as u64)
+            .read_until(b'\n', &mut self.pending)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.line += 1;
+        self.pending_line = self.line;
+        Ok(true)
+    }
+
+    /// The next statement, COPY statement or comment; `None` at a clean end of file.
+    pub fn next_item(&mut self) -> Result<Option<Item>, ParseError> {
+        if self.in_copy {
+            return Err(ParseError::Invalid {
+                line: self.line,
+                reason: "internal: COPY data not consumed before the next statement".into(),
+            });
+        }
+        let mut stmt: Vec<u8> = Vec::new();
+        let mut start_line = 0;
+        let mut lex = Lex::Normal;
+        let mut depth: i64 = 0;
+        loop {
+            if self.pos >= self.pending.len() && !self.fill()? {
+                if stmt.iter().all(u8::is_ascii_whitespace) && lex == Lex::Normal {
+                    return Ok(None);
+                }
+                let what = match lex {
+                    Lex::Normal => "a statement (no terminating `;`)",
+                    Lex::Quote(_) => "a quoted string",
+                    Lex::Ident => "a quoted identifier",
+                    Lex::Dollar(_) => "a dollar-quoted string",
+                    Lex::Block(_) => "a /* comment */",
+                };
+                return Err(ParseError::Truncated {
+                    what,
+                    line: start_line,
+                });
+            }
+            let line = self.pending_line;
+            let empty = stmt.iter().all(u8::is_ascii_whitespace);
+            if empty && lex == Lex::Normal {
+                // Between statements: skip blanks, report comment lines, refuse meta-commands.
+                let rest = &self.pending[self.pos..];
+                let trimmed = trim_start(rest);
+                if trimmed.is_empty() {
+                    self.pos = self.pending.len();
+                    continue;
+                }
+                if let Some(c) = trimmed.strip_prefix(b"--") {
+                    let text = String::from_utf8_lossy(c).trim().to_string();
+                    self.pos = self.pending.len();
+                    return Ok(Some(Item::Comment { text, line }));
+                }
+                if trimmed.starts_with(b"\\") {
+                    return Err(ParseError::Invalid {
+                        line,
+                        reason: "a psql meta-command (backslash command) is not allowed outside COPY data".into(),
+                    });
+                }
+                stmt.clear();
+                start_line = line;
+                self.pos = self.pending.len() - trimmed.len();
+            }
+            // Lex the rest of the line.
+            let bytes = &self.pending;
+            let mut i = self.pos;
+            let mut ended = None;
+            while i < bytes.len() {
+                let c = bytes[i];
+                match &mut lex {
+                    Lex::Normal => match c {
+                        b'\'' => {
+                            // E'...' (not the tail of an identifier like `case'`) takes
+                            // backslash escapes.
+                            let back = |k: usize| {
+                                if i >= self.pos + k {
+                                    Some(bytes[i - k])
+                                } else {
+                                    let r = k - (i - self.pos);
+                                    stmt.len().checked_sub(r).map(|x| stmt[x])
+                                }
+                            };
+                            let escape = matches!(back(1), Some(b'E' | b'e'))
+                                && !back(2).is_some_and(is_ident_byte);
+                            lex = Lex::Quote(escape);
+                        }
+                        b'"' => lex = Lex::Ident,
+                        b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                            // A comment inside a statement runs to the end of the line.
+                            i = bytes.len();
+                            continue;
+                        }
+                        b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                            lex = Lex::Block(1);
+                            i += 2;
+                            continue;
+                        }
+                        b'$' => {
+                            let prev_ident = if i > self.pos {
+                                is_ident_byte(bytes[i - 1])
+                            } else {
+                                stmt.last().copied().is_some_and(is_ident_byte)
+                            };
+                            if !prev_ident {
+                                if let Some(tag) = dollar_tag(&bytes[i..]) {
+                                    let len = tag.len();
+                                    lex = Lex::Dollar(tag);
+                                    i += len;
+                                    continue;
+                                }
+                            }
+                        }
+                        b'(' => depth += 1,
+                        b')' => depth -= 1,
+                        b';' if depth <= 0 => {
+                            ended = Some(i);
+                            break;
+                        }
+                        _ => {}
+                    },
+                    Lex::Quote(escape) => {
+                        if *escape && c == b'\\' {
+                            i += 2;
+                            continue;
+                        }
+                        if c == b'\'' {
+                            // '' inside a string is an escaped quote: stay in the string.
+                            if bytes.get(i + 1) == Some(&b'\'') {
+                                i += 2;
+                                continue;
+                            }
+                            lex = Lex::Normal;
+                        }
+                    }
+                    Lex::Ident => {
+                        if c == b'"' {
+                            lex = Lex::Normal;
+                        }
+                    }
+                    Lex::Dollar(tag) => {
+                        if c == b'$' && bytes[i..].starts_with(tag) {
+                            i += tag.len();
+                            lex = Lex::Normal;
+                            continue;
+                        }
+                    }
+                    Lex::Block(d) => {
+                        if c == b'*' && bytes.get(i + 1) == Some(&b'/') {
+                            *d -= 1;
+                            i += 2;
+                            if *d == 0 {
+                                lex = Lex::Normal;
+                            }
+                            continue;
+                        }
+                        if c == b'/' && bytes.get(i + 1) == Some(&b'*') {
+                            *d += 1;
+                            i += 2;
+                            continue;
+                        }
+                    }
+                }
+                i += 1;
+            }
+            let end = ended.unwrap_or(bytes.len()).min(bytes.len());
+            stmt.extend_from_slice(&bytes[self.pos..end]);
+            if stmt.len() > MAX_STATEMENT {
+                return Err(ParseError::Invalid {
+                    line: start_line,
+                    reason: format!("statement longer than {MAX_STATEMENT} bytes"),
+                });
+            }
+            match ended {
+                None => self.pos = self.pending.len(),
+                Some(semi) => {
+                    self.pos = semi + 1;
+                    let sql = String::from_utf8(stmt).map_err(|_| ParseError::Invalid {
+                        line: start_line,
+                        reason: "the statement is not valid UTF-8".into(),
+                    })?;
+                    let sql = sql.trim_end().to_string();
+                    if is_copy_from_stdin(&sql) {
+                        // Data starts on the next line; nothing but blanks may follow the `;`.
+                        let rest = &self.pending[self.pos..];
+                        if !trim_start(rest).is_empty() {
+                            return Err(ParseError::Invalid {
+                                line: self.pending_line,
+                                reason: "text after `COPY ... FROM STDIN;` on the same line".into(),
+                            });
+                        }
+                        self.pos = self.pending.len();
+                        self.in_copy = true;
+                        return Ok(Some(Item::CopyIn {
+                            sql,
+                            line: start_line,
+                        }));
+                    }
+                    return Ok(Some(Item::Statement {
+                        sql,
+                        line: start_line,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Reads the next chunk of COPY data (whole lines, `\.` excluded) into `buf`, which is
+    /// cleared first. Returns `false` once the `\.` line has been consumed (then `buf` may
+    /// still hold the last data).
+    pub fn copy_chunk(&mut self, buf: &mut Vec<u8>) -> Result<bool, ParseError> {
+        buf.clear();
+        if !self.in_copy {
+            return Ok(false);
+        }
+        let start = self.line;
+        loop {
+            let at = buf.len();
+            // Each read takes at most one line (or a slice of a very long one).
+            let n = (&mut self.reader)
+                .take(COPY_CHUNK as u64)
+                .read_until(b'\n', buf)?;
+            if n == 0 {
+                self.eof = true;
+                return Err(ParseError::Truncated {
+                    what: "COPY data (no `\\.` line)",
+                    line: start,
+                });
+            }
+            let piece = &buf[at..];
+            let line_start = at == 0 || buf[at - 1] == b'\n';
+            if piece.ends_with(b"\n") {
+                self.line += 1;
+            }
+            if line_start && matches!(piece, b"\\.\n" | b"\\.\r\n" | b"\\.") {
+                if !piece.ends_with(b"\n") {
+                    self.line += 1;
+                }
+                buf.truncate(at);
+                self.in_copy = false;
+                return Ok(false);
+            }
+            if buf.len() >= COPY_CHUNK && buf.ends_with(b"\n") {
+                return Ok(true);
+            }
+            if buf.len() >= 2 * COPY_CHUNK {
+                // A single line longer than the chunk: hand it out in pieces.
+                return Ok(true);
+            }
+        }
+    }
+
+    /// The current line number (1-based; 0 before anything was read).
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+}
+
+fn trim_start(b: &[u8]) -> &[u8] {
+    let n = b.iter().take_while(|c| c.is_ascii_whitespace()).count();
+    &b[n..]
+}
+
+fn is_ident_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80 || c == b'$'
+}
+
+/// `$tag$` at the start of `b` (tag empty or an identifier not starting with a digit).
+fn dollar_tag(b: &[u8]) -> Option<Vec<u8>> {
+    let mut j = 1;
+    while j < b.len() && b[j] != b'$' {
+        let c = b[j];
+        let ok = if j == 1 {
+            c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
+        } else {
+            c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
+        };
+        if !ok {
+            return None;
+        }
+        j += 1;
+    }
+    (j < b.len()).then(|| b[..=j].to_vec())
+}
+
+/// The words of a statement, lower-cased, outside quotes (good enough for the
+/// keyword tests an archive needs).
+pub fn words(sql: &str) -> Vec<String> {
+    sql.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ';')
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect()
+}
+
+/// Whether the statement is `COPY ... FROM STDIN` (the data follows in the file).
+pub fn is_copy_from_stdin(sql: &str) -> bool {
+    let w = words(sql);
+    if w.first().map(String::as_str) != Some("copy") {
+        return false;
+    }
+    w.windows(2)
+        .any(|p| p[0] == "from" && (p[1] == "stdin" || p[1] == "pstdin"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(text: &str) -> Vec<(String, Vec<u8>)> {
+        let mut s = Splitter::new(text.as_bytes());
+        let mut out = Vec::new();
+        while let Some(item) = s.next_item().unwrap() {
+            match item {
+                Item::Statement { sql, .. } => out.push((sql, Vec::new())),
+                Item::Comment { text, .. } => out.push((format!("-- {text}"), Vec::new())),
+                Item::CopyIn { sql, .. } => {
+                    let mut data = Vec::new();
+                    let mut buf = Vec::new();
+                    loop {
+                        let more = s.copy_chunk(&mut buf).unwrap();
+                        data.extend_from_slice(&buf);
+                        if !more {
+                            break;
+                        }
+                    }
+                    out.push((sql, data));
+                }
+            }
+        }
+        out
+    }
+
+    fn sqls(text: &str) -> Vec<String> {
+        split(text).into_iter().map(|(s, _)| s).collect()
+    }
+
+    #[test]
+    fn statements_and_comments() {
+        assert_eq!(
+            sqls("-- head\nselect 1;select 2;\n\n  -- End Of Archive Log\ncommit;\n"),
+            vec![
+                "-- head",
+                "select 1",
+                "select 2",
+                "-- End Of Archive Log",
+                "commit"
+            ]
+        );
+    }
+
+    #[test]
+    fn semicolons_inside_quotes_comments_and_parens() {
+        let got = sqls(concat!(
+            "insert into t values ('a;b', 'it''s;', E'x\\';y');\n",
+            "select \"we;ird\" from t;\n",
+            "create function f() returns int as $$ begin return 1; end; $$ language plpgsql;\n",
+            "create function g() returns int as $body$ select $$;$$; $body$ language sql;\n",
+            "select 1 /* a ; /* nested ; */ still ; */ + 1;\n",
+            "select 2 -- trailing ; comment\n + 3;\n",
+            "create rule r as on insert to t do (insert into u values (1); insert into u values (2));\n",
+            "select $1, a$b from t;\n",
+        ));
+        assert_eq!(got.len(), 8, "{got:#?}");
+        assert!(got[0].ends_with("E'x\\';y')"));
+        assert!(got[2].ends_with("$$ language plpgsql"));
+        assert!(got[3].contains("$$;$$"));
+        assert!(got[5].contains("+ 3"));
+        assert!(got[6].ends_with("(2))"));
+    }
+
+    #[test]
+    fn standard_strings_keep_backslashes() {
+        // With standard strings, '\' does not escape the closing quote.
+        assert_eq!(
+            sqls("select 'a\\'; select 2;"),
+            vec!["select 'a\\'", "select 2"]
+        );
+    }
+
+    #[test]
+    fn copy_data_is_passed_byte_for_byte() {
+        let text = concat!(
+            "COPY \"_lab\".\"sl_log_archive\" ( a, b) FROM STDIN;\n",
+            "1\t{x,\"a\\\\.b\"}\n",
+            "\\.x is data, not the end\n",
+            " \\.\n",
+            "\\.\n",
+            "select 'after';\n"
+        );
+        let got = split(text);
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[0].1,
+            b"1\t{x,\"a\\\\.b\"}\n\\.x is data, not the end\n \\.\n".to_vec()
+        );
+        assert_eq!(got[1].0, "select 'after'");
+    }
+
+    #[test]
+    fn empty_copy_and_crlf_terminator() {
+        let got = split("copy t from stdin;\r\n\\.\r\nselect 1;\n");
+        assert_eq!(got[0].1, Vec::<u8>::new());
+        assert_eq!(got[1].0, "select 1");
+    }
+
+    #[test]
+    fn large_copy_comes_in_bounded_chunks() {
+        let row = "x".repeat(1000) + "\n";
+        let text = format!("copy t from stdin;\n{}\\.\n", row.repeat(2000));
+        let mut s = Splitter::new(text.as_bytes());
+        assert!(matches!(s.next_item().unwrap(), Some(Item::CopyIn { .. })));
+        let (mut total, mut chunks, mut buf) = (0, 0, Vec::new());
+        loop {
+            let more = s.copy_chunk(&mut buf).unwrap();
+            assert!(buf.len() <= 2 * COPY_CHUNK);
+            total += buf.len();
+            chunks += 1;
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(total, row.len() * 2000);
+        assert!(chunks > 4);
+        assert!(s.next_item().unwrap().is_none());
+    }
+
+    #[test]
+    fn truncation_is_reported() {
+        for text in [
+            "select 1",
+            "select 'abc;\n",
+            "select $$ x;\n",
+            "/* open ;\n",
+            "copy t from stdin;\n1\t2\n",
+        ] {
+            let mut s = Splitter::new(text.as_bytes());
+            let mut err = None;
+            for _ in 0..5 {
+                match s.next_item() {
+                    Ok(Some(Item::CopyIn { .. })) => {
+                        let mut buf = Vec::new();
+                        if let Err(e) = s.copy_chunk(&mut buf) {
+                            err = Some(e);
+                            break;
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        err = Some(e);
+                        break;
+                    }
+                }
+            }
+            assert!(
+                matches!(err, Some(ParseError::Truncated { .. })),
+                "{text:?}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn meta_commands_and_trailing_copy_text_are_refused() {
+        let mut s = Splitter::new(&b"\\! rm -rf /\n"[..]);
+        assert!(matches!(
+            s.next_item(),
+            Err(ParseError::Invalid { line: 1, .. })
+        ));
+        let mut s = Splitter::new(&b"copy t from stdin; drop table t;\n"[..]);
+        assert!(matches!(s.next_item(), Err(ParseError::Invalid { .. })));
+    }
+
+    #[test]
+    fn line_numbers() {
+        let mut s = Splitter::new(&b"\n\nselect\n1;\n-- c\n"[..]);
+        assert_eq!(
+            s.next_item().unwrap(),
+            Some(Item::Statement {
+                sql: "select\n1".into(),
+                line: 3
+            })
+        );
+        assert_eq!(
+            s.next_item().unwrap(),
+            Some(Item::Comment {
+                text: "c".into(),
+                line: 5
+            })
+        );
+    }
+
+    #[test]
+    fn copy_detection() {
+        assert!(is_copy_from_stdin(
+            "COPY \"_x\".\"sl_log_archive\" ( a,b) FROM STDIN"
+        ));
+        assert!(is_copy_from_stdin("copy s1.t1 (\"id\") from stdin"));
+        assert!(!is_copy_from_stdin("copy t to stdout"));
+        assert!(!is_copy_from_stdin("select 'copy from stdin'"));
+    }
+}
