@@ -1,1 +1,79 @@
-fn main() {}
+//! `slony-receiver`: the subscriber-side agent.
+//!
+//! main parses the command line, loads the configuration, sets up logging, dispatches to
+//! a subcommand in [`cmd`] and turns the result into an exit code (see [`exit`]).
+
+mod cli;
+mod cmd;
+mod exit;
+mod pull;
+
+use anyhow::Context;
+use clap::Parser;
+use cli::{Cli, Command, ConfigArg};
+use slony_shared::config::ReceiverConfig;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    match run(cli) {
+        Ok(code) => exit::code(code),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("slony-receiver: {e:#}");
+            let config_error = e.chain().any(|c| {
+                c.downcast_ref::<slony_shared::config::ConfigError>()
+                    .is_some()
+            });
+            exit::code(if config_error {
+                exit::CONFIG
+            } else {
+                exit::LOCAL
+            })
+        }
+    }
+}
+
+fn load_config(arg: &ConfigArg) -> anyhow::Result<ReceiverConfig> {
+    match (&arg.config, &arg.legacy_config) {
+        (Some(p), _) => Ok(ReceiverConfig::load(p)?),
+        (None, Some(p)) => Ok(ReceiverConfig::load_legacy(p)?),
+        (None, None) => anyhow::bail!("give --config FILE or --legacy-config FILE"),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Pull {
+            config,
+            once,
+            fail_if_paused,
+        } => {
+            let cfg = load_config(&config)?;
+            runtime.block_on(cmd::pull::run(&cfg, once, fail_if_paused))
+        }
+    }
+}
+
+/// Human-readable logs on a terminal; one structured line per event otherwise (journald,
+/// cron mail, log files).
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.compact().init();
+    } else {
+        builder.with_ansi(false).with_target(false).init();
+    }
+}

@@ -10,6 +10,7 @@
 //! - [`config`]: the receiver's TOML configuration and the original `key=value` format.
 //! - [`alert`]: failure mail over SMTP, sent once per failure, daily reminders, and on recovery.
 //! - [`lock`]: the exclusive per-cluster run lock.
+//! - [`offline`]: the SQL that prepares a replica database (what slony1_dump.sh creates).
 
 pub mod alert;
 pub mod archive;
@@ -18,3 +19,4 @@ pub mod config;
 pub mod counter;
 pub mod ident;
 pub mod lock;
+pub mod offline;

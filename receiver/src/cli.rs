@@ -1,0 +1,46 @@
+//! The command line (what the user typed, checked only for syntax).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Slony-I log-shipping receiver: pulls archives over SSH and applies them in order.
+#[derive(Debug, Parser)]
+#[command(name = "slony-receiver", version, about)]
+pub struct Cli {
+    /// Log level filter (e.g. info, debug, slony_receiver=trace); RUST_LOG also works.
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Which configuration file to read.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct ConfigArg {
+    /// The TOML configuration (see etc/receiver.toml.example).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A configuration in the original tools' key=value format.
+    #[arg(long, value_name = "FILE")]
+    pub legacy_config: Option<PathBuf>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fetch and apply every new archive (once with --once; otherwise keep polling).
+    Pull {
+        /// The configuration.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Run once and exit (for cron or a systemd timer).
+        #[arg(long)]
+        once: bool,
+        /// Exit with code 10 instead of 0 when the pause (die) file is present.
+        #[arg(long)]
+        fail_if_paused: bool,
+    },
+}

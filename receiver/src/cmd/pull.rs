@@ -1,0 +1,186 @@
+//! `slony-receiver pull`: lock, honour the pause file, run the pull pipeline, alert.
+//!
+//! `--once` does one run (cron, systemd timer). Without it the command is a daemon: it
+//! runs, sleeps the poll interval, and runs again; SIGTERM or SIGINT end it between
+//! archives, never inside one. After a failure it waits longer before the next attempt
+//! (doubling, capped at 5 minutes) and returns to the poll interval once a run succeeds.
+
+use crate::exit;
+use crate::pull::{self, FailureClass, PullError, Report};
+use anyhow::Context;
+use slony_shared::alert::{Alerter, Failure};
+use slony_shared::config::ReceiverConfig;
+use slony_shared::lock::{LockError, RunLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Longest wait between attempts while failures persist.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Runs `pull`; returns the exit code.
+pub async fn run(cfg: &ReceiverConfig, once: bool, fail_if_paused: bool) -> anyhow::Result<u8> {
+    std::fs::create_dir_all(&cfg.local.log_dir).with_context(|| {
+        format!(
+            "creating local log directory {}",
+            cfg.local.log_dir.display()
+        )
+    })?;
+    let _lock = match RunLock::try_acquire(&cfg.lock_file()) {
+        Ok(lock) => lock,
+        Err(e @ LockError::Held { .. }) => {
+            tracing::warn!("{e}; exiting");
+            eprintln!("slony-receiver: {e}");
+            return Ok(exit::ALREADY_RUNNING);
+        }
+        Err(e) => return Err(e).context("taking the run lock"),
+    };
+    let alerter = Alerter::new(&cfg.alert, cfg.alert_state_file(), context(cfg));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_shutdown().await;
+        let _ = stop_tx.send(true);
+    });
+
+    if once {
+        if paused(cfg) {
+            return Ok(if fail_if_paused {
+                exit::PAUSED
+            } else {
+                exit::OK
+            });
+        }
+        let result = pull::run_once(cfg, stop_rx).await;
+        return Ok(conclude(cfg, &alerter, result));
+    }
+
+    let mut backoff = cfg.pull.poll_interval;
+    let mut stop = stop_rx.clone();
+    loop {
+        let wait = if paused(cfg) {
+            cfg.pull.poll_interval
+        } else {
+            let code = conclude(cfg, &alerter, pull::run_once(cfg, stop_rx.clone()).await);
+            if code == exit::OK {
+                backoff = cfg.pull.poll_interval;
+                backoff
+            } else {
+                let wait = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF.max(cfg.pull.poll_interval));
+                tracing::info!(retry_in_secs = wait.as_secs(), "will retry");
+                wait
+            }
+        };
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            break;
+        }
+    }
+    tracing::info!("shut down cleanly");
+    Ok(exit::OK)
+}
+
+/// True (and logged once) when the pause file exists.
+fn paused(cfg: &ReceiverConfig) -> bool {
+    let die = cfg.die_file();
+    let yes = die.exists();
+    if yes {
+        tracing::info!(file = %die.display(), "paused: the die file is present; not pulling");
+    }
+    yes
+}
+
+fn context(cfg: &ReceiverConfig) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown host".into());
+    format!(
+        "cluster {}, site {} on host {} (config {})",
+        cfg.cluster,
+        cfg.node,
+        host,
+        cfg.source.display()
+    )
+}
+
+/// Logs the run's result, sends or withholds the alert, and picks the exit code.
+fn conclude(cfg: &ReceiverConfig, alerter: &Alerter, result: Result<Report, PullError>) -> u8 {
+    match result {
+        Ok(report) => {
+            if let Err(e) = alerter.report_success() {
+                tracing::warn!("could not send the recovery mail: {e}");
+            }
+            tracing::debug!(applied = report.applied, counter = report.to.0, "run ok");
+            exit::OK
+        }
+        Err(e) => {
+            let text = chain(&e);
+            tracing::error!(key = %e.alert_key(), "{text}");
+            let first = text.lines().next().unwrap_or("").to_string();
+            let failure = Failure {
+                key: e.alert_key(),
+                subject: format!("pull failed for site {} (cluster {}): {}", cfg.node, cfg.cluster, truncate(&first, 120)),
+                body: format!("{text}\n\nThe replica is left at the last archive applied in full; nothing of the failing archive was applied.\nRun `slony-receiver status` for details."),
+            };
+            if let Err(mail_err) = alerter.report_failure(&failure) {
+                tracing::warn!("could not send the alert mail: {mail_err}");
+            }
+            match e.class() {
+                FailureClass::Remote => exit::REMOTE,
+                FailureClass::Apply => exit::APPLY,
+                FailureClass::Database => exit::DATABASE,
+                FailureClass::Local => exit::LOCAL,
+            }
+        }
+    }
+}
+
+/// The error and its sources, one per line (`caused by: ...`), skipping sources whose
+/// text the parent message already includes.
+fn chain(e: &PullError) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let line = s.to_string();
+        if !text.contains(&line) {
+            text.push_str(&format!("\n  caused by: {line}"));
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() > n {
+        s.chars().take(n - 3).collect::<String>() + "..."
+    } else {
+        s.to_string()
+    }
+}
+
+async fn wait_for_shutdown() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

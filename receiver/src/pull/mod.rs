@@ -1,0 +1,522 @@
+//! `pull`: bring the replica up to date with the provider.
+//!
+//! One run is a short pipeline, each step in its own module:
+//!
+//! ```text
+//! list (remote) -> plan -> fetch (remote, own thread) -> verify (check) -> apply -> record
+//! ```
+//!
+//! The database's `sl_archive_tracking` says where the replica is; the plan says what
+//! to fetch; the fetch thread downloads ahead through a bounded channel; the applier
+//! applies each archive in its own transaction; `record` mirrors the counter and moves
+//! the file to the applied directory. The pause file and cancellation are checked
+//! before every archive, never in the middle of one.
+
+pub mod apply;
+pub mod fetch;
+pub mod plan;
+pub mod record;
+pub mod remote;
+
+use apply::{Applier, ApplyError};
+use fetch::{FetchError, FetchJob};
+use plan::{Listing, Plan, PlanError};
+use remote::{Remote, RemoteError};
+use slony_shared::archive::name::{classify, Entry};
+use slony_shared::config::ReceiverConfig;
+use slony_shared::counter::Counter;
+use slony_shared::ident::ClusterName;
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
+
+/// Why a run stopped early. Each kind has its own exit code and alert key.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// The replica database cannot be reached.
+    #[error("cannot connect to the replica database ({conninfo}): {message}")]
+    DatabaseUnavailable {
+        /// Where we tried (no password).
+        conninfo: String,
+        /// Why.
+        message: String,
+    },
+    /// The replica has no `_<cluster>.sl_archive_tracking`.
+    #[error("this database was not initialised for log shipping: {schema}.sl_archive_tracking is missing; run `slony-receiver subscribe-series` first")]
+    NotInitialised {
+        /// The cluster schema.
+        schema: String,
+    },
+    /// Reading the tracking table failed otherwise.
+    #[error("reading the replica's archive counter: {0}")]
+    Tracking(String),
+    /// The provider could not be reached or read.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// The provider's listing makes no sense.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// An archive is missing from the stream.
+    #[error("archive {missing} is missing on the provider while later archives exist (next available: {next_available}); the replica stays at {at}. Ask the provider to restore archive {missing}")]
+    Gap {
+        /// The missing counter.
+        missing: Counter,
+        /// The next counter that exists.
+        next_available: Counter,
+        /// Where the replica stopped.
+        at: Counter,
+    },
+    /// An archive could not be fetched or is invalid.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// An archive could not be applied.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// A local file operation failed.
+    #[error("{what} {path}: {source}")]
+    Local {
+        /// What we were doing.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl PullError {
+    /// A stable key: the same failure on the next run gets the same key, so it is
+    /// mailed once and then daily, not on every run.
+    pub fn alert_key(&self) -> String {
+        match self {
+            PullError::DatabaseUnavailable { .. } => "database:unavailable".into(),
+            PullError::NotInitialised { .. } => "database:not-initialised".into(),
+            PullError::Tracking(_) => "database:tracking".into(),
+            PullError::Remote(e) => format!("remote:{}", e.key()),
+            PullError::Plan(PlanError::Duplicate { counter, .. }) => {
+                format!("plan:duplicate:{counter}")
+            }
+            PullError::Plan(PlanError::WrongNode { name, .. }) => format!("plan:node:{name}"),
+            PullError::Gap { missing, .. } => format!("gap:{missing}"),
+            PullError::Fetch(FetchError::Archive { name, .. }) => {
+                format!("archive:{}", name.counter)
+            }
+            PullError::Fetch(FetchError::Remote(e)) => format!("remote:{}", e.key()),
+            PullError::Fetch(FetchError::Batch(_)) => "batch".into(),
+            PullError::Fetch(FetchError::BatchMissing { batch, .. }) => format!("batch:{batch}"),
+            PullError::Apply(ApplyError::Connection { .. }) => "database:lost".into(),
+            PullError::Apply(ApplyError::Archive { name, .. }) => {
+                format!("archive:{}", name.counter)
+            }
+            PullError::Apply(ApplyError::Sql { name, .. }) => format!("apply:{}", name.counter),
+            PullError::Apply(ApplyError::CounterMismatch { name, .. }) => {
+                format!("counter:{}", name.counter)
+            }
+            PullError::Local { what, .. } => format!("local:{what}"),
+        }
+    }
+
+    /// Which exit-code family this failure belongs to.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            PullError::DatabaseUnavailable { .. }
+            | PullError::Apply(ApplyError::Connection { .. }) => FailureClass::Database,
+            PullError::Remote(_) | PullError::Fetch(FetchError::Remote(_)) => FailureClass::Remote,
+            PullError::Local { .. } => FailureClass::Local,
+            _ => FailureClass::Apply,
+        }
+    }
+}
+
+/// Families of failure, each with its own exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// SSH / provider trouble.
+    Remote,
+    /// The stream cannot be applied: gap, invalid archive, SQL error, not initialised.
+    Apply,
+    /// The replica database cannot be reached.
+    Database,
+    /// Local disk trouble.
+    Local,
+}
+
+/// What a run achieved.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// Counter before the run.
+    pub from: Counter,
+    /// Counter after the run.
+    pub to: Counter,
+    /// Archives applied.
+    pub applied: u64,
+    /// Bytes downloaded.
+    pub fetched_bytes: u64,
+    /// True if the run stopped because the pause file appeared or shutdown was asked.
+    pub interrupted: bool,
+}
+
+/// The replica's position, read from `sl_archive_tracking`.
+#[derive(Debug, Clone)]
+pub struct Position {
+    /// Last applied archive.
+    pub counter: Counter,
+    /// When the provider created it.
+    pub created: Option<String>,
+    /// When it was applied here.
+    pub applied: Option<String>,
+}
+
+/// Connects to the replica database.
+pub async fn connect_db(cfg: &ReceiverConfig) -> Result<Client, PullError> {
+    let unavailable = |message: String| PullError::DatabaseUnavailable {
+        conninfo: cfg.database.conninfo.clone(),
+        message,
+    };
+    let mut pg: tokio_postgres::Config = cfg
+        .database
+        .conninfo
+        .parse()
+        .map_err(|e: tokio_postgres::Error| unavailable(format!("bad connection settings: {e}")))?;
+    if let Some(pw) = &cfg.database.password {
+        pg.password(pw);
+    }
+    pg.connect_timeout(cfg.database.connect_timeout);
+    pg.application_name("slony-receiver");
+    let connecting = pg.connect(tokio_postgres::NoTls);
+    let (client, connection) = tokio::time::timeout(cfg.database.connect_timeout, connecting)
+        .await
+        .map_err(|_| unavailable("timed out".into()))?
+        .map_err(|e| unavailable(apply::describe_pg_error(&e)))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "database connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Reads the replica's position from `"_<cluster>".sl_archive_tracking`.
+pub async fn read_position(client: &Client, cluster: &ClusterName) -> Result<Position, PullError> {
+    let sql = format!(
+        "SELECT at_counter, at_created::text, at_applied::text FROM {}.sl_archive_tracking",
+        cluster.schema()
+    );
+    let rows = client.query(sql.as_str(), &[]).await.map_err(|e| {
+        if matches!(e.code(), Some(c) if *c == SqlState::UNDEFINED_TABLE || *c == SqlState::INVALID_SCHEMA_NAME)
+        {
+            PullError::NotInitialised {
+                schema: cluster.schema(),
+            }
+        } else if e.is_closed() {
+            PullError::DatabaseUnavailable {
+                conninfo: String::new(),
+                message: e.to_string(),
+            }
+        } else {
+            PullError::Tracking(apply::describe_pg_error(&e))
+        }
+    })?;
+    match rows.as_slice() {
+        [row] => {
+            let counter: Option<i64> = row.get(0);
+            let counter = counter
+                .filter(|c| *c >= 0)
+                .ok_or_else(|| PullError::Tracking("at_counter is NULL or negative".into()))?;
+            Ok(Position {
+                counter: Counter(counter as u64),
+                created: row.get(1),
+                applied: row.get(2),
+            })
+        }
+        rows => Err(PullError::Tracking(format!(
+            "{}.sl_archive_tracking must hold exactly one row, it holds {}",
+            cluster.schema(),
+            rows.len()
+        ))),
+    }
+}
+
+fn local_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> PullError + 'a {
+    move |source| PullError::Local {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Creates the local directories a run needs.
+pub fn prepare_dirs(cfg: &ReceiverConfig) -> Result<(), PullError> {
+    for dir in [cfg.site_dir(), cfg.incoming_dir(), cfg.applied_dir()] {
+        std::fs::create_dir_all(&dir).map_err(local_err("creating directory", &dir))?;
+    }
+    Ok(())
+}
+
+/// Sorts the incoming directory: removes partial downloads, moves archives the database
+/// already has to the applied directory, and returns the ones still to apply.
+fn tidy_incoming(
+    cfg: &ReceiverConfig,
+    at: Counter,
+) -> Result<Vec<slony_shared::archive::ArchiveName>, PullError> {
+    let dir = cfg.incoming_dir();
+    let mut waiting = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(local_err("listing", &dir))? {
+        let entry = entry.map_err(local_err("listing", &dir))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let path = entry.path();
+        match classify(&name) {
+            Ok(Entry::Archive(a)) if a.counter <= at => {
+                record::move_to_applied(&path, &cfg.applied_dir(), &a)
+                    .map_err(local_err("moving applied archive", &path))?;
+            }
+            Ok(Entry::Archive(a)) => waiting.push(a),
+            Ok(Entry::InProgress) | Ok(Entry::Batch(_)) => {
+                // Leftovers of an interrupted download: fetched again if still needed.
+                std::fs::remove_file(&path)
+                    .map_err(local_err("removing partial download", &path))?;
+            }
+            Ok(Entry::Other) | Err(_) => {
+                tracing::warn!(file = %path.display(), "ignoring unexpected file in the incoming directory");
+            }
+        }
+    }
+    Ok(waiting)
+}
+
+/// Turns the provider's directory listing into archives and batches.
+fn read_listing(
+    files: Vec<remote::RemoteFile>,
+    dir: &str,
+    addr: &str,
+) -> Result<(Listing, HashMap<String, u64>), PullError> {
+    let mut listing = Listing::default();
+    let mut sizes = HashMap::new();
+    for f in files {
+        let entry = classify(&f.name).map_err(|e| {
+            PullError::Remote(RemoteError::Refused {
+                addr: addr.to_string(),
+                path: format!("{dir}/{}", f.name),
+                reason: e.to_string(),
+            })
+        })?;
+        if matches!(entry, Entry::Archive(_) | Entry::Batch(_)) && !f.regular {
+            return Err(PullError::Remote(RemoteError::Refused {
+                addr: addr.to_string(),
+                path: format!("{dir}/{}", f.name),
+                reason: if f.symlink {
+                    "is a symbolic link; archives must be regular files in the site directory"
+                        .into()
+                } else {
+                    "is not a regular file".into()
+                },
+            }));
+        }
+        match entry {
+            Entry::Archive(a) => listing.archives.push(a),
+            Entry::Batch(b) => listing.batches.push(b),
+            Entry::InProgress | Entry::Other => continue,
+        }
+        sizes.insert(f.name, f.size);
+    }
+    Ok((listing, sizes))
+}
+
+/// Reports progress: a bar on a terminal, a log line every few seconds otherwise.
+struct Progress {
+    /// The bar, when stderr is a terminal and the backlog is worth one.
+    bar: Option<indicatif::ProgressBar>,
+    /// When the last log line was written.
+    last_log: Instant,
+    /// Archives in the plan.
+    total: u64,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        let bar = (total >= 20 && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} applying [{bar:40}] {pos}/{len} archives, {per_sec}, eta {eta} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        Progress {
+            bar,
+            last_log: Instant::now(),
+            total,
+        }
+    }
+
+    fn applied(&mut self, done: u64, counter: Counter) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(done);
+            bar.set_message(format!("(counter {counter})"));
+        } else if self.last_log.elapsed() >= Duration::from_secs(5) {
+            self.last_log = Instant::now();
+            tracing::info!(
+                applied = done,
+                total = self.total,
+                counter = counter.0,
+                "catching up"
+            );
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// One pull run: everything available is fetched and applied, in order.
+///
+/// `stop` turns true when the run should end after the current archive (shutdown).
+pub async fn run_once(
+    cfg: &ReceiverConfig,
+    stop: watch::Receiver<bool>,
+) -> Result<Report, PullError> {
+    prepare_dirs(cfg)?;
+    let client = connect_db(cfg).await?;
+    let position = read_position(&client, &cfg.cluster).await?;
+    let start = position.counter;
+    tracing::debug!(
+        counter = start.0,
+        created = position.created.as_deref().unwrap_or("-"),
+        applied = position.applied.as_deref().unwrap_or("-"),
+        "replica position"
+    );
+    let counter_file = cfg.counter_file();
+    if record::read_counter_file(&counter_file) != Some(start) {
+        record::write_counter_file(&counter_file, start)
+            .map_err(local_err("writing", &counter_file))?;
+    }
+    let local = tidy_incoming(cfg, start)?;
+
+    let remote_cfg = cfg.remote.clone();
+    let remote_dir = cfg.remote_site_dir();
+    let dir = remote_dir.clone();
+    let (remote, files) = tokio::task::spawn_blocking(move || {
+        let remote = Remote::connect(&remote_cfg)?;
+        let files = remote.list(&dir)?;
+        Ok::<_, RemoteError>((remote, files))
+    })
+    .await
+    .map_err(|e| PullError::Tracking(format!("internal: fetch task failed: {e}")))??;
+    let (listing, sizes) = read_listing(files, &remote_dir, remote.addr())?;
+    let Plan {
+        sources,
+        reaches,
+        gap,
+    } = plan::plan(start, &local, &listing, cfg.slony_node_id)?;
+
+    let mut report = Report {
+        from: start,
+        to: start,
+        ..Report::default()
+    };
+    if sources.is_empty() {
+        return match gap {
+            Some(g) => Err(PullError::Gap {
+                missing: g.missing,
+                next_available: g.next_available,
+                at: start,
+            }),
+            None => {
+                tracing::info!(counter = start.0, "up to date: nothing new on the provider");
+                Ok(report)
+            }
+        };
+    }
+    let total = reaches.0 - start.0;
+    tracing::info!(
+        from = start.0,
+        to = reaches.0,
+        archives = total,
+        "applying new archives"
+    );
+
+    let (tx, mut rx) = mpsc::channel(cfg.pull.fetch_ahead);
+    let job = FetchJob {
+        remote,
+        remote_dir,
+        incoming: cfg.incoming_dir(),
+        cluster: cfg.cluster.clone(),
+        sources,
+        sizes,
+    };
+    let fetcher = tokio::task::spawn_blocking(move || fetch::run(job, tx));
+
+    let mut applier = Applier::new(client, cfg.cluster.clone(), cfg.pull.vacuum_every);
+    let mut progress = Progress::new(total);
+    let die_file = cfg.die_file();
+    let result = loop {
+        if *stop.borrow() {
+            tracing::info!(
+                counter = report.to.0,
+                "stopping on request, between archives"
+            );
+            report.interrupted = true;
+            break Ok(());
+        }
+        if die_file.exists() {
+            tracing::info!(file = %die_file.display(), counter = report.to.0, "pause file appeared: stopping between archives");
+            report.interrupted = true;
+            break Ok(());
+        }
+        let Some(next) = rx.recv().await else {
+            break Ok(());
+        };
+        let fetched = match next {
+            Ok(f) => f,
+            Err(e) => break Err(PullError::Fetch(e)),
+        };
+        report.fetched_bytes += fetched.fetched_bytes;
+        if let Err(e) = applier.apply(&fetched.path, &fetched.name).await {
+            break Err(PullError::Apply(e));
+        }
+        report.to = fetched.name.counter;
+        report.applied += 1;
+        record::write_counter_file(&counter_file, report.to)
+            .map_err(local_err("writing", &counter_file))?;
+        record::move_to_applied(&fetched.path, &cfg.applied_dir(), &fetched.name)
+            .map_err(local_err("moving applied archive", &fetched.path))?;
+        tracing::debug!(counter = report.to.0, created = %fetched.header.created, "applied");
+        progress.applied(report.applied, report.to);
+    };
+    progress.finish();
+    drop(rx);
+    applier.vacuum().await;
+    let _ = fetcher.await;
+    tracing::info!(
+        from = report.from.0,
+        to = report.to.0,
+        applied = report.applied,
+        fetched_bytes = report.fetched_bytes,
+        "pull run finished"
+    );
+    result?;
+    if !report.interrupted {
+        if let Some(g) = gap {
+            return Err(PullError::Gap {
+                missing: g.missing,
+                next_available: g.next_available,
+                at: report.to,
+            });
+        }
+    }
+    Ok(report)
+}

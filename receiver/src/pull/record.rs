@@ -1,0 +1,47 @@
+//! After each commit: mirror the counter in `slony_counter.txt` and move the applied
+//! archive to the applied directory, where housekeeping packs it.
+//!
+//! The database is the source of truth; this mirror is for humans and the original tools.
+//! Both steps are atomic renames, so a crash leaves either the old or the new state, and
+//! the next run repairs the mirror from the database.
+
+use slony_shared::archive::ArchiveName;
+use slony_shared::counter::Counter;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Writes `counter` to the counter file atomically (temp file + rename).
+pub fn write_counter_file(path: &Path, counter: Counter) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    writeln!(f, "{counter}")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads the counter file, if it exists and holds a number.
+pub fn read_counter_file(path: &Path) -> Option<Counter> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Moves an applied archive from `from` into `applied_dir`.
+pub fn move_to_applied(from: &Path, applied_dir: &Path, name: &ArchiveName) -> io::Result<()> {
+    std::fs::rename(from, applied_dir.join(name.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_file_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("slony_counter.txt");
+        assert_eq!(read_counter_file(&p), None);
+        write_counter_file(&p, Counter(42)).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "42\n");
+        assert_eq!(read_counter_file(&p), Some(Counter(42)));
+    }
+}

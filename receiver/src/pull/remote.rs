@@ -1,0 +1,341 @@
+//! The provider, reached over ONE SSH session (ssh2/libssh2): host-key check against
+//! known_hosts, key-file or agent login, SFTP listing and downloads.
+//!
+//! ssh2 is blocking, so a [`Remote`] lives on its own thread (see `fetch`). Every download
+//! goes to `<name>.part` and is renamed only once its size matches the listing, so a cut
+//! connection never leaves a file that looks whole.
+
+use slony_shared::config::{RemoteConfig, SshAuth};
+use ssh2::{CheckResult, KnownHostFileKind, Session, Sftp};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+/// A failure talking to the provider.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// TCP connection or SSH handshake failed.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// host:port.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The host key is not in known_hosts.
+    #[error("the host key of {addr} ({key_type}) is not in {known_hosts}: refusing to connect. If this is the right provider, add its key (ssh-keyscan -p PORT HOST >> known_hosts after checking the fingerprint)")]
+    UnknownHostKey {
+        /// host:port.
+        addr: String,
+        /// Key algorithm.
+        key_type: String,
+        /// The known_hosts file used.
+        known_hosts: PathBuf,
+    },
+    /// The host key differs from the one in known_hosts.
+    #[error("the host key of {addr} does NOT match the one in {known_hosts}: refusing to connect (possible man-in-the-middle, or the provider was reinstalled; verify before updating known_hosts)")]
+    HostKeyChanged {
+        /// host:port.
+        addr: String,
+        /// The known_hosts file used.
+        known_hosts: PathBuf,
+    },
+    /// Login refused.
+    #[error("SSH login as {user}@{addr} refused: {reason}")]
+    Auth {
+        /// host:port.
+        addr: String,
+        /// Login user.
+        user: String,
+        /// Why.
+        reason: String,
+    },
+    /// An SFTP operation failed.
+    #[error("{op} {path} on {addr}: {reason}")]
+    Sftp {
+        /// host:port.
+        addr: String,
+        /// What we were doing.
+        op: &'static str,
+        /// The remote path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The provider directory holds something we refuse to touch.
+    #[error("{path} on {addr}: {reason}")]
+    Refused {
+        /// host:port.
+        addr: String,
+        /// The remote path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Writing the local copy failed.
+    #[error("writing {path}: {source}")]
+    Local {
+        /// The local file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl RemoteError {
+    /// A stable short key naming the kind of failure (for alert de-duplication).
+    pub fn key(&self) -> &'static str {
+        match self {
+            RemoteError::Connect { .. } => "connect",
+            RemoteError::UnknownHostKey { .. } => "hostkey-unknown",
+            RemoteError::HostKeyChanged { .. } => "hostkey-changed",
+            RemoteError::Auth { .. } => "auth",
+            RemoteError::Sftp { .. } => "sftp",
+            RemoteError::Refused { .. } => "refused",
+            RemoteError::Local { .. } => "local",
+        }
+    }
+}
+
+/// One entry of a remote directory.
+#[derive(Debug, Clone)]
+pub struct RemoteFile {
+    /// File name (no directory).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Whether it is a regular file (not a symlink, directory or device).
+    pub regular: bool,
+    /// Whether it is a symbolic link.
+    pub symlink: bool,
+}
+
+/// An open SSH session with its SFTP channel.
+pub struct Remote {
+    /// Kept alive for the channel's sake.
+    _session: Session,
+    /// The SFTP channel all operations use.
+    sftp: Sftp,
+    /// host:port, for messages.
+    addr: String,
+}
+
+impl Remote {
+    /// Connects, checks the host key, logs in and opens SFTP.
+    pub fn connect(cfg: &RemoteConfig) -> Result<Remote, RemoteError> {
+        let addr = format!("{}:{}", cfg.host, cfg.port);
+        let connect_err = |reason: String| RemoteError::Connect {
+            addr: addr.clone(),
+            reason,
+        };
+        let sockaddrs: Vec<_> = (cfg.host.as_str(), cfg.port)
+            .to_socket_addrs()
+            .map_err(|e| connect_err(format!("cannot resolve host: {e}")))?
+            .collect();
+        let mut last = None;
+        let mut tcp = None;
+        for sa in sockaddrs {
+            match TcpStream::connect_timeout(&sa, cfg.timeout) {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let tcp = tcp
+            .ok_or_else(|| connect_err(last.map_or("no address".to_string(), |e| e.to_string())))?;
+        let _ = tcp.set_nodelay(true);
+        let mut session = Session::new().map_err(|e| connect_err(e.to_string()))?;
+        session.set_tcp_stream(tcp);
+        session.set_timeout(cfg.timeout.as_millis().min(u32::MAX as u128) as u32);
+        session
+            .handshake()
+            .map_err(|e| connect_err(format!("SSH handshake failed: {e}")))?;
+
+        check_host_key(&session, cfg, &addr)?;
+
+        let auth_err = |reason: String| RemoteError::Auth {
+            addr: addr.clone(),
+            user: cfg.user.clone(),
+            reason,
+        };
+        match &cfg.auth {
+            SshAuth::KeyFile { path, passphrase } => {
+                if !path.exists() {
+                    return Err(auth_err(format!(
+                        "key file {} does not exist",
+                        path.display()
+                    )));
+                }
+                session
+                    .userauth_pubkey_file(&cfg.user, None, path, passphrase.as_deref())
+                    .map_err(|e| auth_err(format!("with key {}: {e}", path.display())))?;
+            }
+            SshAuth::Agent => session
+                .userauth_agent(&cfg.user)
+                .map_err(|e| auth_err(format!("with ssh-agent (SSH_AUTH_SOCK): {e}")))?,
+        }
+        if !session.authenticated() {
+            return Err(auth_err("not authenticated".into()));
+        }
+        let sftp = session.sftp().map_err(|e| RemoteError::Sftp {
+            addr: addr.clone(),
+            op: "opening SFTP",
+            path: String::new(),
+            reason: e.to_string(),
+        })?;
+        Ok(Remote {
+            _session: session,
+            sftp,
+            addr,
+        })
+    }
+
+    /// Lists a directory (symlinks reported as such, not followed).
+    pub fn list(&self, dir: &str) -> Result<Vec<RemoteFile>, RemoteError> {
+        let entries = self
+            .sftp
+            .readdir(Path::new(dir))
+            .map_err(|e| self.sftp_err("listing", dir, e))?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (path, stat) in entries {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let ft = stat.file_type();
+            out.push(RemoteFile {
+                name: name.to_string(),
+                size: stat.size.unwrap_or(0),
+                regular: ft.is_file(),
+                symlink: ft.is_symlink(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Downloads `remote` to `local` (via `<local>.part`), checking the size is `expected`.
+    pub fn download(&self, remote: &str, local: &Path, expected: u64) -> Result<u64, RemoteError> {
+        let part = part_path(local);
+        let result = self.download_to(remote, &part, expected);
+        match result {
+            Ok(n) => {
+                std::fs::rename(&part, local).map_err(|source| RemoteError::Local {
+                    path: local.to_path_buf(),
+                    source,
+                })?;
+                Ok(n)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&part);
+                Err(e)
+            }
+        }
+    }
+
+    fn download_to(&self, remote: &str, part: &Path, expected: u64) -> Result<u64, RemoteError> {
+        let mut src = self
+            .sftp
+            .open(Path::new(remote))
+            .map_err(|e| self.sftp_err("opening", remote, e))?;
+        let local_err = |source| RemoteError::Local {
+            path: part.to_path_buf(),
+            source,
+        };
+        let mut dst = File::create(part).map_err(local_err)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = match src.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(RemoteError::Sftp {
+                        addr: self.addr.clone(),
+                        op: "reading",
+                        path: remote.to_string(),
+                        reason: e.to_string(),
+                    })
+                }
+            };
+            dst.write_all(&buf[..n]).map_err(local_err)?;
+            total += n as u64;
+            if total > expected {
+                break;
+            }
+        }
+        if total != expected {
+            return Err(RemoteError::Sftp {
+                addr: self.addr.clone(),
+                op: "downloading",
+                path: remote.to_string(),
+                reason: format!("got {total} bytes, the listing said {expected}; will fetch again"),
+            });
+        }
+        dst.sync_all().map_err(local_err)?;
+        Ok(total)
+    }
+
+    fn sftp_err(&self, op: &'static str, path: &str, e: ssh2::Error) -> RemoteError {
+        RemoteError::Sftp {
+            addr: self.addr.clone(),
+            op,
+            path: path.to_string(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// host:port of the provider.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+}
+
+/// `<file>.part`: where a download lands before it is complete.
+pub fn part_path(local: &Path) -> PathBuf {
+    let mut s = local.as_os_str().to_owned();
+    s.push(".part");
+    PathBuf::from(s)
+}
+
+fn check_host_key(session: &Session, cfg: &RemoteConfig, addr: &str) -> Result<(), RemoteError> {
+    let (key, key_type) = session.host_key().ok_or_else(|| RemoteError::Connect {
+        addr: addr.to_string(),
+        reason: "the server sent no host key".into(),
+    })?;
+    let mut known = session.known_hosts().map_err(|e| RemoteError::Connect {
+        addr: addr.to_string(),
+        reason: format!("known_hosts support unavailable: {e}"),
+    })?;
+    if let Err(e) = known.read_file(&cfg.known_hosts, KnownHostFileKind::OpenSSH) {
+        return Err(RemoteError::Connect {
+            addr: addr.to_string(),
+            reason: format!(
+                "cannot read known_hosts file {}: {e}",
+                cfg.known_hosts.display()
+            ),
+        });
+    }
+    match known.check_port(&cfg.host, cfg.port, key) {
+        CheckResult::Match => Ok(()),
+        CheckResult::NotFound => Err(RemoteError::UnknownHostKey {
+            addr: addr.to_string(),
+            key_type: format!("{key_type:?}"),
+            known_hosts: cfg.known_hosts.clone(),
+        }),
+        CheckResult::Mismatch => Err(RemoteError::HostKeyChanged {
+            addr: addr.to_string(),
+            known_hosts: cfg.known_hosts.clone(),
+        }),
+        CheckResult::Failure => Err(RemoteError::Connect {
+            addr: addr.to_string(),
+            reason: format!(
+                "checking the host key against {} failed",
+                cfg.known_hosts.display()
+            ),
+        }),
+    }
+}
