@@ -1,1 +1,4 @@
 //! End-to-end tests.
+
+mod fixtures_selftest;
+mod support;
