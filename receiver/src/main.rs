@@ -66,7 +66,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
 /// cron mail, log files).
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        // Server NOTICEs (one per archive) are logged by tokio-postgres at info: too chatty.
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(format!("{level},tokio_postgres=warn")))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

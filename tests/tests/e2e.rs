@@ -1,4 +1,5 @@
 //! End-to-end tests.
 
 mod fixtures_selftest;
+mod pull;
 mod support;

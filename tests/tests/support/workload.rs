@@ -71,7 +71,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
     fn below(&mut self, n: u64) -> u64 {
@@ -93,23 +96,54 @@ pub fn generate(archives: u64, seed: u64) -> Vec<Vec<Change>> {
                 0..=4 => {
                     let id = next_id;
                     next_id += 1;
-                    let pick = |r: &mut Lcg| NASTY[r.below(NASTY.len() as u64) as usize].to_string();
-                    let txt = if rng.below(7) == 0 { None } else { Some(format!("{} #{id}", pick(&mut rng))) };
+                    let pick =
+                        |r: &mut Lcg| NASTY[r.below(NASTY.len() as u64) as usize].to_string();
+                    let txt = if rng.below(7) == 0 {
+                        None
+                    } else {
+                        Some(format!("{} #{id}", pick(&mut rng)))
+                    };
                     let row = T1Row {
                         id,
                         txt,
-                        num: if rng.below(5) == 0 { None } else { Some(format!("{}.{:03}", rng.below(100000), rng.below(1000))) },
-                        ts: Some(format!("2026-0{}-1{} 0{}:1{}:2{}.5+00", 1 + rng.below(9), rng.below(10), rng.below(10), rng.below(10), rng.below(10))),
-                        b: if rng.below(3) == 0 { None } else { Some(format!("\\x00ff{:04x}5c", rng.below(65536))) },
+                        num: if rng.below(5) == 0 {
+                            None
+                        } else {
+                            Some(format!("{}.{:03}", rng.below(100000), rng.below(1000)))
+                        },
+                        ts: Some(format!(
+                            "2026-0{}-1{} 0{}:1{}:2{}.5+00",
+                            1 + rng.below(9),
+                            rng.below(10),
+                            rng.below(10),
+                            rng.below(10),
+                            rng.below(10)
+                        )),
+                        b: if rng.below(3) == 0 {
+                            None
+                        } else {
+                            Some(format!("\\x00ff{:04x}5c", rng.below(65536)))
+                        },
                         arr: Some(format!("{{{},NULL,{}}}", rng.below(100), rng.below(100))),
-                        j: Some(format!("{{\"s\": \"it's \\\"json\\\" \\\\ {}\", \"n\": null}}", rng.below(1000))),
+                        j: Some(format!(
+                            "{{\"s\": \"it's \\\"json\\\" \\\\ {}\", \"n\": null}}",
+                            rng.below(1000)
+                        )),
                     };
                     live.push(id);
                     changes.push(Change::InsertT1(row));
                 }
                 5..=6 if !live.is_empty() => {
                     let id = live[rng.below(live.len() as u64) as usize];
-                    let txt = if rng.below(6) == 0 { None } else { Some(format!("upd {} {}", NASTY[rng.below(NASTY.len() as u64) as usize], n)) };
+                    let txt = if rng.below(6) == 0 {
+                        None
+                    } else {
+                        Some(format!(
+                            "upd {} {}",
+                            NASTY[rng.below(NASTY.len() as u64) as usize],
+                            n
+                        ))
+                    };
                     changes.push(Change::UpdateTxt { id, txt });
                 }
                 7 if !live.is_empty() => {
@@ -118,8 +152,16 @@ pub fn generate(archives: u64, seed: u64) -> Vec<Vec<Change>> {
                     changes.push(Change::DeleteT1 { id });
                 }
                 8 => changes.push(Change::InsertT2 {
-                    k: format!("k{n}-{}\t{}", rng.below(1000), NASTY[rng.below(NASTY.len() as u64) as usize]),
-                    v: if rng.below(4) == 0 { None } else { Some(rng.below(1000) as i32) },
+                    k: format!(
+                        "k{n}-{}\t{}",
+                        rng.below(1000),
+                        NASTY[rng.below(NASTY.len() as u64) as usize]
+                    ),
+                    v: if rng.below(4) == 0 {
+                        None
+                    } else {
+                        Some(rng.below(1000) as i32)
+                    },
                 }),
                 _ => changes.push(Change::SetSeq(n as i64 * 10)),
             }
@@ -136,7 +178,8 @@ fn array_elem(v: Option<&str>) -> String {
         Some(s) => {
             let needs = s.is_empty()
                 || s.eq_ignore_ascii_case("null")
-                || s.chars().any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_whitespace());
+                || s.chars()
+                    .any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_whitespace());
             if needs {
                 format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
             } else {
@@ -180,6 +223,9 @@ fn t1_pairs(r: &T1Row) -> Vec<(&'static str, Option<String>)> {
     ]
 }
 
+/// One sl_log_archive row: table, table id, command type, updated columns, name/value pairs.
+type LogRow = (&'static str, i32, char, i32, Vec<(String, Option<String>)>);
+
 /// Renders archive `counter` of `cluster` holding `changes`.
 pub fn render(cluster: &str, counter: u64, changes: &[Change], format: Format) -> String {
     let mut s = String::new();
@@ -202,11 +248,40 @@ pub fn render(cluster: &str, counter: u64, changes: &[Change], format: Format) -
         Format::Copy22 => {
             let _ = writeln!(s, "COPY \"_{cluster}\".\"sl_log_archive\" ( log_origin, log_txid,log_tableid,log_actionseq,log_tablenspname, log_tablerelname, log_cmdtype, log_cmdupdncols,log_cmdargs) FROM STDIN;");
             for (i, c) in changes.iter().enumerate() {
-                let (table, tid, kind, ncols, pairs): (&str, i32, char, i32, Vec<(String, Option<String>)>) = match c {
-                    Change::InsertT1(r) => ("t1", 1, 'I', 0, t1_pairs(r).into_iter().map(|(k, v)| (k.to_string(), v)).collect()),
-                    Change::UpdateTxt { id, txt } => ("t1", 1, 'U', 1, vec![("txt".into(), txt.clone()), ("id".into(), Some(id.to_string()))]),
-                    Change::DeleteT1 { id } => ("t1", 1, 'D', 0, vec![("id".into(), Some(id.to_string()))]),
-                    Change::InsertT2 { k, v } => ("t2", 2, 'I', 0, vec![("k".into(), Some(k.clone())), ("v".into(), v.map(|v| v.to_string()))]),
+                let (table, tid, kind, ncols, pairs): LogRow = match c {
+                    Change::InsertT1(r) => (
+                        "t1",
+                        1,
+                        'I',
+                        0,
+                        t1_pairs(r)
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v))
+                            .collect(),
+                    ),
+                    Change::UpdateTxt { id, txt } => (
+                        "t1",
+                        1,
+                        'U',
+                        1,
+                        vec![
+                            ("txt".into(), txt.clone()),
+                            ("id".into(), Some(id.to_string())),
+                        ],
+                    ),
+                    Change::DeleteT1 { id } => {
+                        ("t1", 1, 'D', 0, vec![("id".into(), Some(id.to_string()))])
+                    }
+                    Change::InsertT2 { k, v } => (
+                        "t2",
+                        2,
+                        'I',
+                        0,
+                        vec![
+                            ("k".into(), Some(k.clone())),
+                            ("v".into(), v.map(|v| v.to_string())),
+                        ],
+                    ),
                     Change::SetSeq(v) => {
                         seqs.push(*v);
                         continue;
@@ -227,7 +302,10 @@ pub fn render(cluster: &str, counter: u64, changes: &[Change], format: Format) -
             }
             s.push_str("\\.\n");
             for v in seqs {
-                let _ = write!(s, "select \"_{cluster}\".sequenceSetValue_offline('s1','seq1','{v}');\n\n");
+                let _ = write!(
+                    s,
+                    "select \"_{cluster}\".sequenceSetValue_offline('s1','seq1','{v}');\n\n"
+                );
             }
         }
         Format::Statements => {
@@ -235,18 +313,34 @@ pub fn render(cluster: &str, counter: u64, changes: &[Change], format: Format) -
                 match c {
                     Change::InsertT1(r) => {
                         let pairs = t1_pairs(r);
-                        let cols: Vec<String> = pairs.iter().map(|(k, _)| format!("\"{k}\"")).collect();
-                        let vals: Vec<String> = pairs.iter().map(|(_, v)| lit(v.as_deref())).collect();
-                        let _ = writeln!(s, "insert into \"s1\".\"t1\" ({}) values ({});", cols.join(","), vals.join(","));
+                        let cols: Vec<String> =
+                            pairs.iter().map(|(k, _)| format!("\"{k}\"")).collect();
+                        let vals: Vec<String> =
+                            pairs.iter().map(|(_, v)| lit(v.as_deref())).collect();
+                        let _ = writeln!(
+                            s,
+                            "insert into \"s1\".\"t1\" ({}) values ({});",
+                            cols.join(","),
+                            vals.join(",")
+                        );
                     }
                     Change::UpdateTxt { id, txt } => {
-                        let _ = writeln!(s, "update only \"s1\".\"t1\" set \"txt\"={} where \"id\"='{id}';", lit(txt.as_deref()));
+                        let _ = writeln!(
+                            s,
+                            "update only \"s1\".\"t1\" set \"txt\"={} where \"id\"='{id}';",
+                            lit(txt.as_deref())
+                        );
                     }
                     Change::DeleteT1 { id } => {
                         let _ = writeln!(s, "delete from only \"s1\".\"t1\" where \"id\"='{id}';");
                     }
                     Change::InsertT2 { k, v } => {
-                        let _ = writeln!(s, "insert into \"s1\".\"t2\" (\"k\",\"v\") values ({},{});", lit(Some(k)), lit(v.map(|v| v.to_string()).as_deref()));
+                        let _ = writeln!(
+                            s,
+                            "insert into \"s1\".\"t2\" (\"k\",\"v\") values ({},{});",
+                            lit(Some(k)),
+                            lit(v.map(|v| v.to_string()).as_deref())
+                        );
                     }
                     Change::SetSeq(v) => {
                         let _ = writeln!(s, "select pg_catalog.setval('s1.seq1', {v});");
@@ -269,7 +363,14 @@ pub fn archive_name(counter: u64) -> String {
 }
 
 /// Writes archives `from..=to` into `dir` and returns their paths.
-pub fn write_archives(dir: &Path, cluster: &str, stream: &[Vec<Change>], from: u64, to: u64, format: impl Fn(u64) -> Format) -> Vec<PathBuf> {
+pub fn write_archives(
+    dir: &Path,
+    cluster: &str,
+    stream: &[Vec<Change>],
+    from: u64,
+    to: u64,
+    format: impl Fn(u64) -> Format,
+) -> Vec<PathBuf> {
     std::fs::create_dir_all(dir).unwrap();
     (from..=to)
         .map(|c| {
@@ -295,16 +396,28 @@ pub async fn apply_expected(client: &tokio_postgres::Client, stream: &[Vec<Chang
                         .unwrap();
                 }
                 Change::UpdateTxt { id, txt } => {
-                    client.execute("UPDATE s1.t1 SET txt = $2 WHERE id = $1", &[id, txt]).await.unwrap();
+                    client
+                        .execute("UPDATE s1.t1 SET txt = $2 WHERE id = $1", &[id, txt])
+                        .await
+                        .unwrap();
                 }
                 Change::DeleteT1 { id } => {
-                    client.execute("DELETE FROM s1.t1 WHERE id = $1", &[id]).await.unwrap();
+                    client
+                        .execute("DELETE FROM s1.t1 WHERE id = $1", &[id])
+                        .await
+                        .unwrap();
                 }
                 Change::InsertT2 { k, v } => {
-                    client.execute("INSERT INTO s1.t2 VALUES ($1, $2)", &[k, v]).await.unwrap();
+                    client
+                        .execute("INSERT INTO s1.t2 VALUES ($1, $2)", &[k, v])
+                        .await
+                        .unwrap();
                 }
                 Change::SetSeq(v) => {
-                    client.execute("SELECT setval('s1.seq1', $1)", &[v]).await.unwrap();
+                    client
+                        .execute("SELECT setval('s1.seq1', $1)", &[v])
+                        .await
+                        .unwrap();
                 }
             }
         }

@@ -1,0 +1,541 @@
+//! `slony-receiver pull` end to end: a real PostgreSQL replica, a real sshd serving the
+//! provider directory, a real SMTP server catching the alerts.
+
+use crate::support::pg::PgServer;
+use crate::support::smtp::{Mail, SmtpSink};
+use crate::support::ssh::SshServer;
+use crate::support::workload::{self, Change, Format};
+use crate::support::{bin_path, TestDir};
+use slony_shared::archive::{ArchiveName, BatchName};
+use slony_shared::counter::Counter;
+use slony_shared::ident::ClusterName;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const CLUSTER: &str = "lab";
+const NODE: &str = "site1";
+
+/// A subscriber site and its provider, all on loopback.
+struct Site {
+    /// Root of everything this test writes (kept on failure).
+    dir: TestDir,
+    /// The provider's directory for this site.
+    provider: PathBuf,
+    /// The receiver's config file.
+    config: PathBuf,
+    /// The stream of changes the archives carry.
+    stream: Vec<Vec<Change>>,
+    smtp: SmtpSink,
+    ssh: SshServer,
+    pg: PgServer,
+}
+
+/// The result of one `slony-receiver` run.
+struct Run {
+    code: i32,
+    stderr: String,
+}
+
+impl Site {
+    async fn new(name: &str, archives: u64) -> Site {
+        let dir = TestDir::new(name);
+        let provider = dir.mkdir("provider/site_logs").join(NODE);
+        std::fs::create_dir_all(&provider).unwrap();
+        let pg = PgServer::start();
+        pg.create_db("replica").await;
+        pg.create_db("expected").await;
+        let replica = pg.connect("replica").await;
+        let cluster = ClusterName::new(CLUSTER).unwrap();
+        replica
+            .batch_execute(&format!(
+                "{}{}{}",
+                workload::SCHEMA_SQL,
+                slony_shared::offline::tracking_schema_sql(&cluster),
+                slony_shared::offline::tracking_row_sql(
+                    &cluster,
+                    Counter(0),
+                    "1970-01-01 00:00:00"
+                )
+            ))
+            .await
+            .unwrap();
+        pg.connect("expected")
+            .await
+            .batch_execute(workload::SCHEMA_SQL)
+            .await
+            .unwrap();
+        let ssh = SshServer::start(&dir.join("provider"));
+        let smtp = SmtpSink::start();
+        let config = dir.join("receiver.toml");
+        let site = Site {
+            provider,
+            config,
+            stream: workload::generate(archives, 7),
+            smtp,
+            ssh,
+            pg,
+            dir,
+        };
+        site.write_config(site.ssh.known_hosts());
+        site
+    }
+
+    fn write_config(&self, known_hosts: &Path) {
+        let text = format!(
+            r#"cluster = "{CLUSTER}"
+node = "{NODE}"
+[remote]
+host = "127.0.0.1"
+port = {ssh_port}
+user = "{user}"
+key_file = "{key}"
+known_hosts = "{known_hosts}"
+log_dir = "{log_dir}"
+connect_timeout_secs = 10
+[local]
+log_dir = "{local}"
+[database]
+host = "127.0.0.1"
+port = {pg_port}
+user = "postgres"
+dbname = "replica"
+connect_timeout_secs = 5
+[pull]
+fetch_ahead = 8
+vacuum_every = 50
+[alert]
+recipients = ["ops@example.org"]
+from = "receiver@example.org"
+smtp_host = "127.0.0.1"
+smtp_port = {smtp_port}
+tls = "none"
+"#,
+            ssh_port = self.ssh.port(),
+            user = self.ssh.user(),
+            key = self.ssh.client_key().display(),
+            known_hosts = known_hosts.display(),
+            log_dir = self.provider.parent().unwrap().display(),
+            local = self.local().display(),
+            pg_port = self.pg.port(),
+            smtp_port = self.smtp.port(),
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    fn local(&self) -> PathBuf {
+        self.dir.join("local")
+    }
+
+    fn site_dir(&self) -> PathBuf {
+        self.local().join(NODE)
+    }
+
+    /// Writes archives `from..=to` as single files on the provider.
+    fn publish(&self, from: u64, to: u64, format: Format) -> Vec<PathBuf> {
+        workload::write_archives(&self.provider, CLUSTER, &self.stream, from, to, |_| format)
+    }
+
+    /// Packs archives `from..=to` into a batch on the provider (no loose files left).
+    fn publish_batch(&self, from: u64, to: u64, format: Format) {
+        let staging = self.dir.join(format!("staging-{from}"));
+        let paths = workload::write_archives(&staging, CLUSTER, &self.stream, from, to, |_| format);
+        let members: Vec<(ArchiveName, PathBuf)> = paths
+            .into_iter()
+            .map(|p| {
+                (
+                    ArchiveName::parse(p.file_name().unwrap().to_str().unwrap()).unwrap(),
+                    p,
+                )
+            })
+            .collect();
+        let batch = BatchName {
+            from: Counter(from),
+            to: Counter(to),
+        };
+        slony_shared::batch::write_batch(&self.provider, batch, &members).unwrap();
+    }
+
+    fn pull(&self, extra: &[&str]) -> Run {
+        self.run(
+            &["pull", "--config", self.config.to_str().unwrap(), "--once"],
+            extra,
+        )
+    }
+
+    fn run(&self, args: &[&str], extra: &[&str]) -> Run {
+        let out: Output = Command::new(bin_path("slony-receiver"))
+            .args(args)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .output()
+            .expect("running slony-receiver");
+        let run = Run {
+            code: out.status.code().unwrap_or(-1),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        eprintln!(
+            "--- slony-receiver {args:?} exited {}\n{}",
+            run.code, run.stderr
+        );
+        run
+    }
+
+    async fn counter(&self) -> u64 {
+        let c = self.pg.connect("replica").await;
+        let row = c
+            .query_one(
+                &format!("SELECT at_counter FROM \"_{CLUSTER}\".sl_archive_tracking"),
+                &[],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i64>(0) as u64
+    }
+
+    fn counter_file(&self) -> String {
+        std::fs::read_to_string(self.site_dir().join("slony_counter.txt"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    async fn replica_fingerprint(&self) -> String {
+        workload::fingerprint(&self.pg.connect("replica").await).await
+    }
+
+    /// The fingerprint of the provider's tables after archive `upto`.
+    async fn expected_fingerprint(&self, upto: u64) -> String {
+        self.pg.create_db(&format!("expected_{upto}")).await;
+        let c = self.pg.connect(&format!("expected_{upto}")).await;
+        c.batch_execute(workload::SCHEMA_SQL).await.unwrap();
+        workload::apply_expected(&c, &self.stream, upto).await;
+        workload::fingerprint(&c).await
+    }
+
+    fn mails(&self, n: usize) -> Vec<Mail> {
+        self.smtp.wait_for(n, Duration::from_secs(10))
+    }
+
+    fn files_in(&self, dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_singles_and_batches_in_both_formats() {
+    let site = Site::new("pull-mixed", 260).await;
+    // Start with 30 singles, then the provider packs 1..=50 and 51..=100 into batches.
+    site.publish(1, 30, Format::Copy22);
+    let run = site.pull(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(site.counter().await, 30);
+    assert_eq!(site.counter_file(), "30");
+
+    for f in site.files_in(&site.provider) {
+        std::fs::remove_file(site.provider.join(f)).unwrap();
+    }
+    site.publish_batch(1, 50, Format::Copy22);
+    site.publish_batch(51, 100, Format::Statements);
+    workload::write_archives(&site.provider, CLUSTER, &site.stream, 101, 260, |c| {
+        if c % 3 == 0 {
+            Format::Statements
+        } else {
+            Format::Copy22
+        }
+    });
+    // Files the receiver must ignore: one still being written, one unrelated.
+    std::fs::write(
+        site.provider
+            .join("slony1_log_2_00000000000000000261.sql.tmp"),
+        "partial",
+    )
+    .unwrap();
+    std::fs::write(site.provider.join("README"), "not an archive").unwrap();
+
+    let run = site.pull(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(site.counter().await, 260);
+    assert_eq!(site.counter_file(), "260");
+    assert_eq!(
+        site.replica_fingerprint().await,
+        site.expected_fingerprint(260).await
+    );
+    let applied = site.files_in(&site.site_dir().join("applied"));
+    assert_eq!(
+        applied.len(),
+        260,
+        "every applied archive is kept for housekeeping"
+    );
+    assert!(site.files_in(&site.site_dir().join("incoming")).is_empty());
+
+    // Nothing new: a second run applies nothing and changes nothing.
+    let before = site.replica_fingerprint().await;
+    let run = site.pull(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("up to date"), "{}", run.stderr);
+    assert_eq!(site.counter().await, 260);
+    assert_eq!(site.replica_fingerprint().await, before);
+    assert!(site.smtp.messages().is_empty(), "no mail when all is well");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_archive_is_fetched_again_never_applied() {
+    let site = Site::new("pull-truncated", 12).await;
+    site.publish(1, 12, Format::Copy22);
+    let victim = site.provider.join(workload::archive_name(6));
+    let whole = std::fs::read(&victim).unwrap();
+    let cut = whole.windows(3).position(|w| w == b"\\.\n").unwrap() - 5;
+    std::fs::write(&victim, &whole[..cut]).unwrap();
+
+    let run = site.pull(&[]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(run.stderr.contains("incomplete archive"), "{}", run.stderr);
+    assert_eq!(
+        site.counter().await,
+        5,
+        "archives before the cut one are applied"
+    );
+    assert_eq!(
+        site.replica_fingerprint().await,
+        site.expected_fingerprint(5).await
+    );
+    assert!(
+        !site
+            .site_dir()
+            .join("incoming")
+            .join(workload::archive_name(6))
+            .exists(),
+        "the partial copy is deleted"
+    );
+    let mails = site.mails(1);
+    assert!(mails[0].subject.contains("FAILED"), "{}", mails[0].subject);
+    assert!(
+        mails[0].body.contains(&workload::archive_name(6)),
+        "{}",
+        mails[0].body
+    );
+
+    // The provider's file becomes whole: the next run fetches it again and recovers.
+    std::fs::write(&victim, &whole).unwrap();
+    let run = site.pull(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(site.counter().await, 12);
+    assert_eq!(
+        site.replica_fingerprint().await,
+        site.expected_fingerprint(12).await
+    );
+    let mails = site.mails(2);
+    assert!(
+        mails[1].subject.contains("RECOVERED"),
+        "{}",
+        mails[1].subject
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gap_stops_at_the_missing_counter_and_is_mailed_once() {
+    let site = Site::new("pull-gap", 10).await;
+    site.publish(1, 4, Format::Copy22);
+    site.publish(6, 10, Format::Copy22);
+    let run = site.pull(&[]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("archive 5 is missing"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(site.counter().await, 4);
+    let mails = site.mails(1);
+    assert!(
+        mails[0].body.contains("archive 5 is missing"),
+        "{}",
+        mails[0].body
+    );
+    assert_eq!(mails[0].to, vec!["ops@example.org".to_string()]);
+
+    // The same failure on the next run is not mailed again.
+    let run = site.pull(&[]);
+    assert_eq!(run.code, 4);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        site.smtp.messages().len(),
+        1,
+        "the same failure is mailed once, not on every run"
+    );
+
+    site.publish(5, 5, Format::Copy22);
+    let run = site.pull(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(site.counter().await, 10);
+    assert!(site.mails(2)[1].subject.contains("RECOVERED"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_error_mid_archive_applies_nothing_of_it() {
+    let site = Site::new("pull-sqlerror", 8).await;
+    site.publish(1, 8, Format::Statements);
+    // Archive 4: valid statements, then one that fails (a duplicate key), then more.
+    let path = site.provider.join(workload::archive_name(4));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let bad = "insert into \"s1\".\"t2\" (\"k\",\"v\") values ('dup','1');\ninsert into \"s1\".\"t2\" (\"k\",\"v\") values ('dup','2');\n";
+    let at = text.find("-- EOL").unwrap();
+    let text = format!(
+        "{}insert into \"s1\".\"t2\" (\"k\",\"v\") values ('before','0');\n{bad}{}",
+        &text[..at],
+        &text[at..]
+    );
+    std::fs::write(&path, &text).unwrap();
+    let bad_line = text[..text.find("'dup','2'").unwrap()].lines().count() as u64;
+
+    let run = site.pull(&[]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&workload::archive_name(4)),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!("line {bad_line}")),
+        "line {bad_line}: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("duplicate key value"), "{}", run.stderr);
+    assert_eq!(site.counter().await, 3);
+    assert_eq!(site.counter_file(), "3");
+    assert_eq!(
+        site.replica_fingerprint().await,
+        site.expected_fingerprint(3).await,
+        "nothing of archive 4 is applied"
+    );
+    let c = site.pg.connect("replica").await;
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM s1.t2 WHERE k IN ('before', 'dup')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    let mails = site.mails(1);
+    assert!(
+        mails[0].body.contains("duplicate key value"),
+        "{}",
+        mails[0].body
+    );
+    assert!(
+        mails[0].body.contains(&format!("line {bad_line}")),
+        "{}",
+        mails[0].body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_host_key_is_refused() {
+    let site = Site::new("pull-hostkey", 3).await;
+    site.publish(1, 3, Format::Copy22);
+    site.write_config(&site.ssh.wrong_known_hosts());
+    let run = site.pull(&[]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("does NOT match"), "{}", run.stderr);
+    assert_eq!(site.counter().await, 0);
+    let mails = site.mails(1);
+    assert!(
+        mails[0].body.contains("does NOT match"),
+        "{}",
+        mails[0].body
+    );
+
+    // An empty known_hosts: the key is unknown, also refused.
+    let empty = site.dir.join("empty_known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    site.write_config(&empty);
+    let run = site.pull(&[]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("is not in"), "{}", run.stderr);
+    assert_eq!(site.counter().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_down_is_reported_and_pull_resumes_after() {
+    let mut site = Site::new("pull-dbdown", 5).await;
+    site.publish(1, 5, Format::Copy22);
+    site.pg.stop();
+    let run = site.pull(&[]);
+    assert_eq!(run.code, 5, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("cannot connect to the replica database"),
+        "{}",
+        run.stderr
+    );
+    let mails = site.mails(1);
+    assert!(mails[0].subject.contains("FAILED"), "{}", mails[0].subject);
+    site.pg.start_again();
+    let run = site.pull(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(site.counter().await, 5);
+    assert!(site.mails(2)[1].subject.contains("RECOVERED"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_file_and_second_instance() {
+    let site = Site::new("pull-pause", 4).await;
+    site.publish(1, 4, Format::Copy22);
+    let die = site.local().join(format!("get_slony_logs.{NODE}.die"));
+    std::fs::create_dir_all(site.local()).unwrap();
+    std::fs::write(&die, "").unwrap();
+    let run = site.pull(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("paused"), "{}", run.stderr);
+    assert_eq!(site.counter().await, 0);
+    let run = site.pull(&["--fail-if-paused"]);
+    assert_eq!(run.code, 10, "{}", run.stderr);
+    std::fs::remove_file(&die).unwrap();
+
+    // Another instance holds the per-cluster lock.
+    let lock = slony_shared::lock::RunLock::try_acquire(
+        &site.local().join(format!("slony-receiver.{CLUSTER}.lock")),
+    )
+    .unwrap();
+    let run = site.pull(&[]);
+    assert_eq!(run.code, 11, "{}", run.stderr);
+    assert!(run.stderr.contains("already running"), "{}", run.stderr);
+    assert_eq!(site.counter().await, 0);
+    drop(lock);
+    let run = site.pull(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(site.counter().await, 4);
+    assert!(
+        site.smtp.messages().is_empty(),
+        "pauses and a busy lock are not failures"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_initialised_database_gets_a_clear_error() {
+    let site = Site::new("pull-noinit", 2).await;
+    site.publish(1, 2, Format::Copy22);
+    site.pg
+        .connect("replica")
+        .await
+        .batch_execute(&format!("DROP SCHEMA \"_{CLUSTER}\" CASCADE"))
+        .await
+        .unwrap();
+    let run = site.pull(&[]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not initialised for log shipping"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("subscribe-series"), "{}", run.stderr);
+}
