@@ -43,4 +43,19 @@ pub enum Command {
         #[arg(long)]
         fail_if_paused: bool,
     },
+    /// Pack applied archives into tar.gz batches and apply the retention policy.
+    Housekeeping {
+        /// The configuration.
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Show the replica's position, lag behind the provider, and health.
+    Status {
+        /// The configuration.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }

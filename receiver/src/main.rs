@@ -59,6 +59,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let cfg = load_config(&config)?;
             runtime.block_on(cmd::pull::run(&cfg, once, fail_if_paused))
         }
+        Command::Housekeeping { config } => {
+            let cfg = load_config(&config)?;
+            runtime.block_on(cmd::housekeeping::run(&cfg))
+        }
+        Command::Status { config, json } => {
+            let cfg = load_config(&config)?;
+            runtime.block_on(cmd::status::run(&cfg, json))
+        }
     }
 }
 

@@ -1,3 +1,5 @@
 //! One module per subcommand; each turns a validated config into an exit code.
 
+pub mod housekeeping;
 pub mod pull;
+pub mod status;
