@@ -539,3 +539,79 @@ async fn not_initialised_database_gets_a_clear_error() {
     );
     assert!(run.stderr.contains("subscribe-series"), "{}", run.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_config_with_ssh_agent() {
+    let site = Site::new("pull-legacy", 6).await;
+    site.publish(1, 6, Format::Copy22);
+    // The original tools logged in through the user's ssh-agent and ~/.ssh/known_hosts.
+    let home = site.dir.mkdir("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::copy(site.ssh.known_hosts(), home.join(".ssh/known_hosts")).unwrap();
+    let sock = site.dir.join("agent.sock");
+    let agent = Command::new("ssh-agent")
+        .arg("-a")
+        .arg(&sock)
+        .output()
+        .expect("ssh-agent");
+    assert!(
+        agent.status.success(),
+        "ssh-agent: {}",
+        String::from_utf8_lossy(&agent.stderr)
+    );
+    let pid: String = String::from_utf8_lossy(&agent.stdout)
+        .split("SSH_AGENT_PID=")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .unwrap()
+        .to_string();
+    struct KillAgent(String);
+    impl Drop for KillAgent {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").arg(&self.0).status();
+        }
+    }
+    let _agent = KillAgent(pid);
+    let add = Command::new("ssh-add")
+        .arg(site.ssh.client_key())
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(
+        add.status.success(),
+        "ssh-add: {}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+
+    let legacy = site.dir.join("client.cfg");
+    std::fs::write(
+        &legacy,
+        format!(
+            "# original client config\nkRSServer=127.0.0.1\nkRSPort={}\nkRSUser={}\nrmt_slony_dir={}\nslony_logs={}\n\
+             pg_host=127.0.0.1\npg_port={}\npg_user=postgres\npg_dbname=replica\nslony_cluster={CLUSTER}\nnode={NODE}\n\
+             ingestion_path={}\nemail_list=\n",
+            site.ssh.port(),
+            site.ssh.user(),
+            site.provider.parent().unwrap().display(),
+            site.local().display(),
+            site.pg.port(),
+            site.local().display(),
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin_path("slony-receiver"))
+        .args([
+            "pull",
+            "--legacy-config",
+            legacy.to_str().unwrap(),
+            "--once",
+        ])
+        .env("HOME", &home)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(site.counter().await, 6);
+    assert_eq!(site.counter_file(), "6");
+}
