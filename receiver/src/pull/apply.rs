@@ -159,10 +159,6 @@ impl Applier {
     /// Applies one archive in its own transaction. On any error the transaction is rolled
     /// back and nothing of the archive remains.
     pub async fn apply(&mut self, path: &Path, name: &ArchiveName) -> Result<Header, ApplyError> {
-        let begin = "SET session_replication_role TO replica; BEGIN";
-        if let Err(e) = self.client.batch_execute(begin).await {
-            return Err(self.sql_error(name, 0, begin, e));
-        }
         match self.apply_body(path, name).await {
             Ok(header) => {
                 if let Err(e) = self.client.batch_execute("COMMIT").await {
@@ -190,7 +186,10 @@ impl Applier {
         let file = File::open(path).map_err(|e| archive_err(e.into()))?;
         let mut splitter = Splitter::new(BufReader::with_capacity(256 * 1024, file));
         let mut envelope = Envelope::new(&self.cluster, name.counter);
-        let mut pending: Vec<(String, u64)> = Vec::new();
+        // The transaction starts with the first pipelined batch: no round trip of its own.
+        // Archives may switch the role for DDL; each starts again as a replica.
+        let mut pending: Vec<(String, u64)> =
+            vec![("SET session_replication_role TO replica; BEGIN".to_string(), 0)];
         let mut pending_bytes = 0;
         let mut buf = Vec::new();
         while let Some(item) = splitter.next_item().map_err(|e| archive_err(e.into()))? {
