@@ -11,6 +11,7 @@
 //! - [`alert`]: failure mail over SMTP, sent once per failure, daily reminders, and on recovery.
 //! - [`lock`]: the exclusive per-cluster run lock.
 //! - [`offline`]: the SQL that prepares a replica database (what slony1_dump.sh creates).
+//! - [`trigger`]: the subscription protocol files exchanged in the trigger directory.
 
 pub mod alert;
 pub mod archive;
@@ -20,3 +21,4 @@ pub mod counter;
 pub mod ident;
 pub mod lock;
 pub mod offline;
+pub mod trigger;
