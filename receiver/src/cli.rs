@@ -58,4 +58,31 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Create or change this site's subscription (series = schema.table) with the provider.
+    SubscribeSeries {
+        /// The configuration.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The subscribe list: `schema.table subscribe|unsubscribe`, one per line.
+        #[arg(long, value_name = "FILE", required_unless_present = "abort")]
+        list: Option<PathBuf>,
+        /// How many times to look for each answer from the manager.
+        #[arg(long, default_value_t = 120)]
+        attempts: u32,
+        /// Seconds between looks.
+        #[arg(long, default_value_t = 5)]
+        interval_secs: u64,
+        /// Original tools' archive flag (0 or 1), passed to the provider.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+        archive: u8,
+        /// Original tools' retention in days, passed to the provider.
+        #[arg(long, default_value_t = 21)]
+        retention: u32,
+        /// Original tools' tape group, passed to the provider.
+        #[arg(long, default_value_t = 1)]
+        tapegroup: u32,
+        /// Cancel the request in progress and lift the pause.
+        #[arg(long)]
+        abort: bool,
+    },
 }

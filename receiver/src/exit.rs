@@ -21,7 +21,27 @@ pub const PAUSED: u8 = 10;
 /// Another instance holds the per-cluster lock.
 pub const ALREADY_RUNNING: u8 = 11;
 
+/// The exit code of a failure family.
+pub fn for_class(class: crate::pull::FailureClass) -> u8 {
+    use crate::pull::FailureClass;
+    match class {
+        FailureClass::Remote => REMOTE,
+        FailureClass::Apply => APPLY,
+        FailureClass::Database => DATABASE,
+        FailureClass::Local => LOCAL,
+    }
+}
+
 /// The process exit code for a code above.
 pub fn code(c: u8) -> ExitCode {
     ExitCode::from(c)
 }
+
+/// `status`: the replica is reachable but unhealthy: its lag passed `[status]
+/// max_lag_archives` or `max_lag_secs`, or a `pull` failure is still active.
+pub const UNHEALTHY: u8 = 20;
+
+/// `subscribe-series`: the manager did not answer within the allowed attempts; the
+/// request stays pending and pull stays paused (run the command again to keep waiting,
+/// or with `--abort` to cancel).
+pub const TIMEOUT: u8 = 12;

@@ -5,8 +5,11 @@
 
 mod cli;
 mod cmd;
+mod execute;
 mod exit;
+mod housekeeping;
 mod pull;
+mod subscribe;
 
 use anyhow::Context;
 use clap::Parser;
@@ -23,17 +26,28 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("slony-receiver: {e:#}");
-            let config_error = e.chain().any(|c| {
-                c.downcast_ref::<slony_shared::config::ConfigError>()
-                    .is_some()
-            });
-            exit::code(if config_error {
-                exit::CONFIG
-            } else {
-                exit::LOCAL
-            })
+            exit::code(exit_code_for(&e))
         }
     }
+}
+
+/// The exit code for an error that ended a command early.
+fn exit_code_for(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if cause
+            .downcast_ref::<slony_shared::config::ConfigError>()
+            .is_some()
+        {
+            return exit::CONFIG;
+        }
+        if let Some(p) = cause.downcast_ref::<pull::PullError>() {
+            return exit::for_class(p.class());
+        }
+        if cause.downcast_ref::<pull::remote::RemoteError>().is_some() {
+            return exit::REMOTE;
+        }
+    }
+    exit::LOCAL
 }
 
 fn load_config(arg: &ConfigArg) -> anyhow::Result<ReceiverConfig> {
@@ -62,6 +76,28 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Housekeeping { config } => {
             let cfg = load_config(&config)?;
             runtime.block_on(cmd::housekeeping::run(&cfg))
+        }
+        Command::SubscribeSeries {
+            config,
+            list,
+            attempts,
+            interval_secs,
+            archive,
+            retention,
+            tapegroup,
+            abort,
+        } => {
+            let cfg = load_config(&config)?;
+            let opts = subscribe::Options {
+                list,
+                attempts,
+                interval: std::time::Duration::from_secs(interval_secs),
+                archive,
+                retention,
+                tapegroup,
+                abort,
+            };
+            runtime.block_on(cmd::subscribe_series::run(&cfg, &opts))
         }
         Command::Status { config, json } => {
             let cfg = load_config(&config)?;

@@ -138,6 +138,11 @@ fn lines(bytes: &[u8]) -> Result<Vec<(usize, String, String)>, TriggerError> {
     Ok(out)
 }
 
+/// Whether a trigger file is whole: its last non-blank line is the end marker.
+pub fn is_complete(bytes: &[u8]) -> bool {
+    !matches!(lines(bytes), Err(TriggerError::Incomplete))
+}
+
 /// Subscribe or unsubscribe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {

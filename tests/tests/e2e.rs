@@ -1,5 +1,7 @@
 //! End-to-end tests.
 
 mod fixtures_selftest;
+mod housekeeping;
 mod pull;
+mod status;
 mod support;

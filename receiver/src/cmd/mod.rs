@@ -3,3 +3,4 @@
 pub mod housekeeping;
 pub mod pull;
 pub mod status;
+pub mod subscribe_series;

@@ -6,7 +6,7 @@
 //! (doubling, capped at 5 minutes) and returns to the poll interval once a run succeeds.
 
 use crate::exit;
-use crate::pull::{self, FailureClass, PullError, Report};
+use crate::pull::{self, PullError, Report};
 use anyhow::Context;
 use slony_shared::alert::{Alerter, Failure};
 use slony_shared::config::ReceiverConfig;
@@ -130,12 +130,7 @@ fn conclude(cfg: &ReceiverConfig, alerter: &Alerter, result: Result<Report, Pull
             if let Err(mail_err) = alerter.report_failure(&failure) {
                 tracing::warn!("could not send the alert mail: {mail_err}");
             }
-            match e.class() {
-                FailureClass::Remote => exit::REMOTE,
-                FailureClass::Apply => exit::APPLY,
-                FailureClass::Database => exit::DATABASE,
-                FailureClass::Local => exit::LOCAL,
-            }
+            exit::for_class(e.class())
         }
     }
 }

@@ -4,13 +4,9 @@
 //! the archive end cleanly. The tracking VACUUM runs after the commit, once per
 //! `vacuum_every` archives (and at the end of a run), not inside the transaction.
 //!
-//! Statements between COPY blocks are pipelined (sent together, answers read in order),
-//! so a pre-2.2 archive of many INSERTs costs one round trip per window, while the first
-//! failing statement is still named by its line.
+//! Statements and COPY data go through [`crate::execute`] (pipelined, streamed).
 
-use bytes::Bytes;
-use futures_util::future::join_all;
-use futures_util::SinkExt;
+use crate::execute::{self, ExecError, Pipeline};
 use slony_shared::archive::{ArchiveError, ArchiveName, Envelope, Header, Item, Splitter, Step};
 use slony_shared::ident::ClusterName;
 use std::fs::File;
@@ -18,11 +14,6 @@ use std::io::BufReader;
 use std::path::Path;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
-
-/// Pipelined statements are flushed when this many are waiting.
-const PIPELINE_STATEMENTS: usize = 256;
-/// ... or when their text reaches this size.
-const PIPELINE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Why an archive was not applied. In every case nothing of it was committed.
 #[derive(Debug, thiserror::Error)]
@@ -79,43 +70,7 @@ pub struct Applier {
     vacuum_every: u64,
 }
 
-/// Renders a PostgreSQL error with everything an operator needs.
-pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut s = format!("{}:  {}", db.severity(), db.message());
-            if let Some(d) = db.detail() {
-                s.push_str(&format!("\n  DETAIL:  {d}"));
-            }
-            if let Some(h) = db.hint() {
-                s.push_str(&format!("\n  HINT:  {h}"));
-            }
-            if let Some(w) = db.where_() {
-                s.push_str(&format!("\n  CONTEXT:  {w}"));
-            }
-            s.push_str(&format!(" (SQLSTATE {})", db.code().code()));
-            s
-        }
-        None => e.to_string(),
-    }
-}
-
-fn excerpt(sql: &str) -> String {
-    let one: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one.chars().count() > 200 {
-        one.chars().take(197).collect::<String>() + "..."
-    } else {
-        one
-    }
-}
-
-/// The row number PostgreSQL reports for a COPY error ("COPY t, line 3, ...").
-fn copy_row(e: &tokio_postgres::Error) -> Option<u64> {
-    let w = e.as_db_error()?.where_()?;
-    let rest = &w[w.find(", line ")? + 7..];
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
+pub use crate::execute::describe_pg_error;
 
 impl Applier {
     /// Wraps a connected client.
@@ -128,6 +83,16 @@ impl Applier {
         }
     }
 
+    fn exec_error(&self, name: &ArchiveName, e: ExecError) -> ApplyError {
+        match e {
+            ExecError::Parse(p) => ApplyError::Archive {
+                name: *name,
+                source: p.into(),
+            },
+            ExecError::Db { line, sql, source } => self.sql_error(name, line, &sql, source),
+        }
+    }
+
     fn sql_error(
         &self,
         name: &ArchiveName,
@@ -135,7 +100,7 @@ impl Applier {
         sql: &str,
         e: tokio_postgres::Error,
     ) -> ApplyError {
-        if e.is_closed() || e.as_db_error().is_none() && e.code().is_none() {
+        if execute::is_connection_error(&e) {
             return ApplyError::Connection {
                 name: *name,
                 source: e,
@@ -151,7 +116,7 @@ impl Applier {
         ApplyError::Sql {
             name: *name,
             line,
-            statement: excerpt(sql),
+            statement: execute::excerpt(sql),
             message,
         }
     }
@@ -178,110 +143,40 @@ impl Applier {
         }
     }
 
-    async fn apply_body(&mut self, path: &Path, name: &ArchiveName) -> Result<Header, ApplyError> {
+    async fn apply_body(&self, path: &Path, name: &ArchiveName) -> Result<Header, ApplyError> {
         let archive_err = |source: ArchiveError| ApplyError::Archive {
             name: *name,
             source,
         };
+        let exec_err = |e: ExecError| self.exec_error(name, e);
         let file = File::open(path).map_err(|e| archive_err(e.into()))?;
         let mut splitter = Splitter::new(BufReader::with_capacity(256 * 1024, file));
         let mut envelope = Envelope::new(&self.cluster, name.counter);
+        let client = &self.client;
         // The transaction starts with the first pipelined batch: no round trip of its own.
         // Archives may switch the role for DDL; each starts again as a replica.
-        let mut pending: Vec<(String, u64)> =
-            vec![("SET session_replication_role TO replica; BEGIN".to_string(), 0)];
-        let mut pending_bytes = 0;
+        let mut pipeline = Pipeline::default();
+        let begin = "SET session_replication_role TO replica; BEGIN".to_string();
+        pipeline.push(client, begin, 0).await.map_err(exec_err)?;
         let mut buf = Vec::new();
         while let Some(item) = splitter.next_item().map_err(|e| archive_err(e.into()))? {
-            let step = envelope.step(&item).map_err(archive_err)?;
-            match (step, item) {
+            match (envelope.step(&item).map_err(archive_err)?, item) {
                 (Step::Execute, Item::Statement { sql, line }) => {
-                    pending_bytes += sql.len();
-                    pending.push((sql, line));
-                    if pending.len() >= PIPELINE_STATEMENTS || pending_bytes >= PIPELINE_BYTES {
-                        self.flush(name, &mut pending).await?;
-                        pending_bytes = 0;
-                    }
+                    pipeline.push(client, sql, line).await.map_err(exec_err)?
                 }
                 (Step::CopyIn, Item::CopyIn { sql, line }) => {
-                    self.flush(name, &mut pending).await?;
-                    pending_bytes = 0;
-                    self.copy(name, &mut splitter, &sql, line, &mut buf).await?;
+                    pipeline.flush(client).await.map_err(exec_err)?;
+                    execute::copy_in(client, &mut splitter, &sql, line, &mut buf)
+                        .await
+                        .map_err(exec_err)?;
                 }
-                (Step::Commit, _) => {
-                    self.flush(name, &mut pending).await?;
-                    pending_bytes = 0;
-                }
-                // Comments, the archive's own BEGIN, and the VACUUM (run after commit).
+                // Comments, the archive's own BEGIN and COMMIT, and the VACUUM (run after
+                // the commit).
                 _ => {}
             }
         }
-        self.flush(name, &mut pending).await?;
+        pipeline.flush(client).await.map_err(exec_err)?;
         envelope.finish().map_err(archive_err)
-    }
-
-    async fn flush(
-        &self,
-        name: &ArchiveName,
-        pending: &mut Vec<(String, u64)>,
-    ) -> Result<(), ApplyError> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let results = join_all(
-            pending
-                .iter()
-                .map(|(sql, _)| self.client.batch_execute(sql)),
-        )
-        .await;
-        let first_error = results
-            .into_iter()
-            .zip(pending.iter())
-            .find_map(|(r, (sql, line))| r.err().map(|e| (e, sql, *line)));
-        let out = match first_error {
-            Some((e, sql, line)) => Err(self.sql_error(name, line, sql, e)),
-            None => Ok(()),
-        };
-        pending.clear();
-        out
-    }
-
-    async fn copy<R: std::io::BufRead>(
-        &self,
-        name: &ArchiveName,
-        splitter: &mut Splitter<R>,
-        sql: &str,
-        line: u64,
-        buf: &mut Vec<u8>,
-    ) -> Result<(), ApplyError> {
-        let sink = self
-            .client
-            .copy_in::<str, Bytes>(sql)
-            .await
-            .map_err(|e| self.sql_error(name, line, sql, e))?;
-        futures_util::pin_mut!(sink);
-        loop {
-            let more = splitter.copy_chunk(buf).map_err(|e| ApplyError::Archive {
-                name: *name,
-                source: e.into(),
-            })?;
-            if !buf.is_empty() {
-                if let Err(e) = sink.send(Bytes::copy_from_slice(buf)).await {
-                    let at = line + copy_row(&e).unwrap_or(0);
-                    return Err(self.sql_error(name, at, sql, e));
-                }
-            }
-            if !more {
-                break;
-            }
-        }
-        match sink.finish().await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let at = line + copy_row(&e).unwrap_or(0);
-                Err(self.sql_error(name, at, sql, e))
-            }
-        }
     }
 
     /// Runs the tracking-table VACUUM if any commit happened since the last one. A

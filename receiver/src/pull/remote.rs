@@ -235,6 +235,27 @@ impl Remote {
         }
     }
 
+    /// Reads at most `max` bytes from the start of the remote file `path` (fewer if the
+    /// file is shorter), without downloading the rest: `status` needs only an archive's
+    /// header to learn when it was created.
+    pub fn read_head(&self, path: &str, max: usize) -> Result<Vec<u8>, RemoteError> {
+        let mut file = self
+            .sftp
+            .open(Path::new(path))
+            .map_err(|e| self.sftp_err("opening", path, e))?;
+        let mut head = Vec::with_capacity(max.min(64 * 1024));
+        Read::by_ref(&mut file)
+            .take(max as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| RemoteError::Sftp {
+                addr: self.addr.clone(),
+                op: "reading",
+                path: path.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(head)
+    }
+
     fn download_to(&self, remote: &str, part: &Path, expected: u64) -> Result<u64, RemoteError> {
         let mut src = self
             .sftp
@@ -288,10 +309,89 @@ impl Remote {
         }
     }
 
+    /// Reads a small remote file whole; `None` if it does not exist. Files larger than
+    /// `max` are refused (they come from the other side).
+    pub fn read_small(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>, RemoteError> {
+        let stat = match self.sftp.lstat(Path::new(path)) {
+            Ok(stat) => stat,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(self.sftp_err("checking", path, e)),
+        };
+        if !stat.file_type().is_file() {
+            return Err(RemoteError::Refused {
+                addr: self.addr.clone(),
+                path: path.to_string(),
+                reason: "is not a regular file".into(),
+            });
+        }
+        let size = stat.size.unwrap_or(0);
+        if size > max {
+            return Err(RemoteError::Refused {
+                addr: self.addr.clone(),
+                path: path.to_string(),
+                reason: format!("is {size} bytes, more than the {max} allowed"),
+            });
+        }
+        let mut bytes = self.read_head(path, max as usize + 1)?;
+        bytes.truncate(max as usize);
+        Ok(Some(bytes))
+    }
+
+    /// The size of a remote regular file; `None` if it does not exist.
+    pub fn size_of(&self, path: &str) -> Result<Option<u64>, RemoteError> {
+        match self.sftp.lstat(Path::new(path)) {
+            Ok(stat) if stat.file_type().is_file() => Ok(Some(stat.size.unwrap_or(0))),
+            Ok(_) => Err(RemoteError::Refused {
+                addr: self.addr.clone(),
+                path: path.to_string(),
+                reason: "is not a regular file".into(),
+            }),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(self.sftp_err("checking", path, e)),
+        }
+    }
+
+    /// Writes `bytes` to `path` atomically: `<path>.tmp` first, then a rename, so the
+    /// other side never reads a half-written file.
+    pub fn upload(&self, path: &str, bytes: &[u8]) -> Result<(), RemoteError> {
+        let tmp = format!("{path}.tmp");
+        let mut file = self
+            .sftp
+            .create(Path::new(&tmp))
+            .map_err(|e| self.sftp_err("creating", &tmp, e))?;
+        file.write_all(bytes).map_err(|e| RemoteError::Sftp {
+            addr: self.addr.clone(),
+            op: "writing",
+            path: tmp.clone(),
+            reason: e.to_string(),
+        })?;
+        drop(file);
+        // SFTP v3 servers do not overwrite on rename: clear the target first.
+        self.remove(path)?;
+        self.sftp
+            .rename(Path::new(&tmp), Path::new(path), None)
+            .map_err(|e| self.sftp_err("renaming into place", path, e))
+    }
+
+    /// Removes a remote file; a missing file is not an error.
+    pub fn remove(&self, path: &str) -> Result<(), RemoteError> {
+        match self.sftp.unlink(Path::new(path)) {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(self.sftp_err("removing", path, e)),
+        }
+    }
+
     /// host:port of the provider.
     pub fn addr(&self) -> &str {
         &self.addr
     }
+}
+
+/// Whether an SFTP error means "no such file".
+fn is_not_found(e: &ssh2::Error) -> bool {
+    // LIBSSH2_FX_NO_SUCH_FILE
+    matches!(e.code(), ssh2::ErrorCode::SFTP(2))
 }
 
 /// `<file>.part`: where a download lands before it is complete.

@@ -11,7 +11,7 @@ mod receiver;
 
 pub use receiver::{
     AlertConfig, DatabaseConfig, HousekeepingConfig, LocalConfig, PullConfig, ReceiverConfig,
-    RemoteConfig, SshAuth, TlsMode,
+    RemoteConfig, SshAuth, StatusConfig, TlsMode,
 };
 
 use std::path::PathBuf;

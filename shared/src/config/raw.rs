@@ -22,6 +22,8 @@ pub struct RawReceiver {
     pub housekeeping: RawHousekeeping,
     #[serde(default)]
     pub alert: RawAlert,
+    #[serde(default)]
+    pub status: RawStatus,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -71,6 +73,7 @@ pub struct RawPull {
 pub struct RawHousekeeping {
     pub batch_size: Option<u64>,
     pub keep_days: Option<u64>,
+    pub keep_count: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -84,4 +87,11 @@ pub struct RawAlert {
     pub username_env: Option<String>,
     pub password_env: Option<String>,
     pub reminder_hours: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatus {
+    pub max_lag_archives: Option<u64>,
+    pub max_lag_secs: Option<u64>,
 }

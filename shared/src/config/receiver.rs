@@ -29,6 +29,8 @@ pub struct ReceiverConfig {
     pub housekeeping: HousekeepingConfig,
     /// Failure mail.
     pub alert: AlertConfig,
+    /// Health thresholds of `status`.
+    pub status: StatusConfig,
 }
 
 /// How to reach the provider over SSH.
@@ -104,6 +106,9 @@ pub struct HousekeepingConfig {
     pub batch_size: u64,
     /// Delete batches older than this many days (None: keep forever).
     pub keep_days: Option<u64>,
+    /// Keep at most this many batches, the newest by counter (None: keep all; 0: keep
+    /// none, so applied archives are deleted once packed).
+    pub keep_count: Option<usize>,
 }
 
 /// SMTP transport security.
@@ -134,6 +139,27 @@ pub struct AlertConfig {
     pub credentials: Option<(String, String)>,
     /// While a failure persists, mail again after this long.
     pub reminder: Duration,
+}
+
+/// When `status` calls the replica unhealthy (exit code 20), so it can serve as a
+/// monitoring check. A lag exactly at a threshold is still healthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusConfig {
+    /// Unhealthy when the provider has more than this many archives the replica has not
+    /// applied yet (`[status] max_lag_archives`, default 100).
+    pub max_lag_archives: u64,
+    /// Unhealthy when the newest archive on the provider was created more than this long
+    /// after the replica's current one (`[status] max_lag_secs`, default 3600).
+    pub max_lag: Duration,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig {
+            max_lag_archives: 100,
+            max_lag: Duration::from_secs(3600),
+        }
+    }
 }
 
 fn invalid(path: &Path, key: &str, reason: impl Into<String>) -> ConfigError {
@@ -355,6 +381,13 @@ impl ReceiverConfig {
         let housekeeping = HousekeepingConfig {
             batch_size,
             keep_days: raw.housekeeping.keep_days,
+            keep_count: match raw.housekeeping.keep_count {
+                Some(n) => Some(
+                    usize::try_from(n)
+                        .map_err(|_| invalid(p, "housekeeping.keep_count", "is too large"))?,
+                ),
+                None => None,
+            },
         };
 
         let a = raw.alert;
@@ -410,6 +443,34 @@ impl ReceiverConfig {
             reminder: Duration::from_secs(3600 * a.reminder_hours.unwrap_or(24).max(1)),
         };
 
+        let defaults = StatusConfig::default();
+        let max_lag_archives = raw
+            .status
+            .max_lag_archives
+            .unwrap_or(defaults.max_lag_archives);
+        if max_lag_archives == 0 || max_lag_archives > crate::counter::MAX_COUNTER {
+            return Err(invalid(
+                p,
+                "status.max_lag_archives",
+                format!("must be between 1 and {}", crate::counter::MAX_COUNTER),
+            ));
+        }
+        let max_lag_secs = raw
+            .status
+            .max_lag_secs
+            .unwrap_or(defaults.max_lag.as_secs());
+        if max_lag_secs == 0 || max_lag_secs > i64::MAX as u64 {
+            return Err(invalid(
+                p,
+                "status.max_lag_secs",
+                "must be at least 1 (seconds)",
+            ));
+        }
+        let status = StatusConfig {
+            max_lag_archives,
+            max_lag: Duration::from_secs(max_lag_secs),
+        };
+
         Ok(ReceiverConfig {
             source: path.to_path_buf(),
             cluster,
@@ -421,6 +482,7 @@ impl ReceiverConfig {
             pull,
             housekeeping,
             alert,
+            status,
         })
     }
 
@@ -521,6 +583,27 @@ dbname = "replica"
         assert_eq!(c.housekeeping.batch_size, 5000);
         assert_eq!(c.alert.smtp_port, 25);
         assert!(c.database.conninfo.contains("dbname='replica'"));
+        assert_eq!(c.status, StatusConfig::default());
+        assert_eq!(c.status.max_lag_archives, 100);
+        assert_eq!(c.status.max_lag, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn status_thresholds() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("{MINIMAL}[status]\nmax_lag_archives = 5\nmax_lag_secs = 60\n");
+        let c = ReceiverConfig::load(&write(dir.path(), &text)).unwrap();
+        assert_eq!(c.status.max_lag_archives, 5);
+        assert_eq!(c.status.max_lag, Duration::from_secs(60));
+        for (extra, key) in [
+            ("max_lag_archives = 0", "status.max_lag_archives"),
+            ("max_lag_secs = 0", "status.max_lag_secs"),
+            ("max_lag = 3", "max_lag"),
+        ] {
+            let text = format!("{MINIMAL}[status]\n{extra}\n");
+            let err = ReceiverConfig::load(&write(dir.path(), &text)).unwrap_err();
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
     }
 
     #[test]

@@ -1,0 +1,157 @@
+//! Sending an SQL script's items to PostgreSQL: statements pipelined, COPY data streamed.
+//!
+//! Shared by the archive applier and the subscription bootstrap. Statements between COPY
+//! blocks are sent together and their answers read in order, so a window of statements
+//! costs one round trip, while the first failing statement is still named by its line.
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use futures_util::SinkExt;
+use slony_shared::archive::parse::ParseError;
+use slony_shared::archive::Splitter;
+use std::io::BufRead;
+use tokio_postgres::Client;
+
+/// Pipelined statements are flushed when this many are waiting.
+const PIPELINE_STATEMENTS: usize = 256;
+/// ... or when their text reaches this size.
+const PIPELINE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Why executing stopped.
+#[derive(Debug)]
+pub enum ExecError {
+    /// The database refused a statement (or the connection failed while running it).
+    Db {
+        /// 1-based line of the statement (for COPY: of the failing data row when known).
+        line: u64,
+        /// The statement.
+        sql: String,
+        /// The client error.
+        source: tokio_postgres::Error,
+    },
+    /// The script could not be read or split (COPY data cut short, I/O).
+    Parse(ParseError),
+}
+
+/// Statements waiting to be sent together.
+#[derive(Debug, Default)]
+pub struct Pipeline {
+    /// Statement text and line, in order.
+    pending: Vec<(String, u64)>,
+    /// Their total size.
+    bytes: usize,
+}
+
+impl Pipeline {
+    /// Queues a statement; sends the window when it is full.
+    pub async fn push(&mut self, client: &Client, sql: String, line: u64) -> Result<(), ExecError> {
+        self.bytes += sql.len();
+        self.pending.push((sql, line));
+        if self.pending.len() >= PIPELINE_STATEMENTS || self.bytes >= PIPELINE_BYTES {
+            self.flush(client).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends every queued statement and reports the first failure.
+    pub async fn flush(&mut self, client: &Client) -> Result<(), ExecError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.bytes = 0;
+        let results = join_all(pending.iter().map(|(sql, _)| client.batch_execute(sql))).await;
+        // After the first error the others only say "transaction is aborted".
+        for (r, (sql, line)) in results.into_iter().zip(pending) {
+            if let Err(source) = r {
+                return Err(ExecError::Db { line, sql, source });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The row number PostgreSQL reports for a COPY error ("COPY t, line 3, ...").
+fn copy_row(e: &tokio_postgres::Error) -> Option<u64> {
+    let w = e.as_db_error()?.where_()?;
+    let rest = &w[w.find(", line ")? + 7..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Runs `COPY ... FROM STDIN` and streams its data from the splitter; returns the data size.
+pub async fn copy_in<R: BufRead>(
+    client: &Client,
+    splitter: &mut Splitter<R>,
+    sql: &str,
+    line: u64,
+    buf: &mut Vec<u8>,
+) -> Result<u64, ExecError> {
+    let db_err = |source: tokio_postgres::Error| ExecError::Db {
+        line: line + copy_row(&source).unwrap_or(0),
+        sql: sql.to_string(),
+        source,
+    };
+    let sink = client.copy_in::<str, Bytes>(sql).await.map_err(db_err)?;
+    futures_util::pin_mut!(sink);
+    let mut total = 0u64;
+    loop {
+        let more = splitter.copy_chunk(buf).map_err(ExecError::Parse)?;
+        if !buf.is_empty() {
+            total += buf.len() as u64;
+            sink.send(Bytes::copy_from_slice(buf))
+                .await
+                .map_err(db_err)?;
+        }
+        if !more {
+            break;
+        }
+    }
+    sink.finish().await.map_err(db_err)?;
+    Ok(total)
+}
+
+/// Renders a PostgreSQL error with everything an operator needs.
+pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{}:  {}", db.severity(), db.message());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!("\n  DETAIL:  {d}"));
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(&format!("\n  HINT:  {h}"));
+            }
+            if let Some(w) = db.where_() {
+                s.push_str(&format!("\n  CONTEXT:  {w}"));
+            }
+            s.push_str(&format!(" (SQLSTATE {})", db.code().code()));
+            s
+        }
+        None => {
+            // Connection errors keep their cause (e.g. "Connection refused") in the source.
+            let mut s = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(inner) = source {
+                s.push_str(&format!(": {inner}"));
+                source = inner.source();
+            }
+            s
+        }
+    }
+}
+
+/// Whether the error means the connection is gone (rather than a statement failing).
+pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
+    e.is_closed() || (e.as_db_error().is_none() && e.code().is_none())
+}
+
+/// The first 200 characters of a statement, on one line, for messages.
+pub fn excerpt(sql: &str) -> String {
+    let one: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > 200 {
+        one.chars().take(197).collect::<String>() + "..."
+    } else {
+        one
+    }
+}

@@ -1,0 +1,427 @@
+//! `subscribe-series`: create or change this site's subscription with the provider.
+//!
+//! The subscriber's half of the protocol in `slony_shared::trigger`:
+//!
+//! 1. validate the list, pause pull (die file), upload `<node>.subscribe_series.tgr`;
+//! 2. wait (bounded) for `<node>.subscribe_series.sqldone`;
+//! 3. download `<node>.sql.gz` and apply it in one transaction;
+//! 4. upload `<node>.subscribe_series.sqlapplied` with the result;
+//! 5. wait for `<node>.subscribe_series.done`, remove it and the die file.
+//!
+//! Progress is kept in `<site_dir>/subscribe_state.json`, so the command can be run again
+//! after any interruption: it resumes where it stopped (an interrupted apply was rolled
+//! back by PostgreSQL and is simply applied again). While a request is pending, pull stays
+//! paused and every exit says so; `--abort` cancels the request and lifts the pause.
+
+pub mod bootstrap;
+
+use crate::exit;
+use crate::pull::{self, record, remote::Remote};
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use slony_shared::config::ReceiverConfig;
+use slony_shared::lock::{LockError, RunLock};
+use slony_shared::trigger::{self, Outcome, Request, SqlDone, TriggerKind};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::task::block_in_place;
+
+/// Largest answer file accepted from the provider.
+const MAX_ANSWER: u64 = trigger::MAX_TRIGGER_SIZE as u64;
+
+/// Options from the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The subscribe list, for a new request.
+    pub list: Option<PathBuf>,
+    /// How many times to look for each answer.
+    pub attempts: u32,
+    /// Time between looks.
+    pub interval: Duration,
+    /// Passed through to the provider (original tools' archive flag).
+    pub archive: u8,
+    /// Passed through (original tools' retention days).
+    pub retention: u32,
+    /// Passed through (original tools' tape group).
+    pub tapegroup: u32,
+    /// Cancel the pending request instead.
+    pub abort: bool,
+}
+
+/// Where a request stands, on disk.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "step", rename_all = "snake_case")]
+enum Step {
+    /// The request is uploaded; waiting for the SQL.
+    Requested,
+    /// The SQL was applied (or failed); the result is uploaded; waiting for `.done`.
+    Reported {
+        /// Whether the SQL applied.
+        success: bool,
+        /// Why not.
+        reason: Option<String>,
+    },
+}
+
+/// The request in progress, persisted after each step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    /// The uploaded request file, as sent.
+    request: String,
+    /// Whether this command created the die file (and so must remove it).
+    paused_by_us: bool,
+    /// The step reached.
+    #[serde(flatten)]
+    step: Step,
+}
+
+fn state_path(cfg: &ReceiverConfig) -> PathBuf {
+    cfg.site_dir().join("subscribe_state.json")
+}
+
+fn load_state(path: &Path) -> anyhow::Result<Option<State>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+            format!("{} is damaged; remove it to start over (and check the provider's trigger directory)", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn save_state(path: &Path, state: Option<&State>) -> anyhow::Result<()> {
+    match state {
+        None => match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", path.display()))
+            }
+            _ => Ok(()),
+        },
+        Some(s) => {
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(s)?)
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+        }
+    }
+}
+
+/// The provider's trigger directory paths for this site.
+struct Paths {
+    request: String,
+    sqldone: String,
+    sql: String,
+    sqlapplied: String,
+    done: String,
+}
+
+impl Paths {
+    fn new(cfg: &ReceiverConfig) -> Paths {
+        let dir = &cfg.remote.trigger_dir;
+        let f = |kind: TriggerKind| format!("{dir}/{}", kind.file_name(&cfg.node));
+        Paths {
+            request: f(TriggerKind::Request),
+            sqldone: f(TriggerKind::SqlDone),
+            sql: format!("{dir}/{}", trigger::sql_file_name(&cfg.node)),
+            sqlapplied: f(TriggerKind::SqlApplied),
+            done: f(TriggerKind::Done),
+        }
+    }
+}
+
+/// Runs the command; returns the exit code.
+pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
+    if cfg.remote.trigger_dir.is_empty() {
+        bail!(slony_shared::config::ConfigError::Invalid {
+            path: cfg.source.clone(),
+            key: "remote.trigger_dir".into(),
+            reason: "missing: subscribe-series needs the provider's trigger directory".into(),
+        });
+    }
+    std::fs::create_dir_all(&cfg.local.log_dir)
+        .with_context(|| format!("creating {}", cfg.local.log_dir.display()))?;
+    let _lock = match RunLock::try_acquire(&cfg.lock_file()) {
+        Ok(lock) => lock,
+        Err(e @ LockError::Held { .. }) => {
+            eprintln!("slony-receiver: {e}; subscribe-series waits for no pull: run it again when that run has finished");
+            return Ok(exit::ALREADY_RUNNING);
+        }
+        Err(e) => return Err(e).context("taking the run lock"),
+    };
+    pull::prepare_dirs(cfg)?;
+    let state_file = state_path(cfg);
+    let paths = Paths::new(cfg);
+    let remote = block_in_place(|| Remote::connect(&cfg.remote))?;
+
+    let state = load_state(&state_file)?;
+    if opts.abort {
+        return abort(cfg, &remote, &paths, state.as_ref(), &state_file);
+    }
+    let mut state = match state {
+        Some(s) => {
+            if opts.list.is_some() {
+                let first = s.request.lines().next().unwrap_or("");
+                eprintln!("slony-receiver: a subscription request is already in progress ({first}, step {:?}); finishing it first. Run again afterwards for the new list, or use --abort to cancel it.", s.step);
+            }
+            tracing::info!(step = ?s.step, "resuming the subscription request in progress");
+            s
+        }
+        None => start_request(cfg, &remote, &paths, opts, &state_file).await?,
+    };
+
+    if state.step == Step::Requested {
+        let Some(bytes) = wait_for(&remote, &paths.sqldone, opts, "the SQL from the manager")?
+        else {
+            return Ok(timed_out(cfg, "the manager's SQL (.sqldone)"));
+        };
+        match SqlDone::parse(&bytes).context("reading the manager's answer")? {
+            SqlDone::Failed { reason } => {
+                block_in_place(|| remote.remove(&paths.sqldone))?;
+                finish(cfg, &state, &state_file)?;
+                eprintln!("slony-receiver: the manager refused the subscription request: {reason}");
+                tracing::error!(%reason, "subscription refused by the manager; nothing changed");
+                return Ok(exit::APPLY);
+            }
+            SqlDone::Ready {
+                new_site,
+                counter,
+                notes,
+            } => {
+                for n in &notes {
+                    eprintln!("note from the manager: {n}");
+                }
+                let local = cfg.site_dir().join("subscribe.sql.gz");
+                let size = block_in_place(|| remote.size_of(&paths.sql))?.with_context(|| {
+                    format!(
+                        "the manager said the SQL is ready, but {} is missing",
+                        paths.sql
+                    )
+                })?;
+                block_in_place(|| remote.download(&paths.sql, &local, size))?;
+                tracing::info!(
+                    bytes = size,
+                    new_site,
+                    counter = counter.0,
+                    "applying the subscription SQL"
+                );
+                let outcome = apply_sql(cfg, &local, new_site, counter).await;
+                let _ = std::fs::remove_file(&local);
+                let (success, reason) = match &outcome {
+                    Ok(()) => (true, None),
+                    Err(e) => (false, Some(format!("{e:#}"))),
+                };
+                let result = Outcome {
+                    success,
+                    reason: reason.clone(),
+                };
+                block_in_place(|| remote.upload(&paths.sqlapplied, result.render().as_bytes()))?;
+                state.step = Step::Reported { success, reason };
+                save_state(&state_file, Some(&state))?;
+            }
+        }
+    }
+
+    let Step::Reported { success, reason } = state.step.clone() else {
+        bail!("internal: unexpected subscription step {:?}", state.step);
+    };
+    let Some(bytes) = wait_for(&remote, &paths.done, opts, "the manager to finish")? else {
+        return Ok(timed_out(cfg, "the manager's completion (.done)"));
+    };
+    let done = Outcome::parse(&bytes).context("reading the manager's completion")?;
+    block_in_place(|| remote.remove(&paths.done))?;
+    finish(cfg, &state, &state_file)?;
+    if success && done.success {
+        let client = pull::connect_db(cfg).await?;
+        let position = pull::read_position(&client, &cfg.cluster).await?;
+        let _ = record::write_counter_file(&cfg.counter_file(), position.counter);
+        println!(
+            "subscription updated; the replica is at archive {} and pull resumes from there",
+            position.counter
+        );
+        Ok(exit::OK)
+    } else {
+        let why = reason
+            .or(done.reason)
+            .unwrap_or_else(|| "no reason given".into());
+        eprintln!("slony-receiver: the subscription change failed and was rolled back on both sides: {why}");
+        Ok(exit::APPLY)
+    }
+}
+
+/// Validates the list, pauses pull and uploads the request.
+async fn start_request(
+    cfg: &ReceiverConfig,
+    remote: &Remote,
+    paths: &Paths,
+    opts: &Options,
+    state_file: &Path,
+) -> anyhow::Result<State> {
+    let Some(list) = &opts.list else {
+        bail!("give --list FILE (schema.table subscribe|unsubscribe per line), or --abort");
+    };
+    let text = std::fs::read_to_string(list)
+        .with_context(|| format!("reading subscribe list {}", list.display()))?;
+    let series = trigger::parse_series_list(&text)
+        .with_context(|| format!("subscribe list {}", list.display()))?;
+    // Check the database now: better to fail before pausing anything.
+    drop(pull::connect_db(cfg).await?);
+    let request = Request {
+        node: cfg.node.clone(),
+        archive: opts.archive,
+        retention: opts.retention,
+        tapegroup: opts.tapegroup,
+        series,
+    };
+    let die = cfg.die_file();
+    let paused_by_us = !die.exists();
+    if paused_by_us {
+        std::fs::write(&die, "paused by slony-receiver subscribe-series\n")
+            .with_context(|| format!("creating the pause file {}", die.display()))?;
+    }
+    let state = State {
+        request: request.render(),
+        paused_by_us,
+        step: Step::Requested,
+    };
+    // Answers left by an aborted earlier run must not be taken for this one's.
+    let sent = block_in_place(|| -> anyhow::Result<()> {
+        remote.remove(&paths.sqldone)?;
+        remote.remove(&paths.done)?;
+        remote.upload(&paths.request, state.request.as_bytes())?;
+        Ok(())
+    })
+    .and_then(|()| save_state(state_file, Some(&state)));
+    if let Err(e) = sent {
+        // Nothing was requested: do not leave pull paused.
+        finish(cfg, &state, state_file)?;
+        return Err(e.context("sending the subscription request"));
+    }
+    tracing::info!(tables = request.series.len(), trigger = %paths.request, "subscription request sent; pull is paused until it completes");
+    Ok(state)
+}
+
+/// Applies the SQL and, for a new site, checks the counter it set.
+async fn apply_sql(
+    cfg: &ReceiverConfig,
+    local: &Path,
+    new_site: bool,
+    counter: slony_shared::counter::Counter,
+) -> anyhow::Result<()> {
+    let client = pull::connect_db(cfg).await?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar =
+            indicatif::ProgressBar::new(std::fs::metadata(local).map(|m| m.len()).unwrap_or(0));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "applying subscription SQL [{bar:40}] {bytes}/{total_bytes} (compressed) {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    let mut last_log = Instant::now();
+    bootstrap::apply(&client, local, |done, total| match &bar {
+        Some(bar) => bar.set_position(done),
+        None if last_log.elapsed() >= Duration::from_secs(5) => {
+            last_log = Instant::now();
+            tracing::info!(read = done, total, "applying subscription SQL");
+        }
+        None => {}
+    })
+    .await?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if new_site {
+        let position = pull::read_position(&client, &cfg.cluster).await?;
+        if position.counter != counter {
+            bail!("after the SQL the replica is at counter {}, but the manager's snapshot is at {counter}", position.counter);
+        }
+    }
+    Ok(())
+}
+
+/// Looks for a file on the provider up to `attempts` times.
+fn wait_for(
+    remote: &Remote,
+    path: &str,
+    opts: &Options,
+    what: &str,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    for attempt in 1..=opts.attempts.max(1) {
+        match block_in_place(|| remote.read_small(path, MAX_ANSWER))? {
+            // A file without its end marker is still being written.
+            Some(bytes) if trigger::is_complete(&bytes) => return Ok(Some(bytes)),
+            _ => {}
+        }
+        if attempt < opts.attempts {
+            tracing::debug!(attempt, of = opts.attempts, "waiting for {what}");
+            std::thread::sleep(opts.interval);
+        }
+    }
+    Ok(None)
+}
+
+fn timed_out(cfg: &ReceiverConfig, what: &str) -> u8 {
+    eprintln!(
+        "slony-receiver: no answer yet: gave up waiting for {what}. The request is still pending on the provider and pull STAYS PAUSED ({}).\n  Run `slony-receiver subscribe-series --config {}` again to keep waiting, or add --abort to cancel the request and resume pull.",
+        cfg.die_file().display(),
+        cfg.source.display()
+    );
+    exit::TIMEOUT
+}
+
+/// Ends a request locally: lifts the pause (if ours) and forgets the state.
+fn finish(cfg: &ReceiverConfig, state: &State, state_file: &Path) -> anyhow::Result<()> {
+    if state.paused_by_us {
+        let die = cfg.die_file();
+        match std::fs::remove_file(&die) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "removing the pause file {}: pull stays PAUSED until it is removed",
+                        die.display()
+                    )
+                })
+            }
+            _ => {}
+        }
+    } else {
+        eprintln!(
+            "note: pull was already paused before this request ({}); it stays paused",
+            cfg.die_file().display()
+        );
+    }
+    save_state(state_file, None)
+}
+
+/// `--abort`: withdraws the request. If the manager already made the SQL, it is told the
+/// subscriber did not apply it, so it rolls its side back.
+fn abort(
+    cfg: &ReceiverConfig,
+    remote: &Remote,
+    paths: &Paths,
+    state: Option<&State>,
+    state_file: &Path,
+) -> anyhow::Result<u8> {
+    let Some(state) = state else {
+        println!("no subscription request in progress; nothing to abort");
+        return Ok(exit::OK);
+    };
+    block_in_place(|| -> anyhow::Result<()> {
+        remote.remove(&paths.request)?;
+        if remote.size_of(&paths.sqldone)?.is_some() && state.step == Step::Requested {
+            let result = Outcome {
+                success: false,
+                reason: Some("aborted by the subscriber".into()),
+            };
+            remote.upload(&paths.sqlapplied, result.render().as_bytes())?;
+        }
+        Ok(())
+    })?;
+    finish(cfg, state, state_file)?;
+    println!("subscription request aborted; pull is no longer paused by it");
+    Ok(exit::OK)
+}

@@ -1,0 +1,342 @@
+//! `slony-receiver status` end to end: a real PostgreSQL replica and a real sshd serving
+//! the provider directory, with a known backlog, so the lag figures are exact.
+//!
+//! The workload gives archive N the creation time `2026-11-21 10:MM:SS.123456+00`, N
+//! seconds after 10:00:00, so a replica at 10 behind a provider at 25 is 15 archives and
+//! 15 seconds behind.
+
+use crate::support::pg::PgServer;
+use crate::support::ssh::SshServer;
+use crate::support::workload::{self, Change, Format};
+use crate::support::{bin_path, free_port, TestDir};
+use serde_json::Value;
+use slony_shared::counter::Counter;
+use slony_shared::ident::ClusterName;
+use std::path::PathBuf;
+use std::process::Command;
+
+const CLUSTER: &str = "lab";
+const NODE: &str = "site1";
+
+/// A subscriber site and its provider, on loopback. Fields drop in order: the servers
+/// stop before the directory goes.
+struct Site {
+    /// The provider's directory for this site.
+    provider: PathBuf,
+    /// The receiver's config file.
+    config: PathBuf,
+    /// The stream of changes the archives carry.
+    stream: Vec<Vec<Change>>,
+    ssh: SshServer,
+    pg: PgServer,
+    /// Root of everything this test writes (kept on failure).
+    dir: TestDir,
+}
+
+/// The result of one `slony-receiver` run.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// stdout as the `--json` object.
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("status --json printed no JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+impl Site {
+    async fn new(name: &str, archives: u64) -> Site {
+        let dir = TestDir::new(name);
+        let provider = dir.mkdir("provider/site_logs").join(NODE);
+        std::fs::create_dir_all(&provider).unwrap();
+        let pg = PgServer::start();
+        pg.create_db("replica").await;
+        let cluster = ClusterName::new(CLUSTER).unwrap();
+        pg.connect("replica")
+            .await
+            .batch_execute(&format!(
+                "{}{}{}",
+                workload::SCHEMA_SQL,
+                slony_shared::offline::tracking_schema_sql(&cluster),
+                slony_shared::offline::tracking_row_sql(
+                    &cluster,
+                    Counter(0),
+                    "1970-01-01 00:00:00"
+                )
+            ))
+            .await
+            .unwrap();
+        let ssh = SshServer::start(&dir.join("provider"));
+        let site = Site {
+            provider,
+            config: dir.join("receiver.toml"),
+            stream: workload::generate(archives, 11),
+            ssh,
+            pg,
+            dir,
+        };
+        site.write_config(site.ssh.port(), site.pg.port(), "");
+        site
+    }
+
+    /// Writes the config; `extra` is appended (for a `[status]` section).
+    fn write_config(&self, ssh_port: u16, pg_port: u16, extra: &str) {
+        let text = format!(
+            r#"cluster = "{CLUSTER}"
+node = "{NODE}"
+[remote]
+host = "127.0.0.1"
+port = {ssh_port}
+user = "{user}"
+key_file = "{key}"
+known_hosts = "{known_hosts}"
+log_dir = "{log_dir}"
+connect_timeout_secs = 10
+[local]
+log_dir = "{local}"
+[database]
+host = "127.0.0.1"
+port = {pg_port}
+user = "postgres"
+dbname = "replica"
+connect_timeout_secs = 5
+{extra}"#,
+            user = self.ssh.user(),
+            key = self.ssh.client_key().display(),
+            known_hosts = self.ssh.known_hosts().display(),
+            log_dir = self.provider.parent().unwrap().display(),
+            local = self.local().display(),
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    fn local(&self) -> PathBuf {
+        self.dir.join("local")
+    }
+
+    fn die_file(&self) -> PathBuf {
+        self.local().join(format!("get_slony_logs.{NODE}.die"))
+    }
+
+    /// Writes archives `from..=to` as single files on the provider.
+    fn publish(&self, from: u64, to: u64) {
+        workload::write_archives(&self.provider, CLUSTER, &self.stream, from, to, |_| {
+            Format::Copy22
+        });
+    }
+
+    fn pull(&self) -> Run {
+        self.run(&["pull", "--once"])
+    }
+
+    fn status(&self, json: bool) -> Run {
+        if json {
+            self.run(&["status", "--json"])
+        } else {
+            self.run(&["status"])
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let out = Command::new(bin_path("slony-receiver"))
+            .args(&args[..1])
+            .arg("--config")
+            .arg(&self.config)
+            .args(&args[1..])
+            .env("RUST_LOG", "info")
+            .output()
+            .expect("running slony-receiver");
+        let run = Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        eprintln!(
+            "--- slony-receiver {args:?} exited {}\n--- stdout:\n{}--- stderr:\n{}",
+            run.code, run.stdout, run.stderr
+        );
+        run
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_against_a_live_setup_with_a_known_backlog() {
+    let site = Site::new("status-backlog", 25).await;
+    site.publish(1, 10);
+    let run = site.pull();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    site.publish(11, 25);
+
+    let run = site.status(true);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let s = run.json();
+    assert_eq!(s["cluster"], CLUSTER);
+    assert_eq!(s["node"], NODE);
+    assert_eq!(s["counter"], 10);
+    assert_eq!(s["counter_created"], "2026-11-21 10:00:10.123456");
+    assert!(s["counter_applied"].is_string(), "{s}");
+    assert_eq!(s["provider_newest"], 25);
+    assert_eq!(
+        s["provider_newest_created"],
+        "2026-11-21 10:00:25.123456+00"
+    );
+    assert_eq!(s["lag_archives"], 15);
+    assert_eq!(s["lag_seconds"], 15);
+    assert_eq!(s["paused"], false);
+    assert_eq!(s["running"], false);
+    assert_eq!(s["running_pid"], Value::Null);
+    assert_eq!(s["waiting_local"], 0);
+    assert_eq!(s["last_error"], Value::Null);
+    assert_eq!(s["database_error"], Value::Null);
+    assert_eq!(s["provider_error"], Value::Null);
+    assert_eq!(s["max_lag_archives"], 100);
+    assert_eq!(s["max_lag_secs"], 3600);
+    assert_eq!(s["healthy"], true);
+    assert_eq!(s["problems"], serde_json::json!([]));
+
+    // The human table: same facts, one per line.
+    let run = site.status(false);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    eprintln!("=== human status output ===\n{}", run.stdout);
+    let line = |label: &str| -> String {
+        run.stdout
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} line in:\n{}", run.stdout))
+            .to_string()
+    };
+    assert!(line("counter ").ends_with(" 10"), "{}", run.stdout);
+    assert!(line("provider newest ").ends_with(" 25"), "{}", run.stdout);
+    assert!(line("lag (archives) ").ends_with(" 15"), "{}", run.stdout);
+    assert!(line("lag (seconds) ").ends_with(" 15"), "{}", run.stdout);
+    assert!(line("paused ").ends_with(" no"), "{}", run.stdout);
+    assert!(line("health ").ends_with(" ok"), "{}", run.stdout);
+
+    // A tighter threshold turns the same backlog into a failed check.
+    site.write_config(
+        site.ssh.port(),
+        site.pg.port(),
+        "[status]\nmax_lag_archives = 5\n",
+    );
+    let run = site.status(true);
+    assert_eq!(run.code, 20, "{}", run.stderr);
+    let s = run.json();
+    assert_eq!(s["healthy"], false);
+    assert_eq!(s["max_lag_archives"], 5);
+    assert_eq!(
+        s["problems"],
+        serde_json::json!(["lag of 15 archives is above max_lag_archives = 5"])
+    );
+    let run = site.status(false);
+    assert_eq!(run.code, 20, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("UNHEALTHY: lag of 15 archives"),
+        "{}",
+        run.stdout
+    );
+    site.write_config(
+        site.ssh.port(),
+        site.pg.port(),
+        "[status]\nmax_lag_secs = 10\n",
+    );
+    let run = site.status(true);
+    assert_eq!(run.code, 20, "{}", run.stderr);
+    assert_eq!(
+        run.json()["problems"],
+        serde_json::json!(["lag of 15 s (15s) is above max_lag_secs = 10"])
+    );
+    site.write_config(site.ssh.port(), site.pg.port(), "");
+
+    // Paused: reported, and still healthy (a pause is deliberate).
+    std::fs::write(site.die_file(), "").unwrap();
+    let run = site.status(true);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let s = run.json();
+    assert_eq!(s["paused"], true);
+    assert_eq!(s["die_file"], site.die_file().display().to_string());
+    assert_eq!(s["counter"], 10);
+    std::fs::remove_file(site.die_file()).unwrap();
+    assert_eq!(site.status(true).json()["paused"], false);
+
+    // Running: some process holds the run lock (here, this test); an archive waits locally.
+    let lock = slony_shared::lock::RunLock::try_acquire(
+        &site.local().join(format!("slony-receiver.{CLUSTER}.lock")),
+    )
+    .unwrap();
+    let waiting = site
+        .local()
+        .join(NODE)
+        .join("incoming")
+        .join(workload::archive_name(11));
+    std::fs::write(&waiting, "").unwrap();
+    let run = site.status(true);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let s = run.json();
+    assert_eq!(s["running"], true);
+    assert_eq!(s["running_pid"], std::process::id());
+    assert_eq!(s["waiting_local"], 1);
+    drop(lock);
+    std::fs::remove_file(&waiting).unwrap();
+    assert_eq!(site.status(true).json()["running"], false);
+
+    // An unreachable provider: exit 3, the replica's side still reported.
+    site.write_config(free_port(), site.pg.port(), "");
+    let run = site.status(true);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let s = run.json();
+    assert_eq!(s["counter"], 10);
+    assert_eq!(s["provider_newest"], Value::Null);
+    assert_eq!(s["lag_archives"], Value::Null);
+    assert_eq!(s["lag_seconds"], Value::Null);
+    assert!(
+        s["provider_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot connect")),
+        "{s}"
+    );
+    assert_eq!(s["healthy"], false);
+
+    // An unreachable database: exit 5, the provider's side still reported.
+    site.write_config(site.ssh.port(), free_port(), "");
+    let run = site.status(true);
+    assert_eq!(run.code, 5, "{}", run.stderr);
+    let s = run.json();
+    assert_eq!(s["counter"], Value::Null);
+    assert_eq!(s["provider_newest"], 25);
+    assert_eq!(s["lag_archives"], Value::Null);
+    assert!(s["database_error"].is_string(), "{s}");
+    let run = site.status(false);
+    assert_eq!(run.code, 5, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("counter ") && l.ends_with(" -")),
+        "{}",
+        run.stdout
+    );
+    site.write_config(site.ssh.port(), site.pg.port(), "");
+
+    // An active pull failure (archive 11 gone: a gap) makes the check fail too.
+    std::fs::remove_file(site.provider.join(workload::archive_name(11))).unwrap();
+    let run = site.pull();
+    assert_ne!(run.code, 0, "the gap must fail the pull");
+    let run = site.status(true);
+    assert_eq!(run.code, 20, "{}", run.stderr);
+    let s = run.json();
+    assert_eq!(s["counter"], 10);
+    assert_eq!(s["provider_newest"], 25);
+    assert_eq!(s["lag_archives"], 15);
+    assert_eq!(s["last_error"]["key"], "gap:11");
+    assert_eq!(s["last_error"]["runs"], 1);
+    assert!(
+        s["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("11")),
+        "{s}"
+    );
+    assert_eq!(s["healthy"], false);
+}
