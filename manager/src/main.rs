@@ -1,37 +1,94 @@
-//! `slony-manager`: the provider-side daemon (subscription requests, per-site streams).
+//! `slony-manager`: the provider-side (webdb) daemon.
 //!
-//! Only the command-line surface exists so far; the daemon is built on top of the
-//! receiver core.
+//! main parses the command line, sets up logging, loads the configuration, dispatches to
+//! a subcommand and turns the result into an exit code: 0 success (including a clean
+//! shutdown on SIGTERM), 1 a runtime failure, 2 a configuration or command-line error.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line.
+//! - [`config`]: the TOML configuration, validated.
+//! - [`daemon`]: `run`: the event loop (file events, rescans, signals).
+//! - [`request`]: the request state machine and its state file.
+//! - [`flow`]: the steps of a request (accept, generate, publish, finish).
+//! - [`site`]: a site's table list and how a request changes it.
+//! - [`sqlgen`]: the snapshot SQL (tracking schema, tables, data).
+//! - [`status`]: the `status` command.
+//! - [`fsutil`]: atomic writes and idempotent removals.
 
-use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+mod cli;
+mod config;
+mod daemon;
+mod flow;
+mod fsutil;
+mod request;
+mod site;
+mod sqlgen;
+mod status;
+
+use anyhow::Context;
+use clap::Parser;
+use cli::{Cli, Command};
+use config::ManagerConfig;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-#[derive(Parser)]
-#[command(version, about = "Slony-I log-shipping provider manager")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Watch the trigger directory and cut per-site streams.
-    Run {
-        #[arg(long)]
-        config: PathBuf,
-    },
-}
+/// Exit code for a runtime failure.
+const EXIT_FAILURE: u8 = 1;
+/// Exit code for a bad configuration (clap uses 2 for bad command lines too).
+const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("slony-manager: {e:#}");
+            let config_error = e.chain().any(|c| {
+                c.downcast_ref::<slony_shared::config::ConfigError>()
+                    .is_some()
+            });
+            ExitCode::from(if config_error {
+                EXIT_CONFIG
+            } else {
+                EXIT_FAILURE
+            })
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Run { config } => {
-            eprintln!(
-                "slony-manager: `run` is not available yet in this version (config {})",
-                config.display()
-            );
-            ExitCode::from(2)
+            let cfg = ManagerConfig::load(&config)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(daemon::run(cfg))
         }
+        Command::Status { config, json } => {
+            let cfg = ManagerConfig::load(&config)?;
+            status::run(&cfg, json)
+        }
+    }
+}
+
+/// Human-readable logs on a terminal; one plain line per event otherwise (journald,
+/// log files).
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(format!("{level},tokio_postgres=warn")))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.compact().init();
+    } else {
+        builder.with_ansi(false).with_target(false).init();
     }
 }

@@ -2,6 +2,7 @@
 
 mod fixtures_selftest;
 mod housekeeping;
+mod manager;
 mod pull;
 mod status;
 mod support;

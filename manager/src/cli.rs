@@ -1,0 +1,37 @@
+//! The command line (what the user typed, checked only for syntax).
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Slony-I log-shipping provider manager: subscription requests and per-site streams.
+#[derive(Debug, Parser)]
+#[command(name = "slony-manager", version, about)]
+pub struct Cli {
+    /// Log level filter (e.g. info, debug, slony_manager=trace); RUST_LOG also works.
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Watch the trigger directory and serve subscription requests until SIGTERM.
+    Run {
+        /// The TOML configuration (see etc/manager.toml.example).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Show the sites, their tables and the requests in progress.
+    Status {
+        /// The TOML configuration.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,420 @@
+/*!
+The manager's configuration: a TOML file (see `etc/manager.toml.example`).
+
+[`RawManager`] mirrors the file and is only checked for syntax (unknown keys are
+refused); [`ManagerConfig::load`] turns it into the validated form the commands use:
+names validated, paths made absolute against the config file's directory, the database
+password read from the environment. Every error names the file, the key and the reason.
+*/
+
+use serde::Deserialize;
+use slony_shared::config::ConfigError;
+use slony_shared::ident::{ClusterName, NodeName};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The file exactly as written.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawManager {
+    cluster: Option<String>,
+    trigger_dir: Option<PathBuf>,
+    subscribers_dir: Option<PathBuf>,
+    site_log_dir: Option<PathBuf>,
+    allow_drop: Option<bool>,
+    rescan_interval_secs: Option<u64>,
+    #[serde(default)]
+    database: RawDatabase,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    user: Option<String>,
+    dbname: Option<String>,
+    password_env: Option<String>,
+    connect_timeout_secs: Option<u64>,
+}
+
+/// Everything `slony-manager` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// The file this was read from (for messages).
+    pub source: PathBuf,
+    /// Slony cluster name; its objects live in schema `_<cluster>` on the provider.
+    pub cluster: ClusterName,
+    /// Directory shared with the subscribers (over SSH) for the protocol files.
+    pub trigger_dir: PathBuf,
+    /// Per-site state: `<node>/` (current table list), `<node>.new/` during a change,
+    /// `<node>.request.json` while a request is in progress.
+    pub subscribers_dir: PathBuf,
+    /// Per-site archive directories `<site_log_dir>/<node>/`, read by the subscribers.
+    pub site_log_dir: PathBuf,
+    /// Whether unsubscribing a table drops it on the subscriber.
+    pub allow_drop: bool,
+    /// Safety-net rescan of the trigger directory, in case a file event is missed.
+    pub rescan_interval: Duration,
+    /// The provider database (the Slony node whose `slon -a` writes the archives).
+    pub database: DatabaseConfig,
+}
+
+/// The provider PostgreSQL connection.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// A libpq-style connection string or URL, as tokio-postgres parses it.
+    pub conninfo: String,
+    /// Password from the environment, if configured (kept out of `conninfo` for logging).
+    pub password: Option<String>,
+    /// Bound on connecting.
+    pub connect_timeout: Duration,
+}
+
+/// Largest accepted rescan interval: an hour (a missed event must not wait longer).
+const MAX_RESCAN_SECS: u64 = 3600;
+
+fn invalid(path: &Path, key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Makes a relative path absolute against the config file's directory.
+fn resolve(base: &Path, p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        base.join(p)
+    }
+}
+
+fn dir(path: &Path, base: &Path, key: &str, v: Option<PathBuf>) -> Result<PathBuf, ConfigError> {
+    let v = v.ok_or_else(|| invalid(path, key, "missing: set the directory"))?;
+    if v.as_os_str().is_empty() {
+        return Err(invalid(path, key, "must not be empty"));
+    }
+    if v.components().any(|c| c == std::path::Component::ParentDir) {
+        return Err(invalid(
+            path,
+            key,
+            format!("{} must not contain `..`", v.display()),
+        ));
+    }
+    Ok(resolve(base, v))
+}
+
+impl ManagerConfig {
+    /// Reads and validates a TOML config file.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Read`] if the file cannot be read, [`ConfigError::Syntax`] for bad
+    /// TOML or unknown keys, [`ConfigError::Invalid`] naming the key otherwise.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates the text of a config file read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawManager = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let p = path;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = std::path::absolute(&base).unwrap_or(base);
+
+        let cluster = raw
+            .cluster
+            .as_deref()
+            .ok_or_else(|| invalid(p, "cluster", "missing: set the Slony cluster name"))?;
+        let cluster =
+            ClusterName::new(cluster).map_err(|e| invalid(p, "cluster", e.to_string()))?;
+
+        let trigger_dir = dir(p, &base, "trigger_dir", raw.trigger_dir)?;
+        let subscribers_dir = dir(p, &base, "subscribers_dir", raw.subscribers_dir)?;
+        let site_log_dir = dir(p, &base, "site_log_dir", raw.site_log_dir)?;
+        // Each directory's entries mean something different: sharing one would make the
+        // manager read its own state files as triggers (or a site's archives as state).
+        for (a, ka, b, kb) in [
+            (
+                &trigger_dir,
+                "trigger_dir",
+                &subscribers_dir,
+                "subscribers_dir",
+            ),
+            (&trigger_dir, "trigger_dir", &site_log_dir, "site_log_dir"),
+            (
+                &subscribers_dir,
+                "subscribers_dir",
+                &site_log_dir,
+                "site_log_dir",
+            ),
+        ] {
+            if a == b {
+                return Err(invalid(
+                    p,
+                    kb,
+                    format!("must be a different directory from {ka} ({})", a.display()),
+                ));
+            }
+        }
+
+        let secs = raw.rescan_interval_secs.unwrap_or(10);
+        if secs == 0 || secs > MAX_RESCAN_SECS {
+            return Err(invalid(
+                p,
+                "rescan_interval_secs",
+                format!("must be between 1 and {MAX_RESCAN_SECS} (seconds)"),
+            ));
+        }
+
+        let d = raw.database;
+        let conninfo = match d.url {
+            Some(url) => {
+                if d.host.is_some() || d.port.is_some() || d.user.is_some() || d.dbname.is_some() {
+                    return Err(invalid(
+                        p,
+                        "database.url",
+                        "set either database.url or database.host/port/user/dbname, not both",
+                    ));
+                }
+                url
+            }
+            None => {
+                let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+                let user = d
+                    .user
+                    .ok_or_else(|| invalid(p, "database.user", "missing: set the database user"))?;
+                let dbname = d.dbname.ok_or_else(|| {
+                    invalid(
+                        p,
+                        "database.dbname",
+                        "missing: set the provider database name",
+                    )
+                })?;
+                [
+                    format!("host={}", quote(d.host.as_deref().unwrap_or("localhost"))),
+                    format!("port={}", d.port.unwrap_or(5432)),
+                    format!("user={}", quote(&user)),
+                    format!("dbname={}", quote(&dbname)),
+                ]
+                .join(" ")
+            }
+        };
+        if conninfo.parse::<tokio_postgres::Config>().is_err() {
+            return Err(invalid(
+                p,
+                "database",
+                "the connection settings do not parse as a libpq connection string or URL",
+            ));
+        }
+        let password = match d.password_env {
+            Some(var) => Some(std::env::var(&var).map_err(|_| {
+                invalid(
+                    p,
+                    "database.password_env",
+                    format!("environment variable {var} is not set (or not UTF-8)"),
+                )
+            })?),
+            None => None,
+        };
+        let database = DatabaseConfig {
+            conninfo,
+            password,
+            connect_timeout: Duration::from_secs(d.connect_timeout_secs.unwrap_or(10).max(1)),
+        };
+
+        Ok(ManagerConfig {
+            source: path.to_path_buf(),
+            cluster,
+            trigger_dir,
+            subscribers_dir,
+            site_log_dir,
+            allow_drop: raw.allow_drop.unwrap_or(false),
+            rescan_interval: Duration::from_secs(secs),
+            database,
+        })
+    }
+
+    /// `<subscribers_dir>/<node>/`: the site's current table list (`tables`, `since`).
+    pub fn site_dir(&self, node: &NodeName) -> PathBuf {
+        self.subscribers_dir.join(node.as_str())
+    }
+
+    /// `<subscribers_dir>/<node>.new/`: the table list being introduced.
+    pub fn new_site_dir(&self, node: &NodeName) -> PathBuf {
+        self.subscribers_dir.join(format!("{node}.new"))
+    }
+
+    /// `<subscribers_dir>/<node>.old/`: the previous list, only during a promotion.
+    pub fn old_site_dir(&self, node: &NodeName) -> PathBuf {
+        self.subscribers_dir.join(format!("{node}.old"))
+    }
+
+    /// `<subscribers_dir>/<node>.request.json`: the state of a request in progress.
+    pub fn state_file(&self, node: &NodeName) -> PathBuf {
+        self.subscribers_dir.join(format!("{node}.request.json"))
+    }
+
+    /// `<site_log_dir>/<node>/`: the site's archive directory.
+    pub fn site_log_dir(&self, node: &NodeName) -> PathBuf {
+        self.site_log_dir.join(node.as_str())
+    }
+
+    /// A protocol file in the trigger directory.
+    pub fn trigger_file(&self, name: &str) -> PathBuf {
+        self.trigger_dir.join(name)
+    }
+
+    /// Where trigger files with an unusable name are moved.
+    pub fn rejected_dir(&self) -> PathBuf {
+        self.trigger_dir.join("rejected")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+cluster = "lab"
+trigger_dir = "/srv/slony/triggers"
+subscribers_dir = "subscribers"
+site_log_dir = "/srv/slony/site_logs"
+[database]
+user = "slony"
+dbname = "jsoc"
+"#;
+
+    fn parse(text: &str) -> Result<ManagerConfig, ConfigError> {
+        ManagerConfig::parse(Path::new("/etc/slony/manager.toml"), text)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.cluster.as_str(), "lab");
+        assert!(!c.allow_drop);
+        assert_eq!(c.rescan_interval, Duration::from_secs(10));
+        assert_eq!(c.subscribers_dir, PathBuf::from("/etc/slony/subscribers"));
+        assert_eq!(c.trigger_dir, PathBuf::from("/srv/slony/triggers"));
+        assert!(c.database.conninfo.contains("dbname='jsoc'"));
+        assert!(c.database.conninfo.contains("host='localhost'"));
+        assert!(c.database.conninfo.contains("port=5432"));
+        let n = NodeName::new("site1").unwrap();
+        assert_eq!(
+            c.state_file(&n),
+            PathBuf::from("/etc/slony/subscribers/site1.request.json")
+        );
+        assert_eq!(
+            c.new_site_dir(&n),
+            PathBuf::from("/etc/slony/subscribers/site1.new")
+        );
+        assert_eq!(
+            c.site_log_dir(&n),
+            PathBuf::from("/srv/slony/site_logs/site1")
+        );
+    }
+
+    #[test]
+    fn options_are_read() {
+        let text = MINIMAL.replace(
+            "[database]",
+            "allow_drop = true\nrescan_interval_secs = 3\n[database]\nport = 5433\npassword_env = \"SLONY_MANAGER_TEST_PW\"",
+        );
+        std::env::set_var("SLONY_MANAGER_TEST_PW", "secret");
+        let c = parse(&text).unwrap();
+        assert!(c.allow_drop);
+        assert_eq!(c.rescan_interval, Duration::from_secs(3));
+        assert!(c.database.conninfo.contains("port=5433"));
+        assert_eq!(c.database.password.as_deref(), Some("secret"));
+    }
+
+    #[test]
+    fn url_instead_of_parts() {
+        let text = r#"
+cluster = "lab"
+trigger_dir = "/t"
+subscribers_dir = "/s"
+site_log_dir = "/l"
+[database]
+url = "postgresql://slony@127.0.0.1:5432/jsoc"
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(
+            c.database.conninfo,
+            "postgresql://slony@127.0.0.1:5432/jsoc"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (MINIMAL.replace("\"lab\"", "\"la;b\""), "cluster"),
+            (MINIMAL.replace("cluster = \"lab\"", ""), "cluster"),
+            (
+                MINIMAL.replace("trigger_dir = \"/srv/slony/triggers\"", ""),
+                "trigger_dir",
+            ),
+            (
+                MINIMAL.replace("\"subscribers\"", "\"a/../b\""),
+                "subscribers_dir",
+            ),
+            (
+                MINIMAL.replace("/srv/slony/site_logs", "/srv/slony/triggers"),
+                "site_log_dir",
+            ),
+            (
+                MINIMAL.replace("[database]", "rescan_interval_secs = 0\n[database]"),
+                "rescan_interval_secs",
+            ),
+            (
+                MINIMAL.replace("[database]", "allow_drop = \"yes\"\n[database]"),
+                "allow_drop",
+            ),
+            (
+                MINIMAL.replace("[database]", "bogus = 1\n[database]"),
+                "bogus",
+            ),
+            (MINIMAL.replace("user = \"slony\"", "usr = \"x\""), "usr"),
+            (MINIMAL.replace("user = \"slony\"", ""), "database.user"),
+            (
+                MINIMAL.replace(
+                    "dbname = \"jsoc\"",
+                    "dbname = \"jsoc\"\nurl = \"postgresql://x/y\"",
+                ),
+                "database.url",
+            ),
+            (
+                MINIMAL.replace(
+                    "dbname = \"jsoc\"",
+                    "dbname = \"jsoc\"\npassword_env = \"SLONY_MANAGER_SURELY_UNSET\"",
+                ),
+                "database.password_env",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = parse(&text).unwrap_err();
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../../etc/manager.toml.example");
+        let c = parse(text).unwrap();
+        assert!(!c.allow_drop);
+    }
+}

@@ -1,0 +1,392 @@
+/*!
+`slony-manager run`: the daemon loop.
+
+One `select!` waits for a file event in the trigger directory (notify, bridged into a
+tokio channel), the rescan tick (a safety net for missed events and for requests whose
+file was still incomplete), a finished request, or SIGTERM/SIGINT. Each wake-up runs
+[`Daemon::reconcile`], which compares the trigger directory and the state files with
+what is running:
+
+- a state file with no task → spawn [`flow::drive`] for that site (this is also how a
+  restart resumes every request);
+- a `.tgr` with no request in progress → [`flow::accept`], then drive it;
+- a `.tgr` while a request of that site is past `Generating` → left alone (logged once)
+  until the current request ends;
+- a protocol file whose node name is invalid → moved into `<trigger_dir>/rejected/`
+  under a generated name (the bad name is never used in any other path).
+
+Each site's request runs in its own task, so one slow or failing site never blocks
+another. On the first signal no new step starts and the running steps finish (a SQL
+generation in progress completes); a second signal aborts them (an interrupted
+generation is redone after the restart).
+*/
+
+use crate::config::ManagerConfig;
+use crate::flow::{self, Accepted, Progress};
+use crate::fsutil;
+use crate::request::{Record, RequestState};
+use anyhow::Context;
+use notify::{RecursiveMode, Watcher};
+use slony_shared::ident::NodeName;
+use slony_shared::lock::RunLock;
+use slony_shared::trigger::TriggerKind;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// How long to let a burst of file events settle before looking at the directory.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// The daemon's state: what runs, and what was already reported.
+struct Daemon {
+    /// The validated configuration, shared with the tasks.
+    cfg: Arc<ManagerConfig>,
+    /// One task per site with a request in progress.
+    tasks: HashMap<NodeName, JoinHandle<()>>,
+    /// Sites whose extra `.tgr` was already reported as waiting (avoids a log line per rescan).
+    waiting_reported: HashSet<NodeName>,
+    /// The last error of each site's task, so a step failing at every rescan is logged
+    /// once (and again when the error changes), not every few seconds.
+    last_error: Arc<Mutex<HashMap<NodeName, String>>>,
+    /// Tells the tasks to stop between steps.
+    shutdown: watch::Sender<bool>,
+    /// Tasks send here when their request ended, so a queued `.tgr` is picked up at once.
+    wake: mpsc::Sender<()>,
+    /// Counts rejected file names, for unique names in `rejected/`.
+    rejected_seq: u64,
+    /// Whether the first pass (which resumes the requests found on disk) has run.
+    started: bool,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+///
+/// # Returns
+///
+/// The exit code: 0 after a clean shutdown.
+///
+/// # Errors
+///
+/// A directory is missing, another manager holds the lock, or the signal handlers
+/// cannot be installed.
+pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
+    for (key, dir) in [
+        ("trigger_dir", &cfg.trigger_dir),
+        ("subscribers_dir", &cfg.subscribers_dir),
+        ("site_log_dir", &cfg.site_log_dir),
+    ] {
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "{key} {} is not a directory (create it first; config {})",
+                dir.display(),
+                cfg.source.display()
+            );
+        }
+    }
+    let _lock = RunLock::try_acquire(&cfg.subscribers_dir.join("slony-manager.lock"))?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+
+    // notify calls the handler on its own thread; a channel of one coalesces bursts (a
+    // full channel already means "look again").
+    let (event_tx, mut event_rx) = mpsc::channel::<()>(1);
+    let watcher_tx = event_tx.clone();
+    let mut watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            Ok(ev) if relevant(&ev) => {
+                let _ = watcher_tx.try_send(());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "file watch error; rescanning");
+                let _ = watcher_tx.try_send(());
+            }
+        })
+        .context("creating the file watcher")?;
+    if let Err(e) = watcher.watch(&cfg.trigger_dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(
+            error = %e,
+            dir = %cfg.trigger_dir.display(),
+            "cannot watch the trigger directory; relying on the periodic rescan"
+        );
+    }
+
+    let (shutdown, _) = watch::channel(false);
+    let mut d = Daemon {
+        cfg: Arc::new(cfg),
+        tasks: HashMap::new(),
+        waiting_reported: HashSet::new(),
+        last_error: Arc::new(Mutex::new(HashMap::new())),
+        shutdown,
+        wake: event_tx,
+        rejected_seq: 0,
+        started: false,
+    };
+    tracing::info!(
+        trigger_dir = %d.cfg.trigger_dir.display(),
+        subscribers_dir = %d.cfg.subscribers_dir.display(),
+        rescan_secs = d.cfg.rescan_interval.as_secs(),
+        "slony-manager started"
+    );
+
+    let mut tick = tokio::time::interval(d.cfg.rescan_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            Some(()) = event_rx.recv() => {
+                tokio::time::sleep(DEBOUNCE).await;
+                while event_rx.try_recv().is_ok() {}
+                d.reconcile();
+            }
+            _ = tick.tick() => d.reconcile(),
+        }
+    }
+    drop(watcher);
+    d.stop(&mut sigterm, &mut sigint).await;
+    tracing::info!("slony-manager stopped");
+    Ok(0)
+}
+
+/// Whether a file event may concern a subscriber's file (our own writes are ignored, so
+/// writing a large SQL file does not wake the loop thousands of times).
+fn relevant(ev: &notify::Event) -> bool {
+    use notify::EventKind;
+    if matches!(ev.kind, EventKind::Access(_)) {
+        return false;
+    }
+    if ev.need_rescan() || ev.paths.is_empty() {
+        return true;
+    }
+    ev.paths.iter().any(|p| {
+        p.file_name().map(|n| n.to_string_lossy()).is_some_and(|n| {
+            n.ends_with(".subscribe_series.tgr") || n.ends_with(".subscribe_series.sqlapplied")
+        })
+    })
+}
+
+impl Daemon {
+    /// One pass over the state files and the trigger directory (see the module doc).
+    fn reconcile(&mut self) {
+        self.tasks.retain(|_, t| !t.is_finished());
+        if *self.shutdown.borrow() {
+            return;
+        }
+        // Requests in progress: resume any that has no task.
+        match list_states(&self.cfg.subscribers_dir) {
+            Ok(nodes) => {
+                for node in nodes {
+                    if !self.tasks.contains_key(&node) {
+                        if !self.started {
+                            tracing::info!(%node, "resuming a request in progress");
+                        }
+                        self.spawn(node);
+                    }
+                }
+                self.started = true;
+            }
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "listing the request states"),
+        }
+        // New requests, and files with unusable names.
+        let entries = match std::fs::read_dir(&self.cfg.trigger_dir) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    dir = %self.cfg.trigger_dir.display(),
+                    "cannot list the trigger directory"
+                );
+                return;
+            }
+        };
+        let mut requests = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                // Not UTF-8 cannot be a protocol name; only a name with a protocol
+                // suffix is ours to judge.
+                continue;
+            };
+            match TriggerKind::parse_file_name(name) {
+                Ok(Some((node, TriggerKind::Request))) => requests.push(node),
+                Ok(_) => {}
+                Err(e) => self.reject_name(&entry.path(), name, &e.to_string()),
+            }
+        }
+        requests.sort();
+        let with_request: HashSet<NodeName> = requests.iter().cloned().collect();
+        self.waiting_reported.retain(|n| with_request.contains(n));
+        for node in requests {
+            let state_file = self.cfg.state_file(&node);
+            if self.tasks.contains_key(&node) || fsutil::exists(&state_file) {
+                self.note_waiting(&node);
+                continue;
+            }
+            match flow::accept(&self.cfg, &node) {
+                Ok(Accepted::NotYet) => {}
+                Ok(Accepted::Started) => self.spawn(node),
+                Err(e) => {
+                    tracing::error!(%node, error = %format!("{e:#}"), "cannot take the request")
+                }
+            }
+        }
+    }
+
+    /// Reports (once) a `.tgr` that waits for the site's current request to end.
+    fn note_waiting(&mut self, node: &NodeName) {
+        let state = Record::load(&self.cfg.state_file(node), node)
+            .ok()
+            .flatten()
+            .map(|r| r.state);
+        // While generating (or refusing), the `.tgr` present is the one being handled.
+        if matches!(
+            state,
+            None | Some(RequestState::Generating) | Some(RequestState::Rejected { .. })
+        ) {
+            return;
+        }
+        if self.waiting_reported.insert(node.clone()) {
+            tracing::warn!(
+                %node,
+                state = state.as_ref().map_or("?", RequestState::name),
+                "a new request file arrived while a request of this site is in progress; \
+                 it waits until the current one ends"
+            );
+        }
+    }
+
+    /// Moves a protocol file with an invalid node name aside, under a generated name.
+    fn reject_name(&mut self, path: &Path, name: &str, why: &str) {
+        let Ok(meta) = path.symlink_metadata() else {
+            return;
+        };
+        if !meta.is_file() {
+            tracing::error!(name = ?name, "ignoring a non-file with a protocol suffix and an invalid name");
+            return;
+        }
+        let dir = self.cfg.rejected_dir();
+        self.rejected_seq += 1;
+        let target = dir.join(format!(
+            "bad-name-{}-{}-{}",
+            crate::request::now(),
+            std::process::id(),
+            self.rejected_seq
+        ));
+        // `rejected/` must be our own directory, not a symlink planted by a subscriber.
+        let result = std::fs::create_dir_all(&dir)
+            .and_then(|()| {
+                if dir.symlink_metadata()?.file_type().is_dir() {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::other(format!(
+                        "{} is not a directory",
+                        dir.display()
+                    )))
+                }
+            })
+            .and_then(|()| std::fs::rename(path, &target));
+        match result {
+            Ok(()) => tracing::error!(
+                name = ?name,
+                reason = why,
+                moved_to = %target.display(),
+                "a trigger file has an invalid node name: moved aside, no reply possible"
+            ),
+            Err(e) => {
+                tracing::error!(name = ?name, error = %e, "cannot move a badly named trigger file aside; removing it");
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    /// Starts the task that drives `node`'s request.
+    fn spawn(&mut self, node: NodeName) {
+        let cfg = Arc::clone(&self.cfg);
+        let shutdown = self.shutdown.subscribe();
+        let wake = self.wake.clone();
+        let key = node.clone();
+        let last_error = Arc::clone(&self.last_error);
+        let handle = tokio::spawn(async move {
+            let result = flow::drive(&cfg, &node, &shutdown).await;
+            let mut errors = last_error.lock().unwrap_or_else(|e| e.into_inner());
+            match result {
+                Ok(progress) => {
+                    errors.remove(&node);
+                    drop(errors);
+                    if progress == Progress::Closed {
+                        tracing::info!(%node, "request finished");
+                        let _ = wake.try_send(());
+                    }
+                }
+                Err(e) => {
+                    let message = format!("{e:#}");
+                    if errors.get(&node) != Some(&message) {
+                        tracing::error!(
+                            %node,
+                            error = %message,
+                            "request step failed; retrying at every rescan"
+                        );
+                        errors.insert(node, message);
+                    }
+                }
+            }
+        });
+        self.tasks.insert(key, handle);
+    }
+
+    /// Stops: no new step; waits for the running ones, or aborts them on a second signal.
+    async fn stop(
+        &mut self,
+        sigterm: &mut tokio::signal::unix::Signal,
+        sigint: &mut tokio::signal::unix::Signal,
+    ) {
+        let _ = self.shutdown.send(true);
+        let tasks: Vec<(NodeName, JoinHandle<()>)> = self.tasks.drain().collect();
+        let running = tasks.iter().filter(|(_, t)| !t.is_finished()).count();
+        if running > 0 {
+            tracing::info!(
+                running,
+                "waiting for the current steps to finish (signal again to abort)"
+            );
+        }
+        let aborts: Vec<tokio::task::AbortHandle> =
+            tasks.iter().map(|(_, t)| t.abort_handle()).collect();
+        let all = futures_util::future::join_all(tasks.into_iter().map(|(_, t)| t));
+        tokio::select! {
+            _ = all => {}
+            _ = sigterm.recv() => abort_all(&aborts),
+            _ = sigint.recv() => abort_all(&aborts),
+        }
+    }
+}
+
+fn abort_all(handles: &[tokio::task::AbortHandle]) {
+    tracing::warn!("second signal: aborting the running steps (they are redone after a restart)");
+    for h in handles {
+        h.abort();
+    }
+}
+
+/// The nodes that have a `<node>.request.json` in `dir`.
+fn list_states(dir: &Path) -> anyhow::Result<Vec<NodeName>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(node) = name.to_str().and_then(|n| n.strip_suffix(".request.json")) else {
+            continue;
+        };
+        match NodeName::new(node) {
+            Ok(n) => out.push(n),
+            Err(_) => {
+                tracing::warn!(file = ?name, "ignoring a state file with an invalid node name")
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

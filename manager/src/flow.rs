@@ -1,0 +1,347 @@
+/*!
+Drives one site's request through its states (see [`crate::request`]): the I/O half of
+the state machine.
+
+[`accept`] turns a complete `.tgr` into a persisted `Generating` (or `Rejected`) state;
+[`drive`] then performs the current state's step, persists the next state, and repeats
+until the request waits for the subscriber or is over. Each step can be repeated after a
+crash: it first undoes or skips what an interrupted attempt left behind.
+
+Errors stay with their site: a failure while generating becomes a failed `.sqldone`, and
+a failure in a later step (a disk error) is logged and retried on the next rescan.
+*/
+
+use crate::config::ManagerConfig;
+use crate::fsutil::{self, OtherSide};
+use crate::request::{Event, Record, RequestState};
+use crate::site;
+use crate::sqlgen;
+use anyhow::Context;
+use slony_shared::counter::Counter;
+use slony_shared::ident::NodeName;
+use slony_shared::trigger::{
+    sql_file_name, Outcome, Request, SqlDone, TriggerError, TriggerKind, MAX_TRIGGER_SIZE,
+};
+use std::path::PathBuf;
+use tokio::sync::watch;
+
+/// How a [`drive`] run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// The request waits for the subscriber (or for a retry after an error).
+    Waiting,
+    /// The request is over and its state file removed.
+    Closed,
+    /// Shutdown was requested between two steps.
+    Stopped,
+}
+
+/// The paths of one site's protocol files.
+struct Files {
+    tgr: PathBuf,
+    sqldone: PathBuf,
+    sqlapplied: PathBuf,
+    done: PathBuf,
+    sql: PathBuf,
+    sql_part: PathBuf,
+    state: PathBuf,
+}
+
+impl Files {
+    fn new(cfg: &ManagerConfig, node: &NodeName) -> Files {
+        let sql = cfg.trigger_file(&sql_file_name(node));
+        let mut part = sql.clone().into_os_string();
+        part.push(".part");
+        Files {
+            tgr: cfg.trigger_file(&TriggerKind::Request.file_name(node)),
+            sqldone: cfg.trigger_file(&TriggerKind::SqlDone.file_name(node)),
+            sqlapplied: cfg.trigger_file(&TriggerKind::SqlApplied.file_name(node)),
+            done: cfg.trigger_file(&TriggerKind::Done.file_name(node)),
+            sql,
+            sql_part: PathBuf::from(part),
+            state: cfg.state_file(node),
+        }
+    }
+}
+
+/// What [`accept`] made of a `.tgr`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// No (complete) request file: look again later.
+    NotYet,
+    /// A request state was written; [`drive`] takes it from here.
+    Started,
+}
+
+/// Reads `<node>.subscribe_series.tgr` and, if it is complete, records the request:
+/// `Generating` for a valid one (after removing stale files of an earlier request),
+/// `Rejected` for an invalid one. The caller has checked that no request of this node is
+/// in progress.
+///
+/// # Errors
+///
+/// The file or the state could not be read or written.
+pub fn accept(cfg: &ManagerConfig, node: &NodeName) -> anyhow::Result<Accepted> {
+    let f = Files::new(cfg, node);
+    let parsed = match fsutil::read_other_side(&f.tgr, MAX_TRIGGER_SIZE)? {
+        OtherSide::Missing => return Ok(Accepted::NotYet),
+        OtherSide::Bytes(bytes) => Request::parse(&bytes, node),
+        OtherSide::Refused(why) => Err(TriggerError::Invalid {
+            line: 0,
+            reason: format!("the request file is refused: {why}"),
+        }),
+    };
+    let new_site = !fsutil::exists(&cfg.site_dir(node));
+    let record = match parsed {
+        Err(TriggerError::Incomplete) => {
+            tracing::debug!(%node, "request file not complete yet");
+            return Ok(Accepted::NotYet);
+        }
+        Err(e) => {
+            tracing::warn!(%node, error = %e, "refusing an invalid request");
+            Record::start(
+                node,
+                new_site,
+                String::new(),
+                Event::Refused {
+                    reason: format!("invalid request: {e}"),
+                },
+            )?
+        }
+        Ok(req) => {
+            // Answers of an earlier, abandoned request must not be taken for this one's.
+            for stale in [&f.sqlapplied, &f.sqldone, &f.done, &f.sql, &f.sql_part] {
+                fsutil::remove_file(stale)?;
+            }
+            tracing::info!(
+                %node,
+                new_site,
+                series = req.series.len(),
+                "accepted a subscription request"
+            );
+            Record::start(node, new_site, req.render(), Event::Accepted)?
+        }
+    };
+    record.save(&f.state)?;
+    Ok(Accepted::Started)
+}
+
+/// Performs steps until the request waits or ends. Once `shutdown` is set no new
+/// generation starts; a generation already running completes and is announced.
+///
+/// # Errors
+///
+/// A step that failed in a way that cannot be answered to the subscriber (a disk error,
+/// a damaged state file); the state is unchanged and the step is retried later.
+pub async fn drive(
+    cfg: &ManagerConfig,
+    node: &NodeName,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Progress> {
+    let f = Files::new(cfg, node);
+    loop {
+        let Some(record) = Record::load(&f.state, node)? else {
+            return Ok(Progress::Closed);
+        };
+        // Only a generation is long; the other steps are a few file operations, and
+        // finishing them (announcing a generated SQL above all) leaves the subscriber
+        // nothing to wait for while the manager is down.
+        if *shutdown.borrow() && record.state == RequestState::Generating {
+            return Ok(Progress::Stopped);
+        }
+        let next = match &record.state {
+            RequestState::Generating => {
+                let event = generate(cfg, node, &record, &f).await;
+                record.apply(event)?
+            }
+            RequestState::Published {
+                counter,
+                notes,
+                announced,
+            } => {
+                if !announced {
+                    // No answer can be legitimate before `.sqldone` exists: whatever is
+                    // there would be taken for the answer to this SQL.
+                    fsutil::remove_file(&f.sqlapplied)?;
+                    let done = SqlDone::Ready {
+                        new_site: record.new_site,
+                        counter: Counter(*counter),
+                        notes: notes.clone(),
+                    };
+                    fsutil::write_atomic(&f.sqldone, done.render().as_bytes())?;
+                    fsutil::remove_file(&f.tgr)?;
+                    tracing::info!(%node, counter, "SQL published; waiting for the subscriber");
+                    record.apply(Event::Announced)?
+                } else {
+                    match read_applied(&f)? {
+                        None => return Ok(Progress::Waiting),
+                        Some(outcome) => {
+                            tracing::info!(
+                                %node,
+                                success = outcome.success,
+                                reason = outcome.reason.as_deref().unwrap_or(""),
+                                "the subscriber answered"
+                            );
+                            record.apply(Event::Applied {
+                                success: outcome.success,
+                                reason: outcome.reason,
+                            })?
+                        }
+                    }
+                }
+            }
+            RequestState::Finishing { success, reason } => {
+                finish(cfg, node, &f, record.new_site, *success, reason.clone())?;
+                record.apply(Event::Closed)?
+            }
+            RequestState::Rejected { reason } => {
+                site::discard(&cfg.new_site_dir(node))?;
+                fsutil::remove_file(&f.sql_part)?;
+                fsutil::remove_file(&f.sql)?;
+                let answer = SqlDone::Failed {
+                    reason: reason.clone(),
+                };
+                fsutil::write_atomic(&f.sqldone, answer.render().as_bytes())?;
+                fsutil::remove_file(&f.tgr)?;
+                tracing::warn!(%node, %reason, "request refused");
+                record.apply(Event::Closed)?
+            }
+        };
+        match next {
+            Some(r) => r.save(&f.state)?,
+            None => {
+                fsutil::remove_file(&f.state)?;
+                return Ok(Progress::Closed);
+            }
+        }
+    }
+}
+
+/// The `Generating` step: list, snapshot, SQL. Every failure becomes a refusal.
+async fn generate(cfg: &ManagerConfig, node: &NodeName, record: &Record, f: &Files) -> Event {
+    match try_generate(cfg, node, record, f).await {
+        Ok((counter, notes)) => Event::Generated {
+            counter: counter.0,
+            notes,
+        },
+        Err(e) => {
+            let _ = fsutil::remove_file(&f.sql_part);
+            Event::Refused {
+                reason: format!("{e:#}"),
+            }
+        }
+    }
+}
+
+async fn try_generate(
+    cfg: &ManagerConfig,
+    node: &NodeName,
+    record: &Record,
+    f: &Files,
+) -> anyhow::Result<(Counter, Vec<String>)> {
+    // Outputs of an interrupted attempt are discarded: the SQL is generated afresh.
+    fsutil::remove_file(&f.sql_part)?;
+    fsutil::remove_file(&f.sql)?;
+    let request = Request::parse(record.request.as_bytes(), node)
+        .map_err(|e| anyhow::anyhow!("the recorded request no longer parses: {e}"))?;
+    let previous = if record.new_site {
+        None
+    } else {
+        Some(
+            site::read_tables(&cfg.site_dir(node))?
+                .with_context(|| format!("the site directory of {node} has disappeared"))?,
+        )
+    };
+    let mut plan = site::plan(previous.as_deref(), &request.series, cfg.allow_drop)
+        .map_err(anyhow::Error::msg)?;
+    let new_dir = cfg.new_site_dir(node);
+    site::prepare_new(&new_dir, &plan.tables)?;
+    tracing::info!(
+        %node,
+        added = plan.added.len(),
+        dropped = plan.dropped.len(),
+        tables = plan.tables.len(),
+        "generating the subscription SQL"
+    );
+    let started = std::time::Instant::now();
+    let (snapshot, extra) = sqlgen::generate(cfg, node, &plan, &f.sql_part).await?;
+    std::fs::rename(&f.sql_part, &f.sql)
+        .with_context(|| format!("renaming {} into place", f.sql_part.display()))?;
+    fsutil::sync_dir(&cfg.trigger_dir)?;
+    site::write_since(&new_dir, snapshot.counter)?;
+    tracing::info!(
+        %node,
+        counter = snapshot.counter.0,
+        secs = started.elapsed().as_secs_f64(),
+        "subscription SQL generated"
+    );
+    plan.notes.extend(extra);
+    Ok((snapshot.counter, plan.notes))
+}
+
+/// Reads `.sqlapplied`. `None` while it is absent or incomplete; an unreadable one counts
+/// as a failure (the subscriber must not be left waiting forever).
+fn read_applied(f: &Files) -> anyhow::Result<Option<Outcome>> {
+    let parsed = match fsutil::read_other_side(&f.sqlapplied, MAX_TRIGGER_SIZE)? {
+        OtherSide::Missing => return Ok(None),
+        OtherSide::Bytes(bytes) => Outcome::parse(&bytes),
+        OtherSide::Refused(why) => Err(TriggerError::Invalid {
+            line: 0,
+            reason: format!("the file is refused: {why}"),
+        }),
+    };
+    match parsed {
+        Ok(o) => Ok(Some(o)),
+        Err(TriggerError::Incomplete) => Ok(None),
+        Err(e) => {
+            tracing::warn!(error = %e, file = %f.sqlapplied.display(), "unreadable answer");
+            Ok(Some(Outcome {
+                success: false,
+                reason: Some(format!("the .sqlapplied file is invalid: {e}")),
+            }))
+        }
+    }
+}
+
+/// The `Finishing` step: promote or discard, clean up, write `.done`.
+fn finish(
+    cfg: &ManagerConfig,
+    node: &NodeName,
+    f: &Files,
+    new_site: bool,
+    success: bool,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let current = cfg.site_dir(node);
+    let new = cfg.new_site_dir(node);
+    let done = if success {
+        site::promote(&current, &new, &cfg.old_site_dir(node))?;
+        let logs = cfg.site_log_dir(node);
+        std::fs::create_dir_all(&logs)
+            .with_context(|| format!("creating the site's archive directory {}", logs.display()))?;
+        tracing::info!(%node, new_site, "subscription changed");
+        Outcome {
+            success: true,
+            reason: None,
+        }
+    } else {
+        site::discard(&new)?;
+        tracing::warn!(
+            %node,
+            new_site,
+            reason = reason.as_deref().unwrap_or(""),
+            "the subscriber could not apply the SQL; subscription unchanged"
+        );
+        Outcome {
+            success: false,
+            reason: Some(match reason {
+                Some(r) => format!("the subscriber reported a failure: {r}"),
+                None => "the subscriber reported a failure".into(),
+            }),
+        }
+    };
+    fsutil::remove_file(&f.sql)?;
+    fsutil::remove_file(&f.sqldone)?;
+    fsutil::remove_file(&f.sqlapplied)?;
+    fsutil::write_atomic(&f.done, done.render().as_bytes())
+}

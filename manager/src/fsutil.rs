@@ -1,0 +1,218 @@
+/*!
+Small file-system helpers with the crash guarantees the protocol relies on.
+
+Every file another party may read (protocol files, state files, table lists) is written
+under a temporary name in the same directory, fsynced and renamed, so a reader sees
+either the old content or the whole new one, and a crash leaves at worst a stray
+temporary file. Removals tolerate a missing file, so each cleanup step can be repeated
+after a restart.
+*/
+
+use anyhow::Context;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// Writes `bytes` to `path` atomically (temporary name in the same directory, fsync,
+/// rename, fsync of the directory).
+///
+/// # Errors
+///
+/// Any I/O error, with the path in the context.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().context("a file path without a directory")?;
+    let name = path
+        .file_name()
+        .context("a file path without a file name")?
+        .to_string_lossy();
+    // A leading dot and a `.tmp` suffix: neither the manager nor a subscriber takes this
+    // for a protocol file.
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = create_new(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
+
+/// Creates `path` for writing, refusing to follow anything already there: the trigger
+/// directory is writable by the subscribers, so a planted symlink at one of our
+/// temporary names must not redirect the write. A leftover regular file or link is
+/// removed and the creation retried once.
+pub fn create_new(path: &Path) -> std::io::Result<File> {
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(path)?;
+            open()
+        }
+        other => other,
+    }
+}
+
+/// Flushes a directory's entries (renames, creations) to disk.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Removes a file; a missing file is fine.
+pub fn remove_file(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
+/// Removes a directory tree; a missing one is fine.
+pub fn remove_dir_all(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
+/// Reads at most `limit + 1` bytes of a file (so a caller can tell "too large" without
+/// reading a huge file). `Ok(None)` if the file does not exist.
+pub fn read_bounded(path: &Path, limit: usize) -> anyhow::Result<Option<Vec<u8>>> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
+    let mut buf = Vec::new();
+    f.take(limit as u64 + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(buf))
+}
+
+/// What [`read_other_side`] found.
+#[derive(Debug)]
+pub enum OtherSide {
+    /// No such file.
+    Missing,
+    /// The file's first `limit + 1` bytes at most.
+    Bytes(Vec<u8>),
+    /// Not something the other side may hand us: a symlink, a hard link, a directory...
+    /// (reading it could leak a file of ours into an error message sent back).
+    Refused(String),
+}
+
+/// Reads a file written by a subscriber into the shared trigger directory, at most
+/// `limit + 1` bytes, only if it is a plain regular file with a single link. The file
+/// opened is checked to be the one inspected (same device and inode), so it cannot be
+/// swapped for a symlink in between.
+///
+/// # Errors
+///
+/// An I/O error other than "not found".
+pub fn read_other_side(path: &Path, limit: usize) -> anyhow::Result<OtherSide> {
+    use std::os::unix::fs::MetadataExt;
+    let before = match path.symlink_metadata() {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(OtherSide::Missing),
+        Err(e) => return Err(e).with_context(|| format!("inspecting {}", path.display())),
+    };
+    if !before.file_type().is_file() {
+        return Ok(OtherSide::Refused("it is not a regular file".into()));
+    }
+    if before.nlink() != 1 {
+        return Ok(OtherSide::Refused("it has more than one hard link".into()));
+    }
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(OtherSide::Missing),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
+    let after = f
+        .metadata()
+        .with_context(|| format!("inspecting {}", path.display()))?;
+    if (after.dev(), after.ino()) != (before.dev(), before.ino()) {
+        return Ok(OtherSide::Refused(
+            "it was replaced while being opened".into(),
+        ));
+    }
+    let mut buf = Vec::new();
+    f.take(limit as u64 + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(OtherSide::Bytes(buf))
+}
+
+/// Whether a path exists (a dangling symlink counts as existing: it is not ours to touch).
+pub fn exists(path: &Path) -> bool {
+    path.symlink_metadata().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(read_bounded(&p, 2).unwrap().unwrap(), b"two");
+        assert_eq!(read_bounded(&p, 1).unwrap().unwrap(), b"tw");
+        assert!(read_bounded(&dir.path().join("none"), 1).unwrap().is_none());
+        remove_file(&p).unwrap();
+        remove_file(&p).unwrap();
+        remove_dir_all(&dir.path().join("none")).unwrap();
+    }
+
+    #[test]
+    fn other_side_files_must_be_plain() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"root:x").unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"hello").unwrap();
+        assert!(
+            matches!(read_other_side(&plain, 10).unwrap(), OtherSide::Bytes(b) if b == b"hello")
+        );
+        assert!(matches!(read_other_side(&plain, 2).unwrap(), OtherSide::Bytes(b) if b == b"hel"));
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        assert!(matches!(
+            read_other_side(&link, 10).unwrap(),
+            OtherSide::Refused(_)
+        ));
+        let hard = dir.path().join("hard");
+        std::fs::hard_link(&secret, &hard).unwrap();
+        assert!(matches!(
+            read_other_side(&hard, 10).unwrap(),
+            OtherSide::Refused(_)
+        ));
+        assert!(matches!(
+            read_other_side(dir.path(), 10).unwrap(),
+            OtherSide::Refused(_)
+        ));
+        assert!(matches!(
+            read_other_side(&dir.path().join("none"), 10).unwrap(),
+            OtherSide::Missing
+        ));
+        // A planted symlink at a temporary name is replaced, not followed.
+        let tmp = dir.path().join("tmp");
+        std::os::unix::fs::symlink(&secret, &tmp).unwrap();
+        create_new(&tmp).unwrap().write_all(b"mine").unwrap();
+        assert_eq!(std::fs::read(&secret).unwrap(), b"root:x");
+        assert_eq!(std::fs::read(&tmp).unwrap(), b"mine");
+    }
+}

@@ -1,0 +1,215 @@
+/*!
+`slony-manager status`: the sites, their tables, the requests in progress and the
+newest archive in each site's directory. Read-only: it takes no lock and can run beside
+the daemon.
+*/
+
+use crate::config::ManagerConfig;
+use crate::request::{Record, RequestState};
+use crate::site;
+use serde::Serialize;
+use slony_shared::archive::name::{classify, Entry};
+use slony_shared::ident::NodeName;
+use slony_shared::trigger::TriggerKind;
+use std::path::Path;
+
+/// One subscribed site.
+#[derive(Debug, Serialize)]
+struct SiteStatus {
+    /// Site name.
+    name: String,
+    /// Its tables (empty if the list is unreadable).
+    tables: Vec<String>,
+    /// How many.
+    table_count: usize,
+    /// First counter the list applies to, if recorded.
+    since: Option<u64>,
+    /// Newest archive counter in `<site_log_dir>/<node>/` (files and batches).
+    newest_archive: Option<u64>,
+    /// Why the table list could not be read.
+    error: Option<String>,
+}
+
+/// One request in progress.
+#[derive(Debug, Serialize)]
+struct RequestStatus {
+    node: String,
+    state: String,
+    new_site: Option<bool>,
+    counter: Option<u64>,
+    reason: Option<String>,
+    accepted_at: Option<u64>,
+    updated_at: Option<u64>,
+    error: Option<String>,
+}
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+struct Report {
+    cluster: String,
+    sites: Vec<SiteStatus>,
+    requests: Vec<RequestStatus>,
+    /// Request files not taken yet (incomplete, or waiting for the site's current request).
+    waiting_triggers: Vec<String>,
+}
+
+/// Prints the report; returns the exit code (0).
+///
+/// # Errors
+///
+/// The subscribers directory cannot be listed.
+pub fn run(cfg: &ManagerConfig, json: bool) -> anyhow::Result<u8> {
+    let report = collect(cfg)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_text(&report);
+    }
+    Ok(0)
+}
+
+fn collect(cfg: &ManagerConfig) -> anyhow::Result<Report> {
+    let mut sites = Vec::new();
+    let mut requests = Vec::new();
+    let mut names: Vec<String> = std::fs::read_dir(&cfg.subscribers_dir)
+        .map_err(|e| anyhow::anyhow!("listing {}: {e}", cfg.subscribers_dir.display()))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    names.sort();
+    for name in &names {
+        let path = cfg.subscribers_dir.join(name);
+        if let Ok(node) = NodeName::new(name) {
+            if !path.is_dir() {
+                continue;
+            }
+            let (tables, error) = match site::read_tables(&path) {
+                Ok(t) => (t.unwrap_or_default(), None),
+                Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+            };
+            sites.push(SiteStatus {
+                name: node.to_string(),
+                table_count: tables.len(),
+                tables: tables.iter().map(ToString::to_string).collect(),
+                since: site::read_since(&path).map(|c| c.0),
+                newest_archive: newest_archive(&cfg.site_log_dir(&node)),
+                error,
+            });
+        } else if let Some(node) = name
+            .strip_suffix(".request.json")
+            .and_then(|n| NodeName::new(n).ok())
+        {
+            requests.push(match Record::load(&path, &node) {
+                Ok(Some(r)) => {
+                    let (counter, reason) = match &r.state {
+                        RequestState::Published { counter, .. } => (Some(*counter), None),
+                        RequestState::Finishing { reason, .. } => (None, reason.clone()),
+                        RequestState::Rejected { reason } => (None, Some(reason.clone())),
+                        RequestState::Generating => (None, None),
+                    };
+                    RequestStatus {
+                        node: node.to_string(),
+                        state: r.state.name().to_string(),
+                        new_site: Some(r.new_site),
+                        counter,
+                        reason,
+                        accepted_at: Some(r.accepted_at),
+                        updated_at: Some(r.updated_at),
+                        error: None,
+                    }
+                }
+                Ok(None) => continue,
+                Err(e) => RequestStatus {
+                    node: node.to_string(),
+                    state: "damaged".into(),
+                    new_site: None,
+                    counter: None,
+                    reason: None,
+                    accepted_at: None,
+                    updated_at: None,
+                    error: Some(format!("{e:#}")),
+                },
+            });
+        }
+    }
+    let mut waiting_triggers: Vec<String> = std::fs::read_dir(&cfg.trigger_dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| {
+                    matches!(
+                        TriggerKind::parse_file_name(n),
+                        Ok(Some((_, TriggerKind::Request)))
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    waiting_triggers.sort();
+    Ok(Report {
+        cluster: cfg.cluster.to_string(),
+        sites,
+        requests,
+        waiting_triggers,
+    })
+}
+
+/// The highest counter among the archives and batches of a site's directory.
+fn newest_archive(dir: &Path) -> Option<u64> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            match classify(name.to_str()?) {
+                Ok(Entry::Archive(a)) => Some(a.counter.0),
+                Ok(Entry::Batch(b)) => Some(b.to.0),
+                _ => None,
+            }
+        })
+        .max()
+}
+
+fn print_text(r: &Report) {
+    println!("cluster {}", r.cluster);
+    println!("sites: {}", r.sites.len());
+    for s in &r.sites {
+        let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+        println!(
+            "  {:<20} tables {:>4}  since {:>10}  newest archive {:>10}",
+            s.name,
+            s.table_count,
+            opt(s.since),
+            opt(s.newest_archive)
+        );
+        if let Some(e) = &s.error {
+            println!("    error: {e}");
+        }
+    }
+    println!("requests in progress: {}", r.requests.len());
+    for q in &r.requests {
+        let mut line = format!("  {:<20} {}", q.node, q.state);
+        if let Some(n) = q.new_site {
+            line.push_str(if n { "  new site" } else { "  existing site" });
+        }
+        if let Some(c) = q.counter {
+            line.push_str(&format!("  snapshot counter {c}"));
+        }
+        if let Some(t) = q.accepted_at {
+            line.push_str(&format!("  accepted at {t} (unix)"));
+        }
+        println!("{line}");
+        if let Some(reason) = &q.reason {
+            println!("    reason: {reason}");
+        }
+        if let Some(e) = &q.error {
+            println!("    error: {e}");
+        }
+    }
+    if !r.waiting_triggers.is_empty() {
+        println!(
+            "request files not taken yet: {}",
+            r.waiting_triggers.join(", ")
+        );
+    }
+}

@@ -1,0 +1,863 @@
+//! `slony-manager run` end to end, provider side: a real PostgreSQL holding the provider
+//! database (with the `"_lab".sl_archive_counter` a log-shipping node has) and a
+//! subscriber database the generated SQL is applied to with psql (allowed in tests
+//! only), the manager running as a child process, and the subscriber's side of the
+//! protocol played by the test through files in the trigger directory.
+
+use crate::support::pg::PgServer;
+use crate::support::{bin_path, tail, wait_until, TestDir};
+use slony_shared::archive::parse::{Item, Splitter};
+use slony_shared::counter::Counter;
+use slony_shared::ident::{NodeName, QualifiedTable};
+use slony_shared::trigger::{
+    sql_file_name, Action, Outcome, Request, Series, SqlDone, TriggerKind,
+};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const CLUSTER: &str = "lab";
+/// Bound on every wait for the manager.
+const WAIT: Duration = Duration::from_secs(90);
+
+const PROVIDER_SQL: &str = r#"
+CREATE SCHEMA "_lab";
+CREATE TABLE "_lab".sl_archive_counter (ac_num bigint, ac_timestamp timestamptz);
+INSERT INTO "_lab".sl_archive_counter VALUES (42, '2026-11-21 10:00:42+00');
+
+CREATE SCHEMA s1;
+CREATE TABLE s1.t1 (
+    id bigserial PRIMARY KEY,
+    code text NOT NULL,
+    gone int,
+    qty int NOT NULL DEFAULT 7 CONSTRAINT qty_positive CHECK (qty >= 0),
+    note text COLLATE "C",
+    created timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT t1_code_key UNIQUE (code)
+);
+ALTER TABLE s1.t1 DROP COLUMN gone;
+CREATE INDEX t1_qty_idx ON s1.t1 (qty);
+INSERT INTO s1.t1 (code, qty, note)
+SELECT 'c' || g, g % 10,
+       CASE WHEN g % 3 = 0 THEN NULL
+            ELSE E'tab\there\nnew ''q'' \\ back; commit; \\. ' || g END
+  FROM generate_series(1, 500) g;
+
+CREATE TABLE s1.big (id int PRIMARY KEY, payload text, v double precision);
+INSERT INTO s1.big SELECT g, md5(g::text), g / 7.0 FROM generate_series(1, 100000) g;
+
+CREATE TABLE s1.other (
+    k text PRIMARY KEY,
+    t1_id bigint REFERENCES s1.t1 (id),
+    doubled int GENERATED ALWAYS AS (length(k) * 2) STORED
+);
+INSERT INTO s1.other (k, t1_id) SELECT 'k' || g, g FROM generate_series(1, 50) g;
+
+CREATE VIEW s1.v AS SELECT 1 AS one;
+"#;
+
+/// The manager as a child process; killed (SIGKILL) on drop.
+struct ManagerProc {
+    /// The running `slony-manager run`.
+    child: Child,
+}
+
+impl ManagerProc {
+    fn start(config: &Path, log: &Path) -> ManagerProc {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(bin_path("slony-manager"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info,slony_manager=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawning slony-manager");
+        ManagerProc { child }
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: our own un-reaped child: the pid cannot have been recycled.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, sig);
+        }
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit status.
+    fn terminate(mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "slony-manager ignored SIGTERM for 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: a crash at an arbitrary point.
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for ManagerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The provider host: directories, config, databases.
+struct Provider {
+    /// Owns every file of the test (kept when it fails).
+    _dir: TestDir,
+    trigger: PathBuf,
+    subscribers: PathBuf,
+    site_logs: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    pg: PgServer,
+}
+
+impl Provider {
+    async fn new(name: &str) -> Provider {
+        let dir = TestDir::new(name);
+        let trigger = dir.mkdir("triggers");
+        let subscribers = dir.mkdir("subscribers");
+        let site_logs = dir.mkdir("site_logs");
+        let pg = PgServer::start();
+        pg.create_db("provider").await;
+        pg.create_db("sub").await;
+        pg.connect("provider")
+            .await
+            .batch_execute(PROVIDER_SQL)
+            .await
+            .unwrap();
+        let p = Provider {
+            config: dir.join("manager.toml"),
+            log: dir.join("manager.log"),
+            trigger,
+            subscribers,
+            site_logs,
+            pg,
+            _dir: dir,
+        };
+        p.write_config(false);
+        p
+    }
+
+    fn write_config(&self, allow_drop: bool) {
+        let text = format!(
+            r#"cluster = "{CLUSTER}"
+trigger_dir = "{}"
+subscribers_dir = "{}"
+site_log_dir = "{}"
+allow_drop = {allow_drop}
+rescan_interval_secs = 1
+[database]
+host = "127.0.0.1"
+port = {}
+user = "postgres"
+dbname = "provider"
+connect_timeout_secs = 5
+"#,
+            self.trigger.display(),
+            self.subscribers.display(),
+            self.site_logs.display(),
+            self.pg.port()
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    fn start(&self) -> ManagerProc {
+        ManagerProc::start(&self.config, &self.log)
+    }
+
+    fn log(&self) -> String {
+        tail(&self.log, 80)
+    }
+
+    fn tfile(&self, node: &str, kind: TriggerKind) -> PathBuf {
+        self.trigger
+            .join(kind.file_name(&NodeName::new(node).unwrap()))
+    }
+
+    /// Writes a trigger file the way a subscriber does: temporary name, then rename.
+    fn put(&self, name: &str, content: &[u8]) {
+        let tmp = self.trigger.join(format!(".{name}.upload"));
+        std::fs::write(&tmp, content).unwrap();
+        std::fs::rename(&tmp, self.trigger.join(name)).unwrap();
+    }
+
+    fn request(&self, node: &str, series: &[(&str, Action)]) {
+        let node = NodeName::new(node).unwrap();
+        let r = Request {
+            node: node.clone(),
+            archive: 0,
+            retention: 21,
+            tapegroup: 1,
+            series: series
+                .iter()
+                .map(|(t, action)| Series {
+                    table: QualifiedTable::parse(t).unwrap(),
+                    action: *action,
+                })
+                .collect(),
+        };
+        self.put(
+            &TriggerKind::Request.file_name(&node),
+            r.render().as_bytes(),
+        );
+    }
+
+    fn wait_file(&self, path: &Path) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        wait_until(
+            WAIT,
+            &format!("{}", path.display()),
+            || match std::fs::read(path) {
+                Ok(b) if b.ends_with(b"EOF\n") => {
+                    bytes = b;
+                    true
+                }
+                _ => false,
+            },
+        );
+        bytes
+    }
+
+    fn wait_sqldone(&self, node: &str) -> SqlDone {
+        let bytes = self.wait_file(&self.tfile(node, TriggerKind::SqlDone));
+        SqlDone::parse(&bytes).unwrap_or_else(|e| panic!("{e}; log:\n{}", self.log()))
+    }
+
+    /// Writes `.sqlapplied` and waits for `.done`; removes `.done` as a subscriber does.
+    fn answer(&self, node: &str, success: bool, reason: Option<&str>) -> Outcome {
+        let o = Outcome {
+            success,
+            reason: reason.map(str::to_string),
+        };
+        self.put(
+            &TriggerKind::SqlApplied.file_name(&NodeName::new(node).unwrap()),
+            o.render().as_bytes(),
+        );
+        let done = self.tfile(node, TriggerKind::Done);
+        let bytes = self.wait_file(&done);
+        std::fs::remove_file(&done).unwrap();
+        wait_until(WAIT, "the request state to be removed", || {
+            !self.state_file(node).exists()
+        });
+        Outcome::parse(&bytes).unwrap()
+    }
+
+    fn state_file(&self, node: &str) -> PathBuf {
+        self.subscribers.join(format!("{node}.request.json"))
+    }
+
+    fn state(&self, node: &str) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.state_file(node)).unwrap()).unwrap()
+    }
+
+    fn tables(&self, dir: &str) -> String {
+        std::fs::read_to_string(self.subscribers.join(dir).join("tables")).unwrap()
+    }
+
+    fn since(&self, dir: &str) -> String {
+        std::fs::read_to_string(self.subscribers.join(dir).join("since"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn sql_path(&self, node: &str) -> PathBuf {
+        self.trigger
+            .join(sql_file_name(&NodeName::new(node).unwrap()))
+    }
+
+    /// Decompresses the published SQL and checks it splits into statements that never
+    /// end the subscriber's transaction.
+    fn sql(&self, node: &str) -> Vec<u8> {
+        let mut sql = Vec::new();
+        flate2::read::GzDecoder::new(File::open(self.sql_path(node)).unwrap())
+            .read_to_end(&mut sql)
+            .unwrap();
+        let mut s = Splitter::new(sql.as_slice());
+        let mut copies = 0;
+        while let Some(item) = s.next_item().unwrap() {
+            match item {
+                Item::Statement { sql, .. } => {
+                    let first = sql
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_ascii_uppercase();
+                    assert!(
+                        !["BEGIN", "COMMIT", "ROLLBACK", "END", "START", "ABORT"]
+                            .contains(&first.as_str()),
+                        "the SQL ends the transaction: {sql}"
+                    );
+                }
+                Item::CopyIn { .. } => {
+                    copies += 1;
+                    let mut buf = Vec::new();
+                    while s.copy_chunk(&mut buf).unwrap() {}
+                }
+                Item::Comment { .. } => {}
+            }
+        }
+        assert!(copies > 0, "the SQL carries data");
+        sql
+    }
+
+    /// Applies SQL to the subscriber database in one transaction, as psql would.
+    fn apply(&self, sql: &[u8]) {
+        let mut child = Command::new(self.pg.bin("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-f", "-"])
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "sub"])
+            .arg("-p")
+            .arg(self.pg.port().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running psql");
+        let mut stdin = child.stdin.take().unwrap();
+        let input = sql.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        assert!(
+            out.status.success(),
+            "psql failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    /// Ordered md5 of a table's rows in a database.
+    async fn fingerprint(&self, db: &str, table: &str) -> String {
+        let c = self.pg.connect(db).await;
+        let row = c
+            .query_one(
+                &format!(
+                    "SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '') FROM {table} t"
+                ),
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("fingerprint of {table} in {db}: {e:?}"));
+        row.get(0)
+    }
+
+    async fn query_i64(&self, db: &str, sql: &str) -> i64 {
+        let c = self.pg.connect(db).await;
+        c.query_one(sql, &[]).await.unwrap().get(0)
+    }
+
+    async fn exists(&self, db: &str, rel: &str) -> bool {
+        let c = self.pg.connect(db).await;
+        let row = c
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&rel])
+            .await
+            .unwrap();
+        row.get(0)
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        let out = Command::new(bin_path("slony-manager"))
+            .args(["status", "--json", "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn trigger_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.trigger)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn subscriber_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.subscribers)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "slony-manager.lock")
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn ready(done: &SqlDone) -> (bool, Counter, Vec<String>) {
+    match done {
+        SqlDone::Ready {
+            new_site,
+            counter,
+            notes,
+        } => (*new_site, *counter, notes.clone()),
+        SqlDone::Failed { reason } => panic!("expected Ready, got Failed: {reason}"),
+    }
+}
+
+fn failed(done: &SqlDone) -> String {
+    match done {
+        SqlDone::Failed { reason } => reason.clone(),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manager_serves_new_and_existing_sites_and_survives_a_crash() {
+    let p = Provider::new("manager-lifecycle").await;
+    let mut m = p.start();
+
+    // 1. A new site subscribes two tables.
+    p.request(
+        "site1",
+        &[("s1.t1", Action::Subscribe), ("s1.big", Action::Subscribe)],
+    );
+    let done = p.wait_sqldone("site1");
+    let (new_site, counter, notes) = ready(&done);
+    assert!(new_site, "{done:?}");
+    assert_eq!(counter, Counter(42));
+    assert!(notes.is_empty(), "{notes:?}");
+    assert!(
+        !p.tfile("site1", TriggerKind::Request).exists(),
+        "the .tgr is removed once published"
+    );
+    assert_eq!(p.tables("site1.new"), "s1.t1\ns1.big\n");
+    assert_eq!(p.since("site1.new"), "43");
+    assert!(!p.subscribers.join("site1").exists());
+    assert_eq!(p.state("site1")["state"], "published");
+
+    let sql = p.sql("site1");
+    let text = String::from_utf8_lossy(&sql);
+    assert!(!text.contains("FOREIGN KEY"), "no foreign keys");
+    p.apply(&sql);
+    for t in ["s1.t1", "s1.big"] {
+        assert_eq!(
+            p.fingerprint("sub", t).await,
+            p.fingerprint("provider", t).await,
+            "{t}"
+        );
+    }
+    assert_eq!(
+        p.fingerprint("sub", "s1.big").await.split(':').next(),
+        Some("100000")
+    );
+    assert_eq!(
+        p.query_i64("sub", "SELECT at_counter FROM \"_lab\".sl_archive_tracking")
+            .await,
+        42
+    );
+    // The sequence carries on where the provider's is; defaults, constraints and the
+    // index came along.
+    assert_eq!(
+        p.query_i64("sub", "SELECT nextval('s1.t1_id_seq')").await,
+        501
+    );
+    assert_eq!(
+        p.query_i64(
+            "sub",
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 's1' AND tablename = 't1' \
+             AND indexname IN ('t1_pkey', 't1_code_key', 't1_qty_idx')"
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        p.query_i64(
+            "sub",
+            "SELECT count(*) FROM pg_constraint WHERE conname = 'qty_positive'"
+        )
+        .await,
+        1
+    );
+    let c = p.pg.connect("sub").await;
+    c.batch_execute("INSERT INTO s1.t1 (code) VALUES ('fresh')")
+        .await
+        .unwrap();
+    assert!(c
+        .batch_execute("INSERT INTO s1.t1 (code) VALUES ('c1')")
+        .await
+        .is_err());
+    assert!(c
+        .batch_execute("INSERT INTO s1.t1 (code, qty) VALUES ('neg', -1)")
+        .await
+        .is_err());
+    c.batch_execute("DELETE FROM s1.t1 WHERE code = 'fresh'")
+        .await
+        .unwrap();
+
+    let o = p.answer("site1", true, None);
+    assert!(o.success, "{o:?}");
+    assert_eq!(p.tables("site1"), "s1.t1\ns1.big\n");
+    assert_eq!(p.since("site1"), "43");
+    assert!(p.site_logs.join("site1").is_dir());
+    assert_eq!(p.subscriber_names(), vec!["site1".to_string()]);
+    assert!(p.trigger_names().is_empty(), "{:?}", p.trigger_names());
+
+    let s = p.status_json();
+    assert_eq!(s["sites"][0]["name"], "site1");
+    assert_eq!(s["sites"][0]["table_count"], 2);
+    assert_eq!(s["sites"][0]["since"], 43);
+    assert_eq!(s["requests"], serde_json::json!([]));
+
+    // 2. SIGTERM is a clean shutdown; restart with allow_drop.
+    let status = m.terminate();
+    assert_eq!(status.code(), Some(0), "{}", p.log());
+    p.write_config(true);
+    let provider = p.pg.connect("provider").await;
+    provider
+        .batch_execute("UPDATE \"_lab\".sl_archive_counter SET ac_num = 50")
+        .await
+        .unwrap();
+    m = p.start();
+
+    // The existing site adds a table and drops one.
+    p.request(
+        "site1",
+        &[
+            ("s1.other", Action::Subscribe),
+            ("s1.big", Action::Unsubscribe),
+            ("s1.t1", Action::Subscribe),
+        ],
+    );
+    let done = p.wait_sqldone("site1");
+    let (new_site, counter, notes) = ready(&done);
+    assert!(!new_site);
+    assert_eq!(counter, Counter(50));
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("foreign key") && n.contains("s1.other")),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("s1.t1 is already subscribed")),
+        "{notes:?}"
+    );
+    assert_eq!(p.tables("site1.new"), "s1.t1\ns1.other\n");
+    assert_eq!(
+        p.tables("site1"),
+        "s1.t1\ns1.big\n",
+        "unchanged until applied"
+    );
+    let sql = p.sql("site1");
+    let text = String::from_utf8_lossy(&sql);
+    assert!(text.contains("DROP TABLE IF EXISTS \"s1\".\"big\";"));
+    assert!(
+        !text.contains("sl_archive_tracking ("),
+        "no tracking schema for an existing site"
+    );
+    p.apply(&sql);
+    assert!(!p.exists("sub", "s1.big").await);
+    assert_eq!(
+        p.fingerprint("sub", "s1.other").await,
+        p.fingerprint("provider", "s1.other").await
+    );
+    assert_eq!(
+        p.query_i64("sub", "SELECT at_counter FROM \"_lab\".sl_archive_tracking")
+            .await,
+        42,
+        "an existing site keeps its position"
+    );
+    let o = p.answer("site1", true, None);
+    assert!(o.success);
+    assert_eq!(p.tables("site1"), "s1.t1\ns1.other\n");
+    assert_eq!(p.since("site1"), "51");
+    assert!(!p.subscribers.join("site1.new").exists());
+    assert!(!p.subscribers.join("site1.old").exists());
+
+    // 3. The subscriber fails to apply: the previous list stays.
+    p.request("site1", &[("s1.big", Action::Subscribe)]);
+    let (new_site, _, _) = ready(&p.wait_sqldone("site1"));
+    assert!(!new_site);
+    assert_eq!(p.tables("site1.new"), "s1.t1\ns1.other\ns1.big\n");
+    let o = p.answer("site1", false, Some("duplicate key value"));
+    assert!(!o.success);
+    assert!(o.reason.unwrap().contains("duplicate key value"));
+    assert!(!p.subscribers.join("site1.new").exists());
+    assert_eq!(p.tables("site1"), "s1.t1\ns1.other\n");
+    assert_eq!(p.since("site1"), "51");
+    assert!(p.trigger_names().is_empty(), "{:?}", p.trigger_names());
+
+    // A new site that fails disappears entirely.
+    p.request("site3", &[("s1.t1", Action::Subscribe)]);
+    ready(&p.wait_sqldone("site3"));
+    assert!(p.subscribers.join("site3.new").is_dir());
+    let o = p.answer("site3", false, None);
+    assert!(!o.success);
+    assert!(!p.subscribers.join("site3").exists());
+    assert!(!p.subscribers.join("site3.new").exists());
+    assert!(!p.site_logs.join("site3").exists());
+
+    // 4. A crash after publishing: the restarted manager finishes the request.
+    p.request("site5", &[("s1.other", Action::Subscribe)]);
+    let done = p.wait_sqldone("site5");
+    ready(&done);
+    // A second request of the same site waits while this one is in progress.
+    p.request("site5", &[("s1.t1", Action::Subscribe)]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(p.tfile("site5", TriggerKind::Request).exists());
+    assert_eq!(
+        SqlDone::parse(&std::fs::read(p.tfile("site5", TriggerKind::SqlDone)).unwrap()).unwrap(),
+        done
+    );
+    assert_eq!(p.tables("site5.new"), "s1.other\n");
+    m.kill9();
+    // The subscriber gives up on its second request.
+    std::fs::remove_file(p.tfile("site5", TriggerKind::Request)).unwrap();
+    m = p.start();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(p.state("site5")["state"], "published");
+    assert!(p.sql_path("site5").exists());
+    let o = p.answer("site5", true, None);
+    assert!(o.success);
+    assert_eq!(p.tables("site5"), "s1.other\n");
+    assert_eq!(p.since("site5"), "51");
+    assert!(p.site_logs.join("site5").is_dir());
+    assert_eq!(
+        p.subscriber_names(),
+        vec!["site1".to_string(), "site5".to_string()]
+    );
+    assert!(p.trigger_names().is_empty(), "{:?}", p.trigger_names());
+
+    assert!(m.is_running(), "{}", p.log());
+    let status = m.terminate();
+    assert_eq!(status.code(), Some(0), "{}", p.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_and_incomplete_requests_change_nothing() {
+    let p = Provider::new("manager-hostile").await;
+    // An existing site whose state must survive everything below.
+    std::fs::create_dir(p.subscribers.join("site1")).unwrap();
+    std::fs::write(p.subscribers.join("site1/tables"), "s1.t1\n").unwrap();
+    std::fs::write(p.subscribers.join("site1/since"), "10\n").unwrap();
+    let m = p.start();
+
+    // The node inside differs from the file name's.
+    p.put(
+        "site2.subscribe_series.tgr",
+        b"node site1\ns1.t1 subscribe\nEOF\n",
+    );
+    let reason = failed(&p.wait_sqldone("site2"));
+    assert!(reason.contains("does not match"), "{reason}");
+
+    // An injection attempt in a table name.
+    p.put(
+        "site4.subscribe_series.tgr",
+        b"node site4\ns1.t1; drop table x subscribe\nEOF\n",
+    );
+    let reason = failed(&p.wait_sqldone("site4"));
+    assert!(reason.contains("invalid request"), "{reason}");
+
+    // Oversized.
+    let mut huge = b"node site6\n".to_vec();
+    while huge.len() < 70 * 1024 {
+        huge.extend_from_slice(b"# padding padding padding padding padding padding\n");
+    }
+    huge.extend_from_slice(b"s1.t1 subscribe\nEOF\n");
+    p.put("site6.subscribe_series.tgr", &huge);
+    let reason = failed(&p.wait_sqldone("site6"));
+    assert!(reason.contains("bytes"), "{reason}");
+
+    // Tables that are missing, or not tables.
+    p.request("site7", &[("s1.nope", Action::Subscribe)]);
+    let reason = failed(&p.wait_sqldone("site7"));
+    assert!(
+        reason.contains("table s1.nope does not exist on the provider"),
+        "{reason}"
+    );
+    p.request("site8", &[("s1.v", Action::Subscribe)]);
+    let reason = failed(&p.wait_sqldone("site8"));
+    assert!(reason.contains("view"), "{reason}");
+
+    // A file name whose node is invalid: no reply possible, moved aside.
+    p.put(
+        "bad name.subscribe_series.tgr",
+        b"node site1\ns1.t1 subscribe\nEOF\n",
+    );
+    let rejected = p.trigger.join("rejected");
+    wait_until(WAIT, "the badly named file to be moved aside", || {
+        !p.trigger.join("bad name.subscribe_series.tgr").exists()
+    });
+    let moved: Vec<String> = std::fs::read_dir(&rejected)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert!(!moved[0].contains(' '), "{moved:?}");
+
+    // A symlink planted as a request must not make the manager read (and echo back)
+    // a file of its own.
+    let secret = p.subscribers.join("site1/since");
+    std::os::unix::fs::symlink(&secret, p.tfile("site10", TriggerKind::Request)).unwrap();
+    let reason = failed(&p.wait_sqldone("site10"));
+    assert!(reason.contains("not a regular file"), "{reason}");
+    assert!(!p.tfile("site10", TriggerKind::Request).exists());
+
+    // A request still being written (no EOF line) is left alone until complete.
+    let partial = p.tfile("site9", TriggerKind::Request);
+    std::fs::write(&partial, b"node site9\ns1.t1 subscribe\n").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(partial.exists());
+    assert!(!p.tfile("site9", TriggerKind::SqlDone).exists());
+    assert!(!p.state_file("site9").exists());
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&partial)
+        .unwrap()
+        .write_all(b"EOF\n")
+        .unwrap();
+    let (new_site, counter, _) = ready(&p.wait_sqldone("site9"));
+    assert!(new_site);
+    assert_eq!(counter, Counter(42));
+
+    // Nothing else changed: only the replies, the complete request's outputs and the
+    // moved file are there; the existing site is untouched.
+    let mut expected: Vec<String> = [
+        "rejected",
+        "site2.subscribe_series.sqldone",
+        "site4.subscribe_series.sqldone",
+        "site6.subscribe_series.sqldone",
+        "site7.subscribe_series.sqldone",
+        "site8.subscribe_series.sqldone",
+        "site10.subscribe_series.sqldone",
+        "site9.sql.gz",
+        "site9.subscribe_series.sqldone",
+    ]
+    .map(str::to_string)
+    .to_vec();
+    expected.sort();
+    assert_eq!(p.trigger_names(), expected);
+    assert_eq!(
+        p.subscriber_names(),
+        vec![
+            "site1".to_string(),
+            "site9.new".to_string(),
+            "site9.request.json".to_string()
+        ]
+    );
+    assert_eq!(p.tables("site1"), "s1.t1\n");
+    assert_eq!(p.since("site1"), "10");
+    assert_eq!(std::fs::read_dir(&p.site_logs).unwrap().count(), 0);
+
+    let s = p.status_json();
+    assert_eq!(s["requests"][0]["node"], "site9");
+    assert_eq!(s["requests"][0]["state"], "published");
+    assert_eq!(s["requests"][0]["counter"], 42);
+
+    let status = m.terminate();
+    assert_eq!(status.code(), Some(0), "{}", p.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_resume_from_their_persisted_state() {
+    let p = Provider::new("manager-resume").await;
+    // As a crash would leave them: site11 interrupted while generating (a partial SQL
+    // file and a wrong `.new` list), site12 interrupted while finishing (its `.new`
+    // already renamed half-way: the old list aside, the new one not yet in place).
+    let request = "node site11\ns1.t1 subscribe\nEOF\n";
+    p.put("site11.subscribe_series.tgr", request.as_bytes());
+    std::fs::write(
+        p.state_file("site11"),
+        serde_json::json!({
+            "node": "site11", "new_site": true, "request": request,
+            "state": "generating", "accepted_at": 0, "updated_at": 0
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(p.sql_path("site11").with_extension("gz.part"), b"junk").unwrap();
+    std::fs::create_dir(p.subscribers.join("site11.new")).unwrap();
+    std::fs::write(p.subscribers.join("site11.new/tables"), "s1.junk\n").unwrap();
+
+    std::fs::write(
+        p.state_file("site12"),
+        serde_json::json!({
+            "node": "site12", "new_site": false, "request": "",
+            "state": "finishing", "success": true, "reason": null,
+            "accepted_at": 0, "updated_at": 0
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::create_dir(p.subscribers.join("site12.old")).unwrap();
+    std::fs::write(p.subscribers.join("site12.old/tables"), "s1.t1\n").unwrap();
+    std::fs::create_dir(p.subscribers.join("site12.new")).unwrap();
+    std::fs::write(p.subscribers.join("site12.new/tables"), "s1.t1\ns1.big\n").unwrap();
+    std::fs::write(p.subscribers.join("site12.new/since"), "43\n").unwrap();
+    p.put("site12.subscribe_series.sqlapplied", b"success true\nEOF\n");
+
+    let m = p.start();
+    // site12 completes without any input.
+    let done = p.tfile("site12", TriggerKind::Done);
+    let o = Outcome::parse(&p.wait_file(&done)).unwrap();
+    assert!(o.success, "{o:?}");
+    assert_eq!(p.tables("site12"), "s1.t1\ns1.big\n");
+    assert_eq!(p.since("site12"), "43");
+    assert!(!p.subscribers.join("site12.old").exists());
+    assert!(!p.subscribers.join("site12.new").exists());
+    assert!(!p.tfile("site12", TriggerKind::SqlApplied).exists());
+    assert!(p.site_logs.join("site12").is_dir());
+    std::fs::remove_file(&done).unwrap();
+
+    // site11 is generated again from scratch.
+    let (new_site, counter, _) = ready(&p.wait_sqldone("site11"));
+    assert!(new_site);
+    assert_eq!(counter, Counter(42));
+    assert_eq!(p.tables("site11.new"), "s1.t1\n");
+    assert_eq!(p.since("site11.new"), "43");
+    assert!(!p.sql_path("site11").with_extension("gz.part").exists());
+    p.apply(&p.sql("site11"));
+    assert_eq!(
+        p.fingerprint("sub", "s1.t1").await,
+        p.fingerprint("provider", "s1.t1").await
+    );
+    let o = p.answer("site11", true, None);
+    assert!(o.success);
+    assert_eq!(p.tables("site11"), "s1.t1\n");
+    assert!(p.trigger_names().is_empty(), "{:?}", p.trigger_names());
+    assert_eq!(
+        p.subscriber_names(),
+        vec!["site11".to_string(), "site12".to_string()]
+    );
+
+    let status = m.terminate();
+    assert_eq!(status.code(), Some(0), "{}", p.log());
+}
