@@ -5,4 +5,5 @@ mod housekeeping;
 mod manager;
 mod pull;
 mod status;
+mod subscribe;
 mod support;

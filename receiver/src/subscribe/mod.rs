@@ -309,6 +309,17 @@ async fn apply_sql(
     counter: slony_shared::counter::Counter,
 ) -> anyhow::Result<()> {
     let client = pull::connect_db(cfg).await?;
+    if !new_site {
+        // New tables hold the provider's state at `counter`; a replica already past it has
+        // skipped their changes since, for good.
+        let position = pull::read_position(&client, &cfg.cluster).await?;
+        if position.counter > counter {
+            bail!(
+                "the provider's snapshot is at archive {counter}, but this replica is already at {}: the new tables would miss the changes in between. Ask the provider why its archive counter is behind",
+                position.counter
+            );
+        }
+    }
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar =
             indicatif::ProgressBar::new(std::fs::metadata(local).map(|m| m.len()).unwrap_or(0));

@@ -1,0 +1,283 @@
+//! `slony-receiver subscribe-series` against a real `slony-manager run`: a provider
+//! database with a 100k-row table, the trigger directory served by a real sshd, and the
+//! subscriber's replica; then `pull` continues from the snapshot's counter.
+
+use crate::support::pg::PgServer;
+use crate::support::ssh::SshServer;
+use crate::support::workload::{self, Change, Format};
+use crate::support::{bin_path, wait_until, TestDir};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const NODE: &str = "site1";
+/// The provider's archive counter when the snapshot is taken.
+const SNAPSHOT: u64 = 42;
+
+/// The manager daemon, stopped on drop.
+struct Manager(Child);
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Setup {
+    dir: TestDir,
+    provider_root: PathBuf,
+    receiver_config: PathBuf,
+    stream: Vec<Vec<Change>>,
+    _manager: Manager,
+    ssh: SshServer,
+    pg: PgServer,
+}
+
+/// Ordered hash and count of a table's rows.
+async fn table_hash(c: &tokio_postgres::Client, table: &str) -> String {
+    c.query_one(
+        &format!("SELECT count(*)::text || ' ' || coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '-') FROM {table} t"),
+        &[],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{table}: {e}"))
+    .get(0)
+}
+
+impl Setup {
+    async fn new(name: &str) -> Setup {
+        let dir = TestDir::new(name);
+        let provider_root = dir.mkdir("provider");
+        for d in ["triggers", "subscribers", "site_logs"] {
+            std::fs::create_dir_all(provider_root.join(d)).unwrap();
+        }
+        let pg = PgServer::start();
+        pg.create_db("provider").await;
+        pg.create_db("replica").await;
+        // Archives carry no sequence changes here: sites subscribe to tables.
+        let stream: Vec<Vec<Change>> = workload::generate(80, 11)
+            .into_iter()
+            .map(|cs| {
+                cs.into_iter()
+                    .filter(|c| !matches!(c, Change::SetSeq(_)))
+                    .collect()
+            })
+            .collect();
+        let provider = pg.connect("provider").await;
+        provider
+            .batch_execute(&format!(
+                "{}
+                 CREATE TABLE s1.big (id int PRIMARY KEY, v text NOT NULL DEFAULT 'x', n numeric);
+                 INSERT INTO s1.big SELECT g, 'row ' || g || E' tab\\there', g / 7.0 FROM generate_series(1, 100000) g;
+                 CREATE TABLE s1.other (id serial PRIMARY KEY, note text UNIQUE);
+                 INSERT INTO s1.other (note) VALUES ('a'), ('b''s'), (NULL);
+                 CREATE SCHEMA \"_lab\";
+                 CREATE TABLE \"_lab\".sl_archive_counter (ac_num bigint, ac_timestamp timestamptz);
+                 INSERT INTO \"_lab\".sl_archive_counter VALUES ({SNAPSHOT}, '2026-11-21 10:00:42+00');",
+                workload::SCHEMA_SQL
+            ))
+            .await
+            .unwrap();
+        workload::apply_expected(&provider, &stream, SNAPSHOT).await;
+
+        let manager_config = dir.join("manager.toml");
+        std::fs::write(
+            &manager_config,
+            format!(
+                "cluster = \"lab\"\ntrigger_dir = \"{root}/triggers\"\nsubscribers_dir = \"{root}/subscribers\"\nsite_log_dir = \"{root}/site_logs\"\nallow_drop = true\nrescan_interval_secs = 1\n[database]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"postgres\"\ndbname = \"provider\"\n",
+                root = provider_root.display(),
+                port = pg.port()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("manager.log")).unwrap();
+        let manager = Manager(
+            Command::new(bin_path("slony-manager"))
+                .args(["run", "--config", manager_config.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("starting slony-manager"),
+        );
+
+        let ssh = SshServer::start(&provider_root);
+        let receiver_config = dir.join("receiver.toml");
+        std::fs::write(
+            &receiver_config,
+            format!(
+                "cluster = \"lab\"\nnode = \"{NODE}\"\n[remote]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nkey_file = \"{}\"\nknown_hosts = \"{}\"\nlog_dir = \"{root}/site_logs\"\ntrigger_dir = \"{root}/triggers\"\n[local]\nlog_dir = \"{}\"\n[database]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndbname = \"replica\"\n",
+                ssh.port(),
+                ssh.user(),
+                ssh.client_key().display(),
+                ssh.known_hosts().display(),
+                dir.join("local").display(),
+                pg.port(),
+                root = provider_root.display(),
+            ),
+        )
+        .unwrap();
+        Setup {
+            dir,
+            provider_root,
+            receiver_config,
+            stream,
+            _manager: manager,
+            ssh,
+            pg,
+        }
+    }
+
+    fn receiver(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(bin_path("slony-receiver"))
+            .args(args)
+            .args(["--config", self.receiver_config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!(
+            "--- slony-receiver {args:?} exited {:?}\n{text}",
+            out.status.code()
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    fn subscribe(&self, list: &str) -> (i32, String) {
+        let path = self.dir.join("list.txt");
+        std::fs::write(&path, list).unwrap();
+        self.receiver(&[
+            "subscribe-series",
+            "--list",
+            path.to_str().unwrap(),
+            "--attempts",
+            "60",
+            "--interval-secs",
+            "1",
+        ])
+    }
+
+    fn site_tables(&self) -> String {
+        std::fs::read_to_string(
+            self.provider_root
+                .join("subscribers")
+                .join(NODE)
+                .join("tables"),
+        )
+        .unwrap_or_default()
+    }
+
+    fn die_file(&self) -> PathBuf {
+        self.dir
+            .join("local")
+            .join(format!("get_slony_logs.{NODE}.die"))
+    }
+
+    fn manager_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("manager.log")).unwrap_or_default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_site_then_change_then_pull() {
+    let s = Setup::new("subscribe").await;
+    let provider = s.pg.connect("provider").await;
+
+    // A new site subscribes to three tables, one with 100k rows.
+    let (code, out) = s.subscribe("s1.t1 subscribe\ns1.t2 subscribe\ns1.big subscribe\n");
+    assert_eq!(code, 0, "{out}\nmanager log:\n{}", s.manager_log());
+    let replica = s.pg.connect("replica").await;
+    for t in ["s1.t1", "s1.t2", "s1.big"] {
+        assert_eq!(
+            table_hash(&replica, t).await,
+            table_hash(&provider, t).await,
+            "{t}"
+        );
+    }
+    let counter: i64 = replica
+        .query_one("SELECT at_counter FROM \"_lab\".sl_archive_tracking", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(counter as u64, SNAPSHOT);
+    assert!(!s.die_file().exists(), "pull is no longer paused");
+    assert_eq!(s.site_tables().lines().count(), 3, "{}", s.site_tables());
+    wait_until(
+        Duration::from_secs(10),
+        "the trigger directory to be cleaned up",
+        || {
+            std::fs::read_dir(s.provider_root.join("triggers"))
+                .unwrap()
+                .count()
+                == 0
+        },
+    );
+
+    // The provider's stream continues after the snapshot: pull applies it.
+    let site_logs = s.provider_root.join("site_logs").join(NODE);
+    std::fs::create_dir_all(&site_logs).unwrap();
+    workload::write_archives(&site_logs, "lab", &s.stream, SNAPSHOT + 1, 80, |_| {
+        Format::Copy22
+    });
+    let (code, out) = s.receiver(&["pull", "--once"]);
+    assert_eq!(code, 0, "{out}");
+    workload::apply_expected(&provider, &s.stream[SNAPSHOT as usize..], 80 - SNAPSHOT).await;
+    for t in ["s1.t1", "s1.t2"] {
+        assert_eq!(
+            table_hash(&replica, t).await,
+            table_hash(&provider, t).await,
+            "{t} after pull"
+        );
+    }
+
+    // The provider's counter has moved on with the stream.
+    provider
+        .batch_execute("UPDATE \"_lab\".sl_archive_counter SET ac_num = 80")
+        .await
+        .unwrap();
+
+    // A change that fails on the subscriber (the table already exists there): rolled back
+    // on both sides, pull not left paused.
+    replica
+        .batch_execute("CREATE TABLE s1.other (id int)")
+        .await
+        .unwrap();
+    let (code, out) = s.subscribe("s1.other subscribe\ns1.big unsubscribe\n");
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("already exists"), "{out}");
+    assert!(!s.die_file().exists());
+    assert_eq!(
+        s.site_tables().lines().count(),
+        3,
+        "the previous subscription is intact: {}",
+        s.site_tables()
+    );
+    assert_eq!(
+        table_hash(&replica, "s1.big").await,
+        table_hash(&provider, "s1.big").await
+    );
+
+    // The same change succeeds once the obstacle is gone: s1.other added, s1.big dropped.
+    replica.batch_execute("DROP TABLE s1.other").await.unwrap();
+    let (code, out) = s.subscribe("s1.other subscribe\ns1.big unsubscribe\n");
+    assert_eq!(code, 0, "{out}\nmanager log:\n{}", s.manager_log());
+    assert_eq!(
+        table_hash(&replica, "s1.other").await,
+        table_hash(&provider, "s1.other").await
+    );
+    let big: Option<String> = replica
+        .query_one("SELECT to_regclass('s1.big')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(big, None, "unsubscribed table dropped (allow_drop = true)");
+    let tables = s.site_tables();
+    assert!(
+        tables.contains("s1.other") && !tables.contains("s1.big"),
+        "{tables}"
+    );
+    let _ = &s.ssh;
+}
