@@ -615,3 +615,25 @@ async fn legacy_config_with_ssh_agent() {
     assert_eq!(site.counter().await, 6);
     assert_eq!(site.counter_file(), "6");
 }
+
+/// A rough throughput figure for a backlog (not a benchmark harness; run by hand with
+/// `cargo test -p slony-e2e backlog_throughput -- --ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn backlog_throughput() {
+    let n: u64 = std::env::var("BACKLOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    let site = Site::new("pull-backlog", n).await;
+    site.publish(1, n, Format::Copy22);
+    let started = std::time::Instant::now();
+    let run = site.pull(&[]);
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(run.code, 0);
+    assert_eq!(site.counter().await, n);
+    eprintln!(
+        "applied {n} archives in {secs:.2} s: {:.0} archives/s",
+        n as f64 / secs
+    );
+}
