@@ -43,6 +43,18 @@ pub enum Command {
         #[arg(long)]
         fail_if_paused: bool,
     },
+    /// Prepare the replica database for log shipping (the tracking schema), at a counter.
+    Init {
+        /// The configuration.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The archive the replica's data corresponds to (0: nothing applied yet).
+        #[arg(long, default_value_t = 0)]
+        counter: u64,
+        /// When the provider created that archive (as Slony writes it).
+        #[arg(long, default_value = "1970-01-01 00:00:00")]
+        created: String,
+    },
     /// Pack applied archives into tar.gz batches and apply the retention policy.
     Housekeeping {
         /// The configuration.

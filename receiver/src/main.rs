@@ -73,6 +73,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let cfg = load_config(&config)?;
             runtime.block_on(cmd::pull::run(&cfg, once, fail_if_paused))
         }
+        Command::Init {
+            config,
+            counter,
+            created,
+        } => {
+            let cfg = load_config(&config)?;
+            let counter: slony_shared::counter::Counter =
+                counter.to_string().parse().context("--counter")?;
+            runtime.block_on(cmd::init::run(&cfg, counter, &created))
+        }
         Command::Housekeeping { config } => {
             let cfg = load_config(&config)?;
             runtime.block_on(cmd::housekeeping::run(&cfg))

@@ -637,3 +637,35 @@ async fn backlog_throughput() {
         n as f64 / secs
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_prepares_a_replica_at_a_counter_once() {
+    let site = Site::new("pull-init", 12).await;
+    let config = site.config.to_str().unwrap().to_string();
+    // The site's schema exists already: init refuses and changes nothing.
+    let run = site.run(&["init", "--config", &config, "--counter", "9"], &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("already exists"), "{}", run.stderr);
+    assert_eq!(site.counter().await, 0);
+
+    site.pg
+        .connect("replica")
+        .await
+        .batch_execute(&format!("DROP SCHEMA \"_{CLUSTER}\" CASCADE"))
+        .await
+        .unwrap();
+    let run = site.run(&["init", "--config", &config, "--counter", "9"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(site.counter().await, 9);
+    // The replica's data is the provider's after archive 9: pull continues from 10.
+    let replica = site.pg.connect("replica").await;
+    workload::apply_expected(&replica, &site.stream, 9).await;
+    site.publish(1, 12, Format::Copy22);
+    let run = site.pull(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(site.counter().await, 12);
+    assert_eq!(
+        site.replica_fingerprint().await,
+        site.expected_fingerprint(12).await
+    );
+}

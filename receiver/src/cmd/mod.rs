@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns a validated config into an exit code.
 
 pub mod housekeeping;
+pub mod init;
 pub mod pull;
 pub mod status;
 pub mod subscribe_series;
