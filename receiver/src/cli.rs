@@ -1,6 +1,7 @@
 //! The command line (what the user typed, checked only for syntax).
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use slony_shared::ident::QualifiedTable;
 use std::path::PathBuf;
 
 /// Slony-I log-shipping receiver: pulls archives over SSH and applies them in order.
@@ -70,6 +71,35 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keep the replica read-only: guard every replicated table against local writes
+    /// (archives still apply), remove the guard, or check it.
+    Guard {
+        /// The configuration.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// What to do.
+        #[arg(value_enum)]
+        action: GuardAction,
+    },
+    /// Compare row counts and row hashes of replicated tables with a reference database.
+    Verify {
+        /// The configuration.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The reference database (libpq-style connection string or URL), e.g. the
+        /// provider or a copy of it.
+        #[arg(long, value_name = "CONNINFO")]
+        reference: String,
+        /// Only these tables (schema.table, comma-separated); default: every replicated table.
+        #[arg(long, value_name = "TABLES", value_delimiter = ',', value_parser = parse_table)]
+        tables: Vec<QualifiedTable>,
+    },
+    /// Make this replica a writable database for good (failover): pull never runs again.
+    Promote {
+        /// The configuration.
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Create or change this site's subscription (series = schema.table) with the provider.
     SubscribeSeries {
         /// The configuration.
@@ -97,4 +127,19 @@ pub enum Command {
         #[arg(long)]
         abort: bool,
     },
+}
+
+/// `guard` actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GuardAction {
+    /// Guard every replicated table (idempotent).
+    On,
+    /// Remove the guard from every table.
+    Off,
+    /// List replicated tables without the guard (exit 20 if any).
+    Check,
+}
+
+fn parse_table(s: &str) -> Result<QualifiedTable, String> {
+    QualifiedTable::parse(s.trim()).map_err(|e| e.to_string())
 }

@@ -45,3 +45,11 @@ pub const UNHEALTHY: u8 = 20;
 /// request stays pending and pull stays paused (run the command again to keep waiting,
 /// or with `--abort` to cancel).
 pub const TIMEOUT: u8 = 12;
+
+/// `verify`: some compared table differs between the replica and the reference database
+/// (row count, row hash or columns), or is missing on one side.
+pub const DRIFT: u8 = 21;
+
+/// `pull` (and `guard on`): this replica was promoted with `slony-receiver promote`
+/// (marker `<site_dir>/PROMOTED`); it must never receive the provider's archives again.
+pub const PROMOTED: u8 = 22;

@@ -7,6 +7,7 @@ mod cli;
 mod cmd;
 mod execute;
 mod exit;
+mod guard;
 mod housekeeping;
 mod pull;
 mod subscribe;
@@ -112,6 +113,22 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status { config, json } => {
             let cfg = load_config(&config)?;
             runtime.block_on(cmd::status::run(&cfg, json))
+        }
+        Command::Guard { config, action } => {
+            let cfg = load_config(&config)?;
+            runtime.block_on(cmd::guard::run(&cfg, action))
+        }
+        Command::Verify {
+            config,
+            reference,
+            tables,
+        } => {
+            let cfg = load_config(&config)?;
+            runtime.block_on(cmd::verify::run(&cfg, &reference, &tables))
+        }
+        Command::Promote { config } => {
+            let cfg = load_config(&config)?;
+            runtime.block_on(cmd::promote::run(&cfg))
         }
     }
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests.
 
 mod fixtures_selftest;
+mod guard;
 mod housekeeping;
 mod manager;
 mod pull;

@@ -1,7 +1,10 @@
 //! One module per subcommand; each turns a validated config into an exit code.
 
+pub mod guard;
 pub mod housekeeping;
 pub mod init;
+pub mod promote;
 pub mod pull;
 pub mod status;
 pub mod subscribe_series;
+pub mod verify;

@@ -34,6 +34,9 @@ pub async fn run(cfg: &ReceiverConfig, once: bool, fail_if_paused: bool) -> anyh
         }
         Err(e) => return Err(e).context("taking the run lock"),
     };
+    if let Some(code) = crate::cmd::promote::refuse_pull(cfg) {
+        return Ok(code);
+    }
     let alerter = Alerter::new(&cfg.alert, cfg.alert_state_file(), context(cfg));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {

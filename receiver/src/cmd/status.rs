@@ -50,6 +50,7 @@
 //! | `max_lag_secs` | int | the configured threshold (`[status] max_lag_secs`) |
 //! | `healthy` | bool | true exactly when the exit code is 0 |
 //! | `problems` | array of strings | why it is not healthy (empty when healthy) |
+//! | `guard_missing` | array of strings or null | replicated tables (`schema.table`) without a working write guard (`slony-receiver guard check`); null when the database cannot be read. Reported only: it does not change `healthy` |
 //!
 //! # Exit codes
 //!
@@ -76,9 +77,14 @@ const HEAD_BYTES: usize = 4096;
 
 /// Runs `status`; returns the exit code.
 pub async fn run(cfg: &ReceiverConfig, json: bool) -> anyhow::Result<u8> {
-    let (replica, provider) = tokio::join!(replica_position(cfg), provider_view(cfg));
+    let (replica, provider, guard_missing) = tokio::join!(
+        replica_position(cfg),
+        provider_view(cfg),
+        guard_missing(cfg)
+    );
     let local = local_facts(cfg);
-    let status = Status::build(cfg, replica, provider, local);
+    let mut status = Status::build(cfg, replica, provider, local);
+    status.guard_missing = guard_missing;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -97,6 +103,18 @@ async fn replica_position(cfg: &ReceiverConfig) -> Result<Position, ReplicaError
     pull::read_position(&client, &cfg.cluster)
         .await
         .map_err(described)
+}
+
+/// The replicated tables without a working guard; `None` when unknown.
+async fn guard_missing(cfg: &ReceiverConfig) -> Option<Vec<String>> {
+    let client = pull::connect_db(cfg).await.ok()?;
+    match crate::guard::missing(&client, &cfg.cluster).await {
+        Ok(missing) => Some(missing.into_iter().map(|(t, _)| t.to_string()).collect()),
+        Err(e) => {
+            tracing::debug!("cannot read the guard triggers: {e:#}");
+            None
+        }
+    }
 }
 
 /// What the provider offers this site.
@@ -541,6 +559,7 @@ struct Status {
     max_lag_secs: u64,
     healthy: bool,
     problems: Vec<String>,
+    guard_missing: Option<Vec<String>>,
     /// The exit code (not part of the JSON: the process's exit status carries it).
     #[serde(skip)]
     exit_code: u8,
@@ -603,6 +622,7 @@ impl Status {
             max_lag_secs: cfg.status.max_lag.as_secs(),
             healthy: health.code == exit::OK,
             problems: health.problems,
+            guard_missing: None,
             exit_code: health.code,
         }
     }
@@ -669,6 +689,17 @@ impl Status {
                     "{} archives, {} s",
                     self.max_lag_archives, self.max_lag_secs
                 ),
+            ),
+            (
+                "guard",
+                match &self.guard_missing {
+                    None => "-".into(),
+                    Some(m) if m.is_empty() => "ok (replicated tables refuse local writes)".into(),
+                    Some(m) => format!(
+                        "MISSING on {} (see `slony-receiver guard check`)",
+                        m.join(", ")
+                    ),
+                },
             ),
             (
                 "health",

@@ -235,6 +235,10 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
         let client = pull::connect_db(cfg).await?;
         let position = pull::read_position(&client, &cfg.cluster).await?;
         let _ = record::write_counter_file(&cfg.counter_file(), position.counter);
+        match crate::cmd::guard::protect(cfg).await {
+            Ok(g) => tracing::info!(tables = g.guarded.len(), newly = g.changed.len(), "replica guard on: replicated tables refuse local writes"),
+            Err(e) => eprintln!("warning: the replicated tables are NOT guarded against local writes ({e:#}); run `slony-receiver guard on`"),
+        }
         println!(
             "subscription updated; the replica is at archive {} and pull resumes from there",
             position.counter
