@@ -43,7 +43,7 @@ pub async fn run(cfg: &ReceiverConfig, counter: Counter, created: &str) -> anyho
         .map_err(|e| anyhow::anyhow!("{}", crate::execute::describe_pg_error(&e)))
         .context("creating the tracking schema")?;
     println!(
-        "replica initialised for cluster {} at archive {counter}; the next archive applied is {}",
+        "replica initialised for cluster {} at archive {counter}; the next archive applied is {}.\nOnce its tables hold the provider's data, run `slony-receiver guard on` to keep them read-only.",
         cfg.cluster,
         counter.next()
     );
