@@ -10,7 +10,7 @@ use futures_util::SinkExt;
 use slony_shared::archive::parse::ParseError;
 use slony_shared::archive::Splitter;
 use std::io::BufRead;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, ToStatement};
 
 /// Pipelined statements are flushed when this many are waiting.
 const PIPELINE_STATEMENTS: usize = 256;
@@ -40,6 +40,8 @@ pub struct Pipeline {
     pending: Vec<(String, u64)>,
     /// Their total size.
     bytes: usize,
+    /// How many statements were sent so far (to tell whether one queued earlier went out).
+    sent: u64,
 }
 
 impl Pipeline {
@@ -53,6 +55,22 @@ impl Pipeline {
         Ok(())
     }
 
+    /// How many statements were sent so far, over the pipeline's life.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// How many statements wait to be sent.
+    pub fn queued(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Forgets the statements not sent yet.
+    pub fn discard(&mut self) {
+        self.pending.clear();
+        self.bytes = 0;
+    }
+
     /// Sends every queued statement and reports the first failure.
     pub async fn flush(&mut self, client: &Client) -> Result<(), ExecError> {
         if self.pending.is_empty() {
@@ -60,6 +78,7 @@ impl Pipeline {
         }
         let pending = std::mem::take(&mut self.pending);
         self.bytes = 0;
+        self.sent += pending.len() as u64;
         let results = join_all(pending.iter().map(|(sql, _)| client.batch_execute(sql))).await;
         // After the first error the others only say "transaction is aborted".
         for (r, (sql, line)) in results.into_iter().zip(pending) {
@@ -80,9 +99,13 @@ fn copy_row(e: &tokio_postgres::Error) -> Option<u64> {
 }
 
 /// Runs `COPY ... FROM STDIN` and streams its data from the splitter; returns the data size.
-pub async fn copy_in<R: BufRead>(
+///
+/// `statement` is the COPY text or a statement prepared from it (the archive applier
+/// prepares Slony's COPY header once per connection: one round trip less per archive).
+pub async fn copy_in<R: BufRead, T: ?Sized + ToStatement>(
     client: &Client,
     splitter: &mut Splitter<R>,
+    statement: &T,
     sql: &str,
     line: u64,
     buf: &mut Vec<u8>,
@@ -92,7 +115,10 @@ pub async fn copy_in<R: BufRead>(
         sql: sql.to_string(),
         source,
     };
-    let sink = client.copy_in::<str, Bytes>(sql).await.map_err(db_err)?;
+    let sink = client
+        .copy_in::<T, Bytes>(statement)
+        .await
+        .map_err(db_err)?;
     futures_util::pin_mut!(sink);
     let mut total = 0u64;
     loop {

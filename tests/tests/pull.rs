@@ -669,3 +669,53 @@ async fn init_prepares_a_replica_at_a_counter_once() {
         site.expected_fingerprint(12).await
     );
 }
+
+/// Group commit keeps exact per-archive semantics: a bad archive in the middle of a group
+/// leaves the replica at the archive before it, whichever way it fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_stops_exactly_before_a_bad_archive() {
+    // (what goes wrong in archive 17, what the error says)
+    let cases = [
+        // A statement the database refuses: rolled back to the archive's savepoint.
+        ("insert into \"s1\".\"t2\" (\"k\",\"v\") values ('x',1);\ninsert into \"s1\".\"t2\" (\"k\",\"v\") values ('x',2);\n", "duplicate key value"),
+        // Something refused before any of the archive's statements reached the database.
+        ("\\! echo hi\n", "meta-command"),
+    ];
+    for (i, (bad, says)) in cases.iter().enumerate() {
+        let site = Site::new(&format!("pull-group-{i}"), 30).await;
+        let text = std::fs::read_to_string(&site.config).unwrap();
+        std::fs::write(
+            &site.config,
+            text.replace("vacuum_every = 50", "vacuum_every = 50\ngroup_commit = 30"),
+        )
+        .unwrap();
+        let paths = site.publish(1, 30, Format::Statements);
+        let victim = &paths[16];
+        let body = std::fs::read_to_string(victim).unwrap();
+        let at = body.find("-- end of log archiving header\n").unwrap()
+            + "-- end of log archiving header\n".len();
+        std::fs::write(victim, format!("{}{bad}{}", &body[..at], &body[at..])).unwrap();
+        // Every archive is already downloaded, so the whole stream forms one group.
+        let incoming = site.site_dir().join("incoming");
+        std::fs::create_dir_all(&incoming).unwrap();
+        for p in &paths {
+            std::fs::copy(p, incoming.join(p.file_name().unwrap())).unwrap();
+        }
+        let run = site.pull(&[]);
+        assert_eq!(run.code, 4, "{}", run.stderr);
+        assert!(run.stderr.contains(says), "{says}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&workload::archive_name(17)),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(site.counter().await, 16, "{says}");
+        assert_eq!(site.counter_file(), "16");
+        assert_eq!(
+            site.replica_fingerprint().await,
+            site.expected_fingerprint(16).await,
+            "{says}"
+        );
+        assert_eq!(site.files_in(&site.site_dir().join("applied")).len(), 16);
+    }
+}

@@ -9,11 +9,12 @@
 use crate::execute::{self, ExecError, Pipeline};
 use slony_shared::archive::{ArchiveError, ArchiveName, Envelope, Header, Item, Splitter, Step};
 use slony_shared::ident::ClusterName;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 
 /// Why an archive was not applied. In every case nothing of it was committed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,19 @@ pub struct Applier {
     unvacuumed: u64,
     /// VACUUM after this many commits.
     vacuum_every: u64,
+    /// COPY statements prepared on this connection, by text (Slony writes the same one
+    /// in every archive).
+    copy_statements: HashMap<String, Statement>,
+}
+
+/// What a group of archives came to: the first `committed` are in, then maybe an error
+/// for the next one (nothing of which was applied).
+#[derive(Debug)]
+pub struct GroupResult {
+    /// How many archives of the group were committed, from the first.
+    pub committed: usize,
+    /// Why the archive after them was not applied.
+    pub error: Option<ApplyError>,
 }
 
 pub use crate::execute::describe_pg_error;
@@ -80,6 +94,7 @@ impl Applier {
             cluster,
             unvacuumed: 0,
             vacuum_every: vacuum_every.max(1),
+            copy_statements: HashMap::new(),
         }
     }
 
@@ -121,62 +136,194 @@ impl Applier {
         }
     }
 
-    /// Applies one archive in its own transaction. On any error the transaction is rolled
-    /// back and nothing of the archive remains.
-    pub async fn apply(&mut self, path: &Path, name: &ArchiveName) -> Result<Header, ApplyError> {
-        match self.apply_body(path, name).await {
-            Ok(header) => {
-                if let Err(e) = self.client.batch_execute("COMMIT").await {
-                    return Err(self.sql_error(name, 0, "COMMIT", e));
-                }
-                self.unvacuumed += 1;
-                if self.unvacuumed >= self.vacuum_every {
-                    self.vacuum().await;
-                }
-                Ok(header)
+    /// Applies consecutive archives in ONE transaction (group commit), each inside its own
+    /// savepoint: when archive k fails, it is rolled back to its savepoint, archives
+    /// before it are committed, and k is reported, exactly as if each archive had its own
+    /// transaction, with one commit for the group.
+    pub async fn apply_group(&mut self, archives: &[(&Path, ArchiveName)]) -> GroupResult {
+        if archives.is_empty() {
+            return GroupResult {
+                committed: 0,
+                error: None,
+            };
+        }
+        let single = archives.len() == 1;
+        // The transaction starts with the first pipelined batch: no round trip of its own.
+        // Archives may switch the role for DDL; each starts again as a replica.
+        let mut pipeline = Pipeline::default();
+        let mut begin = "SET session_replication_role TO replica; BEGIN".to_string();
+        for (i, (path, name)) in archives.iter().enumerate() {
+            if !single {
+                begin.push_str("; SAVEPOINT archive");
             }
-            Err(e) => {
-                // A failed ROLLBACK means the connection is gone: the server rolls back.
-                let _ = self.client.batch_execute("ROLLBACK").await;
-                Err(e)
+            let lead_at = pipeline.sent() + pipeline.queued() as u64;
+            let outcome = self
+                .apply_body(&mut pipeline, std::mem::take(&mut begin), path, name)
+                .await;
+            match outcome {
+                Ok(_) if single => {}
+                // RELEASE rides with the next archive's first statements.
+                Ok(_) => {
+                    begin =
+                        "SET session_replication_role TO replica; RELEASE SAVEPOINT archive".into()
+                }
+                Err(error) => {
+                    // Keep the archives before this one, if any. If this archive's
+                    // savepoint never went out (it failed before its first statement was
+                    // sent), the last savepoint is still the previous archive's: commit.
+                    let lead_sent = pipeline.sent() > lead_at;
+                    pipeline.discard();
+                    let keep = if i == 0 {
+                        "ROLLBACK"
+                    } else if lead_sent {
+                        "ROLLBACK TO SAVEPOINT archive; COMMIT"
+                    } else {
+                        "COMMIT"
+                    };
+                    let committed = match self.client.batch_execute(keep).await {
+                        // The tracking table says what really got in.
+                        Ok(()) => self.applied_since(archives[0].1.counter).await.min(i),
+                        Err(_) => {
+                            // The connection is gone: the server rolled everything back.
+                            let _ = self.client.batch_execute("ROLLBACK").await;
+                            0
+                        }
+                    };
+                    self.committed(committed);
+                    return GroupResult {
+                        committed,
+                        error: Some(error),
+                    };
+                }
             }
+        }
+        let commit = if single {
+            "COMMIT"
+        } else {
+            "RELEASE SAVEPOINT archive; COMMIT"
+        };
+        if let Err(e) = self.client.batch_execute(commit).await {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+            let last = archives[archives.len() - 1].1;
+            return GroupResult {
+                committed: 0,
+                error: Some(self.sql_error(&last, 0, commit, e)),
+            };
+        }
+        self.committed(archives.len());
+        GroupResult {
+            committed: archives.len(),
+            error: None,
         }
     }
 
-    async fn apply_body(&self, path: &Path, name: &ArchiveName) -> Result<Header, ApplyError> {
+    /// How many archives from `first` on the replica holds, per its tracking table
+    /// (0 when it cannot be read).
+    async fn applied_since(&self, first: slony_shared::counter::Counter) -> usize {
+        let sql = format!(
+            "SELECT at_counter FROM {}.sl_archive_tracking",
+            self.cluster.schema()
+        );
+        match self.client.query_one(sql.as_str(), &[]).await {
+            Ok(row) => {
+                let at: i64 = row.get(0);
+                (at + 1 - first.as_i64()).max(0) as usize
+            }
+            Err(_) => 0,
+        }
+    }
+
+    /// Counts commits towards the next tracking-table VACUUM.
+    fn committed(&mut self, n: usize) {
+        self.unvacuumed += n as u64;
+    }
+
+    /// Whether enough commits happened for the tracking-table VACUUM to be due.
+    pub fn vacuum_due(&self) -> bool {
+        self.unvacuumed >= self.vacuum_every
+    }
+
+    /// Sends one archive's statements (after `lead`, the transaction or savepoint
+    /// commands that precede it) and checks its envelope. Everything is flushed when it
+    /// returns Ok.
+    async fn apply_body(
+        &mut self,
+        pipeline: &mut Pipeline,
+        lead: String,
+        path: &Path,
+        name: &ArchiveName,
+    ) -> Result<Header, ApplyError> {
         let archive_err = |source: ArchiveError| ApplyError::Archive {
             name: *name,
             source,
         };
-        let exec_err = |e: ExecError| self.exec_error(name, e);
         let file = File::open(path).map_err(|e| archive_err(e.into()))?;
         let mut splitter = Splitter::new(BufReader::with_capacity(256 * 1024, file));
         let mut envelope = Envelope::new(&self.cluster, name.counter);
-        let client = &self.client;
-        // The transaction starts with the first pipelined batch: no round trip of its own.
-        // Archives may switch the role for DDL; each starts again as a replica.
-        let mut pipeline = Pipeline::default();
-        let begin = "SET session_replication_role TO replica; BEGIN".to_string();
-        pipeline.push(client, begin, 0).await.map_err(exec_err)?;
+        if !lead.is_empty() {
+            pipeline
+                .push(&self.client, lead, 0)
+                .await
+                .map_err(|e| self.exec_error(name, e))?;
+        }
         let mut buf = Vec::new();
         while let Some(item) = splitter.next_item().map_err(|e| archive_err(e.into()))? {
             match (envelope.step(&item).map_err(archive_err)?, item) {
-                (Step::Execute, Item::Statement { sql, line }) => {
-                    pipeline.push(client, sql, line).await.map_err(exec_err)?
-                }
+                (Step::Execute, Item::Statement { sql, line }) => pipeline
+                    .push(&self.client, sql, line)
+                    .await
+                    .map_err(|e| self.exec_error(name, e))?,
                 (Step::CopyIn, Item::CopyIn { sql, line }) => {
-                    pipeline.flush(client).await.map_err(exec_err)?;
-                    execute::copy_in(client, &mut splitter, &sql, line, &mut buf)
+                    pipeline
+                        .flush(&self.client)
                         .await
-                        .map_err(exec_err)?;
+                        .map_err(|e| self.exec_error(name, e))?;
+                    let statement = self.copy_statement(name, &sql, line).await?;
+                    execute::copy_in(
+                        &self.client,
+                        &mut splitter,
+                        &statement,
+                        &sql,
+                        line,
+                        &mut buf,
+                    )
+                    .await
+                    .map_err(|e| self.exec_error(name, e))?;
                 }
                 // Comments, the archive's own BEGIN and COMMIT, and the VACUUM (run after
                 // the commit).
                 _ => {}
             }
         }
-        pipeline.flush(client).await.map_err(exec_err)?;
+        pipeline
+            .flush(&self.client)
+            .await
+            .map_err(|e| self.exec_error(name, e))?;
         envelope.finish().map_err(archive_err)
+    }
+
+    /// The prepared statement for a COPY text, prepared on first use.
+    async fn copy_statement(
+        &mut self,
+        name: &ArchiveName,
+        sql: &str,
+        line: u64,
+    ) -> Result<Statement, ApplyError> {
+        if let Some(s) = self.copy_statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let statement = self
+            .client
+            .prepare(sql)
+            .await
+            .map_err(|e| self.sql_error(name, line, sql, e))?;
+        // A hostile stream could vary the text endlessly: keep the cache small.
+        if self.copy_statements.len() >= 16 {
+            self.copy_statements.clear();
+        }
+        self.copy_statements
+            .insert(sql.to_string(), statement.clone());
+        Ok(statement)
     }
 
     /// Runs the tracking-table VACUUM if any commit happened since the last one. A

@@ -23,6 +23,7 @@ use fetch::{FetchError, FetchJob};
 use plan::{Listing, Plan, PlanError};
 use remote::{Remote, RemoteError};
 use slony_shared::archive::name::{classify, Entry};
+use slony_shared::archive::ArchiveName;
 use slony_shared::config::ReceiverConfig;
 use slony_shared::counter::Counter;
 use slony_shared::ident::ClusterName;
@@ -477,25 +478,52 @@ pub async fn run_once(
             report.interrupted = true;
             break Ok(());
         }
-        let Some(next) = rx.recv().await else {
+        // A group: the next archive, plus those already fetched behind it (never wait
+        // for more: a group only saves commits, it must not add latency).
+        let Some(first) = rx.recv().await else {
             break Ok(());
         };
-        let fetched = match next {
-            Ok(f) => f,
+        let mut group = Vec::with_capacity(cfg.pull.group_commit);
+        let mut fetch_error = None;
+        match first {
+            Ok(f) => group.push(f),
             Err(e) => break Err(PullError::Fetch(e)),
-        };
-        report.fetched_bytes += fetched.fetched_bytes;
-        if let Err(e) = applier.apply(&fetched.path, &fetched.name).await {
+        }
+        while group.len() < cfg.pull.group_commit {
+            match rx.try_recv() {
+                Ok(Ok(f)) => group.push(f),
+                Ok(Err(e)) => {
+                    fetch_error = Some(e);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let archives: Vec<(&Path, ArchiveName)> =
+            group.iter().map(|f| (f.path.as_path(), f.name)).collect();
+        let outcome = applier.apply_group(&archives).await;
+        for fetched in &group[..outcome.committed] {
+            report.fetched_bytes += fetched.fetched_bytes;
+            report.to = fetched.name.counter;
+            report.applied += 1;
+            record::move_to_applied(&fetched.path, &cfg.applied_dir(), &fetched.name)
+                .map_err(local_err("moving applied archive", &fetched.path))?;
+            tracing::debug!(counter = report.to.0, created = %fetched.header.created, "applied");
+        }
+        if outcome.committed > 0 {
+            record::write_counter_file(&counter_file, report.to)
+                .map_err(local_err("writing", &counter_file))?;
+            progress.applied(report.applied, report.to);
+        }
+        if applier.vacuum_due() {
+            applier.vacuum().await;
+        }
+        if let Some(e) = outcome.error {
             break Err(PullError::Apply(e));
         }
-        report.to = fetched.name.counter;
-        report.applied += 1;
-        record::write_counter_file(&counter_file, report.to)
-            .map_err(local_err("writing", &counter_file))?;
-        record::move_to_applied(&fetched.path, &cfg.applied_dir(), &fetched.name)
-            .map_err(local_err("moving applied archive", &fetched.path))?;
-        tracing::debug!(counter = report.to.0, created = %fetched.header.created, "applied");
-        progress.applied(report.applied, report.to);
+        if let Some(e) = fetch_error {
+            break Err(PullError::Fetch(e));
+        }
     };
     progress.finish();
     drop(rx);

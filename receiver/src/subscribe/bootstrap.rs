@@ -146,7 +146,7 @@ async fn run<R: std::io::BufRead>(
             }
             Item::CopyIn { sql, line } => {
                 pipeline.flush(client).await.map_err(exec_error)?;
-                execute::copy_in(client, splitter, &sql, line, &mut buf)
+                execute::copy_in(client, splitter, sql.as_str(), &sql, line, &mut buf)
                     .await
                     .map_err(exec_error)?;
                 progress(read.load(Ordering::Relaxed), size);

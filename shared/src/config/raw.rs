@@ -66,6 +66,7 @@ pub struct RawPull {
     pub poll_interval_secs: Option<u64>,
     pub fetch_ahead: Option<usize>,
     pub vacuum_every: Option<u64>,
+    pub group_commit: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -97,6 +97,9 @@ pub struct PullConfig {
     pub fetch_ahead: usize,
     /// Run the tracking-table VACUUM after this many applied archives (and at the end of a run).
     pub vacuum_every: u64,
+    /// Archives applied in one transaction (each in its own savepoint; 1 = one
+    /// transaction per archive). Only archives already fetched are grouped.
+    pub group_commit: usize,
 }
 
 /// Housekeeping of applied archives.
@@ -161,6 +164,10 @@ impl Default for StatusConfig {
         }
     }
 }
+
+/// Archives per transaction unless configured: enough to save most commits during a
+/// catch-up, small enough that a failure redoes little.
+pub const DEFAULT_GROUP_COMMIT: usize = 20;
 
 fn invalid(path: &Path, key: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -368,10 +375,19 @@ impl ReceiverConfig {
                 "must be between 1 and 10000",
             ));
         }
+        let group_commit = raw.pull.group_commit.unwrap_or(DEFAULT_GROUP_COMMIT);
+        if group_commit == 0 || group_commit > 10_000 {
+            return Err(invalid(
+                p,
+                "pull.group_commit",
+                "must be between 1 and 10000",
+            ));
+        }
         let pull = PullConfig {
             poll_interval: Duration::from_secs(raw.pull.poll_interval_secs.unwrap_or(5).max(1)),
             fetch_ahead,
             vacuum_every: raw.pull.vacuum_every.unwrap_or(100).max(1),
+            group_commit,
         };
 
         let batch_size = raw.housekeeping.batch_size.unwrap_or(5000);
