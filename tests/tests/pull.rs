@@ -626,7 +626,15 @@ async fn backlog_throughput() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000);
     let site = Site::new("pull-backlog", n).await;
-    site.publish(1, n, Format::Copy22);
+    let paths = site.publish(1, n, Format::Copy22);
+    if std::env::var_os("BACKLOG_LOCAL").is_some() {
+        // Apply only: every archive is already downloaded.
+        let incoming = site.site_dir().join("incoming");
+        std::fs::create_dir_all(&incoming).unwrap();
+        for p in &paths {
+            std::fs::copy(p, incoming.join(p.file_name().unwrap())).unwrap();
+        }
+    }
     let started = std::time::Instant::now();
     let run = site.pull(&[]);
     let secs = started.elapsed().as_secs_f64();

@@ -17,7 +17,8 @@ pub fn write_counter_file(path: &Path, counter: Counter) -> io::Result<()> {
     let tmp = PathBuf::from(tmp);
     let mut f = std::fs::File::create(&tmp)?;
     writeln!(f, "{counter}")?;
-    f.sync_all()?;
+    // No fsync: the file mirrors the database (the source of truth), and the next run
+    // rewrites it from there.
     std::fs::rename(&tmp, path)
 }
 
