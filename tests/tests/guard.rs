@@ -7,14 +7,14 @@
 //! data; `promote` makes the database writable and stops pull for good.
 
 use crate::support::pg::PgServer;
+use crate::support::receiver::{receiver_toml, run_receiver, Endpoints, Run};
 use crate::support::ssh::SshServer;
 use crate::support::workload::{self, Change, Format};
-use crate::support::{bin_path, TestDir};
+use crate::support::TestDir;
 use serde_json::Value;
 use slony_shared::counter::Counter;
 use slony_shared::ident::ClusterName;
 use std::path::PathBuf;
-use std::process::Command;
 
 const CLUSTER: &str = "lab";
 const NODE: &str = "site1";
@@ -33,13 +33,6 @@ struct Site {
     ssh: SshServer,
     pg: PgServer,
     dir: TestDir,
-}
-
-/// The result of one `slony-receiver` run.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
 }
 
 impl Site {
@@ -74,33 +67,18 @@ impl Site {
             pg,
             dir,
         };
-        let text = format!(
-            r#"cluster = "{CLUSTER}"
-node = "{NODE}"
-[remote]
-host = "127.0.0.1"
-port = {ssh_port}
-user = "{user}"
-key_file = "{key}"
-known_hosts = "{known_hosts}"
-log_dir = "{log_dir}"
-connect_timeout_secs = 10
-[local]
-log_dir = "{local}"
-[database]
-host = "127.0.0.1"
-port = {pg_port}
-user = "postgres"
-dbname = "replica"
-connect_timeout_secs = 5
-"#,
-            ssh_port = site.ssh.port(),
-            user = site.ssh.user(),
-            key = site.ssh.client_key().display(),
-            known_hosts = site.ssh.known_hosts().display(),
-            log_dir = site.provider.parent().unwrap().display(),
-            local = site.local().display(),
-            pg_port = site.pg.port(),
+        let text = receiver_toml(
+            &Endpoints {
+                cluster: CLUSTER,
+                node: NODE,
+                ssh: &site.ssh,
+                ssh_port: site.ssh.port(),
+                known_hosts: site.ssh.known_hosts(),
+                remote_log_dir: site.provider.parent().unwrap(),
+                local_dir: &site.local(),
+                pg_port: site.pg.port(),
+            },
+            "",
         );
         std::fs::write(&site.config, text).unwrap();
         site
@@ -122,24 +100,7 @@ connect_timeout_secs = 5
 
     /// Runs `slony-receiver <args[0]> --config FILE <args[1..]>`.
     fn run(&self, args: &[&str]) -> Run {
-        let out = Command::new(bin_path("slony-receiver"))
-            .args(&args[..1])
-            .arg("--config")
-            .arg(&self.config)
-            .args(&args[1..])
-            .env("RUST_LOG", "info")
-            .output()
-            .expect("running slony-receiver");
-        let run = Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        eprintln!(
-            "--- slony-receiver {args:?} exited {}\n--- stdout:\n{}--- stderr:\n{}",
-            run.code, run.stdout, run.stderr
-        );
-        run
+        run_receiver(&self.config, args[0], &args[1..])
     }
 
     async fn counter(&self) -> i64 {

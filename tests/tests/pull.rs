@@ -2,6 +2,7 @@
 //! provider directory, a real SMTP server catching the alerts.
 
 use crate::support::pg::PgServer;
+use crate::support::receiver::{receiver_toml, run_receiver, Endpoints, Run};
 use crate::support::smtp::{Mail, SmtpSink};
 use crate::support::ssh::SshServer;
 use crate::support::workload::{self, Change, Format};
@@ -10,7 +11,7 @@ use slony_shared::archive::{ArchiveName, BatchName};
 use slony_shared::counter::Counter;
 use slony_shared::ident::ClusterName;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 const CLUSTER: &str = "lab";
@@ -29,12 +30,6 @@ struct Site {
     smtp: SmtpSink,
     ssh: SshServer,
     pg: PgServer,
-}
-
-/// The result of one `slony-receiver` run.
-struct Run {
-    code: i32,
-    stderr: String,
 }
 
 impl Site {
@@ -82,45 +77,21 @@ impl Site {
     }
 
     fn write_config(&self, known_hosts: &Path) {
-        let text = format!(
-            r#"cluster = "{CLUSTER}"
-node = "{NODE}"
-[remote]
-host = "127.0.0.1"
-port = {ssh_port}
-user = "{user}"
-key_file = "{key}"
-known_hosts = "{known_hosts}"
-log_dir = "{log_dir}"
-connect_timeout_secs = 10
-[local]
-log_dir = "{local}"
-[database]
-host = "127.0.0.1"
-port = {pg_port}
-user = "postgres"
-dbname = "replica"
-connect_timeout_secs = 5
-[pull]
-fetch_ahead = 8
-vacuum_every = 50
-[alert]
-recipients = ["ops@example.org"]
-from = "receiver@example.org"
-smtp_host = "127.0.0.1"
-smtp_port = {smtp_port}
-tls = "none"
-"#,
-            ssh_port = self.ssh.port(),
-            user = self.ssh.user(),
-            key = self.ssh.client_key().display(),
-            known_hosts = known_hosts.display(),
-            log_dir = self.provider.parent().unwrap().display(),
-            local = self.local().display(),
-            pg_port = self.pg.port(),
-            smtp_port = self.smtp.port(),
+        let endpoints = Endpoints {
+            cluster: CLUSTER,
+            node: NODE,
+            ssh: &self.ssh,
+            ssh_port: self.ssh.port(),
+            known_hosts,
+            remote_log_dir: self.provider.parent().unwrap(),
+            local_dir: &self.local(),
+            pg_port: self.pg.port(),
+        };
+        let extra = format!(
+            "[pull]\nfetch_ahead = 8\nvacuum_every = 50\n[alert]\nrecipients = [\"ops@example.org\"]\nfrom = \"receiver@example.org\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls = \"none\"\n",
+            self.smtp.port()
         );
-        std::fs::write(&self.config, text).unwrap();
+        std::fs::write(&self.config, receiver_toml(&endpoints, &extra)).unwrap();
     }
 
     fn local(&self) -> PathBuf {
@@ -157,28 +128,12 @@ tls = "none"
     }
 
     fn pull(&self, extra: &[&str]) -> Run {
-        self.run(
-            &["pull", "--config", self.config.to_str().unwrap(), "--once"],
-            extra,
-        )
+        self.run(&["pull", "--once"], extra)
     }
 
     fn run(&self, args: &[&str], extra: &[&str]) -> Run {
-        let out: Output = Command::new(bin_path("slony-receiver"))
-            .args(args)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .output()
-            .expect("running slony-receiver");
-        let run = Run {
-            code: out.status.code().unwrap_or(-1),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        eprintln!(
-            "--- slony-receiver {args:?} exited {}\n{}",
-            run.code, run.stderr
-        );
-        run
+        let rest: Vec<&str> = args[1..].iter().chain(extra).copied().collect();
+        run_receiver(&self.config, args[0], &rest)
     }
 
     async fn counter(&self) -> u64 {
@@ -649,9 +604,8 @@ async fn backlog_throughput() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_prepares_a_replica_at_a_counter_once() {
     let site = Site::new("pull-init", 12).await;
-    let config = site.config.to_str().unwrap().to_string();
     // The site's schema exists already: init refuses and changes nothing.
-    let run = site.run(&["init", "--config", &config, "--counter", "9"], &[]);
+    let run = site.run(&["init", "--counter", "9"], &[]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("already exists"), "{}", run.stderr);
     assert_eq!(site.counter().await, 0);
@@ -662,7 +616,7 @@ async fn init_prepares_a_replica_at_a_counter_once() {
         .batch_execute(&format!("DROP SCHEMA \"_{CLUSTER}\" CASCADE"))
         .await
         .unwrap();
-    let run = site.run(&["init", "--config", &config, "--counter", "9"], &[]);
+    let run = site.run(&["init", "--counter", "9"], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(site.counter().await, 9);
     // The replica's data is the provider's after archive 9: pull continues from 10.

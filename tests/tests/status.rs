@@ -6,14 +6,14 @@
 //! 15 seconds behind.
 
 use crate::support::pg::PgServer;
+use crate::support::receiver::{receiver_toml, run_receiver, Endpoints, Run};
 use crate::support::ssh::SshServer;
 use crate::support::workload::{self, Change, Format};
-use crate::support::{bin_path, free_port, TestDir};
+use crate::support::{free_port, TestDir};
 use serde_json::Value;
 use slony_shared::counter::Counter;
 use slony_shared::ident::ClusterName;
 use std::path::PathBuf;
-use std::process::Command;
 
 const CLUSTER: &str = "lab";
 const NODE: &str = "site1";
@@ -33,14 +33,12 @@ struct Site {
     dir: TestDir,
 }
 
-/// The result of one `slony-receiver` run.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+/// Reads stdout as the `--json` object.
+trait JsonOut {
+    fn json(&self) -> Value;
 }
 
-impl Run {
+impl JsonOut for Run {
     /// stdout as the `--json` object.
     fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
@@ -85,31 +83,18 @@ impl Site {
 
     /// Writes the config; `extra` is appended (for a `[status]` section).
     fn write_config(&self, ssh_port: u16, pg_port: u16, extra: &str) {
-        let text = format!(
-            r#"cluster = "{CLUSTER}"
-node = "{NODE}"
-[remote]
-host = "127.0.0.1"
-port = {ssh_port}
-user = "{user}"
-key_file = "{key}"
-known_hosts = "{known_hosts}"
-log_dir = "{log_dir}"
-connect_timeout_secs = 10
-[local]
-log_dir = "{local}"
-[database]
-host = "127.0.0.1"
-port = {pg_port}
-user = "postgres"
-dbname = "replica"
-connect_timeout_secs = 5
-{extra}"#,
-            user = self.ssh.user(),
-            key = self.ssh.client_key().display(),
-            known_hosts = self.ssh.known_hosts().display(),
-            log_dir = self.provider.parent().unwrap().display(),
-            local = self.local().display(),
+        let text = receiver_toml(
+            &Endpoints {
+                cluster: CLUSTER,
+                node: NODE,
+                ssh: &self.ssh,
+                ssh_port,
+                known_hosts: self.ssh.known_hosts(),
+                remote_log_dir: self.provider.parent().unwrap(),
+                local_dir: &self.local(),
+                pg_port,
+            },
+            extra,
         );
         std::fs::write(&self.config, text).unwrap();
     }
@@ -142,24 +127,7 @@ connect_timeout_secs = 5
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        let out = Command::new(bin_path("slony-receiver"))
-            .args(&args[..1])
-            .arg("--config")
-            .arg(&self.config)
-            .args(&args[1..])
-            .env("RUST_LOG", "info")
-            .output()
-            .expect("running slony-receiver");
-        let run = Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        eprintln!(
-            "--- slony-receiver {args:?} exited {}\n--- stdout:\n{}--- stderr:\n{}",
-            run.code, run.stdout, run.stderr
-        );
-        run
+        run_receiver(&self.config, args[0], &args[1..])
     }
 }
 

@@ -29,6 +29,7 @@ All waits in here are bounded by a deadline, and all servers listen on
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod receiver;
 pub mod smtp;
 pub mod ssh;
 

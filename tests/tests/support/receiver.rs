@@ -1,0 +1,96 @@
+/*!
+Running `slony-receiver` from tests: the TOML config pointing at the test's own servers,
+and one way to run a subcommand and keep what it printed.
+*/
+
+use super::bin_path;
+use super::ssh::SshServer;
+use std::path::Path;
+use std::process::Command;
+
+/// Where a test's receiver finds everything.
+pub struct Endpoints<'a> {
+    /// Cluster name.
+    pub cluster: &'a str,
+    /// Site name.
+    pub node: &'a str,
+    /// The provider's sshd (login user and key come from it).
+    pub ssh: &'a SshServer,
+    /// The port to reach it on (`ssh.port()`, or another to make it unreachable).
+    pub ssh_port: u16,
+    /// known_hosts to check the provider against (usually `ssh.known_hosts()`).
+    pub known_hosts: &'a Path,
+    /// The provider's directory of site directories.
+    pub remote_log_dir: &'a Path,
+    /// The local log directory.
+    pub local_dir: &'a Path,
+    /// The replica PostgreSQL's port (database `replica`, user `postgres`).
+    pub pg_port: u16,
+}
+
+/// The receiver's TOML config for `e`, with `extra` appended (more keys or sections).
+pub fn receiver_toml(e: &Endpoints<'_>, extra: &str) -> String {
+    format!(
+        r#"cluster = "{cluster}"
+node = "{node}"
+[remote]
+host = "127.0.0.1"
+port = {ssh_port}
+user = "{user}"
+key_file = "{key}"
+known_hosts = "{known_hosts}"
+log_dir = "{log_dir}"
+connect_timeout_secs = 10
+[local]
+log_dir = "{local}"
+[database]
+host = "127.0.0.1"
+port = {pg_port}
+user = "postgres"
+dbname = "replica"
+connect_timeout_secs = 5
+{extra}"#,
+        cluster = e.cluster,
+        node = e.node,
+        ssh_port = e.ssh_port,
+        user = e.ssh.user(),
+        key = e.ssh.client_key().display(),
+        known_hosts = e.known_hosts.display(),
+        log_dir = e.remote_log_dir.display(),
+        local = e.local_dir.display(),
+        pg_port = e.pg_port,
+    )
+}
+
+/// What one `slony-receiver` run printed and how it exited.
+pub struct Run {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error (the log).
+    pub stderr: String,
+}
+
+/// Runs `slony-receiver <command> --config <config> <rest...>` and echoes its output
+/// (shown when the test fails).
+pub fn run_receiver(config: &Path, command: &str, rest: &[&str]) -> Run {
+    let out = Command::new(bin_path("slony-receiver"))
+        .arg(command)
+        .arg("--config")
+        .arg(config)
+        .args(rest)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("running slony-receiver");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    eprintln!(
+        "--- slony-receiver {command} {rest:?} exited {}\n--- stdout:\n{}--- stderr:\n{}",
+        run.code, run.stdout, run.stderr
+    );
+    run
+}
