@@ -5,6 +5,7 @@ mod guard;
 mod housekeeping;
 mod manager;
 mod pull;
+mod real_slony;
 mod status;
 mod subscribe;
 mod support;

@@ -72,6 +72,9 @@ pub struct Applier {
     /// COPY statements prepared on this connection, by text (Slony writes the same one
     /// in every archive).
     copy_statements: HashMap<String, Statement>,
+    /// Whether the current transaction reads string literals the pre-2.2 way
+    /// (`standard_conforming_strings = off`).
+    old_strings: bool,
 }
 
 /// What a group of archives came to: the first `committed` are in, then maybe an error
@@ -86,6 +89,14 @@ pub struct GroupResult {
 
 pub use crate::execute::describe_pg_error;
 
+/// Whether a statement is a pre-2.2 row change (`insert into`, `update only`, `delete from`).
+fn is_row_statement(sql: &str) -> bool {
+    let first = sql.split_whitespace().next().unwrap_or("");
+    ["insert", "update", "delete"]
+        .iter()
+        .any(|w| first.eq_ignore_ascii_case(w))
+}
+
 impl Applier {
     /// Wraps a connected client.
     pub fn new(client: Client, cluster: ClusterName, vacuum_every: u64) -> Self {
@@ -95,6 +106,7 @@ impl Applier {
             unvacuumed: 0,
             vacuum_every: vacuum_every.max(1),
             copy_statements: HashMap::new(),
+            old_strings: false,
         }
     }
 
@@ -152,9 +164,15 @@ impl Applier {
         // Archives may switch the role for DDL; each starts again as a replica.
         let mut pipeline = Pipeline::default();
         let mut begin = "SET session_replication_role TO replica; BEGIN".to_string();
+        self.old_strings = false;
         for (i, (path, name)) in archives.iter().enumerate() {
             if !single {
                 begin.push_str("; SAVEPOINT archive");
+            }
+            if self.old_strings {
+                // The archive before was a pre-2.2 one: back to the server's setting.
+                begin.push_str("; SET LOCAL standard_conforming_strings TO DEFAULT");
+                self.old_strings = false;
             }
             let lead_at = pipeline.sent() + pipeline.queued() as u64;
             let outcome = self
@@ -269,10 +287,23 @@ impl Applier {
         let mut buf = Vec::new();
         while let Some(item) = splitter.next_item().map_err(|e| archive_err(e.into()))? {
             match (envelope.step(&item).map_err(archive_err)?, item) {
-                (Step::Execute, Item::Statement { sql, line }) => pipeline
-                    .push(&self.client, sql, line)
-                    .await
-                    .map_err(|e| self.exec_error(name, e))?,
+                (Step::Execute, Item::Statement { sql, line }) => {
+                    if !self.old_strings && is_row_statement(&sql) {
+                        // Slony-I before 2.2 wrote its INSERT/UPDATE/DELETE statements for
+                        // standard_conforming_strings = off (backslashes doubled in '...'),
+                        // as the servers of its day ran; read them the same way.
+                        self.old_strings = true;
+                        let set = "SET LOCAL standard_conforming_strings TO off".to_string();
+                        pipeline
+                            .push(&self.client, set, line)
+                            .await
+                            .map_err(|e| self.exec_error(name, e))?;
+                    }
+                    pipeline
+                        .push(&self.client, sql, line)
+                        .await
+                        .map_err(|e| self.exec_error(name, e))?
+                }
                 (Step::CopyIn, Item::CopyIn { sql, line }) => {
                     pipeline
                         .flush(&self.client)

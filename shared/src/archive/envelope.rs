@@ -131,7 +131,7 @@ impl Envelope {
                     {
                         return Err(malformed(
                             line,
-                            "this is a Slony-I 1.x archive (setsyncTracking_offline); only archives with archiveTracking_offline (Slony-I 2.x) are supported",
+                            "this is an archive of Slony-I 1.x before 1.2.11 (setsyncTracking_offline); only archives with archiveTracking_offline (Slony-I 1.2.11 and later) are supported",
                         ));
                     }
                     if call.function == "archivetracking_offline" {

@@ -30,6 +30,7 @@ All waits in here are bounded by a deadline, and all servers listen on
 
 pub mod pg;
 pub mod receiver;
+pub mod slony;
 pub mod smtp;
 pub mod ssh;
 

@@ -204,10 +204,12 @@ fn copy_escape(s: &str) -> String {
     out
 }
 
+/// A literal as Slony-I before 2.2 wrote it: quotes and backslashes doubled, read with
+/// `standard_conforming_strings = off`.
 fn lit(v: Option<&str>) -> String {
     match v {
         None => "NULL".into(),
-        Some(s) => format!("'{}'", s.replace('\'', "''")),
+        Some(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''")),
     }
 }
 
@@ -436,4 +438,383 @@ pub async fn fingerprint(client: &tokio_postgres::Client) -> String {
         .await
         .unwrap();
     row.get(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// More tables, for the per-site cutting tests: `s2.t3` (bigserial id, so its sequence
+// `s2.t3_id_seq` belongs to it by name) and `s2.t4`, with inserts, updates, deletes,
+// truncates, sequence changes and an EXECUTE SCRIPT (`comment on table s2.t3`) now and
+// then. They ride in the same archives as the changes of `generate`.
+
+/// The extra tables, on the expected database (after [`SCHEMA_SQL`]).
+pub const EXTRA_SCHEMA_SQL: &str = "
+CREATE SCHEMA s2;
+CREATE TABLE s2.t3 (id bigserial PRIMARY KEY, note text, n int);
+CREATE TABLE s2.t4 (k int PRIMARY KEY, v text);
+";
+
+/// The DDL of one replicated object (`s1.t1`, `s1.t2`, `s1.seq1`, `s2.t3`, `s2.t4`), for a
+/// replica that holds only some of them (schemas `s1` and `s2` must exist).
+pub fn object_sql(name: &str) -> &'static str {
+    match name {
+        "s1.t1" => "CREATE TABLE s1.t1 (id bigint PRIMARY KEY, txt text, num numeric, ts timestamptz, b bytea, arr int[], j jsonb);",
+        "s1.t2" => "CREATE TABLE s1.t2 (k text PRIMARY KEY, v int);",
+        "s1.seq1" => "CREATE SEQUENCE s1.seq1;",
+        "s2.t3" => "CREATE TABLE s2.t3 (id bigserial PRIMARY KEY, note text, n int);",
+        "s2.t4" => "CREATE TABLE s2.t4 (k int PRIMARY KEY, v text);",
+        other => panic!("no DDL for {other}"),
+    }
+}
+
+/// One change to `s2.t3` or `s2.t4`.
+#[derive(Debug, Clone)]
+pub enum ExtraChange {
+    /// Insert into s2.t3.
+    InsertT3 {
+        id: i64,
+        note: Option<String>,
+        n: Option<i32>,
+    },
+    /// Update s2.t3 set n where id.
+    UpdateT3 { id: i64, n: Option<i32> },
+    /// Delete from s2.t3 where id.
+    DeleteT3 { id: i64 },
+    /// Insert into s2.t4.
+    InsertT4 { k: i32, v: Option<String> },
+    /// Delete from s2.t4 where k.
+    DeleteT4 { k: i32 },
+    /// Truncate s2.t4.
+    TruncateT4,
+    /// Set sequence s2.t3_id_seq.
+    SetT3Seq(i64),
+    /// EXECUTE SCRIPT `comment on table s2.t3 is '<text>'`.
+    CommentT3(String),
+}
+
+/// The extra changes of `archives` archives.
+pub fn generate_extra(archives: u64, seed: u64) -> Vec<Vec<ExtraChange>> {
+    let mut rng = Lcg(seed);
+    let mut live3: Vec<i64> = Vec::new();
+    let mut live4: Vec<i32> = Vec::new();
+    let (mut next3, mut next4) = (1i64, 1i32);
+    let mut out = Vec::new();
+    for n in 1..=archives {
+        let mut changes = Vec::new();
+        if n % 97 == 0 {
+            changes.push(ExtraChange::TruncateT4);
+            live4.clear();
+        }
+        if n % 50 == 25 {
+            changes.push(ExtraChange::CommentT3(format!("rev {n}: it's; fine")));
+        }
+        let count = if n % 7 == 0 { 0 } else { rng.below(4) };
+        for _ in 0..count {
+            match rng.below(10) {
+                0..=3 => {
+                    let id = next3;
+                    next3 += 1;
+                    live3.push(id);
+                    changes.push(ExtraChange::InsertT3 {
+                        id,
+                        note: (rng.below(5) != 0).then(|| {
+                            format!("{} #{id}", NASTY[rng.below(NASTY.len() as u64) as usize])
+                        }),
+                        n: (rng.below(4) != 0).then(|| rng.below(1000) as i32),
+                    });
+                }
+                4 if !live3.is_empty() => {
+                    let id = live3[rng.below(live3.len() as u64) as usize];
+                    changes.push(ExtraChange::UpdateT3 {
+                        id,
+                        n: (rng.below(4) != 0).then(|| rng.below(1000) as i32),
+                    });
+                }
+                5 if !live3.is_empty() => {
+                    let id = live3.swap_remove(rng.below(live3.len() as u64) as usize);
+                    changes.push(ExtraChange::DeleteT3 { id });
+                }
+                6 | 7 => {
+                    let k = next4;
+                    next4 += 1;
+                    live4.push(k);
+                    changes.push(ExtraChange::InsertT4 {
+                        k,
+                        v: (rng.below(6) != 0)
+                            .then(|| NASTY[rng.below(NASTY.len() as u64) as usize].to_string()),
+                    });
+                }
+                8 if !live4.is_empty() => {
+                    let k = live4.swap_remove(rng.below(live4.len() as u64) as usize);
+                    changes.push(ExtraChange::DeleteT4 { k });
+                }
+                _ => changes.push(ExtraChange::SetT3Seq(next3 + 1000)),
+            }
+        }
+        out.push(changes);
+    }
+    out
+}
+
+/// Renders archive `counter` holding `changes` (tables of [`generate`]) and `extra`.
+pub fn render_multi(
+    cluster: &str,
+    counter: u64,
+    changes: &[Change],
+    extra: &[ExtraChange],
+    format: Format,
+) -> String {
+    let mut s = render(cluster, counter, changes, format);
+    let mut body = String::new();
+    let mut after = String::new();
+    let row = |body: &mut String,
+               i: usize,
+               txid: u64,
+               tid: &str,
+               nsp: &str,
+               rel: &str,
+               kind: char,
+               ncols: &str,
+               args: &[Option<String>]| {
+        let elems: Vec<String> = args.iter().map(|a| array_elem(a.as_deref())).collect();
+        let _ = writeln!(
+            body,
+            "1\t{txid}\t{tid}\t{}\t{nsp}\t{rel}\t{kind}\t{ncols}\t{}",
+            counter * 100 + 50 + i as u64,
+            copy_escape(&format!("{{{}}}", elems.join(",")))
+        );
+    };
+    let some = |v: &dyn ToString| Some(v.to_string());
+    for (i, c) in extra.iter().enumerate() {
+        let txid = 5000 + counter;
+        match format {
+            Format::Copy22 => match c {
+                ExtraChange::InsertT3 { id, note, n } => row(
+                    &mut body,
+                    i,
+                    txid,
+                    "3",
+                    "s2",
+                    "t3",
+                    'I',
+                    "0",
+                    &[
+                        some(&"id"),
+                        some(id),
+                        some(&"note"),
+                        note.clone(),
+                        some(&"n"),
+                        n.map(|n| n.to_string()),
+                    ],
+                ),
+                ExtraChange::UpdateT3 { id, n } => row(
+                    &mut body,
+                    i,
+                    txid,
+                    "3",
+                    "s2",
+                    "t3",
+                    'U',
+                    "1",
+                    &[some(&"n"), n.map(|n| n.to_string()), some(&"id"), some(id)],
+                ),
+                ExtraChange::DeleteT3 { id } => row(
+                    &mut body,
+                    i,
+                    txid,
+                    "3",
+                    "s2",
+                    "t3",
+                    'D',
+                    "0",
+                    &[some(&"id"), some(id)],
+                ),
+                ExtraChange::InsertT4 { k, v } => row(
+                    &mut body,
+                    i,
+                    txid,
+                    "4",
+                    "s2",
+                    "t4",
+                    'I',
+                    "0",
+                    &[some(&"k"), some(k), some(&"v"), v.clone()],
+                ),
+                ExtraChange::DeleteT4 { k } => row(
+                    &mut body,
+                    i,
+                    txid,
+                    "4",
+                    "s2",
+                    "t4",
+                    'D',
+                    "0",
+                    &[some(&"k"), some(k)],
+                ),
+                ExtraChange::TruncateT4 => row(&mut body, i, txid, "4", "s2", "t4", 'T', "0", &[]),
+                ExtraChange::SetT3Seq(v) => {
+                    let _ = write!(
+                        after,
+                        "select \"_{cluster}\".sequenceSetValue_offline('s2','t3_id_seq','{v}');\n\n"
+                    );
+                }
+                ExtraChange::CommentT3(text) => {
+                    let stmt = format!("comment on table s2.t3 is {};", lit(Some(text)));
+                    let script = 9000 + counter;
+                    for (j, (kind, args)) in [
+                        (
+                            'S',
+                            vec![Some(stmt), Some(String::new()), Some(String::new())],
+                        ),
+                        (
+                            'S',
+                            vec![Some("\n".into()), Some(String::new()), Some(String::new())],
+                        ),
+                        ('s', vec![]),
+                    ]
+                    .into_iter()
+                    .enumerate()
+                    {
+                        row(
+                            &mut body,
+                            i * 10 + j,
+                            script,
+                            "\\N",
+                            "\\N",
+                            "\\N",
+                            kind,
+                            "\\N",
+                            &args,
+                        );
+                    }
+                }
+            },
+            Format::Statements => {
+                let stmt = match c {
+                    ExtraChange::InsertT3 { id, note, n } => format!(
+                        "insert into \"s2\".\"t3\" (\"id\",\"note\",\"n\") values ('{id}',{},{});",
+                        lit(note.as_deref()),
+                        lit(n.map(|n| n.to_string()).as_deref())
+                    ),
+                    ExtraChange::UpdateT3 { id, n } => format!(
+                        "update only \"s2\".\"t3\" set \"n\"={} where \"id\"='{id}';",
+                        lit(n.map(|n| n.to_string()).as_deref())
+                    ),
+                    ExtraChange::DeleteT3 { id } => {
+                        format!("delete from only \"s2\".\"t3\" where \"id\"='{id}';")
+                    }
+                    ExtraChange::InsertT4 { k, v } => format!(
+                        "insert into \"s2\".\"t4\" (\"k\",\"v\") values ('{k}',{});",
+                        lit(v.as_deref())
+                    ),
+                    ExtraChange::DeleteT4 { k } => {
+                        format!("delete from only \"s2\".\"t4\" where \"k\"='{k}';")
+                    }
+                    ExtraChange::TruncateT4 => "truncate only \"s2\".\"t4\";".into(),
+                    ExtraChange::SetT3Seq(v) => {
+                        format!("select pg_catalog.setval('s2.t3_id_seq', {v});")
+                    }
+                    ExtraChange::CommentT3(text) => {
+                        format!("comment on table s2.t3 is {};", lit(Some(text)))
+                    }
+                };
+                body.push_str(&stmt);
+                body.push('\n');
+            }
+        }
+    }
+    match format {
+        Format::Copy22 => {
+            let end = s.find("\n\\.\n").expect("the COPY terminator") + 1;
+            s.insert_str(end + 3, &after);
+            s.insert_str(end, &body);
+        }
+        Format::Statements => {
+            let end = s.rfind("-- EOL\n").expect("the end marker");
+            s.insert_str(end, &body);
+        }
+    }
+    s
+}
+
+/// Writes archive `counter` into `dir` the way slon does: a `.tmp` file, then a rename.
+pub fn write_multi_archive(
+    dir: &Path,
+    cluster: &str,
+    stream: &[Vec<Change>],
+    extra: &[Vec<ExtraChange>],
+    counter: u64,
+    format: Format,
+) -> PathBuf {
+    let i = (counter - 1) as usize;
+    let p = dir.join(archive_name(counter));
+    let tmp = dir.join(format!("{}.tmp", archive_name(counter)));
+    std::fs::write(
+        &tmp,
+        render_multi(cluster, counter, &stream[i], &extra[i], format),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &p).unwrap();
+    p
+}
+
+/// Applies `extra[..upto]` to the expected database through query parameters.
+pub async fn apply_extra(client: &tokio_postgres::Client, extra: &[Vec<ExtraChange>], upto: u64) {
+    for changes in &extra[..upto as usize] {
+        for c in changes {
+            let r = match c {
+                ExtraChange::InsertT3 { id, note, n } => {
+                    client
+                        .execute("INSERT INTO s2.t3 VALUES ($1, $2, $3)", &[id, note, n])
+                        .await
+                }
+                ExtraChange::UpdateT3 { id, n } => {
+                    client
+                        .execute("UPDATE s2.t3 SET n = $2 WHERE id = $1", &[id, n])
+                        .await
+                }
+                ExtraChange::DeleteT3 { id } => {
+                    client
+                        .execute("DELETE FROM s2.t3 WHERE id = $1", &[id])
+                        .await
+                }
+                ExtraChange::InsertT4 { k, v } => {
+                    client
+                        .execute("INSERT INTO s2.t4 VALUES ($1, $2)", &[k, v])
+                        .await
+                }
+                ExtraChange::DeleteT4 { k } => {
+                    client.execute("DELETE FROM s2.t4 WHERE k = $1", &[k]).await
+                }
+                ExtraChange::TruncateT4 => client.execute("TRUNCATE s2.t4", &[]).await,
+                ExtraChange::SetT3Seq(v) => {
+                    client
+                        .execute("SELECT setval('s2.t3_id_seq', $1)", &[v])
+                        .await
+                }
+                ExtraChange::CommentT3(text) => client
+                    .batch_execute(&format!("COMMENT ON TABLE s2.t3 IS {}", lit(Some(text))))
+                    .await
+                    .map(|()| 0),
+            };
+            r.unwrap_or_else(|e| panic!("{c:?}: {e}"));
+        }
+    }
+}
+
+/// A fingerprint of one replicated object: row count and ordered hash of a table (plus
+/// its comment), or the state of a sequence.
+pub async fn object_fingerprint(client: &tokio_postgres::Client, name: &str) -> String {
+    let sql = if name.ends_with("seq1") || name.ends_with("_seq") {
+        format!("SELECT last_value::text || ' ' || is_called::text FROM {name}")
+    } else {
+        format!(
+            "SELECT count(*)::text || ' ' || coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '-') \
+             || ' ' || coalesce(obj_description('{name}'::regclass, 'pg_class'), '-') FROM {name} t"
+        )
+    };
+    client
+        .query_one(&sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .get(0)
 }

@@ -1,0 +1,1120 @@
+//! Real Slony-I as the producer of record.
+//!
+//! [`real_slony_archives_replicate_origin`] builds a real Slony-I 2.2.11 cluster on a
+//! private PostgreSQL (Debian packages `slony1-2-bin` and `postgresql-15-slony1-2`):
+//! node 1 = database `origin`, node 2 = database `sub1`, whose `slon -a` writes the
+//! log-shipping archives. The offline replica (database `replica`) is initialised the
+//! documented way, with Slony's own `slony1_dump.sh` run against node 2 while its slon
+//! is stopped. The origin then gets awkward DML, a TRUNCATE, sequence changes, a
+//! 2 MB row, primary-key updates, many small transactions and a DDL change through
+//! slonik `EXECUTE SCRIPT`. sshd serves slon's archive directory as the provider's
+//! site directory and `slony-receiver pull --once` applies it: once while both slons
+//! still run (archives keep arriving), once more after they stopped. The replica must
+//! then equal the origin table by table and sequence by sequence, at exactly node 2's
+//! archive counter.
+//!
+//! [`pre_22_statement_archives`] needs no Slony: it applies the hand-written archives
+//! in `tests/fixtures/pre-2.2/`, bodies of plain INSERT/UPDATE/DELETE statements as
+//! Slony-I 1.2.11 to 2.1 wrote them, with the JSOC splitter's `-- EOL` end marker and
+//! no `session_replication_role` line in the header, then checks the rows one by one;
+//! a Slony-I 1.x archive (`setsyncTracking_offline`) after them is refused.
+
+use crate::support::pg::PgServer;
+use crate::support::slony::{run_bounded, Slon, Slony};
+use crate::support::ssh::SshServer;
+use crate::support::TestDir;
+use crate::support::{bin_path, tail};
+use slony_shared::archive::ArchiveName;
+use slony_shared::counter::Counter;
+use slony_shared::ident::ClusterName;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+/// The Slony cluster (schema `"_lab"` on every node and on the replica).
+const CLUSTER: &str = "lab";
+/// The receiver's site name: its archives are read from `<remote.log_dir>/<SITE>/`.
+const SITE: &str = "lab_site";
+/// The whole real-Slony scenario must finish within this (each wait is capped by it).
+const BUDGET: Duration = Duration::from_secs(100);
+
+/// The replicated tables (schema `app`) and the columns that order their rows.
+const TABLES: &[(&str, &str)] = &[
+    ("docs", "id"),
+    ("kv", "k"),
+    ("pairs", "a, b"),
+    ("odd", "id"),
+    ("scratch", "id"),
+];
+/// The replicated sequences (schema `app`).
+const SEQUENCES: &[&str] = &["ticket_seq", "docs_id_seq"];
+
+/// The user schema, identical in origin, sub1 and replica (Slony replicates data, not
+/// schema; the one DDL change travels through EXECUTE SCRIPT).
+const SCHEMA_SQL: &str = r#"
+CREATE SCHEMA app;
+CREATE TABLE app.docs (id bigserial PRIMARY KEY, body text, amount numeric, at timestamptz,
+                       raw bytea, big text);
+CREATE TABLE app.kv (k text PRIMARY KEY, v int, tags int[], doc jsonb);
+CREATE TABLE app.pairs (a int, b int, payload text, PRIMARY KEY (a, b));
+CREATE TABLE app.odd (id int PRIMARY KEY, "MixedCase" text, "order" date, "sp ace" double precision,
+                      flag boolean, span interval, u uuid);
+CREATE TABLE app.scratch (id int PRIMARY KEY, note varchar(60));
+CREATE SEQUENCE app.ticket_seq INCREMENT BY 7 START WITH 100;
+"#;
+
+/// Rows on the origin before Slony is set up (they reach sub1 by Slony's initial
+/// copy, and the replica through slony1_dump.sh).
+const SEED_SQL: &str = r#"
+INSERT INTO app.docs (body, amount, at, raw) VALUES
+  ('seed plain', 1.5, '2020-01-02 03:04:05.678+00', '\x00010203'),
+  (E'seed it''s "quoted"\nsecond line\ttab \\ backslash é ☃ 𝄞', -0.000001, '1999-12-31 23:59:59+05:30', '\xdeadbeef'),
+  (NULL, NULL, NULL, NULL);
+INSERT INTO app.kv VALUES ('seed', 1, '{1,NULL,3}', '{"a": [1, "x"], "q": "it''s"}');
+INSERT INTO app.odd VALUES (1, E'Zürich\r\nCRLF', '2024-02-29', 'NaN', true, '1 day 02:03:04',
+                            'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11');
+INSERT INTO app.scratch SELECT g, 'seed ' || g FROM generate_series(1, 3) g;
+SELECT nextval('app.ticket_seq');
+"#;
+
+/// Text values that are hard to carry through COPY escaping, array literals and SQL.
+const AWKWARD: &[&str] = &[
+    "it's \"quoted\"",
+    "tab\there",
+    "new\nline",
+    "cr\r\nlf",
+    "back\\slash \\\\ two",
+    "unicode é ☃ 𝄞",
+    "NULL",
+    "",
+    "\\N",
+    "\\.",
+    "{braces},commas",
+    "semi; -- not a comment /* nor this */ $$ dollar $$",
+    "E'\\x41' and \\x00ff",
+];
+
+/// The DDL change, run through slonik EXECUTE SCRIPT in the middle of the load.
+const DDL_SCRIPT: &str = "-- a comment line; with a semicolon
+alter table app.kv add column extra text default 'dflt';
+comment on table app.kv is 'it''s commented; with a semicolon';
+";
+
+/// A deadline for the whole scenario: every wait takes the smaller of its own limit
+/// and what is left of the budget.
+struct Budget {
+    deadline: Instant,
+}
+
+impl Budget {
+    fn new(total: Duration) -> Budget {
+        Budget {
+            deadline: Instant::now() + total,
+        }
+    }
+
+    /// `limit`, or less if the budget ends sooner.
+    fn cap(&self, limit: Duration) -> Duration {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "the test's time budget of {BUDGET:?} is used up"
+        );
+        limit.min(left)
+    }
+}
+
+/// The real Slony lab: PostgreSQL with origin, sub1 and replica, and the two slons.
+/// Fields drop in order: the slons stop before PostgreSQL does.
+struct Lab {
+    slon1: Option<Slon>,
+    slon2: Option<Slon>,
+    slony: Slony,
+    pg: PgServer,
+    /// slonik scripts, logs, the dump, the receiver's config and local directory.
+    dir: TestDir,
+    /// `<dir>/provider`, the receiver's `remote.log_dir`.
+    provider: PathBuf,
+    /// `<provider>/<SITE>`: slon 2's `-a` directory, served as the site directory.
+    archive_dir: PathBuf,
+    budget: Budget,
+}
+
+impl Lab {
+    /// `cluster name` and the admin conninfos every slonik script starts with.
+    fn preamble(&self) -> String {
+        format!(
+            "cluster name = {CLUSTER};\n\
+             node 1 admin conninfo = '{}';\n\
+             node 2 admin conninfo = '{}';\n",
+            self.slony.conninfo("origin"),
+            self.slony.conninfo("sub1")
+        )
+    }
+
+    fn slonik(&self, name: &str, body: &str) -> String {
+        self.slony.slonik(
+            self.dir.path(),
+            name,
+            &format!("{}{body}", self.preamble()),
+            self.budget.cap(Duration::from_secs(30)),
+        )
+    }
+
+    /// slon for node 1: checks for changes every 100 ms and cuts an (empty) SYNC at
+    /// least every second, so SYNCs and archives come quickly.
+    fn start_slon1(&mut self) {
+        assert!(self.slon1.is_none());
+        self.slon1 = Some(self.slony.start_slon(
+            self.dir.path(),
+            "node1",
+            CLUSTER,
+            "origin",
+            &["-s", "100", "-t", "1000"],
+        ));
+    }
+
+    /// slon for node 2, one SYNC per group (one archive per SYNC); with `archive`,
+    /// it writes the log-shipping archives. Its `-s`/`-t` also bound how long its
+    /// listener backs off between polls of node 1 for events (up to `-t`, 10 s by
+    /// default, which would make the subscription take up to 10 s longer).
+    fn start_slon2(&mut self, archive: bool) {
+        assert!(self.slon2.is_none());
+        let dir = self.archive_dir.to_str().expect("UTF-8 path").to_string();
+        let mut args = vec!["-g", "1", "-s", "100", "-t", "1000"];
+        if archive {
+            args.extend(["-a", dir.as_str()]);
+        }
+        self.slon2 = Some(
+            self.slony
+                .start_slon(self.dir.path(), "node2", CLUSTER, "sub1", &args),
+        );
+    }
+
+    /// Stops slon 1 (SIGTERM; its watchdog ends the worker).
+    fn stop_slon1(&mut self) {
+        let mut slon = self.slon1.take().expect("slon node1 runs");
+        assert!(
+            slon.stop(),
+            "slon node1 did not stop within 10 s of SIGTERM"
+        );
+    }
+
+    /// Stops slon 2 (SIGTERM; its watchdog ends the worker).
+    fn stop_slon2(&mut self) {
+        let mut slon = self.slon2.take().expect("slon node2 runs");
+        assert!(
+            slon.stop(),
+            "slon node2 did not stop within 10 s of SIGTERM"
+        );
+    }
+
+    /// Like [`Lab::wait`] for slon 2 without archiving, but restarts slon 2 whenever
+    /// node 2 has confirmed no new event of node 1 for 2 s (4 s after one restart, ...;
+    /// see the set-up in [`real_slony_archives_replicate_origin`] for why).
+    async fn wait_restarting_slon2<F, Fut>(&mut self, limit: Duration, what: &str, mut cond: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        // Doubled after every restart, so a slow machine cannot make this restart forever.
+        let mut patience = Duration::from_secs(2);
+        let sub1 = self.pg.connect("sub1").await;
+        let limit = self.budget.cap(limit);
+        let deadline = Instant::now() + limit;
+        let mut confirmed = confirmed_by_node2(&sub1).await;
+        let mut progressed = Instant::now();
+        loop {
+            if cond().await {
+                return;
+            }
+            for (name, slon) in [("node1", &mut self.slon1), ("node2", &mut self.slon2)] {
+                if slon.as_mut().is_some_and(|s| !s.is_running()) {
+                    panic!(
+                        "slon {name} exited while waiting for {what}\n{}",
+                        slon_logs(self.dir.path())
+                    );
+                }
+            }
+            let now = confirmed_by_node2(&sub1).await;
+            if now != confirmed {
+                confirmed = now;
+                progressed = Instant::now();
+            } else if progressed.elapsed() >= patience {
+                eprintln!(
+                    "node 2 confirmed nothing new for {patience:?} ({what}); restarting slon node2"
+                );
+                self.stop_slon2();
+                self.start_slon2(false);
+                progressed = Instant::now();
+                patience *= 2;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {limit:?} waiting for {what}\n{}",
+                    slon_logs(self.dir.path())
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls `cond` every 100 ms until it holds, for at most `limit` (capped by the
+    /// budget); panics with the slon logs if it does not, or if a slon exits.
+    async fn wait<F, Fut>(&mut self, limit: Duration, what: &str, mut cond: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let limit = self.budget.cap(limit);
+        let deadline = Instant::now() + limit;
+        loop {
+            if cond().await {
+                return;
+            }
+            let mut exited = None;
+            for (name, slon) in [("node1", &mut self.slon1), ("node2", &mut self.slon2)] {
+                if slon.as_mut().is_some_and(|s| !s.is_running()) {
+                    exited = Some(name);
+                }
+            }
+            if let Some(name) = exited {
+                panic!(
+                    "slon {name} exited while waiting for {what}\n{}",
+                    slon_logs(self.dir.path())
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {limit:?} waiting for {what}\n{}",
+                    slon_logs(self.dir.path())
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The tails of both slon logs in `dir`, for failure messages.
+fn slon_logs(dir: &Path) -> String {
+    let log = |label: &str| tail(&dir.join(format!("slon-{label}.log")), 25);
+    format!(
+        "--- slon node1:\n{}\n--- slon node2:\n{}",
+        log("node1"),
+        log("node2")
+    )
+}
+
+/// Prints how far the scenario got, and when (the log of a slow or failed run).
+fn progress(started: Instant, what: &str) {
+    eprintln!("[{:6.1} s] {what}", started.elapsed().as_secs_f64());
+}
+
+/// One value of a query that returns a single row and column.
+async fn scalar<T>(c: &Client, sql: &str) -> T
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    c.query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+async fn exec(c: &Client, sql: &str) {
+    c.batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// Per table: row count and md5 of its rows as text in primary-key order; per
+/// sequence: its last value.
+async fn contents(c: &Client) -> Vec<String> {
+    let mut out = Vec::new();
+    for (table, order) in TABLES {
+        let row = c
+            .query_one(
+                &format!(
+                    "SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY {order})), '-') \
+                     FROM app.{table} t"
+                ),
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("reading app.{table}: {e}"));
+        out.push(format!(
+            "app.{table}: {} rows, md5 {}",
+            row.get::<_, i64>(0),
+            row.get::<_, String>(1)
+        ));
+    }
+    for seq in SEQUENCES {
+        let v: i64 = scalar(c, &format!("SELECT last_value FROM app.{seq}")).await;
+        out.push(format!("app.{seq}: last_value {v}"));
+    }
+    out
+}
+
+/// node 2's archive counter: the last archive its slon wrote and committed.
+async fn archive_counter(sub1: &Client) -> u64 {
+    scalar::<i64>(
+        sub1,
+        &format!("SELECT ac_num FROM \"_{CLUSTER}\".sl_archive_counter"),
+    )
+    .await as u64
+}
+
+/// The newest event node 1 has created.
+async fn last_event_of_node1(origin: &Client) -> i64 {
+    scalar(
+        origin,
+        &format!("SELECT max(ev_seqno) FROM \"_{CLUSTER}\".sl_event WHERE ev_origin = 1"),
+    )
+    .await
+}
+
+/// The newest event of node 1 that node 2 has processed (and confirmed).
+async fn confirmed_by_node2(sub1: &Client) -> i64 {
+    scalar(
+        sub1,
+        &format!(
+            "SELECT coalesce(max(con_seqno), 0) FROM \"_{CLUSTER}\".sl_confirm \
+             WHERE con_origin = 1 AND con_received = 2"
+        ),
+    )
+    .await
+}
+
+/// The replica's position.
+async fn tracking_counter(replica: &Client) -> u64 {
+    scalar::<i64>(
+        replica,
+        &format!("SELECT at_counter FROM \"_{CLUSTER}\".sl_archive_tracking"),
+    )
+    .await as u64
+}
+
+/// The archives in `dir`, by counter.
+fn archives(dir: &Path) -> Vec<(Counter, PathBuf)> {
+    let mut v: Vec<(Counter, PathBuf)> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = ArchiveName::parse(e.file_name().to_str()?).ok()?;
+            assert_eq!(name.node_id, 2, "archives are written by node 2's slon");
+            Some((name.counter, e.path()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// One round of origin load: awkward inserts, updates, deletes, a multi-statement
+/// transaction with awkward identifiers, sequence moves, a rolled-back transaction.
+async fn load_round(c: &Client, r: i32) {
+    for i in 0..4i32 {
+        let n = (r * 4 + i) as usize;
+        let body = (i != 3).then(|| format!("{} #{r}.{i}", AWKWARD[n % AWKWARD.len()]));
+        let amount = (i != 2).then(|| format!("{}.{:06}", r * 1000 + i, i * 7919));
+        let at = Some(format!(
+            "2026-0{}-1{} 0{}:1{}:2{}.25+0{}:30",
+            1 + i,
+            r % 10,
+            i,
+            r % 10,
+            i,
+            i
+        ));
+        let raw = (i != 1).then(|| vec![0u8, 255, r as u8, i as u8, b'\\', b'\'', b'\n']);
+        c.execute(
+            "INSERT INTO app.docs (body, amount, at, raw) \
+             VALUES ($1, $2::text::numeric, $3::text::timestamptz, $4)",
+            &[&body, &amount, &at, &raw],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("insert into app.docs: {e}"));
+    }
+    for i in 0..4i32 {
+        let k = format!("k{r}-{i}\t{}", AWKWARD[(r + i) as usize % AWKWARD.len()]);
+        let v = (i != 3).then_some(i);
+        let tags: Option<Vec<Option<i32>>> = Some(vec![Some(i), None, Some(r)]);
+        let awkward = AWKWARD[(r * 3 + i) as usize % AWKWARD.len()];
+        let doc = serde_json::json!({"s": awkward, "n": null, "r": r}).to_string();
+        c.execute(
+            "INSERT INTO app.kv (k, v, tags, doc) VALUES ($1, $2, $3, $4::text::jsonb)",
+            &[&k, &v, &tags, &doc],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("insert into app.kv: {e}"));
+    }
+    exec(
+        c,
+        &format!(
+            "INSERT INTO app.pairs SELECT {r}, g, repeat('p', g * 10) FROM generate_series(1, 4) g;
+             UPDATE app.docs SET body = NULL WHERE id % 5 = {m};
+             UPDATE app.docs SET body = NULL WHERE body IS NULL AND id % 3 = 0;
+             DELETE FROM app.kv WHERE v = 2 AND k LIKE 'k{r}-%';
+             UPDATE app.pairs SET b = b + 1000 WHERE a = {r} AND b = 2;
+             SELECT nextval('app.ticket_seq');",
+            m = r % 5
+        ),
+    )
+    .await;
+    exec(
+        c,
+        &format!(
+            r#"BEGIN;
+             INSERT INTO app.odd VALUES ({id}, E'row {r}: Ünïcødé \\N not null, "dq" ''sq''', date '2000-01-01' + {r},
+                                         {r} / 3.0, {r} % 2 = 0, make_interval(hours => {r}), md5('{r}')::uuid);
+             INSERT INTO app.odd (id) VALUES ({id} + 1);
+             UPDATE app.odd SET "MixedCase" = E'line1\nline2\r\n' || {r}, "sp ace" = -{r} * 1e-10,
+                                "order" = date '1999-12-31' - {r} WHERE id = 1;
+             DELETE FROM app.odd WHERE id = {gone};
+             SELECT setval('app.ticket_seq', 100 + {r} * 7 * 3);
+             COMMIT;
+             BEGIN;
+             INSERT INTO app.scratch VALUES (-{r}, 'rolled back, never shipped');
+             ROLLBACK;"#,
+            id = r * 10,
+            gone = (r - 2) * 10 + 1
+        ),
+    )
+    .await;
+    if r % 5 == 4 {
+        exec(
+            c,
+            &format!(
+                "TRUNCATE app.scratch;
+                 INSERT INTO app.scratch SELECT g, 'after truncate in round {r} #' || g FROM generate_series(1, 3) g;"
+            ),
+        )
+        .await;
+    }
+}
+
+/// What the archives up to `upto` must contain for this test to cover what it claims.
+fn assert_archive_coverage(archives: &[(Counter, PathBuf)], upto: Counter) {
+    let (mut ddl, mut truncate, mut big, mut seq, mut pk_update) =
+        (false, false, false, false, false);
+    for (counter, path) in archives.iter().filter(|(c, _)| *c <= upto) {
+        let bytes =
+            std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let text =
+            String::from_utf8(bytes).unwrap_or_else(|_| panic!("archive {counter} is not UTF-8"));
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split('\t').collect();
+            if fields.len() == 9 {
+                ddl |= fields[6] == "S" && fields[8].contains("add column extra");
+                truncate |= fields[5] == "scratch" && fields[6] == "T";
+                big |= line.len() > 1_000_000;
+                // `U`, one updated column, and it is the key: {id,<new>,id,<old>}.
+                pk_update |= fields[5] == "docs"
+                    && fields[6] == "U"
+                    && fields[7] == "1"
+                    && fields[8].starts_with("{id,");
+            }
+            seq |= line.contains("sequenceSetValue_offline('app','ticket_seq'");
+        }
+    }
+    assert!(
+        ddl,
+        "no archive carries the EXECUTE SCRIPT statement as an S row"
+    );
+    assert!(truncate, "no archive carries the TRUNCATE (T row)");
+    assert!(big, "no archive carries the large row");
+    assert!(seq, "no archive sets app.ticket_seq");
+    assert!(
+        pk_update,
+        "no archive carries a primary-key update of app.docs"
+    );
+}
+
+/// The receiver's configuration: the provider is the loopback sshd, `remote.log_dir`
+/// is the parent of slon 2's archive directory.
+fn write_receiver_config(lab: &Lab, ssh: &SshServer) -> PathBuf {
+    let config = lab.dir.join("receiver.toml");
+    let text = format!(
+        r#"cluster = "{CLUSTER}"
+node = "{SITE}"
+slony_node_id = 2
+[remote]
+host = "127.0.0.1"
+port = {ssh_port}
+user = "{user}"
+key_file = "{key}"
+known_hosts = "{known_hosts}"
+log_dir = "{log_dir}"
+connect_timeout_secs = 10
+[local]
+log_dir = "{local}"
+[database]
+host = "127.0.0.1"
+port = {pg_port}
+user = "postgres"
+dbname = "replica"
+connect_timeout_secs = 5
+[pull]
+fetch_ahead = 16
+vacuum_every = 50
+"#,
+        ssh_port = ssh.port(),
+        user = ssh.user(),
+        key = ssh.client_key().display(),
+        known_hosts = ssh.known_hosts().display(),
+        log_dir = lab.provider.display(),
+        local = lab.dir.join("local").display(),
+        pg_port = lab.pg.port(),
+    );
+    std::fs::write(&config, text).expect("writing the receiver config");
+    config
+}
+
+/// Runs `slony-receiver pull --once` and returns its exit code and stderr.
+fn pull_once(lab: &Lab, config: &Path, name: &str) -> (i32, String) {
+    let done = run_bounded(
+        Command::new(bin_path("slony-receiver"))
+            .args(["pull", "--once", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info"),
+        lab.budget.cap(Duration::from_secs(60)),
+        &lab.dir.join(name),
+        "slony-receiver pull",
+    );
+    let code = done.status.code().unwrap_or(-1);
+    eprintln!(
+        "--- slony-receiver pull ({name}) exited {code}\n{}",
+        done.stderr
+    );
+    (code, done.stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_slony_archives_replicate_origin() {
+    let started = Instant::now();
+    let budget = Budget::new(BUDGET);
+    let pg = PgServer::start();
+    let slony = Slony::locate(&pg);
+    let dir = TestDir::new("real-slony");
+    let provider = dir.mkdir("provider");
+    let archive_dir = dir.mkdir(format!("provider/{SITE}"));
+    let mut lab = Lab {
+        slon1: None,
+        slon2: None,
+        slony,
+        pg,
+        dir,
+        provider,
+        archive_dir,
+        budget,
+    };
+
+    // --- the databases, the schema in all three, seed rows on the origin
+    for db in ["origin", "sub1", "replica"] {
+        lab.pg.create_db(db).await;
+        exec(&lab.pg.connect(db).await, SCHEMA_SQL).await;
+    }
+    let origin = lab.pg.connect("origin").await;
+    let sub1 = lab.pg.connect("sub1").await;
+    let replica = lab.pg.connect("replica").await;
+    exec(&origin, SEED_SQL).await;
+
+    // --- the Slony cluster: node 1 = origin, node 2 = sub1, set 1 = every table and sequence
+    let mut init = String::from(
+        "init cluster (id = 1, comment = 'origin');\n\
+         create set (id = 1, origin = 1, comment = 'app');\n",
+    );
+    for (id, (table, _)) in TABLES.iter().enumerate() {
+        init += &format!(
+            "set add table (set id = 1, origin = 1, id = {}, fully qualified name = 'app.{table}');\n",
+            id + 1
+        );
+    }
+    for (id, seq) in SEQUENCES.iter().enumerate() {
+        init += &format!(
+            "set add sequence (set id = 1, origin = 1, id = {}, fully qualified name = 'app.{seq}');\n",
+            id + 1
+        );
+    }
+    init += &format!(
+        "store node (id = 2, comment = 'subscriber, writes the archives', event node = 1);\n\
+         store path (server = 1, client = 2, conninfo = '{}', connretry = 1);\n\
+         store path (server = 2, client = 1, conninfo = '{}', connretry = 1);\n",
+        lab.slony.conninfo("origin"),
+        lab.slony.conninfo("sub1")
+    );
+    lab.slonik("init", &init);
+    progress(started, "cluster initialised (slonik init)");
+    lab.start_slon1();
+    lab.start_slon2(false);
+    // slon 2 first processes node 1's STORE_NODE, ENABLE_NODE and STORE_PATH, then the
+    // subscription's events. While it rebuilds its listen configuration for such an
+    // event, its listener for node 1 may find nothing to listen for, and then sleeps a
+    // fixed 10 s (remote_listen.c). A restarted slon reads the configuration afresh, so
+    // these two waits restart slon 2 when it makes no progress for a while.
+    let init_events = last_event_of_node1(&origin).await;
+    let db = &sub1;
+    lab.wait_restarting_slon2(
+        Duration::from_secs(30),
+        "node 2 to process node 1's configuration events",
+        || async move { confirmed_by_node2(db).await >= init_events },
+    )
+    .await;
+    progress(started, "node 2 processed the configuration events");
+    lab.slonik(
+        "subscribe",
+        "subscribe set (id = 1, provider = 1, receiver = 2, forward = yes);\n",
+    );
+    progress(started, "subscribe set submitted");
+    let active = format!(
+        "SELECT count(*) FROM \"_{CLUSTER}\".sl_subscribe WHERE sub_receiver = 2 AND sub_active"
+    );
+    let q = &active;
+    lab.wait_restarting_slon2(
+        Duration::from_secs(40),
+        "node 2's subscription to become active",
+        || async move { scalar::<i64>(db, q).await == 1 },
+    )
+    .await;
+    progress(started, "subscription active");
+
+    // --- the offline replica, as documented: slon 2 stopped, slony1_dump.sh of node 2
+    lab.stop_slon2();
+    let dump = lab.dir.join("offline_init.sql");
+    progress(started, "slon node2 stopped for the dump");
+    lab.slony.dump_offline(
+        "sub1",
+        CLUSTER,
+        &dump,
+        lab.budget.cap(Duration::from_secs(30)),
+    );
+    lab.slony
+        .psql_file("replica", &dump, lab.budget.cap(Duration::from_secs(30)));
+    assert_eq!(
+        tracking_counter(&replica).await,
+        0,
+        "the dump starts the replica at counter 0"
+    );
+    assert_eq!(
+        contents(&replica).await,
+        contents(&sub1).await,
+        "the dump's snapshot equals node 2"
+    );
+    lab.start_slon2(true);
+    let set_up = started.elapsed();
+    progress(
+        started,
+        "replica loaded from slony1_dump.sh; slon node2 archiving",
+    );
+
+    // --- load on the origin
+    let load_started = Instant::now();
+    for r in 1..=10 {
+        load_round(&origin, r).await;
+        if r == 5 {
+            let script = lab.dir.join("ddl.sql");
+            std::fs::write(&script, DDL_SCRIPT).unwrap();
+            lab.slonik(
+                "ddl",
+                &format!(
+                    "execute script (filename = '{}', event node = 1);\n",
+                    script.display()
+                ),
+            );
+            exec(
+                &origin,
+                "UPDATE app.kv SET extra = E'set after ddl: tab\\t, backslash \\\\' WHERE v = 1",
+            )
+            .await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Many small transactions.
+    for i in 0..200i32 {
+        origin
+            .execute(
+                "INSERT INTO app.pairs VALUES (9000, $1, $2)",
+                &[&i, &format!("small txn {i}")],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("small insert: {e}"));
+    }
+    // A large row: 1.7 million characters, 2 MB in UTF-8, more in the archive after escaping.
+    exec(
+        &origin,
+        r"INSERT INTO app.docs (body, big) VALUES ('large', repeat(E'big \\ row\t€\n', 140000))",
+    )
+    .await;
+    // Primary-key updates, and a final setval.
+    exec(
+        &origin,
+        "UPDATE app.docs SET id = id + 100000 WHERE id % 7 = 0;
+         UPDATE app.kv SET k = k || '/renamed' WHERE v = 1;
+         UPDATE app.pairs SET a = a + 500, b = b * 2 WHERE a = 3;
+         SELECT setval('app.ticket_seq', 424242);",
+    )
+    .await;
+    let load_time = load_started.elapsed();
+    progress(started, "load done");
+
+    // --- node 2 catches up; every archive up to its counter is on disk
+    let expected = contents(&origin).await;
+    let want = &expected;
+    lab.wait(
+        Duration::from_secs(45),
+        "sub1 (node 2) to equal origin",
+        || async move { contents(db).await == *want },
+    )
+    .await;
+    progress(started, "sub1 equals origin");
+    let caught_up = archive_counter(&sub1).await;
+    let files = archives(&lab.archive_dir);
+    let counters: Vec<u64> = files
+        .iter()
+        .map(|(c, _)| c.0)
+        .filter(|c| *c <= caught_up)
+        .collect();
+    assert_eq!(
+        counters,
+        (1..=caught_up).collect::<Vec<_>>(),
+        "slon writes every archive up to node 2's counter, densely from 1"
+    );
+    assert_archive_coverage(&files, Counter(caught_up));
+    let biggest = files
+        .iter()
+        .map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "node 2 caught up at archive {caught_up} ({} files, largest {biggest} bytes)",
+        files.len()
+    );
+
+    // --- the receiver, while slon keeps writing (idle SYNCs arrive every second)
+    let ssh = SshServer::start(&lab.provider);
+    let config = write_receiver_config(&lab, &ssh);
+    let (code, stderr) = pull_once(&lab, &config, "pull-live");
+    assert_eq!(code, 0, "pull while slon writes: {stderr}");
+    let live = tracking_counter(&replica).await;
+    progress(started, "live pull done");
+    assert!(
+        live >= caught_up,
+        "the live pull reached {live}, but archives up to {caught_up} were there before it started"
+    );
+    assert_eq!(
+        contents(&replica).await,
+        expected,
+        "replica after the live pull"
+    );
+
+    // --- stop Slony cleanly: slon 1 first (no new SYNCs), node 2 finishes what is
+    //     pending, then slon 2. Its counter is then final.
+    lab.stop_slon1();
+    let last_event = last_event_of_node1(&origin).await;
+    lab.wait(
+        Duration::from_secs(30),
+        "node 2 to confirm node 1's last event",
+        || async move { confirmed_by_node2(db).await >= last_event },
+    )
+    .await;
+    progress(started, "node 2 confirmed every event of node 1");
+    lab.stop_slon2();
+    let last = archive_counter(&sub1).await;
+    let files = archives(&lab.archive_dir);
+    // slon renames an archive into place just before it commits the counter on node 2;
+    // a file past the committed counter would be rewritten by the next slon and must
+    // not be served (none is expected after a clean stop).
+    for (c, p) in files.iter().filter(|(c, _)| c.0 > last) {
+        eprintln!("removing archive {c} written past node 2's committed counter {last}");
+        std::fs::remove_file(p).unwrap();
+    }
+    assert_eq!(
+        archives(&lab.archive_dir).len() as u64,
+        last,
+        "archives 1..={last} on disk"
+    );
+
+    // --- the receiver again: the rest, up to exactly node 2's counter
+    let (code, stderr) = pull_once(&lab, &config, "pull-final");
+    progress(started, "final pull done");
+    assert_eq!(code, 0, "final pull: {stderr}");
+    assert_eq!(
+        tracking_counter(&replica).await,
+        last,
+        "the replica's at_counter is node 2's sl_archive_counter.ac_num"
+    );
+    let final_origin = contents(&origin).await;
+    assert_eq!(
+        final_origin, expected,
+        "nothing changed the origin after the load"
+    );
+    assert_eq!(
+        contents(&replica).await,
+        final_origin,
+        "replica equals origin"
+    );
+    assert_eq!(contents(&sub1).await, final_origin, "sub1 equals origin");
+    let keys = vec!["k1-0\ttab\there".to_string(), "seed/renamed".to_string()];
+    let extra: Vec<Option<String>> = replica
+        .query(
+            "SELECT extra FROM app.kv WHERE k = ANY($1) ORDER BY k",
+            &[&keys],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("reading app.kv.extra on the replica: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        extra,
+        [Some("dflt".to_string()), Some("set after ddl: tab\t, backslash \\".to_string())],
+        "the column added by EXECUTE SCRIPT reached the replica, with its default and a later update"
+    );
+    let counter_file =
+        std::fs::read_to_string(lab.dir.join(format!("local/{SITE}/slony_counter.txt")))
+            .unwrap_or_default();
+    assert_eq!(
+        counter_file.trim(),
+        last.to_string(),
+        "slony_counter.txt mirrors the database"
+    );
+
+    drop(ssh);
+    eprintln!(
+        "real Slony-I {}: set-up {:.1} s, load {:.1} s, {last} archives ({live} applied live), total {:.1} s",
+        crate::support::slony::VERSION,
+        set_up.as_secs_f64(),
+        load_time.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The 2.1-era offline schema addition: `sl_sequence_offline` and the
+/// `sequenceSetValue_offline(seq_id, value)` that pre-2.2 archives call (2.2's
+/// slony1_dump.sh creates the (nspname, relname, value) form instead).
+fn pre_22_sequence_sql() -> String {
+    format!(
+        r#"
+CREATE TABLE "_{CLUSTER}".sl_sequence_offline (seq_id int4 PRIMARY KEY, seq_relname name NOT NULL,
+                                               seq_nspname name NOT NULL);
+INSERT INTO "_{CLUSTER}".sl_sequence_offline VALUES (1, 'seq1', 's1');
+CREATE FUNCTION "_{CLUSTER}".sequenceSetValue_offline(p_seq_id int4, p_last_value int8) RETURNS int4
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_fqname text;
+BEGIN
+    SELECT quote_ident(seq_nspname) || '.' || quote_ident(seq_relname) INTO v_fqname
+      FROM "_{CLUSTER}".sl_sequence_offline WHERE seq_id = p_seq_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'Slony-I: sequence % not found', p_seq_id;
+    END IF;
+    PERFORM setval(v_fqname, p_last_value);
+    RETURN p_seq_id;
+END;
+$$;
+"#
+    )
+}
+
+/// The fixtures follow what slon wrote before 2.2 (`insert into "s1"."t1" (...) values
+/// ('...')`, `update only ... set ... where ...`, `delete from only ... where ...`, the
+/// 2.1 DDL_SCRIPT form between `set session_replication_role to local/replica`, and
+/// `sequenceSetValue_offline(<seq_id>, '<value>')`), including their backslashes:
+/// doubled inside '...', as logTrigger wrote them for `standard_conforming_strings =
+/// off`, which the receiver sets for statement archives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_22_statement_archives() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pre-2.2");
+    let dir = TestDir::new("pre-22");
+    let site_dir = dir.mkdir(format!("provider/{SITE}"));
+    let mut copied = 0;
+    for entry in std::fs::read_dir(&fixtures).expect("tests/fixtures/pre-2.2") {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if ArchiveName::parse(&name).is_ok() {
+            std::fs::copy(entry.path(), site_dir.join(&name)).unwrap();
+            copied += 1;
+        }
+    }
+    assert_eq!(copied, 4, "four pre-2.2 archives in {}", fixtures.display());
+
+    let pg = PgServer::start();
+    pg.create_db("replica").await;
+    let replica = pg.connect("replica").await;
+    let cluster = ClusterName::new(CLUSTER).unwrap();
+    exec(
+        &replica,
+        &format!(
+            "{}{}{}{}",
+            crate::support::workload::SCHEMA_SQL,
+            slony_shared::offline::tracking_schema_sql(&cluster),
+            slony_shared::offline::tracking_row_sql(&cluster, Counter(0), "1970-01-01 00:00:00"),
+            pre_22_sequence_sql()
+        ),
+    )
+    .await;
+    let ssh = SshServer::start(&dir.join("provider"));
+    let config = dir.join("receiver.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"cluster = "{CLUSTER}"
+node = "{SITE}"
+[remote]
+host = "127.0.0.1"
+port = {}
+user = "{}"
+key_file = "{}"
+known_hosts = "{}"
+log_dir = "{}"
+[local]
+log_dir = "{}"
+[database]
+host = "127.0.0.1"
+port = {}
+user = "postgres"
+dbname = "replica"
+"#,
+            ssh.port(),
+            ssh.user(),
+            ssh.client_key().display(),
+            ssh.known_hosts().display(),
+            dir.join("provider").display(),
+            dir.join("local").display(),
+            pg.port()
+        ),
+    )
+    .unwrap();
+    let pull = |name: &str| {
+        let done = run_bounded(
+            Command::new(bin_path("slony-receiver"))
+                .args(["pull", "--once", "--config"])
+                .arg(&config)
+                .env("RUST_LOG", "info"),
+            Duration::from_secs(60),
+            &dir.join(name),
+            "slony-receiver pull",
+        );
+        eprintln!(
+            "--- slony-receiver pull ({name}) exited {}\n{}",
+            done.status, done.stderr
+        );
+        (done.status.code().unwrap_or(-1), done.stderr)
+    };
+
+    let (code, stderr) = pull("pull-pre22");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(tracking_counter(&replica).await, 4);
+
+    // id, then txt, num, ts (UTC), b (hex), arr, j as text.
+    let t1: Vec<(i64, [Option<String>; 6])> = replica
+        .query(
+            "SELECT id, txt, num::text, (ts AT TIME ZONE 'UTC')::text, encode(b, 'hex'), \
+                    arr::text, j::text \
+             FROM s1.t1 ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), std::array::from_fn(|i| r.get(i + 1))))
+        .collect();
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        t1,
+        vec![
+            (
+                1,
+                [
+                    s("plain, updated"),
+                    s("1.5"),
+                    s("2011-06-01 09:59:59.5"),
+                    s("00ff10"),
+                    s("{1,NULL,3}"),
+                    s(r#"{"a": "b", "n": null}"#)
+                ]
+            ),
+            (
+                3,
+                [
+                    s("multi\nline\twith tab, unicode é ☃ 𝄞 and a \\ backslash"),
+                    s("-0.000001"),
+                    s("1999-12-31 18:29:59"),
+                    None,
+                    s("{}"),
+                    s(r#"{"q": "it's \"json\""}"#)
+                ]
+            ),
+            (
+                4,
+                [
+                    s("it's \"quoted\"; -- not a comment /* nor this */ $$ dollar $$"),
+                    None,
+                    None,
+                    s("5c27"),
+                    None,
+                    None
+                ]
+            ),
+            (
+                102,
+                [s("inserted after the DDL"), s("42"), None, None, None, None]
+            ),
+        ],
+        "s1.t1 after the pre-2.2 archives"
+    );
+    let t2: Vec<(String, Option<i32>, Option<String>)> = replica
+        .query("SELECT k, v, note FROM s1.t2 ORDER BY k", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        t2,
+        vec![
+            ("NULL".to_string(), None, s("added by ddl")),
+            ("k\t2".to_string(), Some(20), s("set after ddl")),
+            ("k1 renamed".to_string(), Some(10), s("added by ddl")),
+        ],
+        "s1.t2 after the pre-2.2 archives"
+    );
+    let seq: i64 = scalar(&replica, "SELECT last_value FROM s1.seq1").await;
+    assert_eq!(
+        seq, 202,
+        "s1.seq1 set by sequenceSetValue_offline(seq_id, value)"
+    );
+    let counter_file = std::fs::read_to_string(dir.join(format!("local/{SITE}/slony_counter.txt")))
+        .unwrap_or_default();
+    assert_eq!(counter_file.trim(), "4");
+
+    // A Slony-I 1.x archive (before 1.2.11: setsyncTracking_offline) is refused, and
+    // nothing of it is applied.
+    std::fs::write(
+        site_dir.join("slony1_log_2_00000000000000000005.sql"),
+        format!(
+            "-- Slony-I log shipping archive\n\
+             -- Node 1, Event 1205\n\
+             start transaction;\n\
+             \n\
+             select \"_{CLUSTER}\".setsyncTracking_offline(1, '1204', '1205', '2007-03-01 12:00:00.5');\n\
+             -- end of log archiving header\n\
+             insert into \"s1\".\"t2\" (k,v) values ('from 1.x','1');\n\
+             \n\
+             -- End Of Archive Log\n\
+             commit;\n\
+             vacuum analyze \"_{CLUSTER}\".sl_setsync_offline;\n"
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = pull("pull-1x");
+    assert_eq!(code, 4, "a Slony-I 1.x archive is an apply error: {stderr}");
+    assert!(
+        stderr.contains("1.x"),
+        "the error names Slony-I 1.x: {stderr}"
+    );
+    assert_eq!(tracking_counter(&replica).await, 4);
+    let n: i64 = scalar(&replica, "SELECT count(*) FROM s1.t2 WHERE k = 'from 1.x'").await;
+    assert_eq!(n, 0, "nothing of the 1.x archive was applied");
+    drop(ssh);
+}
