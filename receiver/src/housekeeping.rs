@@ -856,6 +856,7 @@ mod tests {
             batch_size,
             keep_days: None,
             keep_count: None,
+            schedule: None,
         }
     }
 

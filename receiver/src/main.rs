@@ -9,6 +9,7 @@ mod execute;
 mod exit;
 mod guard;
 mod housekeeping;
+mod metrics;
 mod pull;
 mod subscribe;
 
@@ -72,7 +73,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             fail_if_paused,
         } => {
             let cfg = load_config(&config)?;
-            runtime.block_on(cmd::pull::run(&cfg, once, fail_if_paused))
+            let reload = || load_config(&config);
+            runtime.block_on(cmd::pull::run(&cfg, reload, once, fail_if_paused))
         }
         Command::Init {
             config,

@@ -681,3 +681,186 @@ async fn group_commit_stops_exactly_before_a_bad_archive() {
         assert_eq!(site.files_in(&site.site_dir().join("applied")).len(), 16);
     }
 }
+
+/// The pull daemon, killed on drop if a test fails before stopping it.
+struct Daemon(std::process::Child);
+
+impl Daemon {
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.0.id() as i32, sig);
+        }
+    }
+
+    /// Waits (bounded) for the daemon to exit; returns its exit code.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    conn.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_stops_cleanly_mid_backlog_then_follows_new_archives() {
+    let site = Site::new("pull-daemon", 1510).await;
+    let metrics_port = crate::support::free_port();
+    let text = std::fs::read_to_string(&site.config).unwrap();
+    let text = text.replace(
+        "vacuum_every = 50",
+        &format!("vacuum_every = 50\npoll_interval_secs = 1\nmetrics_listen = \"127.0.0.1:{metrics_port}\""),
+    );
+    std::fs::write(&site.config, &text).unwrap();
+    site.publish(1, 1500, Format::Copy22);
+    let start = || {
+        let log =
+            std::fs::File::create(site.dir.join(format!("daemon-{}.log", rand_suffix()))).unwrap();
+        Daemon(
+            Command::new(bin_path("slony-receiver"))
+                .args(["pull", "--config", site.config.to_str().unwrap()])
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    };
+
+    // SIGTERM in the middle of the backlog: the daemon ends between archives.
+    let mut daemon = start();
+    crate::support::wait_until_async(
+        Duration::from_secs(60),
+        "the daemon to apply some archives",
+        || async { site.counter().await >= 20 },
+    )
+    .await;
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "clean exit on SIGTERM"
+    );
+    let at = site.counter().await;
+    assert!(at < 1500, "stopped mid-backlog (at {at})");
+    assert_eq!(site.counter_file(), at.to_string());
+    assert_eq!(
+        site.files_in(&site.site_dir().join("applied")).len() as u64,
+        at
+    );
+    assert_eq!(
+        site.replica_fingerprint().await,
+        site.expected_fingerprint(at).await
+    );
+
+    // Started again, it catches up, then picks up archives that appear while it runs.
+    let mut daemon = start();
+    crate::support::wait_until_async(
+        Duration::from_secs(120),
+        "the daemon to catch up",
+        || async { site.counter().await == 1500 },
+    )
+    .await;
+    site.publish(1501, 1510, Format::Copy22);
+    crate::support::wait_until_async(
+        Duration::from_secs(30),
+        "the new archives to be applied",
+        || async { site.counter().await == 1510 },
+    )
+    .await;
+    assert_eq!(
+        site.replica_fingerprint().await,
+        site.expected_fingerprint(1510).await
+    );
+    crate::support::wait_until(
+        Duration::from_secs(10),
+        "metrics to show counter 1510",
+        || scrape(metrics_port).contains("slony_receiver_counter 1510\n"),
+    );
+    let metrics = scrape(metrics_port);
+    assert!(
+        metrics.contains("slony_receiver_errors_total 0\n"),
+        "{metrics}"
+    );
+
+    // SIGHUP with a broken config: refused, the daemon keeps running on the old one.
+    std::fs::write(&site.config, "cluster = \"lab\"\nbogus = 1\n").unwrap();
+    daemon.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        daemon.0.try_wait().unwrap().is_none(),
+        "still running after a bad reload"
+    );
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0));
+    let logs: String = std::fs::read_dir(&*site.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("daemon-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(logs.contains("configuration NOT reloaded"), "{logs}");
+    assert!(logs.contains("shut down cleanly"), "{logs}");
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_runs_housekeeping_on_its_schedule() {
+    let site = Site::new("pull-schedule", 30).await;
+    let mut text = std::fs::read_to_string(&site.config).unwrap();
+    text = text.replace(
+        "vacuum_every = 50",
+        "vacuum_every = 50\npoll_interval_secs = 1",
+    );
+    text.push_str("[housekeeping]\nbatch_size = 10\nschedule = \"*/2 * * * * *\"\n");
+    std::fs::write(&site.config, &text).unwrap();
+    site.publish(1, 30, Format::Copy22);
+    let mut daemon = Daemon(
+        Command::new(bin_path("slony-receiver"))
+            .args(["pull", "--config", site.config.to_str().unwrap()])
+            .stderr(std::fs::File::create(site.dir.join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let batches = site.site_dir().join("batches");
+    crate::support::wait_until(
+        Duration::from_secs(60),
+        "scheduled housekeeping to pack the applied archives",
+        || site.files_in(&batches).len() == 3,
+    );
+    assert_eq!(
+        site.files_in(&batches),
+        vec![
+            "slony_logs_1-10.tar.gz",
+            "slony_logs_11-20.tar.gz",
+            "slony_logs_21-30.tar.gz"
+        ]
+    );
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0));
+    assert_eq!(site.counter().await, 30);
+}

@@ -33,6 +33,12 @@ pub async fn run(cfg: &ReceiverConfig) -> anyhow::Result<u8> {
         }
         Err(e) => return Err(e).context("taking the run lock"),
     };
+    run_locked(cfg).await
+}
+
+/// Housekeeping for a caller that already holds the run lock (the pull daemon, on its
+/// schedule).
+pub async fn run_locked(cfg: &ReceiverConfig) -> anyhow::Result<u8> {
     let die = cfg.die_file();
     if die.exists() {
         tracing::info!(file = %die.display(), "paused: the die file is present; housekeeping does nothing");

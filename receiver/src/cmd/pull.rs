@@ -4,21 +4,32 @@
 //! runs, sleeps the poll interval, and runs again; SIGTERM or SIGINT end it between
 //! archives, never inside one. After a failure it waits longer before the next attempt
 //! (doubling, capped at 5 minutes) and returns to the poll interval once a run succeeds.
+//! SIGHUP reloads the configuration between runs (a bad file is refused and the old one
+//! kept). The daemon can also run housekeeping on `[housekeeping] schedule` and serve
+//! Prometheus metrics on `[pull] metrics_listen`.
 
 use crate::exit;
+use crate::metrics::{self, Metrics};
 use crate::pull::{self, PullError, Report};
 use anyhow::Context;
 use slony_shared::alert::{Alerter, Failure};
 use slony_shared::config::ReceiverConfig;
 use slony_shared::lock::{LockError, RunLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// Longest wait between attempts while failures persist.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-/// Runs `pull`; returns the exit code.
-pub async fn run(cfg: &ReceiverConfig, once: bool, fail_if_paused: bool) -> anyhow::Result<u8> {
+/// Runs `pull`; returns the exit code. `reload` reads the configuration again (SIGHUP).
+pub async fn run(
+    cfg: &ReceiverConfig,
+    reload: impl Fn() -> anyhow::Result<ReceiverConfig>,
+    once: bool,
+    fail_if_paused: bool,
+) -> anyhow::Result<u8> {
     std::fs::create_dir_all(&cfg.local.log_dir).with_context(|| {
         format!(
             "creating local log directory {}",
@@ -56,14 +67,21 @@ pub async fn run(cfg: &ReceiverConfig, once: bool, fail_if_paused: bool) -> anyh
         return Ok(conclude(cfg, &alerter, result));
     }
 
+    let mut cfg = cfg.clone();
+    let mut alerter = alerter;
+    let metrics = Arc::new(Metrics::default());
+    let mut metrics_task = serve_metrics(&cfg, &metrics);
+    let mut hangup = hangup_signal()?;
+    let mut next_housekeeping = next_housekeeping(&cfg);
     let mut backoff = cfg.pull.poll_interval;
     let mut stop = stop_rx.clone();
     loop {
-        let wait = if paused(cfg) {
+        let wait = if paused(&cfg) {
             cfg.pull.poll_interval
         } else {
-            let code = conclude(cfg, &alerter, pull::run_once(cfg, stop_rx.clone()).await);
-            if code == exit::OK {
+            let result = pull::run_once(&cfg, stop_rx.clone()).await;
+            record_metrics(&metrics, &result);
+            if conclude(&cfg, &alerter, result) == exit::OK {
                 backoff = cfg.pull.poll_interval;
                 backoff
             } else {
@@ -76,16 +94,107 @@ pub async fn run(cfg: &ReceiverConfig, once: bool, fail_if_paused: bool) -> anyh
         if *stop.borrow() {
             break;
         }
+        if next_housekeeping.is_some_and(|at| at <= chrono::Utc::now()) {
+            if !paused(&cfg) {
+                match super::housekeeping::run_locked(&cfg).await {
+                    Ok(code) if code == exit::OK => {}
+                    Ok(code) => tracing::warn!(code, "scheduled housekeeping reported a problem"),
+                    Err(e) => tracing::error!("scheduled housekeeping failed: {e:#}"),
+                }
+            }
+            next_housekeeping = next_housekeeping_after(&cfg, chrono::Utc::now());
+        }
+        let until_housekeeping = next_housekeeping
+            .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
+            .unwrap_or(wait);
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(wait.min(until_housekeeping)) => {}
             _ = stop.changed() => {}
+            _ = hangup.recv() => match reload().and_then(|new| compatible(&cfg, new)) {
+                Ok(new) => {
+                    tracing::info!(config = %new.source.display(), "configuration reloaded");
+                    alerter = Alerter::new(&new.alert, new.alert_state_file(), context(&new));
+                    if new.pull.metrics_listen != cfg.pull.metrics_listen {
+                        if let Some(task) = metrics_task.take() {
+                            task.abort();
+                        }
+                        metrics_task = serve_metrics(&new, &metrics);
+                    }
+                    cfg = new;
+                    next_housekeeping = next_housekeeping_after(&cfg, chrono::Utc::now());
+                    backoff = cfg.pull.poll_interval;
+                }
+                Err(e) => tracing::error!("configuration NOT reloaded, keeping the running one: {e:#}"),
+            },
         }
         if *stop.borrow() {
             break;
         }
     }
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     tracing::info!("shut down cleanly");
     Ok(exit::OK)
+}
+
+/// A reloaded config may change anything but what the held lock and the files stand for.
+fn compatible(old: &ReceiverConfig, new: ReceiverConfig) -> anyhow::Result<ReceiverConfig> {
+    if new.lock_file() != old.lock_file() || new.site_dir() != old.site_dir() {
+        anyhow::bail!(
+            "cluster, node and local.log_dir cannot change while the daemon runs (it holds {}); restart it instead",
+            old.lock_file().display()
+        );
+    }
+    Ok(new)
+}
+
+/// The next scheduled housekeeping, if the config schedules one.
+fn next_housekeeping(cfg: &ReceiverConfig) -> Option<chrono::DateTime<chrono::Utc>> {
+    next_housekeeping_after(cfg, chrono::Utc::now())
+}
+
+fn next_housekeeping_after(
+    cfg: &ReceiverConfig,
+    after: chrono::DateTime<chrono::Utc>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let at = cfg.housekeeping.schedule.as_ref()?.after(&after).next();
+    if let Some(at) = at {
+        tracing::info!(at = %at, "next scheduled housekeeping");
+    }
+    at
+}
+
+/// Starts the metrics endpoint if the config asks for one.
+fn serve_metrics(cfg: &ReceiverConfig, metrics: &Arc<Metrics>) -> Option<JoinHandle<()>> {
+    let addr = cfg.pull.metrics_listen?;
+    let metrics = metrics.clone();
+    Some(tokio::spawn(async move {
+        if let Err(e) = metrics::serve(addr, metrics).await {
+            tracing::error!(%addr, "cannot serve metrics: {e}");
+        }
+    }))
+}
+
+fn record_metrics(metrics: &Metrics, result: &Result<Report, PullError>) {
+    match result {
+        Ok(r) => metrics.success(
+            r.to.0,
+            r.applied,
+            r.fetched_bytes,
+            r.last_created
+                .as_deref()
+                .and_then(super::status::parse_timestamp)
+                .map(|micros| micros / 1_000_000),
+        ),
+        Err(_) => metrics.failure(),
+    }
+}
+
+/// SIGHUP, for reloading the configuration.
+fn hangup_signal() -> anyhow::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")
 }
 
 /// True (and logged once) when the pause file exists.

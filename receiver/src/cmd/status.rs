@@ -235,7 +235,7 @@ fn quoted(s: &str) -> Option<(&str, &str)> {
 /// with a zone such as `+00`, `-05:30` or `Z`, and `T` accepted as the separator) into
 /// microseconds since the Unix epoch, reading the wall clock as UTC and ignoring the zone
 /// (see the module doc for why). `None` for anything else (`infinity`, BC dates, junk).
-fn parse_timestamp(s: &str) -> Option<i64> {
+pub(crate) fn parse_timestamp(s: &str) -> Option<i64> {
     let s = s.trim();
     let (date, time) = s.split_once([' ', 'T'])?;
     let mut d = date.splitn(3, '-');

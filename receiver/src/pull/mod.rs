@@ -160,6 +160,8 @@ pub struct Report {
     pub fetched_bytes: u64,
     /// True if the run stopped because the pause file appeared or shutdown was asked.
     pub interrupted: bool,
+    /// When the provider created the last archive applied (as the archive says).
+    pub last_created: Option<String>,
 }
 
 /// The replica's position, read from `sl_archive_tracking`.
@@ -506,6 +508,7 @@ pub async fn run_once(
             report.fetched_bytes += fetched.fetched_bytes;
             report.to = fetched.name.counter;
             report.applied += 1;
+            report.last_created = Some(fetched.header.created.clone());
             record::move_to_applied(&fetched.path, &cfg.applied_dir(), &fetched.name)
                 .map_err(local_err("moving applied archive", &fetched.path))?;
             tracing::debug!(counter = report.to.0, created = %fetched.header.created, "applied");

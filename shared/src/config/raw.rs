@@ -67,6 +67,7 @@ pub struct RawPull {
     pub fetch_ahead: Option<usize>,
     pub vacuum_every: Option<u64>,
     pub group_commit: Option<usize>,
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -75,6 +76,7 @@ pub struct RawHousekeeping {
     pub batch_size: Option<u64>,
     pub keep_days: Option<u64>,
     pub keep_count: Option<u64>,
+    pub schedule: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -100,6 +100,8 @@ pub struct PullConfig {
     /// Archives applied in one transaction (each in its own savepoint; 1 = one
     /// transaction per archive). Only archives already fetched are grouped.
     pub group_commit: usize,
+    /// Daemon mode: where to serve Prometheus metrics (`GET /metrics`); None: off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Housekeeping of applied archives.
@@ -112,6 +114,9 @@ pub struct HousekeepingConfig {
     /// Keep at most this many batches, the newest by counter (None: keep all; 0: keep
     /// none, so applied archives are deleted once packed).
     pub keep_count: Option<usize>,
+    /// When the pull daemon runs housekeeping itself (a cron expression, seconds first),
+    /// so a site needs no separate crontab; None: only when `housekeeping` is run.
+    pub schedule: Option<cron::Schedule>,
 }
 
 /// SMTP transport security.
@@ -388,6 +393,16 @@ impl ReceiverConfig {
             fetch_ahead,
             vacuum_every: raw.pull.vacuum_every.unwrap_or(100).max(1),
             group_commit,
+            metrics_listen: match raw.pull.metrics_listen {
+                None => None,
+                Some(a) => Some(a.parse().map_err(|_| {
+                    invalid(
+                        p,
+                        "pull.metrics_listen",
+                        format!("{a:?} is not an address:port (e.g. \"127.0.0.1:9187\")"),
+                    )
+                })?),
+            },
         };
 
         let batch_size = raw.housekeeping.batch_size.unwrap_or(5000);
@@ -397,6 +412,16 @@ impl ReceiverConfig {
         let housekeeping = HousekeepingConfig {
             batch_size,
             keep_days: raw.housekeeping.keep_days,
+            schedule: match raw.housekeeping.schedule {
+                None => None,
+                Some(expr) => Some(expr.parse::<cron::Schedule>().map_err(|e| {
+                    invalid(
+                        p,
+                        "housekeeping.schedule",
+                        format!("{expr:?} is not a cron expression ({e}); write seconds first, e.g. \"0 17 3 * * *\" for 03:17:00 daily"),
+                    )
+                })?),
+            },
             keep_count: match raw.housekeeping.keep_count {
                 Some(n) => Some(
                     usize::try_from(n)
