@@ -25,6 +25,20 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Cut every complete archive of archive_dir into the site directories, then exit
+    /// (what `run` does continuously; refused while `run` is running).
+    Cut {
+        /// The TOML configuration.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Pack each site's archives into tar.gz batches and delete what the retention
+    /// policy no longer keeps.
+    Housekeeping {
+        /// The TOML configuration.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Show the sites, their tables and the requests in progress.
     Status {
         /// The TOML configuration.

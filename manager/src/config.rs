@@ -23,8 +23,18 @@ struct RawManager {
     site_log_dir: Option<PathBuf>,
     allow_drop: Option<bool>,
     rescan_interval_secs: Option<u64>,
+    archive_dir: Option<PathBuf>,
     #[serde(default)]
     database: RawDatabase,
+    #[serde(default)]
+    housekeeping: RawHousekeeping,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHousekeeping {
+    batch_size: Option<u64>,
+    retention_days: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -59,7 +69,25 @@ pub struct ManagerConfig {
     pub rescan_interval: Duration,
     /// The provider database (the Slony node whose `slon -a` writes the archives).
     pub database: DatabaseConfig,
+    /// Where `slon -a` writes the provider's archives; the cutter splits them into the
+    /// per-site directories. `None`: the cutter is off (something else fills them).
+    pub archive_dir: Option<PathBuf>,
+    /// `housekeeping`: batches and retention of the per-site directories.
+    pub housekeeping: HousekeepingConfig,
 }
+
+/// `[housekeeping]`: how `slony-manager housekeeping` packs and prunes site directories.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HousekeepingConfig {
+    /// Archives per `slony_logs_<from>-<to>.tar.gz` batch (ranges aligned to multiples).
+    pub batch_size: u64,
+    /// Batches and archives older than this many days are deleted (the sites have
+    /// fetched them long before); `None` keeps everything.
+    pub retention_days: Option<u64>,
+}
+
+/// Largest accepted batch size.
+const MAX_BATCH_SIZE: u64 = 1_000_000;
 
 /// The provider PostgreSQL connection.
 #[derive(Debug, Clone)]
@@ -145,6 +173,28 @@ impl ManagerConfig {
         let trigger_dir = dir(p, &base, "trigger_dir", raw.trigger_dir)?;
         let subscribers_dir = dir(p, &base, "subscribers_dir", raw.subscribers_dir)?;
         let site_log_dir = dir(p, &base, "site_log_dir", raw.site_log_dir)?;
+        let archive_dir = match raw.archive_dir {
+            Some(d) => Some(dir(p, &base, "archive_dir", Some(d))?),
+            None => None,
+        };
+        if let Some(a) = &archive_dir {
+            for (other, key) in [
+                (&trigger_dir, "trigger_dir"),
+                (&subscribers_dir, "subscribers_dir"),
+                (&site_log_dir, "site_log_dir"),
+            ] {
+                if a == other || a.starts_with(other) || other.starts_with(a) {
+                    return Err(invalid(
+                        p,
+                        "archive_dir",
+                        format!(
+                            "must be a separate directory, not inside or around {key} ({})",
+                            other.display()
+                        ),
+                    ));
+                }
+            }
+        }
         // Each directory's entries mean something different: sharing one would make the
         // manager read its own state files as triggers (or a site's archives as state).
         for (a, ka, b, kb) in [
@@ -236,6 +286,27 @@ impl ManagerConfig {
             connect_timeout: Duration::from_secs(d.connect_timeout_secs.unwrap_or(10).max(1)),
         };
 
+        let h = raw.housekeeping;
+        let batch_size = h.batch_size.unwrap_or(5000);
+        if batch_size == 0 || batch_size > MAX_BATCH_SIZE {
+            return Err(invalid(
+                p,
+                "housekeeping.batch_size",
+                format!("must be between 1 and {MAX_BATCH_SIZE}"),
+            ));
+        }
+        let retention_days = match h.retention_days.unwrap_or(7) {
+            0 => None,
+            d if d > 36_500 => {
+                return Err(invalid(
+                    p,
+                    "housekeeping.retention_days",
+                    "must be at most 36500 (0 keeps everything)",
+                ))
+            }
+            d => Some(d),
+        };
+
         Ok(ManagerConfig {
             source: path.to_path_buf(),
             cluster,
@@ -245,6 +316,11 @@ impl ManagerConfig {
             allow_drop: raw.allow_drop.unwrap_or(false),
             rescan_interval: Duration::from_secs(secs),
             database,
+            archive_dir,
+            housekeeping: HousekeepingConfig {
+                batch_size,
+                retention_days,
+            },
         })
     }
 
@@ -313,6 +389,14 @@ dbname = "jsoc"
         assert!(c.database.conninfo.contains("dbname='jsoc'"));
         assert!(c.database.conninfo.contains("host='localhost'"));
         assert!(c.database.conninfo.contains("port=5432"));
+        assert_eq!(c.archive_dir, None);
+        assert_eq!(
+            c.housekeeping,
+            HousekeepingConfig {
+                batch_size: 5000,
+                retention_days: Some(7)
+            }
+        );
         let n = NodeName::new("site1").unwrap();
         assert_eq!(
             c.state_file(&n),
@@ -332,7 +416,7 @@ dbname = "jsoc"
     fn options_are_read() {
         let text = MINIMAL.replace(
             "[database]",
-            "allow_drop = true\nrescan_interval_secs = 3\n[database]\nport = 5433\npassword_env = \"SLONY_MANAGER_TEST_PW\"",
+            "allow_drop = true\nrescan_interval_secs = 3\narchive_dir = \"archive\"\n[housekeeping]\nbatch_size = 100\nretention_days = 0\n[database]\nport = 5433\npassword_env = \"SLONY_MANAGER_TEST_PW\"",
         );
         std::env::set_var("SLONY_MANAGER_TEST_PW", "secret");
         let c = parse(&text).unwrap();
@@ -340,6 +424,9 @@ dbname = "jsoc"
         assert_eq!(c.rescan_interval, Duration::from_secs(3));
         assert!(c.database.conninfo.contains("port=5433"));
         assert_eq!(c.database.password.as_deref(), Some("secret"));
+        assert_eq!(c.archive_dir, Some(PathBuf::from("/etc/slony/archive")));
+        assert_eq!(c.housekeeping.batch_size, 100);
+        assert_eq!(c.housekeeping.retention_days, None);
     }
 
     #[test]
@@ -392,6 +479,32 @@ url = "postgresql://slony@127.0.0.1:5432/jsoc"
             (MINIMAL.replace("user = \"slony\"", ""), "database.user"),
             (
                 MINIMAL.replace(
+                    "[database]",
+                    "archive_dir = \"/srv/slony/site_logs/x\"\n[database]",
+                ),
+                "archive_dir",
+            ),
+            (
+                MINIMAL.replace("[database]", "archive_dir = \"/srv/slony\"\n[database]"),
+                "archive_dir",
+            ),
+            (
+                MINIMAL.replace("[database]", "[housekeeping]\nbatch_size = 0\n[database]"),
+                "housekeeping.batch_size",
+            ),
+            (
+                MINIMAL.replace(
+                    "[database]",
+                    "[housekeeping]\nretention_days = 99999\n[database]",
+                ),
+                "housekeeping.retention_days",
+            ),
+            (
+                MINIMAL.replace("[database]", "[housekeeping]\nkeep = 1\n[database]"),
+                "keep",
+            ),
+            (
+                MINIMAL.replace(
                     "dbname = \"jsoc\"",
                     "dbname = \"jsoc\"\nurl = \"postgresql://x/y\"",
                 ),
@@ -416,5 +529,8 @@ url = "postgresql://slony@127.0.0.1:5432/jsoc"
         let text = include_str!("../../etc/manager.toml.example");
         let c = parse(text).unwrap();
         assert!(!c.allow_drop);
+        assert_eq!(c.archive_dir, Some(PathBuf::from("/srv/slony/archive")));
+        assert_eq!(c.housekeeping.batch_size, 5000);
+        assert_eq!(c.housekeeping.retention_days, Some(7));
     }
 }

@@ -15,6 +15,10 @@ what is running:
 - a protocol file whose node name is invalid → moved into `<trigger_dir>/rejected/`
   under a generated name (the bad name is never used in any other path).
 
+With `archive_dir` set, the archive cutter ([`crate::cutter`]) runs beside the loop on a
+thread of its own, following slon's archive directory with its own watcher and rescan,
+and stops (after committing the group it is cutting) on the first signal.
+
 Each site's request runs in its own task, so one slow or failing site never blocks
 another. On the first signal no new step starts and the running steps finish (a SQL
 generation in progress completes); a second signal aborts them (an interrupted
@@ -22,6 +26,7 @@ generation is redone after the restart).
 */
 
 use crate::config::ManagerConfig;
+use crate::cutter::Cutter;
 use crate::flow::{self, Accepted, Progress};
 use crate::fsutil;
 use crate::request::{Record, RequestState};
@@ -86,6 +91,15 @@ pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
             );
         }
     }
+    if let Some(dir) = &cfg.archive_dir {
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "archive_dir {} is not a directory (config {})",
+                dir.display(),
+                cfg.source.display()
+            );
+        }
+    }
     let _lock = RunLock::try_acquire(&cfg.subscribers_dir.join("slony-manager.lock"))?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -132,6 +146,12 @@ pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
         "slony-manager started"
     );
 
+    // The cutter is blocking file work: it runs on a thread of its own.
+    let cutter = match d.cfg.archive_dir {
+        Some(_) => Some(Cutter::spawn(Arc::clone(&d.cfg))?),
+        None => None,
+    };
+
     let mut tick = tokio::time::interval(d.cfg.rescan_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -147,7 +167,15 @@ pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
         }
     }
     drop(watcher);
+    let cutter_stopped = tokio::task::spawn_blocking(move || {
+        if let Some(c) = cutter {
+            c.stop();
+        }
+    });
     d.stop(&mut sigterm, &mut sigint).await;
+    if let Err(e) = cutter_stopped.await {
+        tracing::error!(error = %e, "stopping the cutter");
+    }
     tracing::info!("slony-manager stopped");
     Ok(0)
 }

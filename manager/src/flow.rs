@@ -315,7 +315,14 @@ fn finish(
     let current = cfg.site_dir(node);
     let new = cfg.new_site_dir(node);
     let done = if success {
-        site::promote(&current, &new, &cfg.old_site_dir(node))?;
+        {
+            // Under the cutter's lock: the copies from `since` on are re-cut with the new
+            // list (see crate::cutter), and no cut straddles the rename.
+            let _lists = crate::cutter::lock_lists();
+            crate::cutter::prepare_promotion(cfg, node)?;
+            site::promote(&current, &new, &cfg.old_site_dir(node))?;
+        }
+        crate::cutter::kick();
         let logs = cfg.site_log_dir(node);
         std::fs::create_dir_all(&logs)
             .with_context(|| format!("creating the site's archive directory {}", logs.display()))?;

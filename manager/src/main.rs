@@ -13,14 +13,18 @@
 //! - [`flow`]: the steps of a request (accept, generate, publish, finish).
 //! - [`site`]: a site's table list and how a request changes it.
 //! - [`sqlgen`]: the snapshot SQL (tracking schema, tables, data).
+//! - [`cutter`]: the per-site archive streams cut from slon's archive directory.
+//! - [`housekeeping`]: the `housekeeping` command: batches and retention per site.
 //! - [`status`]: the `status` command.
 //! - [`fsutil`]: atomic writes and idempotent removals.
 
 mod cli;
 mod config;
+mod cutter;
 mod daemon;
 mod flow;
 mod fsutil;
+mod housekeeping;
 mod request;
 mod site;
 mod sqlgen;
@@ -69,6 +73,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 .build()
                 .context("starting the async runtime")?;
             runtime.block_on(daemon::run(cfg))
+        }
+        Command::Cut { config } => {
+            let cfg = ManagerConfig::load(&config)?;
+            cutter::run_once(&cfg)
+        }
+        Command::Housekeeping { config } => {
+            let cfg = ManagerConfig::load(&config)?;
+            housekeeping::run(&cfg)
         }
         Command::Status { config, json } => {
             let cfg = ManagerConfig::load(&config)?;

@@ -26,6 +26,8 @@ struct SiteStatus {
     since: Option<u64>,
     /// Newest archive counter in `<site_log_dir>/<node>/` (files and batches).
     newest_archive: Option<u64>,
+    /// Last counter the cutter cut for the site (`cut_counter`), if it runs.
+    cut_counter: Option<u64>,
     /// Why the table list could not be read.
     error: Option<String>,
 }
@@ -93,6 +95,10 @@ fn collect(cfg: &ManagerConfig) -> anyhow::Result<Report> {
                 tables: tables.iter().map(ToString::to_string).collect(),
                 since: site::read_since(&path).map(|c| c.0),
                 newest_archive: newest_archive(&cfg.site_log_dir(&node)),
+                cut_counter: crate::cutter::read_cut_counter(&path)
+                    .ok()
+                    .flatten()
+                    .map(|c| c.0),
                 error,
             });
         } else if let Some(node) = name
@@ -176,11 +182,12 @@ fn print_text(r: &Report) {
     for s in &r.sites {
         let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
         println!(
-            "  {:<20} tables {:>4}  since {:>10}  newest archive {:>10}",
+            "  {:<20} tables {:>4}  since {:>10}  newest archive {:>10}  cut up to {:>10}",
             s.name,
             s.table_count,
             opt(s.since),
-            opt(s.newest_archive)
+            opt(s.newest_archive),
+            opt(s.cut_counter)
         );
         if let Some(e) = &s.error {
             println!("    error: {e}");

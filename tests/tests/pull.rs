@@ -811,7 +811,7 @@ async fn daemon_stops_cleanly_mid_backlog_then_follows_new_archives() {
     );
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0));
-    let logs: String = std::fs::read_dir(&*site.dir.path())
+    let logs: String = std::fs::read_dir(site.dir.path())
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with("daemon-"))

@@ -4,8 +4,10 @@
 //! - [`parse`]: splitting an archive into statements and COPY data, streaming.
 //! - [`envelope`]: the structure every archive must have, checked while applying.
 //! - [`check`]: the quick completeness check done right after a download.
+//! - [`cut`]: a site's copy of an archive, holding only the site's tables (provider side).
 
 pub mod check;
+pub mod cut;
 pub mod envelope;
 pub mod name;
 pub mod parse;

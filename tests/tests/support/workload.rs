@@ -500,14 +500,14 @@ pub fn generate_extra(archives: u64, seed: u64) -> Vec<Vec<ExtraChange>> {
     let mut out = Vec::new();
     for n in 1..=archives {
         let mut changes = Vec::new();
-        if n % 97 == 0 {
+        if n.is_multiple_of(97) {
             changes.push(ExtraChange::TruncateT4);
             live4.clear();
         }
         if n % 50 == 25 {
             changes.push(ExtraChange::CommentT3(format!("rev {n}: it's; fine")));
         }
-        let count = if n % 7 == 0 { 0 } else { rng.below(4) };
+        let count = if n.is_multiple_of(7) { 0 } else { rng.below(4) };
         for _ in 0..count {
             match rng.below(10) {
                 0..=3 => {

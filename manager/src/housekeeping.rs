@@ -1,0 +1,513 @@
+/*!
+`slony-manager housekeeping`: packs each site's archives into
+`slony_logs_<from>-<to>.tar.gz` batches and applies the retention policy.
+
+For every site of `<subscribers_dir>` (a directory with a valid site name), in
+`<site_log_dir>/<node>/`:
+
+- **Packing.** Batches are aligned to multiples of `[housekeeping] batch_size` (N):
+  `k*N+1 ..= (k+1)*N`, so every run produces the same names. Only a complete run of
+  loose archives is packed; the first batch of a site that started in the middle of a
+  range (its first counter is its `since`) begins at that first counter. Only archives
+  below the site's `cut_counter` are packed: the newest archive cut stays loose, so a
+  batch never holds a counter a later subscription change could have to cut again (see
+  [`crate::cutter`]). [`batch::write_batch`] reads the batch back and compares it with
+  the archives before it gets its final name; only then are the loose archives deleted.
+  A batch found beside loose copies of its members (a run interrupted between the two
+  steps) is verified again before those copies go. The batch file's mtime is set to its
+  newest archive's, so its age is the age of its data.
+- **Retention.** Batches and loose archives older than `[housekeeping] retention_days`
+  (default 7) are deleted: a site fetches its archives within minutes of their cut, so
+  a week leaves room for a site that was down for days; a site away for longer must be
+  re-subscribed. `retention_days = 0` keeps everything.
+- A site whose subscription is being changed (`<node>.new/` or `<node>.request.json`
+  exists) is skipped entirely: its directory is about to be re-cut from `since` on.
+
+One bad site does not stop the others: its error is reported and the exit code is 1.
+The command takes its own lock, so two runs never overlap; it runs beside `run`.
+*/
+
+use crate::config::ManagerConfig;
+use crate::cutter::read_cut_counter;
+use crate::fsutil;
+use anyhow::Context;
+use slony_shared::archive::name::{classify, ArchiveName, BatchName, Entry};
+use slony_shared::batch;
+use slony_shared::counter::Counter;
+use slony_shared::ident::NodeName;
+use slony_shared::lock::RunLock;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// One day, for `retention_days`.
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// What [`plan_packing`] decided.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PackPlan {
+    /// Batches on disk whose members (these counters) also lie loose: verify, then
+    /// delete the loose copies.
+    pub recover: Vec<(BatchName, Vec<Counter>)>,
+    /// Complete runs to pack, in counter order.
+    pub pack: Vec<BatchName>,
+}
+
+/// The aligned range `k*n+1 ..= (k+1)*n` holding counter `c` (at least 1).
+pub fn aligned_range(c: Counter, n: u64) -> BatchName {
+    let from = (c.0.saturating_sub(1) / n) * n + 1;
+    BatchName {
+        from: Counter(from),
+        to: Counter(from.saturating_add(n - 1)),
+    }
+}
+
+fn overlaps(a: BatchName, b: BatchName) -> bool {
+    a.from <= b.to && b.from <= a.to
+}
+
+/// Decides what to pack. `loose` are the archives in the site directory, `batches` the
+/// batches there, `upper` the highest counter that may be packed.
+///
+/// # Panics
+///
+/// If `batch_size` is 0 (the configuration refuses it).
+pub fn plan_packing(
+    loose: &BTreeSet<Counter>,
+    batches: &[BatchName],
+    batch_size: u64,
+    upper: Counter,
+) -> PackPlan {
+    assert!(batch_size > 0, "batch_size must be at least 1");
+    let mut plan = PackPlan::default();
+    let mut claimed = BTreeSet::new();
+    let mut sorted = batches.to_vec();
+    sorted.sort();
+    for b in sorted.iter().filter(|b| b.to <= upper) {
+        let members: Vec<Counter> = loose
+            .range(b.from..=b.to)
+            .filter(|c| !claimed.contains(*c))
+            .copied()
+            .collect();
+        if !members.is_empty() {
+            claimed.extend(members.iter().copied());
+            plan.recover.push((*b, members));
+        }
+    }
+    // The site's first counter: a batch starting there may be shorter than the range.
+    let first = loose
+        .iter()
+        .next()
+        .copied()
+        .into_iter()
+        .chain(sorted.iter().map(|b| b.from))
+        .min();
+    let Some(first) = first else {
+        return plan;
+    };
+    let ranges: BTreeSet<BatchName> = loose
+        .range(..=upper)
+        .filter(|c| !claimed.contains(*c))
+        .map(|c| aligned_range(*c, batch_size))
+        .collect();
+    for r in ranges {
+        let tail = BatchName {
+            from: r.from.max(first),
+            to: r.to,
+        };
+        if tail.to > upper || sorted.iter().any(|b| overlaps(*b, tail)) {
+            continue;
+        }
+        let present = loose.range(tail.from..=tail.to).count() as u64;
+        if present == tail.to.0 - tail.from.0 + 1 {
+            plan.pack.push(tail);
+        }
+    }
+    plan
+}
+
+/// What happened to one site.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SiteSummary {
+    /// Batches written.
+    pub packed: u64,
+    /// Archives packed (and deleted loose).
+    pub archives_packed: u64,
+    /// Loose copies of batch members deleted after verifying the batch again.
+    pub recovered: u64,
+    /// Batches deleted by the retention policy.
+    pub batches_expired: u64,
+    /// Loose archives deleted by the retention policy.
+    pub archives_expired: u64,
+    /// Why the site was skipped, if it was.
+    pub skipped: Option<String>,
+}
+
+/// Runs housekeeping for every site; prints one line per site.
+///
+/// # Returns
+///
+/// The exit code: 0, or 1 when a site failed.
+///
+/// # Errors
+///
+/// Another housekeeping run holds the lock, or the subscribers directory cannot be read.
+pub fn run(cfg: &ManagerConfig) -> anyhow::Result<u8> {
+    let _lock = RunLock::try_acquire(&cfg.subscribers_dir.join("slony-manager-housekeeping.lock"))?;
+    let now = SystemTime::now();
+    let mut failed = 0;
+    for node in sites(&cfg.subscribers_dir)? {
+        match site(cfg, &node, now) {
+            Ok(s) => {
+                if let Some(why) = &s.skipped {
+                    tracing::info!(%node, reason = %why, "housekeeping skipped");
+                    println!("{node}: skipped ({why})");
+                } else {
+                    tracing::info!(
+                        %node,
+                        batches = s.packed,
+                        archives = s.archives_packed,
+                        recovered = s.recovered,
+                        batches_expired = s.batches_expired,
+                        archives_expired = s.archives_expired,
+                        "housekeeping done"
+                    );
+                    println!(
+                        "{node}: packed {} archives into {} batches, {} loose copies of batches removed, expired {} batches and {} archives",
+                        s.archives_packed, s.packed, s.recovered, s.batches_expired, s.archives_expired
+                    );
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                tracing::error!(%node, error = %format!("{e:#}"), "housekeeping failed for this site");
+                println!("{node}: FAILED: {e:#}");
+            }
+        }
+    }
+    Ok(u8::from(failed > 0))
+}
+
+/// The sites: directories of `subscribers_dir` with a valid site name.
+fn sites(dir: &Path) -> anyhow::Result<Vec<NodeName>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        if let Some(node) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| NodeName::new(n).ok())
+        {
+            if entry.path().is_dir() {
+                out.push(node);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Housekeeping of one site.
+///
+/// # Errors
+///
+/// Listing, packing or deleting failed (what was done before stays done).
+pub fn site(cfg: &ManagerConfig, node: &NodeName, now: SystemTime) -> anyhow::Result<SiteSummary> {
+    let mut summary = SiteSummary::default();
+    if fsutil::exists(&cfg.new_site_dir(node)) || fsutil::exists(&cfg.state_file(node)) {
+        summary.skipped = Some("a subscription change is in progress".into());
+        return Ok(summary);
+    }
+    let dir = cfg.site_log_dir(node);
+    if !dir.is_dir() {
+        summary.skipped = Some(format!("{} does not exist yet", dir.display()));
+        return Ok(summary);
+    }
+    let (loose, batches) = list(&dir)?;
+    // Never the newest archive cut (see the module doc).
+    let newest = match read_cut_counter(&cfg.site_dir(node))? {
+        Some(c) => Some(c),
+        None => loose.keys().next_back().copied(),
+    };
+    let Some(newest) = newest else {
+        return Ok(summary);
+    };
+    let upper = Counter(newest.0.saturating_sub(1));
+    let counters: BTreeSet<Counter> = loose.keys().copied().collect();
+    let batch_names: Vec<BatchName> = batches.keys().copied().collect();
+    let plan = plan_packing(&counters, &batch_names, cfg.housekeeping.batch_size, upper);
+
+    let members = |from: Counter, to: Counter| -> Vec<(ArchiveName, PathBuf)> {
+        loose.range(from..=to).map(|(_, m)| m.clone()).collect()
+    };
+    for (b, counters) in &plan.recover {
+        let expected: Vec<(ArchiveName, PathBuf)> = counters
+            .iter()
+            .filter_map(|c| loose.get(c).cloned())
+            .collect();
+        let path = &batches[b];
+        batch::verify_batch(path, &expected).with_context(|| {
+            format!(
+                "{} lies beside loose copies of its archives that differ from it; both kept",
+                path.display()
+            )
+        })?;
+        for (_, p) in &expected {
+            fsutil::remove_file(p)?;
+        }
+        summary.recovered += expected.len() as u64;
+    }
+    let mut packed_paths = Vec::new();
+    for b in &plan.pack {
+        let list = members(b.from, b.to);
+        let newest_mtime = list
+            .iter()
+            .filter_map(|(_, p)| p.metadata().and_then(|m| m.modified()).ok())
+            .max();
+        let path = batch::write_batch(&dir, *b, &list)
+            .with_context(|| format!("packing {b} for {node}"))?;
+        if let Some(t) = newest_mtime {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(t))
+                .with_context(|| format!("setting the mtime of {}", path.display()))?;
+        }
+        for (_, p) in &list {
+            fsutil::remove_file(p)?;
+        }
+        summary.packed += 1;
+        summary.archives_packed += list.len() as u64;
+        packed_paths.push(path);
+    }
+
+    // Retention: by mtime, never beyond `upper`.
+    if let Some(days) = cfg.housekeeping.retention_days {
+        let limit = now
+            .checked_sub(DAY * u32::try_from(days).unwrap_or(u32::MAX))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let (loose, batches) = list(&dir)?;
+        let old = |p: &Path| {
+            p.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < limit)
+        };
+        for (b, p) in &batches {
+            if b.to <= upper && old(p) {
+                fsutil::remove_file(p)?;
+                summary.batches_expired += 1;
+            }
+        }
+        for (c, (_, p)) in &loose {
+            if *c <= upper && old(p) {
+                fsutil::remove_file(p)?;
+                summary.archives_expired += 1;
+            }
+        }
+    }
+    if summary != SiteSummary::default() {
+        fsutil::sync_dir(&dir).with_context(|| format!("syncing {}", dir.display()))?;
+    }
+    Ok(summary)
+}
+
+type Loose = BTreeMap<Counter, (ArchiveName, PathBuf)>;
+
+/// The archives and batches of a site directory.
+fn list(dir: &Path) -> anyhow::Result<(Loose, BTreeMap<BatchName, PathBuf>)> {
+    let mut loose = BTreeMap::new();
+    let mut batches = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        match classify(name) {
+            Ok(Entry::Archive(a)) => {
+                loose.insert(a.counter, (a, entry.path()));
+            }
+            Ok(Entry::Batch(b)) => {
+                batches.insert(b, entry.path());
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "ignoring a file"),
+        }
+    }
+    Ok((loose, batches))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::site;
+    use slony_shared::ident::QualifiedTable;
+
+    fn set(r: std::ops::RangeInclusive<u64>) -> BTreeSet<Counter> {
+        r.map(Counter).collect()
+    }
+
+    fn b(from: u64, to: u64) -> BatchName {
+        BatchName {
+            from: Counter(from),
+            to: Counter(to),
+        }
+    }
+
+    #[test]
+    fn aligned_complete_runs_only() {
+        let p = plan_packing(&set(1..=25), &[], 10, Counter(24));
+        assert_eq!(p.pack, vec![b(1, 10), b(11, 20)]);
+        assert!(p.recover.is_empty());
+        // 20 is the newest: 11..=20 waits.
+        let p = plan_packing(&set(1..=20), &[], 10, Counter(19));
+        assert_eq!(p.pack, vec![b(1, 10)]);
+        // A hole keeps its range loose.
+        let mut s = set(1..=30);
+        s.remove(&Counter(15));
+        let p = plan_packing(&s, &[], 10, Counter(29));
+        assert_eq!(p.pack, vec![b(1, 10)]);
+    }
+
+    #[test]
+    fn a_site_starting_mid_range_gets_a_short_first_batch() {
+        let p = plan_packing(&set(7..=31), &[], 10, Counter(30));
+        assert_eq!(p.pack, vec![b(7, 10), b(11, 20), b(21, 30)]);
+        // Later runs continue aligned after the batches.
+        let p = plan_packing(
+            &set(31..=45),
+            &[b(7, 10), b(11, 20), b(21, 30)],
+            10,
+            Counter(44),
+        );
+        assert_eq!(p.pack, vec![b(31, 40)]);
+    }
+
+    #[test]
+    fn loose_copies_of_a_batch_are_recovered() {
+        let p = plan_packing(&set(1..=12), &[b(1, 10)], 10, Counter(11));
+        assert_eq!(
+            p.recover,
+            vec![(b(1, 10), set(1..=10).into_iter().collect())]
+        );
+        assert!(p.pack.is_empty());
+    }
+
+    fn env(batch: u64, days: u64) -> (tempfile::TempDir, ManagerConfig) {
+        let root = tempfile::tempdir().unwrap();
+        for d in ["triggers", "subscribers", "site_logs"] {
+            std::fs::create_dir_all(root.path().join(d)).unwrap();
+        }
+        let path = root.path().join("m.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "cluster = \"lab\"\ntrigger_dir = \"triggers\"\nsubscribers_dir = \"subscribers\"\n\
+                 site_log_dir = \"site_logs\"\n[database]\nuser = \"u\"\ndbname = \"d\"\n\
+                 [housekeeping]\nbatch_size = {batch}\nretention_days = {days}\n"
+            ),
+        )
+        .unwrap();
+        let cfg = ManagerConfig::load(&path).unwrap();
+        (root, cfg)
+    }
+
+    fn name(c: u64) -> String {
+        ArchiveName {
+            counter: Counter(c),
+            node_id: 2,
+        }
+        .to_string()
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn packs_verifies_and_deletes_then_expires() {
+        let (_root, cfg) = env(5, 7);
+        let node = NodeName::new("a").unwrap();
+        let site_dir = cfg.site_dir(&node);
+        site::prepare_new(&site_dir, &[QualifiedTable::parse("s1.t1").unwrap()]).unwrap();
+        std::fs::write(site_dir.join("cut_counter"), "12\n").unwrap();
+        let log = cfg.site_log_dir(&node);
+        std::fs::create_dir_all(&log).unwrap();
+        for c in 1..=12 {
+            std::fs::write(log.join(name(c)), format!("archive {c}\n")).unwrap();
+        }
+        let now = SystemTime::now();
+        let s = site(&cfg, &node, now).unwrap();
+        assert_eq!((s.packed, s.archives_packed), (2, 10));
+        let mut want = vec![
+            name(11),
+            name(12),
+            "slony_logs_1-5.tar.gz".into(),
+            "slony_logs_6-10.tar.gz".into(),
+        ];
+        want.sort();
+        assert_eq!(files(&log), want);
+        let listed = batch::list(&log.join("slony_logs_6-10.tar.gz")).unwrap();
+        assert_eq!(listed.len(), 5);
+        // A rerun changes nothing.
+        assert_eq!(site(&cfg, &node, now).unwrap(), SiteSummary::default());
+        // Ten days later, everything up to the newest is expired, the newest stays.
+        let later = now + DAY * 10;
+        let s = site(&cfg, &node, later).unwrap();
+        assert_eq!((s.batches_expired, s.archives_expired), (2, 1));
+        assert_eq!(files(&log), vec![name(12)]);
+    }
+
+    #[test]
+    fn a_site_being_changed_is_skipped() {
+        let (_root, cfg) = env(2, 7);
+        let node = NodeName::new("a").unwrap();
+        let site_dir = cfg.site_dir(&node);
+        site::prepare_new(&site_dir, &[QualifiedTable::parse("s1.t1").unwrap()]).unwrap();
+        site::prepare_new(
+            &cfg.new_site_dir(&node),
+            &[QualifiedTable::parse("s1.t2").unwrap()],
+        )
+        .unwrap();
+        let log = cfg.site_log_dir(&node);
+        std::fs::create_dir_all(&log).unwrap();
+        for c in 1..=5 {
+            std::fs::write(log.join(name(c)), "x").unwrap();
+        }
+        let s = site(&cfg, &node, SystemTime::now()).unwrap();
+        assert!(s.skipped.is_some());
+        assert_eq!(files(&log).len(), 5);
+    }
+
+    #[test]
+    fn an_interrupted_pack_is_recovered_after_verification() {
+        let (_root, cfg) = env(3, 0);
+        let node = NodeName::new("a").unwrap();
+        let site_dir = cfg.site_dir(&node);
+        site::prepare_new(&site_dir, &[QualifiedTable::parse("s1.t1").unwrap()]).unwrap();
+        let log = cfg.site_log_dir(&node);
+        std::fs::create_dir_all(&log).unwrap();
+        let mut members = Vec::new();
+        for c in 1..=4 {
+            let p = log.join(name(c));
+            std::fs::write(&p, format!("a{c}")).unwrap();
+            if c <= 3 {
+                members.push((ArchiveName::parse(&name(c)).unwrap(), p));
+            }
+        }
+        batch::write_batch(&log, b(1, 3), &members).unwrap();
+        // A loose copy that differs from the batch: both are kept, the site fails.
+        std::fs::write(log.join(name(2)), "changed").unwrap();
+        assert!(site(&cfg, &node, SystemTime::now()).is_err());
+        std::fs::write(log.join(name(2)), "a2").unwrap();
+        let s = site(&cfg, &node, SystemTime::now()).unwrap();
+        assert_eq!(s.recovered, 3);
+        assert_eq!(
+            files(&log),
+            vec![name(4), "slony_logs_1-3.tar.gz".to_string()]
+        );
+    }
+}
