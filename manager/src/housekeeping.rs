@@ -16,10 +16,14 @@ For every site of `<subscribers_dir>` (a directory with a valid site name), in
   A batch found beside loose copies of its members (a run interrupted between the two
   steps) is verified again before those copies go. The batch file's mtime is set to its
   newest archive's, so its age is the age of its data.
-- **Retention.** Batches and loose archives older than `[housekeeping] retention_days`
-  (default 7) are deleted: a site fetches its archives within minutes of their cut, so
-  a week leaves room for a site that was down for days; a site away for longer must be
-  re-subscribed. `retention_days = 0` keeps everything.
+- **Retention.** Batches and loose archives are deleted once the site has acknowledged
+  them and they are older than `[housekeeping] retention_days` (default 7). The site's
+  `slony-receiver pull` writes the last counter it applied into
+  `<site_log_dir>/<node>/applied_counter` ([`slony_shared::ack`]); a batch goes only when
+  its last member is acknowledged. A site that has never acknowledged (or whose file does
+  not parse) keeps everything, and the run says so. The age keeps a few days for the
+  operator to look back; the acknowledgement makes sure nothing a site still needs is
+  lost. `retention_days = 0` keeps everything.
 - A site whose subscription is being changed (`<node>.new/` or `<node>.request.json`
   exists) is skipped entirely: its directory is about to be re-cut from `since` on.
 
@@ -31,6 +35,7 @@ use crate::config::ManagerConfig;
 use crate::cutter::read_cut_counter;
 use crate::fsutil;
 use anyhow::Context;
+use slony_shared::ack;
 use slony_shared::archive::name::{classify, ArchiveName, BatchName, Entry};
 use slony_shared::batch;
 use slony_shared::counter::Counter;
@@ -141,6 +146,8 @@ pub struct SiteSummary {
     pub archives_expired: u64,
     /// Why the site was skipped, if it was.
     pub skipped: Option<String>,
+    /// The counter the site acknowledged, if it did.
+    pub acknowledged: Option<Counter>,
 }
 
 /// Runs housekeeping for every site; prints one line per site.
@@ -172,8 +179,12 @@ pub fn run(cfg: &ManagerConfig) -> anyhow::Result<u8> {
                         archives_expired = s.archives_expired,
                         "housekeeping done"
                     );
+                    let acked = match s.acknowledged {
+                        Some(c) => format!("acknowledged up to {c}"),
+                        None => "never acknowledged: nothing expired".into(),
+                    };
                     println!(
-                        "{node}: packed {} archives into {} batches, {} loose copies of batches removed, expired {} batches and {} archives",
+                        "{node}: packed {} archives into {} batches, {} loose copies of batches removed, expired {} batches and {} archives ({acked})",
                         s.archives_packed, s.packed, s.recovered, s.batches_expired, s.archives_expired
                     );
                 }
@@ -281,8 +292,10 @@ pub fn site(cfg: &ManagerConfig, node: &NodeName, now: SystemTime) -> anyhow::Re
         packed_paths.push(path);
     }
 
-    // Retention: by mtime, never beyond `upper`.
-    if let Some(days) = cfg.housekeeping.retention_days {
+    // Retention: by mtime, only what the site acknowledged, never beyond `upper`.
+    summary.acknowledged = read_ack(&dir);
+    let upper = summary.acknowledged.map_or(Counter(0), |a| a.min(upper));
+    if let Some(days) = cfg.housekeeping.retention_days.filter(|_| upper.0 > 0) {
         let limit = now
             .checked_sub(DAY * u32::try_from(days).unwrap_or(u32::MAX))
             .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -305,10 +318,33 @@ pub fn site(cfg: &ManagerConfig, node: &NodeName, now: SystemTime) -> anyhow::Re
             }
         }
     }
-    if summary != SiteSummary::default() {
+    if summary.packed + summary.recovered + summary.batches_expired + summary.archives_expired > 0 {
         fsutil::sync_dir(&dir).with_context(|| format!("syncing {}", dir.display()))?;
     }
     Ok(summary)
+}
+
+/// The site's acknowledgement ([`slony_shared::ack`]), written by the subscriber: read
+/// as hostile input (a regular file, a few bytes, one counter); anything else counts as
+/// no acknowledgement.
+pub fn read_ack(site_log_dir: &Path) -> Option<Counter> {
+    let path = site_log_dir.join(ack::ACK_FILE);
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    let refused = |why: String| {
+        tracing::warn!(file = %path.display(), reason = %why, "ignoring the site's acknowledgement");
+        None
+    };
+    if !meta.file_type().is_file() {
+        return refused("not a regular file".into());
+    }
+    if meta.len() > ack::MAX_LEN {
+        return refused(ack::BadAck::TooLong.to_string());
+    }
+    let bytes = std::fs::read(&path).ok()?;
+    match ack::parse(&bytes) {
+        Ok(c) => Some(c),
+        Err(e) => refused(e.to_string()),
+    }
 }
 
 type Loose = BTreeMap<Counter, (ArchiveName, PathBuf)>;
@@ -454,11 +490,36 @@ mod tests {
         assert_eq!(listed.len(), 5);
         // A rerun changes nothing.
         assert_eq!(site(&cfg, &node, now).unwrap(), SiteSummary::default());
-        // Ten days later, everything up to the newest is expired, the newest stays.
+        // Ten days later, nothing goes while the site has not acknowledged (a garbled
+        // or linked acknowledgement counts as none).
         let later = now + DAY * 10;
         let s = site(&cfg, &node, later).unwrap();
-        assert_eq!((s.batches_expired, s.archives_expired), (2, 1));
-        assert_eq!(files(&log), vec![name(12)]);
+        assert_eq!(
+            (s.batches_expired, s.archives_expired, s.acknowledged),
+            (0, 0, None)
+        );
+        std::fs::write(log.join(ack::ACK_FILE), "12; rm -rf /\n").unwrap();
+        assert_eq!(site(&cfg, &node, later).unwrap().batches_expired, 0);
+        std::fs::remove_file(log.join(ack::ACK_FILE)).unwrap();
+        std::fs::write(log.join("elsewhere"), "12\n").unwrap();
+        std::os::unix::fs::symlink(log.join("elsewhere"), log.join(ack::ACK_FILE)).unwrap();
+        assert_eq!(site(&cfg, &node, later).unwrap().batches_expired, 0);
+        std::fs::remove_file(log.join(ack::ACK_FILE)).unwrap();
+        std::fs::remove_file(log.join("elsewhere")).unwrap();
+        assert_eq!(files(&log).len(), 4);
+        // Acknowledged up to 7: only the batch whose every member is acknowledged goes.
+        std::fs::write(log.join(ack::ACK_FILE), ack::render(Counter(7))).unwrap();
+        let s = site(&cfg, &node, later).unwrap();
+        assert_eq!((s.batches_expired, s.archives_expired), (1, 0));
+        assert_eq!(s.acknowledged, Some(Counter(7)));
+        // Acknowledged up to 12: everything below the newest cut goes, the newest stays.
+        std::fs::write(log.join(ack::ACK_FILE), ack::render(Counter(12))).unwrap();
+        let s = site(&cfg, &node, later).unwrap();
+        assert_eq!((s.batches_expired, s.archives_expired), (1, 1));
+        assert_eq!(files(&log), vec![ack::ACK_FILE.to_string(), name(12)]);
+        // Not yet old enough: nothing goes, acknowledged or not.
+        let s = site(&cfg, &node, now).unwrap();
+        assert_eq!((s.batches_expired, s.archives_expired), (0, 0));
     }
 
     #[test]

@@ -28,6 +28,8 @@ struct SiteStatus {
     newest_archive: Option<u64>,
     /// Last counter the cutter cut for the site (`cut_counter`), if it runs.
     cut_counter: Option<u64>,
+    /// Last counter the site acknowledged having applied (`applied_counter`), if any.
+    acknowledged: Option<u64>,
     /// Why the table list could not be read.
     error: Option<String>,
 }
@@ -99,6 +101,7 @@ fn collect(cfg: &ManagerConfig) -> anyhow::Result<Report> {
                     .ok()
                     .flatten()
                     .map(|c| c.0),
+                acknowledged: crate::housekeeping::read_ack(&cfg.site_log_dir(&node)).map(|c| c.0),
                 error,
             });
         } else if let Some(node) = name
@@ -182,12 +185,13 @@ fn print_text(r: &Report) {
     for s in &r.sites {
         let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
         println!(
-            "  {:<20} tables {:>4}  since {:>10}  newest archive {:>10}  cut up to {:>10}",
+            "  {:<20} tables {:>4}  since {:>10}  newest archive {:>10}  cut up to {:>10}  applied {:>10}",
             s.name,
             s.table_count,
             opt(s.since),
             opt(s.newest_archive),
-            opt(s.cut_counter)
+            opt(s.cut_counter),
+            opt(s.acknowledged)
         );
         if let Some(e) = &s.error {
             println!("    error: {e}");

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`ack`]: the subscriber's acknowledgement of the last counter it applied.
 //! - [`ident`]: validated names (cluster, node/site, `schema.table`) and identifier quoting.
 //! - [`counter`]: the archive counter, the replica's position in the stream.
 //! - [`archive`]: Slony-I archive files: names, completeness check, the SQL/COPY splitter,
@@ -13,6 +14,7 @@
 //! - [`offline`]: the SQL that prepares a replica database (what slony1_dump.sh creates).
 //! - [`trigger`]: the subscription protocol files exchanged in the trigger directory.
 
+pub mod ack;
 pub mod alert;
 pub mod archive;
 pub mod batch;

@@ -70,7 +70,10 @@ LANGUAGE plpgsql AS $fn$
 DECLARE
     v_args text[] := NEW.log_cmdargs;
     v_n int := coalesce(array_upper(NEW.log_cmdargs, 1), 0);
-    v_rel text := pg_catalog.format('%I.%I', NEW.log_tablenspname, NEW.log_tablerelname);
+    -- DDL rows ('S') carry no table name: quote_ident gives NULL there, where
+    -- format('%I') would raise.
+    v_rel text := pg_catalog.quote_ident(NEW.log_tablenspname) || '.'
+        || pg_catalog.quote_ident(NEW.log_tablerelname);
     v_cols text := '';
     v_vals text := '';
     v_set text := '';

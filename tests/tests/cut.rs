@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 const CLUSTER: &str = "lab";
 /// Archives in the stream.
 const N: u64 = 520;
+/// Archives per batch of the manager's housekeeping.
+const BATCH: u64 = 100;
 /// Bound on waiting for the cutter.
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -142,16 +144,7 @@ impl Setup {
                 sql.push_str(workload::object_sql(o));
                 sql.push('\n');
             }
-            // shared::offline's log_apply() computes the table name with
-            // format('%I.%I', ...) before looking at the command type, which raises on the
-            // NULL names of every DDL (`S`/`s`) row; use a NULL-tolerant spelling here
-            // (a no-op once offline.rs is fixed).
-            sql.push_str(
-                &slony_shared::offline::tracking_schema_sql(&cluster).replace(
-                    "pg_catalog.format('%I.%I', NEW.log_tablenspname, NEW.log_tablerelname)",
-                    "pg_catalog.quote_ident(NEW.log_tablenspname) || '.' || pg_catalog.quote_ident(NEW.log_tablerelname)",
-                ),
-            );
+            sql.push_str(&slony_shared::offline::tracking_schema_sql(&cluster));
             sql.push_str(&slony_shared::offline::tracking_row_sql(
                 &cluster,
                 Counter(0),
@@ -169,6 +162,9 @@ subscribers_dir = "{root}/subscribers"
 site_log_dir = "{root}/site_logs"
 archive_dir = "{root}/archive"
 rescan_interval_secs = 1
+[housekeeping]
+batch_size = {BATCH}
+retention_days = 7
 [database]
 host = "127.0.0.1"
 port = {port}
@@ -388,6 +384,18 @@ async fn three_sites_get_their_own_stream_across_crashes() {
     let log = std::fs::read_to_string(&s.log).unwrap();
     assert!(!log.contains("ERROR"), "the cutter reported errors:\n{log}");
 
+    // The manager packs each site's archives into batches (all but the newest), which
+    // the receivers read below.
+    housekeeping(&s.config);
+    for (node, _) in SITES {
+        let (counters, other) = s.site_files(node);
+        let batches: Vec<String> = (0..N / BATCH)
+            .map(|k| format!("slony_logs_{}-{}.tar.gz", k * BATCH + 1, (k + 1) * BATCH))
+            .collect();
+        assert_eq!(other, batches, "{node}: batches");
+        assert_eq!(counters, (N / BATCH * BATCH + 1..=N).collect::<Vec<_>>());
+    }
+
     // Each replica, fed from its own directory, equals the expected state of its objects.
     let expected = s.pg.connect("expected").await;
     workload::apply_expected(&expected, &s.stream, N).await;
@@ -434,16 +442,79 @@ async fn three_sites_get_their_own_stream_across_crashes() {
         }
     }
     // The copies differ per site: none of site-b's carries a change of s1.t1 or s2.t3.
+    let copies = |node: &str| -> Vec<String> {
+        let local = s.dir.join(format!("receiver-{node}/{node}/applied"));
+        let mut v = Vec::new();
+        for c in 1..=N {
+            v.push(std::fs::read_to_string(local.join(workload::archive_name(c))).unwrap());
+        }
+        v
+    };
+    let (site_a, site_b) = (copies("site-a"), copies("site-b"));
     let mut t1_rows = 0;
-    for c in 1..=N {
-        let a = std::fs::read_to_string(s.site_logs.join("site-a").join(workload::archive_name(c)))
-            .unwrap();
-        let b = std::fs::read_to_string(s.site_logs.join("site-b").join(workload::archive_name(c)))
-            .unwrap();
+    for (i, (a, b)) in site_a.iter().zip(&site_b).enumerate() {
+        let c = i + 1;
         t1_rows += a.matches("\ts1\tt1\t").count() + a.matches("\"s1\".\"t1\"").count();
         for t in ["\ts1\tt1\t", "\"s1\".\"t1\"", "\ts2\tt3\t", "s2.t3", "seq1"] {
             assert!(!b.contains(t), "site-b archive {c} holds {t}:\n{b}");
         }
     }
     assert!(t1_rows > 100, "site-a got only {t1_rows} changes of s1.t1");
+
+    // Each receiver acknowledged its counter in its site directory; once the files are
+    // older than the retention, the manager's housekeeping deletes what was acknowledged
+    // (all but the newest archive, which stays loose).
+    let old = std::time::SystemTime::now() - Duration::from_secs(10 * 24 * 3600);
+    for (node, _) in SITES {
+        let dir = s.site_logs.join(node);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("applied_counter")).unwrap(),
+            format!("{N}\n"),
+            "{node}: acknowledgement"
+        );
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+    }
+    // site-b acknowledges less than it has: its archives beyond that stay.
+    std::fs::write(s.site_logs.join("site-b/applied_counter"), "250\n").unwrap();
+    housekeeping(&s.config);
+    for (node, _) in SITES {
+        let (counters, other) = s.site_files(node);
+        if *node == "site-b" {
+            let kept: Vec<String> = (2..N / BATCH)
+                .map(|k| format!("slony_logs_{}-{}.tar.gz", k * BATCH + 1, (k + 1) * BATCH))
+                .chain(["applied_counter".to_string()])
+                .collect();
+            let mut kept = kept;
+            kept.sort();
+            assert_eq!(other, kept, "{node}: only acknowledged batches expire");
+            assert_eq!(counters.len() as u64, N % BATCH, "{node}");
+        } else {
+            assert_eq!(other, vec!["applied_counter".to_string()], "{node}");
+            assert_eq!(counters, vec![N], "{node}: only the newest archive stays");
+        }
+    }
+}
+
+/// Runs `slony-manager housekeeping` and checks it succeeded.
+fn housekeeping(config: &Path) {
+    let out = Command::new(bin_path("slony-manager"))
+        .args(["housekeeping", "--config"])
+        .arg(config)
+        .output()
+        .expect("running slony-manager housekeeping");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "housekeeping: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -75,7 +75,9 @@ pub struct FetchJob {
 
 /// Runs the job, sending each archive (or the error that stops the run) down `tx`.
 /// Stops early, quietly, when the receiving side hangs up.
-pub fn run(job: FetchJob, tx: mpsc::Sender<Result<Fetched, FetchError>>) {
+///
+/// Returns the SSH session, for the acknowledgement written after the run.
+pub fn run(job: FetchJob, tx: mpsc::Sender<Result<Fetched, FetchError>>) -> Remote {
     for source in &job.sources {
         let result = match source {
             Source::Local(name) => job.local(name).map(|f| vec![Ok(f)]),
@@ -89,10 +91,11 @@ pub fn run(job: FetchJob, tx: mpsc::Sender<Result<Fetched, FetchError>>) {
         for item in items {
             let stop = item.is_err();
             if tx.blocking_send(item).is_err() || stop {
-                return;
+                return job.remote;
             }
         }
     }
+    job.remote
 }
 
 impl FetchJob {

@@ -412,9 +412,13 @@ pub async fn run_once(
     let remote_cfg = cfg.remote.clone();
     let remote_dir = cfg.remote_site_dir();
     let dir = remote_dir.clone();
+    let acknowledge = cfg.pull.acknowledge;
     let (remote, files) = tokio::task::spawn_blocking(move || {
         let remote = Remote::connect(&remote_cfg)?;
         let files = remote.list(&dir)?;
+        if acknowledge {
+            record::acknowledge(&remote, &dir, start);
+        }
         Ok::<_, RemoteError>((remote, files))
     })
     .await
@@ -455,7 +459,7 @@ pub async fn run_once(
     let (tx, mut rx) = mpsc::channel(cfg.pull.fetch_ahead);
     let job = FetchJob {
         remote,
-        remote_dir,
+        remote_dir: remote_dir.clone(),
         incoming: cfg.incoming_dir(),
         cluster: cfg.cluster.clone(),
         sources,
@@ -531,7 +535,15 @@ pub async fn run_once(
     progress.finish();
     drop(rx);
     applier.vacuum().await;
-    let _ = fetcher.await;
+    if let Ok(remote) = fetcher.await {
+        if acknowledge && report.applied > 0 {
+            let to = report.to;
+            let _ = tokio::task::spawn_blocking(move || {
+                record::acknowledge(&remote, &remote_dir, to);
+            })
+            .await;
+        }
+    }
     tracing::info!(
         from = report.from.0,
         to = report.to.0,

@@ -68,6 +68,7 @@ pub struct RawPull {
     pub vacuum_every: Option<u64>,
     pub group_commit: Option<usize>,
     pub metrics_listen: Option<String>,
+    pub acknowledge: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -102,6 +102,9 @@ pub struct PullConfig {
     pub group_commit: usize,
     /// Daemon mode: where to serve Prometheus metrics (`GET /metrics`); None: off.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Write the applied counter into the site directory on the provider
+    /// ([`crate::ack`]), so its housekeeping deletes only what this site has.
+    pub acknowledge: bool,
 }
 
 /// Housekeeping of applied archives.
@@ -393,6 +396,7 @@ impl ReceiverConfig {
             fetch_ahead,
             vacuum_every: raw.pull.vacuum_every.unwrap_or(100).max(1),
             group_commit,
+            acknowledge: raw.pull.acknowledge.unwrap_or(true),
             metrics_listen: match raw.pull.metrics_listen {
                 None => None,
                 Some(a) => Some(a.parse().map_err(|_| {
