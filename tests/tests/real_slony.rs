@@ -11,7 +11,10 @@
 //! site directory and `slony-receiver pull --once` applies it: once while both slons
 //! still run (archives keep arriving), once more after they stopped. The replica must
 //! then equal the origin table by table and sequence by sequence, at exactly node 2's
-//! archive counter.
+//! archive counter. Finally `slony-manager cut` cuts the same archives for a site
+//! subscribed to two of the tables and two sequences (database `subset`, loaded from the
+//! same dump); after its pull those objects equal the origin and the others are as the
+//! dump left them.
 //!
 //! [`pre_22_statement_archives`] needs no Slony: it applies the hand-written archives
 //! in `tests/fixtures/pre-2.2/`, bodies of plain INSERT/UPDATE/DELETE statements as
@@ -532,11 +535,19 @@ fn assert_archive_coverage(archives: &[(Counter, PathBuf)], upto: Counter) {
 
 /// The receiver's configuration: the provider is the loopback sshd, `remote.log_dir`
 /// is the parent of slon 2's archive directory.
-fn write_receiver_config(lab: &Lab, ssh: &SshServer) -> PathBuf {
-    let config = lab.dir.join("receiver.toml");
+/// The receiver's config for site `node`, reading `<log_dir>/<node>/` on the provider
+/// and applying to database `db`.
+fn write_receiver_config(
+    lab: &Lab,
+    ssh: &SshServer,
+    node: &str,
+    log_dir: &Path,
+    db: &str,
+) -> PathBuf {
+    let config = lab.dir.join(format!("receiver-{node}.toml"));
     let text = format!(
         r#"cluster = "{CLUSTER}"
-node = "{SITE}"
+node = "{node}"
 slony_node_id = 2
 [remote]
 host = "127.0.0.1"
@@ -552,7 +563,7 @@ log_dir = "{local}"
 host = "127.0.0.1"
 port = {pg_port}
 user = "postgres"
-dbname = "replica"
+dbname = "{db}"
 connect_timeout_secs = 5
 [pull]
 fetch_ahead = 16
@@ -562,12 +573,70 @@ vacuum_every = 50
         user = ssh.user(),
         key = ssh.client_key().display(),
         known_hosts = ssh.known_hosts().display(),
-        log_dir = lab.provider.display(),
-        local = lab.dir.join("local").display(),
+        log_dir = log_dir.display(),
+        local = lab.dir.join(format!("local-{node}")).display(),
         pg_port = lab.pg.port(),
     );
     std::fs::write(&config, text).expect("writing the receiver config");
     config
+}
+
+/// The objects of the subset site: two tables, the sequence of one by its name
+/// (`docs_id_seq`), and a sequence listed on its own.
+const SUBSET: &[&str] = &["app.docs", "app.kv", "app.docs_id_seq", "app.ticket_seq"];
+
+/// Cuts slon's archives with `slony-manager cut` for one site subscribed to
+/// `app.docs`, `app.kv` and `app.ticket_seq`, into `provider/cut/<site>/`; returns the
+/// site's name.
+fn cut_for_subset(lab: &Lab) -> String {
+    let site = "lab_subset";
+    let root = lab.dir.join("manager");
+    for d in ["triggers", "subscribers"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::create_dir_all(lab.provider.join(format!("cut/{site}"))).unwrap();
+    let list = root.join(format!("subscribers/{site}"));
+    std::fs::create_dir_all(&list).unwrap();
+    std::fs::write(list.join("tables"), "app.docs\napp.kv\napp.ticket_seq\n").unwrap();
+    std::fs::write(list.join("since"), "1\n").unwrap();
+    let config = root.join("manager.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"cluster = "{CLUSTER}"
+trigger_dir = "{root}/triggers"
+subscribers_dir = "{root}/subscribers"
+site_log_dir = "{cut}"
+archive_dir = "{archive}"
+[database]
+host = "127.0.0.1"
+port = {port}
+user = "postgres"
+dbname = "sub1"
+"#,
+            root = root.display(),
+            cut = lab.provider.join("cut").display(),
+            archive = lab.archive_dir.display(),
+            port = lab.pg.port()
+        ),
+    )
+    .unwrap();
+    let done = run_bounded(
+        Command::new(bin_path("slony-manager"))
+            .args(["cut", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info"),
+        lab.budget.cap(Duration::from_secs(60)),
+        &lab.dir.join("manager-cut"),
+        "slony-manager cut",
+    );
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "slony-manager cut: {}",
+        done.stderr
+    );
+    site.to_string()
 }
 
 /// Runs `slony-receiver pull --once` and returns its exit code and stderr.
@@ -610,7 +679,7 @@ async fn real_slony_archives_replicate_origin() {
     };
 
     // --- the databases, the schema in all three, seed rows on the origin
-    for db in ["origin", "sub1", "replica"] {
+    for db in ["origin", "sub1", "replica", "subset"] {
         lab.pg.create_db(db).await;
         exec(&lab.pg.connect(db).await, SCHEMA_SQL).await;
     }
@@ -688,8 +757,12 @@ async fn real_slony_archives_replicate_origin() {
         &dump,
         lab.budget.cap(Duration::from_secs(30)),
     );
-    lab.slony
-        .psql_file("replica", &dump, lab.budget.cap(Duration::from_secs(30)));
+    for db in ["replica", "subset"] {
+        lab.slony
+            .psql_file(db, &dump, lab.budget.cap(Duration::from_secs(30)));
+    }
+    let subset = lab.pg.connect("subset").await;
+    let at_dump = contents(&subset).await;
     assert_eq!(
         tracking_counter(&replica).await,
         0,
@@ -792,7 +865,7 @@ async fn real_slony_archives_replicate_origin() {
 
     // --- the receiver, while slon keeps writing (idle SYNCs arrive every second)
     let ssh = SshServer::start(&lab.provider);
-    let config = write_receiver_config(&lab, &ssh);
+    let config = write_receiver_config(&lab, &ssh, SITE, &lab.provider, "replica");
     let (code, stderr) = pull_once(&lab, &config, "pull-live");
     assert_eq!(code, 0, "pull while slon writes: {stderr}");
     let live = tracking_counter(&replica).await;
@@ -870,14 +943,54 @@ async fn real_slony_archives_replicate_origin() {
         [Some("dflt".to_string()), Some("set after ddl: tab\t, backslash \\".to_string())],
         "the column added by EXECUTE SCRIPT reached the replica, with its default and a later update"
     );
-    let counter_file =
-        std::fs::read_to_string(lab.dir.join(format!("local/{SITE}/slony_counter.txt")))
-            .unwrap_or_default();
+    let counter_file = std::fs::read_to_string(
+        lab.dir
+            .join(format!("local-{SITE}/{SITE}/slony_counter.txt")),
+    )
+    .unwrap_or_default();
     assert_eq!(
         counter_file.trim(),
         last.to_string(),
         "slony_counter.txt mirrors the database"
     );
+
+    // --- the same archives cut by the manager for a site subscribed to a subset
+    let cut_site = cut_for_subset(&lab);
+    progress(started, "archives cut for the subset site");
+    let config = write_receiver_config(
+        &lab,
+        &ssh,
+        &cut_site,
+        &lab.dir.join("provider/cut"),
+        "subset",
+    );
+    let (code, stderr) = pull_once(&lab, &config, "pull-subset");
+    assert_eq!(code, 0, "pull of the subset site: {stderr}");
+    assert_eq!(
+        tracking_counter(&subset).await,
+        last,
+        "the subset site's at_counter"
+    );
+    let got = contents(&subset).await;
+    for ((line, origin_line), dump_line) in got.iter().zip(&final_origin).zip(&at_dump) {
+        let object = line.split(':').next().unwrap_or_default();
+        if SUBSET.iter().any(|o| object == *o) {
+            assert_eq!(
+                line, origin_line,
+                "{object} on the subset site equals the origin"
+            );
+        } else {
+            assert_eq!(
+                line, dump_line,
+                "{object} is not the subset site's: it stays as loaded"
+            );
+            assert_ne!(
+                dump_line, origin_line,
+                "{object} changed on the origin (the test must be able to tell)"
+            );
+        }
+    }
+    progress(started, "subset site equals the origin on its objects");
 
     drop(ssh);
     eprintln!(
