@@ -974,7 +974,7 @@ async fn real_slony_archives_replicate_origin() {
     let got = contents(&subset).await;
     for ((line, origin_line), dump_line) in got.iter().zip(&final_origin).zip(&at_dump) {
         let object = line.split(':').next().unwrap_or_default();
-        if SUBSET.iter().any(|o| object == *o) {
+        if SUBSET.contains(&object) {
             assert_eq!(
                 line, origin_line,
                 "{object} on the subset site equals the origin"
