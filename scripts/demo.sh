@@ -8,8 +8,11 @@
 #     slony-receiver pull --config <tmp>/receiver.toml --once
 #
 # once, and shows what it did: the replica's archive counter, the replicated
-# rows, and the counter file. Both servers are stopped when the script ends,
-# whether it succeeds or not.
+# rows, and the counter file. Then a day in the life of the site: 20 more
+# archives and `status` showing the lag, `guard on` refusing a local write
+# while archives still apply, and `promote` turning the replica into a
+# standalone database that `pull` no longer touches. Both servers are stopped
+# when the script ends, whether it succeeds or not.
 #
 # Run as root (as CI does), it first installs the Debian packages it needs
 # when one is missing. The directory is deleted at the end unless DEMO_KEEP=1.
@@ -221,39 +224,47 @@ echo "sshd pid $sshd_pid listening on 127.0.0.1:$ssh_port"
 
 # --- archives ----------------------------------------------------------------------------
 site_dir="$tmp/provider/site_logs/$NODE"
-say "writing $ARCHIVES Slony-I 2.2 archives to $site_dir"
 mkdir -p "$site_dir"
 dashes=------------------------------------------------------------------
-for ((n = 1; n <= ARCHIVES; n++)); do
-    if ((n % 50 == 0)); then
-        # Every 50th archive updates an earlier row instead of inserting one.
-        row=(1 $((7000 + n)) 1 "$n" s1 t1 U 1 "{txt,\"updated\",id,$((n - 10))}")
-    else
-        row=(1 $((7000 + n)) 1 "$n" s1 t1 I 0 "{id,$n,txt,\"row $n it's \\\\\"quoted\\\\\"\"}")
-    fi
-    {
-        echo "$dashes"
-        echo "-- Slony-I log shipping archive"
-        echo "-- Node 1, Event 50000000$n"
-        echo "$dashes"
-        echo "set session_replication_role to replica;"
-        echo "start transaction;"
-        echo "select \"_$CLUSTER\".archiveTracking_offline('$n', '2026-11-21 10:00:00+00');"
-        echo "-- end of log archiving header"
-        echo "$dashes"
-        echo "-- start of Slony-I data"
-        echo "$dashes"
-        echo "COPY \"_$CLUSTER\".\"sl_log_archive\" ( log_origin, log_txid,log_tableid,log_actionseq,log_tablenspname, log_tablerelname, log_cmdtype, log_cmdupdncols,log_cmdargs) FROM STDIN;"
-        (IFS=$'\t'; echo "${row[*]}")
-        echo '\.'
-        echo "$dashes"
-        echo "-- End Of Archive Log"
-        echo "$dashes"
-        echo "commit;"
-        echo "vacuum analyze \"_$CLUSTER\".sl_archive_tracking;"
-    } >"$site_dir/$(printf 'slony1_log_2_%020d.sql' "$n")"
-done
-echo "$(printf 'slony1_log_2_%020d.sql' 1) ... $(printf 'slony1_log_2_%020d.sql' "$ARCHIVES")"
+# write_archives FROM TO: archives FROM..TO as slon writes them (a .tmp, then a rename).
+write_archives() {
+    local n row created name
+    for ((n = $1; n <= $2; n++)); do
+        if ((n % 50 == 0)); then
+            # Every 50th archive updates an earlier row instead of inserting one.
+            row=(1 $((7000 + n)) 1 "$n" s1 t1 U 1 "{txt,\"updated\",id,$((n - 10))}")
+        else
+            row=(1 $((7000 + n)) 1 "$n" s1 t1 I 0 "{id,$n,txt,\"row $n it's \\\\\"quoted\\\\\"\"}")
+        fi
+        created=$(date -u '+%Y-%m-%d %H:%M:%S+00')
+        name=$(printf 'slony1_log_2_%020d.sql' "$n")
+        {
+            echo "$dashes"
+            echo "-- Slony-I log shipping archive"
+            echo "-- Node 1, Event 50000000$n"
+            echo "$dashes"
+            echo "set session_replication_role to replica;"
+            echo "start transaction;"
+            echo "select \"_$CLUSTER\".archiveTracking_offline('$n', '$created');"
+            echo "-- end of log archiving header"
+            echo "$dashes"
+            echo "-- start of Slony-I data"
+            echo "$dashes"
+            echo "COPY \"_$CLUSTER\".\"sl_log_archive\" ( log_origin, log_txid,log_tableid,log_actionseq,log_tablenspname, log_tablerelname, log_cmdtype, log_cmdupdncols,log_cmdargs) FROM STDIN;"
+            (IFS=$'\t'; echo "${row[*]}")
+            echo '\.'
+            echo "$dashes"
+            echo "-- End Of Archive Log"
+            echo "$dashes"
+            echo "commit;"
+            echo "vacuum analyze \"_$CLUSTER\".sl_archive_tracking;"
+        } >"$site_dir/$name.tmp"
+        mv "$site_dir/$name.tmp" "$site_dir/$name"
+    done
+    echo "$(printf 'slony1_log_2_%020d.sql' "$1") ... $(printf 'slony1_log_2_%020d.sql' "$2")"
+}
+say "writing $ARCHIVES Slony-I 2.2 archives to $site_dir"
+write_archives 1 "$ARCHIVES"
 
 # --- the receiver ------------------------------------------------------------------------
 cat >"$tmp/receiver.toml" <<EOF
@@ -310,4 +321,32 @@ if ((receiver_rc != 0)); then
     echo "demo: slony-receiver failed with exit code $receiver_rc" >&2
     exit "$receiver_rc"
 fi
-say "done: $ARCHIVES archives pulled over SSH and applied in order"
+
+# --- day-to-day operation ------------------------------------------------------------------
+more=$((ARCHIVES + 20))
+say "the provider publishes 20 more archives; slony-receiver status --config $tmp/receiver.toml"
+write_archives $((ARCHIVES + 1)) "$more"
+set +e
+"$receiver" status --config "$tmp/receiver.toml"
+echo "status exit code: $? (0 healthy, 20 when the lag passes [status] thresholds)"
+set -e
+
+say "guarding the replica: slony-receiver guard --config $tmp/receiver.toml on"
+"$receiver" guard --config "$tmp/receiver.toml" on
+say "a local write to a replicated table is refused:"
+psql -d replica -c "update s1.t1 set txt = 'local change' where id = 1" || true
+say "while archives still apply: slony-receiver pull --once"
+"$receiver" pull --config "$tmp/receiver.toml" --once
+"$receiver" status --config "$tmp/receiver.toml"
+
+say "promoting the replica to a standalone database: slony-receiver promote --config $tmp/receiver.toml"
+"$receiver" promote --config "$tmp/receiver.toml"
+say "writes succeed now:"
+psql -d replica -c "update s1.t1 set txt = 'local change' where id = 1 returning id, txt"
+say "and pull refuses to run (exit 22):"
+set +e
+"$receiver" pull --config "$tmp/receiver.toml" --once
+echo "slony-receiver exit code: $?"
+set -e
+
+say "done: $more archives pulled over SSH and applied in order, then the replica promoted"
