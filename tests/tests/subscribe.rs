@@ -46,10 +46,12 @@ async fn table_hash(c: &tokio_postgres::Client, table: &str) -> String {
 }
 
 impl Setup {
-    async fn new(name: &str) -> Setup {
+    /// With `cut`, the manager also cuts slon's archive directory `provider/archive`
+    /// into the site directories.
+    async fn new(name: &str, cut: bool) -> Setup {
         let dir = TestDir::new(name);
         let provider_root = dir.mkdir("provider");
-        for d in ["triggers", "subscribers", "site_logs"] {
+        for d in ["triggers", "subscribers", "site_logs", "archive"] {
             std::fs::create_dir_all(provider_root.join(d)).unwrap();
         }
         let pg = PgServer::start();
@@ -85,8 +87,13 @@ impl Setup {
         std::fs::write(
             &manager_config,
             format!(
-                "cluster = \"lab\"\ntrigger_dir = \"{root}/triggers\"\nsubscribers_dir = \"{root}/subscribers\"\nsite_log_dir = \"{root}/site_logs\"\nallow_drop = true\nrescan_interval_secs = 1\n[database]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"postgres\"\ndbname = \"provider\"\n",
+                "cluster = \"lab\"\ntrigger_dir = \"{root}/triggers\"\nsubscribers_dir = \"{root}/subscribers\"\nsite_log_dir = \"{root}/site_logs\"\nallow_drop = true\nrescan_interval_secs = 1\n{archive}[database]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"postgres\"\ndbname = \"provider\"\n",
                 root = provider_root.display(),
+                archive = if cut {
+                    format!("archive_dir = \"{}/archive\"\n", provider_root.display())
+                } else {
+                    String::new()
+                },
                 port = pg.port()
             ),
         )
@@ -183,7 +190,7 @@ impl Setup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_site_then_change_then_pull() {
-    let s = Setup::new("subscribe").await;
+    let s = Setup::new("subscribe", false).await;
     let provider = s.pg.connect("provider").await;
 
     // A new site subscribes to three tables, one with 100k rows.
@@ -278,6 +285,121 @@ async fn new_site_then_change_then_pull() {
     assert!(
         tables.contains("s1.other") && !tables.contains("s1.big"),
         "{tables}"
+    );
+    let _ = &s.ssh;
+}
+
+impl Setup {
+    /// Publishes archives `from..=to` into slon's archive directory as slon does (each
+    /// written elsewhere, then renamed into place).
+    fn publish(&self, from: u64, to: u64) {
+        let staging = self.dir.join("staging");
+        let archive = self.provider_root.join("archive");
+        for p in workload::write_archives(&staging, "lab", &self.stream, from, to, |c| {
+            if c % 3 == 0 {
+                Format::Statements
+            } else {
+                Format::Copy22
+            }
+        }) {
+            std::fs::rename(&p, archive.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+
+    fn cut_counter(&self) -> u64 {
+        std::fs::read_to_string(
+            self.provider_root
+                .join(format!("subscribers/{NODE}/cut_counter")),
+        )
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+    }
+}
+
+/// The manager cuts the site's stream from slon's archive directory across two
+/// subscriptions: a new site at the snapshot counter 42, then a table added at 70 while
+/// archives up to 80 are already cut with the old list. The replica, pulling throughout,
+/// ends equal to the provider's state at 80 on both tables: nothing lost, nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_changes_take_effect_at_their_snapshot_in_the_cut_stream() {
+    let s = Setup::new("subscribe-cut", true).await;
+    let provider = s.pg.connect("provider").await;
+    s.publish(1, 60);
+
+    // A new site takes s1.t1 only, from the snapshot at 42.
+    let (code, out) = s.subscribe("s1.t1 subscribe\n");
+    assert_eq!(code, 0, "{out}\nmanager log:\n{}", s.manager_log());
+    wait_until(Duration::from_secs(30), "the new site cut up to 60", || {
+        s.cut_counter() == 60
+    });
+    let (code, out) = s.receiver(&["pull", "--once"]);
+    // The replica has no s1.t2: a single s1.t2 row in its stream would fail the pull.
+    assert_eq!(code, 0, "{out}\nmanager log:\n{}", s.manager_log());
+    let replica = s.pg.connect("replica").await;
+    let expected_db = {
+        s.pg.create_db("expected").await;
+        let c = s.pg.connect("expected").await;
+        c.batch_execute(workload::SCHEMA_SQL).await.unwrap();
+        c
+    };
+    workload::apply_expected(&expected_db, &s.stream, 60).await;
+    assert_eq!(
+        table_hash(&replica, "s1.t1").await,
+        table_hash(&expected_db, "s1.t1").await,
+        "s1.t1 at 60"
+    );
+
+    // slon goes on to 80; the cutter cuts 61..80 with the list of the day (s1.t1).
+    s.publish(61, 80);
+    wait_until(Duration::from_secs(30), "the site cut up to 80", || {
+        s.cut_counter() == 80
+    });
+    // The provider's snapshot for the change is taken at 70.
+    workload::apply_expected(&provider, &s.stream[SNAPSHOT as usize..], 70 - SNAPSHOT).await;
+    provider
+        .batch_execute("UPDATE \"_lab\".sl_archive_counter SET ac_num = 70")
+        .await
+        .unwrap();
+    let (code, out) = s.subscribe("s1.t2 subscribe\n");
+    assert_eq!(code, 0, "{out}\nmanager log:\n{}", s.manager_log());
+    let since =
+        std::fs::read_to_string(s.provider_root.join(format!("subscribers/{NODE}/since"))).unwrap();
+    assert_eq!(
+        since.trim(),
+        "71",
+        "the new list applies from the snapshot on"
+    );
+    wait_until(Duration::from_secs(30), "the site re-cut up to 80", || {
+        s.cut_counter() == 80
+    });
+
+    // The replica (still at 60) applies 61..70 with the old list and 71..80 with the new
+    // one on top of the snapshot of s1.t2 at 70.
+    let (code, out) = s.receiver(&["pull", "--once"]);
+    assert_eq!(code, 0, "{out}\nmanager log:\n{}", s.manager_log());
+    workload::apply_expected(&expected_db, &s.stream[60..], 20).await;
+    let at: i64 = replica
+        .query_one("SELECT at_counter FROM \"_lab\".sl_archive_tracking", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(at, 80);
+    for t in ["s1.t1", "s1.t2"] {
+        assert_eq!(
+            table_hash(&replica, t).await,
+            table_hash(&expected_db, t).await,
+            "{t} at 80"
+        );
+    }
+    let t2_changes_after_70 = s.stream[70..80]
+        .iter()
+        .flatten()
+        .filter(|c| matches!(c, Change::InsertT2 { .. }))
+        .count();
+    assert!(
+        t2_changes_after_70 > 0,
+        "the stream must change s1.t2 after the snapshot for this test to mean anything"
     );
     let _ = &s.ssh;
 }
