@@ -39,6 +39,19 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Withdraw a site's published subscription request (its subscriber went away);
+    /// the daemon rolls it back as if the site had reported a failure.
+    Cancel {
+        /// The TOML configuration.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The site whose request is withdrawn.
+        #[arg(long, value_name = "NODE")]
+        node: String,
+        /// Why, for the site and the logs.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
     /// Show the sites, their tables and the requests in progress.
     Status {
         /// The TOML configuration.

@@ -15,9 +15,11 @@
 //! - [`sqlgen`]: the snapshot SQL (tracking schema, tables, data).
 //! - [`cutter`]: the per-site archive streams cut from slon's archive directory.
 //! - [`housekeeping`]: the `housekeeping` command: batches and retention per site.
+//! - [`cancel`]: the `cancel` command: withdraw a request whose site went away.
 //! - [`status`]: the `status` command.
 //! - [`fsutil`]: atomic writes and idempotent removals.
 
+mod cancel;
 mod cli;
 mod config;
 mod cutter;
@@ -81,6 +83,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Housekeeping { config } => {
             let cfg = ManagerConfig::load(&config)?;
             housekeeping::run(&cfg)
+        }
+        Command::Cancel {
+            config,
+            node,
+            reason,
+        } => {
+            let cfg = ManagerConfig::load(&config)?;
+            cancel::run(&cfg, &node, reason.as_deref())
         }
         Command::Status { config, json } => {
             let cfg = ManagerConfig::load(&config)?;

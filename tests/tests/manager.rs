@@ -861,3 +861,56 @@ async fn requests_resume_from_their_persisted_state() {
     let status = m.terminate();
     assert_eq!(status.code(), Some(0), "{}", p.log());
 }
+
+/// Runs `slony-manager cancel` for `node`; returns its exit code and output.
+fn cancel(p: &Provider, node: &str) -> (Option<i32>, String) {
+    let out = Command::new(bin_path("slony-manager"))
+        .args(["cancel", "--config"])
+        .arg(&p.config)
+        .args(["--node", node, "--reason", "site decommissioned"])
+        .output()
+        .expect("running slony-manager cancel");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_request_of_a_vanished_site_is_cancelled() {
+    let p = Provider::new("manager-cancel").await;
+    let _m = p.start();
+
+    // Nothing to cancel: a clear refusal.
+    let (code, out) = cancel(&p, "gone");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("no subscription request in progress"), "{out}");
+    let (code, out) = cancel(&p, "../etc");
+    assert_ne!(code, Some(0), "{out}");
+
+    // A new site's request is published, and the site never answers.
+    p.request("gone", &[("s1.t1", Action::Subscribe)]);
+    ready(&p.wait_sqldone("gone"));
+    assert!(p.subscribers.join("gone.new").is_dir());
+    let (code, out) = cancel(&p, "gone");
+    assert_eq!(code, Some(0), "{out}");
+    let done = p.wait_file(&p.tfile("gone", TriggerKind::Done));
+    let o = Outcome::parse(&done).unwrap();
+    assert!(!o.success);
+    assert!(
+        o.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("cancelled on the provider: site decommissioned")),
+        "{o:?}"
+    );
+    wait_until(WAIT, "the request state to be removed", || {
+        !p.state_file("gone").exists()
+    });
+    assert!(!p.subscribers.join("gone.new").exists(), "{}", p.log());
+    assert!(!p.subscribers.join("gone").exists());
+    assert!(!p.sql_path("gone").exists());
+}
