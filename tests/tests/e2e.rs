@@ -7,6 +7,7 @@ mod housekeeping;
 mod manager;
 mod pull;
 mod real_slony;
+mod reliability;
 mod status;
 mod subscribe;
 mod support;

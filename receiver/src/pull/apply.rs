@@ -59,6 +59,18 @@ pub enum ApplyError {
     },
 }
 
+impl ApplyError {
+    /// The archive whose own content or statements failed (not a lost connection).
+    pub fn refused_archive(&self) -> Option<ArchiveName> {
+        match self {
+            ApplyError::Archive { name, .. }
+            | ApplyError::Sql { name, .. }
+            | ApplyError::CounterMismatch { name, .. } => Some(*name),
+            ApplyError::Connection { .. } => None,
+        }
+    }
+}
+
 /// Applies archives over one connection.
 pub struct Applier {
     /// The replica connection.

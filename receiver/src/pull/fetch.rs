@@ -113,10 +113,9 @@ impl FetchJob {
                 fetched_bytes,
             }),
             Err(source) => {
-                if matches!(source, ArchiveError::Incomplete { .. }) {
-                    // Never keep a partial archive: the next attempt fetches it again.
-                    let _ = std::fs::remove_file(path);
-                }
+                // Never keep a partial or refused copy: the next attempt fetches the
+                // provider's file again (which the provider may have repaired meanwhile).
+                let _ = std::fs::remove_file(path);
                 Err(FetchError::Archive {
                     name: *name,
                     source,
@@ -128,10 +127,9 @@ impl FetchJob {
     fn local(&self, name: &ArchiveName) -> Result<Fetched, FetchError> {
         let path = self.incoming.join(name.to_string());
         match self.verify(name, &path, 0) {
-            Err(FetchError::Archive {
-                source: ArchiveError::Incomplete { .. },
-                ..
-            }) if self.sizes.contains_key(&name.to_string()) => self.single(name),
+            Err(FetchError::Archive { .. }) if self.sizes.contains_key(&name.to_string()) => {
+                self.single(name)
+            }
             other => other,
         }
     }

@@ -127,8 +127,13 @@ impl PullError {
         match self {
             PullError::DatabaseUnavailable { .. }
             | PullError::Apply(ApplyError::Connection { .. }) => FailureClass::Database,
+            // Writing the download to local disk (a full disk, permissions) is local.
+            PullError::Local { .. }
+            | PullError::Remote(RemoteError::Local { .. })
+            | PullError::Fetch(FetchError::Remote(RemoteError::Local { .. })) => {
+                FailureClass::Local
+            }
             PullError::Remote(_) | PullError::Fetch(FetchError::Remote(_)) => FailureClass::Remote,
-            PullError::Local { .. } => FailureClass::Local,
             _ => FailureClass::Apply,
         }
     }
@@ -526,6 +531,13 @@ pub async fn run_once(
             applier.vacuum().await;
         }
         if let Some(e) = outcome.error {
+            // The refused copy is not kept: the next run fetches the provider's file
+            // again, so a repaired archive is picked up without a hand in incoming/.
+            if let Some(refused) = e.refused_archive() {
+                if let Some(f) = group.iter().find(|f| f.name == refused) {
+                    let _ = std::fs::remove_file(&f.path);
+                }
+            }
             break Err(PullError::Apply(e));
         }
         if let Some(e) = fetch_error {

@@ -84,12 +84,15 @@ pub fn plan(
     remote: &Listing,
     node_id: Option<u32>,
 ) -> Result<Plan, PlanError> {
+    // Without a configured node, the next archive to apply sets it (not whichever the
+    // listing happens to name first), so a stray file is the one reported.
     let expected = node_id.or_else(|| {
         remote
             .archives
             .iter()
             .chain(local)
-            .find(|a| a.counter > current)
+            .filter(|a| a.counter > current)
+            .min_by_key(|a| a.counter)
             .map(|a| a.node_id)
     });
     let mut singles: BTreeMap<Counter, ArchiveName> = BTreeMap::new();
@@ -304,5 +307,24 @@ mod tests {
             plan(Counter(0), &[], &l, None),
             Err(PlanError::WrongNode { .. })
         ));
+    }
+
+    #[test]
+    fn the_stray_node_is_the_one_reported_whatever_the_listing_order() {
+        // The stray file listed first must not become the node everything is judged by.
+        let mut l = listing(&[], &[]);
+        l.archives.push(ArchiveName {
+            counter: Counter(5),
+            node_id: 3,
+        });
+        l.archives.extend(listing(&[4, 6], &[]).archives);
+        assert_eq!(
+            plan(Counter(3), &[], &l, None),
+            Err(PlanError::WrongNode {
+                name: "slony1_log_3_00000000000000000005.sql".into(),
+                found: 3,
+                expected: 2,
+            })
+        );
     }
 }

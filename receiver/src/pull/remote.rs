@@ -194,8 +194,24 @@ impl Remote {
         })
     }
 
-    /// Lists a directory (symlinks reported as such, not followed).
+    /// Lists a site directory (symlinks inside reported as such, not followed).
+    ///
+    /// The directory itself must be a real directory: a symbolic link could point this
+    /// site at another site's stream, or anywhere else on the provider.
     pub fn list(&self, dir: &str) -> Result<Vec<RemoteFile>, RemoteError> {
+        let stat = self
+            .sftp
+            .lstat(Path::new(dir))
+            .map_err(|e| self.sftp_err("listing", dir, e))?;
+        if stat.file_type().is_symlink() {
+            return Err(RemoteError::Refused {
+                addr: self.addr.clone(),
+                path: dir.to_string(),
+                reason: "is a symbolic link; the site directory must be a real directory \
+                         under remote.log_dir"
+                    .into(),
+            });
+        }
         let entries = self
             .sftp
             .readdir(Path::new(dir))

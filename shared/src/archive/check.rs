@@ -66,6 +66,8 @@ fn check_tail(mut file: &File) -> Result<(), ArchiveError> {
     let mut lines = text.lines().rev().map(str::trim).filter(|l| !l.is_empty());
     let mut marker = false;
     let mut commit = false;
+    // Whole statements between the commit and the end: refused, not fetched again.
+    let mut after_commit = None;
     for line in lines.by_ref() {
         let lower = line.to_ascii_lowercase();
         if line == "-- End Of Archive Log" || line == "-- EOL" {
@@ -75,9 +77,20 @@ fn check_tail(mut file: &File) -> Result<(), ArchiveError> {
         } else if lower == "commit;" {
             commit = true;
             break;
+        } else if line.ends_with(';') {
+            after_commit = Some(line);
         } else {
             break;
         }
+    }
+    if let (true, Some(statement)) = (commit, after_commit) {
+        return Err(ArchiveError::Malformed {
+            line: 0,
+            reason: format!(
+                "`{}` after the archive's commit; only the sl_archive_tracking VACUUM may follow it",
+                statement.chars().take(80).collect::<String>()
+            ),
+        });
     }
     if !commit {
         return Err(ArchiveError::Incomplete {
@@ -142,6 +155,25 @@ COPY \"_lab\".\"sl_log_archive\" ( log_origin) FROM STDIN;\n1\n\\.\n\
                 other => panic!("cut at {cut}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn statements_after_the_commit_are_malformed_not_incomplete() {
+        let text = format!("{SYNC}drop table s1.t1;\n");
+        match verify(&text) {
+            Err(ArchiveError::Malformed { reason, .. }) => {
+                assert!(
+                    reason.contains("`drop table s1.t1;` after the archive's commit"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // A statement cut short after the commit is still a partial file.
+        assert!(matches!(
+            verify(&format!("{SYNC}drop table s1")),
+            Err(ArchiveError::Incomplete { .. })
+        ));
     }
 
     #[test]
