@@ -10,6 +10,7 @@ use futures_util::SinkExt;
 use slony_shared::archive::parse::ParseError;
 use slony_shared::archive::Splitter;
 use std::io::BufRead;
+use tokio_postgres::error::Severity;
 use tokio_postgres::{Client, ToStatement};
 
 /// Pipelined statements are flushed when this many are waiting.
@@ -169,7 +170,20 @@ pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
 
 /// Whether the error means the connection is gone (rather than a statement failing).
 pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
-    e.is_closed() || (e.as_db_error().is_none() && e.code().is_none())
+    if e.is_closed() {
+        return true;
+    }
+    match e.as_db_error() {
+        // A FATAL or PANIC report ends the session (a server shutdown says 57P01 this
+        // way); class 08 is a connection exception. Neither is about the statement.
+        Some(db) => {
+            matches!(
+                db.parsed_severity(),
+                Some(Severity::Fatal | Severity::Panic)
+            ) || db.code().code().starts_with("08")
+        }
+        None => e.code().is_none(),
+    }
 }
 
 /// The first 200 characters of a statement, on one line, for messages.

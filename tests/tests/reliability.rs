@@ -685,8 +685,10 @@ async fn database_stopped_mid_run_then_resumes() {
     let mails = site.mails(1);
     assert!(mails[0].subject.contains("FAILED"), "{}", mails[0].subject);
     assert!(
-        mails[0].body.contains("database"),
-        "the mail names the database: {}",
+        mails[0]
+            .body
+            .contains("database connection lost while applying"),
+        "the mail says the database went away, not that the archive is bad: {}",
         mails[0].body
     );
     let text = std::fs::read_to_string(&log).unwrap();
@@ -1000,7 +1002,10 @@ async fn hostile_provider_input_changes_nothing() {
             Case {
                 what: "`commit; drop table` in the middle",
                 code: 4,
-                says: &["slony1_log_2_00000000000000000004.sql", "commit"],
+                says: &[
+                    "slony1_log_2_00000000000000000004.sql",
+                    "`drop table s1.t2` after the archive's commit",
+                ],
             },
             Box::new(|| {
                 let text = good(4);
@@ -1016,7 +1021,10 @@ async fn hostile_provider_input_changes_nothing() {
             Case {
                 what: "a batch with a `../` entry",
                 code: 4,
-                says: &["slony_logs_4-4.tar.gz", ".."],
+                says: &[
+                    "slony_logs_4-4.tar.gz",
+                    "parent directory (..) components are not allowed",
+                ],
             },
             Box::new(|| {
                 raw_batch(
@@ -1042,7 +1050,10 @@ async fn hostile_provider_input_changes_nothing() {
             Case {
                 what: "a site directory that is a symlink to another site's",
                 code: 3,
-                says: &["symbolic link", "site1"],
+                says: &[
+                    "site1 on 127.0.0.1",
+                    "is a symbolic link; the site directory must be",
+                ],
             },
             Box::new(|| {
                 let other = site.provider.parent().unwrap().join("site2");
