@@ -34,9 +34,13 @@ fi
 
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"
-    seeds="seeds/$target"
+    seeds=("seeds/$target")
+    if [ "$target" = archive ]; then
+        # The archive fixtures of the tests (real Slony-I 2.2.11 output, pre-2.2 files).
+        seeds+=(../tests/fixtures/slony-2.2.11 ../tests/fixtures/pre-2.2)
+    fi
     echo "== fuzzing $target for ${seconds}s"
-    cargo +nightly fuzz run "$target" "corpus/$target" "$seeds" -- \
+    cargo +nightly fuzz run "$target" "corpus/$target" "${seeds[@]}" -- \
         -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
         "${jobs[@]}" -print_final_stats=1
 done
