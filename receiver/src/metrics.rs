@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 pub struct Metrics {
     /// The replica's archive counter.
     pub counter: AtomicU64,
-    /// Creation time (Unix seconds) of the last archive applied; 0 until one is.
+    /// Creation time (Unix seconds) of the replica's last archive; 0 until a run succeeds.
     pub last_archive_created: AtomicI64,
     /// Archives applied since the daemon started.
     pub archives_applied: AtomicU64,
@@ -60,7 +60,7 @@ impl Metrics {
         metric(
             "slony_receiver_lag_seconds",
             "gauge",
-            "Seconds since the provider created the last archive applied (-1: none yet).",
+            "Seconds since the provider created the replica's last archive (-1: no run succeeded yet).",
             lag.to_string(),
         );
         metric(

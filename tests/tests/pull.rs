@@ -713,12 +713,14 @@ impl Drop for Daemon {
     }
 }
 
+/// The metrics page; empty while nothing listens yet (a daemon starting up).
 fn scrape(port: u16) -> String {
     use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
     let mut out = String::new();
-    conn.read_to_string(&mut out).unwrap();
+    if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+        conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        conn.read_to_string(&mut out).unwrap();
+    }
     out
 }
 
@@ -819,6 +821,22 @@ async fn daemon_stops_cleanly_mid_backlog_then_follows_new_archives() {
         .collect();
     assert!(logs.contains("configuration NOT reloaded"), "{logs}");
     assert!(logs.contains("shut down cleanly"), "{logs}");
+
+    // A daemon that starts up to date reports the replica's lag after its first run,
+    // not "none yet".
+    std::fs::write(&site.config, &text).unwrap();
+    let mut daemon = start();
+    crate::support::wait_until(Duration::from_secs(30), "metrics of the first run", || {
+        scrape(metrics_port).contains("slony_receiver_counter 1510\n")
+    });
+    let metrics = scrape(metrics_port);
+    let lag = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("slony_receiver_lag_seconds "))
+        .unwrap_or_default();
+    assert!(lag.parse::<i64>().is_ok_and(|l| l >= 0), "{metrics}");
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0));
 }
 
 fn rand_suffix() -> u128 {

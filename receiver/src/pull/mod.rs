@@ -165,7 +165,8 @@ pub struct Report {
     pub fetched_bytes: u64,
     /// True if the run stopped because the pause file appeared or shutdown was asked.
     pub interrupted: bool,
-    /// When the provider created the last archive applied (as the archive says).
+    /// When the provider created the replica's last archive (as the archive says): the
+    /// last one applied by this run, or the one it started at.
     pub last_created: Option<String>,
 }
 
@@ -438,6 +439,7 @@ pub async fn run_once(
     let mut report = Report {
         from: start,
         to: start,
+        last_created: position.created.clone(),
         ..Report::default()
     };
     if sources.is_empty() {
