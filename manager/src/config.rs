@@ -8,7 +8,7 @@ password read from the environment. Every error names the file, the key and the 
 */
 
 use serde::Deserialize;
-use slony_shared::config::ConfigError;
+use slony_shared::config::{ConfigError, DatabaseConfig, RawDatabase};
 use slony_shared::ident::{ClusterName, NodeName};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,18 +35,6 @@ struct RawManager {
 struct RawHousekeeping {
     batch_size: Option<u64>,
     retention_days: Option<u64>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawDatabase {
-    url: Option<String>,
-    host: Option<String>,
-    port: Option<u16>,
-    user: Option<String>,
-    dbname: Option<String>,
-    password_env: Option<String>,
-    connect_timeout_secs: Option<u64>,
 }
 
 /// Everything `slony-manager` needs, validated.
@@ -88,17 +76,6 @@ pub struct HousekeepingConfig {
 
 /// Largest accepted batch size.
 const MAX_BATCH_SIZE: u64 = 1_000_000;
-
-/// The provider PostgreSQL connection.
-#[derive(Debug, Clone)]
-pub struct DatabaseConfig {
-    /// A libpq-style connection string or URL, as tokio-postgres parses it.
-    pub conninfo: String,
-    /// Password from the environment, if configured (kept out of `conninfo` for logging).
-    pub password: Option<String>,
-    /// Bound on connecting.
-    pub connect_timeout: Duration,
-}
 
 /// Largest accepted rescan interval: an hour (a missed event must not wait longer).
 const MAX_RESCAN_SECS: u64 = 3600;
@@ -230,61 +207,7 @@ impl ManagerConfig {
             ));
         }
 
-        let d = raw.database;
-        let conninfo = match d.url {
-            Some(url) => {
-                if d.host.is_some() || d.port.is_some() || d.user.is_some() || d.dbname.is_some() {
-                    return Err(invalid(
-                        p,
-                        "database.url",
-                        "set either database.url or database.host/port/user/dbname, not both",
-                    ));
-                }
-                url
-            }
-            None => {
-                let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
-                let user = d
-                    .user
-                    .ok_or_else(|| invalid(p, "database.user", "missing: set the database user"))?;
-                let dbname = d.dbname.ok_or_else(|| {
-                    invalid(
-                        p,
-                        "database.dbname",
-                        "missing: set the provider database name",
-                    )
-                })?;
-                [
-                    format!("host={}", quote(d.host.as_deref().unwrap_or("localhost"))),
-                    format!("port={}", d.port.unwrap_or(5432)),
-                    format!("user={}", quote(&user)),
-                    format!("dbname={}", quote(&dbname)),
-                ]
-                .join(" ")
-            }
-        };
-        if conninfo.parse::<tokio_postgres::Config>().is_err() {
-            return Err(invalid(
-                p,
-                "database",
-                "the connection settings do not parse as a libpq connection string or URL",
-            ));
-        }
-        let password = match d.password_env {
-            Some(var) => Some(std::env::var(&var).map_err(|_| {
-                invalid(
-                    p,
-                    "database.password_env",
-                    format!("environment variable {var} is not set (or not UTF-8)"),
-                )
-            })?),
-            None => None,
-        };
-        let database = DatabaseConfig {
-            conninfo,
-            password,
-            connect_timeout: Duration::from_secs(d.connect_timeout_secs.unwrap_or(10).max(1)),
-        };
+        let database = DatabaseConfig::from_raw(p, raw.database, "provider")?;
 
         let h = raw.housekeeping;
         let batch_size = h.batch_size.unwrap_or(5000);

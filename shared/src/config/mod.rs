@@ -5,13 +5,15 @@
 //! validated, resolved form the commands use (names validated, paths absolute, secrets
 //! read from the environment).
 
+mod database;
 mod legacy;
 mod raw;
 mod receiver;
 
+pub use database::{DatabaseConfig, RawDatabase};
 pub use receiver::{
-    AlertConfig, DatabaseConfig, HousekeepingConfig, LocalConfig, PullConfig, ReceiverConfig,
-    RemoteConfig, SshAuth, StatusConfig, TlsMode,
+    AlertConfig, HousekeepingConfig, LocalConfig, PullConfig, ReceiverConfig, RemoteConfig,
+    SshAuth, StatusConfig, TlsMode,
 };
 
 use std::path::PathBuf;

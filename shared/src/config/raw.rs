@@ -1,5 +1,6 @@
 //! The receiver config exactly as written in the file: serde structs, defaults, no meaning yet.
 
+pub use super::database::RawDatabase;
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -46,18 +47,6 @@ pub struct RawRemote {
 pub struct RawLocal {
     pub log_dir: Option<PathBuf>,
     pub die_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawDatabase {
-    pub url: Option<String>,
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    pub user: Option<String>,
-    pub dbname: Option<String>,
-    pub password_env: Option<String>,
-    pub connect_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

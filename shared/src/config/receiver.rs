@@ -1,5 +1,6 @@
 //! The validated receiver configuration.
 
+use super::database::DatabaseConfig;
 use super::raw::RawReceiver;
 use super::ConfigError;
 use crate::ident::{ClusterName, NodeName};
@@ -75,17 +76,6 @@ pub struct LocalConfig {
     pub log_dir: PathBuf,
     /// Directory of the pause file `get_slony_logs.<node>.die`.
     pub die_dir: PathBuf,
-}
-
-/// The replica PostgreSQL connection.
-#[derive(Debug, Clone)]
-pub struct DatabaseConfig {
-    /// A libpq-style connection string or URL, as tokio-postgres parses it.
-    pub conninfo: String,
-    /// Password from the environment, if configured (kept out of `conninfo` for logging).
-    pub password: Option<String>,
-    /// Bound on connecting.
-    pub connect_timeout: Duration,
 }
 
 /// Pull tuning.
@@ -330,50 +320,7 @@ impl ReceiverConfig {
             .unwrap_or_else(|| log_dir.clone());
         let local = LocalConfig { log_dir, die_dir };
 
-        let d = raw.database;
-        let conninfo = match d.url {
-            Some(url) => {
-                if d.host.is_some() || d.port.is_some() || d.user.is_some() || d.dbname.is_some() {
-                    return Err(invalid(
-                        p,
-                        "database.url",
-                        "set either database.url or database.host/port/user/dbname, not both",
-                    ));
-                }
-                url
-            }
-            None => {
-                let mut parts = Vec::new();
-                let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
-                parts.push(format!(
-                    "host={}",
-                    quote(d.host.as_deref().unwrap_or("localhost"))
-                ));
-                parts.push(format!("port={}", d.port.unwrap_or(5432)));
-                let user = d
-                    .user
-                    .ok_or_else(|| invalid(p, "database.user", "missing: set the database user"))?;
-                parts.push(format!("user={}", quote(&user)));
-                let dbname = d.dbname.ok_or_else(|| {
-                    invalid(
-                        p,
-                        "database.dbname",
-                        "missing: set the replica database name",
-                    )
-                })?;
-                parts.push(format!("dbname={}", quote(&dbname)));
-                parts.join(" ")
-            }
-        };
-        let password = match d.password_env {
-            Some(var) => Some(env_var(p, "database.password_env", &var)?),
-            None => None,
-        };
-        let database = DatabaseConfig {
-            conninfo,
-            password,
-            connect_timeout: Duration::from_secs(d.connect_timeout_secs.unwrap_or(10).max(1)),
-        };
+        let database = DatabaseConfig::from_raw(p, raw.database, "replica")?;
 
         let fetch_ahead = raw.pull.fetch_ahead.unwrap_or(32);
         if fetch_ahead == 0 || fetch_ahead > 10_000 {
