@@ -12,6 +12,7 @@ use slony_shared::archive::ArchiveName;
 use slony_shared::counter::Counter;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Writes `counter` to the counter file atomically (temp file + rename).
 pub fn write_counter_file(path: &Path, counter: Counter) -> io::Result<()> {
@@ -39,6 +40,7 @@ pub fn move_to_applied(from: &Path, applied_dir: &Path, name: &ArchiveName) -> i
 /// says so. The provider's housekeeping deletes only acknowledged archives, so a failure
 /// here costs the provider disk space, never this site data: it is logged, not raised.
 pub fn acknowledge(remote: &Remote, site_dir: &str, counter: Counter) {
+    static ACK_WARNED: AtomicBool = AtomicBool::new(false);
     let path = format!("{site_dir}/{}", ack::ACK_FILE);
     let written = || -> Result<bool, RemoteError> {
         let current = remote.read_small(&path, ack::MAX_LEN).unwrap_or(None);
@@ -51,11 +53,13 @@ pub fn acknowledge(remote: &Remote, site_dir: &str, counter: Counter) {
     match written() {
         Ok(true) => tracing::debug!(counter = counter.0, file = %path, "acknowledged"),
         Ok(false) => {}
-        Err(e) => tracing::warn!(
+        // Once per process at warning level: a daemon retries every poll.
+        Err(e) if !ACK_WARNED.swap(true, Ordering::Relaxed) => tracing::warn!(
             error = %e,
             "cannot write the acknowledgement {path} on the provider; its housekeeping keeps \
              this site's archives until it can (set pull.acknowledge = false to stop trying)"
         ),
+        Err(e) => tracing::debug!(error = %e, file = %path, "acknowledgement not written"),
     }
 }
 
