@@ -6,122 +6,25 @@
 //! unguarded table; `verify` compares with a reference database holding the expected
 //! data; `promote` makes the database writable and stops pull for good.
 
-use crate::support::pg::PgServer;
-use crate::support::receiver::{receiver_toml, run_receiver, Endpoints, Run};
-use crate::support::ssh::SshServer;
-use crate::support::workload::{self, Change, Format};
-use crate::support::TestDir;
+use crate::support::site::{Options, Site};
+use crate::support::workload::{self, Change};
 use serde_json::Value;
-use slony_shared::counter::Counter;
-use slony_shared::ident::ClusterName;
 use std::path::PathBuf;
 
-const CLUSTER: &str = "lab";
-const NODE: &str = "site1";
 /// Archives in the stream.
 const ARCHIVES: u64 = 40;
 /// The message of a refused write to s1.t1 (the provider host is 127.0.0.1).
 const REFUSED_T1: &str =
     "table s1.t1 is replicated from 127.0.0.1; writes are refused on this replica";
 
-/// A subscriber site and its provider, on loopback. Fields drop in order: the servers
-/// stop before the directory goes.
-struct Site {
-    provider: PathBuf,
-    config: PathBuf,
-    stream: Vec<Vec<Change>>,
-    ssh: SshServer,
-    pg: PgServer,
-    dir: TestDir,
+/// The marker `promote` leaves in the site directory.
+fn promoted_marker(site: &Site) -> PathBuf {
+    site.site_dir().join("PROMOTED")
 }
 
-impl Site {
-    async fn new(name: &str) -> Site {
-        let dir = TestDir::new(name);
-        let provider = dir.mkdir("provider/site_logs").join(NODE);
-        std::fs::create_dir_all(&provider).unwrap();
-        let pg = PgServer::start();
-        pg.create_db("replica").await;
-        pg.create_db("reference").await;
-        let cluster = ClusterName::new(CLUSTER).unwrap();
-        pg.connect("replica")
-            .await
-            .batch_execute(&format!(
-                "{}{}{}",
-                workload::SCHEMA_SQL,
-                slony_shared::offline::tracking_schema_sql(&cluster),
-                slony_shared::offline::tracking_row_sql(
-                    &cluster,
-                    Counter(0),
-                    "1970-01-01 00:00:00"
-                )
-            ))
-            .await
-            .unwrap();
-        let ssh = SshServer::start(&dir.join("provider"));
-        let site = Site {
-            config: dir.join("receiver.toml"),
-            provider,
-            stream: workload::generate(ARCHIVES, 5),
-            ssh,
-            pg,
-            dir,
-        };
-        let text = receiver_toml(
-            &Endpoints {
-                cluster: CLUSTER,
-                node: NODE,
-                ssh: &site.ssh,
-                ssh_port: site.ssh.port(),
-                known_hosts: site.ssh.known_hosts(),
-                remote_log_dir: site.provider.parent().unwrap(),
-                local_dir: &site.local(),
-                pg_port: site.pg.port(),
-            },
-            "",
-        );
-        std::fs::write(&site.config, text).unwrap();
-        site
-    }
-
-    fn local(&self) -> PathBuf {
-        self.dir.join("local")
-    }
-
-    fn marker(&self) -> PathBuf {
-        self.local().join(NODE).join("PROMOTED")
-    }
-
-    fn publish(&self, from: u64, to: u64) {
-        workload::write_archives(&self.provider, CLUSTER, &self.stream, from, to, |_| {
-            Format::Copy22
-        });
-    }
-
-    /// Runs `slony-receiver <args[0]> --config FILE <args[1..]>`.
-    fn run(&self, args: &[&str]) -> Run {
-        run_receiver(&self.config, args[0], &args[1..])
-    }
-
-    async fn counter(&self) -> i64 {
-        self.pg
-            .connect("replica")
-            .await
-            .query_one(
-                &format!("SELECT at_counter FROM \"_{CLUSTER}\".sl_archive_tracking"),
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0)
-    }
-
-    fn guard_missing(&self) -> Value {
-        let run = self.run(&["status", "--json"]);
-        let json: Value = serde_json::from_str(&run.stdout)
-            .unwrap_or_else(|e| panic!("status --json printed no JSON ({e}):\n{}", run.stdout));
-        json["guard_missing"].clone()
-    }
+/// The tables `status --json` reports as unguarded.
+fn guard_missing(site: &Site) -> Value {
+    site.run(&["status", "--json"]).json()["guard_missing"].clone()
 }
 
 /// Runs `sql` in an ordinary session of the replica; returns the error's message, code
@@ -152,7 +55,15 @@ async fn try_write(c: &tokio_postgres::Client, sql: &str) -> Option<(String, Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guard_verify_and_promote() {
-    let site = Site::new("guard").await;
+    let site = Site::start(
+        "guard",
+        Options {
+            archives: ARCHIVES,
+            seed: 5,
+            ..Options::default()
+        },
+    )
+    .await;
     site.publish(1, 20);
     assert_eq!(site.run(&["pull", "--once"]).code, 0);
     assert_eq!(site.counter().await, 20);
@@ -167,7 +78,7 @@ async fn guard_verify_and_promote() {
         run.stdout
     );
     assert!(run.stdout.contains("s1.t1") && run.stdout.contains("s1.t2"));
-    assert_eq!(site.guard_missing(), serde_json::json!(["s1.t1", "s1.t2"]));
+    assert_eq!(guard_missing(&site), serde_json::json!(["s1.t1", "s1.t2"]));
 
     // `guard on` is idempotent.
     let run = site.run(&["guard", "on"]);
@@ -186,7 +97,7 @@ async fn guard_verify_and_promote() {
         run.stdout
     );
     assert_eq!(site.run(&["guard", "check"]).code, 0);
-    assert_eq!(site.guard_missing(), serde_json::json!([]));
+    assert_eq!(guard_missing(&site), serde_json::json!([]));
     let status = site.run(&["status"]);
     assert!(
         status.stdout.contains("guard ")
@@ -233,9 +144,10 @@ async fn guard_verify_and_promote() {
     site.publish(21, ARCHIVES);
     let run = site.run(&["pull", "--once"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(site.counter().await, ARCHIVES as i64);
+    assert_eq!(site.counter().await, ARCHIVES);
 
     // verify against a reference holding the expected data: the same.
+    site.pg.create_db("reference").await;
     let reference = site.pg.connect("reference").await;
     reference.batch_execute(workload::SCHEMA_SQL).await.unwrap();
     workload::apply_expected(&reference, &site.stream, ARCHIVES).await;
@@ -306,7 +218,7 @@ async fn guard_verify_and_promote() {
         t2.contains("trigger slony_receiver_guard is disabled"),
         "{t2}"
     );
-    assert_eq!(site.guard_missing(), serde_json::json!(["s1.t2", "s1.t3"]));
+    assert_eq!(guard_missing(&site), serde_json::json!(["s1.t2", "s1.t3"]));
     let run = site.run(&["guard", "on"]);
     assert_eq!(run.code, 0);
     assert!(
@@ -343,12 +255,11 @@ async fn guard_verify_and_promote() {
     assert_eq!(site.run(&["guard", "on"]).code, 0);
 
     // promote while a pull holds the run lock: refused, nothing changes.
-    let lock_path = site.local().join(format!("slony-receiver.{CLUSTER}.lock"));
-    let lock = slony_shared::lock::RunLock::try_acquire(&lock_path).unwrap();
+    let lock = slony_shared::lock::RunLock::try_acquire(&site.lock_file()).unwrap();
     let run = site.run(&["promote"]);
     assert_eq!(run.code, 11, "{}", run.stderr);
     assert!(run.stderr.contains("Not promoting"), "{}", run.stderr);
-    assert!(!site.marker().exists());
+    assert!(!promoted_marker(&site).exists());
     assert!(
         try_write(&replica, "INSERT INTO s1.t1 (id) VALUES (1000000)")
             .await
@@ -373,7 +284,7 @@ async fn guard_verify_and_promote() {
             run.stdout
         );
     }
-    let marker = std::fs::read_to_string(site.marker()).unwrap();
+    let marker = std::fs::read_to_string(promoted_marker(&site)).unwrap();
     assert!(
         marker.contains(&format!("counter={ARCHIVES}\n")),
         "{marker}"
@@ -395,7 +306,7 @@ async fn guard_verify_and_promote() {
     let run = site.run(&["pull", "--once"]);
     assert_eq!(run.code, 22, "{}", run.stderr);
     assert!(
-        run.stderr.contains(&format!("at archive {ARCHIVES}; pull will not run again (remove {} only if you re-initialise the replica)", site.marker().display())),
+        run.stderr.contains(&format!("at archive {ARCHIVES}; pull will not run again (remove {} only if you re-initialise the replica)", promoted_marker(&site).display())),
         "{}",
         run.stderr
     );

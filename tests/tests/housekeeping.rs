@@ -6,10 +6,10 @@
 //! the file must parse).
 
 use crate::support::pg::PgServer;
+use crate::support::site::tracking_sql;
 use crate::support::{bin_path, free_port, TestDir};
 use slony_shared::archive::{ArchiveName, BatchName};
 use slony_shared::counter::Counter;
-use slony_shared::ident::ClusterName;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -192,14 +192,9 @@ async fn set_counter(pg: &PgServer, counter: u64) {
 async fn packs_12000_applied_archives_and_keeps_unapplied_ones() {
     let pg = PgServer::start();
     pg.create_db("replica").await;
-    let cluster = ClusterName::new(CLUSTER).unwrap();
     pg.connect("replica")
         .await
-        .batch_execute(&format!(
-            "{}{}",
-            slony_shared::offline::tracking_schema_sql(&cluster),
-            slony_shared::offline::tracking_row_sql(&cluster, Counter(0), "1970-01-01 00:00:00")
-        ))
+        .batch_execute(&tracking_sql())
         .await
         .unwrap();
     set_counter(&pg, 12_000).await;

@@ -1,200 +1,35 @@
 //! `slony-receiver pull` end to end: a real PostgreSQL replica, a real sshd serving the
 //! provider directory, a real SMTP server catching the alerts.
 
-use crate::support::pg::PgServer;
-use crate::support::receiver::{receiver_toml, run_receiver, Endpoints, Run};
-use crate::support::smtp::{Mail, SmtpSink};
-use crate::support::ssh::SshServer;
-use crate::support::workload::{self, Change, Format};
-use crate::support::{bin_path, TestDir};
-use slony_shared::archive::{ArchiveName, BatchName};
-use slony_shared::counter::Counter;
-use slony_shared::ident::ClusterName;
-use std::path::{Path, PathBuf};
+use crate::support::bin_path;
+use crate::support::site::{files_in, ConfigChange, Options, Site, CLUSTER, NODE};
+use crate::support::workload::{self, Format};
 use std::process::Command;
 use std::time::Duration;
 
-const CLUSTER: &str = "lab";
-const NODE: &str = "site1";
-
-/// A subscriber site and its provider, all on loopback.
-struct Site {
-    /// Root of everything this test writes (kept on failure).
-    dir: TestDir,
-    /// The provider's directory for this site.
-    provider: PathBuf,
-    /// The receiver's config file.
-    config: PathBuf,
-    /// The stream of changes the archives carry.
-    stream: Vec<Vec<Change>>,
-    smtp: SmtpSink,
-    ssh: SshServer,
-    pg: PgServer,
-}
-
-impl Site {
-    async fn new(name: &str, archives: u64) -> Site {
-        let dir = TestDir::new(name);
-        let provider = dir.mkdir("provider/site_logs").join(NODE);
-        std::fs::create_dir_all(&provider).unwrap();
-        let pg = PgServer::start();
-        pg.create_db("replica").await;
-        pg.create_db("expected").await;
-        let replica = pg.connect("replica").await;
-        let cluster = ClusterName::new(CLUSTER).unwrap();
-        replica
-            .batch_execute(&format!(
-                "{}{}{}",
-                workload::SCHEMA_SQL,
-                slony_shared::offline::tracking_schema_sql(&cluster),
-                slony_shared::offline::tracking_row_sql(
-                    &cluster,
-                    Counter(0),
-                    "1970-01-01 00:00:00"
-                )
-            ))
-            .await
-            .unwrap();
-        pg.connect("expected")
-            .await
-            .batch_execute(workload::SCHEMA_SQL)
-            .await
-            .unwrap();
-        let ssh = SshServer::start(&dir.join("provider"));
-        let smtp = SmtpSink::start();
-        let config = dir.join("receiver.toml");
-        let site = Site {
-            provider,
-            config,
-            stream: workload::generate(archives, 7),
-            smtp,
-            ssh,
-            pg,
-            dir,
-        };
-        site.write_config(site.ssh.known_hosts());
-        site
-    }
-
-    fn write_config(&self, known_hosts: &Path) {
-        let endpoints = Endpoints {
-            cluster: CLUSTER,
-            node: NODE,
-            ssh: &self.ssh,
-            ssh_port: self.ssh.port(),
-            known_hosts,
-            remote_log_dir: self.provider.parent().unwrap(),
-            local_dir: &self.local(),
-            pg_port: self.pg.port(),
-        };
-        let extra = format!(
-            "[pull]\nfetch_ahead = 8\nvacuum_every = 50\n[alert]\nrecipients = [\"ops@example.org\"]\nfrom = \"receiver@example.org\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls = \"none\"\n",
-            self.smtp.port()
-        );
-        std::fs::write(&self.config, receiver_toml(&endpoints, &extra)).unwrap();
-    }
-
-    fn local(&self) -> PathBuf {
-        self.dir.join("local")
-    }
-
-    fn site_dir(&self) -> PathBuf {
-        self.local().join(NODE)
-    }
-
-    /// Writes archives `from..=to` as single files on the provider.
-    fn publish(&self, from: u64, to: u64, format: Format) -> Vec<PathBuf> {
-        workload::write_archives(&self.provider, CLUSTER, &self.stream, from, to, |_| format)
-    }
-
-    /// Packs archives `from..=to` into a batch on the provider (no loose files left).
-    fn publish_batch(&self, from: u64, to: u64, format: Format) {
-        let staging = self.dir.join(format!("staging-{from}"));
-        let paths = workload::write_archives(&staging, CLUSTER, &self.stream, from, to, |_| format);
-        let members: Vec<(ArchiveName, PathBuf)> = paths
-            .into_iter()
-            .map(|p| {
-                (
-                    ArchiveName::parse(p.file_name().unwrap().to_str().unwrap()).unwrap(),
-                    p,
-                )
-            })
-            .collect();
-        let batch = BatchName {
-            from: Counter(from),
-            to: Counter(to),
-        };
-        slony_shared::batch::write_batch(&self.provider, batch, &members).unwrap();
-    }
-
-    fn pull(&self, extra: &[&str]) -> Run {
-        self.run(&["pull", "--once"], extra)
-    }
-
-    fn run(&self, args: &[&str], extra: &[&str]) -> Run {
-        let rest: Vec<&str> = args[1..].iter().chain(extra).copied().collect();
-        run_receiver(&self.config, args[0], &rest)
-    }
-
-    async fn counter(&self) -> u64 {
-        let c = self.pg.connect("replica").await;
-        let row = c
-            .query_one(
-                &format!("SELECT at_counter FROM \"_{CLUSTER}\".sl_archive_tracking"),
-                &[],
-            )
-            .await
-            .unwrap();
-        row.get::<_, i64>(0) as u64
-    }
-
-    fn counter_file(&self) -> String {
-        std::fs::read_to_string(self.site_dir().join("slony_counter.txt"))
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    }
-
-    async fn replica_fingerprint(&self) -> String {
-        workload::fingerprint(&self.pg.connect("replica").await).await
-    }
-
-    /// The fingerprint of the provider's tables after archive `upto`.
-    async fn expected_fingerprint(&self, upto: u64) -> String {
-        self.pg.create_db(&format!("expected_{upto}")).await;
-        let c = self.pg.connect(&format!("expected_{upto}")).await;
-        c.batch_execute(workload::SCHEMA_SQL).await.unwrap();
-        workload::apply_expected(&c, &self.stream, upto).await;
-        workload::fingerprint(&c).await
-    }
-
-    fn mails(&self, n: usize) -> Vec<Mail> {
-        self.smtp.wait_for(n, Duration::from_secs(10))
-    }
-
-    fn files_in(&self, dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir)
-            .map(|rd| {
-                rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
+/// A site whose alerts go to its mail sink, for a stream of `archives` archives.
+async fn new_site(name: &str, archives: u64) -> Site {
+    let options = Options {
+        archives,
+        seed: 7,
+        mail: true,
+        extra: "[pull]\nfetch_ahead = 8\nvacuum_every = 50\n".into(),
+        ..Options::default()
+    };
+    Site::start(name, options).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulls_singles_and_batches_in_both_formats() {
-    let site = Site::new("pull-mixed", 260).await;
+    let site = new_site("pull-mixed", 260).await;
     // Start with 30 singles, then the provider packs 1..=50 and 51..=100 into batches.
-    site.publish(1, 30, Format::Copy22);
-    let run = site.pull(&[]);
+    site.publish(1, 30);
+    let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(site.counter().await, 30);
-    assert_eq!(site.counter_file(), "30");
+    assert_eq!(site.counter_file(), Some(30));
 
-    for f in site.files_in(&site.provider) {
+    for f in files_in(&site.provider) {
         std::fs::remove_file(site.provider.join(f)).unwrap();
     }
     site.publish_batch(1, 50, Format::Copy22);
@@ -215,42 +50,45 @@ async fn pulls_singles_and_batches_in_both_formats() {
     .unwrap();
     std::fs::write(site.provider.join("README"), "not an archive").unwrap();
 
-    let run = site.pull(&[]);
+    let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(site.counter().await, 260);
-    assert_eq!(site.counter_file(), "260");
+    assert_eq!(site.counter_file(), Some(260));
     assert_eq!(
         site.replica_fingerprint().await,
         site.expected_fingerprint(260).await
     );
-    let applied = site.files_in(&site.site_dir().join("applied"));
+    let applied = files_in(&site.site_dir().join("applied"));
     assert_eq!(
         applied.len(),
         260,
         "every applied archive is kept for housekeeping"
     );
-    assert!(site.files_in(&site.site_dir().join("incoming")).is_empty());
+    assert!(files_in(&site.site_dir().join("incoming")).is_empty());
 
     // Nothing new: a second run applies nothing and changes nothing.
     let before = site.replica_fingerprint().await;
-    let run = site.pull(&[]);
+    let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stderr.contains("up to date"), "{}", run.stderr);
     assert_eq!(site.counter().await, 260);
     assert_eq!(site.replica_fingerprint().await, before);
-    assert!(site.smtp.messages().is_empty(), "no mail when all is well");
+    assert!(
+        site.smtp().messages().is_empty(),
+        "no mail when all is well"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_archive_is_fetched_again_never_applied() {
-    let site = Site::new("pull-truncated", 12).await;
-    site.publish(1, 12, Format::Copy22);
+    let site = new_site("pull-truncated", 12).await;
+    site.publish(1, 12);
     let victim = site.provider.join(workload::archive_name(6));
     let whole = std::fs::read(&victim).unwrap();
     let cut = whole.windows(3).position(|w| w == b"\\.\n").unwrap() - 5;
     std::fs::write(&victim, &whole[..cut]).unwrap();
 
-    let run = site.pull(&[]);
+    let run = site.pull();
     assert_eq!(run.code, 4, "{}", run.stderr);
     assert!(run.stderr.contains("incomplete archive"), "{}", run.stderr);
     assert_eq!(
@@ -280,7 +118,7 @@ async fn truncated_archive_is_fetched_again_never_applied() {
 
     // The provider's file becomes whole: the next run fetches it again and recovers.
     std::fs::write(&victim, &whole).unwrap();
-    let run = site.pull(&[]);
+    let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(site.counter().await, 12);
     assert_eq!(
@@ -297,10 +135,10 @@ async fn truncated_archive_is_fetched_again_never_applied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gap_stops_at_the_missing_counter_and_is_mailed_once() {
-    let site = Site::new("pull-gap", 10).await;
-    site.publish(1, 4, Format::Copy22);
-    site.publish(6, 10, Format::Copy22);
-    let run = site.pull(&[]);
+    let site = new_site("pull-gap", 10).await;
+    site.publish(1, 4);
+    site.publish(6, 10);
+    let run = site.pull();
     assert_eq!(run.code, 4, "{}", run.stderr);
     assert!(
         run.stderr.contains("archive 5 is missing"),
@@ -317,17 +155,17 @@ async fn gap_stops_at_the_missing_counter_and_is_mailed_once() {
     assert_eq!(mails[0].to, vec!["ops@example.org".to_string()]);
 
     // The same failure on the next run is not mailed again.
-    let run = site.pull(&[]);
+    let run = site.pull();
     assert_eq!(run.code, 4);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
-        site.smtp.messages().len(),
+        site.smtp().messages().len(),
         1,
         "the same failure is mailed once, not on every run"
     );
 
-    site.publish(5, 5, Format::Copy22);
-    let run = site.pull(&[]);
+    site.publish(5, 5);
+    let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(site.counter().await, 10);
     assert!(site.mails(2)[1].subject.contains("RECOVERED"));
@@ -335,8 +173,8 @@ async fn gap_stops_at_the_missing_counter_and_is_mailed_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_error_mid_archive_applies_nothing_of_it() {
-    let site = Site::new("pull-sqlerror", 8).await;
-    site.publish(1, 8, Format::Statements);
+    let site = new_site("pull-sqlerror", 8).await;
+    site.publish_as(1, 8, Format::Statements);
     // Archive 4: valid statements, then one that fails (a duplicate key), then more.
     let path = site.provider.join(workload::archive_name(4));
     let text = std::fs::read_to_string(&path).unwrap();
@@ -350,7 +188,7 @@ async fn sql_error_mid_archive_applies_nothing_of_it() {
     std::fs::write(&path, &text).unwrap();
     let bad_line = text[..text.find("'dup','2'").unwrap()].lines().count() as u64;
 
-    let run = site.pull(&[]);
+    let run = site.pull();
     assert_eq!(run.code, 4, "{}", run.stderr);
     assert!(
         run.stderr.contains(&workload::archive_name(4)),
@@ -364,7 +202,7 @@ async fn sql_error_mid_archive_applies_nothing_of_it() {
     );
     assert!(run.stderr.contains("duplicate key value"), "{}", run.stderr);
     assert_eq!(site.counter().await, 3);
-    assert_eq!(site.counter_file(), "3");
+    assert_eq!(site.counter_file(), Some(3));
     assert_eq!(
         site.replica_fingerprint().await,
         site.expected_fingerprint(3).await,
@@ -395,10 +233,13 @@ async fn sql_error_mid_archive_applies_nothing_of_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_host_key_is_refused() {
-    let site = Site::new("pull-hostkey", 3).await;
-    site.publish(1, 3, Format::Copy22);
-    site.write_config(&site.ssh.wrong_known_hosts());
-    let run = site.pull(&[]);
+    let site = new_site("pull-hostkey", 3).await;
+    site.publish(1, 3);
+    site.write_config(ConfigChange {
+        known_hosts: Some(&site.ssh.wrong_known_hosts()),
+        ..ConfigChange::default()
+    });
+    let run = site.pull();
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("does NOT match"), "{}", run.stderr);
     assert_eq!(site.counter().await, 0);
@@ -412,8 +253,11 @@ async fn changed_host_key_is_refused() {
     // An empty known_hosts: the key is unknown, also refused.
     let empty = site.dir.join("empty_known_hosts");
     std::fs::write(&empty, "").unwrap();
-    site.write_config(&empty);
-    let run = site.pull(&[]);
+    site.write_config(ConfigChange {
+        known_hosts: Some(&empty),
+        ..ConfigChange::default()
+    });
+    let run = site.pull();
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("is not in"), "{}", run.stderr);
     assert_eq!(site.counter().await, 0);
@@ -421,10 +265,10 @@ async fn changed_host_key_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_down_is_reported_and_pull_resumes_after() {
-    let mut site = Site::new("pull-dbdown", 5).await;
-    site.publish(1, 5, Format::Copy22);
+    let mut site = new_site("pull-dbdown", 5).await;
+    site.publish(1, 5);
     site.pg.stop();
-    let run = site.pull(&[]);
+    let run = site.pull();
     assert_eq!(run.code, 5, "{}", run.stderr);
     assert!(
         run.stderr
@@ -435,7 +279,7 @@ async fn database_down_is_reported_and_pull_resumes_after() {
     let mails = site.mails(1);
     assert!(mails[0].subject.contains("FAILED"), "{}", mails[0].subject);
     site.pg.start_again();
-    let run = site.pull(&[]);
+    let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(site.counter().await, 5);
     assert!(site.mails(2)[1].subject.contains("RECOVERED"));
@@ -443,49 +287,46 @@ async fn database_down_is_reported_and_pull_resumes_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_file_and_second_instance() {
-    let site = Site::new("pull-pause", 4).await;
-    site.publish(1, 4, Format::Copy22);
-    let die = site.local().join(format!("get_slony_logs.{NODE}.die"));
+    let site = new_site("pull-pause", 4).await;
+    site.publish(1, 4);
+    let die = site.die_file();
     std::fs::create_dir_all(site.local()).unwrap();
     std::fs::write(&die, "").unwrap();
-    let run = site.pull(&[]);
+    let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stderr.contains("paused"), "{}", run.stderr);
     assert_eq!(site.counter().await, 0);
-    let run = site.pull(&["--fail-if-paused"]);
+    let run = site.run(&["pull", "--once", "--fail-if-paused"]);
     assert_eq!(run.code, 10, "{}", run.stderr);
     std::fs::remove_file(&die).unwrap();
 
     // Another instance holds the per-cluster lock.
-    let lock = slony_shared::lock::RunLock::try_acquire(
-        &site.local().join(format!("slony-receiver.{CLUSTER}.lock")),
-    )
-    .unwrap();
-    let run = site.pull(&[]);
+    let lock = slony_shared::lock::RunLock::try_acquire(&site.lock_file()).unwrap();
+    let run = site.pull();
     assert_eq!(run.code, 11, "{}", run.stderr);
     assert!(run.stderr.contains("already running"), "{}", run.stderr);
     assert_eq!(site.counter().await, 0);
     drop(lock);
-    let run = site.pull(&[]);
+    let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(site.counter().await, 4);
     assert!(
-        site.smtp.messages().is_empty(),
+        site.smtp().messages().is_empty(),
         "pauses and a busy lock are not failures"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_initialised_database_gets_a_clear_error() {
-    let site = Site::new("pull-noinit", 2).await;
-    site.publish(1, 2, Format::Copy22);
+    let site = new_site("pull-noinit", 2).await;
+    site.publish(1, 2);
     site.pg
         .connect("replica")
         .await
         .batch_execute(&format!("DROP SCHEMA \"_{CLUSTER}\" CASCADE"))
         .await
         .unwrap();
-    let run = site.pull(&[]);
+    let run = site.pull();
     assert_eq!(run.code, 4, "{}", run.stderr);
     assert!(
         run.stderr.contains("not initialised for log shipping"),
@@ -497,8 +338,8 @@ async fn not_initialised_database_gets_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_config_with_ssh_agent() {
-    let site = Site::new("pull-legacy", 6).await;
-    site.publish(1, 6, Format::Copy22);
+    let site = new_site("pull-legacy", 6).await;
+    site.publish(1, 6);
     // The original tools logged in through the user's ssh-agent and ~/.ssh/known_hosts.
     let home = site.dir.mkdir("home");
     std::fs::create_dir_all(home.join(".ssh")).unwrap();
@@ -568,7 +409,7 @@ async fn legacy_config_with_ssh_agent() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(site.counter().await, 6);
-    assert_eq!(site.counter_file(), "6");
+    assert_eq!(site.counter_file(), Some(6));
 }
 
 /// A rough throughput figure for a backlog (not a benchmark harness; run by hand with
@@ -580,8 +421,8 @@ async fn backlog_throughput() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000);
-    let site = Site::new("pull-backlog", n).await;
-    let paths = site.publish(1, n, Format::Copy22);
+    let site = new_site("pull-backlog", n).await;
+    let paths = site.publish(1, n);
     if std::env::var_os("BACKLOG_LOCAL").is_some() {
         // Apply only: every archive is already downloaded.
         let incoming = site.site_dir().join("incoming");
@@ -591,7 +432,7 @@ async fn backlog_throughput() {
         }
     }
     let started = std::time::Instant::now();
-    let run = site.pull(&[]);
+    let run = site.pull();
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(run.code, 0);
     assert_eq!(site.counter().await, n);
@@ -603,9 +444,9 @@ async fn backlog_throughput() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_prepares_a_replica_at_a_counter_once() {
-    let site = Site::new("pull-init", 12).await;
+    let site = new_site("pull-init", 12).await;
     // The site's schema exists already: init refuses and changes nothing.
-    let run = site.run(&["init", "--counter", "9"], &[]);
+    let run = site.run(&["init", "--counter", "9"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("already exists"), "{}", run.stderr);
     assert_eq!(site.counter().await, 0);
@@ -616,14 +457,14 @@ async fn init_prepares_a_replica_at_a_counter_once() {
         .batch_execute(&format!("DROP SCHEMA \"_{CLUSTER}\" CASCADE"))
         .await
         .unwrap();
-    let run = site.run(&["init", "--counter", "9"], &[]);
+    let run = site.run(&["init", "--counter", "9"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(site.counter().await, 9);
     // The replica's data is the provider's after archive 9: pull continues from 10.
     let replica = site.pg.connect("replica").await;
     workload::apply_expected(&replica, &site.stream, 9).await;
-    site.publish(1, 12, Format::Copy22);
-    let run = site.pull(&[]);
+    site.publish(1, 12);
+    let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(site.counter().await, 12);
     assert_eq!(
@@ -644,14 +485,14 @@ async fn group_commit_stops_exactly_before_a_bad_archive() {
         ("\\! echo hi\n", "meta-command"),
     ];
     for (i, (bad, says)) in cases.iter().enumerate() {
-        let site = Site::new(&format!("pull-group-{i}"), 30).await;
+        let site = new_site(&format!("pull-group-{i}"), 30).await;
         let text = std::fs::read_to_string(&site.config).unwrap();
         std::fs::write(
             &site.config,
             text.replace("vacuum_every = 50", "vacuum_every = 50\ngroup_commit = 30"),
         )
         .unwrap();
-        let paths = site.publish(1, 30, Format::Statements);
+        let paths = site.publish_as(1, 30, Format::Statements);
         let victim = &paths[16];
         let body = std::fs::read_to_string(victim).unwrap();
         let at = body.find("-- end of log archiving header\n").unwrap()
@@ -663,7 +504,7 @@ async fn group_commit_stops_exactly_before_a_bad_archive() {
         for p in &paths {
             std::fs::copy(p, incoming.join(p.file_name().unwrap())).unwrap();
         }
-        let run = site.pull(&[]);
+        let run = site.pull();
         assert_eq!(run.code, 4, "{}", run.stderr);
         assert!(run.stderr.contains(says), "{says}: {}", run.stderr);
         assert!(
@@ -672,13 +513,13 @@ async fn group_commit_stops_exactly_before_a_bad_archive() {
             run.stderr
         );
         assert_eq!(site.counter().await, 16, "{says}");
-        assert_eq!(site.counter_file(), "16");
+        assert_eq!(site.counter_file(), Some(16));
         assert_eq!(
             site.replica_fingerprint().await,
             site.expected_fingerprint(16).await,
             "{says}"
         );
-        assert_eq!(site.files_in(&site.site_dir().join("applied")).len(), 16);
+        assert_eq!(files_in(&site.site_dir().join("applied")).len(), 16);
     }
 }
 
@@ -726,7 +567,7 @@ fn scrape(port: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_stops_cleanly_mid_backlog_then_follows_new_archives() {
-    let site = Site::new("pull-daemon", 1510).await;
+    let site = new_site("pull-daemon", 1510).await;
     let metrics_port = crate::support::free_port();
     let text = std::fs::read_to_string(&site.config).unwrap();
     let text = text.replace(
@@ -734,7 +575,7 @@ async fn daemon_stops_cleanly_mid_backlog_then_follows_new_archives() {
         &format!("vacuum_every = 50\npoll_interval_secs = 1\nmetrics_listen = \"127.0.0.1:{metrics_port}\""),
     );
     std::fs::write(&site.config, &text).unwrap();
-    site.publish(1, 1500, Format::Copy22);
+    site.publish(1, 1500);
     let start = || {
         let log =
             std::fs::File::create(site.dir.join(format!("daemon-{}.log", rand_suffix()))).unwrap();
@@ -763,11 +604,8 @@ async fn daemon_stops_cleanly_mid_backlog_then_follows_new_archives() {
     );
     let at = site.counter().await;
     assert!(at < 1500, "stopped mid-backlog (at {at})");
-    assert_eq!(site.counter_file(), at.to_string());
-    assert_eq!(
-        site.files_in(&site.site_dir().join("applied")).len() as u64,
-        at
-    );
+    assert_eq!(site.counter_file(), Some(at));
+    assert_eq!(files_in(&site.site_dir().join("applied")).len() as u64, at);
     assert_eq!(
         site.replica_fingerprint().await,
         site.expected_fingerprint(at).await
@@ -781,7 +619,7 @@ async fn daemon_stops_cleanly_mid_backlog_then_follows_new_archives() {
         || async { site.counter().await == 1500 },
     )
     .await;
-    site.publish(1501, 1510, Format::Copy22);
+    site.publish(1501, 1510);
     crate::support::wait_until_async(
         Duration::from_secs(30),
         "the new archives to be applied",
@@ -848,7 +686,7 @@ fn rand_suffix() -> u128 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_runs_housekeeping_on_its_schedule() {
-    let site = Site::new("pull-schedule", 30).await;
+    let site = new_site("pull-schedule", 30).await;
     let mut text = std::fs::read_to_string(&site.config).unwrap();
     text = text.replace(
         "vacuum_every = 50",
@@ -856,7 +694,7 @@ async fn daemon_runs_housekeeping_on_its_schedule() {
     );
     text.push_str("[housekeeping]\nbatch_size = 10\nschedule = \"*/2 * * * * *\"\n");
     std::fs::write(&site.config, &text).unwrap();
-    site.publish(1, 30, Format::Copy22);
+    site.publish(1, 30);
     let mut daemon = Daemon(
         Command::new(bin_path("slony-receiver"))
             .args(["pull", "--config", site.config.to_str().unwrap()])
@@ -870,7 +708,7 @@ async fn daemon_runs_housekeeping_on_its_schedule() {
         "scheduled housekeeping to pack the applied archives",
         // Only finished batches: one being written is still a temporary file.
         || {
-            site.files_in(&batches)
+            files_in(&batches)
                 .iter()
                 .filter(|n| n.ends_with(".tar.gz"))
                 .count()
@@ -878,7 +716,7 @@ async fn daemon_runs_housekeeping_on_its_schedule() {
         },
     );
     assert_eq!(
-        site.files_in(&batches),
+        files_in(&batches),
         vec![
             "slony_logs_1-10.tar.gz",
             "slony_logs_11-20.tar.gz",

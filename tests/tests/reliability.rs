@@ -13,11 +13,9 @@
 //! - [`hostile_provider_input_changes_nothing`]: names, counters, duplicates, envelopes,
 //!   tar entries and symlinks a provider should never serve.
 
-use crate::support::pg::PgServer;
-use crate::support::receiver::{receiver_toml, run_receiver, Endpoints, Run};
-use crate::support::smtp::{Mail, SmtpSink};
-use crate::support::ssh::SshServer;
-use crate::support::workload::{self, Change, Format};
+use crate::support::receiver::run_receiver;
+use crate::support::site::{archive_name_of, files_in, Options, Site, CLUSTER};
+use crate::support::workload::{self, Format};
 use crate::support::{bin_path, is_root, wait_until, wait_until_async, TestDir};
 use slony_shared::archive::name::{classify, Entry};
 use slony_shared::archive::{ArchiveName, BatchName};
@@ -29,276 +27,110 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const CLUSTER: &str = "lab";
-const NODE: &str = "site1";
-
-/// A subscriber site, its provider (sshd), its replica (PostgreSQL) and its mail sink.
-struct Site {
-    /// Root of everything this test writes (kept on failure).
-    dir: TestDir,
-    /// The provider's directory for this site.
-    provider: PathBuf,
-    /// The receiver's local log directory.
-    local: PathBuf,
-    /// The receiver's config file.
-    config: PathBuf,
-    /// The stream of changes the archives carry.
-    stream: Vec<Vec<Change>>,
-    /// Expected database: the stream applied by another path, and how far.
-    expected_at: u64,
-    smtp: SmtpSink,
-    ssh: SshServer,
-    pg: PgServer,
+/// A site whose alerts go to its mail sink, with `extra` config.
+async fn new_site(name: &str, archives: u64, extra: &str) -> Site {
+    Site::start(name, options(archives, extra)).await
 }
 
-impl Site {
-    async fn new(name: &str, archives: u64, extra: &str) -> Site {
-        let dir = TestDir::new(name);
-        let local = dir.join("local");
-        Site::with_local(dir, local, archives, extra).await
-    }
-
-    async fn with_local(dir: TestDir, local: PathBuf, archives: u64, extra: &str) -> Site {
-        let provider = dir.mkdir("provider/site_logs").join(NODE);
-        std::fs::create_dir_all(&provider).unwrap();
-        let pg = PgServer::start();
-        pg.create_db("replica").await;
-        pg.create_db("expected").await;
-        let cluster = ClusterName::new(CLUSTER).unwrap();
-        pg.connect("replica")
-            .await
-            .batch_execute(&format!(
-                "{}{}{}",
-                workload::SCHEMA_SQL,
-                slony_shared::offline::tracking_schema_sql(&cluster),
-                slony_shared::offline::tracking_row_sql(
-                    &cluster,
-                    Counter(0),
-                    "1970-01-01 00:00:00"
-                )
-            ))
-            .await
-            .unwrap();
-        pg.connect("expected")
-            .await
-            .batch_execute(workload::SCHEMA_SQL)
-            .await
-            .unwrap();
-        let ssh = SshServer::start(&dir.join("provider"));
-        let smtp = SmtpSink::start();
-        let config = dir.join("receiver.toml");
-        let endpoints = Endpoints {
-            cluster: CLUSTER,
-            node: NODE,
-            ssh: &ssh,
-            ssh_port: ssh.port(),
-            known_hosts: ssh.known_hosts(),
-            remote_log_dir: provider.parent().unwrap(),
-            local_dir: &local,
-            pg_port: pg.port(),
-        };
-        let extra = format!(
-            "[alert]\nrecipients = [\"ops@example.org\"]\nfrom = \"receiver@example.org\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls = \"none\"\n{extra}",
-            smtp.port()
-        );
-        std::fs::write(&config, receiver_toml(&endpoints, &extra)).unwrap();
-        Site {
-            provider,
-            local,
-            config,
-            stream: workload::generate(archives, 11),
-            expected_at: 0,
-            smtp,
-            ssh,
-            pg,
-            dir,
-        }
-    }
-
-    fn site_dir(&self) -> PathBuf {
-        self.local.join(NODE)
-    }
-
-    fn incoming(&self) -> PathBuf {
-        self.site_dir().join("incoming")
-    }
-
-    /// Writes archives `from..=to` as single files on the provider.
-    fn publish(&self, from: u64, to: u64) -> Vec<PathBuf> {
-        workload::write_archives(&self.provider, CLUSTER, &self.stream, from, to, |c| {
+/// Options for a stream of `archives` archives, alerts by mail and `extra` config.
+fn options(archives: u64, extra: &str) -> Options {
+    Options {
+        archives,
+        mail: true,
+        extra: extra.into(),
+        format: |c| {
             if c % 4 == 0 {
                 Format::Statements
             } else {
                 Format::Copy22
             }
-        })
-    }
-
-    /// Packs archives `from..=to` into a batch on the provider.
-    fn publish_batch(&self, from: u64, to: u64) -> PathBuf {
-        let staging = self.dir.join(format!("staging-{from}-{to}"));
-        let paths = workload::write_archives(&staging, CLUSTER, &self.stream, from, to, |_| {
-            Format::Copy22
-        });
-        let members: Vec<(ArchiveName, PathBuf)> = paths
-            .into_iter()
-            .map(|p| (archive_name_of(&p), p))
-            .collect();
-        let batch = BatchName {
-            from: Counter(from),
-            to: Counter(to),
-        };
-        slony_shared::batch::write_batch(&self.provider, batch, &members).unwrap();
-        self.provider.join(batch.to_string())
-    }
-
-    fn pull(&self) -> Run {
-        run_receiver(&self.config, "pull", &["--once"])
-    }
-
-    /// `slony-receiver <command> --config <config> <args>` as a child process, output
-    /// to `log`.
-    fn spawn(&self, command: &str, args: &[&str], log: &Path) -> Receiver {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        Receiver(
-            Command::new(bin_path("slony-receiver"))
-                .arg(command)
-                .arg("--config")
-                .arg(&self.config)
-                .args(args)
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    async fn counter(&self) -> u64 {
-        let row = self
-            .pg
-            .connect("replica")
-            .await
-            .query_one(
-                &format!("SELECT at_counter FROM \"_{CLUSTER}\".sl_archive_tracking"),
-                &[],
-            )
-            .await
-            .unwrap();
-        row.get::<_, i64>(0) as u64
-    }
-
-    fn counter_file(&self) -> Option<u64> {
-        std::fs::read_to_string(self.site_dir().join("slony_counter.txt"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    }
-
-    async fn replica_fingerprint(&self) -> String {
-        workload::fingerprint(&self.pg.connect("replica").await).await
-    }
-
-    /// The expected tables after archive `upto` (the expected database only moves forward).
-    async fn expected_fingerprint(&mut self, upto: u64) -> String {
-        assert!(
-            upto >= self.expected_at,
-            "the replica went back from {} to {upto}",
-            self.expected_at
-        );
-        let c = self.pg.connect("expected").await;
-        let from = self.expected_at as usize;
-        workload::apply_expected(&c, &self.stream[from..], upto - self.expected_at).await;
-        self.expected_at = upto;
-        workload::fingerprint(&c).await
-    }
-
-    /// The replica's counter, after checking that its tables are exactly the expected
-    /// state at that counter (no archive half-applied, none applied twice).
-    async fn check_consistent(&mut self, when: &str) -> u64 {
-        let at = self.counter().await;
-        let want = self.expected_fingerprint(at).await;
-        assert_eq!(
-            self.replica_fingerprint().await,
-            want,
-            "{when}: the replica's tables are not the state after archive {at}"
-        );
-        at
-    }
-
-    /// [`Site::check_consistent`] for the tables only, right after a crash: `setval`
-    /// is not transactional in PostgreSQL, so a transaction killed after an archive's
-    /// sequence call leaves that sequence ahead until the archive is applied again.
-    async fn check_tables_consistent(&mut self, when: &str) -> u64 {
-        // A killed client's last COMMIT may still be running in its server backend.
-        let c = self.pg.connect("postgres").await;
-        wait_until_async(
-            Duration::from_secs(20),
-            "the killed receiver's database sessions to end",
-            || async {
-                let n: i64 = c
-                    .query_one(
-                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'slony-receiver'",
-                        &[],
-                    )
-                    .await
-                    .unwrap()
-                    .get(0);
-                n == 0
-            },
-        )
-        .await;
-        // The counter and the tables from one snapshot.
-        let replica = self.pg.connect("replica").await;
-        replica
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .unwrap();
-        let at = replica
-            .query_one(
-                &format!("SELECT at_counter FROM \"_{CLUSTER}\".sl_archive_tracking"),
-                &[],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0) as u64;
-        let got = workload::fingerprint(&replica).await;
-        replica.batch_execute("COMMIT").await.unwrap();
-        let tables = |f: String| f.split(" seq=").next().unwrap_or_default().to_string();
-        let want = tables(self.expected_fingerprint(at).await);
-        assert_eq!(
-            tables(got),
-            want,
-            "{when}: the replica's tables are not the state after archive {at}"
-        );
-        at
-    }
-
-    fn mails(&self, n: usize) -> Vec<Mail> {
-        self.smtp.wait_for(n, Duration::from_secs(15))
+        },
+        ..Options::default()
     }
 }
 
-fn archive_name_of(p: &Path) -> ArchiveName {
-    ArchiveName::parse(p.file_name().unwrap().to_str().unwrap()).unwrap()
+/// `slony-receiver <command> --config <config> <args>` as a child process, output
+/// to `log`.
+fn spawn(site: &Site, command: &str, args: &[&str], log: &Path) -> Receiver {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Receiver(
+        Command::new(bin_path("slony-receiver"))
+            .arg(command)
+            .arg("--config")
+            .arg(&site.config)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
 }
 
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+/// The replica's counter, after checking that its tables are exactly the expected
+/// state at that counter (no archive half-applied, none applied twice).
+async fn check_consistent(site: &Site, when: &str) -> u64 {
+    let at = site.counter().await;
+    let want = site.expected_fingerprint(at).await;
+    assert_eq!(
+        site.replica_fingerprint().await,
+        want,
+        "{when}: the replica's tables are not the state after archive {at}"
+    );
+    at
+}
+
+/// [`check_consistent`] for the tables only, right after a crash: `setval` is not
+/// transactional in PostgreSQL, so a transaction killed after an archive's sequence
+/// call leaves that sequence ahead until the archive is applied again.
+async fn check_tables_consistent(site: &Site, when: &str) -> u64 {
+    // A killed client's last COMMIT may still be running in its server backend.
+    let c = site.pg.connect("postgres").await;
+    wait_until_async(
+        Duration::from_secs(20),
+        "the killed receiver's database sessions to end",
+        || async {
+            let n: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'slony-receiver'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            n == 0
+        },
+    )
+    .await;
+    // The counter and the tables from one snapshot.
+    let replica = site.pg.connect("replica").await;
+    replica
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .unwrap();
+    let at = replica
+        .query_one(
+            &format!("SELECT at_counter FROM \"_{CLUSTER}\".sl_archive_tracking"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0) as u64;
+    let got = workload::fingerprint(&replica).await;
+    replica.batch_execute("COMMIT").await.unwrap();
+    let tables = |f: String| f.split(" seq=").next().unwrap_or_default().to_string();
+    let want = tables(site.expected_fingerprint(at).await);
+    assert_eq!(
+        tables(got),
+        want,
+        "{when}: the replica's tables are not the state after archive {at}"
+    );
+    at
 }
 
 /// A receiver process, killed on drop if still running.
@@ -377,7 +209,7 @@ async fn kill_9_at_random_points_loses_nothing() {
     let seed = seed();
     eprintln!("kill -9 test: seed {seed} (RELIABILITY_SEED={seed} replays it)");
     let mut rng = Rng(seed);
-    let mut site = Site::new(
+    let site = new_site(
         "rel-kill9",
         MAX_ARCHIVES,
         "[pull]\nfetch_ahead = 4\ngroup_commit = 3\nvacuum_every = 5\n[housekeeping]\nbatch_size = 10\n",
@@ -393,7 +225,7 @@ async fn kill_9_at_random_points_loses_nothing() {
         if published < last + 20 && published < MAX_ARCHIVES {
             let to = (published + 40).min(MAX_ARCHIVES);
             if rng.below(2) == 0 {
-                site.publish_batch(published + 1, to);
+                site.publish_batch(published + 1, to, Format::Copy22);
             } else {
                 site.publish(published + 1, to);
             }
@@ -416,9 +248,9 @@ async fn kill_9_at_random_points_loses_nothing() {
             rng.below(301)
         });
         let mut child = if housekeeping {
-            site.spawn("housekeeping", &[], &log)
+            spawn(&site, "housekeeping", &[], &log)
         } else {
-            site.spawn("pull", &["--once"], &log)
+            spawn(&site, "pull", &["--once"], &log)
         };
         std::thread::sleep(delay);
         match child.0.try_wait() {
@@ -441,9 +273,7 @@ async fn kill_9_at_random_points_loses_nothing() {
         {
             stats.partial_batch_left += 1;
         }
-        let at = site
-            .check_tables_consistent(&format!("after kill {i} (+{delay:?})"))
-            .await;
+        let at = check_tables_consistent(&site, &format!("after kill {i} (+{delay:?})")).await;
         assert!(
             at >= last,
             "kill {i}: the counter went back from {last} to {at}"
@@ -467,7 +297,7 @@ async fn kill_9_at_random_points_loses_nothing() {
     // A final clean run applies everything that is left, exactly once.
     let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let at = site.check_consistent("after the final clean run").await;
+    let at = check_consistent(&site, "after the final clean run").await;
     assert_eq!(at, published, "every published archive is applied");
     assert_eq!(site.counter_file(), Some(at), "the counter file agrees");
     let run = run_receiver(&site.config, "housekeeping", &[]);
@@ -525,7 +355,7 @@ async fn kill_9_at_random_points_loses_nothing() {
         stats.progress_during_kill > 0,
         "some killed runs had applied archives: {stats:?}"
     );
-    assert!(site.smtp.messages().is_empty(), "kills are not failures");
+    assert!(site.smtp().messages().is_empty(), "kills are not failures");
 }
 
 /// A large archive: the rendered archive with `bytes` of comment lines after its header
@@ -553,14 +383,14 @@ fn padded_archive(site: &Site, counter: u64, bytes: usize) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_cut_mid_transfer_refetches() {
-    let mut site = Site::new("rel-netcut", 12, "[pull]\nfetch_ahead = 4\n").await;
+    let site = new_site("rel-netcut", 12, "[pull]\nfetch_ahead = 4\n").await;
     site.publish(1, 12);
     padded_archive(&site, 9, 200 * 1024 * 1024);
     let part = site
         .incoming()
         .join(format!("{}.part", workload::archive_name(9)));
     let log = site.dir.join("cut.log");
-    let mut child = site.spawn("pull", &["--once"], &log);
+    let mut child = spawn(&site, "pull", &["--once"], &log);
     wait_until(
         Duration::from_secs(60),
         "archive 9 to be half downloaded",
@@ -577,23 +407,23 @@ async fn network_cut_mid_transfer_refetches() {
         !site.incoming().join(workload::archive_name(9)).exists(),
         "no partial copy under the archive's name"
     );
-    assert_eq!(site.check_consistent("after the cut").await, 8);
+    assert_eq!(check_consistent(&site, "after the cut").await, 8);
     let mails = site.mails(1);
     assert!(mails[0].subject.contains("FAILED"), "{}", mails[0].subject);
 
     let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(site.check_consistent("after the refetch").await, 12);
+    assert_eq!(check_consistent(&site, "after the refetch").await, 12);
     assert_eq!(site.counter_file(), Some(12));
     assert!(site.mails(2)[1].subject.contains("RECOVERED"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_batches_and_copies_are_refetched() {
-    let mut site = Site::new("rel-truncate", 40, "").await;
+    let site = new_site("rel-truncate", 40, "").await;
 
     // A batch cut short on the provider: nothing of it is applied; whole again, it is.
-    let batch = site.publish_batch(1, 10);
+    let batch = site.publish_batch(1, 10, Format::Copy22);
     let whole = std::fs::read(&batch).unwrap();
     std::fs::write(&batch, &whole[..whole.len() * 2 / 3]).unwrap();
     let run = site.pull();
@@ -603,7 +433,7 @@ async fn truncated_batches_and_copies_are_refetched() {
         "{}",
         run.stderr
     );
-    assert_eq!(site.check_consistent("truncated batch").await, 0);
+    assert_eq!(check_consistent(&site, "truncated batch").await, 0);
     // Members read whole before the damage may wait in incoming/, each complete.
     let cluster = ClusterName::new(CLUSTER).unwrap();
     for f in files_in(&site.incoming()) {
@@ -614,7 +444,7 @@ async fn truncated_batches_and_copies_are_refetched() {
     std::fs::write(&batch, &whole).unwrap();
     let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(site.check_consistent("whole batch").await, 10);
+    assert_eq!(check_consistent(&site, "whole batch").await, 10);
 
     // A batch whose member 15 is a cut-off archive (a whole tar of a partial file): the
     // members before it are applied, the cut one is deleted and fetched again.
@@ -644,7 +474,7 @@ async fn truncated_batches_and_copies_are_refetched() {
         "{}",
         run.stderr
     );
-    assert_eq!(site.check_consistent("cut member").await, 14);
+    assert_eq!(check_consistent(&site, "cut member").await, 14);
     assert!(!site.incoming().join(workload::archive_name(15)).exists());
     std::fs::remove_file(site.provider.join("slony_logs_11-20.tar.gz")).unwrap();
     site.publish(15, 20);
@@ -658,7 +488,7 @@ async fn truncated_batches_and_copies_are_refetched() {
     std::fs::write(&local, &text[..text.len() / 2]).unwrap();
     let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(site.check_consistent("after refetching").await, 40);
+    assert_eq!(check_consistent(&site, "after refetching").await, 40);
     assert_eq!(site.counter_file(), Some(40));
     assert!(files_in(&site.incoming()).is_empty());
 }
@@ -666,7 +496,7 @@ async fn truncated_batches_and_copies_are_refetched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_stopped_mid_run_then_resumes() {
     const N: u64 = 1200;
-    let mut site = Site::new(
+    let mut site = new_site(
         "rel-dbstop",
         N,
         "[pull]\npoll_interval_secs = 1\nfetch_ahead = 8\n",
@@ -674,7 +504,7 @@ async fn database_stopped_mid_run_then_resumes() {
     .await;
     site.publish(1, N);
     let log = site.dir.join("daemon.log");
-    let mut daemon = site.spawn("pull", &[], &log);
+    let mut daemon = spawn(&site, "pull", &[], &log);
     wait_until_async(
         Duration::from_secs(60),
         "the daemon to apply some archives",
@@ -702,11 +532,11 @@ async fn database_stopped_mid_run_then_resumes() {
     );
 
     // Paused while the database comes back, the replica can be inspected as it was left.
-    let die = site.local.join(format!("get_slony_logs.{NODE}.die"));
+    let die = site.die_file();
     std::fs::write(&die, "").unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     site.pg.start_again();
-    let at = site.check_consistent("after the restart").await;
+    let at = check_consistent(&site, "after the restart").await;
     assert!(at < N, "stopped mid-backlog (at {at})");
     assert!(site.counter_file().is_some_and(|f| f <= at));
     std::fs::remove_file(&die).unwrap();
@@ -717,7 +547,7 @@ async fn database_stopped_mid_run_then_resumes() {
         || async { site.counter().await == N },
     )
     .await;
-    assert_eq!(site.check_consistent("caught up").await, N);
+    assert_eq!(check_consistent(&site, "caught up").await, N);
     let mails = site.mails(2);
     assert!(
         mails[1].subject.contains("RECOVERED"),
@@ -797,7 +627,7 @@ async fn disk_full_on_the_local_log_dir() {
             return;
         }
     };
-    let mut site = Site::with_local(dir, local, 12, "[pull]\nfetch_ahead = 2\n").await;
+    let site = Site::start_in(dir, options(12, "[pull]\nfetch_ahead = 2\n")).await;
     site.publish(1, 12);
     padded_archive(&site, 7, 4 * 1024 * 1024);
     let run = site.pull();
@@ -820,7 +650,7 @@ async fn disk_full_on_the_local_log_dir() {
         mails[0].body
     );
     assert_eq!(
-        site.check_consistent("disk full").await,
+        check_consistent(&site, "disk full").await,
         6,
         "archives before the one that does not fit are applied"
     );
@@ -834,7 +664,7 @@ async fn disk_full_on_the_local_log_dir() {
     tmpfs.resize("64m");
     let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(site.check_consistent("space freed").await, 12);
+    assert_eq!(check_consistent(&site, "space freed").await, 12);
     assert_eq!(site.counter_file(), Some(12));
     drop(site);
     drop(tmpfs);
@@ -868,11 +698,11 @@ struct Case {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_provider_input_changes_nothing() {
-    let mut site = Site::new("rel-hostile", 12, "").await;
+    let site = new_site("rel-hostile", 12, "").await;
     site.publish(1, 3);
     let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(site.check_consistent("start").await, 3);
+    assert_eq!(check_consistent(&site, "start").await, 3);
     let good =
         |c: u64| workload::render(CLUSTER, c, &site.stream[(c - 1) as usize], Format::Copy22);
     let a4 = site.provider.join(workload::archive_name(4));
@@ -1123,18 +953,18 @@ async fn hostile_provider_input_changes_nothing() {
     std::fs::write(&a4, &text).unwrap();
     let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(site.check_consistent("repaired archive").await, 4);
+    assert_eq!(check_consistent(&site, "repaired archive").await, 4);
 
     // A single file and a batch, and two overlapping batches, covering the same
     // counters: the provider's housekeeping leaves such overlaps for a moment. Each
     // archive is applied exactly once.
     std::fs::remove_file(&a4).unwrap();
-    site.publish_batch(5, 8);
+    site.publish_batch(5, 8, Format::Copy22);
     site.publish(5, 6);
-    site.publish_batch(7, 12);
+    site.publish_batch(7, 12, Format::Copy22);
     let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(site.check_consistent("overlapping sources").await, 12);
+    assert_eq!(check_consistent(&site, "overlapping sources").await, 12);
     let applied: BTreeSet<String> = files_in(&site.site_dir().join("applied"))
         .into_iter()
         .collect();

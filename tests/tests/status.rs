@@ -5,141 +5,45 @@
 //! seconds after 10:00:00, so a replica at 10 behind a provider at 25 is 15 archives and
 //! 15 seconds behind.
 
-use crate::support::pg::PgServer;
-use crate::support::receiver::{receiver_toml, run_receiver, Endpoints, Run};
-use crate::support::ssh::SshServer;
-use crate::support::workload::{self, Change, Format};
-use crate::support::{free_port, TestDir};
+use crate::support::free_port;
+use crate::support::receiver::Run;
+use crate::support::site::{ConfigChange, Options, Site, CLUSTER, NODE};
+use crate::support::workload;
 use serde_json::Value;
-use slony_shared::counter::Counter;
-use slony_shared::ident::ClusterName;
-use std::path::PathBuf;
 
-const CLUSTER: &str = "lab";
-const NODE: &str = "site1";
-
-/// A subscriber site and its provider, on loopback. Fields drop in order: the servers
-/// stop before the directory goes.
-struct Site {
-    /// The provider's directory for this site.
-    provider: PathBuf,
-    /// The receiver's config file.
-    config: PathBuf,
-    /// The stream of changes the archives carry.
-    stream: Vec<Vec<Change>>,
-    ssh: SshServer,
-    pg: PgServer,
-    /// Root of everything this test writes (kept on failure).
-    dir: TestDir,
-}
-
-/// Reads stdout as the `--json` object.
-trait JsonOut {
-    fn json(&self) -> Value;
-}
-
-impl JsonOut for Run {
-    /// stdout as the `--json` object.
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("status --json printed no JSON ({e}):\n{}", self.stdout))
+/// Runs `slony-receiver status`, with `--json` if `json`.
+fn status(site: &Site, json: bool) -> Run {
+    if json {
+        site.run(&["status", "--json"])
+    } else {
+        site.run(&["status"])
     }
 }
 
-impl Site {
-    async fn new(name: &str, archives: u64) -> Site {
-        let dir = TestDir::new(name);
-        let provider = dir.mkdir("provider/site_logs").join(NODE);
-        std::fs::create_dir_all(&provider).unwrap();
-        let pg = PgServer::start();
-        pg.create_db("replica").await;
-        let cluster = ClusterName::new(CLUSTER).unwrap();
-        pg.connect("replica")
-            .await
-            .batch_execute(&format!(
-                "{}{}{}",
-                workload::SCHEMA_SQL,
-                slony_shared::offline::tracking_schema_sql(&cluster),
-                slony_shared::offline::tracking_row_sql(
-                    &cluster,
-                    Counter(0),
-                    "1970-01-01 00:00:00"
-                )
-            ))
-            .await
-            .unwrap();
-        let ssh = SshServer::start(&dir.join("provider"));
-        let site = Site {
-            provider,
-            config: dir.join("receiver.toml"),
-            stream: workload::generate(archives, 11),
-            ssh,
-            pg,
-            dir,
-        };
-        site.write_config(site.ssh.port(), site.pg.port(), "");
-        site
-    }
-
-    /// Writes the config; `extra` is appended (for a `[status]` section).
-    fn write_config(&self, ssh_port: u16, pg_port: u16, extra: &str) {
-        let text = receiver_toml(
-            &Endpoints {
-                cluster: CLUSTER,
-                node: NODE,
-                ssh: &self.ssh,
-                ssh_port,
-                known_hosts: self.ssh.known_hosts(),
-                remote_log_dir: self.provider.parent().unwrap(),
-                local_dir: &self.local(),
-                pg_port,
-            },
-            extra,
-        );
-        std::fs::write(&self.config, text).unwrap();
-    }
-
-    fn local(&self) -> PathBuf {
-        self.dir.join("local")
-    }
-
-    fn die_file(&self) -> PathBuf {
-        self.local().join(format!("get_slony_logs.{NODE}.die"))
-    }
-
-    /// Writes archives `from..=to` as single files on the provider.
-    fn publish(&self, from: u64, to: u64) {
-        workload::write_archives(&self.provider, CLUSTER, &self.stream, from, to, |_| {
-            Format::Copy22
-        });
-    }
-
-    fn pull(&self) -> Run {
-        self.run(&["pull", "--once"])
-    }
-
-    fn status(&self, json: bool) -> Run {
-        if json {
-            self.run(&["status", "--json"])
-        } else {
-            self.run(&["status"])
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        run_receiver(&self.config, args[0], &args[1..])
-    }
+/// Writes the site's config with `extra` appended (a `[status]` section).
+fn with_extra(site: &Site, extra: &str) {
+    site.write_config(ConfigChange {
+        extra,
+        ..ConfigChange::default()
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_against_a_live_setup_with_a_known_backlog() {
-    let site = Site::new("status-backlog", 25).await;
+    let site = Site::start(
+        "status-backlog",
+        Options {
+            archives: 25,
+            ..Options::default()
+        },
+    )
+    .await;
     site.publish(1, 10);
     let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
     site.publish(11, 25);
 
-    let run = site.status(true);
+    let run = status(&site, true);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let s = run.json();
     assert_eq!(s["cluster"], CLUSTER);
@@ -167,7 +71,7 @@ async fn status_against_a_live_setup_with_a_known_backlog() {
     assert_eq!(s["problems"], serde_json::json!([]));
 
     // The human table: same facts, one per line.
-    let run = site.status(false);
+    let run = status(&site, false);
     assert_eq!(run.code, 0, "{}", run.stderr);
     eprintln!("=== human status output ===\n{}", run.stdout);
     let line = |label: &str| -> String {
@@ -185,12 +89,8 @@ async fn status_against_a_live_setup_with_a_known_backlog() {
     assert!(line("health ").ends_with(" ok"), "{}", run.stdout);
 
     // A tighter threshold turns the same backlog into a failed check.
-    site.write_config(
-        site.ssh.port(),
-        site.pg.port(),
-        "[status]\nmax_lag_archives = 5\n",
-    );
-    let run = site.status(true);
+    with_extra(&site, "[status]\nmax_lag_archives = 5\n");
+    let run = status(&site, true);
     assert_eq!(run.code, 20, "{}", run.stderr);
     let s = run.json();
     assert_eq!(s["healthy"], false);
@@ -199,49 +99,38 @@ async fn status_against_a_live_setup_with_a_known_backlog() {
         s["problems"],
         serde_json::json!(["lag of 15 archives is above max_lag_archives = 5"])
     );
-    let run = site.status(false);
+    let run = status(&site, false);
     assert_eq!(run.code, 20, "{}", run.stderr);
     assert!(
         run.stdout.contains("UNHEALTHY: lag of 15 archives"),
         "{}",
         run.stdout
     );
-    site.write_config(
-        site.ssh.port(),
-        site.pg.port(),
-        "[status]\nmax_lag_secs = 10\n",
-    );
-    let run = site.status(true);
+    with_extra(&site, "[status]\nmax_lag_secs = 10\n");
+    let run = status(&site, true);
     assert_eq!(run.code, 20, "{}", run.stderr);
     assert_eq!(
         run.json()["problems"],
         serde_json::json!(["lag of 15 s (15s) is above max_lag_secs = 10"])
     );
-    site.write_config(site.ssh.port(), site.pg.port(), "");
+    site.write_config(ConfigChange::default());
 
     // Paused: reported, and still healthy (a pause is deliberate).
     std::fs::write(site.die_file(), "").unwrap();
-    let run = site.status(true);
+    let run = status(&site, true);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let s = run.json();
     assert_eq!(s["paused"], true);
     assert_eq!(s["die_file"], site.die_file().display().to_string());
     assert_eq!(s["counter"], 10);
     std::fs::remove_file(site.die_file()).unwrap();
-    assert_eq!(site.status(true).json()["paused"], false);
+    assert_eq!(status(&site, true).json()["paused"], false);
 
     // Running: some process holds the run lock (here, this test); an archive waits locally.
-    let lock = slony_shared::lock::RunLock::try_acquire(
-        &site.local().join(format!("slony-receiver.{CLUSTER}.lock")),
-    )
-    .unwrap();
-    let waiting = site
-        .local()
-        .join(NODE)
-        .join("incoming")
-        .join(workload::archive_name(11));
+    let lock = slony_shared::lock::RunLock::try_acquire(&site.lock_file()).unwrap();
+    let waiting = site.incoming().join(workload::archive_name(11));
     std::fs::write(&waiting, "").unwrap();
-    let run = site.status(true);
+    let run = status(&site, true);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let s = run.json();
     assert_eq!(s["running"], true);
@@ -249,11 +138,14 @@ async fn status_against_a_live_setup_with_a_known_backlog() {
     assert_eq!(s["waiting_local"], 1);
     drop(lock);
     std::fs::remove_file(&waiting).unwrap();
-    assert_eq!(site.status(true).json()["running"], false);
+    assert_eq!(status(&site, true).json()["running"], false);
 
     // An unreachable provider: exit 3, the replica's side still reported.
-    site.write_config(free_port(), site.pg.port(), "");
-    let run = site.status(true);
+    site.write_config(ConfigChange {
+        ssh_port: Some(free_port()),
+        ..ConfigChange::default()
+    });
+    let run = status(&site, true);
     assert_eq!(run.code, 3, "{}", run.stderr);
     let s = run.json();
     assert_eq!(s["counter"], 10);
@@ -269,15 +161,18 @@ async fn status_against_a_live_setup_with_a_known_backlog() {
     assert_eq!(s["healthy"], false);
 
     // An unreachable database: exit 5, the provider's side still reported.
-    site.write_config(site.ssh.port(), free_port(), "");
-    let run = site.status(true);
+    site.write_config(ConfigChange {
+        pg_port: Some(free_port()),
+        ..ConfigChange::default()
+    });
+    let run = status(&site, true);
     assert_eq!(run.code, 5, "{}", run.stderr);
     let s = run.json();
     assert_eq!(s["counter"], Value::Null);
     assert_eq!(s["provider_newest"], 25);
     assert_eq!(s["lag_archives"], Value::Null);
     assert!(s["database_error"].is_string(), "{s}");
-    let run = site.status(false);
+    let run = status(&site, false);
     assert_eq!(run.code, 5, "{}", run.stderr);
     assert!(
         run.stdout
@@ -286,13 +181,13 @@ async fn status_against_a_live_setup_with_a_known_backlog() {
         "{}",
         run.stdout
     );
-    site.write_config(site.ssh.port(), site.pg.port(), "");
+    site.write_config(ConfigChange::default());
 
     // An active pull failure (archive 11 gone: a gap) makes the check fail too.
     std::fs::remove_file(site.provider.join(workload::archive_name(11))).unwrap();
     let run = site.pull();
     assert_ne!(run.code, 0, "the gap must fail the pull");
-    let run = site.status(true);
+    let run = status(&site, true);
     assert_eq!(run.code, 20, "{}", run.stderr);
     let s = run.json();
     assert_eq!(s["counter"], 10);

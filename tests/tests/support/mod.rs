@@ -14,6 +14,8 @@ Layout:
   host and client keys, plus matching and deliberately wrong `known_hosts`.
 - [`smtp`]: [`smtp::SmtpSink`], a real SMTP server (Debian's `python3-aiosmtpd`)
   that records every message it receives, for alert assertions.
+- [`site`]: [`site::Site`], a subscriber site with its provider, replica and mail
+  sink, and the receiver's config pointing at them.
 - this file: shared helpers ([`free_port`], [`bin_path`], [`wait_until`],
   [`wait_until_async`], [`TestDir`]).
 
@@ -30,6 +32,7 @@ All waits in here are bounded by a deadline, and all servers listen on
 
 pub mod pg;
 pub mod receiver;
+pub mod site;
 pub mod slony;
 pub mod smtp;
 pub mod ssh;

@@ -72,6 +72,14 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl Run {
+    /// Standard output parsed as the object a `--json` run prints.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("--json printed no JSON ({e}):\n{}", self.stdout))
+    }
+}
+
 /// Runs `slony-receiver <command> --config <config> <rest...>` and echoes its output
 /// (shown when the test fails).
 pub fn run_receiver(config: &Path, command: &str, rest: &[&str]) -> Run {
