@@ -49,6 +49,8 @@
 //! one SQL statement at a time, never the whole file. Output goes to the callers'
 //! writers as it is decided.
 
+use super::excerpt;
+use super::parse::{dollar_tag, is_ident_byte};
 use crate::counter::Counter;
 use crate::ident::QualifiedTable;
 use std::borrow::Cow;
@@ -368,7 +370,7 @@ fn malformed(line: u64, reason: impl Into<String>) -> CutErrorKind {
 fn undecidable(line: u64, statement: &str, reason: impl Into<String>) -> CutErrorKind {
     CutErrorKind::Undecidable {
         line,
-        statement: excerpt(statement),
+        statement: excerpt(statement, 120),
         reason: reason.into(),
     }
 }
@@ -976,15 +978,6 @@ fn first_array_element(s: &str) -> Option<String> {
     }
 }
 
-fn excerpt(sql: &str) -> String {
-    let one_line: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() > 120 {
-        one_line.chars().take(117).collect::<String>() + "..."
-    } else {
-        one_line
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Finding statement boundaries in raw bytes.
 
@@ -1092,27 +1085,6 @@ impl Lexer {
         }
         None
     }
-}
-
-fn is_ident_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80 || c == b'$'
-}
-
-fn dollar_tag(b: &[u8]) -> Option<Vec<u8>> {
-    let mut j = 1;
-    while j < b.len() && b[j] != b'$' {
-        let c = b[j];
-        let ok = if j == 1 {
-            c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
-        } else {
-            c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
-        };
-        if !ok {
-            return None;
-        }
-        j += 1;
-    }
-    (j < b.len()).then(|| b[..=j].to_vec())
 }
 
 // ---------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@
 //! so an archive is applied whole or not at all.
 
 use super::parse::{words, Item};
-use super::ArchiveError;
+use super::{excerpt, ArchiveError};
 use crate::counter::Counter;
 use crate::ident::ClusterName;
 
@@ -143,7 +143,7 @@ impl Envelope {
                     format!(
                         "expected the header (`start transaction;` then `select \"{}\".archiveTracking_offline(...)`), found `{}`",
                         self.schema,
-                        excerpt(sql)
+                        excerpt(sql, 80)
                     ),
                 ))
             }
@@ -162,7 +162,7 @@ impl Envelope {
                         line,
                         format!(
                             "`{}` would end or split the archive's transaction; refused",
-                            excerpt(sql)
+                            excerpt(sql, 80)
                         ),
                     ));
                 }
@@ -191,7 +191,7 @@ impl Envelope {
                     line,
                     format!(
                         "`{}` after the archive's commit; only the sl_archive_tracking VACUUM may follow it",
-                        excerpt(sql)
+                        excerpt(sql, 80)
                     ),
                 ))
             }
@@ -256,15 +256,6 @@ impl Envelope {
             });
         }
         Ok(header)
-    }
-}
-
-fn excerpt(sql: &str) -> String {
-    let one_line: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() > 80 {
-        one_line.chars().take(77).collect::<String>() + "..."
-    } else {
-        one_line
     }
 }
 

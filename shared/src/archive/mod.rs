@@ -49,3 +49,13 @@ impl From<parse::ParseError> for ArchiveError {
         }
     }
 }
+
+/// `sql` on one line, cut to at most `max_chars` characters, for error messages.
+pub(crate) fn excerpt(sql: &str, max_chars: usize) -> String {
+    let one_line: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() > max_chars {
+        one_line.chars().take(max_chars - 3).collect::<String>() + "..."
+    } else {
+        one_line
+    }
+}

@@ -381,12 +381,13 @@ fn trim_start(b: &[u8]) -> &[u8] {
     &b[n..]
 }
 
-fn is_ident_byte(c: u8) -> bool {
+/// A byte that may continue an identifier (or a `$n` parameter).
+pub(crate) fn is_ident_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80 || c == b'$'
 }
 
 /// `$tag$` at the start of `b` (tag empty or an identifier not starting with a digit).
-fn dollar_tag(b: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn dollar_tag(b: &[u8]) -> Option<Vec<u8>> {
     let mut j = 1;
     while j < b.len() && b[j] != b'$' {
         let c = b[j];
