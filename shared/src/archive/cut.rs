@@ -1164,53 +1164,12 @@ impl Iterator for Tokens<'_> {
         let mut chars = s.char_indices();
         let (_, c) = chars.next()?;
         let (tok, len) = if c == '"' {
-            let mut out = String::new();
-            let mut end = None;
-            let b = s.as_bytes();
-            let mut i = 1;
-            while i < b.len() {
-                if b[i] == b'"' {
-                    if b.get(i + 1) == Some(&b'"') {
-                        out.push('"');
-                        i += 2;
-                        continue;
-                    }
-                    end = Some(i + 1);
-                    break;
-                }
-                let ch = s[i..].chars().next()?;
-                out.push(ch);
-                i += ch.len_utf8();
-            }
-            (Tok::Quoted(out), end?)
+            let (name, end) = quoted(s, 1, '"', false)?;
+            (Tok::Quoted(name), end)
         } else if c == '\'' || ((c == 'E' || c == 'e') && s[1..].starts_with('\'')) {
             let escape = c != '\'';
-            let start = if escape { 2 } else { 1 };
-            let b = s.as_bytes();
-            let mut out = String::new();
-            let mut i = start;
-            let mut end = None;
-            while i < b.len() {
-                if escape && b[i] == b'\\' && i + 1 < b.len() {
-                    let ch = s[i + 1..].chars().next()?;
-                    out.push(ch);
-                    i += 1 + ch.len_utf8();
-                    continue;
-                }
-                if b[i] == b'\'' {
-                    if b.get(i + 1) == Some(&b'\'') {
-                        out.push('\'');
-                        i += 2;
-                        continue;
-                    }
-                    end = Some(i + 1);
-                    break;
-                }
-                let ch = s[i..].chars().next()?;
-                out.push(ch);
-                i += ch.len_utf8();
-            }
-            (Tok::Str(out), end?)
+            let (text, end) = quoted(s, if escape { 2 } else { 1 }, '\'', escape)?;
+            (Tok::Str(text), end)
         } else if c.is_ascii_alphabetic() || c == '_' || !c.is_ascii() {
             let end = s
                 .char_indices()
@@ -1231,6 +1190,36 @@ impl Iterator for Tokens<'_> {
         self.pos += len;
         Some(tok)
     }
+}
+
+/// The text of a quoted token of `s` whose body starts at byte `start` and ends at an
+/// undoubled `quote`, and the byte just past it; `backslash` for `E'...'` escapes.
+/// `None` if the quote is not closed.
+fn quoted(s: &str, start: usize, quote: char, backslash: bool) -> Option<(String, usize)> {
+    let mut out = String::new();
+    let mut chars = s[start..]
+        .char_indices()
+        .map(|(i, c)| (i + start, c))
+        .peekable();
+    while let Some((i, c)) = chars.next() {
+        if backslash && c == '\\' {
+            if let Some((_, next)) = chars.next() {
+                out.push(next);
+                continue;
+            }
+            return None;
+        }
+        if c == quote {
+            if chars.peek().is_some_and(|&(_, n)| n == quote) {
+                chars.next();
+                out.push(quote);
+                continue;
+            }
+            return Some((out, i + c.len_utf8()));
+        }
+        out.push(c);
+    }
+    None
 }
 
 /// The tables a statement touches.
@@ -1803,6 +1792,25 @@ vacuum analyze \"_lab\".sl_archive_tracking;\n";
     const R2: &str = "1\t855\t2\t8\ts1\tt2\tI\t0\t{k,k101,v,1}";
     const R3: &str = "1\t857\t1\t17\ts1\tt1\tU\t1\t{txt,NULL,id,1}";
     const R4: &str = "1\t962\t5\t305\ts1\tt5\tT\t0\t{}";
+
+    #[test]
+    fn quoted_tokens_undouble_and_unescape() {
+        assert_eq!(
+            quoted("\"a\"\"b\" rest", 1, '"', false),
+            Some(("a\"b".to_string(), 6))
+        );
+        assert_eq!(
+            quoted("'it''s' x", 1, '\'', false),
+            Some(("it's".to_string(), 7))
+        );
+        assert_eq!(
+            quoted("E'a\\'b\\\\c' x", 2, '\'', true),
+            Some(("a'b\\c".to_string(), 10))
+        );
+        assert_eq!(quoted("'é☃'", 1, '\'', false), Some(("é☃".to_string(), 7)));
+        assert_eq!(quoted("'open", 1, '\'', false), None);
+        assert_eq!(quoted("E'ends\\", 2, '\'', true), None);
+    }
 
     #[test]
     fn copy_rows_are_filtered_byte_for_byte() {
