@@ -68,20 +68,12 @@ NODE=site1
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
-is_root() { [[ $(id -u) -eq 0 ]]; }
+# shellcheck source=scripts/lib/servers.sh
+source "$repo/scripts/lib/servers.sh"
 
-[[ -x /usr/sbin/sshd ]] || die "/usr/sbin/sshd not found (Debian package openssh-server)"
 command -v slony_logshipper >/dev/null 2>&1 || die "slony_logshipper not found (Debian package slony1-2-bin)"
 [[ -x /usr/bin/time ]] || die "/usr/bin/time not found (Debian package time)"
-PG_BIN=${PG_BIN:-}
-if [[ -z $PG_BIN ]]; then
-    if [[ -x /usr/lib/postgresql/15/bin/postgres ]]; then
-        PG_BIN=/usr/lib/postgresql/15/bin
-    else
-        PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
-    fi
-fi
-[[ -n $PG_BIN && -x $PG_BIN/postgres ]] || die "PostgreSQL server binaries not found; set PG_BIN"
+find_pg_bin
 
 # --- build ----------------------------------------------------------------------------
 say "building the workspace (release)"
@@ -92,19 +84,8 @@ receiver="${CARGO_TARGET_DIR:-$repo/target}/release/slony-receiver"
 # --- work directory and clean-up ----------------------------------------------------------
 work=$(mktemp -d "${TMPDIR:-/tmp}/slony-bench.XXXXXX")
 chmod 0755 "$work"
-sshd_pid=
-pg_pid=
-pg_runner_pid=
 child_pid=
 ls_config=
-
-wait_gone() {
-    local pid=$1 tries=$2
-    while kill -0 "$pid" 2>/dev/null && ((tries-- > 0)); do
-        sleep 0.1
-    done
-    ! kill -0 "$pid" 2>/dev/null
-}
 
 cleanup() {
     local rc=$?
@@ -116,30 +97,7 @@ cleanup() {
     if [[ -n $ls_config && -f $ls_config ]]; then
         slony_logshipper -c "$ls_config" >/dev/null 2>&1 # its semaphores and queue
     fi
-    if [[ -n $sshd_pid ]] && kill -0 "$sshd_pid" 2>/dev/null; then
-        pkill -TERM -P "$sshd_pid" # open sessions first
-        kill -TERM "$sshd_pid"
-        wait_gone "$sshd_pid" 50 || kill -KILL "$sshd_pid"
-    fi
-    if [[ -z $pg_pid && -f $work/pgdata/postmaster.pid ]]; then
-        pg_pid=$(head -n 1 "$work/pgdata/postmaster.pid")
-    fi
-    if [[ -n $pg_pid ]] && kill -0 "$pg_pid" 2>/dev/null; then
-        kill -INT "$pg_pid" # fast shutdown
-        wait_gone "$pg_pid" 600 || kill -QUIT "$pg_pid"
-        wait_gone "$pg_pid" 50
-    fi
-    if [[ -n $pg_runner_pid ]] && kill -0 "$pg_runner_pid" 2>/dev/null; then
-        kill -TERM "$pg_runner_pid"
-    fi
-    if ((rc != 0)); then
-        for log in "$work/postgres.log" "$work/ssh/sshd.log"; do
-            if [[ -s $log ]]; then
-                printf '\n--- last lines of %s ---\n' "$log" >&2
-                tail -n 20 "$log" >&2
-            fi
-        done
-    fi
+    stop_servers "$work" "$rc"
     if [[ ${BENCH_KEEP:-0} == 1 ]]; then
         printf 'bench directory kept: %s\n' "$work" >&2
     else
@@ -150,10 +108,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # Runs "$@" as a tracked child (killed by the clean-up if the script is interrupted).
 run_child() {
@@ -170,82 +124,14 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 
 # --- PostgreSQL ------------------------------------------------------------------------------
 say "starting a private PostgreSQL ($PG_BIN, fsync=$FSYNC) in $work"
-as_pg=()
-mkdir -p "$work/pgdata" "$work/pgsock"
-if is_root; then
-    id postgres >/dev/null 2>&1 || die "the postgres OS user is missing (Debian package postgresql creates it)"
-    chown postgres: "$work/pgdata" "$work/pgsock"
-    chmod 0700 "$work/pgdata"
-    as_pg=(runuser -u postgres --)
-fi
-(cd "$work" && "${as_pg[@]}" "$PG_BIN/initdb" -A trust -U postgres -E UTF8 --no-locale \
-    -D "$work/pgdata" >"$work/initdb.log" 2>&1) || {
-    cat "$work/initdb.log" >&2
-    die "initdb failed"
-}
-pg_port=$(free_port)
-(cd "$work" && exec "${as_pg[@]}" "$PG_BIN/postgres" -D "$work/pgdata" \
-    -c "port=$pg_port" -c listen_addresses=127.0.0.1 \
-    -c "unix_socket_directories=$work/pgsock" -c "fsync=$FSYNC" \
-    </dev/null >"$work/postgres.log" 2>&1) &
-pg_runner_pid=$!
-tries=300
-until "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres; do
-    kill -0 "$pg_runner_pid" 2>/dev/null || die "PostgreSQL exited during start-up (see $work/postgres.log)"
-    ((tries-- > 0)) || die "PostgreSQL not ready after 30 s"
-    sleep 0.1
-done
-pg_pid=$(head -n 1 "$work/pgdata/postmaster.pid")
-
-psql() {
-    "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U postgres "$@"
-}
+start_postgres "$work" -c "fsync=$FSYNC"
 pg_settings=$(psql -d postgres -tAc "SELECT string_agg(name || '=' || setting, ', ' ORDER BY name) FROM pg_settings
     WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'shared_buffers', 'max_wal_size')")
 pg_version=$(psql -d postgres -tAc "SELECT current_setting('server_version')")
 
 # --- sshd (the provider) ------------------------------------------------------------------
 say "starting a private sshd on 127.0.0.1 (keys generated for this run)"
-mkdir -p "$work/ssh"
-ssh-keygen -q -t ed25519 -N '' -C 'slony-bench host' -f "$work/ssh/host_key"
-ssh-keygen -q -t ed25519 -N '' -C 'slony-bench client' -f "$work/ssh/client_key"
-cp "$work/ssh/client_key.pub" "$work/ssh/authorized_keys"
-chmod 0600 "$work/ssh/authorized_keys"
-if is_root && [[ ! -d /run/sshd ]]; then
-    mkdir -p -m 0755 /run/sshd
-fi
-ssh_port=$(free_port)
-cat >"$work/ssh/sshd_config" <<EOF
-Port $ssh_port
-ListenAddress 127.0.0.1
-HostKey $work/ssh/host_key
-PidFile $work/ssh/sshd.pid
-AuthorizedKeysFile $work/ssh/authorized_keys
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin prohibit-password
-Subsystem sftp internal-sftp
-LogLevel ERROR
-UseDNS no
-PrintMotd no
-MaxStartups 100:30:200
-EOF
-if /usr/sbin/sshd -t -f <(cat "$work/ssh/sshd_config"; echo "PerSourcePenalties no") >/dev/null 2>&1; then
-    echo "PerSourcePenalties no" >>"$work/ssh/sshd_config"
-fi
-/usr/sbin/sshd -D -e -f "$work/ssh/sshd_config" </dev/null >"$work/ssh/sshd.log" 2>&1 &
-sshd_pid=$!
-tries=150
-until (exec 3<>"/dev/tcp/127.0.0.1/$ssh_port") 2>/dev/null; do
-    kill -0 "$sshd_pid" 2>/dev/null || die "sshd exited during start-up (see $work/ssh/sshd.log)"
-    ((tries-- > 0)) || die "sshd not listening after 15 s"
-    sleep 0.1
-done
-printf '[127.0.0.1]:%s %s\n' "$ssh_port" "$(cat "$work/ssh/host_key.pub")" >"$work/ssh/known_hosts"
-ssh_user=$(id -un)
+start_sshd "$work" slony-bench "LogLevel ERROR" "MaxStartups 100:30:200"
 scp_opts=(-q -P "$ssh_port" -i "$work/ssh/client_key" -o BatchMode=yes -o IdentitiesOnly=yes
     -o "UserKnownHostsFile=$work/ssh/known_hosts" -o StrictHostKeyChecking=yes)
 

@@ -29,7 +29,8 @@ NODE=demo-site
 
 say() { printf '\n==> %s\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
-is_root() { [[ $(id -u) -eq 0 ]]; }
+# shellcheck source=scripts/lib/servers.sh
+source "$repo/scripts/lib/servers.sh"
 
 # --- packages ---------------------------------------------------------------
 packages=(openssh-server postgresql libssl-dev pkg-config)
@@ -55,17 +56,7 @@ command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust (https://
 [[ -x /usr/sbin/sshd ]] || die "/usr/sbin/sshd not found (Debian package openssh-server)"
 command -v ssh-keygen >/dev/null 2>&1 || die "ssh-keygen not found (Debian package openssh-client)"
 
-# PostgreSQL 15 (Debian 12); otherwise the newest installed server.
-PG_BIN=${PG_BIN:-}
-if [[ -z $PG_BIN ]]; then
-    if [[ -x /usr/lib/postgresql/15/bin/postgres ]]; then
-        PG_BIN=/usr/lib/postgresql/15/bin
-    else
-        PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
-    fi
-fi
-[[ -n $PG_BIN && -x $PG_BIN/postgres && -x $PG_BIN/initdb ]] ||
-    die "PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin (Debian package postgresql); set PG_BIN"
+find_pg_bin
 
 # --- build --------------------------------------------------------------------
 say "building slony-receiver"
@@ -76,45 +67,11 @@ receiver="${CARGO_TARGET_DIR:-$repo/target}/debug/slony-receiver"
 # --- throwaway directory and clean-up -------------------------------------------
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/slony-demo.XXXXXX")
 chmod 0755 "$tmp"
-sshd_pid=
-pg_pid=
-pg_runner_pid=
-
-# Waits (bounded) for a process to exit; returns 1 if it is still there.
-wait_gone() {
-    local pid=$1 tries=$2
-    while kill -0 "$pid" 2>/dev/null && ((tries-- > 0)); do
-        sleep 0.1
-    done
-    ! kill -0 "$pid" 2>/dev/null
-}
 
 cleanup() {
     local rc=$?
     set +e
-    if [[ -n $sshd_pid ]] && kill -0 "$sshd_pid" 2>/dev/null; then
-        kill -TERM "$sshd_pid"
-        wait_gone "$sshd_pid" 50 || kill -KILL "$sshd_pid"
-    fi
-    if [[ -z $pg_pid && -f $tmp/pgdata/postmaster.pid ]]; then
-        pg_pid=$(head -n 1 "$tmp/pgdata/postmaster.pid")
-    fi
-    if [[ -n $pg_pid ]] && kill -0 "$pg_pid" 2>/dev/null; then
-        kill -INT "$pg_pid" # fast shutdown
-        wait_gone "$pg_pid" 300 || kill -QUIT "$pg_pid"
-        wait_gone "$pg_pid" 50
-    fi
-    if [[ -n $pg_runner_pid ]] && kill -0 "$pg_runner_pid" 2>/dev/null; then
-        kill -TERM "$pg_runner_pid"
-    fi
-    if ((rc != 0)); then
-        for log in "$tmp/postgres.log" "$tmp/ssh/sshd.log"; do
-            if [[ -s $log ]]; then
-                printf '\n--- last lines of %s ---\n' "$log" >&2
-                tail -n 20 "$log" >&2
-            fi
-        done
-    fi
+    stop_servers "$tmp" "$rc"
     if [[ ${DEMO_KEEP:-0} == 1 ]]; then
         printf '\ndemo directory kept: %s\n' "$tmp"
     else
@@ -127,53 +84,10 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A TCP port on 127.0.0.1 that nothing listens on.
-free_port() {
-    local port tries=50
-    while ((tries-- > 0)); do
-        port=$((55000 + RANDOM % 5000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return 0
-        fi
-    done
-    die "no free TCP port found in 55000-59999"
-}
-
 # --- PostgreSQL (the replica) -------------------------------------------------------
 say "starting a private PostgreSQL ($PG_BIN) in $tmp"
-as_pg=()
-mkdir -p "$tmp/pgdata" "$tmp/pgsock"
-if is_root; then
-    id postgres >/dev/null 2>&1 || die "the postgres OS user is missing (Debian package postgresql creates it)"
-    chown postgres: "$tmp/pgdata" "$tmp/pgsock"
-    chmod 0700 "$tmp/pgdata"
-    as_pg=(runuser -u postgres --)
-fi
-(cd "$tmp" && "${as_pg[@]}" "$PG_BIN/initdb" -N -A trust -U postgres -E UTF8 --no-locale \
-    -D "$tmp/pgdata" >"$tmp/initdb.log" 2>&1) || {
-    cat "$tmp/initdb.log" >&2
-    die "initdb failed"
-}
-pg_port=$(free_port)
-(cd "$tmp" && exec "${as_pg[@]}" "$PG_BIN/postgres" -D "$tmp/pgdata" \
-    -c "port=$pg_port" -c listen_addresses=127.0.0.1 \
-    -c "unix_socket_directories=$tmp/pgsock" \
-    -c fsync=off -c full_page_writes=off -c synchronous_commit=off \
-    </dev/null >"$tmp/postgres.log" 2>&1) &
-pg_runner_pid=$!
-tries=300
-until "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres; do
-    kill -0 "$pg_runner_pid" 2>/dev/null || die "PostgreSQL exited during start-up (see $tmp/postgres.log)"
-    ((tries-- > 0)) || die "PostgreSQL not ready after 30 s"
-    sleep 0.1
-done
-pg_pid=$(head -n 1 "$tmp/pgdata/postmaster.pid")
+start_postgres "$tmp" -c fsync=off -c full_page_writes=off -c synchronous_commit=off
 echo "PostgreSQL pid $pg_pid listening on 127.0.0.1:$pg_port"
-
-psql() {
-    "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U postgres "$@"
-}
 
 say "creating database replica with a user table s1.t1"
 psql -d postgres -c 'CREATE DATABASE replica'
@@ -181,45 +95,7 @@ psql -d replica -c 'CREATE SCHEMA s1; CREATE TABLE s1.t1 (id int PRIMARY KEY, tx
 
 # --- sshd (the provider) -------------------------------------------------------------
 say "starting a private sshd on 127.0.0.1"
-mkdir -p "$tmp/ssh"
-ssh-keygen -q -t ed25519 -N '' -C 'slony-demo host' -f "$tmp/ssh/host_key"
-ssh-keygen -q -t ed25519 -N '' -C 'slony-demo client' -f "$tmp/ssh/client_key"
-cp "$tmp/ssh/client_key.pub" "$tmp/ssh/authorized_keys"
-chmod 0600 "$tmp/ssh/authorized_keys"
-if is_root && [[ ! -d /run/sshd ]]; then
-    mkdir -p -m 0755 /run/sshd # privilege separation directory
-fi
-ssh_port=$(free_port)
-cat >"$tmp/ssh/sshd_config" <<EOF
-Port $ssh_port
-ListenAddress 127.0.0.1
-HostKey $tmp/ssh/host_key
-PidFile $tmp/ssh/sshd.pid
-AuthorizedKeysFile $tmp/ssh/authorized_keys
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin prohibit-password
-Subsystem sftp internal-sftp
-LogLevel VERBOSE
-UseDNS no
-PrintMotd no
-EOF
-# OpenSSH >= 9.8 penalises addresses that connect without logging in.
-if /usr/sbin/sshd -t -f <(cat "$tmp/ssh/sshd_config"; echo "PerSourcePenalties no") >/dev/null 2>&1; then
-    echo "PerSourcePenalties no" >>"$tmp/ssh/sshd_config"
-fi
-/usr/sbin/sshd -D -e -f "$tmp/ssh/sshd_config" </dev/null >"$tmp/ssh/sshd.log" 2>&1 &
-sshd_pid=$!
-tries=150
-until grep -q "Server listening on 127.0.0.1 port $ssh_port" "$tmp/ssh/sshd.log"; do
-    kill -0 "$sshd_pid" 2>/dev/null || die "sshd exited during start-up (see $tmp/ssh/sshd.log)"
-    ((tries-- > 0)) || die "sshd not listening after 15 s"
-    sleep 0.1
-done
-printf '[127.0.0.1]:%s %s\n' "$ssh_port" "$(cat "$tmp/ssh/host_key.pub")" >"$tmp/ssh/known_hosts"
+start_sshd "$tmp" slony-demo "LogLevel VERBOSE"
 echo "sshd pid $sshd_pid listening on 127.0.0.1:$ssh_port"
 
 # --- archives ----------------------------------------------------------------------------
@@ -275,7 +151,7 @@ node = "$NODE"
 [remote]
 host = "127.0.0.1"
 port = $ssh_port
-user = "$(id -un)"
+user = "$ssh_user"
 key_file = "$tmp/ssh/client_key"
 known_hosts = "$tmp/ssh/known_hosts"
 log_dir = "$tmp/provider/site_logs"
