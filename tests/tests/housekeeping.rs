@@ -6,24 +6,17 @@
 //! the file must parse).
 
 use crate::support::pg::PgServer;
+use crate::support::receiver::{run_receiver, Run};
 use crate::support::site::tracking_sql;
-use crate::support::{bin_path, free_port, TestDir};
+use crate::support::{free_port, TestDir};
 use slony_shared::archive::{ArchiveName, BatchName};
 use slony_shared::counter::Counter;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 const CLUSTER: &str = "lab";
 const NODE: &str = "site1";
-
-/// The result of one `slony-receiver` run.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
 
 /// A site's local directories and config; the database is optional.
 struct Site {
@@ -106,21 +99,7 @@ batch_size = {batch_size}
     }
 
     fn housekeeping(&self) -> Run {
-        let out = Command::new(bin_path("slony-receiver"))
-            .args(["housekeeping", "--config", self.config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .output()
-            .expect("running slony-receiver");
-        let run = Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        eprintln!(
-            "--- slony-receiver housekeeping exited {}\nstdout:\n{}\nstderr:\n{}",
-            run.code, run.stdout, run.stderr
-        );
-        run
+        run_receiver(&self.config, "housekeeping", &[])
     }
 }
 
