@@ -8,7 +8,9 @@ password read from the environment. Every error names the file, the key and the 
 */
 
 use serde::Deserialize;
-use slony_shared::config::{ConfigError, DatabaseConfig, RawDatabase};
+use slony_shared::config::{
+    base_dir, cluster_name, invalid, resolve, ConfigError, DatabaseConfig, RawDatabase,
+};
 use slony_shared::ident::{ClusterName, NodeName};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -80,23 +82,6 @@ const MAX_BATCH_SIZE: u64 = 1_000_000;
 /// Largest accepted rescan interval: an hour (a missed event must not wait longer).
 const MAX_RESCAN_SECS: u64 = 3600;
 
-fn invalid(path: &Path, key: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        path: path.to_path_buf(),
-        key: key.to_string(),
-        reason: reason.into(),
-    }
-}
-
-/// Makes a relative path absolute against the config file's directory.
-fn resolve(base: &Path, p: PathBuf) -> PathBuf {
-    if p.is_absolute() {
-        p
-    } else {
-        base.join(p)
-    }
-}
-
 fn dir(path: &Path, base: &Path, key: &str, v: Option<PathBuf>) -> Result<PathBuf, ConfigError> {
     let v = v.ok_or_else(|| invalid(path, key, "missing: set the directory"))?;
     if v.as_os_str().is_empty() {
@@ -134,18 +119,9 @@ impl ManagerConfig {
             message: e.to_string(),
         })?;
         let p = path;
-        let base = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let base = std::path::absolute(&base).unwrap_or(base);
+        let base = base_dir(path);
 
-        let cluster = raw
-            .cluster
-            .as_deref()
-            .ok_or_else(|| invalid(p, "cluster", "missing: set the Slony cluster name"))?;
-        let cluster =
-            ClusterName::new(cluster).map_err(|e| invalid(p, "cluster", e.to_string()))?;
+        let cluster = cluster_name(p, raw.cluster.as_deref())?;
 
         let trigger_dir = dir(p, &base, "trigger_dir", raw.trigger_dir)?;
         let subscribers_dir = dir(p, &base, "subscribers_dir", raw.subscribers_dir)?;

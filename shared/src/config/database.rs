@@ -1,7 +1,7 @@
 //! `[database]`: the PostgreSQL connection, the same section in the receiver's and the
 //! manager's configuration.
 
-use super::ConfigError;
+use super::{invalid, ConfigError};
 use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
@@ -46,18 +46,13 @@ impl DatabaseConfig {
     /// [`ConfigError::Invalid`] naming the key: both `url` and separate keys, a missing
     /// user or database name, settings that do not parse, an unset password variable.
     pub fn from_raw(path: &Path, d: RawDatabase, role: &str) -> Result<Self, ConfigError> {
-        let invalid = |key: &str, reason: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key: key.to_string(),
-            reason,
-        };
         let conninfo = match d.url {
             Some(url) => {
                 if d.host.is_some() || d.port.is_some() || d.user.is_some() || d.dbname.is_some() {
                     return Err(invalid(
+                        path,
                         "database.url",
-                        "set either database.url or database.host/port/user/dbname, not both"
-                            .into(),
+                        "set either database.url or database.host/port/user/dbname, not both",
                     ));
                 }
                 url
@@ -65,10 +60,11 @@ impl DatabaseConfig {
             None => {
                 let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
                 let user = d.user.ok_or_else(|| {
-                    invalid("database.user", "missing: set the database user".into())
+                    invalid(path, "database.user", "missing: set the database user")
                 })?;
                 let dbname = d.dbname.ok_or_else(|| {
                     invalid(
+                        path,
                         "database.dbname",
                         format!("missing: set the {role} database name"),
                     )
@@ -84,13 +80,15 @@ impl DatabaseConfig {
         };
         if conninfo.parse::<tokio_postgres::Config>().is_err() {
             return Err(invalid(
+                path,
                 "database",
-                "the connection settings do not parse as a libpq connection string or URL".into(),
+                "the connection settings do not parse as a libpq connection string or URL",
             ));
         }
         let password = match d.password_env {
             Some(var) => Some(std::env::var(&var).map_err(|_| {
                 invalid(
+                    path,
                     "database.password_env",
                     format!("environment variable {var} is not set (or not UTF-8)"),
                 )

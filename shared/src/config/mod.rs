@@ -16,7 +16,8 @@ pub use receiver::{
     SshAuth, StatusConfig, TlsMode,
 };
 
-use std::path::PathBuf;
+use crate::ident::ClusterName;
+use std::path::{Path, PathBuf};
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -48,4 +49,38 @@ pub enum ConfigError {
         /// What is wrong and what to write instead.
         reason: String,
     },
+}
+
+/// A [`ConfigError::Invalid`] for `key` of the config file at `path`.
+pub fn invalid(path: &Path, key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// The directory the relative paths of the config file `path` are resolved against.
+pub fn base_dir(path: &Path) -> PathBuf {
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::path::absolute(&base).unwrap_or(base)
+}
+
+/// `p`, made absolute against `base` (the config file's directory).
+pub fn resolve(base: &Path, p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        base.join(p)
+    }
+}
+
+/// The required `cluster` key of the config file `path`, validated.
+pub fn cluster_name(path: &Path, value: Option<&str>) -> Result<ClusterName, ConfigError> {
+    let cluster =
+        value.ok_or_else(|| invalid(path, "cluster", "missing: set the Slony cluster name"))?;
+    ClusterName::new(cluster).map_err(|e| invalid(path, "cluster", e.to_string()))
 }

@@ -2,7 +2,7 @@
 
 use super::database::DatabaseConfig;
 use super::raw::RawReceiver;
-use super::ConfigError;
+use super::{base_dir, cluster_name, invalid, resolve, ConfigError};
 use crate::ident::{ClusterName, NodeName};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -167,14 +167,6 @@ impl Default for StatusConfig {
 /// catch-up, small enough that a failure redoes little.
 pub const DEFAULT_GROUP_COMMIT: usize = 20;
 
-fn invalid(path: &Path, key: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        path: path.to_path_buf(),
-        key: key.to_string(),
-        reason: reason.into(),
-    }
-}
-
 fn env_var(path: &Path, key: &str, var: &str) -> Result<String, ConfigError> {
     std::env::var(var).map_err(|_| {
         invalid(
@@ -189,15 +181,6 @@ fn home() -> PathBuf {
     std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/"))
-}
-
-/// Makes a relative path absolute against the config file's directory.
-fn resolve(base: &Path, p: PathBuf) -> PathBuf {
-    if p.is_absolute() {
-        p
-    } else {
-        base.join(p)
-    }
 }
 
 fn remote_dir(path: &Path, key: &str, value: Option<String>) -> Result<String, ConfigError> {
@@ -239,18 +222,9 @@ impl ReceiverConfig {
     /// Resolves and validates a raw config read from `path`.
     pub(super) fn from_raw(path: &Path, raw: RawReceiver) -> Result<Self, ConfigError> {
         let p = path;
-        let base = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let base = std::path::absolute(&base).unwrap_or(base);
+        let base = base_dir(path);
 
-        let cluster = raw
-            .cluster
-            .as_deref()
-            .ok_or_else(|| invalid(p, "cluster", "missing: set the Slony cluster name"))?;
-        let cluster =
-            ClusterName::new(cluster).map_err(|e| invalid(p, "cluster", e.to_string()))?;
+        let cluster = cluster_name(p, raw.cluster.as_deref())?;
         let node = raw
             .node
             .as_deref()
