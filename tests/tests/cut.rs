@@ -5,6 +5,7 @@
 //! real sshd, compared with the expected state restricted to its subscription.
 
 use crate::support::pg::PgServer;
+use crate::support::receiver::{receiver_toml, Endpoints};
 use crate::support::ssh::SshServer;
 use crate::support::workload::{self, Change, ExtraChange, Format};
 use crate::support::{bin_path, tail, wait_until, TestDir};
@@ -282,39 +283,22 @@ dbname = "expected"
 fn receiver_config(s: &Setup, ssh: &SshServer, node: &str) -> PathBuf {
     let local = s.dir.mkdir(format!("receiver-{node}"));
     let path = s.dir.join(format!("receiver-{node}.toml"));
+    let db = node.replace('-', "_");
+    let endpoints = Endpoints {
+        cluster: CLUSTER,
+        node,
+        ssh,
+        ssh_port: ssh.port(),
+        known_hosts: ssh.known_hosts(),
+        remote_log_dir: &s.site_logs,
+        local_dir: &local,
+        pg_port: s.pg.port(),
+        dbname: &db,
+        slony_node_id: None,
+    };
     std::fs::write(
         &path,
-        format!(
-            r#"cluster = "{CLUSTER}"
-node = "{node}"
-[remote]
-host = "127.0.0.1"
-port = {ssh_port}
-user = "{user}"
-key_file = "{key}"
-known_hosts = "{known_hosts}"
-log_dir = "{log_dir}"
-connect_timeout_secs = 10
-[local]
-log_dir = "{local}"
-[database]
-host = "127.0.0.1"
-port = {pg_port}
-user = "postgres"
-dbname = "{db}"
-connect_timeout_secs = 5
-[pull]
-fetch_ahead = 16
-"#,
-            ssh_port = ssh.port(),
-            user = ssh.user(),
-            key = ssh.client_key().display(),
-            known_hosts = ssh.known_hosts().display(),
-            log_dir = s.site_logs.display(),
-            local = local.display(),
-            pg_port = s.pg.port(),
-            db = node.replace('-', "_"),
-        ),
+        receiver_toml(&endpoints, "[pull]\nfetch_ahead = 16\n"),
     )
     .unwrap();
     path

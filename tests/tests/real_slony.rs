@@ -23,6 +23,7 @@
 //! a Slony-I 1.x archive (`setsyncTracking_offline`) after them is refused.
 
 use crate::support::pg::PgServer;
+use crate::support::receiver::{receiver_toml, Endpoints};
 use crate::support::slony::{run_bounded, Slon, Slony};
 use crate::support::ssh::SshServer;
 use crate::support::TestDir;
@@ -545,38 +546,20 @@ fn write_receiver_config(
     db: &str,
 ) -> PathBuf {
     let config = lab.dir.join(format!("receiver-{node}.toml"));
-    let text = format!(
-        r#"cluster = "{CLUSTER}"
-node = "{node}"
-slony_node_id = 2
-[remote]
-host = "127.0.0.1"
-port = {ssh_port}
-user = "{user}"
-key_file = "{key}"
-known_hosts = "{known_hosts}"
-log_dir = "{log_dir}"
-connect_timeout_secs = 10
-[local]
-log_dir = "{local}"
-[database]
-host = "127.0.0.1"
-port = {pg_port}
-user = "postgres"
-dbname = "{db}"
-connect_timeout_secs = 5
-[pull]
-fetch_ahead = 16
-vacuum_every = 50
-"#,
-        ssh_port = ssh.port(),
-        user = ssh.user(),
-        key = ssh.client_key().display(),
-        known_hosts = ssh.known_hosts().display(),
-        log_dir = log_dir.display(),
-        local = lab.dir.join(format!("local-{node}")).display(),
-        pg_port = lab.pg.port(),
-    );
+    let local = lab.dir.join(format!("local-{node}"));
+    let endpoints = Endpoints {
+        cluster: CLUSTER,
+        node,
+        ssh,
+        ssh_port: ssh.port(),
+        known_hosts: ssh.known_hosts(),
+        remote_log_dir: log_dir,
+        local_dir: &local,
+        pg_port: lab.pg.port(),
+        dbname: db,
+        slony_node_id: Some(2),
+    };
+    let text = receiver_toml(&endpoints, "[pull]\nfetch_ahead = 16\nvacuum_every = 50\n");
     std::fs::write(&config, text).expect("writing the receiver config");
     config
 }

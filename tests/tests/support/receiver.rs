@@ -24,8 +24,12 @@ pub struct Endpoints<'a> {
     pub remote_log_dir: &'a Path,
     /// The local log directory.
     pub local_dir: &'a Path,
-    /// The replica PostgreSQL's port (database `replica`, user `postgres`).
+    /// The replica PostgreSQL's port (user `postgres`).
     pub pg_port: u16,
+    /// The replica database.
+    pub dbname: &'a str,
+    /// The Slony node whose archives the site expects, if pinned.
+    pub slony_node_id: Option<u32>,
 }
 
 /// The receiver's TOML config for `e`, with `extra` appended (more keys or sections).
@@ -33,7 +37,7 @@ pub fn receiver_toml(e: &Endpoints<'_>, extra: &str) -> String {
     format!(
         r#"cluster = "{cluster}"
 node = "{node}"
-[remote]
+{node_id}[remote]
 host = "127.0.0.1"
 port = {ssh_port}
 user = "{user}"
@@ -47,7 +51,7 @@ log_dir = "{local}"
 host = "127.0.0.1"
 port = {pg_port}
 user = "postgres"
-dbname = "replica"
+dbname = "{dbname}"
 connect_timeout_secs = 5
 {extra}"#,
         cluster = e.cluster,
@@ -59,6 +63,10 @@ connect_timeout_secs = 5
         log_dir = e.remote_log_dir.display(),
         local = e.local_dir.display(),
         pg_port = e.pg_port,
+        dbname = e.dbname,
+        node_id = e
+            .slony_node_id
+            .map_or(String::new(), |n| format!("slony_node_id = {n}\n")),
     )
 }
 

@@ -152,6 +152,8 @@ impl Site {
             remote_log_dir: self.provider.parent().unwrap(),
             local_dir: &self.local(),
             pg_port: change.pg_port.unwrap_or(self.pg.port()),
+            dbname: "replica",
+            slony_node_id: None,
         };
         std::fs::write(&self.config, receiver_toml(&endpoints, &extra)).unwrap();
     }
