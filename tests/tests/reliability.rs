@@ -220,6 +220,7 @@ async fn kill_9_at_random_points_loses_nothing() {
     let mut stats = KillStats::default();
     let started = Instant::now();
     let mut last = 0u64;
+    let (mut pull_bound_ms, mut housekeeping_bound_ms) = (300u64, 150u64);
     for i in 0..ITERATIONS {
         // Keep a backlog of 20..=60 archives, half of it in provider batches.
         if published < last + 20 && published < MAX_ARCHIVES {
@@ -240,23 +241,32 @@ async fn kill_9_at_random_points_loses_nothing() {
             stats.counter_file_behind += 1;
         }
         let housekeeping = rng.below(6) == 0;
-        // A run needs roughly 100 ms to reach its first archive here; half of the kills
-        // land before that (locking, listing, downloading), half while it applies.
-        let delay = Duration::from_millis(if housekeeping {
-            rng.below(151)
+        // A run needs roughly 100 ms to reach its first archive here; kills land at
+        // random up to a bound (locking, listing, downloading, applying). How long a run
+        // takes depends on the machine, so the bound follows it: it shrinks when a run
+        // finished before its kill and grows back when one is killed while working.
+        let bound = if housekeeping {
+            &mut housekeeping_bound_ms
         } else {
-            rng.below(301)
-        });
+            &mut pull_bound_ms
+        };
+        let delay = Duration::from_millis(rng.below(*bound + 1));
         let mut child = if housekeeping {
             spawn(&site, "housekeeping", &[], &log)
         } else {
             spawn(&site, "pull", &["--once"], &log)
         };
         std::thread::sleep(delay);
-        match child.0.try_wait() {
-            Ok(Some(_)) => stats.exited_before_kill += 1,
-            _ if housekeeping => stats.housekeeping_killed += 1,
-            _ => stats.pulls_killed += 1,
+        if let Ok(Some(_)) = child.0.try_wait() {
+            stats.exited_before_kill += 1;
+            *bound = (*bound * 3 / 4).max(20);
+        } else {
+            if housekeeping {
+                stats.housekeeping_killed += 1;
+            } else {
+                stats.pulls_killed += 1;
+            }
+            *bound = (*bound + 10).min(if housekeeping { 150 } else { 300 });
         }
         child.kill9();
 
@@ -536,7 +546,9 @@ async fn database_stopped_mid_run_then_resumes() {
     std::fs::write(&die, "").unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     site.pg.start_again();
-    let at = check_consistent(&site, "after the restart").await;
+    // Sequences are not transactional: the archive cut off by the stop may have left
+    // one ahead until it is applied again; the tables must be exact.
+    let at = check_tables_consistent(&site, "after the restart").await;
     assert!(at < N, "stopped mid-backlog (at {at})");
     assert!(site.counter_file().is_some_and(|f| f <= at));
     std::fs::remove_file(&die).unwrap();
