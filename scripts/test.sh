@@ -19,6 +19,7 @@ packages=(
     python3-aiosmtpd
     libssl-dev
     pkg-config
+    libclang-dev
 )
 
 missing=()

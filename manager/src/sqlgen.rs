@@ -37,7 +37,6 @@ use flate2::Compression;
 use futures_util::StreamExt;
 use slony_shared::counter::Counter;
 use slony_shared::ident::{quote_ident, quote_literal, NodeName, QualifiedTable};
-use slony_shared::offline::{tracking_row_sql, tracking_schema_sql};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -390,12 +389,11 @@ async fn generate_in_snapshot(
         w.text(&format!("-- Note: {}\n", n.replace('\n', " ")))?;
     }
     if plan.new_site {
-        w.text("\n-- The tracking schema: the site's position in the archive stream.\n")?;
-        w.text(&tracking_schema_sql(&cfg.cluster))?;
-        w.text(&tracking_row_sql(
-            &cfg.cluster,
-            snapshot.counter,
-            &snapshot.created,
+        // The site creates its tracking schema itself, at the counter of the answer: the
+        // provider's SQL never defines functions on a replica.
+        w.text(&format!(
+            "\n-- New site: the receiver creates its tracking schema at archive {}.\n",
+            snapshot.counter
         ))?;
     }
     for t in &plan.dropped {
@@ -678,6 +676,7 @@ async fn copy_rows(client: &Client, info: &TableInfo, w: &mut SqlWriter) -> anyh
 mod tests {
     use super::*;
     use slony_shared::archive::parse::{Item, Splitter};
+    use slony_shared::archive::statement::Strings;
 
     fn info() -> TableInfo {
         TableInfo {
@@ -754,12 +753,6 @@ mod tests {
         let i = info();
         let cluster = slony_shared::ident::ClusterName::new("lab").unwrap();
         let mut sql = String::from("-- header\n");
-        sql.push_str(&tracking_schema_sql(&cluster));
-        sql.push_str(&tracking_row_sql(
-            &cluster,
-            Counter(42),
-            "2026-11-21 10:00:42+00",
-        ));
         sql.push_str(&schemas_and_sequences_sql(&i));
         sql.push_str(&create_table_sql(&i));
         sql.push_str(&copy_in_sql(&i));
@@ -789,12 +782,14 @@ mod tests {
         }
         assert_eq!(copies.len(), 1);
         assert_eq!(copies[0].1, b"1\ta\\tb;c\n2\t\\N\n");
+        // Every statement passes the rules the receiver holds the provider's SQL to.
+        let rules = slony_shared::archive::statement::Rules::new(
+            &format!("_{}", cluster.as_str()),
+            Default::default(),
+        );
         for st in &statements {
-            let first = st.split_whitespace().next().unwrap().to_ascii_uppercase();
-            assert!(
-                !["BEGIN", "COMMIT", "ROLLBACK", "END", "START"].contains(&first.as_str()),
-                "{st}"
-            );
+            let parsed = slony_shared::archive::statement::parse(st, Strings::Standard).unwrap();
+            assert_eq!(rules.check_ddl(&parsed), Ok(vec![]), "{st}");
         }
         assert!(statements
             .iter()

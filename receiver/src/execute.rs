@@ -3,13 +3,17 @@
 //! Shared by the archive applier and the subscription bootstrap. Statements between COPY
 //! blocks are sent together and their answers read in order, so a window of statements
 //! costs one round trip, while the first failing statement is still named by its line.
+//!
+//! The provider's statements go out one per extended-protocol message (Parse, Bind,
+//! Execute, Sync): the server refuses such a message if it holds more than one
+//! statement, so nothing our splitter missed can ride along. Only the receiver's own
+//! commands (BEGIN, SAVEPOINT, SET) use the simple protocol.
 
 use bytes::Bytes;
 use futures_util::future::join_all;
 use futures_util::SinkExt;
 use slony_shared::archive::parse::ParseError;
-use slony_shared::archive::Splitter;
-use std::io::BufRead;
+use slony_shared::archive::ArchiveError;
 use tokio_postgres::error::Severity;
 use tokio_postgres::{Client, ToStatement};
 
@@ -32,13 +36,24 @@ pub enum ExecError {
     },
     /// The script could not be read or split (COPY data cut short, I/O).
     Parse(ParseError),
+    /// The archive's COPY data holds something it must not (a refused DDL row).
+    Archive(ArchiveError),
+}
+
+/// Who wrote a statement, and so how it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The receiver itself (transaction control, settings): the simple protocol.
+    Ours,
+    /// The provider: one statement per extended-protocol message.
+    Provider,
 }
 
 /// Statements waiting to be sent together.
 #[derive(Debug, Default)]
 pub struct Pipeline {
-    /// Statement text and line, in order.
-    pending: Vec<(String, u64)>,
+    /// Statement text, line and source, in order.
+    pending: Vec<(String, u64, Source)>,
     /// Their total size.
     bytes: usize,
     /// How many statements were sent so far (to tell whether one queued earlier went out).
@@ -46,10 +61,30 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Queues a statement; sends the window when it is full.
+    /// Queues one of the receiver's own commands; sends the window when it is full.
     pub async fn push(&mut self, client: &Client, sql: String, line: u64) -> Result<(), ExecError> {
+        self.push_from(client, sql, line, Source::Ours).await
+    }
+
+    /// Queues one statement of the provider's; sends the window when it is full.
+    pub async fn push_provider(
+        &mut self,
+        client: &Client,
+        sql: String,
+        line: u64,
+    ) -> Result<(), ExecError> {
+        self.push_from(client, sql, line, Source::Provider).await
+    }
+
+    async fn push_from(
+        &mut self,
+        client: &Client,
+        sql: String,
+        line: u64,
+        source: Source,
+    ) -> Result<(), ExecError> {
         self.bytes += sql.len();
-        self.pending.push((sql, line));
+        self.pending.push((sql, line, source));
         if self.pending.len() >= PIPELINE_STATEMENTS || self.bytes >= PIPELINE_BYTES {
             self.flush(client).await?;
         }
@@ -80,9 +115,15 @@ impl Pipeline {
         let pending = std::mem::take(&mut self.pending);
         self.bytes = 0;
         self.sent += pending.len() as u64;
-        let results = join_all(pending.iter().map(|(sql, _)| client.batch_execute(sql))).await;
+        let results = join_all(pending.iter().map(|(sql, _, source)| async move {
+            match source {
+                Source::Ours => client.batch_execute(sql).await,
+                Source::Provider => client.execute_typed(sql, &[]).await.map(|_| ()),
+            }
+        }))
+        .await;
         // After the first error the others only say "transaction is aborted".
-        for (r, (sql, line)) in results.into_iter().zip(pending) {
+        for (r, (sql, line, _)) in results.into_iter().zip(pending) {
             if let Err(source) = r {
                 return Err(ExecError::Db { line, sql, source });
             }
@@ -99,17 +140,18 @@ fn copy_row(e: &tokio_postgres::Error) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Runs `COPY ... FROM STDIN` and streams its data from the splitter; returns the data size.
+/// Runs `COPY ... FROM STDIN` and streams its data, read chunk by chunk with `read`
+/// (which returns false after the last chunk); returns the data size.
 ///
 /// `statement` is the COPY text or a statement prepared from it (the archive applier
 /// prepares Slony's COPY header once per connection: one round trip less per archive).
-pub async fn copy_in<R: BufRead, T: ?Sized + ToStatement>(
+pub async fn copy_in<T: ?Sized + ToStatement>(
     client: &Client,
-    splitter: &mut Splitter<R>,
     statement: &T,
     sql: &str,
     line: u64,
     buf: &mut Vec<u8>,
+    mut read: impl FnMut(&mut Vec<u8>) -> Result<bool, ExecError>,
 ) -> Result<u64, ExecError> {
     let db_err = |source: tokio_postgres::Error| ExecError::Db {
         line: line + copy_row(&source).unwrap_or(0),
@@ -123,7 +165,7 @@ pub async fn copy_in<R: BufRead, T: ?Sized + ToStatement>(
     futures_util::pin_mut!(sink);
     let mut total = 0u64;
     loop {
-        let more = splitter.copy_chunk(buf).map_err(ExecError::Parse)?;
+        let more = read(buf)?;
         if !buf.is_empty() {
             total += buf.len() as u64;
             sink.send(Bytes::copy_from_slice(buf))

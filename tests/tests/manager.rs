@@ -326,6 +326,25 @@ connect_timeout_secs = 5
         sql
     }
 
+    /// Applies a new site's SQL as the receiver does: the tracking schema from the
+    /// receiver's own code at the answer's counter, then the provider's SQL, which must
+    /// define no function of its own.
+    fn apply_new_site(&self, sql: &[u8], counter: Counter) {
+        let text = String::from_utf8_lossy(sql);
+        assert!(
+            !text.to_ascii_uppercase().contains("CREATE FUNCTION"),
+            "the provider's SQL defines no functions"
+        );
+        let cluster = slony_shared::ident::ClusterName::new("lab").unwrap();
+        let mut all = slony_shared::offline::tracking_schema_sql(&cluster).into_bytes();
+        all.extend_from_slice(
+            slony_shared::offline::tracking_row_sql(&cluster, counter, "2026-01-01 00:00:00")
+                .as_bytes(),
+        );
+        all.extend_from_slice(sql);
+        self.apply(&all);
+    }
+
     /// Applies SQL to the subscriber database in one transaction, as psql would.
     fn apply(&self, sql: &[u8]) {
         let mut child = Command::new(self.pg.bin("psql"))
@@ -463,7 +482,7 @@ async fn manager_serves_new_and_existing_sites_and_survives_a_crash() {
     let sql = p.sql("site1");
     let text = String::from_utf8_lossy(&sql);
     assert!(!text.contains("FOREIGN KEY"), "no foreign keys");
-    p.apply(&sql);
+    p.apply_new_site(&sql, counter);
     for t in ["s1.t1", "s1.big"] {
         assert_eq!(
             p.fingerprint("sub", t).await,
@@ -844,7 +863,7 @@ async fn requests_resume_from_their_persisted_state() {
     assert_eq!(p.tables("site11.new"), "s1.t1\n");
     assert_eq!(p.since("site11.new"), "43");
     assert!(!p.sql_path("site11").with_extension("gz.part").exists());
-    p.apply(&p.sql("site11"));
+    p.apply_new_site(&p.sql("site11"), counter);
     assert_eq!(
         p.fingerprint("sub", "s1.t1").await,
         p.fingerprint("provider", "s1.t1").await

@@ -448,8 +448,13 @@ async fn truncated_batches_and_copies_are_refetched() {
     let cluster = ClusterName::new(CLUSTER).unwrap();
     for f in files_in(&site.incoming()) {
         let name = ArchiveName::parse(&f).unwrap_or_else(|_| panic!("left in incoming: {f}"));
-        slony_shared::archive::check::verify_file(&site.incoming().join(&f), &name, &cluster)
-            .unwrap_or_else(|e| panic!("{f} kept in incoming but not whole: {e}"));
+        slony_shared::archive::check::verify_file(
+            &site.incoming().join(&f),
+            &name,
+            &cluster,
+            Default::default(),
+        )
+        .unwrap_or_else(|e| panic!("{f} kept in incoming but not whole: {e}"));
     }
     std::fs::write(&batch, &whole).unwrap();
     let run = site.pull();

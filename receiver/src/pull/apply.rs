@@ -7,7 +7,8 @@
 //! Statements and COPY data go through [`crate::execute`] (pipelined, streamed).
 
 use crate::execute::{self, ExecError, Pipeline};
-use slony_shared::archive::{ArchiveError, ArchiveName, Envelope, Header, Item, Splitter, Step};
+use slony_shared::archive::statement::{Allowances, Strings};
+use slony_shared::archive::{Action, ArchiveError, ArchiveName, ArchiveReader, Header};
 use slony_shared::ident::ClusterName;
 use std::collections::HashMap;
 use std::fs::File;
@@ -84,9 +85,8 @@ pub struct Applier {
     /// COPY statements prepared on this connection, by text (Slony writes the same one
     /// in every archive).
     copy_statements: HashMap<String, Statement>,
-    /// Whether the current transaction reads string literals the pre-2.2 way
-    /// (`standard_conforming_strings = off`).
-    old_strings: bool,
+    /// What the provider's DDL may hold beyond the default rules.
+    allow: Allowances,
 }
 
 /// What a group of archives came to: the first `committed` are in, then maybe an error
@@ -101,24 +101,16 @@ pub struct GroupResult {
 
 pub use crate::execute::describe_pg_error;
 
-/// Whether a statement is a pre-2.2 row change (`insert into`, `update only`, `delete from`).
-fn is_row_statement(sql: &str) -> bool {
-    let first = sql.split_whitespace().next().unwrap_or("");
-    ["insert", "update", "delete"]
-        .iter()
-        .any(|w| first.eq_ignore_ascii_case(w))
-}
-
 impl Applier {
     /// Wraps a connected client.
-    pub fn new(client: Client, cluster: ClusterName, vacuum_every: u64) -> Self {
+    pub fn new(client: Client, cluster: ClusterName, vacuum_every: u64, allow: Allowances) -> Self {
         Applier {
             client,
             cluster,
             unvacuumed: 0,
             vacuum_every: vacuum_every.max(1),
             copy_statements: HashMap::new(),
-            old_strings: false,
+            allow,
         }
     }
 
@@ -127,6 +119,10 @@ impl Applier {
             ExecError::Parse(p) => ApplyError::Archive {
                 name: *name,
                 source: p.into(),
+            },
+            ExecError::Archive(source) => ApplyError::Archive {
+                name: *name,
+                source,
             },
             ExecError::Db { line, sql, source } => self.sql_error(name, line, &sql, source),
         }
@@ -173,19 +169,15 @@ impl Applier {
         }
         let single = archives.len() == 1;
         // The transaction starts with the first pipelined batch: no round trip of its own.
-        // Archives may switch the role for DDL; each starts again as a replica.
+        // Archives may switch the role for DDL; each starts again as a replica, reading
+        // strings the standard way until its body says otherwise.
         let mut pipeline = Pipeline::default();
         let mut begin = "SET session_replication_role TO replica; BEGIN".to_string();
-        self.old_strings = false;
         for (i, (path, name)) in archives.iter().enumerate() {
             if !single {
                 begin.push_str("; SAVEPOINT archive");
             }
-            if self.old_strings {
-                // The archive before was a pre-2.2 one: back to the server's setting.
-                begin.push_str("; SET LOCAL standard_conforming_strings TO DEFAULT");
-                self.old_strings = false;
-            }
+            begin.push_str("; SET LOCAL standard_conforming_strings TO on");
             let lead_at = pipeline.sent() + pipeline.queued() as u64;
             let outcome = self
                 .apply_body(&mut pipeline, std::mem::take(&mut begin), path, name)
@@ -288,8 +280,12 @@ impl Applier {
             source,
         };
         let file = File::open(path).map_err(|e| archive_err(e.into()))?;
-        let mut splitter = Splitter::new(BufReader::with_capacity(256 * 1024, file));
-        let mut envelope = Envelope::new(&self.cluster, name.counter);
+        let mut archive = ArchiveReader::new(
+            BufReader::with_capacity(256 * 1024, file),
+            &self.cluster,
+            name.counter,
+            self.allow,
+        );
         if !lead.is_empty() {
             pipeline
                 .push(&self.client, lead, 0)
@@ -297,52 +293,47 @@ impl Applier {
                 .map_err(|e| self.exec_error(name, e))?;
         }
         let mut buf = Vec::new();
-        while let Some(item) = splitter.next_item().map_err(|e| archive_err(e.into()))? {
-            match (envelope.step(&item).map_err(archive_err)?, item) {
-                (Step::Execute, Item::Statement { sql, line }) => {
-                    if !self.old_strings && is_row_statement(&sql) {
-                        // Slony-I before 2.2 wrote its INSERT/UPDATE/DELETE statements for
-                        // standard_conforming_strings = off (backslashes doubled in '...'),
-                        // as the servers of its day ran; read them the same way.
-                        self.old_strings = true;
-                        let set = "SET LOCAL standard_conforming_strings TO off".to_string();
-                        pipeline
-                            .push(&self.client, set, line)
-                            .await
-                            .map_err(|e| self.exec_error(name, e))?;
-                    }
+        while let Some(action) = archive.next_action().map_err(archive_err)? {
+            match action {
+                Action::Execute { sql, line } => pipeline
+                    .push_provider(&self.client, sql, line)
+                    .await
+                    .map_err(|e| self.exec_error(name, e))?,
+                Action::Strings(strings) => {
+                    // The server reads the rest of the body as the reader does.
+                    let set = match strings {
+                        Strings::Standard => "SET LOCAL standard_conforming_strings TO on",
+                        Strings::Escaped => "SET LOCAL standard_conforming_strings TO off",
+                    };
                     pipeline
-                        .push(&self.client, sql, line)
+                        .push(&self.client, set.to_string(), 0)
                         .await
-                        .map_err(|e| self.exec_error(name, e))?
+                        .map_err(|e| self.exec_error(name, e))?;
                 }
-                (Step::CopyIn, Item::CopyIn { sql, line }) => {
+                Action::CopyIn { sql, line } => {
                     pipeline
                         .flush(&self.client)
                         .await
                         .map_err(|e| self.exec_error(name, e))?;
                     let statement = self.copy_statement(name, &sql, line).await?;
-                    execute::copy_in(
-                        &self.client,
-                        &mut splitter,
-                        &statement,
-                        &sql,
-                        line,
-                        &mut buf,
-                    )
+                    execute::copy_in(&self.client, &statement, &sql, line, &mut buf, |b| {
+                        archive.copy_chunk(b).map_err(ExecError::Archive)
+                    })
                     .await
                     .map_err(|e| self.exec_error(name, e))?;
                 }
-                // Comments, the archive's own BEGIN and COMMIT, and the VACUUM (run after
-                // the commit).
-                _ => {}
+                // The archive's own COMMIT, and its VACUUM (run after the commit, grouped).
+                Action::Commit | Action::Vacuum => {}
             }
         }
         pipeline
             .flush(&self.client)
             .await
             .map_err(|e| self.exec_error(name, e))?;
-        envelope.finish().map_err(archive_err)
+        for (line, allowance) in archive.allowances_used() {
+            tracing::warn!(archive = %name, line, "the provider's SQL uses an allowance of [sql] allow: {allowance}");
+        }
+        archive.finish().map_err(archive_err)
     }
 
     /// The prepared statement for a COPY text, prepared on first use.

@@ -47,6 +47,18 @@ pub enum FetchError {
     /// A batch could not be unpacked safely.
     #[error(transparent)]
     Batch(#[from] BatchError),
+    /// A batch member was written by another Slony node than the stream's.
+    #[error("batch {batch} holds {name}, written by Slony node {found}, but this site expects node {expected}; the batch is refused")]
+    BatchWrongNode {
+        /// The batch file.
+        batch: String,
+        /// The member.
+        name: ArchiveName,
+        /// Its node.
+        found: u32,
+        /// The stream's node.
+        expected: u32,
+    },
     /// A batch did not hold the archive the plan expected from it.
     #[error("batch {batch} does not contain archive counter {missing}")]
     BatchMissing {
@@ -71,6 +83,10 @@ pub struct FetchJob {
     pub sources: Vec<Source>,
     /// Remote file sizes by name, from the listing.
     pub sizes: std::collections::HashMap<String, u64>,
+    /// The Slony node every archive must come from, when known.
+    pub node: Option<u32>,
+    /// What the provider's DDL may hold beyond the default rules.
+    pub allow: slony_shared::archive::statement::Allowances,
 }
 
 /// Runs the job, sending each archive (or the error that stops the run) down `tx`.
@@ -105,7 +121,7 @@ impl FetchJob {
         path: &Path,
         fetched_bytes: u64,
     ) -> Result<Fetched, FetchError> {
-        match verify_file(path, name, &self.cluster) {
+        match verify_file(path, name, &self.cluster, self.allow) {
             Ok(header) => Ok(Fetched {
                 name: *name,
                 path: path.to_path_buf(),
@@ -161,9 +177,25 @@ impl FetchJob {
         // verified on its own so the good ones before a bad one still get applied.
         let mut expected = after.next();
         let mut out = Vec::with_capacity(extracted.len());
+        // Members obey the same rules as single files: one node for the whole stream.
+        let node = self
+            .node
+            .or_else(|| extracted.first().map(|(n, _)| n.node_id));
         for (i, (name, path)) in extracted.iter().enumerate() {
             if name.counter != expected {
                 break;
+            }
+            if let Some(node) = node.filter(|n| *n != name.node_id) {
+                for (_, p) in &extracted[i..] {
+                    let _ = std::fs::remove_file(p);
+                }
+                out.push(Err(FetchError::BatchWrongNode {
+                    batch: file,
+                    name: *name,
+                    found: name.node_id,
+                    expected: node,
+                }));
+                return Ok(out);
             }
             let bytes = if i == 0 { n } else { 0 };
             let verified = self.verify(name, path, bytes);

@@ -110,6 +110,9 @@ impl PullError {
             PullError::Fetch(FetchError::Remote(e)) => format!("remote:{}", e.key()),
             PullError::Fetch(FetchError::Batch(_)) => "batch".into(),
             PullError::Fetch(FetchError::BatchMissing { batch, .. }) => format!("batch:{batch}"),
+            PullError::Fetch(FetchError::BatchWrongNode { batch, .. }) => {
+                format!("batch:node:{batch}")
+            }
             PullError::Apply(ApplyError::Connection { .. }) => "database:lost".into(),
             PullError::Apply(ApplyError::Archive { name, .. }) => {
                 format!("archive:{}", name.counter)
@@ -434,6 +437,7 @@ pub async fn run_once(
         sources,
         reaches,
         gap,
+        node,
     } = plan::plan(start, &local, &listing, cfg.slony_node_id)?;
 
     let mut report = Report {
@@ -471,10 +475,17 @@ pub async fn run_once(
         cluster: cfg.cluster.clone(),
         sources,
         sizes,
+        node,
+        allow: cfg.sql_allow,
     };
     let fetcher = tokio::task::spawn_blocking(move || fetch::run(job, tx));
 
-    let mut applier = Applier::new(client, cfg.cluster.clone(), cfg.pull.vacuum_every);
+    let mut applier = Applier::new(
+        client,
+        cfg.cluster.clone(),
+        cfg.pull.vacuum_every,
+        cfg.sql_allow,
+    );
     let mut progress = Progress::new(total);
     let die_file = cfg.die_file();
     let result = loop {

@@ -30,6 +30,9 @@ pub struct Plan {
     pub reaches: Counter,
     /// The first missing counter, when later archives exist: the stream has a gap.
     pub gap: Option<Gap>,
+    /// The Slony node every archive must come from (configured, or the next archive's),
+    /// batch members included.
+    pub node: Option<u32>,
 }
 
 /// A hole in the provider's stream.
@@ -164,6 +167,7 @@ pub fn plan(
         sources,
         reaches,
         gap,
+        node: expected,
     })
 }
 
@@ -200,7 +204,8 @@ mod tests {
             Plan {
                 sources: vec![],
                 reaches: Counter(5),
-                gap: None
+                gap: None,
+                node: None
             }
         );
     }

@@ -1,12 +1,21 @@
-//! Applying the manager's bootstrap SQL (`<node>.sql.gz`): the tables, their data and,
-//! for a new site, the tracking schema, in ONE transaction, streamed from the gzip file.
+//! Applying the manager's bootstrap SQL (`<node>.sql.gz`): the tables and their data, in
+//! ONE transaction, streamed from the gzip file. For a new site the receiver creates the
+//! tracking schema itself, from its own code, in the same transaction: the provider's SQL
+//! never defines functions on the replica.
 //!
-//! The SQL comes from the other side, so its statements are checked: nothing that ends or
-//! splits the transaction, no VACUUM, no COPY to or from server files, no psql commands.
+//! The SQL comes from the other side, so it follows the rules archives follow (see
+//! `slony_shared::archive::statement`): each statement is judged by PostgreSQL's parser
+//! against the DDL rules (no transaction control, no role or session changes, no COPY to
+//! or from files or programs, no catalogs, no function definitions or DO blocks unless
+//! the config allows them ...), the only COPY is `COPY <table> (...) FROM STDIN` into an
+//! ordinary table, and each statement is sent alone in an extended-protocol message.
 
 use crate::execute::{self, ExecError, Pipeline};
-use slony_shared::archive::parse::{words, ParseError};
+use slony_shared::archive::parse::ParseError;
+use slony_shared::archive::statement::{self, Allowances, Refusal, Rules, Statement, Strings};
 use slony_shared::archive::{Item, Splitter};
+use slony_shared::counter::Counter;
+use slony_shared::ident::ClusterName;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
@@ -56,28 +65,51 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-fn check(sql: &str, line: u64) -> Result<(), BootstrapError> {
-    let w = words(sql);
-    let first = w.first().map(String::as_str).unwrap_or("");
-    let refused = match first {
-        "begin" | "start" | "commit" | "end" | "rollback" | "abort" | "savepoint" | "release" => {
-            Some("transaction control is not allowed: the whole SQL runs in one transaction")
+/// What the bootstrap SQL is checked against, and what the receiver adds to it.
+pub struct Bootstrap<'a> {
+    /// The cluster the replica follows.
+    pub cluster: &'a ClusterName,
+    /// For a new site: the snapshot's counter, at which the tracking schema starts.
+    pub new_site_at: Option<Counter>,
+    /// What the provider's DDL may hold beyond the default rules.
+    pub allow: Allowances,
+}
+
+fn refused(line: u64, sql: &str, why: Refusal) -> BootstrapError {
+    BootstrapError::Refused {
+        line,
+        reason: format!("`{}` is refused: {why}", execute::excerpt(sql)),
+    }
+}
+
+/// Judges one statement of the bootstrap SQL; `copy` says whether its data follows.
+fn check(rules: &Rules, sql: &str, line: u64, copy: bool) -> Result<(), BootstrapError> {
+    let parsed = statement::parse(sql, Strings::Standard).map_err(|r| refused(line, sql, r))?;
+    let shape = parsed.statement().map_err(|r| refused(line, sql, r))?;
+    match (copy, shape) {
+        (true, Statement::CopyIn { table, .. }) => {
+            rules.check_table(&table).map_err(|r| refused(line, sql, r))
         }
-        "prepare" if w.get(1).map(String::as_str) == Some("transaction") => {
-            Some("transaction control is not allowed")
-        }
-        "vacuum" => Some("VACUUM cannot run inside the transaction"),
-        "copy" => Some(
-            "COPY from or to server files or programs is not allowed; only COPY ... FROM STDIN",
-        ),
-        _ => None,
-    };
-    match refused {
-        Some(reason) => Err(BootstrapError::Refused {
+        (false, Statement::CopyIn { .. }) => Err(refused(
             line,
-            reason: format!("{reason}: `{}`", execute::excerpt(sql)),
-        }),
-        None => Ok(()),
+            sql,
+            Refusal::Grammar("a COPY FROM STDIN written so that its data cannot be found".into()),
+        )),
+        _ => {
+            let used = rules
+                .check_ddl(&parsed)
+                .map_err(|r| refused(line, sql, r))?;
+            if copy {
+                return Err(refused(line, sql, Refusal::Copy));
+            }
+            for allowance in used {
+                tracing::warn!(
+                    line,
+                    "the subscription SQL uses an allowance of [sql] allow: {allowance}"
+                );
+            }
+            Ok(())
+        }
     }
 }
 
@@ -86,6 +118,7 @@ fn check(sql: &str, line: u64) -> Result<(), BootstrapError> {
 pub async fn apply(
     client: &Client,
     path: &Path,
+    bootstrap: &Bootstrap<'_>,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<(), BootstrapError> {
     let file = File::open(path).map_err(|e| BootstrapError::Parse(e.into()))?;
@@ -97,7 +130,7 @@ pub async fn apply(
     };
     let gz = flate2::read::GzDecoder::new(BufReader::with_capacity(256 * 1024, counting));
     let mut splitter = Splitter::new(BufReader::with_capacity(256 * 1024, gz));
-    let result = run(client, &mut splitter, &read, size, &mut progress).await;
+    let result = run(client, &mut splitter, bootstrap, &read, size, &mut progress).await;
     match result {
         Ok(()) => match client.batch_execute("COMMIT").await {
             Ok(()) => Ok(()),
@@ -122,33 +155,56 @@ fn exec_error(e: ExecError) -> BootstrapError {
     match e {
         ExecError::Db { line, sql, source } => sql_error(line, &sql, &source),
         ExecError::Parse(p) => BootstrapError::Parse(p),
+        ExecError::Archive(a) => BootstrapError::Refused {
+            line: 0,
+            reason: a.to_string(),
+        },
     }
 }
 
 async fn run<R: std::io::BufRead>(
     client: &Client,
     splitter: &mut Splitter<R>,
+    bootstrap: &Bootstrap<'_>,
     read: &AtomicU64,
     size: u64,
     progress: &mut impl FnMut(u64, u64),
 ) -> Result<(), BootstrapError> {
     let mut pipeline = Pipeline::default();
     // Replica role: user triggers on existing tables stay quiet, as with slony1_dump.sh.
-    let begin = "SET session_replication_role TO replica; BEGIN".to_string();
+    let mut begin = "SET session_replication_role TO replica; BEGIN; \
+                     SET LOCAL standard_conforming_strings TO on"
+        .to_string();
+    let cluster = bootstrap.cluster;
+    if let Some(counter) = bootstrap.new_site_at {
+        begin.push_str(";\n");
+        begin.push_str(&slony_shared::offline::tracking_schema_sql(cluster));
+        begin.push_str(&format!(
+            "INSERT INTO {}.sl_archive_tracking VALUES ({counter}, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+            cluster.schema()
+        ));
+    }
     pipeline.push(client, begin, 0).await.map_err(exec_error)?;
+    let rules = Rules::new(&format!("_{}", cluster.as_str()), bootstrap.allow);
     let mut buf = Vec::new();
     while let Some(item) = splitter.next_item()? {
         match item {
             Item::Comment { .. } => {}
             Item::Statement { sql, line } => {
-                check(&sql, line)?;
-                pipeline.push(client, sql, line).await.map_err(exec_error)?;
-            }
-            Item::CopyIn { sql, line } => {
-                pipeline.flush(client).await.map_err(exec_error)?;
-                execute::copy_in(client, splitter, sql.as_str(), &sql, line, &mut buf)
+                check(&rules, &sql, line, false)?;
+                pipeline
+                    .push_provider(client, sql, line)
                     .await
                     .map_err(exec_error)?;
+            }
+            Item::CopyIn { sql, line } => {
+                check(&rules, &sql, line, true)?;
+                pipeline.flush(client).await.map_err(exec_error)?;
+                execute::copy_in(client, sql.as_str(), &sql, line, &mut buf, |b| {
+                    splitter.copy_chunk(b).map_err(ExecError::Parse)
+                })
+                .await
+                .map_err(exec_error)?;
                 progress(read.load(Ordering::Relaxed), size);
             }
         }
@@ -163,23 +219,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refuses_transaction_escapes() {
-        assert!(check("create table s1.t (id int)", 1).is_ok());
-        assert!(check("insert into s1.t values (1)", 1).is_ok());
+    fn refuses_what_archives_may_not_hold() {
+        let cluster = ClusterName::new("lab").unwrap();
+        let rules = Rules::new("_lab", Allowances::default());
+        let _ = &cluster;
+        assert!(check(&rules, "create table s1.t (id int)", 1, false).is_ok());
+        assert!(check(&rules, "insert into s1.t values (1)", 1, false).is_ok());
+        assert!(check(&rules, "COPY \"s1\".\"t\" (\"id\") FROM stdin", 1, true).is_ok());
         for bad in [
             "commit",
             "COMMIT WORK",
+            "/**/commit",
             "rollback",
             "begin",
             "savepoint a",
             "vacuum full",
             "copy s1.t from '/etc/passwd'",
             "prepare transaction 'x'",
+            "do $$ begin perform 1; end $$",
+            "create function s1.f() returns int language sql as 'select 1'",
+            "alter role app superuser",
+            "select pg_read_file('/etc/passwd')",
+            "insert into \"_lab\".sl_archive_tracking values (1, now(), now())",
         ] {
             assert!(
-                matches!(check(bad, 3), Err(BootstrapError::Refused { line: 3, .. })),
+                matches!(
+                    check(&rules, bad, 3, false),
+                    Err(BootstrapError::Refused { line: 3, .. })
+                ),
                 "{bad}"
             );
         }
+        assert!(check(&rules, "copy s1.t to program 'id'", 3, true).is_err());
+        assert!(check(
+            &rules,
+            "copy pg_catalog.pg_authid (rolname) from stdin",
+            3,
+            true
+        )
+        .is_err());
     }
 }

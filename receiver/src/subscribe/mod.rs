@@ -337,7 +337,12 @@ async fn apply_sql(
         bar
     });
     let mut last_log = Instant::now();
-    bootstrap::apply(&client, local, |done, total| match &bar {
+    let what = bootstrap::Bootstrap {
+        cluster: &cfg.cluster,
+        new_site_at: new_site.then_some(counter),
+        allow: cfg.sql_allow,
+    };
+    bootstrap::apply(&client, local, &what, |done, total| match &bar {
         Some(bar) => bar.set_position(done),
         None if last_log.elapsed() >= Duration::from_secs(5) => {
             last_log = Instant::now();

@@ -49,11 +49,11 @@
 //! one SQL statement at a time, never the whole file. Output goes to the callers'
 //! writers as it is decided.
 
+use super::copy_text;
 use super::excerpt;
 use super::parse::{dollar_tag, is_ident_byte};
 use crate::counter::Counter;
 use crate::ident::QualifiedTable;
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
@@ -756,10 +756,10 @@ impl<'a, W: Write> Cutter<'a, W> {
                 self.emit_to(&keep, line)
             }
             b"S" => {
-                let args = copy_unescape(args)
+                let args = copy_text::unescape(args)
                     .ok_or_else(|| malformed(self.line_no, "log_cmdargs is NULL in a DDL row"))?;
                 let args = String::from_utf8_lossy(&args);
-                let statement = first_array_element(&args).ok_or_else(|| {
+                let statement = copy_text::first_array_element(&args).ok_or_else(|| {
                     malformed(
                         self.line_no,
                         "log_cmdargs of a DDL row is not an array with a statement",
@@ -813,7 +813,7 @@ impl<'a, W: Write> Cutter<'a, W> {
                 return Ok(keep.clone());
             }
         }
-        let (Some(n), Some(r)) = (copy_unescape(nsp), copy_unescape(rel)) else {
+        let (Some(n), Some(r)) = (copy_text::unescape(nsp), copy_text::unescape(rel)) else {
             return Err(malformed(
                 self.line_no,
                 "a data row (I/U/D/T) without a table name",
@@ -889,93 +889,6 @@ fn has_sql(b: &[u8]) -> bool {
         }
     }
     false
-}
-
-/// Decodes one COPY text-format field. `None` for `\N` (SQL NULL).
-fn copy_unescape(f: &[u8]) -> Option<Cow<'_, [u8]>> {
-    if f == b"\\N" {
-        return None;
-    }
-    if !f.contains(&b'\\') {
-        return Some(Cow::Borrowed(f));
-    }
-    let mut out = Vec::with_capacity(f.len());
-    let mut i = 0;
-    while i < f.len() {
-        let c = f[i];
-        if c != b'\\' || i + 1 >= f.len() {
-            out.push(c);
-            i += 1;
-            continue;
-        }
-        let e = f[i + 1];
-        i += 2;
-        match e {
-            b'b' => out.push(8),
-            b'f' => out.push(12),
-            b'n' => out.push(b'\n'),
-            b'r' => out.push(b'\r'),
-            b't' => out.push(b'\t'),
-            b'v' => out.push(11),
-            b'0'..=b'7' => {
-                let mut v = u32::from(e - b'0');
-                let mut k = 0;
-                while k < 2 && i < f.len() && (b'0'..=b'7').contains(&f[i]) {
-                    v = v * 8 + u32::from(f[i] - b'0');
-                    i += 1;
-                    k += 1;
-                }
-                out.push((v & 0xff) as u8);
-            }
-            b'x' if i < f.len() && f[i].is_ascii_hexdigit() => {
-                let mut v = hex(f[i]);
-                i += 1;
-                if i < f.len() && f[i].is_ascii_hexdigit() {
-                    v = v * 16 + hex(f[i]);
-                    i += 1;
-                }
-                out.push(v);
-            }
-            other => out.push(other),
-        }
-    }
-    Some(Cow::Owned(out))
-}
-
-fn hex(c: u8) -> u8 {
-    match c {
-        b'0'..=b'9' => c - b'0',
-        b'a'..=b'f' => c - b'a' + 10,
-        _ => c - b'A' + 10,
-    }
-}
-
-/// The first element of an array literal (`{"stmt",...}`), unquoted; `None` if the text
-/// is not an array or the element is NULL.
-fn first_array_element(s: &str) -> Option<String> {
-    let s = s.trim_start();
-    let s = s.strip_prefix('{')?;
-    let s = s.trim_start();
-    if let Some(body) = s.strip_prefix('"') {
-        let mut out = String::new();
-        let mut chars = body.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => out.push(chars.next()?),
-                '"' => return Some(out),
-                c => out.push(c),
-            }
-        }
-        None
-    } else {
-        let end = s.find([',', '}'])?;
-        let v = s[..end].trim();
-        if v.eq_ignore_ascii_case("null") {
-            None
-        } else {
-            Some(v.to_string())
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1714,8 +1627,8 @@ fn ddl_target(statement: &str) -> Result<Found, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::envelope::{Envelope, Step};
-    use crate::archive::parse::{Item, Splitter};
+    use crate::archive::envelope::read_whole;
+    use crate::archive::statement::Allowances;
     use crate::ident::ClusterName;
 
     const HEAD: &str = "------------------------------------------------------------------\n\
@@ -1773,19 +1686,16 @@ vacuum analyze \"_lab\".sl_archive_tracking;\n";
         ))
     }
 
-    /// Runs a cut copy through the splitter and the envelope the receiver applies with.
+    /// Runs a cut copy through the reader the receiver applies with.
     fn check_envelope(text: &str, counter: u64) {
         let cluster = ClusterName::new("lab").unwrap();
-        let mut env = Envelope::new(&cluster, Counter(counter));
-        let mut s = Splitter::new(text.as_bytes());
-        while let Some(item) = s.next_item().unwrap() {
-            let step = env.step(&item).unwrap_or_else(|e| panic!("{e}\n{text}"));
-            if step == Step::CopyIn || matches!(item, Item::CopyIn { .. }) {
-                let mut buf = Vec::new();
-                while s.copy_chunk(&mut buf).unwrap() {}
-            }
-        }
-        env.finish().unwrap_or_else(|e| panic!("{e}\n{text}"));
+        read_whole(
+            text.as_bytes(),
+            &cluster,
+            Counter(counter),
+            Allowances::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
     }
 
     const R1: &str = "1\t854\t1\t1\ts1\tt1\tI\t0\t{id,4,txt,\"it's \\t tab \\n nl \\\\\\\\ bs é ☃ 𝄞 \\\\\"q\\\\\" 1\"}";

@@ -2,17 +2,21 @@
 //!
 //! - [`name`]: file names of archives and batches.
 //! - [`parse`]: splitting an archive into statements and COPY data, streaming.
-//! - [`envelope`]: the structure every archive must have, checked while applying.
-//! - [`check`]: the quick completeness check done right after a download.
+//! - [`statement`]: what a statement is, by PostgreSQL's own parser, and the rules for it.
+//! - [`copy_text`]: COPY rows of `sl_log_archive` and their array literals, read as the server reads them.
+//! - [`envelope`]: reading an archive as it is applied: its grammar and the DDL rules.
+//! - [`check`]: the whole-file check done right after a download.
 //! - [`cut`]: a site's copy of an archive, holding only the site's tables (provider side).
 
 pub mod check;
+pub mod copy_text;
 pub mod cut;
 pub mod envelope;
 pub mod name;
 pub mod parse;
+pub mod statement;
 
-pub use envelope::{Envelope, Header, Step};
+pub use envelope::{Action, ArchiveReader, Header};
 pub use name::{ArchiveName, BatchName};
 pub use parse::{Item, Splitter};
 

@@ -9,6 +9,7 @@
 //! Comments between statements are reported as [`Item::Comment`] so the caller can see
 //! the archive's end marker.
 
+use super::statement::Strings;
 use std::io::{self, BufRead, Read};
 
 /// One unit of an archive.
@@ -97,6 +98,10 @@ pub struct Splitter<R> {
     in_copy: bool,
     /// Set when the last COPY block ended at end of file without `\.`.
     eof: bool,
+    /// How `'...'` strings are read.
+    strings: Strings,
+    /// Decide `strings` from the first word of the next statement.
+    decide_strings: bool,
 }
 
 impl<R: BufRead> Splitter<R> {
@@ -110,7 +115,23 @@ impl<R: BufRead> Splitter<R> {
             pending_line: 0,
             in_copy: false,
             eof: false,
+            strings: Strings::Standard,
+            decide_strings: false,
         }
+    }
+
+    /// How `'...'` strings are read from now on.
+    pub fn strings(&self) -> Strings {
+        self.strings
+    }
+
+    /// Decides how strings are read from the next statement on, by its first word:
+    /// `COPY` starts a Slony 2.2 body (standard strings), anything else a statement
+    /// body of Slony-I before 2.2 (backslash escapes). The decision falls before any
+    /// string of that body is read, so the whole body is read one way, the way the
+    /// applier then tells the server to read it.
+    pub fn decide_strings_at_next_statement(&mut self) {
+        self.decide_strings = true;
     }
 
     /// Reads the next line into `pending`; false at end of file.
@@ -178,11 +199,23 @@ impl<R: BufRead> Splitter<R> {
                         reason: "a psql meta-command (backslash command) is not allowed outside COPY data".into(),
                     });
                 }
+                if self.decide_strings {
+                    self.decide_strings = false;
+                    let copy = trimmed.len() > 4
+                        && trimmed[..4].eq_ignore_ascii_case(b"copy")
+                        && !is_ident_byte(trimmed[4]);
+                    self.strings = if copy {
+                        Strings::Standard
+                    } else {
+                        Strings::Escaped
+                    };
+                }
                 stmt.clear();
                 start_line = line;
                 self.pos = self.pending.len() - trimmed.len();
             }
             // Lex the rest of the line.
+            let escaped_strings = self.strings == Strings::Escaped;
             let bytes = &self.pending;
             let mut i = self.pos;
             let mut ended = None;
@@ -201,8 +234,14 @@ impl<R: BufRead> Splitter<R> {
                                     stmt.len().checked_sub(r).map(|x| stmt[x])
                                 }
                             };
-                            let escape = matches!(back(1), Some(b'E' | b'e'))
-                                && !back(2).is_some_and(is_ident_byte);
+                            let prefix = |k: usize, p: &[u8]| {
+                                p.iter().enumerate().all(|(j, c)| {
+                                    back(k - j).is_some_and(|b| b.eq_ignore_ascii_case(c))
+                                }) && !back(k + 1).is_some_and(is_ident_byte)
+                            };
+                            // U&'...' never takes backslash escapes (the backslash
+                            // starts a Unicode escape there).
+                            let escape = prefix(1, b"e") || (escaped_strings && !prefix(2, b"u&"));
                             lex = Lex::Quote(escape);
                         }
                         b'"' => lex = Lex::Ident,
@@ -300,7 +339,7 @@ impl<R: BufRead> Splitter<R> {
                         reason: "the statement is not valid UTF-8".into(),
                     })?;
                     let sql = sql.trim_end().to_string();
-                    if is_copy_from_stdin(&sql) {
+                    if is_copy_from_stdin_with(&sql, self.strings) {
                         // Data starts on the next line; nothing but blanks may follow the `;`.
                         let rest = &self.pending[self.pos..];
                         if !trim_start(rest).is_empty() {
@@ -413,14 +452,21 @@ pub fn words(sql: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether the statement is `COPY ... FROM STDIN` (the data follows in the file).
+/// Whether the statement is `COPY ... FROM STDIN` (the data follows in the file), as
+/// PostgreSQL's parser reads it with standard strings.
 pub fn is_copy_from_stdin(sql: &str) -> bool {
-    let w = words(sql);
-    if w.first().map(String::as_str) != Some("copy") {
+    is_copy_from_stdin_with(sql, Strings::Standard)
+}
+
+/// [`is_copy_from_stdin`], reading strings as `strings` says.
+fn is_copy_from_stdin_with(sql: &str, strings: Strings) -> bool {
+    // Only a statement that starts with the word can be a COPY: skip the parse for
+    // everything else.
+    let head = sql.trim_start();
+    if head.len() < 4 || !head[..4].eq_ignore_ascii_case("copy") {
         return false;
     }
-    w.windows(2)
-        .any(|p| p[0] == "from" && (p[1] == "stdin" || p[1] == "pstdin"))
+    super::statement::parse(sql, strings).is_ok_and(|p| p.is_copy_from_stdin())
 }
 
 #[cfg(test)]
@@ -618,5 +664,13 @@ mod tests {
         assert!(is_copy_from_stdin("copy s1.t1 (\"id\") from stdin"));
         assert!(!is_copy_from_stdin("copy t to stdout"));
         assert!(!is_copy_from_stdin("select 'copy from stdin'"));
+        // The words alone would say yes: the parser says what it is.
+        assert!(!is_copy_from_stdin(
+            "copy t to program 'id' /* from stdin */"
+        ));
+        assert!(!is_copy_from_stdin(
+            "copy t to program 'id' -- from stdin\n"
+        ));
+        assert!(is_copy_from_stdin("copy t from/**/stdin"));
     }
 }

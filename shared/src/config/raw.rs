@@ -25,6 +25,8 @@ pub struct RawReceiver {
     pub alert: RawAlert,
     #[serde(default)]
     pub status: RawStatus,
+    #[serde(default)]
+    pub sql: RawSql,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -87,4 +89,11 @@ pub struct RawAlert {
 pub struct RawStatus {
     pub max_lag_archives: Option<u64>,
     pub max_lag_secs: Option<u64>,
+}
+
+/// `[sql]`: what the provider's SQL may do beyond the default rules.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSql {
+    pub allow: Option<Vec<String>>,
 }

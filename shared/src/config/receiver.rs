@@ -32,6 +32,8 @@ pub struct ReceiverConfig {
     pub alert: AlertConfig,
     /// Health thresholds of `status`.
     pub status: StatusConfig,
+    /// `[sql] allow`: the kinds of DDL the provider's SQL may hold beyond the defaults.
+    pub sql_allow: crate::archive::statement::Allowances,
 }
 
 /// How to reach the provider over SSH.
@@ -437,8 +439,25 @@ impl ReceiverConfig {
             max_lag: Duration::from_secs(max_lag_secs),
         };
 
+        let mut sql_allow = crate::archive::statement::Allowances::default();
+        for kind in raw.sql.allow.unwrap_or_default() {
+            match kind.as_str() {
+                "do" => sql_allow.do_blocks = true,
+                "functions" => sql_allow.functions = true,
+                "languages" => sql_allow.languages = true,
+                other => {
+                    return Err(invalid(
+                        p,
+                        "sql.allow",
+                        format!("{other:?} is not one of \"do\", \"functions\", \"languages\""),
+                    ))
+                }
+            }
+        }
+
         Ok(ReceiverConfig {
             source: path.to_path_buf(),
+            sql_allow,
             cluster,
             node,
             slony_node_id: raw.slony_node_id,

@@ -1,0 +1,1161 @@
+//! What a statement is, as PostgreSQL's own parser reads it, and whether the provider's
+//! SQL may hold it.
+//!
+//! Every statement the receiver sends on the provider's behalf is parsed here first with
+//! the parser of PostgreSQL itself (the `pg_query` crate embeds it), with the
+//! `standard_conforming_strings` setting the statement is applied with. Word matching
+//! can be fooled by a comment (`/**/commit`) or a string the server reads differently;
+//! the parse tree cannot. What the parser says is then matched against the shapes Slony
+//! writes ([`Statement`]), and anything else against the DDL rules ([`Rules::check_ddl`]):
+//! no transaction control, no role or session changes, no COPY to or from files or
+//! programs, no `ALTER SYSTEM`, no role or privilege statements, no server
+//! administration, no reference to the system catalogs or to the cluster's own schema,
+//! no call of a function that reads files, runs SQL text or changes settings, and, unless
+//! the operator allows them, no `DO` blocks and no function or language definitions.
+//!
+//! The receiver also sends each statement in its own extended-protocol message, which the
+//! server refuses to run if it holds more than one statement: even a disagreement between
+//! the splitter and the server cannot smuggle a second statement in.
+
+use pg_query::protobuf::{self, node::Node as N};
+use pg_query::ParserOptions;
+use serde_json::Value;
+use std::fmt;
+
+/// How string literals are read (`standard_conforming_strings`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strings {
+    /// `standard_conforming_strings = on`: a backslash is an ordinary character in `'...'`.
+    Standard,
+    /// `standard_conforming_strings = off`: a backslash escapes in `'...'` (Slony-I
+    /// before 2.2 wrote its statements for such servers).
+    Escaped,
+}
+
+/// What an operator allows in DDL beyond the default rules (per cluster, in the config).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Allowances {
+    /// `DO` blocks.
+    pub do_blocks: bool,
+    /// `CREATE FUNCTION`/`PROCEDURE`, `ALTER FUNCTION`, `CREATE TRANSFORM`.
+    pub functions: bool,
+    /// `CREATE LANGUAGE`.
+    pub languages: bool,
+}
+
+/// An allowance a statement made use of (the applier logs each use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowance {
+    /// A `DO` block.
+    DoBlock,
+    /// A function or procedure definition.
+    Function,
+    /// A language definition.
+    Language,
+}
+
+impl fmt::Display for Allowance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Allowance::DoBlock => "a DO block",
+            Allowance::Function => "a function definition",
+            Allowance::Language => "a language definition",
+        })
+    }
+}
+
+/// Why a statement is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// PostgreSQL's parser does not accept the text.
+    NotSql(String),
+    /// The text holds more than one statement where one is expected.
+    SeveralStatements(usize),
+    /// `BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`, `PREPARE TRANSACTION` ...
+    TransactionControl,
+    /// `SET ROLE`, `SET SESSION AUTHORIZATION`, `RESET`, `DISCARD`, or `SET` of a setting
+    /// Slony does not set.
+    SessionChange(String),
+    /// COPY to or from a server file or program.
+    CopyFileOrProgram,
+    /// COPY where the archive's grammar has none.
+    Copy,
+    /// `ALTER SYSTEM`.
+    AlterSystem,
+    /// Roles, grants, owners, user mappings, security labels.
+    RoleOrPrivilege(&'static str),
+    /// Extensions, LOAD, foreign servers, databases, tablespaces, subscriptions, VACUUM,
+    /// CHECKPOINT, prepared statements, cursors, LISTEN.
+    Administration(&'static str),
+    /// A `DO` block, not allowed by the config.
+    DoBlock,
+    /// A function definition, not allowed by the config.
+    FunctionDefinition,
+    /// A language definition, not allowed by the config.
+    LanguageDefinition,
+    /// A call of a function that reads files, runs SQL text, changes settings or signals
+    /// backends.
+    DeniedFunction(String),
+    /// A reference to a system catalog.
+    Catalog(String),
+    /// A reference to the cluster's own schema (the replica's position lives there).
+    ClusterSchema,
+    /// A row change that is not plain constants into an ordinary table.
+    RowChange(&'static str),
+    /// Not part of the archive's grammar at this point.
+    Grammar(String),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::NotSql(m) => write!(f, "PostgreSQL's parser does not accept it ({m})"),
+            Refusal::SeveralStatements(n) => {
+                write!(f, "it holds {n} statements where one is expected")
+            }
+            Refusal::TransactionControl => f.write_str(
+                "transaction control is not allowed: the receiver owns the transaction",
+            ),
+            Refusal::SessionChange(what) => write!(
+                f,
+                "role or session changes are not allowed ({what}); only SET search_path and SET session_replication_role are"
+            ),
+            Refusal::CopyFileOrProgram => {
+                f.write_str("COPY to or from a server file or program is not allowed")
+            }
+            Refusal::Copy => f.write_str("COPY is not allowed here"),
+            Refusal::AlterSystem => f.write_str("ALTER SYSTEM is not allowed"),
+            Refusal::RoleOrPrivilege(what) => {
+                write!(f, "role and privilege statements are not allowed ({what})")
+            }
+            Refusal::Administration(what) => write!(
+                f,
+                "{what} is not allowed: an EXECUTE SCRIPT of replicated tables does not need it"
+            ),
+            Refusal::DoBlock => f.write_str(
+                "DO blocks are not allowed (an operator may allow them: [sql] allow = [\"do\"])",
+            ),
+            Refusal::FunctionDefinition => f.write_str(
+                "function definitions are not allowed (an operator may allow them: [sql] allow = [\"functions\"])",
+            ),
+            Refusal::LanguageDefinition => f.write_str(
+                "language definitions are not allowed (an operator may allow them: [sql] allow = [\"languages\"])",
+            ),
+            Refusal::DeniedFunction(name) => write!(
+                f,
+                "calling {name}() is not allowed: it reads files, runs SQL text, changes settings or signals the server"
+            ),
+            Refusal::Catalog(name) => {
+                write!(f, "the system catalogs may not be touched ({name})")
+            }
+            Refusal::ClusterSchema => f.write_str(
+                "the cluster's own schema may not be touched: it holds the replica's position",
+            ),
+            Refusal::RowChange(why) => write!(f, "not a row change Slony writes: {why}"),
+            Refusal::Grammar(what) => f.write_str(what),
+        }
+    }
+}
+
+/// A literal argument of a Slony function call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Literal {
+    /// A string constant, as the server reads it.
+    Text(String),
+    /// An integer constant.
+    Integer(i64),
+}
+
+impl Literal {
+    /// The value as text (what the function receives).
+    pub fn as_text(&self) -> String {
+        match self {
+            Literal::Text(s) => s.clone(),
+            Literal::Integer(i) => i.to_string(),
+        }
+    }
+}
+
+/// A table, as named in a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    /// Its schema (empty when unqualified).
+    pub schema: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.schema.is_empty() {
+            write!(f, "{}", self.name)
+        } else {
+            write!(f, "{}.{}", self.schema, self.name)
+        }
+    }
+}
+
+/// What a statement is, for the archive grammar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Statement {
+    /// Nothing but comments and whitespace.
+    Empty,
+    /// `set session_replication_role to replica`.
+    ReplicaRole,
+    /// `start transaction` / `begin`, without options.
+    Begin,
+    /// `commit` / `end`, without options.
+    Commit,
+    /// `select <schema>.<function>(<constants>)`: the calls Slony writes.
+    Call {
+        /// The function's schema, as the server reads it.
+        schema: String,
+        /// The function's name, lower case.
+        function: String,
+        /// Its arguments.
+        args: Vec<Literal>,
+    },
+    /// `COPY <table> (<columns>) FROM STDIN`, without options.
+    CopyIn {
+        /// The table.
+        table: Table,
+        /// The column list, as the server reads it.
+        columns: Vec<String>,
+    },
+    /// `vacuum analyze <table>` (the tracking-table VACUUM).
+    VacuumAnalyze(Table),
+    /// `analyze <table>`.
+    Analyze(Table),
+    /// `delete from <table>` with no condition (before an initial COPY).
+    DeleteAll(Table),
+    /// `insert`, `update` or `delete` of constants on one table (Slony-I before 2.2).
+    RowChange(Table),
+    /// Anything else: judged by [`Rules::check_ddl`].
+    Other,
+}
+
+/// A statement as PostgreSQL's parser reads it.
+pub struct Parsed {
+    /// The parse tree.
+    tree: protobuf::ParseResult,
+}
+
+impl fmt::Debug for Parsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Parsed({} statements)", self.tree.stmts.len())
+    }
+}
+
+/// Parses `sql` with PostgreSQL's parser, reading strings the way `strings` says.
+pub fn parse(sql: &str, strings: Strings) -> Result<Parsed, Refusal> {
+    if sql.contains('\0') {
+        return Err(Refusal::NotSql("a NUL byte in the text".into()));
+    }
+    let options = match strings {
+        Strings::Standard => ParserOptions::DEFAULT,
+        Strings::Escaped => ParserOptions::DISABLE_STANDARD_CONFORMING_STRINGS,
+    };
+    let result = pg_query::parse(sql, options).map_err(|e| Refusal::NotSql(e.to_string()))?;
+    Ok(Parsed {
+        tree: result.protobuf,
+    })
+}
+
+impl Parsed {
+    /// How many statements the text holds.
+    pub fn len(&self) -> usize {
+        self.tree.stmts.len()
+    }
+
+    /// Whether the text holds no statement at all.
+    pub fn is_empty(&self) -> bool {
+        self.tree.stmts.is_empty()
+    }
+
+    /// Whether the text is one `COPY ... FROM STDIN` (of any options): its data follows.
+    pub fn is_copy_from_stdin(&self) -> bool {
+        matches!(
+            self.tree.stmts.as_slice(),
+            [one] if matches!(
+                one.stmt.as_ref().and_then(|n| n.node.as_ref()),
+                Some(N::CopyStmt(c)) if c.is_from && !c.is_program && c.filename.is_empty()
+            )
+        )
+    }
+
+    /// What the text's single statement is; refused when it holds several.
+    pub fn statement(&self) -> Result<Statement, Refusal> {
+        let node = match self.tree.stmts.as_slice() {
+            [] => return Ok(Statement::Empty),
+            [one] => one.stmt.as_ref().and_then(|n| n.node.as_ref()),
+            many => return Err(Refusal::SeveralStatements(many.len())),
+        };
+        Ok(node.map(shape).unwrap_or(Statement::Other))
+    }
+}
+
+fn node(n: &protobuf::Node) -> Option<&N> {
+    n.node.as_ref()
+}
+
+fn string(n: &protobuf::Node) -> Option<&str> {
+    match node(n)? {
+        N::String(s) => Some(&s.sval),
+        _ => None,
+    }
+}
+
+fn table(r: &protobuf::RangeVar) -> Table {
+    Table {
+        schema: r.schemaname.clone(),
+        name: r.relname.clone(),
+    }
+}
+
+/// The shapes Slony writes; `Other` for the rest.
+fn shape(stmt: &N) -> Statement {
+    use protobuf::TransactionStmtKind as T;
+    match stmt {
+        N::VariableSetStmt(s)
+            if s.name == "session_replication_role"
+                && s.kind == protobuf::VariableSetKind::VarSetValue as i32
+                && !s.is_local =>
+        {
+            match s.args.as_slice() {
+                [a] if const_text(a).as_deref() == Some("replica") => Statement::ReplicaRole,
+                _ => Statement::Other,
+            }
+        }
+        N::TransactionStmt(t) if t.options.is_empty() && !t.chain => {
+            if t.kind == T::TransStmtBegin as i32 || t.kind == T::TransStmtStart as i32 {
+                Statement::Begin
+            } else if t.kind == T::TransStmtCommit as i32 {
+                Statement::Commit
+            } else {
+                Statement::Other
+            }
+        }
+        N::SelectStmt(s) => call(s).unwrap_or(Statement::Other),
+        N::CopyStmt(c)
+            if c.is_from
+                && !c.is_program
+                && c.filename.is_empty()
+                && c.options.is_empty()
+                && c.where_clause.is_none()
+                && c.query.is_none() =>
+        {
+            let Some(rel) = &c.relation else {
+                return Statement::Other;
+            };
+            let columns: Option<Vec<String>> = c
+                .attlist
+                .iter()
+                .map(|a| string(a).map(str::to_string))
+                .collect();
+            match columns {
+                Some(columns) if rel.catalogname.is_empty() => Statement::CopyIn {
+                    table: table(rel),
+                    columns,
+                },
+                _ => Statement::Other,
+            }
+        }
+        N::VacuumStmt(v) => {
+            let [rel] = v.rels.as_slice() else {
+                return Statement::Other;
+            };
+            let Some(N::VacuumRelation(vr)) = node(rel) else {
+                return Statement::Other;
+            };
+            let Some(r) = &vr.relation else {
+                return Statement::Other;
+            };
+            if !vr.va_cols.is_empty() || !r.catalogname.is_empty() {
+                return Statement::Other;
+            }
+            let opts: Vec<&str> = v
+                .options
+                .iter()
+                .filter_map(|o| match node(o) {
+                    Some(N::DefElem(d)) if d.arg.is_none() => Some(d.defname.as_str()),
+                    _ => None,
+                })
+                .collect();
+            if opts.len() != v.options.len() {
+                return Statement::Other;
+            }
+            match (v.is_vacuumcmd, opts.as_slice()) {
+                (true, ["analyze"]) => Statement::VacuumAnalyze(table(r)),
+                (false, []) => Statement::Analyze(table(r)),
+                _ => Statement::Other,
+            }
+        }
+        N::DeleteStmt(d)
+            if d.where_clause.is_none()
+                && d.using_clause.is_empty()
+                && d.returning_clause.is_none()
+                && d.with_clause.is_none() =>
+        {
+            match &d.relation {
+                Some(r) if r.catalogname.is_empty() => Statement::DeleteAll(table(r)),
+                _ => Statement::Other,
+            }
+        }
+        N::InsertStmt(_) | N::UpdateStmt(_) | N::DeleteStmt(_) => match row_change(stmt) {
+            Some(t) => Statement::RowChange(t),
+            None => Statement::Other,
+        },
+        _ => Statement::Other,
+    }
+}
+
+/// A constant string, as the parser read it.
+fn const_text(n: &protobuf::Node) -> Option<String> {
+    match node(n)? {
+        N::AConst(c) => match c.val.as_ref()? {
+            protobuf::a_const::Val::Sval(s) => Some(s.sval.clone()),
+            _ => None,
+        },
+        N::String(s) => Some(s.sval.clone()),
+        _ => None,
+    }
+}
+
+fn literal(n: &protobuf::Node) -> Option<Literal> {
+    match node(n)? {
+        N::AConst(c) if !c.isnull => match c.val.as_ref()? {
+            protobuf::a_const::Val::Sval(s) => Some(Literal::Text(s.sval.clone())),
+            protobuf::a_const::Val::Ival(i) => Some(Literal::Integer(i64::from(i.ival))),
+            // Integers beyond int4 come as "float" text: keep them if they are integers.
+            protobuf::a_const::Val::Fval(f) => f.fval.parse().ok().map(Literal::Integer),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `select schema.function(constants)` with nothing else in the query.
+fn call(s: &protobuf::SelectStmt) -> Option<Statement> {
+    let plain = s.distinct_clause.is_empty()
+        && s.into_clause.is_none()
+        && s.from_clause.is_empty()
+        && s.where_clause.is_none()
+        && s.group_clause.is_empty()
+        && s.having_clause.is_none()
+        && s.window_clause.is_empty()
+        && s.values_lists.is_empty()
+        && s.sort_clause.is_empty()
+        && s.limit_offset.is_none()
+        && s.limit_count.is_none()
+        && s.locking_clause.is_empty()
+        && s.with_clause.is_none()
+        && s.larg.is_none()
+        && s.rarg.is_none()
+        && s.op == protobuf::SetOperation::SetopNone as i32;
+    if !plain {
+        return None;
+    }
+    let [target] = s.target_list.as_slice() else {
+        return None;
+    };
+    let Some(N::ResTarget(rt)) = node(target) else {
+        return None;
+    };
+    if !rt.name.is_empty() || !rt.indirection.is_empty() {
+        return None;
+    }
+    let Some(N::FuncCall(f)) = rt.val.as_deref().and_then(node) else {
+        return None;
+    };
+    if !f.agg_order.is_empty()
+        || f.agg_filter.is_some()
+        || f.over.is_some()
+        || f.agg_star
+        || f.agg_distinct
+        || f.func_variadic
+        || f.agg_within_group
+    {
+        return None;
+    }
+    let [schema, function] = f.funcname.as_slice() else {
+        return None;
+    };
+    let args: Option<Vec<Literal>> = f.args.iter().map(literal).collect();
+    Some(Statement::Call {
+        schema: string(schema)?.to_string(),
+        function: string(function)?.to_ascii_lowercase(),
+        args: args?,
+    })
+}
+
+/// Node kinds a pre-2.2 row change may contain: the statement, its table, column
+/// names, constants, `=`, `AND`, `IS NULL` and casts. No function call, no subquery.
+const ROW_CHANGE_KINDS: &[&str] = &[
+    "InsertStmt",
+    "UpdateStmt",
+    "DeleteStmt",
+    "SelectStmt",
+    "RangeVar",
+    "ResTarget",
+    "ColumnRef",
+    "String",
+    "AConst",
+    "List",
+    "AExpr",
+    "BoolExpr",
+    "NullTest",
+    "TypeCast",
+    "TypeName",
+    "Integer",
+    "Float",
+    "Boolean",
+    "BitString",
+    // The variants of a constant's value.
+    "Ival",
+    "Fval",
+    "Boolval",
+    "Sval",
+    "Bsval",
+];
+
+/// The table of an insert, update or delete of constants; `None` for anything richer.
+fn row_change(stmt: &N) -> Option<Table> {
+    let (rel, extra) = match stmt {
+        N::InsertStmt(i) => (
+            i.relation.as_ref()?,
+            i.on_conflict_clause.is_some()
+                || i.returning_clause.is_some()
+                || i.with_clause.is_some()
+                || i.select_stmt.as_deref().and_then(node).is_some_and(|s| {
+                    !matches!(s, N::SelectStmt(v) if !v.values_lists.is_empty() && v.target_list.is_empty() && v.from_clause.is_empty())
+                }),
+        ),
+        N::UpdateStmt(u) => (
+            u.relation.as_ref()?,
+            !u.from_clause.is_empty() || u.returning_clause.is_some() || u.with_clause.is_some(),
+        ),
+        N::DeleteStmt(d) => (
+            d.relation.as_ref()?,
+            !d.using_clause.is_empty() || d.returning_clause.is_some() || d.with_clause.is_some(),
+        ),
+        _ => return None,
+    };
+    if extra || !rel.catalogname.is_empty() {
+        return None;
+    }
+    let json = serde_json::to_value(stmt).ok()?;
+    let mut plain = true;
+    walk(&json, &mut |kind, _| {
+        if !ROW_CHANGE_KINDS.contains(&kind) {
+            plain = false;
+        }
+    });
+    plain.then(|| table(rel))
+}
+
+/// Calls every node kind in the tree (`{"FuncCall": {...}}` and so on) with its body,
+/// and every object that has the fields of a RangeVar or a FuncCall under the pseudo
+/// kinds `RangeVar` and `FuncCall` (the parse tree also holds them as typed fields).
+fn walk<'v>(v: &'v Value, f: &mut impl FnMut(&'v str, &'v Value)) {
+    match v {
+        Value::Object(map) => {
+            if map.contains_key("relname") && map.contains_key("schemaname") {
+                f("RangeVar", v);
+            }
+            if map.contains_key("funcname") && map.contains_key("agg_star") {
+                f("FuncCall", v);
+            }
+            for (k, child) in map {
+                if k.starts_with(|c: char| c.is_ascii_uppercase()) {
+                    f(k, child);
+                }
+                walk(child, f);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                walk(item, f);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The last element of a `funcname` list, lower case.
+fn func_name(body: &Value) -> String {
+    body.get("funcname")
+        .and_then(Value::as_array)
+        .and_then(|names| names.last())
+        .and_then(|n| n.pointer("/node/String/sval"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+/// Functions no provider SQL may call, by name or prefix: they read or write server
+/// files, run SQL given as text, change settings (`set_config` is `SET ROLE` in
+/// disguise), signal other backends or the postmaster, or manage replication.
+const DENIED_PREFIXES: &[&str] = &[
+    "set_config",
+    "pg_read_",
+    "pg_ls_",
+    "pg_stat_file",
+    "pg_file_",
+    "pg_logdir_",
+    "pg_current_logfile",
+    "lo_",
+    "dblink",
+    "query_to_xml",
+    "cursor_to_xml",
+    "table_to_xml",
+    "schema_to_xml",
+    "database_to_xml",
+    "ts_stat",
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "pg_signal_backend",
+    "pg_reload_conf",
+    "pg_rotate_logfile",
+    "pg_promote",
+    "pg_switch_wal",
+    "pg_create_",
+    "pg_drop_replication_slot",
+    "pg_copy_",
+    "pg_replication_",
+    "pg_logical_",
+    "pg_wal_",
+    "pg_backup_",
+    "pg_start_backup",
+    "pg_stop_backup",
+    "pg_sleep",
+    "pg_log_backend",
+    "pg_import_system_collations",
+    "pg_stat_reset",
+    "pg_export_snapshot",
+    "pg_advisory",
+    "pg_try_advisory",
+];
+
+fn is_denied(name: &str) -> bool {
+    DENIED_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+const SYSTEM_SCHEMAS: &[&str] = &["pg_catalog", "information_schema", "pg_toast"];
+
+/// Settings provider SQL may change: what Slony's own scripts set.
+const ALLOWED_SETTINGS: &[&str] = &["search_path", "session_replication_role"];
+
+/// The rules provider SQL is held to, for one cluster.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// `_<cluster>`, as the parser reads the schema name.
+    schema: String,
+    /// What the operator allows beyond the defaults.
+    allow: Allowances,
+}
+
+impl Rules {
+    /// The rules for the cluster whose schema is `schema` (`_<cluster>`, unquoted).
+    pub fn new(schema: &str, allow: Allowances) -> Self {
+        Rules {
+            schema: schema.to_string(),
+            allow,
+        }
+    }
+
+    /// The cluster's schema name (`_<cluster>`).
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Whether `table` is a table provider SQL may change rows of (not in the system
+    /// catalogs, not the cluster's own tables).
+    pub fn check_table(&self, table: &Table) -> Result<(), Refusal> {
+        if table.schema == self.schema {
+            return Err(Refusal::ClusterSchema);
+        }
+        if SYSTEM_SCHEMAS.contains(&table.schema.as_str())
+            || (table.schema.is_empty() && table.name.starts_with("pg_"))
+        {
+            return Err(Refusal::Catalog(table.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Checks DDL (an EXECUTE SCRIPT statement, a bootstrap statement) against the rules;
+    /// every statement the text holds is checked. Returns the allowances it used.
+    pub fn check_ddl(&self, parsed: &Parsed) -> Result<Vec<Allowance>, Refusal> {
+        let mut used = Vec::new();
+        let json = serde_json::to_value(&parsed.tree)
+            .map_err(|e| Refusal::NotSql(format!("internal: the parse tree: {e}")))?;
+        let mut refusal = None;
+        walk(&json, &mut |kind, body| {
+            if refusal.is_some() {
+                return;
+            }
+            match self.judge(kind, body) {
+                Ok(Some(a)) => used.push(a),
+                Ok(None) => {}
+                Err(r) => refusal = Some(r),
+            }
+        });
+        match refusal {
+            Some(r) => Err(r),
+            None => Ok(used),
+        }
+    }
+
+    /// One node of a DDL tree.
+    fn judge(&self, kind: &str, body: &Value) -> Result<Option<Allowance>, Refusal> {
+        let text = |key: &str| body.get(key).and_then(Value::as_str).unwrap_or("");
+        let admin = |what| Err(Refusal::Administration(what));
+        let role = |what| Err(Refusal::RoleOrPrivilege(what));
+        match kind {
+            "TransactionStmt" => Err(Refusal::TransactionControl),
+            "VariableSetStmt" => {
+                let name = text("name");
+                // serde writes prost enums as their numbers.
+                let set_value = body.get("kind").and_then(Value::as_i64)
+                    == Some(protobuf::VariableSetKind::VarSetValue as i64);
+                if set_value && ALLOWED_SETTINGS.contains(&name) {
+                    Ok(None)
+                } else if name.is_empty() {
+                    Err(Refusal::SessionChange("RESET ALL".into()))
+                } else {
+                    Err(Refusal::SessionChange(format!("SET or RESET of {name}")))
+                }
+            }
+            "DiscardStmt" => Err(Refusal::SessionChange("DISCARD".into())),
+            "CopyStmt" => {
+                let program = body.get("is_program").and_then(Value::as_bool) == Some(true);
+                if program || !text("filename").is_empty() {
+                    Err(Refusal::CopyFileOrProgram)
+                } else {
+                    Err(Refusal::Copy)
+                }
+            }
+            "AlterSystemStmt" => Err(Refusal::AlterSystem),
+            "CreateRoleStmt" | "AlterRoleStmt" | "AlterRoleSetStmt" | "DropRoleStmt" => {
+                role("a role statement")
+            }
+            "GrantStmt" | "GrantRoleStmt" | "AlterDefaultPrivilegesStmt" => role("GRANT or REVOKE"),
+            "ReassignOwnedStmt" | "DropOwnedStmt" | "AlterOwnerStmt" => role("a change of owner"),
+            "CreateUserMappingStmt" | "AlterUserMappingStmt" | "DropUserMappingStmt" => {
+                role("a user mapping")
+            }
+            "SecLabelStmt" => role("SECURITY LABEL"),
+            "CreatePolicyStmt" | "AlterPolicyStmt" => Ok(None),
+            "DoStmt" if self.allow.do_blocks => Ok(Some(Allowance::DoBlock)),
+            "DoStmt" => Err(Refusal::DoBlock),
+            "CreateFunctionStmt" | "AlterFunctionStmt" | "CreateTransformStmt"
+                if self.allow.functions =>
+            {
+                Ok(Some(Allowance::Function))
+            }
+            "CreateFunctionStmt" | "AlterFunctionStmt" | "CreateTransformStmt" => {
+                Err(Refusal::FunctionDefinition)
+            }
+            "CreatePlangStmt" if self.allow.languages => Ok(Some(Allowance::Language)),
+            "CreatePlangStmt" => Err(Refusal::LanguageDefinition),
+            "LoadStmt" => admin("LOAD"),
+            "CreateExtensionStmt" | "AlterExtensionStmt" | "AlterExtensionContentsStmt" => {
+                admin("an extension statement")
+            }
+            "CreateFdwStmt"
+            | "AlterFdwStmt"
+            | "CreateForeignServerStmt"
+            | "AlterForeignServerStmt"
+            | "ImportForeignSchemaStmt" => admin("a foreign-data statement"),
+            "CreateEventTrigStmt" | "AlterEventTrigStmt" => admin("an event trigger"),
+            "CreateAmStmt" => admin("CREATE ACCESS METHOD"),
+            "CreateTableSpaceStmt"
+            | "DropTableSpaceStmt"
+            | "AlterTableSpaceOptionsStmt"
+            | "AlterTableMoveAllStmt" => admin("a tablespace statement"),
+            "CreatedbStmt"
+            | "DropdbStmt"
+            | "AlterDatabaseStmt"
+            | "AlterDatabaseSetStmt"
+            | "AlterDatabaseRefreshCollStmt" => admin("a database statement"),
+            "CreateSubscriptionStmt"
+            | "AlterSubscriptionStmt"
+            | "DropSubscriptionStmt"
+            | "CreatePublicationStmt"
+            | "AlterPublicationStmt" => admin("a publication or subscription"),
+            "CheckPointStmt" => admin("CHECKPOINT"),
+            "VacuumStmt" if body.get("is_vacuumcmd").and_then(Value::as_bool) == Some(true) => {
+                admin("VACUUM")
+            }
+            "PrepareStmt" | "ExecuteStmt" | "DeallocateStmt" => admin("a prepared statement"),
+            "DeclareCursorStmt" | "FetchStmt" | "ClosePortalStmt" => admin("a cursor"),
+            "ListenStmt" | "UnlistenStmt" => admin("LISTEN"),
+            "FuncCall" => {
+                let name = func_name(body);
+                if is_denied(&name) {
+                    Err(Refusal::DeniedFunction(name))
+                } else {
+                    Ok(None)
+                }
+            }
+            "RangeVar" => self
+                .check_table(&Table {
+                    schema: text("schemaname").to_string(),
+                    name: text("relname").to_string(),
+                })
+                .map(|()| None),
+            "String" if text("sval") == self.schema => Err(Refusal::ClusterSchema),
+            "CreateSchemaStmt" if body.get("authrole").is_some_and(|r| !r.is_null()) => {
+                role("CREATE SCHEMA ... AUTHORIZATION")
+            }
+            "AlterTableCmd" if body.get("newowner").is_some_and(|r| !r.is_null()) => {
+                role("ALTER TABLE ... OWNER TO")
+            }
+            "DropStmt" | "RenameStmt" | "AlterObjectSchemaStmt" | "CommentStmt" => {
+                // Objects named by lists of strings: `pg_catalog.x` is a catalog object.
+                let mut names = Vec::new();
+                walk(body, &mut |k, b| {
+                    if k == "String" {
+                        names.push(b.get("sval").and_then(Value::as_str).unwrap_or(""));
+                    }
+                });
+                match names.iter().find(|n| SYSTEM_SCHEMAS.contains(n)) {
+                    Some(n) => Err(Refusal::Catalog((*n).to_string())),
+                    None => Ok(None),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> Rules {
+        Rules::new("_lab", Allowances::default())
+    }
+
+    fn stmt(sql: &str) -> Statement {
+        parse(sql, Strings::Standard).unwrap().statement().unwrap()
+    }
+
+    fn ddl(sql: &str) -> Result<Vec<Allowance>, Refusal> {
+        let p = parse(sql, Strings::Standard)?;
+        rules().check_ddl(&p)
+    }
+
+    #[test]
+    fn slony_shapes() {
+        assert_eq!(
+            stmt("set session_replication_role to replica"),
+            Statement::ReplicaRole
+        );
+        assert_eq!(stmt("start transaction"), Statement::Begin);
+        assert_eq!(stmt("BEGIN"), Statement::Begin);
+        assert_eq!(stmt("commit"), Statement::Commit);
+        assert_eq!(stmt("END"), Statement::Commit);
+        assert_eq!(
+            stmt("select \"_lab\".archiveTracking_offline('6', '2026-11-21 21:58:48+00')"),
+            Statement::Call {
+                schema: "_lab".into(),
+                function: "archivetracking_offline".into(),
+                args: vec![
+                    Literal::Text("6".into()),
+                    Literal::Text("2026-11-21 21:58:48+00".into())
+                ]
+            }
+        );
+        assert_eq!(
+            stmt("select \"_lab\".sequenceSetValue_offline(1,'101')"),
+            Statement::Call {
+                schema: "_lab".into(),
+                function: "sequencesetvalue_offline".into(),
+                args: vec![Literal::Integer(1), Literal::Text("101".into())]
+            }
+        );
+        let copy = "COPY \"_lab\".\"sl_log_archive\" ( log_origin, log_txid,log_tableid,log_actionseq,log_tablenspname, log_tablerelname, log_cmdtype, log_cmdupdncols,log_cmdargs) FROM STDIN";
+        match stmt(copy) {
+            Statement::CopyIn { table, columns } => {
+                assert_eq!(table.schema, "_lab");
+                assert_eq!(table.name, "sl_log_archive");
+                assert_eq!(columns.len(), 9);
+                assert_eq!(columns[6], "log_cmdtype");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            stmt("vacuum analyze \"_lab\".sl_archive_tracking"),
+            Statement::VacuumAnalyze(t) if t.name == "sl_archive_tracking"
+        ));
+        assert!(matches!(
+            stmt("analyze \"s1\".\"t1\""),
+            Statement::Analyze(_)
+        ));
+        assert!(matches!(
+            stmt("delete from \"s1\".\"t1\""),
+            Statement::DeleteAll(_)
+        ));
+        for dml in [
+            "insert into \"s1\".\"t1\" (id,txt) values ('1','a'), ('2', NULL)",
+            "update only \"s1\".\"t1\" set txt='x' where id='1' and k is null",
+            "delete from only \"s1\".\"t1\" where id='2'",
+        ] {
+            assert!(matches!(stmt(dml), Statement::RowChange(_)), "{dml}");
+        }
+    }
+
+    #[test]
+    fn richer_statements_are_not_slony_shapes() {
+        for sql in [
+            "insert into s1.t1 values (pg_read_file('/etc/passwd'))",
+            "insert into s1.t1 select * from s1.t2",
+            "insert into s1.t1 values ((select 1))",
+            "update s1.t1 set a = lo_export(1, '/tmp/x') where id = '1'",
+            "select \"_lab\".archiveTracking_offline('6', now()::text)",
+            "select \"_lab\".archiveTracking_offline('6', '1') from pg_authid",
+            "select 1, \"_lab\".f('1')",
+            "copy s1.t1 from stdin with (format csv)",
+            "set session_replication_role to origin",
+            "set local session_replication_role to replica",
+            "begin isolation level serializable",
+            "commit and chain",
+        ] {
+            assert_eq!(stmt(sql), Statement::Other, "{sql}");
+        }
+    }
+
+    #[test]
+    fn comments_do_not_hide_transaction_control() {
+        for sql in [
+            "/**/commit",
+            "commit/**/",
+            "END/**/",
+            "commit--x\n",
+            "/* a /* nested */ comment */ COMMIT",
+            "CoMmIt",
+            "rollback",
+            "savepoint a",
+            "release a",
+            "prepare transaction 'x'",
+            "abort",
+        ] {
+            let p = parse(sql, Strings::Standard).unwrap();
+            assert_eq!(ddl(sql), Err(Refusal::TransactionControl), "{sql}");
+            assert_eq!(p.len(), 1);
+        }
+    }
+
+    #[test]
+    fn several_statements_are_seen() {
+        let p = parse("select 1; /* ; */ commit", Strings::Standard).unwrap();
+        assert_eq!(p.statement(), Err(Refusal::SeveralStatements(2)));
+        assert_eq!(
+            ddl("create table s1.x (a int); commit"),
+            Err(Refusal::TransactionControl)
+        );
+    }
+
+    #[test]
+    fn strings_are_read_as_the_server_reads_them() {
+        // With standard strings, '\' ends the string and `commit` is a statement.
+        let sql = "insert into s1.t values ('a\\'); commit; select ('x')";
+        assert_eq!(
+            parse(sql, Strings::Standard).unwrap().statement(),
+            Err(Refusal::SeveralStatements(3))
+        );
+        // With escaped strings the rest is one string, and what follows it is no SQL.
+        assert!(matches!(
+            parse(sql, Strings::Escaped),
+            Err(Refusal::NotSql(_))
+        ));
+        let one = "insert into s1.t values ('a\\'; commit; drop table s1.t; --')";
+        assert!(matches!(
+            parse(one, Strings::Escaped).unwrap().statement(),
+            Ok(Statement::RowChange(_))
+        ));
+        // Read with standard strings, the same text is no valid SQL at all.
+        assert!(matches!(
+            parse(one, Strings::Standard),
+            Err(Refusal::NotSql(_))
+        ));
+        // E'' strings escape either way; U&'' strings never do.
+        assert!(matches!(
+            parse(
+                "insert into s1.t values (E'a\\'; commit; --')",
+                Strings::Standard
+            )
+            .unwrap()
+            .statement(),
+            Ok(Statement::RowChange(_))
+        ));
+        assert_eq!(
+            parse("select U&'d\\0061t' ; commit", Strings::Standard)
+                .unwrap()
+                .statement(),
+            Err(Refusal::SeveralStatements(2))
+        );
+    }
+
+    #[test]
+    fn copy_to_files_and_programs_is_refused() {
+        for sql in [
+            "COPY (SELECT 1) TO PROGRAM 'touch /tmp/x'",
+            "copy s1.t1 to program 'id' -- from stdin",
+            "copy s1.t1 from '/etc/passwd' /* from stdin */",
+            "copy s1.t1 to '/tmp/out'",
+            "COPY s1.t1 FROM PROGRAM $$id$$",
+            "CoPy s1.t1 fRoM pRoGrAm E'id'",
+        ] {
+            assert_eq!(ddl(sql), Err(Refusal::CopyFileOrProgram), "{sql}");
+            assert_eq!(stmt(sql), Statement::Other, "{sql}");
+        }
+        assert_eq!(ddl("copy s1.t1 from stdin"), Err(Refusal::Copy));
+    }
+
+    #[test]
+    fn role_session_and_privilege_changes_are_refused() {
+        for sql in [
+            "ALTER ROLE app SUPERUSER",
+            "alter user app with superuser",
+            "create role x superuser",
+            "drop role x",
+            "grant all on s1.t1 to public",
+            "revoke select on s1.t1 from app",
+            "grant pg_execute_server_program to app",
+            "alter default privileges grant all on tables to public",
+            "alter table s1.t1 owner to postgres",
+            "alter schema s1 owner to postgres",
+            "reassign owned by app to postgres",
+            "create schema x authorization postgres",
+        ] {
+            assert!(
+                matches!(ddl(sql), Err(Refusal::RoleOrPrivilege(_))),
+                "{sql}: {:?}",
+                ddl(sql)
+            );
+        }
+        for sql in [
+            "set role postgres",
+            "SET/**/ROLE postgres",
+            "set session authorization postgres",
+            "set local role postgres",
+            "reset role",
+            "reset all",
+            "set standard_conforming_strings to off",
+            "set session_replication_role to default",
+            "discard all",
+            "set transaction isolation level serializable",
+        ] {
+            assert!(
+                matches!(ddl(sql), Err(Refusal::SessionChange(_))),
+                "{sql}: {:?}",
+                ddl(sql)
+            );
+        }
+        assert_eq!(
+            ddl("alter system set fsync = off"),
+            Err(Refusal::AlterSystem)
+        );
+        assert_eq!(ddl("set search_path to s1, public"), Ok(vec![]));
+        assert_eq!(
+            ddl("select set_config('role', 'postgres', false)"),
+            Err(Refusal::DeniedFunction("set_config".into()))
+        );
+    }
+
+    #[test]
+    fn dangerous_functions_are_refused_wherever_they_hide() {
+        for sql in [
+            "select pg_read_file('/etc/passwd')",
+            "select pg_catalog.pg_read_binary_file('/etc/passwd')",
+            "alter table s1.t1 add column x text default pg_read_file('/etc/hostname')",
+            "create index on s1.t1 ((lo_export(1, '/tmp/x')))",
+            "create view s1.v as select query_to_xml('drop table s1.t1', true, true, '')",
+            "call pg_catalog.pg_sleep(1000)",
+            "select * from dblink('host=x', 'select 1') as t(a int)",
+            "select \"pg_terminate_backend\"(1)",
+        ] {
+            assert!(
+                matches!(ddl(sql), Err(Refusal::DeniedFunction(_))),
+                "{sql}: {:?}",
+                ddl(sql)
+            );
+        }
+    }
+
+    #[test]
+    fn catalogs_and_the_cluster_schema_are_out_of_reach() {
+        for sql in [
+            "update pg_catalog.pg_authid set rolsuper = true",
+            "update pg_authid set rolsuper = true",
+            "drop function pg_catalog.now()",
+            "delete from information_schema.sql_features",
+        ] {
+            assert!(
+                matches!(ddl(sql), Err(Refusal::Catalog(_))),
+                "{sql}: {:?}",
+                ddl(sql)
+            );
+        }
+        for sql in [
+            "update \"_lab\".sl_archive_tracking set at_counter = 99",
+            "drop schema \"_lab\" cascade",
+            "alter table _lab.sl_log_archive disable trigger all",
+        ] {
+            assert_eq!(ddl(sql), Err(Refusal::ClusterSchema), "{sql}");
+        }
+    }
+
+    #[test]
+    fn functions_and_do_need_an_allowance() {
+        let f = "create function s1.f() returns int language sql as $x$ select 1 $x$";
+        assert_eq!(ddl(f), Err(Refusal::FunctionDefinition));
+        assert_eq!(ddl("do $$ begin perform 1; end $$"), Err(Refusal::DoBlock));
+        assert_eq!(
+            ddl("create language plsample handler s1.plsample_call_handler"),
+            Err(Refusal::LanguageDefinition)
+        );
+        // The short form is CREATE EXTENSION in disguise.
+        assert!(matches!(
+            ddl("create language plperlu"),
+            Err(Refusal::Administration(_))
+        ));
+        let all = Rules::new(
+            "_lab",
+            Allowances {
+                do_blocks: true,
+                functions: true,
+                languages: true,
+            },
+        );
+        let p = parse(f, Strings::Standard).unwrap();
+        assert_eq!(all.check_ddl(&p), Ok(vec![Allowance::Function]));
+        let p = parse(
+            "do $odd_Tag1$ begin perform 1; end $odd_Tag1$",
+            Strings::Standard,
+        )
+        .unwrap();
+        assert_eq!(all.check_ddl(&p), Ok(vec![Allowance::DoBlock]));
+    }
+
+    #[test]
+    fn ordinary_ddl_passes() {
+        for sql in [
+            "alter table s1.t2 add column extra text default 'x'",
+            "alter table table4 add column x int",
+            "create table \"Schema.name\".\"Capital Idea\" (id serial primary key, t text default now()::text)",
+            "create index t2_k on s1.t2 (k)",
+            "drop table if exists s1.old",
+            "create sequence if not exists s1.q start 5",
+            "select pg_catalog.setval('\"s1\".\"q\"', 5, true)",
+            "alter sequence s1.q owned by s1.t2.k",
+            "update s1.t2 set v = v + 1 where k = 'x'",
+            "create trigger tr before insert on s1.t2 for each row execute function s1.f()",
+            "comment on table s1.t2 is 'x'",
+            "\n",
+        ] {
+            assert_eq!(ddl(sql), Ok(vec![]), "{sql}");
+        }
+    }
+}
