@@ -433,12 +433,20 @@ pub async fn run_once(
     .await
     .map_err(|e| PullError::Tracking(format!("internal: fetch task failed: {e}")))??;
     let (listing, sizes) = read_listing(files, &remote_dir, remote.addr())?;
+    // Without a configured node id, the node of the archives applied before holds the
+    // stream to one node (kept in <site>/slony_node_id).
+    let node_file = cfg.site_dir().join("slony_node_id");
+    let known_node = cfg.slony_node_id.or_else(|| {
+        std::fs::read_to_string(&node_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    });
     let Plan {
         sources,
         reaches,
         gap,
         node,
-    } = plan::plan(start, &local, &listing, cfg.slony_node_id)?;
+    } = plan::plan(start, &local, &listing, known_node)?;
 
     let mut report = Report {
         from: start,
@@ -538,6 +546,11 @@ pub async fn run_once(
         if outcome.committed > 0 {
             record::write_counter_file(&counter_file, report.to)
                 .map_err(local_err("writing", &counter_file))?;
+            if known_node.is_none() {
+                let applied_node = group[outcome.committed - 1].name.node_id;
+                std::fs::write(&node_file, format!("{applied_node}\n"))
+                    .map_err(local_err("writing", &node_file))?;
+            }
             progress.applied(report.applied, report.to);
         }
         if applier.vacuum_due() {

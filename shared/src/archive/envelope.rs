@@ -12,12 +12,15 @@
 //! vacuum analyze "_<cluster>".sl_archive_tracking;
 //! ```
 //!
-//! The body of a Slony 2.2 archive (it starts with `COPY`) may hold only: the COPY into
+//! A Slony 2.2 archive says so in its header (`set session_replication_role to replica;`
+//! before `start transaction;`); its strings are read the standard way. Its body may
+//! hold only: the COPY into
 //! `"_<cluster>".sl_log_archive` with slon's column list, `sequenceSetValue_offline`
 //! calls, and the initial copy of a subscription (`delete from <table>`, `copy <table>
-//! (...) from stdin`, `finishTableAfterCopy(<n>)`, `analyze <table>`). The body of an
-//! archive of Slony-I before 2.2 (it starts with anything else) may also hold row changes
-//! of constants and the DDL of an EXECUTE SCRIPT. DDL, in either format (in 2.2 it is the
+//! (...) from stdin`, `finishTableAfterCopy(<n>)`, `analyze <table>`). An archive of
+//! Slony-I before 2.2 (no such line) was written for servers with
+//! `standard_conforming_strings = off`, so its body is read, and applied, with backslash
+//! escapes; it may also hold row changes of constants and the DDL of an EXECUTE SCRIPT. DDL, in either format (in 2.2 it is the
 //! statement of a `log_cmdtype = 'S'` row), follows the rules of [`super::statement`].
 //!
 //! The applier owns the transaction: the archive's own `start transaction` and `commit`
@@ -98,6 +101,8 @@ pub struct ArchiveReader<R> {
     phase: Phase,
     /// Whether the archive's own `start transaction` was seen.
     started: bool,
+    /// Whether the header says Slony 2.2 (`set session_replication_role to replica`).
+    slony22: bool,
     /// Whether an end marker comment was seen.
     marker: bool,
     /// The parsed tracking call.
@@ -121,6 +126,7 @@ impl<R: BufRead> ArchiveReader<R> {
             expected,
             phase: Phase::Preamble,
             started: false,
+            slony22: false,
             marker: false,
             header: None,
             told: Strings::Standard,
@@ -149,6 +155,8 @@ impl<R: BufRead> ArchiveReader<R> {
             let Some(item) = self.splitter.next_item()? else {
                 return Ok(None);
             };
+            // How the item was read, and so how the server must read it.
+            let strings = self.splitter.strings();
             let action = match item {
                 Item::Comment { text, .. } => {
                     if self.phase != Phase::Preamble
@@ -162,7 +170,6 @@ impl<R: BufRead> ArchiveReader<R> {
                 Item::CopyIn { sql, line } => self.copy(sql, line)?,
             };
             let Some(action) = action else { continue };
-            let strings = self.splitter.strings();
             if strings != self.told {
                 self.told = strings;
                 self.queued = Some(action);
@@ -215,7 +222,11 @@ impl<R: BufRead> ArchiveReader<R> {
         let execute = |sql: String| Ok(Some(Action::Execute { sql, line }));
         match self.phase {
             Phase::Preamble => match shape {
-                Statement::ReplicaRole | Statement::Empty => Ok(None),
+                Statement::ReplicaRole if !self.started => {
+                    self.slony22 = true;
+                    Ok(None)
+                }
+                Statement::Empty => Ok(None),
                 Statement::Begin if !self.started => {
                     self.started = true;
                     Ok(None)
@@ -226,8 +237,9 @@ impl<R: BufRead> ArchiveReader<R> {
                     args,
                 } if function == "archivetracking_offline" => {
                     self.tracking(&schema, &args, line)?;
-                    // Strings of the body are read as its first word says.
-                    self.splitter.decide_strings_at_next_statement();
+                    if !self.slony22 {
+                        self.splitter.set_strings(Strings::Escaped);
+                    }
                     execute(sql)
                 }
                 Statement::Call { function, .. }
@@ -249,7 +261,7 @@ impl<R: BufRead> ArchiveReader<R> {
                 )),
             },
             Phase::Body => {
-                let old = strings == Strings::Escaped;
+                let old = !self.slony22;
                 match shape {
                     Statement::Empty => Ok(None),
                     Statement::Commit => {
@@ -266,6 +278,17 @@ impl<R: BufRead> ArchiveReader<R> {
                     } if *schema == self.rules.schema()
                         && (function == "sequencesetvalue_offline"
                             || function == "finishtableaftercopy") =>
+                    {
+                        execute(sql)
+                    }
+                    // The initial copy of a sequence (ENABLE_SUBSCRIPTION).
+                    Statement::Call {
+                        ref schema,
+                        ref function,
+                        ref args,
+                    } if schema == "pg_catalog"
+                        && function == "setval"
+                        && matches!(args.as_slice(), [Literal::Text(_), _]) =>
                     {
                         execute(sql)
                     }

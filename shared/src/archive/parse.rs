@@ -100,8 +100,6 @@ pub struct Splitter<R> {
     eof: bool,
     /// How `'...'` strings are read.
     strings: Strings,
-    /// Decide `strings` from the first word of the next statement.
-    decide_strings: bool,
 }
 
 impl<R: BufRead> Splitter<R> {
@@ -116,7 +114,6 @@ impl<R: BufRead> Splitter<R> {
             in_copy: false,
             eof: false,
             strings: Strings::Standard,
-            decide_strings: false,
         }
     }
 
@@ -125,13 +122,10 @@ impl<R: BufRead> Splitter<R> {
         self.strings
     }
 
-    /// Decides how strings are read from the next statement on, by its first word:
-    /// `COPY` starts a Slony 2.2 body (standard strings), anything else a statement
-    /// body of Slony-I before 2.2 (backslash escapes). The decision falls before any
-    /// string of that body is read, so the whole body is read one way, the way the
-    /// applier then tells the server to read it.
-    pub fn decide_strings_at_next_statement(&mut self) {
-        self.decide_strings = true;
+    /// Reads `'...'` strings this way from the next statement on (the archive's header
+    /// says which way its body was written, before any string of it is read).
+    pub fn set_strings(&mut self, strings: Strings) {
+        self.strings = strings;
     }
 
     /// Reads the next line into `pending`; false at end of file.
@@ -198,17 +192,6 @@ impl<R: BufRead> Splitter<R> {
                         line,
                         reason: "a psql meta-command (backslash command) is not allowed outside COPY data".into(),
                     });
-                }
-                if self.decide_strings {
-                    self.decide_strings = false;
-                    let copy = trimmed.len() > 4
-                        && trimmed[..4].eq_ignore_ascii_case(b"copy")
-                        && !is_ident_byte(trimmed[4]);
-                    self.strings = if copy {
-                        Strings::Standard
-                    } else {
-                        Strings::Escaped
-                    };
                 }
                 stmt.clear();
                 start_line = line;

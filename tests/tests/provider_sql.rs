@@ -1,0 +1,412 @@
+//! The provider's SQL does only what Slony's does. Each trick a compromised provider
+//! could play is first shown to be live (PostgreSQL, given the statement alone, does the
+//! damage), then served to `pull` inside an archive: the archive is refused with an
+//! error naming the file, the line and the rule, and the replica does not change. At the
+//! end, benign archives of the same shapes apply.
+
+use crate::support::site::{Options, Site};
+use crate::support::workload::{self, Format};
+use bytes::Bytes;
+use futures_util::SinkExt;
+
+const COPY_HEADER: &str = "COPY \"_lab\".\"sl_log_archive\" ( log_origin, log_txid,log_tableid,log_actionseq,log_tablenspname, log_tablerelname, log_cmdtype, log_cmdupdncols,log_cmdargs) FROM STDIN;\n";
+
+/// A DDL row (`log_cmdtype = 'S'`) carrying `statement`, as slon writes it.
+fn ddl_row(statement: &str) -> String {
+    // Array quoting, then COPY text escaping.
+    let element = statement.replace('\\', "\\\\").replace('"', "\\\"");
+    let field = format!("{{\"{element}\",\"\",\"1\"}}").replace('\\', "\\\\");
+    format!("1\t950\t\\N\t55\t\\N\t\\N\tS\t\\N\t{field}\n")
+}
+
+/// `text` with `extra` right after the archive header.
+fn after_header(text: &str, extra: &str) -> String {
+    let at = text.find("-- end of log archiving header\n").unwrap();
+    format!("{}{extra}{}", &text[..at], &text[at..])
+}
+
+/// `text` with `rows` first in its COPY data.
+fn with_rows(text: &str, rows: &str) -> String {
+    text.replacen(COPY_HEADER, &format!("{COPY_HEADER}{rows}"), 1)
+}
+
+/// Runs `statement` as a DDL row through the replica's own `log_apply` trigger, as the
+/// archive's COPY would, with no check in between.
+async fn through_log_apply(client: &tokio_postgres::Client, statement: &str) -> Result<(), String> {
+    client
+        .batch_execute("SET session_replication_role TO replica; BEGIN")
+        .await
+        .map_err(|e| e.to_string())?;
+    let copy = COPY_HEADER.trim_end().trim_end_matches(';');
+    let result = async {
+        let sink = client.copy_in::<_, Bytes>(copy).await?;
+        futures_util::pin_mut!(sink);
+        sink.send(Bytes::from(ddl_row(statement))).await?;
+        sink.finish().await?;
+        client.batch_execute("COMMIT").await
+    }
+    .await;
+    let _ = client
+        .batch_execute("ROLLBACK; SET session_replication_role TO DEFAULT")
+        .await;
+    result.map_err(|e| format!("{e:?}"))
+}
+
+async fn is_superuser(client: &tokio_postgres::Client, role: &str) -> bool {
+    client
+        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&role])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn exists(client: &tokio_postgres::Client, rel: &str) -> bool {
+    client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&rel])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_provider_sql_is_live_then_refused() {
+    let site = Site::start(
+        "provider-sql",
+        Options {
+            archives: 8,
+            mail: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    site.publish(1, 3);
+    let run = site.pull();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(site.counter().await, 3);
+    let db = site.pg.connect("replica").await;
+    db.batch_execute(
+        "DROP ROLE IF EXISTS victim; CREATE ROLE victim NOSUPERUSER; \
+         CREATE TABLE s1.scratch (id int)",
+    )
+    .await
+    .unwrap();
+    let marker = std::env::temp_dir().join(format!("slony-pwned-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let m = marker.display().to_string();
+
+    // --- The payloads are live: PostgreSQL alone does the damage. ---
+    db.batch_execute(&format!("COPY (SELECT 1) TO PROGRAM 'touch {m}'"))
+        .await
+        .unwrap();
+    assert!(marker.exists(), "COPY TO PROGRAM runs a program");
+    std::fs::remove_file(&marker).unwrap();
+    through_log_apply(&db, &format!("COPY (SELECT 1) TO PROGRAM 'touch {m}'"))
+        .await
+        .unwrap();
+    assert!(
+        marker.exists(),
+        "a DDL row runs through log_apply's EXECUTE"
+    );
+    std::fs::remove_file(&marker).unwrap();
+    through_log_apply(&db, "ALTER ROLE victim SUPERUSER")
+        .await
+        .unwrap();
+    assert!(
+        is_superuser(&db, "victim").await,
+        "a DDL row makes a superuser"
+    );
+    db.batch_execute("ALTER ROLE victim NOSUPERUSER")
+        .await
+        .unwrap();
+    through_log_apply(
+        &db,
+        "update pg_catalog.pg_authid set rolsuper = true where rolname = 'victim'",
+    )
+    .await
+    .unwrap();
+    assert!(
+        is_superuser(&db, "victim").await,
+        "a catalog write makes a superuser"
+    );
+    db.batch_execute("ALTER ROLE victim NOSUPERUSER")
+        .await
+        .unwrap();
+    for commit in ["/**/commit;", "commit/**/;", "END/**/;", "commit--x\n;"] {
+        db.batch_execute(&format!(
+            "BEGIN; INSERT INTO s1.scratch VALUES (1);\n{commit}\nROLLBACK"
+        ))
+        .await
+        .unwrap();
+        let n: i64 = db
+            .query_one("SELECT count(*) FROM s1.scratch", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1, "{commit:?} ends the transaction: the insert stays");
+        db.batch_execute("DELETE FROM s1.scratch").await.unwrap();
+    }
+    // With standard_conforming_strings off (as a pre-2.2 archive is applied), '\'' is a
+    // quote and what follows it runs; read with standard strings, the same text is one
+    // harmless INSERT of a long string.
+    // (The SET goes first on its own: a query string is parsed whole before it runs.)
+    db.batch_execute("SET standard_conforming_strings = off")
+        .await
+        .unwrap();
+    db.batch_execute(
+        "BEGIN;\n\
+         INSERT INTO s1.t2 (k, v) VALUES ('\\'', 1) ; commit; drop table s1.scratch; --', 1);\n",
+    )
+    .await
+    .unwrap();
+    db.batch_execute("RESET standard_conforming_strings")
+        .await
+        .unwrap();
+    assert!(!exists(&db, "s1.scratch").await, "the hidden DROP ran");
+    db.batch_execute("CREATE TABLE s1.scratch (id int)")
+        .await
+        .unwrap();
+
+    // --- Served inside archive 4, each is refused and nothing changes. ---
+    let good = workload::render("lab", 4, &site.stream[3], Format::Copy22);
+    let old = workload::render("lab", 4, &site.stream[3], Format::Statements);
+    let a4 = site.provider.join(workload::archive_name(4));
+    let smuggled = "insert into \"s1\".\"t2\" (k, v) values ('smuggled', 1);\n";
+    let mut tricks: Vec<(String, String, &str)> = Vec::new();
+    for commit in [
+        "/**/commit;\n",
+        "commit/**/;\n",
+        "END/**/;\n",
+        "commit--x\n;\n",
+        "/* a /* nested */ c */ CoMmIt;\n",
+    ] {
+        tricks.push((
+            format!("disguised transaction control {commit:?}"),
+            after_header(&good, &format!("{commit}{smuggled}")),
+            "after the archive's commit",
+        ));
+    }
+    for (what, statement) in [
+        ("savepoint", "savepoint x;\n"),
+        ("rollback", "ROLLBACK/**/;\n"),
+    ] {
+        tricks.push((
+            what.into(),
+            after_header(&good, statement),
+            "transaction control",
+        ));
+    }
+    for copy in [
+        format!("COPY (SELECT 1) TO PROGRAM 'touch {m}' /* from stdin */;\n"),
+        format!("copy s1.t1 to program 'touch {m}' -- from stdin\n;\n"),
+        format!("CoPy (select 1) tO pRoGrAm E'touch {m}';\n"),
+        "copy s1.t1 from '/etc/passwd';\n".into(),
+    ] {
+        tricks.push((
+            format!("COPY past the check: {copy:?}"),
+            after_header(&good, &copy),
+            "COPY to or from a server file or program",
+        ));
+    }
+    for (statement, says) in [
+        (
+            format!("COPY (SELECT 1) TO PROGRAM 'touch {m}'"),
+            "COPY to or from a server file or program",
+        ),
+        (
+            format!("copy (select 1) to program $odd_Tag$touch {m}$odd_Tag$"),
+            "COPY to or from a server file or program",
+        ),
+        ("ALTER ROLE victim SUPERUSER".into(), "role and privilege"),
+        (
+            "alter/**/role victim superuser".into(),
+            "role and privilege",
+        ),
+        (
+            "ALTER USER victim WITH SUPERUSER".into(),
+            "role and privilege",
+        ),
+        (
+            "grant pg_execute_server_program to victim".into(),
+            "role and privilege",
+        ),
+        ("set role postgres".into(), "role or session changes"),
+        (
+            "SET SESSION AUTHORIZATION victim".into(),
+            "role or session changes",
+        ),
+        ("reset all".into(), "role or session changes"),
+        (
+            "select set_config('role', 'victim', false)".into(),
+            "set_config",
+        ),
+        ("alter system set fsync = off".into(), "ALTER SYSTEM"),
+        ("commit".into(), "transaction control"),
+        (
+            "do $x$ begin execute 'alter role victim superuser'; end $x$".into(),
+            "DO blocks",
+        ),
+        (
+            "create function s1.f() returns int language sql as 'select 1'".into(),
+            "function definitions",
+        ),
+        (
+            "update pg_catalog.pg_authid set rolsuper = true where rolname = 'victim'".into(),
+            "system catalogs",
+        ),
+        (
+            "update \"_lab\".sl_archive_tracking set at_counter = 99".into(),
+            "cluster's own schema",
+        ),
+        (
+            "create table s1.x as select pg_read_file('/etc/passwd')".into(),
+            "pg_read_file",
+        ),
+        ("select lo_export(1, U&'/tmp/\\0078')".into(), "lo_export"),
+    ] {
+        tricks.push((
+            format!("a DDL row carrying {statement:?}"),
+            with_rows(&good, &ddl_row(&statement)),
+            says,
+        ));
+    }
+    tricks.push((
+        "a DDL statement outside the DDL channel of a 2.2 archive".into(),
+        after_header(&good, "alter table s1.t2 add column sneaky int;\n"),
+        "not part of a Slony 2.2 archive",
+    ));
+    tricks.push((
+        "a string read differently by the server (pre-2.2)".into(),
+        after_header(
+            &old,
+            "insert into \"s1\".\"t2\" (k,v) values ('\\'', 1) ; commit; drop table s1.t1; --', 1);\n",
+        ),
+        "after the archive's commit",
+    ));
+    tricks.push((
+        "a pre-2.2 row change of a function's value".into(),
+        after_header(
+            &old,
+            "insert into \"s1\".\"t2\" (k,v) values (pg_read_file('/etc/hostname'), 1);\n",
+        ),
+        "pg_read_file",
+    ));
+
+    let before = site.replica_fingerprint().await;
+    let mut failures = Vec::new();
+    for (what, text, says) in &tricks {
+        let _ = std::fs::remove_dir_all(site.incoming());
+        std::fs::write(&a4, text).unwrap();
+        let run = site.pull();
+        let mut problems = Vec::new();
+        if run.code != 4 {
+            problems.push(format!("exit {} (want 4)", run.code));
+        }
+        for s in [*says, "slony1_log_2_00000000000000000004.sql", "line "] {
+            if !run.stderr.contains(s) {
+                problems.push(format!("no {s:?} in the error"));
+            }
+        }
+        if site.counter().await != 3 || site.replica_fingerprint().await != before {
+            problems.push("the replica changed".into());
+        }
+        if marker.exists() {
+            problems.push("the program ran".into());
+            let _ = std::fs::remove_file(&marker);
+        }
+        if is_superuser(&db, "victim").await {
+            problems.push("victim became a superuser".into());
+        }
+        if !exists(&db, "s1.scratch").await || !exists(&db, "s1.t1").await {
+            problems.push("a table was dropped".into());
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{what}: {}\n{}", problems.join("; "), run.stderr));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // The operator hears of it.
+    let mails = site.mails(1);
+    assert!(
+        mails[0]
+            .body
+            .contains("slony1_log_2_00000000000000000004.sql"),
+        "{}",
+        mails[0].body
+    );
+
+    // A batch member written by another Slony node is refused like the single file.
+    let _ = std::fs::remove_file(&a4);
+    let _ = std::fs::remove_dir_all(site.incoming());
+    let batch = site.provider.join("slony_logs_4-4.tar.gz");
+    {
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&batch).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut tar = tar::Builder::new(gz);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(good.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(
+            &mut header,
+            "slony1_log_3_00000000000000000004.sql",
+            good.as_bytes(),
+        )
+        .unwrap();
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+    let run = site.pull();
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("written by Slony node 3"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(site.counter().await, 3);
+    std::fs::remove_file(&batch).unwrap();
+
+    // Benign archives of the same shapes apply: a DDL row, and a pre-2.2 string with a
+    // backslash and a quote read the server's way.
+    let _ = std::fs::remove_dir_all(site.incoming());
+    std::fs::write(
+        &a4,
+        with_rows(
+            &good,
+            &ddl_row("alter table s1.t2 add column extra_ddl text default 'x'"),
+        ),
+    )
+    .unwrap();
+    let run = site.pull();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(site.counter().await, 4);
+    let n: i64 = db
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 't2' AND column_name = 'extra_ddl'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "the benign DDL row applied");
+    let old5 = workload::render("lab", 5, &site.stream[4], Format::Statements);
+    std::fs::write(
+        site.provider.join(workload::archive_name(5)),
+        after_header(
+            &old5,
+            "insert into \"s1\".\"t2\" (k,v) values ('it\\'s a \\\\ backslash; commit', 5);\n",
+        ),
+    )
+    .unwrap();
+    let run = site.pull();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(site.counter().await, 5);
+    let k: String = db
+        .query_one("SELECT k FROM s1.t2 WHERE v = 5 AND k LIKE 'it%'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(k, "it's a \\ backslash; commit");
+    assert!(exists(&db, "s1.t1").await);
+    let _ = db.batch_execute("DROP ROLE IF EXISTS victim").await;
+}
