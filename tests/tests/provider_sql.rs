@@ -293,8 +293,11 @@ async fn hostile_provider_sql_is_live_then_refused() {
 
     let before = site.replica_fingerprint().await;
     let mut failures = Vec::new();
+    let refused = site.site_dir().join("refused.json");
     for (what, text, says) in &tricks {
         let _ = std::fs::remove_dir_all(site.incoming());
+        // Each trick on its own: no refusal remembered from the trick before.
+        let _ = std::fs::remove_file(&refused);
         std::fs::write(&a4, text).unwrap();
         let run = site.pull();
         let mut problems = Vec::new();
@@ -333,6 +336,17 @@ async fn hostile_provider_sql_is_live_then_refused() {
         "{}",
         mails[0].body
     );
+
+    // The refusal is final: a later run does not fetch or apply the same file again.
+    let again = site.pull();
+    assert_eq!(again.code, 4, "{}", again.stderr);
+    assert!(again.stderr.contains("still refused"), "{}", again.stderr);
+    assert!(
+        !again.stderr.contains("applying new archives"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(site.counter().await, 3);
 
     // A batch member written by another Slony node is refused like the single file.
     let _ = std::fs::remove_file(&a4);

@@ -921,6 +921,8 @@ async fn hostile_provider_input_changes_nothing() {
         let _ = std::fs::remove_dir_all(&site.provider);
         std::fs::create_dir_all(&site.provider).unwrap();
         let _ = std::fs::remove_dir_all(site.incoming());
+        // Each case on its own: no refusal remembered from the case before.
+        let _ = std::fs::remove_file(site.site_dir().join("refused.json"));
         setup();
         let run = site.pull();
         let mut problems = Vec::new();
@@ -964,8 +966,15 @@ async fn hostile_provider_input_changes_nothing() {
         format!("{}commit; drop table s1.t2;\n{}", &text[..at], &text[at..]),
     )
     .unwrap();
+    let _ = std::fs::remove_file(site.site_dir().join("refused.json"));
     let run = site.pull();
     assert_eq!(run.code, 4, "{}", run.stderr);
+    assert_eq!(site.counter().await, 3);
+    // The refusal is final: served unchanged, the file is not fetched again.
+    let again = site.pull();
+    assert_eq!(again.code, 4, "{}", again.stderr);
+    assert!(again.stderr.contains("still refused"), "{}", again.stderr);
+    assert!(!again.stderr.contains("fetched_bytes"), "{}", again.stderr);
     assert_eq!(site.counter().await, 3);
     std::fs::write(&a4, &text).unwrap();
     let run = site.pull();

@@ -975,6 +975,7 @@ mod tests {
             size: 1,
             regular,
             symlink: !regular,
+            mtime: None,
         }
     }
 

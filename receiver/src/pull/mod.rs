@@ -16,6 +16,7 @@ pub mod apply;
 pub mod fetch;
 pub mod plan;
 pub mod record;
+pub mod refused;
 pub mod remote;
 
 use apply::{Applier, ApplyError};
@@ -23,7 +24,7 @@ use fetch::{FetchError, FetchJob};
 use plan::{Listing, Plan, PlanError};
 use remote::{Remote, RemoteError};
 use slony_shared::archive::name::{classify, Entry};
-use slony_shared::archive::ArchiveName;
+use slony_shared::archive::{ArchiveError, ArchiveName};
 use slony_shared::config::ReceiverConfig;
 use slony_shared::counter::Counter;
 use slony_shared::ident::ClusterName;
@@ -77,6 +78,16 @@ pub enum PullError {
     /// An archive could not be applied.
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// An archive refused for its content earlier is still served unchanged.
+    #[error("{error} (still refused: the provider serves the same {file}; it is not fetched or applied again until the provider replaces it)")]
+    StillRefused {
+        /// The refused archive.
+        archive: ArchiveName,
+        /// The provider file it came from.
+        file: String,
+        /// The refusal, as first reported.
+        error: String,
+    },
     /// A local file operation failed.
     #[error("{what} {path}: {source}")]
     Local {
@@ -121,7 +132,23 @@ impl PullError {
             PullError::Apply(ApplyError::CounterMismatch { name, .. }) => {
                 format!("counter:{}", name.counter)
             }
+            PullError::StillRefused { archive, .. } => format!("archive:{}", archive.counter),
             PullError::Local { what, .. } => format!("local:{what}"),
+        }
+    }
+
+    /// The archive refused for its content (grammar or DDL rules), if that is the failure.
+    pub fn refused_archive(&self) -> Option<ArchiveName> {
+        match self {
+            PullError::Fetch(FetchError::Archive {
+                name,
+                source: ArchiveError::Malformed { .. },
+            })
+            | PullError::Apply(ApplyError::Archive {
+                name,
+                source: ArchiveError::Malformed { .. },
+            }) => Some(*name),
+            _ => None,
         }
     }
 
@@ -309,9 +336,10 @@ fn read_listing(
     files: Vec<remote::RemoteFile>,
     dir: &str,
     addr: &str,
-) -> Result<(Listing, HashMap<String, u64>), PullError> {
+) -> Result<(Listing, HashMap<String, u64>, refused::Stamps), PullError> {
     let mut listing = Listing::default();
     let mut sizes = HashMap::new();
+    let mut stamps = refused::Stamps::new();
     for f in files {
         let entry = classify(&f.name).map_err(|e| {
             PullError::Remote(RemoteError::Refused {
@@ -337,9 +365,46 @@ fn read_listing(
             Entry::Batch(b) => listing.batches.push(b),
             Entry::InProgress | Entry::Other => continue,
         }
+        stamps.insert(f.name.clone(), (f.size, f.mtime));
         sizes.insert(f.name, f.size);
     }
-    Ok((listing, sizes))
+    Ok((listing, sizes, stamps))
+}
+
+/// Records a refusal for its content with the provider file it came from, so later runs
+/// report it without fetching that file again (see [`refused`]).
+fn remember_refusal(
+    path: &Path,
+    e: &PullError,
+    planned: &[plan::Source],
+    stamps: &refused::Stamps,
+) {
+    let Some(name) = e.refused_archive() else {
+        return;
+    };
+    let source = planned.iter().find_map(|s| match s {
+        plan::Source::Remote(n) | plan::Source::Local(n) if *n == name => Some(n.to_string()),
+        plan::Source::Batch { batch, .. }
+            if batch.from <= name.counter && name.counter <= batch.to =>
+        {
+            Some(batch.to_string())
+        }
+        _ => None,
+    });
+    let Some(source) = source else { return };
+    let Some(&(size, mtime)) = stamps.get(&source) else {
+        return;
+    };
+    let record = refused::Refusal {
+        archive: name.to_string(),
+        source,
+        size,
+        mtime,
+        error: e.to_string(),
+    };
+    if let Err(err) = refused::save(path, &record) {
+        tracing::warn!(file = %path.display(), error = %err, "could not record the refused archive");
+    }
 }
 
 /// Reports progress: a bar on a terminal, a log line every few seconds otherwise.
@@ -432,7 +497,22 @@ pub async fn run_once(
     })
     .await
     .map_err(|e| PullError::Tracking(format!("internal: fetch task failed: {e}")))??;
-    let (listing, sizes) = read_listing(files, &remote_dir, remote.addr())?;
+    let (listing, sizes, stamps) = read_listing(files, &remote_dir, remote.addr())?;
+    // An archive refused for its content stays refused while the provider serves the
+    // same file: nothing is fetched or applied again.
+    let refused_file = cfg.site_dir().join("refused.json");
+    if let Some(r) = refused::load(&refused_file) {
+        match r.archive_name() {
+            Some(archive) if archive.counter > start && r.still_stands(&stamps) => {
+                return Err(PullError::StillRefused {
+                    archive,
+                    file: r.source,
+                    error: r.error,
+                });
+            }
+            _ => refused::clear(&refused_file),
+        }
+    }
     // Without a configured node id, the node of the archives applied before holds the
     // stream to one node (kept in <site>/slony_node_id).
     let node_file = cfg.site_dir().join("slony_node_id");
@@ -475,6 +555,7 @@ pub async fn run_once(
         "applying new archives"
     );
 
+    let planned = sources.clone();
     let (tx, mut rx) = mpsc::channel(cfg.pull.fetch_ahead);
     let job = FetchJob {
         remote,
@@ -589,6 +670,9 @@ pub async fn run_once(
         fetched_bytes = report.fetched_bytes,
         "pull run finished"
     );
+    if let Err(e) = &result {
+        remember_refusal(&refused_file, e, &planned, &stamps);
+    }
     result?;
     if !report.interrupted {
         if let Some(g) = gap {

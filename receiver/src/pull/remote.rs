@@ -110,6 +110,8 @@ pub struct RemoteFile {
     pub regular: bool,
     /// Whether it is a symbolic link.
     pub symlink: bool,
+    /// Modification time (seconds since the epoch), when the server says.
+    pub mtime: Option<u64>,
 }
 
 /// An open SSH session with its SFTP channel.
@@ -227,6 +229,7 @@ impl Remote {
                 size: stat.size.unwrap_or(0),
                 regular: ft.is_file(),
                 symlink: ft.is_symlink(),
+                mtime: stat.mtime,
             });
         }
         Ok(out)

@@ -1,0 +1,105 @@
+//! A refused archive stays refused until the provider replaces it.
+//!
+//! When an archive is refused for its content (it breaks the archive grammar or the DDL
+//! rules), the run records which provider file it came from, with that file's size and
+//! modification time, in `<site>/refused.json`. Later runs that see the same file
+//! unchanged report the same refusal at once, without fetching or applying anything
+//! again: a hostile file is not retried in a loop, and the alert keeps its key, so it is
+//! mailed once and then as a daily reminder. Once the provider replaces the file (or
+//! removes it), the record is dropped and the stream goes on.
+
+use serde::{Deserialize, Serialize};
+use slony_shared::archive::ArchiveName;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The record of a refusal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The refused archive.
+    pub archive: String,
+    /// The provider file it came from (the archive itself, or the batch holding it).
+    pub source: String,
+    /// That file's size when it was refused.
+    pub size: u64,
+    /// That file's modification time when it was refused.
+    pub mtime: Option<u64>,
+    /// The error it was refused with.
+    pub error: String,
+}
+
+/// Size and modification time of the provider's files, by name, from the listing.
+pub type Stamps = HashMap<String, (u64, Option<u64>)>;
+
+impl Refusal {
+    /// The refused archive's name, if the record holds a valid one.
+    pub fn archive_name(&self) -> Option<ArchiveName> {
+        match slony_shared::archive::name::classify(&self.archive) {
+            Ok(slony_shared::archive::name::Entry::Archive(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Whether the provider still serves the very file that was refused.
+    pub fn still_stands(&self, stamps: &Stamps) -> bool {
+        stamps.get(&self.source) == Some(&(self.size, self.mtime))
+    }
+}
+
+/// Reads the record, if there is one (an unreadable record counts as none).
+pub fn load(path: &Path) -> Option<Refusal> {
+    let text = std::fs::read(path).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// Writes the record (atomically, 0600).
+pub fn save(path: &Path, refusal: &Refusal) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(refusal).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Drops the record.
+pub fn clear(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stands_only_while_the_same_file_is_served() {
+        let r = Refusal {
+            archive: "slony1_log_2_00000000000000000004.sql".into(),
+            source: "slony1_log_2_00000000000000000004.sql".into(),
+            size: 10,
+            mtime: Some(5),
+            error: "refused".into(),
+        };
+        let mut stamps = Stamps::new();
+        assert!(!r.still_stands(&stamps));
+        stamps.insert(r.source.clone(), (10, Some(5)));
+        assert!(r.still_stands(&stamps));
+        stamps.insert(r.source.clone(), (10, Some(6)));
+        assert!(!r.still_stands(&stamps));
+        stamps.insert(r.source.clone(), (11, Some(5)));
+        assert!(!r.still_stands(&stamps));
+        assert_eq!(r.archive_name().unwrap().counter.0, 4);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("refused.json");
+        save(&p, &r).unwrap();
+        assert_eq!(load(&p), Some(r));
+        clear(&p);
+        assert_eq!(load(&p), None);
+    }
+}
