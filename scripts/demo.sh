@@ -33,7 +33,7 @@ die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 source "$repo/scripts/lib/servers.sh"
 
 # --- packages ---------------------------------------------------------------
-packages=(openssh-server postgresql libssl-dev pkg-config)
+packages=(openssh-server postgresql libssl-dev pkg-config libclang-dev)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg -s "$package" >/dev/null 2>&1; then

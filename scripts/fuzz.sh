@@ -3,6 +3,8 @@
 #
 #   archive  any bytes as a downloaded archive: splitter + envelope check, and
 #            the first line as a provider file name
+#   statement  any bytes as one statement of the provider's SQL: the classifier
+#            (PostgreSQL's parser, the DDL rules) and a DDL row of an archive
 #   trigger  any bytes as a trigger-directory file: request, answer, outcome,
 #            series list, file name
 #
@@ -20,7 +22,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-    targets=(archive trigger)
+    targets=(archive statement trigger)
 fi
 jobs=()
 if [ "${FUZZ_JOBS:-1}" -gt 1 ]; then

@@ -1,7 +1,7 @@
-//! Any bytes as a downloaded archive: the splitter and the envelope check must
-//! return an item or a typed error, never panic, loop or allocate without bound,
-//! and a file they accept as whole must hold exactly one tracking call for the
-//! expected counter followed by a commit.
+//! Any bytes as a downloaded archive: the archive reader (splitter, PostgreSQL's
+//! parser, the grammar and the DDL rules) must return an action or a typed error,
+//! never panic, loop or allocate without bound, and a file it accepts as whole must
+//! hold exactly one tracking call for the expected counter followed by a commit.
 //!
 //! The first line of the input is also tried as a file name (archive, batch, or
 //! anything a provider listing may hold).
@@ -10,7 +10,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use slony_shared::archive::name::{classify, Entry};
-use slony_shared::archive::{ArchiveError, ArchiveName, BatchName, Envelope, Item, Splitter, Step};
+use slony_shared::archive::statement::Allowances;
+use slony_shared::archive::{Action, ArchiveError, ArchiveName, ArchiveReader, BatchName};
 use slony_shared::counter::Counter;
 use slony_shared::ident::ClusterName;
 
@@ -45,60 +46,51 @@ fn names(data: &[u8]) {
 
 fn archive(data: &[u8]) {
     let cluster = ClusterName::new("lab").expect("a valid cluster name");
-    let mut env = Envelope::new(&cluster, Counter(EXPECTED));
-    let mut splitter = Splitter::new(data);
+    let mut reader = ArchiveReader::new(data, &cluster, Counter(EXPECTED), Allowances::default());
     let mut chunk = Vec::new();
-    let mut last_line = 0;
     let mut commits = 0;
-    // Every item consumes at least one byte, so this bound is never reached by a
-    // splitter that makes progress.
-    for _ in 0..=data.len() + 1 {
-        let item = match splitter.next_item() {
-            Ok(Some(item)) => item,
+    let mut trackings = 0;
+    // Every action consumes at least one byte (or is a strings switch before one), so
+    // this bound is never reached by a reader that makes progress.
+    for _ in 0..=2 * data.len() + 2 {
+        let action = match reader.next_action() {
+            Ok(Some(action)) => action,
             Ok(None) => {
-                if let Ok(header) = env.finish() {
+                if let Ok(header) = reader.finish() {
                     assert_eq!(header.counter, Counter(EXPECTED));
                     assert_eq!(commits, 1, "a whole archive has exactly one commit");
+                    assert_eq!(trackings, 1, "a whole archive has one tracking call");
                 }
                 return;
             }
-            Err(_) => return,
-        };
-        let line = match &item {
-            Item::Statement { line, .. }
-            | Item::CopyIn { line, .. }
-            | Item::Comment { line, .. } => *line,
-        };
-        assert!(
-            line >= last_line,
-            "line numbers never go back ({line} after {last_line})"
-        );
-        assert!(
-            line <= splitter.line(),
-            "an item starts no later than the line read"
-        );
-        last_line = line;
-        match env.step(&item) {
-            Ok(Step::Commit) => commits += 1,
-            Ok(_) => {}
             Err(ArchiveError::Malformed { .. } | ArchiveError::Incomplete { .. }) => return,
             Err(ArchiveError::Io(e)) => panic!("no I/O error reading from memory: {e}"),
-        }
-        if let Item::CopyIn { .. } = item {
-            let mut total = 0usize;
-            loop {
-                match splitter.copy_chunk(&mut chunk) {
-                    Ok(more) => {
-                        total += chunk.len();
-                        assert!(total <= data.len(), "COPY data never exceeds the input");
-                        if !more {
-                            break;
-                        }
-                    }
-                    Err(_) => return,
+        };
+        match action {
+            Action::Commit => commits += 1,
+            Action::Execute { sql, .. } => {
+                assert!(commits == 0, "nothing is executed after the commit");
+                if sql.to_ascii_lowercase().contains("archivetracking_offline") {
+                    trackings += 1;
                 }
             }
+            Action::CopyIn { .. } => {
+                let mut total = 0usize;
+                loop {
+                    match reader.copy_chunk(&mut chunk) {
+                        Ok(more) => {
+                            total += chunk.len();
+                            assert!(total <= data.len(), "COPY data never exceeds the input");
+                            if !more {
+                                break;
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                }
+            }
+            Action::Strings(_) | Action::Vacuum => {}
         }
     }
-    panic!("the splitter made no progress");
+    panic!("the reader made no progress");
 }
