@@ -207,6 +207,13 @@ pub async fn connect_db(cfg: &ReceiverConfig) -> Result<Client, PullError> {
             tracing::debug!(error = %e, "database connection ended");
         }
     });
+    // For the DDL of 'S' rows, which runs with this path, not the Slony functions' own.
+    if let Err(e) = client
+        .batch_execute(slony_shared::offline::REMEMBER_DDL_SEARCH_PATH)
+        .await
+    {
+        tracing::warn!(error = %apply::describe_pg_error(&e), "cannot record the session's search_path for DDL");
+    }
     Ok(client)
 }
 
