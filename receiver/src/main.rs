@@ -10,6 +10,7 @@ mod exit;
 mod guard;
 mod housekeeping;
 mod metrics;
+mod privilege;
 mod pull;
 mod subscribe;
 
@@ -80,11 +81,24 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             config,
             counter,
             created,
+            apply_role,
+            no_schema,
         } => {
             let cfg = load_config(&config)?;
             let counter: slony_shared::counter::Counter =
                 counter.to_string().parse().context("--counter")?;
-            runtime.block_on(cmd::init::run(&cfg, counter, &created))
+            match apply_role {
+                Some(role) => runtime.block_on(privilege::apply_role(
+                    &cfg,
+                    &privilege::ApplyRole {
+                        role: &role,
+                        create_schema: !no_schema,
+                        counter,
+                        created: &created,
+                    },
+                )),
+                None => runtime.block_on(cmd::init::run(&cfg, counter, &created)),
+            }
         }
         Command::Housekeeping { config } => {
             let cfg = load_config(&config)?;

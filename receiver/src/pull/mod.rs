@@ -55,6 +55,9 @@ pub enum PullError {
     /// Reading the tracking table failed otherwise.
     #[error("reading the replica's archive counter: {0}")]
     Tracking(String),
+    /// The database user may not apply the provider's SQL ([`crate::privilege`]).
+    #[error("{0}")]
+    Privilege(String),
     /// The provider could not be reached or read.
     #[error(transparent)]
     Remote(#[from] RemoteError),
@@ -98,6 +101,7 @@ impl PullError {
             PullError::DatabaseUnavailable { .. } => "database:unavailable".into(),
             PullError::NotInitialised { .. } => "database:not-initialised".into(),
             PullError::Tracking(_) => "database:tracking".into(),
+            PullError::Privilege(_) => "database:privilege".into(),
             PullError::Remote(e) => format!("remote:{}", e.key()),
             PullError::Plan(PlanError::Duplicate { counter, .. }) => {
                 format!("plan:duplicate:{counter}")
@@ -407,6 +411,7 @@ pub async fn run_once(
 ) -> Result<Report, PullError> {
     prepare_dirs(cfg)?;
     let client = connect_db(cfg).await?;
+    crate::privilege::check_applier(&client).await?;
     let position = read_position(&client, &cfg.cluster).await?;
     let start = position.counter;
     tracing::debug!(

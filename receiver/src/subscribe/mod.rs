@@ -269,7 +269,7 @@ async fn start_request(
     let series = trigger::parse_series_list(&text)
         .with_context(|| format!("subscribe list {}", list.display()))?;
     // Check the database now: better to fail before pausing anything.
-    drop(pull::connect_db(cfg).await?);
+    crate::privilege::check_applier(&pull::connect_db(cfg).await?).await?;
     let request = Request {
         node: cfg.node.clone(),
         archive: opts.archive,
@@ -313,6 +313,7 @@ async fn apply_sql(
     counter: slony_shared::counter::Counter,
 ) -> anyhow::Result<()> {
     let client = pull::connect_db(cfg).await?;
+    crate::privilege::check_applier(&client).await?;
     if !new_site {
         // New tables hold the provider's state at `counter`; a replica already past it has
         // skipped their changes since, for good.
