@@ -5,6 +5,7 @@ mod fixtures_selftest;
 mod guard;
 mod housekeeping;
 mod manager;
+mod privilege;
 mod pull;
 mod real_slony;
 mod reliability;
