@@ -366,7 +366,7 @@ fn report(
     ));
     line(format!(
         "  2. Point the applications at this database ({}) and give their users the write privileges they need.",
-        cfg.database.conninfo
+        cfg.database.redacted()
     ));
     line("  3. Sequences hold the values of the last archive applied, and only the sequences of the provider's replication set were ever updated: check every sequence that feeds a key before applications insert rows.".into());
     if sequences.is_empty() {

@@ -41,7 +41,7 @@ pub enum PullError {
     /// The replica database cannot be reached.
     #[error("cannot connect to the replica database ({conninfo}): {message}")]
     DatabaseUnavailable {
-        /// Where we tried (no password).
+        /// Where we tried (passwords hidden).
         conninfo: String,
         /// Why.
         message: String,
@@ -188,7 +188,7 @@ pub struct Position {
 /// Connects to the replica database.
 pub async fn connect_db(cfg: &ReceiverConfig) -> Result<Client, PullError> {
     let unavailable = |message: String| PullError::DatabaseUnavailable {
-        conninfo: cfg.database.conninfo.clone(),
+        conninfo: cfg.database.redacted(),
         message,
     };
     let mut pg: tokio_postgres::Config = cfg
