@@ -99,9 +99,13 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
         /// The reference database (libpq-style connection string or URL), e.g. the
-        /// provider or a copy of it.
+        /// provider or a copy of it. Keep its password out of it (the command line is
+        /// visible to every local user): use --reference-password-env.
         #[arg(long, value_name = "CONNINFO")]
         reference: String,
+        /// Environment variable holding the reference database's password.
+        #[arg(long, value_name = "VAR")]
+        reference_password_env: Option<String>,
         /// Only these tables (schema.table, comma-separated); default: every replicated table.
         #[arg(long, value_name = "TABLES", value_delimiter = ',', value_parser = parse_table)]
         tables: Vec<QualifiedTable>,

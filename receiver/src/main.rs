@@ -137,10 +137,26 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Verify {
             config,
             reference,
+            reference_password_env,
             tables,
         } => {
             let cfg = load_config(&config)?;
-            runtime.block_on(cmd::verify::run(&cfg, &reference, &tables))
+            let password = match reference_password_env {
+                Some(var) => Some(std::env::var(&var).map_err(|_| {
+                    slony_shared::config::ConfigError::Invalid {
+                        path: cfg.source.clone(),
+                        key: "--reference-password-env".into(),
+                        reason: format!("environment variable {var} is not set (or not UTF-8)"),
+                    }
+                })?),
+                None => None,
+            };
+            runtime.block_on(cmd::verify::run(
+                &cfg,
+                &reference,
+                password.as_deref(),
+                &tables,
+            ))
         }
         Command::Promote { config } => {
             let cfg = load_config(&config)?;
