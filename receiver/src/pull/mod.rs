@@ -276,7 +276,8 @@ fn local_err<'a>(
 /// Creates the local directories a run needs.
 pub fn prepare_dirs(cfg: &ReceiverConfig) -> Result<(), PullError> {
     for dir in [cfg.site_dir(), cfg.incoming_dir(), cfg.applied_dir()] {
-        std::fs::create_dir_all(&dir).map_err(local_err("creating directory", &dir))?;
+        slony_shared::private::create_dir_all(&dir)
+            .map_err(local_err("creating directory", &dir))?;
     }
     Ok(())
 }

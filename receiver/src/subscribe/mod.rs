@@ -100,7 +100,7 @@ fn save_state(path: &Path, state: Option<&State>) -> anyhow::Result<()> {
         },
         Some(s) => {
             let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(s)?)
+            slony_shared::private::write(&tmp, &serde_json::to_vec_pretty(s)?)
                 .with_context(|| format!("writing {}", tmp.display()))?;
             std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
         }
@@ -139,7 +139,7 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
             reason: "missing: subscribe-series needs the provider's trigger directory".into(),
         });
     }
-    std::fs::create_dir_all(&cfg.local.log_dir)
+    slony_shared::private::create_dir_all(&cfg.local.log_dir)
         .with_context(|| format!("creating {}", cfg.local.log_dir.display()))?;
     let _lock = match RunLock::try_acquire(&cfg.lock_file()) {
         Ok(lock) => lock,
