@@ -9,6 +9,7 @@ mod privilege;
 mod pull;
 mod real_slony;
 mod reliability;
+mod secrets;
 mod status;
 mod subscribe;
 mod support;
