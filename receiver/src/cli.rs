@@ -44,7 +44,8 @@ pub enum Command {
         #[arg(long)]
         fail_if_paused: bool,
     },
-    /// Prepare the replica database for log shipping (the tracking schema), at a counter.
+    /// Prepare the replica database for log shipping (the tracking schema), at a counter;
+    /// or, with --apply-role, set up an ordinary role to apply archives.
     Init {
         /// The configuration.
         #[command(flatten)]
@@ -55,6 +56,17 @@ pub enum Command {
         /// When the provider created that archive (as Slony writes it).
         #[arg(long, default_value = "1970-01-01 00:00:00")]
         created: String,
+        /// Connected as a superuser, make ROLE (created if missing, LOGIN, no password) the
+        /// one that applies archives: SET on session_replication_role, CONNECT and CREATE
+        /// on the database, ownership of the tracking schema (created if missing, its
+        /// functions re-created) and of the replicated tables and sequences. PostgreSQL
+        /// 15 or later. Idempotent: run again, it fixes ownership and grants.
+        #[arg(long, value_name = "ROLE")]
+        apply_role: Option<String>,
+        /// With --apply-role: do not create a missing tracking schema (a new site, whose
+        /// subscribe-series creates it as ROLE).
+        #[arg(long, requires = "apply_role")]
+        no_schema: bool,
     },
     /// Pack applied archives into tar.gz batches and apply the retention policy.
     Housekeeping {
@@ -87,9 +99,13 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
         /// The reference database (libpq-style connection string or URL), e.g. the
-        /// provider or a copy of it.
+        /// provider or a copy of it. Keep its password out of it (the command line is
+        /// visible to every local user): use --reference-password-env.
         #[arg(long, value_name = "CONNINFO")]
         reference: String,
+        /// Environment variable holding the reference database's password.
+        #[arg(long, value_name = "VAR")]
+        reference_password_env: Option<String>,
         /// Only these tables (schema.table, comma-separated); default: every replicated table.
         #[arg(long, value_name = "TABLES", value_delimiter = ',', value_parser = parse_table)]
         tables: Vec<QualifiedTable>,

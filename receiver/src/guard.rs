@@ -251,7 +251,9 @@ pub async fn missing(
 }
 
 /// The `CREATE OR REPLACE FUNCTION` of the guard function. The provider host, cluster and
-/// site go into the function as literals, for the message.
+/// site go into the function as literals, for the message. Its `search_path` is pinned
+/// like the tracking schema's functions ([`slony_shared::offline`]): it also fires in the
+/// applier's session, for the DDL of an `EXECUTE SCRIPT`.
 pub fn function_sql(cluster: &ClusterName, site: &str, provider_host: &str) -> String {
     let body = format!(
         r#"
@@ -286,8 +288,9 @@ END;
     }
     let function = function_name(cluster);
     format!(
-        "CREATE OR REPLACE FUNCTION {function} RETURNS trigger LANGUAGE plpgsql AS {tag}{body}{tag};\n\
+        "CREATE OR REPLACE FUNCTION {function} RETURNS trigger LANGUAGE plpgsql SET search_path = {} AS {tag}{body}{tag};\n\
          COMMENT ON FUNCTION {function} IS {};\n",
+        slony_shared::offline::PINNED_SEARCH_PATH,
         quote_literal(
             "slony-receiver guard: refuses writes to replicated tables from ordinary sessions (see slony-receiver guard)"
         )
@@ -454,7 +457,7 @@ mod tests {
         let cluster = ClusterName::new("lab").unwrap();
         let sql = function_sql(&cluster, "site1", "web'db $guard$ host");
         assert!(sql.starts_with(
-            "CREATE OR REPLACE FUNCTION \"_lab\".\"deny_local_write\"() RETURNS trigger LANGUAGE plpgsql AS $guard1$"
+            "CREATE OR REPLACE FUNCTION \"_lab\".\"deny_local_write\"() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $guard1$"
         ));
         assert!(sql.contains("'web''db $guard$ host'"), "{sql}");
         assert!(sql.contains("$guard1$;\nCOMMENT ON FUNCTION"), "{sql}");

@@ -415,7 +415,8 @@ fn verify_subset(
 ) -> anyhow::Result<()> {
     let scratch = batches_dir.join(format!("{SCRATCH_PREFIX}{}-{}", b.from, b.to));
     let _ = fs::remove_dir_all(&scratch);
-    fs::create_dir(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    slony_shared::private::create_dir(&scratch)
+        .with_context(|| format!("creating {}", scratch.display()))?;
     let result = (|| {
         let wanted: BTreeSet<Counter> = members.iter().map(|(a, _)| a.counter).collect();
         // Our own local batch: no size limit beyond the batch itself (every entry is
@@ -480,7 +481,7 @@ pub fn run(
     applied: Applied,
     now: SystemTime,
 ) -> anyhow::Result<Summary> {
-    fs::create_dir_all(&layout.batches_dir)
+    slony_shared::private::create_dir_all(&layout.batches_dir)
         .with_context(|| format!("creating {}", layout.batches_dir.display()))?;
     let inv = take_inventory(layout)?;
     let mut summary = Summary::default();

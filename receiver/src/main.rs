@@ -10,6 +10,7 @@ mod exit;
 mod guard;
 mod housekeeping;
 mod metrics;
+mod privilege;
 mod pull;
 mod subscribe;
 
@@ -80,11 +81,24 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             config,
             counter,
             created,
+            apply_role,
+            no_schema,
         } => {
             let cfg = load_config(&config)?;
             let counter: slony_shared::counter::Counter =
                 counter.to_string().parse().context("--counter")?;
-            runtime.block_on(cmd::init::run(&cfg, counter, &created))
+            match apply_role {
+                Some(role) => runtime.block_on(privilege::apply_role(
+                    &cfg,
+                    &privilege::ApplyRole {
+                        role: &role,
+                        create_schema: !no_schema,
+                        counter,
+                        created: &created,
+                    },
+                )),
+                None => runtime.block_on(cmd::init::run(&cfg, counter, &created)),
+            }
         }
         Command::Housekeeping { config } => {
             let cfg = load_config(&config)?;
@@ -123,10 +137,26 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Verify {
             config,
             reference,
+            reference_password_env,
             tables,
         } => {
             let cfg = load_config(&config)?;
-            runtime.block_on(cmd::verify::run(&cfg, &reference, &tables))
+            let password = match reference_password_env {
+                Some(var) => Some(std::env::var(&var).map_err(|_| {
+                    slony_shared::config::ConfigError::Invalid {
+                        path: cfg.source.clone(),
+                        key: "--reference-password-env".into(),
+                        reason: format!("environment variable {var} is not set (or not UTF-8)"),
+                    }
+                })?),
+                None => None,
+            };
+            runtime.block_on(cmd::verify::run(
+                &cfg,
+                &reference,
+                password.as_deref(),
+                &tables,
+            ))
         }
         Command::Promote { config } => {
             let cfg = load_config(&config)?;

@@ -31,7 +31,7 @@ use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{Message, SmtpTransport, Transport};
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -327,7 +327,8 @@ pub fn save_state(path: &Path, state: Option<&FailureState>) -> Result<(), Alert
     let tmp = path.with_file_name(tmp_name);
 
     let result = (|| {
-        let mut f = File::create(&tmp).map_err(|e| io_err("create temporary file for", e))?;
+        let mut f =
+            crate::private::create(&tmp).map_err(|e| io_err("create temporary file for", e))?;
         f.write_all(&json).map_err(|e| io_err("write", e))?;
         f.write_all(b"\n").map_err(|e| io_err("write", e))?;
         f.sync_all().map_err(|e| io_err("flush", e))?;

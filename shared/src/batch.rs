@@ -30,6 +30,7 @@ use flate2::Compression;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 use tar::EntryType;
@@ -476,7 +477,7 @@ fn write_member(
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&part)(e)),
             _ => {}
         }
-        let mut out = OpenOptions::new()
+        let mut out = crate::private::options()
             .write(true)
             .create_new(true)
             .open(&part)
@@ -643,9 +644,19 @@ fn check_members(batch: BatchName, members: &[(ArchiveName, PathBuf)]) -> Result
     Ok(())
 }
 
+/// The permission bits every file of `members` has (read, write), for their batch: no one
+/// reads the batch who could not read each archive in it, so the receiver's private
+/// copies give a private batch and the provider's site files their own mode.
+fn shared_mode(members: &[(ArchiveName, PathBuf)]) -> u32 {
+    members.iter().fold(0o666, |mode, (_, path)| {
+        mode & fs::metadata(path).map_or(0o600, |m| m.permissions().mode())
+    })
+}
+
 /// Packs `members` into `<out_dir>/slony_logs_<from>-<to>.tar.gz` and verifies it.
 ///
 /// Entries are named by the plain archive name, mode 0644, with each source file's mtime.
+/// The batch file gets the permission bits all the members have ([`shared_mode`]).
 /// The batch is written to `<final>.part`, fsynced, read back and compared byte for byte
 /// with the sources ([`verify_batch`]), and only then renamed to its final name; so once
 /// this returns, the loose files may be deleted.
@@ -672,6 +683,7 @@ pub fn write_batch(
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(shared_mode(members))
             .open(&part)
             .map_err(io_err(&part))?;
         let gz = GzEncoder::new(BufWriter::new(file), Compression::default());
@@ -930,6 +942,18 @@ mod tests {
         for (name, path) in &got {
             assert_eq!(fs::read(path).unwrap(), content(name.counter.0));
         }
+
+        // Extracted copies are private; the batch has its members' mode.
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for (_, path) in &got {
+            assert_eq!(mode(path), 0o600, "{}", path.display());
+        }
+        let umask_allows = |bits: u32| mode(&members[0].1) & bits;
+        assert_eq!(mode(&batch), umask_allows(0o666));
+        let private: Vec<(ArchiveName, PathBuf)> = got.clone();
+        let private_batch = write_batch(&out, bname(1, 5), &private).unwrap();
+        assert_eq!(private_batch, batch);
+        assert_eq!(mode(&batch), 0o600);
 
         // Entry metadata as promised.
         let mut archive = tar::Archive::new(GzDecoder::new(File::open(&batch).unwrap()));

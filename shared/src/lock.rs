@@ -47,13 +47,14 @@ impl RunLock {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = OpenOptions::new()
+        let mut file = crate::private::options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)
             .map_err(io_err)?;
+        crate::private::restrict(&file);
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 /// Runs `housekeeping`; returns the exit code.
 pub async fn run(cfg: &ReceiverConfig) -> anyhow::Result<u8> {
-    std::fs::create_dir_all(&cfg.local.log_dir).with_context(|| {
+    slony_shared::private::create_dir_all(&cfg.local.log_dir).with_context(|| {
         format!(
             "creating local log directory {}",
             cfg.local.log_dir.display()

@@ -4,7 +4,8 @@
 //! table, `sl_log_archive` with its apply trigger, the functions archives call) with the
 //! replica at archive `--counter`, in one transaction. For a replica whose tables and
 //! data were loaded some other way (a dump taken at that counter, or empty tables at 0);
-//! `subscribe-series` does all of this itself.
+//! `subscribe-series` does all of this itself. `--apply-role` is
+//! [`crate::privilege::apply_role`].
 
 use crate::exit;
 use crate::pull;

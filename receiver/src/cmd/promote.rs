@@ -115,7 +115,7 @@ pub fn refuse_pull(cfg: &ReceiverConfig) -> Option<u8> {
 
 /// Runs `promote`; returns the exit code.
 pub async fn run(cfg: &ReceiverConfig) -> anyhow::Result<u8> {
-    std::fs::create_dir_all(&cfg.local.log_dir)
+    slony_shared::private::create_dir_all(&cfg.local.log_dir)
         .with_context(|| format!("creating {}", cfg.local.log_dir.display()))?;
     let _lock = match RunLock::try_acquire(&cfg.lock_file()) {
         Ok(lock) => lock,
@@ -204,8 +204,8 @@ pub async fn run(cfg: &ReceiverConfig) -> anyhow::Result<u8> {
 /// Writes the marker durably: temp file, fsync, rename, fsync of the directory.
 fn write_marker(path: &Path, text: &str) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    let mut f = slony_shared::private::create(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     f.write_all(text.as_bytes())
         .and_then(|()| f.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
@@ -366,7 +366,7 @@ fn report(
     ));
     line(format!(
         "  2. Point the applications at this database ({}) and give their users the write privileges they need.",
-        cfg.database.conninfo
+        cfg.database.redacted()
     ));
     line("  3. Sequences hold the values of the last archive applied, and only the sequences of the provider's replication set were ever updated: check every sequence that feeds a key before applications insert rows.".into());
     if sequences.is_empty() {

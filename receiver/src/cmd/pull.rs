@@ -30,7 +30,7 @@ pub async fn run(
     once: bool,
     fail_if_paused: bool,
 ) -> anyhow::Result<u8> {
-    std::fs::create_dir_all(&cfg.local.log_dir).with_context(|| {
+    slony_shared::private::create_dir_all(&cfg.local.log_dir).with_context(|| {
         format!(
             "creating local log directory {}",
             cfg.local.log_dir.display()

@@ -1,5 +1,7 @@
-//! `slony-receiver verify --reference CONNINFO [--tables s1.t1,s1.t2]`: is the replica's
-//! data the same as a reference database's (the provider, or a copy of it)?
+//! `slony-receiver verify --reference CONNINFO [--reference-password-env VAR] [--tables
+//! s1.t1,s1.t2]`: is the replica's data the same as a reference database's (the provider,
+//! or a copy of it)? The reference's password is best given through the environment: a
+//! command line is visible to every local user.
 //!
 //! For each table (default: every replicated table, see [`crate::guard`]) both sides
 //! compute the row count and a hash of the rows, in one `REPEATABLE READ READ ONLY`
@@ -58,11 +60,12 @@ enum Verdict {
 pub async fn run(
     cfg: &ReceiverConfig,
     reference: &str,
+    password: Option<&str>,
     tables: &[QualifiedTable],
 ) -> anyhow::Result<u8> {
     let replica = pull::connect_db(cfg).await?;
     let where_ref = describe(reference);
-    let reference = match connect_reference(cfg, reference).await {
+    let reference = match connect_reference(cfg, reference, password).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
@@ -240,11 +243,20 @@ async fn digest(c: &Client, sql: &str) -> anyhow::Result<Digest> {
     })
 }
 
-/// Connects to the reference database (no TLS, like the replica connection).
-async fn connect_reference(cfg: &ReceiverConfig, conninfo: &str) -> anyhow::Result<Client> {
-    let mut pg: tokio_postgres::Config = conninfo
-        .parse()
-        .map_err(|e| anyhow::anyhow!("bad connection settings: {e}"))?;
+/// Connects to the reference database (no TLS, like the replica connection), with
+/// `password` if given (else the one in `conninfo`, if any).
+async fn connect_reference(
+    cfg: &ReceiverConfig,
+    conninfo: &str,
+    password: Option<&str>,
+) -> anyhow::Result<Client> {
+    // tokio-postgres' parse errors may quote a character of the string: none is shown.
+    let mut pg: tokio_postgres::Config = conninfo.parse().map_err(|_| {
+        anyhow::anyhow!("the settings do not parse as a libpq connection string or URL")
+    })?;
+    if let Some(pw) = password {
+        pg.password(pw);
+    }
     pg.connect_timeout(cfg.database.connect_timeout);
     pg.application_name("slony-receiver verify");
     let (client, connection) = tokio::time::timeout(

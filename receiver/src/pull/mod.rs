@@ -42,7 +42,7 @@ pub enum PullError {
     /// The replica database cannot be reached.
     #[error("cannot connect to the replica database ({conninfo}): {message}")]
     DatabaseUnavailable {
-        /// Where we tried (no password).
+        /// Where we tried (passwords hidden).
         conninfo: String,
         /// Why.
         message: String,
@@ -56,6 +56,9 @@ pub enum PullError {
     /// Reading the tracking table failed otherwise.
     #[error("reading the replica's archive counter: {0}")]
     Tracking(String),
+    /// The database user may not apply the provider's SQL ([`crate::privilege`]).
+    #[error("{0}")]
+    Privilege(String),
     /// The provider could not be reached or read.
     #[error(transparent)]
     Remote(#[from] RemoteError),
@@ -109,6 +112,7 @@ impl PullError {
             PullError::DatabaseUnavailable { .. } => "database:unavailable".into(),
             PullError::NotInitialised { .. } => "database:not-initialised".into(),
             PullError::Tracking(_) => "database:tracking".into(),
+            PullError::Privilege(_) => "database:privilege".into(),
             PullError::Remote(e) => format!("remote:{}", e.key()),
             PullError::Plan(PlanError::Duplicate { counter, .. }) => {
                 format!("plan:duplicate:{counter}")
@@ -214,7 +218,7 @@ pub struct Position {
 /// Connects to the replica database.
 pub async fn connect_db(cfg: &ReceiverConfig) -> Result<Client, PullError> {
     let unavailable = |message: String| PullError::DatabaseUnavailable {
-        conninfo: cfg.database.conninfo.clone(),
+        conninfo: cfg.database.redacted(),
         message,
     };
     let mut pg: tokio_postgres::Config = cfg
@@ -237,6 +241,13 @@ pub async fn connect_db(cfg: &ReceiverConfig) -> Result<Client, PullError> {
             tracing::debug!(error = %e, "database connection ended");
         }
     });
+    // For the DDL of 'S' rows, which runs with this path, not the Slony functions' own.
+    if let Err(e) = client
+        .batch_execute(slony_shared::offline::REMEMBER_DDL_SEARCH_PATH)
+        .await
+    {
+        tracing::warn!(error = %apply::describe_pg_error(&e), "cannot record the session's search_path for DDL");
+    }
     Ok(client)
 }
 
@@ -295,7 +306,8 @@ fn local_err<'a>(
 /// Creates the local directories a run needs.
 pub fn prepare_dirs(cfg: &ReceiverConfig) -> Result<(), PullError> {
     for dir in [cfg.site_dir(), cfg.incoming_dir(), cfg.applied_dir()] {
-        std::fs::create_dir_all(&dir).map_err(local_err("creating directory", &dir))?;
+        slony_shared::private::create_dir_all(&dir)
+            .map_err(local_err("creating directory", &dir))?;
     }
     Ok(())
 }
@@ -468,6 +480,7 @@ pub async fn run_once(
 ) -> Result<Report, PullError> {
     prepare_dirs(cfg)?;
     let client = connect_db(cfg).await?;
+    crate::privilege::check_applier(&client).await?;
     let position = read_position(&client, &cfg.cluster).await?;
     let start = position.counter;
     tracing::debug!(
@@ -629,7 +642,7 @@ pub async fn run_once(
                 .map_err(local_err("writing", &counter_file))?;
             if known_node.is_none() {
                 let applied_node = group[outcome.committed - 1].name.node_id;
-                std::fs::write(&node_file, format!("{applied_node}\n"))
+                slony_shared::private::write(&node_file, format!("{applied_node}\n").as_bytes())
                     .map_err(local_err("writing", &node_file))?;
             }
             progress.applied(report.applied, report.to);

@@ -19,7 +19,7 @@ pub fn write_counter_file(path: &Path, counter: Counter) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = slony_shared::private::create(&tmp)?;
     writeln!(f, "{counter}")?;
     // No fsync: the file mirrors the database (the source of truth), and the next run
     // rewrites it from there.

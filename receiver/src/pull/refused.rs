@@ -55,14 +55,8 @@ pub fn load(path: &Path) -> Option<Refusal> {
 /// Writes the record (atomically, 0600).
 pub fn save(path: &Path, refusal: &Refusal) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut f = slony_shared::private::create(&tmp)?;
     f.write_all(&serde_json::to_vec_pretty(refusal).map_err(std::io::Error::other)?)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)

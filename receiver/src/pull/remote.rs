@@ -7,7 +7,6 @@
 
 use slony_shared::config::{RemoteConfig, SshAuth};
 use ssh2::{CheckResult, KnownHostFileKind, Session, Sftp};
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -284,7 +283,7 @@ impl Remote {
             path: part.to_path_buf(),
             source,
         };
-        let mut dst = File::create(part).map_err(local_err)?;
+        let mut dst = slony_shared::private::create(part).map_err(local_err)?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut total = 0u64;
         loop {

@@ -100,7 +100,7 @@ fn save_state(path: &Path, state: Option<&State>) -> anyhow::Result<()> {
         },
         Some(s) => {
             let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(s)?)
+            slony_shared::private::write(&tmp, &serde_json::to_vec_pretty(s)?)
                 .with_context(|| format!("writing {}", tmp.display()))?;
             std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
         }
@@ -139,7 +139,7 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
             reason: "missing: subscribe-series needs the provider's trigger directory".into(),
         });
     }
-    std::fs::create_dir_all(&cfg.local.log_dir)
+    slony_shared::private::create_dir_all(&cfg.local.log_dir)
         .with_context(|| format!("creating {}", cfg.local.log_dir.display()))?;
     let _lock = match RunLock::try_acquire(&cfg.lock_file()) {
         Ok(lock) => lock,
@@ -269,7 +269,7 @@ async fn start_request(
     let series = trigger::parse_series_list(&text)
         .with_context(|| format!("subscribe list {}", list.display()))?;
     // Check the database now: better to fail before pausing anything.
-    drop(pull::connect_db(cfg).await?);
+    crate::privilege::check_applier(&pull::connect_db(cfg).await?).await?;
     let request = Request {
         node: cfg.node.clone(),
         archive: opts.archive,
@@ -313,6 +313,7 @@ async fn apply_sql(
     counter: slony_shared::counter::Counter,
 ) -> anyhow::Result<()> {
     let client = pull::connect_db(cfg).await?;
+    crate::privilege::check_applier(&client).await?;
     if !new_site {
         // New tables hold the provider's state at `counter`; a replica already past it has
         // skipped their changes since, for good.

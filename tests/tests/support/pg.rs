@@ -198,6 +198,56 @@ impl PgServer {
         client
     }
 
+    /// Connects to database `db` as `user` (with `password`, if given), like
+    /// [`PgServer::connect`].
+    ///
+    /// # Panics
+    ///
+    /// If the connection fails, or if called outside a tokio runtime.
+    pub async fn connect_as(
+        &self,
+        db: &str,
+        user: &str,
+        password: Option<&str>,
+    ) -> tokio_postgres::Client {
+        let mut config = self.conn_config(db);
+        config.user(user);
+        if let Some(pw) = password {
+            config.password(pw);
+        }
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {db} as {user}: {e}"));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                eprintln!("postgres connection closed with an error: {e}");
+            }
+        });
+        client
+    }
+
+    /// Puts `line` first in `pg_hba.conf` (for example a loopback line that asks one role
+    /// for its password) and reloads the configuration.
+    ///
+    /// # Panics
+    ///
+    /// If the file cannot be rewritten or the reload fails.
+    pub async fn hba_first(&self, line: &str) {
+        let path = self.data_dir.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        std::fs::write(&path, format!("{line}\n{old}"))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        self.connect("postgres")
+            .await
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .expect("reloading the server configuration");
+        // The reload is signalled, not waited for: give the postmaster a moment.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
     /// Creates database `name` (quoted as an identifier).
     ///
     /// # Panics

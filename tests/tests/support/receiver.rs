@@ -34,6 +34,18 @@ pub struct Endpoints<'a> {
 
 /// The receiver's TOML config for `e`, with `extra` appended (more keys or sections).
 pub fn receiver_toml(e: &Endpoints<'_>, extra: &str) -> String {
+    receiver_toml_with_database(e, &database_toml(e.pg_port, "postgres", e.dbname), extra)
+}
+
+/// The keys of a `[database]` section: 127.0.0.1 on `port`, as `user`, database `dbname`.
+pub fn database_toml(port: u16, user: &str, dbname: &str) -> String {
+    format!(
+        "host = \"127.0.0.1\"\nport = {port}\nuser = \"{user}\"\ndbname = \"{dbname}\"\nconnect_timeout_secs = 5\n"
+    )
+}
+
+/// [`receiver_toml`] with `database` as the keys of its `[database]` section.
+pub fn receiver_toml_with_database(e: &Endpoints<'_>, database: &str, extra: &str) -> String {
     format!(
         r#"cluster = "{cluster}"
 node = "{node}"
@@ -48,12 +60,7 @@ connect_timeout_secs = 10
 [local]
 log_dir = "{local}"
 [database]
-host = "127.0.0.1"
-port = {pg_port}
-user = "postgres"
-dbname = "{dbname}"
-connect_timeout_secs = 5
-{extra}"#,
+{database}{extra}"#,
         cluster = e.cluster,
         node = e.node,
         ssh_port = e.ssh_port,
@@ -62,8 +69,6 @@ connect_timeout_secs = 5
         known_hosts = e.known_hosts.display(),
         log_dir = e.remote_log_dir.display(),
         local = e.local_dir.display(),
-        pg_port = e.pg_port,
-        dbname = e.dbname,
         node_id = e
             .slony_node_id
             .map_or(String::new(), |n| format!("slony_node_id = {n}\n")),
@@ -91,12 +96,19 @@ impl Run {
 /// Runs `slony-receiver <command> --config <config> <rest...>` and echoes its output
 /// (shown when the test fails).
 pub fn run_receiver(config: &Path, command: &str, rest: &[&str]) -> Run {
+    run_receiver_env(config, command, rest, &[])
+}
+
+/// [`run_receiver`] with more environment variables (`RUST_LOG` among them overrides
+/// the default `info`).
+pub fn run_receiver_env(config: &Path, command: &str, rest: &[&str], env: &[(&str, &str)]) -> Run {
     let out = Command::new(bin_path("slony-receiver"))
         .arg(command)
         .arg("--config")
         .arg(config)
         .args(rest)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .output()
         .expect("running slony-receiver");
     let run = Run {

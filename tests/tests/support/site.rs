@@ -12,7 +12,7 @@ one (stream, alerts, extra config, archive formats).
 */
 
 use super::pg::PgServer;
-use super::receiver::{receiver_toml, run_receiver, Endpoints, Run};
+use super::receiver::{database_toml, receiver_toml_with_database, run_receiver, Endpoints, Run};
 use super::smtp::{Mail, SmtpSink};
 use super::ssh::SshServer;
 use super::workload::{self, Change, Format};
@@ -69,6 +69,9 @@ pub struct ConfigChange<'a> {
     pub known_hosts: Option<&'a Path>,
     /// TOML appended after the site's own extra.
     pub extra: &'a str,
+    /// The keys of the `[database]` section instead of the site's own (another user, a
+    /// URL).
+    pub database: Option<&'a str>,
 }
 
 /// A subscriber site and its provider. Fields drop in order: the servers stop before
@@ -155,7 +158,15 @@ impl Site {
             dbname: "replica",
             slony_node_id: None,
         };
-        std::fs::write(&self.config, receiver_toml(&endpoints, &extra)).unwrap();
+        let database = match change.database {
+            Some(d) => d.to_string(),
+            None => database_toml(endpoints.pg_port, "postgres", endpoints.dbname),
+        };
+        std::fs::write(
+            &self.config,
+            receiver_toml_with_database(&endpoints, &database, &extra),
+        )
+        .unwrap();
     }
 
     /// The receiver's local log directory.
