@@ -372,7 +372,14 @@ async fn new_site_subscribes_pulls_and_verifies_as_an_ordinary_role() {
 /// for a superuser, refused by privilege for the apply role.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_payloads_run_for_a_superuser_and_are_refused_for_the_apply_role() {
-    let site = Site::start("priv-payload", Options::default()).await;
+    let site = Site::start(
+        "priv-payload",
+        Options {
+            archives: 2,
+            ..Options::default()
+        },
+    )
+    .await;
     let dba = split_configs(&site);
     let run = apply_role(&dba, &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -381,7 +388,8 @@ async fn live_payloads_run_for_a_superuser_and_are_refused_for_the_apply_role() 
     std::fs::set_permissions(&drop_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let program = |name: &str| {
         format!(
-            "COPY (SELECT 1) TO PROGRAM 'touch {}'",
+            // `cat` reads what COPY writes: no broken pipe.
+            "COPY (SELECT 1) TO PROGRAM 'cat > {}'",
             drop_dir.join(name).display()
         )
     };
@@ -420,6 +428,36 @@ async fn live_payloads_run_for_a_superuser_and_are_refused_for_the_apply_role() 
     }
     assert!(!drop_dir.join("as_apply_role").exists());
     assert!(!is_superuser(&site.pg, ROLE).await);
+
+    // Through `pull`, with the operator allowing DO blocks: the classifier lets the
+    // block through (and logs it), and the privilege boundary still holds.
+    site.write_config(ConfigChange {
+        database: Some(&database_toml(site.pg.port(), ROLE, "replica")),
+        extra: "[sql]\nallow = [\"do\"]\n",
+        ..ConfigChange::default()
+    });
+    let block = format!(
+        "DO $x$ BEGIN EXECUTE $y${}$y$; EXECUTE 'ALTER ROLE {ROLE} SUPERUSER'; END $x$",
+        program("through_pull")
+    );
+    publish_with_rows(&site, 1, &ddl_row(&block, 6));
+    let run = site.pull();
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("uses an allowance of [sql] allow: a DO block"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("permission denied") || run.stderr.contains("must be superuser"),
+        "{}",
+        run.stderr
+    );
+    assert!(!drop_dir.join("through_pull").exists());
+    assert!(!is_superuser(&site.pg, ROLE).await);
+    assert_eq!(site.counter().await, 0);
+    std::fs::remove_file(site.provider.join(workload::archive_name(1))).unwrap();
 
     // The same path works for what a replica needs: a row and a DDL statement.
     let rows = format!(

@@ -95,12 +95,12 @@ async fn hostile_provider_sql_is_live_then_refused() {
     let m = marker.display().to_string();
 
     // --- The payloads are live: PostgreSQL alone does the damage. ---
-    db.batch_execute(&format!("COPY (SELECT 1) TO PROGRAM 'touch {m}'"))
+    db.batch_execute(&format!("COPY (SELECT 1) TO PROGRAM 'cat > {m}'"))
         .await
         .unwrap();
     assert!(marker.exists(), "COPY TO PROGRAM runs a program");
     std::fs::remove_file(&marker).unwrap();
-    through_log_apply(&db, &format!("COPY (SELECT 1) TO PROGRAM 'touch {m}'"))
+    through_log_apply(&db, &format!("COPY (SELECT 1) TO PROGRAM 'cat > {m}'"))
         .await
         .unwrap();
     assert!(
@@ -196,9 +196,9 @@ async fn hostile_provider_sql_is_live_then_refused() {
         ));
     }
     for copy in [
-        format!("COPY (SELECT 1) TO PROGRAM 'touch {m}' /* from stdin */;\n"),
-        format!("copy s1.t1 to program 'touch {m}' -- from stdin\n;\n"),
-        format!("CoPy (select 1) tO pRoGrAm E'touch {m}';\n"),
+        format!("COPY (SELECT 1) TO PROGRAM 'cat > {m}' /* from stdin */;\n"),
+        format!("copy s1.t1 to program 'cat > {m}' -- from stdin\n;\n"),
+        format!("CoPy (select 1) tO pRoGrAm E'cat > {m}';\n"),
         "copy s1.t1 from '/etc/passwd';\n".into(),
     ] {
         tricks.push((
@@ -209,11 +209,11 @@ async fn hostile_provider_sql_is_live_then_refused() {
     }
     for (statement, says) in [
         (
-            format!("COPY (SELECT 1) TO PROGRAM 'touch {m}'"),
+            format!("COPY (SELECT 1) TO PROGRAM 'cat > {m}'"),
             "COPY to or from a server file or program",
         ),
         (
-            format!("copy (select 1) to program $odd_Tag$touch {m}$odd_Tag$"),
+            format!("copy (select 1) to program $odd_Tag$cat > {m}$odd_Tag$"),
             "COPY to or from a server file or program",
         ),
         ("ALTER ROLE victim SUPERUSER".into(), "role and privilege"),

@@ -292,6 +292,26 @@ impl Applier {
                 .await
                 .map_err(|e| self.exec_error(name, e))?;
         }
+        let sent = self.send_body(pipeline, &mut archive, name).await;
+        // Every use of an allowance is logged, whether the archive then applied or not.
+        for (line, allowance) in archive.allowances_used() {
+            tracing::warn!(archive = %name, line, "the provider's SQL uses an allowance of [sql] allow: {allowance}");
+        }
+        sent?;
+        archive.finish().map_err(archive_err)
+    }
+
+    /// Sends what the reader hands out, statement by statement and COPY by COPY.
+    async fn send_body<R: std::io::BufRead>(
+        &mut self,
+        pipeline: &mut Pipeline,
+        archive: &mut ArchiveReader<R>,
+        name: &ArchiveName,
+    ) -> Result<(), ApplyError> {
+        let archive_err = |source: ArchiveError| ApplyError::Archive {
+            name: *name,
+            source,
+        };
         let mut buf = Vec::new();
         while let Some(action) = archive.next_action().map_err(archive_err)? {
             match action {
@@ -329,11 +349,7 @@ impl Applier {
         pipeline
             .flush(&self.client)
             .await
-            .map_err(|e| self.exec_error(name, e))?;
-        for (line, allowance) in archive.allowances_used() {
-            tracing::warn!(archive = %name, line, "the provider's SQL uses an allowance of [sql] allow: {allowance}");
-        }
-        archive.finish().map_err(archive_err)
+            .map_err(|e| self.exec_error(name, e))
     }
 
     /// The prepared statement for a COPY text, prepared on first use.
