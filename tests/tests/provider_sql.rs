@@ -33,6 +33,12 @@ fn with_rows(text: &str, rows: &str) -> String {
 /// Runs `statement` as a DDL row through the replica's own `log_apply` trigger, as the
 /// archive's COPY would, with no check in between.
 async fn through_log_apply(client: &tokio_postgres::Client, statement: &str) -> Result<(), String> {
+    copy_raw(client, &ddl_row(statement)).await
+}
+
+/// COPYs `data` (rows as COPY text) into sl_log_archive as an archive would, with no
+/// check in between.
+async fn copy_raw(client: &tokio_postgres::Client, data: &str) -> Result<(), String> {
     client
         .batch_execute("SET session_replication_role TO replica; BEGIN")
         .await
@@ -41,7 +47,7 @@ async fn through_log_apply(client: &tokio_postgres::Client, statement: &str) -> 
     let result = async {
         let sink = client.copy_in::<_, Bytes>(copy).await?;
         futures_util::pin_mut!(sink);
-        sink.send(Bytes::from(ddl_row(statement))).await?;
+        sink.send(Bytes::from(data.to_string())).await?;
         sink.finish().await?;
         client.batch_execute("COMMIT").await
     }
@@ -166,6 +172,67 @@ async fn hostile_provider_sql_is_live_then_refused() {
         .await
         .unwrap();
 
+    // An escaped tab moves the fields: a reader that splits at every tab sees an `I` row,
+    // the server an `S` row.
+    let escaped_tab = |m: &str| {
+        format!(
+            "1\t950\t\\N\t55\tx\ty\\\tI\tS\t\\N\t{{\"COPY (SELECT 1) TO PROGRAM 'cat > {m}'\"}}\n"
+        )
+    };
+    copy_raw(&db, &escaped_tab(&m)).await.unwrap();
+    assert!(
+        marker.exists(),
+        "the server reads the escaped-tab row as an S row"
+    );
+    std::fs::remove_file(&marker).unwrap();
+    // A bare carriage return is a line end to the server: a second row it alone sees,
+    // and an end of the data after it.
+    let bare_cr = |m: &str| {
+        format!("1\t950\t\\N\t55\t\\N\t\\N\ts\t\\N\t\\N\r1\t950\t\\N\t56\t\\N\t\\N\tS\t\\N\t{{\"COPY (SELECT 1) TO PROGRAM 'cat > {m}'\"}}\r\\.\r\n")
+    };
+    copy_raw(&db, &bare_cr(&m)).await.unwrap();
+    assert!(marker.exists(), "the server reads a row after a bare CR");
+    std::fs::remove_file(&marker).unwrap();
+    // A row change may name any table: log_apply writes where the row says.
+    let authid_row = "1\t950\t1\t55\tpg_catalog\tpg_authid\tU\t1\t{rolsuper,t,rolname,victim}\n";
+    copy_raw(&db, authid_row).await.unwrap();
+    assert!(
+        is_superuser(&db, "victim").await,
+        "a U row on pg_authid makes a superuser"
+    );
+    db.batch_execute("ALTER ROLE victim NOSUPERUSER")
+        .await
+        .unwrap();
+    // An aggregate runs set_config without a call of it in the statement.
+    db.batch_execute(
+        "CREATE AGGREGATE s1.cfg(text, boolean) (sfunc = set_config, stype = text, \
+         initcond = 'standard_conforming_strings'); SELECT s1.cfg('off', false)",
+    )
+    .await
+    .unwrap();
+    let scs: String = db
+        .query_one("SHOW standard_conforming_strings", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(scs, "off", "the aggregate changed a setting");
+    db.batch_execute("RESET standard_conforming_strings; DROP AGGREGATE s1.cfg(text, boolean)")
+        .await
+        .unwrap();
+    // search_path reaches the cluster's schema without naming it in a table.
+    db.batch_execute(
+        "BEGIN; SET LOCAL search_path TO _lab; UPDATE sl_archive_tracking SET at_counter = 1000",
+    )
+    .await
+    .unwrap();
+    let at: i64 = db
+        .query_one("SELECT at_counter FROM \"_lab\".sl_archive_tracking", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(at, 1000, "search_path reaches the tracking table");
+    db.batch_execute("ROLLBACK").await.unwrap();
+
     // --- Served inside archive 4, each is refused and nothing changes. ---
     let good = workload::render("lab", 4, &site.stream[3], Format::Copy22);
     let old = workload::render("lab", 4, &site.stream[3], Format::Statements);
@@ -269,6 +336,45 @@ async fn hostile_provider_sql_is_live_then_refused() {
             says,
         ));
     }
+    tricks.push((
+        "an escaped tab that hides an S row".into(),
+        with_rows(&good, &escaped_tab(&m)),
+        "COPY to or from a server file or program",
+    ));
+    tricks.push((
+        "a bare carriage return that starts a row only the server sees".into(),
+        with_rows(&good, &bare_cr(&m)),
+        "a carriage return inside COPY data",
+    ));
+    tricks.push((
+        "a row change of pg_catalog.pg_authid".into(),
+        with_rows(&good, authid_row),
+        "a row change of pg_catalog.pg_authid is refused",
+    ));
+    tricks.push((
+        "a row change of the tracking table".into(),
+        with_rows(
+            &good,
+            "1\t950\t1\t56\t_lab\tsl_archive_tracking\tU\t1\t{at_counter,1000,at_counter,3}\n",
+        ),
+        "cluster's own schema",
+    ));
+    tricks.push((
+        "an aggregate that calls set_config".into(),
+        with_rows(
+            &good,
+            &ddl_row("create aggregate s1.cfg(text, boolean) (sfunc = set_config, stype = text, initcond = 'standard_conforming_strings')"),
+        ),
+        "function definitions",
+    ));
+    tricks.push((
+        "search_path set to the cluster's schema (pre-2.2)".into(),
+        after_header(
+            &old,
+            "set search_path to _lab;\nupdate sl_archive_tracking set at_counter = 1000;\n",
+        ),
+        "cluster's own schema",
+    ));
     tricks.push((
         "a DDL statement outside the DDL channel of a 2.2 archive".into(),
         after_header(&good, "alter table s1.t2 add column sneaky int;\n"),

@@ -177,7 +177,9 @@ impl Applier {
             if !single {
                 begin.push_str("; SAVEPOINT archive");
             }
-            begin.push_str("; SET LOCAL standard_conforming_strings TO on");
+            // DDL of an archive before may have set search_path: each archive starts
+            // from the session's own.
+            begin.push_str("; SET LOCAL standard_conforming_strings TO on; RESET search_path");
             let lead_at = pipeline.sent() + pipeline.queued() as u64;
             let outcome = self
                 .apply_body(&mut pipeline, std::mem::take(&mut begin), path, name)

@@ -28,6 +28,48 @@ pub const CMDTYPE: usize = 6;
 /// Index of `log_cmdargs` in [`LOG_COLUMNS`].
 pub const CMDARGS: usize = 8;
 
+/// Splits a COPY text-format row (without its line end) into its raw fields, as the
+/// server does: a tab ends a field unless a backslash escapes it.
+pub fn fields(row: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < row.len() {
+        match row[i] {
+            b'\\' => i += 2,
+            b'\t' => {
+                out.push(&row[start..i]);
+                i += 1;
+                start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    out.push(&row[start.min(row.len())..]);
+    out
+}
+
+/// The first `n` fields of a row whose start is `bytes`, once the tab after the `n`-th
+/// has arrived (`None` before).
+pub fn leading_fields(bytes: &[u8], n: usize) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::with_capacity(n);
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() && out.len() < n {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'\t' => {
+                out.push(&bytes[start..i]);
+                i += 1;
+                start = i;
+            }
+            b'\n' => return None,
+            _ => i += 1,
+        }
+    }
+    (out.len() == n).then_some(out)
+}
+
 /// Decodes one COPY text-format field. `None` for `\N` (SQL NULL).
 pub fn unescape(f: &[u8]) -> Option<Cow<'_, [u8]>> {
     if f == b"\\N" {
@@ -164,6 +206,17 @@ pub fn array_elements(s: &str) -> Result<Vec<Option<String>>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_escaped_tab_does_not_end_a_field() {
+        let row = b"1\t950\t\\N\t55\tx\ty\\\tI\tS\t\\N\t{x}";
+        let f = fields(row);
+        assert_eq!(f.len(), 9);
+        assert_eq!(f[5], b"y\\\tI");
+        assert_eq!(f[6], b"S");
+        assert_eq!(leading_fields(row, 7).unwrap()[6], b"S");
+        assert!(leading_fields(b"1\t2\\\t3", 2).is_none());
+    }
 
     #[test]
     fn fields_unescape_as_copy_reads_them() {

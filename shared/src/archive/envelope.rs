@@ -274,11 +274,20 @@ impl<R: BufRead> ArchiveReader<R> {
                     Statement::Call {
                         ref schema,
                         ref function,
-                        ..
+                        ref args,
                     } if *schema == self.rules.schema()
                         && (function == "sequencesetvalue_offline"
                             || function == "finishtableaftercopy") =>
                     {
+                        // A sequence of 2.2 is named (schema, name, value): not one of
+                        // the cluster's or the system's.
+                        if let (true, [Literal::Text(nsp), _, _]) =
+                            (function == "sequencesetvalue_offline", args.as_slice())
+                        {
+                            self.rules
+                                .check_schema(nsp)
+                                .map_err(|r| refused(line, &sql, &r))?;
+                        }
                         execute(sql)
                     }
                     // The initial copy of a sequence (ENABLE_SUBSCRIPTION).
@@ -290,17 +299,30 @@ impl<R: BufRead> ArchiveReader<R> {
                         && function == "setval"
                         && matches!(args.as_slice(), [Literal::Text(_), _]) =>
                     {
+                        if let [Literal::Text(seq), _] = args.as_slice() {
+                            let nsp = seq.split('.').next().unwrap_or("").trim_matches('"');
+                            self.rules
+                                .check_schema(nsp)
+                                .map_err(|r| refused(line, &sql, &r))?;
+                            if !seq.contains('.') {
+                                return Err(refused(
+                                    line,
+                                    &sql,
+                                    &Refusal::RowChange("the sequence is not schema-qualified"),
+                                ));
+                            }
+                        }
                         execute(sql)
                     }
                     Statement::DeleteAll(t) | Statement::Analyze(t) => {
                         self.rules
-                            .check_table(&t)
+                            .check_target(&t)
                             .map_err(|r| refused(line, &sql, &r))?;
                         execute(sql)
                     }
                     Statement::RowChange(t) if old => {
                         self.rules
-                            .check_table(&t)
+                            .check_target(&t)
                             .map_err(|r| refused(line, &sql, &r))?;
                         execute(sql)
                     }
@@ -373,7 +395,7 @@ impl<R: BufRead> ArchiveReader<R> {
                     self.rows = Some(LogRows::new(line));
                 } else {
                     self.rules
-                        .check_table(&table)
+                        .check_target(&table)
                         .map_err(|r| refused(line, &sql, &r))?;
                 }
                 Ok(Some(Action::CopyIn { sql, line }))
@@ -437,6 +459,9 @@ enum Row {
     Ddl,
 }
 
+/// How much of a row may come before its command type is known.
+const MAX_ROW_HEAD: usize = 64 * 1024;
+
 /// Checks the rows of a COPY into `sl_log_archive` as they stream past.
 #[derive(Debug)]
 struct LogRows {
@@ -476,7 +501,7 @@ impl LogRows {
                 }
                 self.partial.extend_from_slice(piece);
                 if self.row == Row::Start {
-                    self.row = self.kind()?;
+                    self.row = self.kind(rules)?;
                     if self.row == Row::Skip {
                         self.partial.clear();
                     }
@@ -489,19 +514,44 @@ impl LogRows {
         Ok(())
     }
 
-    /// The row's kind, once its command type field is complete.
-    fn kind(&self) -> Result<Row, ArchiveError> {
-        let mut fields = self.partial.split(|c| *c == b'\t');
-        let Some(cmdtype) = fields.nth(CMDTYPE) else {
+    /// The row's kind, once its command type field is complete. A row change must name
+    /// an ordinary table: `log_apply` writes to whatever table a row names.
+    fn kind(&self, rules: &Rules) -> Result<Row, ArchiveError> {
+        let Some(fields) = copy_text::leading_fields(&self.partial, CMDTYPE + 1) else {
+            if self.partial.len() > MAX_ROW_HEAD {
+                return Err(malformed(
+                    self.line,
+                    "a row of sl_log_archive whose first fields are longer than 64 KiB",
+                ));
+            }
             return Ok(Row::Start);
         };
-        if fields.next().is_none() {
-            // The field may go on in the next piece.
-            return Ok(Row::Start);
-        }
+        let cmdtype = fields[CMDTYPE];
         match copy_text::unescape(cmdtype).as_deref() {
             Some(b"S") => Ok(Row::Ddl),
-            Some(b"I" | b"U" | b"D" | b"T" | b"s") => Ok(Row::Skip),
+            Some(b"s") => Ok(Row::Skip),
+            Some(b"I" | b"U" | b"D" | b"T") => {
+                let text = |f: &[u8]| {
+                    copy_text::unescape(f).and_then(|b| String::from_utf8(b.into_owned()).ok())
+                };
+                let (Some(schema), Some(name)) = (text(fields[4]), text(fields[5])) else {
+                    return Err(malformed(
+                        self.line,
+                        "a row change of sl_log_archive without a valid schema and table name",
+                    ));
+                };
+                let table = super::statement::Table { schema, name };
+                if table.schema.is_empty() {
+                    return Err(malformed(self.line, "a row change without a schema name"));
+                }
+                rules.check_table(&table).map_err(|r| {
+                    malformed(
+                        self.line,
+                        format!("a row change of {table} is refused: {r}"),
+                    )
+                })?;
+                Ok(Row::Skip)
+            }
             _ => Err(malformed(
                 self.line,
                 format!(
@@ -527,7 +577,7 @@ impl LogRows {
         }
         let row = row.strip_suffix(b"\n").unwrap_or(&row);
         let row = row.strip_suffix(b"\r").unwrap_or(row);
-        let fields: Vec<&[u8]> = row.split(|c| *c == b'\t').collect();
+        let fields = copy_text::fields(row);
         if fields.len() != LOG_COLUMNS.len() {
             return Err(malformed(
                 line,
@@ -541,7 +591,8 @@ impl LogRows {
         if kind == Row::Start {
             // A row this short never had its command type decided: decide it now.
             self.partial = row.to_vec();
-            let k = self.kind()?;
+            self.partial.push(b'\t');
+            let k = self.kind(rules)?;
             self.partial.clear();
             if k != Row::Ddl {
                 return Ok(());

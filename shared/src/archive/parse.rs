@@ -100,6 +100,19 @@ pub struct Splitter<R> {
     eof: bool,
     /// How `'...'` strings are read.
     strings: Strings,
+    /// Where the COPY data stands between two reads.
+    copy: CopyState,
+}
+
+/// What the COPY data left open at the end of the last piece read.
+#[derive(Debug, Clone, Copy, Default)]
+struct CopyState {
+    /// The piece ended inside a line (a line longer than a read).
+    mid_line: bool,
+    /// The piece ended with a backslash: the next byte is escaped.
+    escape: bool,
+    /// The piece ended with a carriage return: a line feed must follow.
+    cr: bool,
 }
 
 impl<R: BufRead> Splitter<R> {
@@ -114,6 +127,7 @@ impl<R: BufRead> Splitter<R> {
             in_copy: false,
             eof: false,
             strings: Strings::Standard,
+            copy: CopyState::default(),
         }
     }
 
@@ -370,7 +384,8 @@ impl<R: BufRead> Splitter<R> {
                 });
             }
             let piece = &buf[at..];
-            let line_start = at == 0 || buf[at - 1] == b'\n';
+            let line_start = !self.copy.mid_line;
+            self.copy.mid_line = !piece.ends_with(b"\n");
             if piece.ends_with(b"\n") {
                 self.line += 1;
             }
@@ -380,8 +395,14 @@ impl<R: BufRead> Splitter<R> {
                 }
                 buf.truncate(at);
                 self.in_copy = false;
+                self.copy = CopyState::default();
                 return Ok(false);
             }
+            let line = self.line;
+            check_copy_bytes(&mut self.copy, piece).map_err(|reason| ParseError::Invalid {
+                line,
+                reason: reason.into(),
+            })?;
             if buf.len() >= COPY_CHUNK && buf.ends_with(b"\n") {
                 return Ok(true);
             }
@@ -396,6 +417,40 @@ impl<R: BufRead> Splitter<R> {
     pub fn line(&self) -> u64 {
         self.line
     }
+}
+
+/// COPY data may not hold what the server would read as the end of the data or of a
+/// row where the receiver does not: `\.` other than on the end line, a backslash
+/// before a line end (it escapes the line end), or a carriage return that is not part of
+/// a CRLF line end (the server may take it for the line end). COPY TO never writes them.
+fn check_copy_bytes(state: &mut CopyState, piece: &[u8]) -> Result<(), &'static str> {
+    for &b in piece {
+        if state.cr {
+            state.cr = false;
+            if b != b'\n' {
+                return Err(
+                    "a carriage return inside COPY data (only CRLF line ends may hold one)",
+                );
+            }
+        }
+        if state.escape {
+            state.escape = false;
+            match b {
+                b'.' => {
+                    return Err("`\\.` inside COPY data: only the end-of-data line may hold it")
+                }
+                b'\n' | b'\r' => return Err("a backslash before a line end in COPY data"),
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'\\' => state.escape = true,
+            b'\r' => state.cr = true,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn trim_start(b: &[u8]) -> &[u8] {
@@ -531,19 +586,42 @@ mod tests {
     fn copy_data_is_passed_byte_for_byte() {
         let text = concat!(
             "COPY \"_lab\".\"sl_log_archive\" ( a, b) FROM STDIN;\n",
-            "1\t{x,\"a\\\\.b\"}\n",
-            "\\.x is data, not the end\n",
-            " \\.\n",
+            "1\t{x,\"a\\\\.b\"}\tCRLF ok\r\n",
             "\\.\n",
             "select 'after';\n"
         );
         let got = split(text);
         assert_eq!(got.len(), 2);
-        assert_eq!(
-            got[0].1,
-            b"1\t{x,\"a\\\\.b\"}\n\\.x is data, not the end\n \\.\n".to_vec()
-        );
+        assert_eq!(got[0].1, b"1\t{x,\"a\\\\.b\"}\tCRLF ok\r\n".to_vec());
         assert_eq!(got[1].0, "select 'after'");
+    }
+
+    #[test]
+    fn copy_data_the_server_would_cut_elsewhere_is_refused() {
+        for data in [
+            "\\.x is not data\n",
+            " \\.\n",
+            "a\\.\n",
+            "1\t2\\\n3\n",
+            "1\t2\r3\t4\n",
+            "1\t2\r\\.\r\n",
+        ] {
+            let text = format!("copy t from stdin;\n{data}\\.\n");
+            let mut s = Splitter::new(text.as_bytes());
+            assert!(matches!(s.next_item(), Ok(Some(Item::CopyIn { .. }))));
+            let mut buf = Vec::new();
+            let mut result = Ok(true);
+            for _ in 0..4 {
+                result = s.copy_chunk(&mut buf);
+                if !matches!(result, Ok(true)) {
+                    break;
+                }
+            }
+            assert!(
+                matches!(result, Err(ParseError::Invalid { .. })),
+                "{data:?}: {result:?}"
+            );
+        }
     }
 
     #[test]

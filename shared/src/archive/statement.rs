@@ -238,7 +238,12 @@ pub enum Statement {
 pub struct Parsed {
     /// The parse tree.
     tree: protobuf::ParseResult,
+    /// The length of the text it was parsed from.
+    text_len: usize,
 }
+
+/// The longest DDL statement checked (and so applied).
+pub const MAX_DDL: usize = 64 * 1024;
 
 impl fmt::Debug for Parsed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -258,6 +263,7 @@ pub fn parse(sql: &str, strings: Strings) -> Result<Parsed, Refusal> {
     let result = pg_query::parse(sql, options).map_err(|e| Refusal::NotSql(e.to_string()))?;
     Ok(Parsed {
         tree: result.protobuf,
+        text_len: sql.len(),
     })
 }
 
@@ -488,36 +494,6 @@ fn call(s: &protobuf::SelectStmt) -> Option<Statement> {
     })
 }
 
-/// Node kinds a pre-2.2 row change may contain: the statement, its table, column
-/// names, constants, `=`, `AND`, `IS NULL` and casts. No function call, no subquery.
-const ROW_CHANGE_KINDS: &[&str] = &[
-    "InsertStmt",
-    "UpdateStmt",
-    "DeleteStmt",
-    "SelectStmt",
-    "RangeVar",
-    "ResTarget",
-    "ColumnRef",
-    "String",
-    "AConst",
-    "List",
-    "AExpr",
-    "BoolExpr",
-    "NullTest",
-    "TypeCast",
-    "TypeName",
-    "Integer",
-    "Float",
-    "Boolean",
-    "BitString",
-    // The variants of a constant's value.
-    "Ival",
-    "Fval",
-    "Boolval",
-    "Sval",
-    "Bsval",
-];
-
 /// The table of an insert, update or delete of constants; `None` for anything richer.
 fn row_change(stmt: &N) -> Option<Table> {
     let (rel, extra) = match stmt {
@@ -543,14 +519,52 @@ fn row_change(stmt: &N) -> Option<Table> {
     if extra || !rel.catalogname.is_empty() {
         return None;
     }
-    let json = serde_json::to_value(stmt).ok()?;
-    let mut plain = true;
-    walk(&json, &mut |kind, _| {
-        if !ROW_CHANGE_KINDS.contains(&kind) {
-            plain = false;
+    let plain = match stmt {
+        N::InsertStmt(i) => {
+            i.cols.iter().all(|c| matches!(node(c), Some(N::ResTarget(r)) if r.val.is_none() && r.indirection.is_empty()))
+                && match i.select_stmt.as_deref().and_then(node) {
+                    Some(N::SelectStmt(v)) => v.values_lists.iter().all(|row| match node(row) {
+                        Some(N::List(l)) => l.items.iter().all(constant),
+                        _ => false,
+                    }),
+                    _ => false,
+                }
         }
-    });
+        N::UpdateStmt(u) => {
+            u.target_list.iter().all(|t| matches!(node(t), Some(N::ResTarget(r)) if r.indirection.is_empty() && r.val.as_deref().is_some_and(constant)))
+                && u.where_clause.as_deref().is_none_or(condition)
+        }
+        N::DeleteStmt(d) => d.where_clause.as_deref().is_none_or(condition),
+        _ => false,
+    };
     plain.then(|| table(rel))
+}
+
+/// A constant: a literal, NULL, or a cast of one (what Slony writes as a value).
+fn constant(n: &protobuf::Node) -> bool {
+    match node(n) {
+        Some(N::AConst(_)) => true,
+        Some(N::TypeCast(c)) => c.arg.as_deref().is_some_and(constant),
+        _ => false,
+    }
+}
+
+/// A condition Slony writes: `col = constant`, `col is null`, joined with AND.
+fn condition(n: &protobuf::Node) -> bool {
+    let column = |n: &protobuf::Node| matches!(node(n), Some(N::ColumnRef(c)) if c.fields.iter().all(|f| string(f).is_some()));
+    match node(n) {
+        Some(N::AExpr(e)) => {
+            e.kind == protobuf::AExprKind::AexprOp as i32
+                && matches!(e.name.as_slice(), [op] if string(op) == Some("="))
+                && e.lexpr.as_deref().is_some_and(column)
+                && e.rexpr.as_deref().is_some_and(constant)
+        }
+        Some(N::BoolExpr(b)) => {
+            b.boolop == protobuf::BoolExprType::AndExpr as i32 && b.args.iter().all(condition)
+        }
+        Some(N::NullTest(t)) => t.arg.as_deref().is_some_and(column),
+        _ => false,
+    }
 }
 
 /// Calls every node kind in the tree (`{"FuncCall": {...}}` and so on) with its body,
@@ -611,6 +625,7 @@ const DENIED_PREFIXES: &[&str] = &[
     "schema_to_xml",
     "database_to_xml",
     "ts_stat",
+    "ts_rewrite",
     "pg_terminate_backend",
     "pg_cancel_backend",
     "pg_signal_backend",
@@ -682,12 +697,43 @@ impl Rules {
         Ok(())
     }
 
+    /// [`Rules::check_table`], for a table Slony names itself: always schema-qualified,
+    /// so that no `search_path` decides where its rows go.
+    pub fn check_target(&self, table: &Table) -> Result<(), Refusal> {
+        if table.schema.is_empty() {
+            return Err(Refusal::RowChange(
+                "the table is not schema-qualified, as Slony always writes it",
+            ));
+        }
+        self.check_table(table)
+    }
+
+    /// Whether a schema name is one provider SQL may set values in (sequences): not the
+    /// cluster's, not a system schema.
+    pub fn check_schema(&self, schema: &str) -> Result<(), Refusal> {
+        if schema == self.schema {
+            Err(Refusal::ClusterSchema)
+        } else if SYSTEM_SCHEMAS.contains(&schema) {
+            Err(Refusal::Catalog(schema.to_string()))
+        } else {
+            Ok(())
+        }
+    }
+
     /// Checks DDL (an EXECUTE SCRIPT statement, a bootstrap statement) against the rules;
     /// every statement the text holds is checked. Returns the allowances it used.
     pub fn check_ddl(&self, parsed: &Parsed) -> Result<Vec<Allowance>, Refusal> {
+        // The check walks a generic copy of the tree, some kilobytes a node: DDL is short.
+        if parsed.text_len > MAX_DDL {
+            return Err(Refusal::Grammar(format!(
+                "a DDL statement longer than {} KiB is not checked, so not applied",
+                MAX_DDL / 1024
+            )));
+        }
         let mut used = Vec::new();
         let json = serde_json::to_value(&parsed.tree)
             .map_err(|e| Refusal::NotSql(format!("internal: the parse tree: {e}")))?;
+        self.check_names(&json)?;
         let mut refusal = None;
         walk(&json, &mut |kind, body| {
             if refusal.is_some() {
@@ -705,6 +751,50 @@ impl Rules {
         }
     }
 
+    /// Every name in the tree, wherever it hides (a `SET search_path` value, a new
+    /// schema, a schema of its own): the cluster's schema is out of reach, and so are
+    /// the system schemas as a place to put or look for things.
+    fn check_names(&self, tree: &Value) -> Result<(), Refusal> {
+        fn strings<'v>(v: &'v Value, key: &str, f: &mut impl FnMut(&str, &'v str)) {
+            match v {
+                Value::String(s) => f(key, s),
+                Value::Array(items) => items.iter().for_each(|i| strings(i, key, f)),
+                Value::Object(map) => map.iter().for_each(|(k, c)| strings(c, k, f)),
+                _ => {}
+            }
+        }
+        let mut found = Ok(());
+        strings(tree, "", &mut |key, value| {
+            if found.is_err() {
+                return;
+            }
+            if value == self.schema {
+                found = Err(Refusal::ClusterSchema);
+            } else if matches!(key, "schemaname" | "newschema") && SYSTEM_SCHEMAS.contains(&value) {
+                found = Err(Refusal::Catalog(value.to_string()));
+            }
+        });
+        found?;
+        // search_path may name only ordinary schemas.
+        let mut bad = None;
+        walk(tree, &mut |kind, body| {
+            if kind == "VariableSetStmt"
+                && body.get("name").and_then(Value::as_str) == Some("search_path")
+            {
+                strings(body, "", &mut |key, v| {
+                    if key == "sval" && (SYSTEM_SCHEMAS.contains(&v) || v == self.schema) {
+                        bad = Some(v.to_string());
+                    }
+                });
+            }
+        });
+        match bad {
+            Some(v) if v == self.schema => Err(Refusal::ClusterSchema),
+            Some(v) => Err(Refusal::Catalog(format!("search_path {v}"))),
+            None => Ok(()),
+        }
+    }
+
     /// One node of a DDL tree.
     fn judge(&self, kind: &str, body: &Value) -> Result<Option<Allowance>, Refusal> {
         let text = |key: &str| body.get(key).and_then(Value::as_str).unwrap_or("");
@@ -717,7 +807,21 @@ impl Rules {
                 // serde writes prost enums as their numbers.
                 let set_value = body.get("kind").and_then(Value::as_i64)
                     == Some(protobuf::VariableSetKind::VarSetValue as i64);
-                if set_value && ALLOWED_SETTINGS.contains(&name) {
+                // What Slony sets around DDL (`local`, then `replica`): `origin` or the
+                // default would let a user trigger or the guard run on replicated rows.
+                let slony_role = body.get("args").and_then(Value::as_array).is_some_and(|a| {
+                    a.len() == 1
+                        && matches!(
+                            a[0].pointer("/node/AConst/val/Sval/sval")
+                                .and_then(Value::as_str),
+                            Some("replica" | "local")
+                        )
+                });
+                if set_value && name == "session_replication_role" && !slony_role {
+                    Err(Refusal::SessionChange(
+                        "session_replication_role to anything but replica or local".into(),
+                    ))
+                } else if set_value && ALLOWED_SETTINGS.contains(&name) {
                     Ok(None)
                 } else if name.is_empty() {
                     Err(Refusal::SessionChange("RESET ALL".into()))
@@ -755,6 +859,30 @@ impl Rules {
             "CreateFunctionStmt" | "AlterFunctionStmt" | "CreateTransformStmt" => {
                 Err(Refusal::FunctionDefinition)
             }
+            // Statements that make a function run later (operators, aggregates, casts,
+            // operator classes, conversions, triggers) are function definitions too.
+            "DefineStmt"
+            | "CreateCastStmt"
+            | "CreateOpClassStmt"
+            | "CreateOpFamilyStmt"
+            | "AlterOpFamilyStmt"
+            | "CreateConversionStmt"
+            | "CreateTrigStmt"
+            | "AlterOperatorStmt"
+            | "AlterTypeStmt"
+                if self.allow.functions =>
+            {
+                Ok(Some(Allowance::Function))
+            }
+            "DefineStmt"
+            | "CreateCastStmt"
+            | "CreateOpClassStmt"
+            | "CreateOpFamilyStmt"
+            | "AlterOpFamilyStmt"
+            | "CreateConversionStmt"
+            | "CreateTrigStmt"
+            | "AlterOperatorStmt"
+            | "AlterTypeStmt" => Err(Refusal::FunctionDefinition),
             "CreatePlangStmt" if self.allow.languages => Ok(Some(Allowance::Language)),
             "CreatePlangStmt" => Err(Refusal::LanguageDefinition),
             "LoadStmt" => admin("LOAD"),
@@ -789,6 +917,7 @@ impl Rules {
             "PrepareStmt" | "ExecuteStmt" | "DeallocateStmt" => admin("a prepared statement"),
             "DeclareCursorStmt" | "FetchStmt" | "ClosePortalStmt" => admin("a cursor"),
             "ListenStmt" | "UnlistenStmt" => admin("LISTEN"),
+            "CreateForeignTableStmt" => admin("a foreign table"),
             "FuncCall" => {
                 let name = func_name(body);
                 if is_denied(&name) {
@@ -823,10 +952,67 @@ impl Rules {
                     None => Ok(None),
                 }
             }
+            // Any other statement kind must be one an EXECUTE SCRIPT of replicated
+            // tables needs: an allowlist, so a kind nobody thought of is refused.
+            k if k.ends_with("Stmt") && !DDL_STATEMENTS.contains(&k) => {
+                Err(Refusal::Administration(DDL_STATEMENTS_RULE))
+            }
             _ => Ok(None),
         }
     }
 }
+
+/// The statement kinds DDL may hold (beyond those judged one by one above).
+const DDL_STATEMENTS: &[&str] = &[
+    "RawStmt",
+    "SelectStmt",
+    "CallStmt",
+    "InsertStmt",
+    "UpdateStmt",
+    "DeleteStmt",
+    "MergeStmt",
+    "TruncateStmt",
+    "CreateStmt",
+    "AlterTableStmt",
+    "DropStmt",
+    "IndexStmt",
+    "ReindexStmt",
+    "ClusterStmt",
+    "CreateSeqStmt",
+    "AlterSeqStmt",
+    "RenameStmt",
+    "CommentStmt",
+    "ViewStmt",
+    "CreateTableAsStmt",
+    "RefreshMatViewStmt",
+    "CreateSchemaStmt",
+    "AlterObjectSchemaStmt",
+    "CreateEnumStmt",
+    "AlterEnumStmt",
+    "CompositeTypeStmt",
+    "CreateDomainStmt",
+    "AlterDomainStmt",
+    "CreateRangeStmt",
+    "CreateStatsStmt",
+    "AlterStatsStmt",
+    "CreatePolicyStmt",
+    "AlterPolicyStmt",
+    "RuleStmt",
+    "LockStmt",
+    "VacuumStmt",
+    "VariableSetStmt",
+    "VariableShowStmt",
+    "NotifyStmt",
+    "ExplainStmt",
+    "ConstraintsSetStmt",
+    "SetOperationStmt",
+    "ReplicaIdentityStmt",
+    "AlterCollationStmt",
+];
+
+/// Why a statement kind outside [`DDL_STATEMENTS`] is refused.
+const DDL_STATEMENTS_RULE: &str =
+    "a statement of a kind an EXECUTE SCRIPT of replicated tables does not hold";
 
 #[cfg(test)]
 mod tests {
@@ -1058,6 +1244,12 @@ mod tests {
             Err(Refusal::AlterSystem)
         );
         assert_eq!(ddl("set search_path to s1, public"), Ok(vec![]));
+        assert_eq!(ddl("set session_replication_role to replica"), Ok(vec![]));
+        assert_eq!(ddl("set session_replication_role to local"), Ok(vec![]));
+        for other in ["origin", "default", "'origin'"] {
+            let sql = format!("set session_replication_role = {other}");
+            assert!(matches!(ddl(&sql), Err(Refusal::SessionChange(_))), "{sql}");
+        }
         assert_eq!(
             ddl("select set_config('role', 'postgres', false)"),
             Err(Refusal::DeniedFunction("set_config".into()))
@@ -1140,6 +1332,62 @@ mod tests {
     }
 
     #[test]
+    fn functions_reached_without_a_call_need_the_functions_allowance() {
+        for sql in [
+            "create aggregate s1.cfg(text, boolean) (sfunc = set_config, stype = text, initcond = 'standard_conforming_strings')",
+            "create operator s1.!!! (rightarg = text, function = pg_read_file)",
+            "create cast (text as s1.d) with function pg_read_file(text)",
+            "create trigger tr before insert on s1.t2 for each row execute function lo_manage(x)",
+            "create trigger tr before insert on s1.t2 for each row execute function s1.f()",
+        ] {
+            assert_eq!(ddl(sql), Err(Refusal::FunctionDefinition), "{sql}");
+        }
+        assert!(matches!(
+            ddl("create foreign table s1.f (a text) server files options (program 'id')"),
+            Err(Refusal::Administration(_))
+        ));
+        assert_eq!(
+            ddl("select ts_rewrite('a'::tsquery, $q$select 'a'::tsquery, 'b'::tsquery$q$)"),
+            Err(Refusal::DeniedFunction("ts_rewrite".into()))
+        );
+        assert!(matches!(ddl("checkpoint"), Err(Refusal::Administration(_))));
+    }
+
+    #[test]
+    fn names_are_checked_wherever_they_hide() {
+        for sql in [
+            "set search_path = _lab",
+            "set search_path to s1, \"_lab\"",
+            "alter schema _lab rename to lab_old",
+            "create schema _lab",
+            "alter table s1.t2 set schema _lab",
+            "comment on schema _lab is 'x'",
+        ] {
+            assert_eq!(ddl(sql), Err(Refusal::ClusterSchema), "{sql}");
+        }
+        for sql in [
+            "set search_path = information_schema",
+            "set search_path = s1, pg_catalog",
+            "alter table s1.t2 set schema pg_catalog",
+            "create schema pg_toast",
+        ] {
+            assert!(
+                matches!(ddl(sql), Err(Refusal::Catalog(_))),
+                "{sql}: {:?}",
+                ddl(sql)
+            );
+        }
+        let long = format!("select {}", vec!["1"; MAX_DDL / 2 + 1].join(","));
+        assert!(matches!(ddl(&long), Err(Refusal::Grammar(_))));
+        // A row change of constants is checked without the generic walk, whatever its size.
+        let big = format!(
+            "insert into s1.t (a) values ('{}')",
+            "x".repeat(2 * MAX_DDL)
+        );
+        assert!(matches!(stmt(&big), Statement::RowChange(_)));
+    }
+
+    #[test]
     fn ordinary_ddl_passes() {
         for sql in [
             "alter table s1.t2 add column extra text default 'x'",
@@ -1151,7 +1399,6 @@ mod tests {
             "select pg_catalog.setval('\"s1\".\"q\"', 5, true)",
             "alter sequence s1.q owned by s1.t2.k",
             "update s1.t2 set v = v + 1 where k = 'x'",
-            "create trigger tr before insert on s1.t2 for each row execute function s1.f()",
             "comment on table s1.t2 is 'x'",
             "\n",
         ] {
