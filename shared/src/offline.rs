@@ -41,6 +41,23 @@ pub const DDL_SEARCH_PATH_SETTING: &str = "slony_receiver.ddl_search_path";
 /// session; run once after connecting, outside a transaction.
 pub const REMEMBER_DDL_SEARCH_PATH: &str = "SELECT pg_catalog.set_config('slony_receiver.ddl_search_path', pg_catalog.current_setting('search_path'), false)";
 
+/// The custom setting that lists, for the archive being applied, the SHA-256 (hex, comma
+/// separated) of the DDL row statements the receiver checked and approved. `log_apply()`
+/// runs no other: should the server ever read a row differently from the receiver, the
+/// statement it would run is refused, not run. Unset (as in a psql session) means no
+/// list is kept.
+pub const APPROVED_DDL_SETTING: &str = "slony_receiver.approved_ddl";
+
+/// The digest of a DDL row statement as `log_apply()` computes it (SHA-256 of its UTF-8
+/// text, lower-case hex).
+pub fn ddl_digest(statement: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(statement.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The `_<cluster>` schema and its objects (no data, no tracking row).
 pub fn tracking_schema_sql(cluster: &ClusterName) -> String {
     let s = cluster.schema();
@@ -127,6 +144,7 @@ DECLARE
     v_set text := '';
     v_where text := '';
     v_i int := 1;
+    v_approved text;
 BEGIN
     IF NEW.log_cmdtype = 'I' THEN
         WHILE v_i < v_n LOOP
@@ -166,6 +184,15 @@ BEGIN
     ELSIF NEW.log_cmdtype = 'S' THEN
         -- A DDL statement from EXECUTE SCRIPT: run it with local triggers as on the origin,
         -- and with the applying session's search_path, which the DDL was written for.
+        v_approved := pg_catalog.current_setting('{approved}', true);
+        IF v_approved IS NOT NULL AND v_approved <> '' AND pg_catalog.strpos(
+                ',' || v_approved || ',',
+                ',' || pg_catalog.encode(pg_catalog.sha256(
+                    pg_catalog.convert_to(coalesce(v_args[1], ''), 'UTF8')), 'hex') || ',') = 0
+        THEN
+            RAISE EXCEPTION 'Slony-I log shipping: a DDL statement the receiver did not approve: %',
+                pg_catalog.left(v_args[1], 200);
+        END IF;
         PERFORM pg_catalog.set_config('search_path', coalesce(nullif(
             pg_catalog.current_setting('{ddl_path}', true), ''), 'public'), true);
         SET LOCAL session_replication_role TO local;
@@ -182,6 +209,7 @@ END;
 $fn$;
 "#,
         ddl_path = DDL_SEARCH_PATH_SETTING,
+        approved = APPROVED_DDL_SETTING,
     )
 }
 

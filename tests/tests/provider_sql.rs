@@ -39,10 +39,28 @@ async fn through_log_apply(client: &tokio_postgres::Client, statement: &str) -> 
 /// COPYs `data` (rows as COPY text) into sl_log_archive as an archive would, with no
 /// check in between.
 async fn copy_raw(client: &tokio_postgres::Client, data: &str) -> Result<(), String> {
+    copy_approved(client, data, None).await
+}
+
+/// [`copy_raw`], with the list of approved DDL digests the receiver sets for an archive.
+async fn copy_approved(
+    client: &tokio_postgres::Client,
+    data: &str,
+    approved: Option<&str>,
+) -> Result<(), String> {
     client
         .batch_execute("SET session_replication_role TO replica; BEGIN")
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(list) = approved {
+        client
+            .batch_execute(&format!(
+                "SET LOCAL {} TO '{list}'",
+                slony_shared::offline::APPROVED_DDL_SETTING
+            ))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let copy = COPY_HEADER.trim_end().trim_end_matches(';');
     let result = async {
         let sink = client.copy_in::<_, Bytes>(copy).await?;
@@ -232,6 +250,30 @@ async fn hostile_provider_sql_is_live_then_refused() {
         .get(0);
     assert_eq!(at, 1000, "search_path reaches the tracking table");
     db.batch_execute("ROLLBACK").await.unwrap();
+
+    // Defence in depth: log_apply() runs only the DDL rows the receiver approved, so a row
+    // the server reads differently from the receiver fails instead of running.
+    let approved = slony_shared::offline::ddl_digest("COMMENT ON TABLE s1.t2 IS 'approved'");
+    copy_approved(
+        &db,
+        &ddl_row("COMMENT ON TABLE s1.t2 IS 'approved'"),
+        Some(&approved),
+    )
+    .await
+    .unwrap();
+    let err = copy_approved(
+        &db,
+        &ddl_row(&format!("COPY (SELECT 1) TO PROGRAM 'cat > {m}'")),
+        Some(&approved),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("did not approve"), "{err}");
+    assert!(!marker.exists(), "an unapproved DDL row does not run");
+    let err = copy_approved(&db, &ddl_row("COMMENT ON TABLE s1.t2 IS 'x'"), Some("none"))
+        .await
+        .unwrap_err();
+    assert!(err.contains("did not approve"), "{err}");
 
     // --- Served inside archive 4, each is refused and nothing changes. ---
     let good = workload::render("lab", 4, &site.stream[3], Format::Copy22);

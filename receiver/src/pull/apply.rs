@@ -89,6 +89,18 @@ pub struct Applier {
     allow: Allowances,
 }
 
+/// One archive to apply: where it is, and the DDL row statements its check approved.
+#[derive(Debug, Clone, Copy)]
+pub struct ToApply<'a> {
+    /// The verified local copy.
+    pub path: &'a Path,
+    /// Its name.
+    pub name: ArchiveName,
+    /// SHA-256 (hex) of each DDL row statement the check approved: the replica's
+    /// `log_apply()` runs no other.
+    pub approved_ddl: &'a [String],
+}
+
 /// What a group of archives came to: the first `committed` are in, then maybe an error
 /// for the next one (nothing of which was applied).
 #[derive(Debug)]
@@ -160,7 +172,7 @@ impl Applier {
     /// savepoint: when archive k fails, it is rolled back to its savepoint, archives
     /// before it are committed, and k is reported, exactly as if each archive had its own
     /// transaction, with one commit for the group.
-    pub async fn apply_group(&mut self, archives: &[(&Path, ArchiveName)]) -> GroupResult {
+    pub async fn apply_group(&mut self, archives: &[ToApply<'_>]) -> GroupResult {
         if archives.is_empty() {
             return GroupResult {
                 committed: 0,
@@ -173,13 +185,24 @@ impl Applier {
         // strings the standard way until its body says otherwise.
         let mut pipeline = Pipeline::default();
         let mut begin = "SET session_replication_role TO replica; BEGIN".to_string();
-        for (i, (path, name)) in archives.iter().enumerate() {
+        for (i, archive) in archives.iter().enumerate() {
+            let (path, name) = (archive.path, &archive.name);
             if !single {
                 begin.push_str("; SAVEPOINT archive");
             }
             // DDL of an archive before may have set search_path: each archive starts
             // from the session's own.
             begin.push_str("; SET LOCAL standard_conforming_strings TO on; RESET search_path");
+            // The DDL rows log_apply() may run: those the check approved, or none.
+            let approved = if archive.approved_ddl.is_empty() {
+                "none".to_string()
+            } else {
+                archive.approved_ddl.join(",")
+            };
+            begin.push_str(&format!(
+                "; SET LOCAL {} TO '{approved}'",
+                slony_shared::offline::APPROVED_DDL_SETTING
+            ));
             let lead_at = pipeline.sent() + pipeline.queued() as u64;
             let outcome = self
                 .apply_body(&mut pipeline, std::mem::take(&mut begin), path, name)
@@ -206,7 +229,7 @@ impl Applier {
                     };
                     let committed = match self.client.batch_execute(keep).await {
                         // The tracking table says what really got in.
-                        Ok(()) => self.applied_since(archives[0].1.counter).await.min(i),
+                        Ok(()) => self.applied_since(archives[0].name.counter).await.min(i),
                         Err(_) => {
                             // The connection is gone: the server rolled everything back.
                             let _ = self.client.batch_execute("ROLLBACK").await;
@@ -228,7 +251,7 @@ impl Applier {
         };
         if let Err(e) = self.client.batch_execute(commit).await {
             let _ = self.client.batch_execute("ROLLBACK").await;
-            let last = archives[archives.len() - 1].1;
+            let last = archives[archives.len() - 1].name;
             return GroupResult {
                 committed: 0,
                 error: Some(self.sql_error(&last, 0, commit, e)),

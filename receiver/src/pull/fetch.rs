@@ -25,6 +25,8 @@ pub struct Fetched {
     pub path: PathBuf,
     /// Its header.
     pub header: Header,
+    /// The DDL row statements it holds, approved by the check (SHA-256, hex).
+    pub approved_ddl: Vec<String>,
     /// Bytes transferred for it (0 if it was already local).
     pub fetched_bytes: u64,
 }
@@ -122,10 +124,11 @@ impl FetchJob {
         fetched_bytes: u64,
     ) -> Result<Fetched, FetchError> {
         match verify_file(path, name, &self.cluster, self.allow) {
-            Ok(header) => Ok(Fetched {
+            Ok(verified) => Ok(Fetched {
+                approved_ddl: verified.approved_ddl,
                 name: *name,
                 path: path.to_path_buf(),
-                header,
+                header: verified.header,
                 fetched_bytes,
             }),
             Err(source) => {

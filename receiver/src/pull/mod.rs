@@ -625,8 +625,14 @@ pub async fn run_once(
                 Err(_) => break,
             }
         }
-        let archives: Vec<(&Path, ArchiveName)> =
-            group.iter().map(|f| (f.path.as_path(), f.name)).collect();
+        let archives: Vec<apply::ToApply<'_>> = group
+            .iter()
+            .map(|f| apply::ToApply {
+                path: f.path.as_path(),
+                name: f.name,
+                approved_ddl: &f.approved_ddl,
+            })
+            .collect();
         let outcome = applier.apply_group(&archives).await;
         for fetched in &group[..outcome.committed] {
             report.fetched_bytes += fetched.fetched_bytes;

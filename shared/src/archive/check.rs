@@ -6,7 +6,7 @@
 //! [`ArchiveError::Incomplete`] (delete it, fetch it again); a whole file that is wrong is
 //! [`ArchiveError::Malformed`]: refused, never applied, nothing of it sent.
 
-use super::envelope::{read_whole, Header};
+use super::envelope::{read_whole, Verified};
 use super::name::ArchiveName;
 use super::statement::Allowances;
 use super::ArchiveError;
@@ -16,13 +16,13 @@ use std::io::BufReader;
 use std::path::Path;
 
 /// Checks that `path` is a complete, acceptable archive for `name` in `cluster`;
-/// returns its header.
+/// returns its header and the DDL row statements it approved.
 pub fn verify_file(
     path: &Path,
     name: &ArchiveName,
     cluster: &ClusterName,
     allow: Allowances,
-) -> Result<Header, ArchiveError> {
+) -> Result<Verified, ArchiveError> {
     let file = File::open(path)?;
     read_whole(
         BufReader::with_capacity(256 * 1024, file),
@@ -44,7 +44,7 @@ COPY \"_lab\".\"sl_log_archive\" ( log_origin, log_txid,log_tableid,log_actionse
 1\t950\t2\t58\ts1\tt2\tI\t0\t{k,x}\n\\.\n\
 ------\n-- End Of Archive Log\n------\ncommit;\nvacuum analyze \"_lab\".sl_archive_tracking;\n";
 
-    fn verify(text: &str) -> Result<Header, ArchiveError> {
+    fn verify(text: &str) -> Result<crate::archive::Header, ArchiveError> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.sql");
         std::fs::write(&p, text).unwrap();
@@ -58,6 +58,7 @@ COPY \"_lab\".\"sl_log_archive\" ( log_origin, log_txid,log_tableid,log_actionse
             &ClusterName::new("lab").unwrap(),
             Allowances::default(),
         )
+        .map(|v| v.header)
     }
 
     #[test]

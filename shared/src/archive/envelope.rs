@@ -115,6 +115,8 @@ pub struct ArchiveReader<R> {
     rows: Option<LogRows>,
     /// Allowances used so far, with their lines.
     used: Vec<(u64, Allowance)>,
+    /// SHA-256 (hex) of each DDL row statement checked and found acceptable.
+    approved: Vec<String>,
 }
 
 impl<R: BufRead> ArchiveReader<R> {
@@ -133,6 +135,7 @@ impl<R: BufRead> ArchiveReader<R> {
             queued: None,
             rows: None,
             used: Vec::new(),
+            approved: Vec::new(),
         }
     }
 
@@ -144,6 +147,12 @@ impl<R: BufRead> ArchiveReader<R> {
     /// The allowances the archive used so far (line, kind), for the log.
     pub fn allowances_used(&self) -> &[(u64, Allowance)] {
         &self.used
+    }
+
+    /// The SHA-256 (hex) of every DDL row statement read and approved so far: what the
+    /// replica's `log_apply()` is told it may run (see [`crate::offline`]).
+    pub fn approved_ddl(&self) -> &[String] {
+        &self.approved
     }
 
     /// The next thing to do; `None` at the end of the file.
@@ -185,9 +194,15 @@ impl<R: BufRead> ArchiveReader<R> {
     pub fn copy_chunk(&mut self, buf: &mut Vec<u8>) -> Result<bool, ArchiveError> {
         let more = self.splitter.copy_chunk(buf)?;
         if let Some(rows) = &mut self.rows {
-            rows.feed(buf, &self.rules, self.told, &mut self.used)?;
+            rows.feed(
+                buf,
+                &self.rules,
+                self.told,
+                &mut self.used,
+                &mut self.approved,
+            )?;
             if !more {
-                rows.finish(&self.rules, self.told, &mut self.used)?;
+                rows.finish(&self.rules, self.told, &mut self.used, &mut self.approved)?;
                 self.rows = None;
             }
         }
@@ -488,6 +503,7 @@ impl LogRows {
         rules: &Rules,
         strings: Strings,
         used: &mut Vec<(u64, Allowance)>,
+        approved: &mut Vec<String>,
     ) -> Result<(), ArchiveError> {
         while !chunk.is_empty() {
             let (piece, ends) = match chunk.iter().position(|c| *c == b'\n') {
@@ -508,7 +524,7 @@ impl LogRows {
                 }
             }
             if ends {
-                self.end_row(rules, strings, used)?;
+                self.end_row(rules, strings, used, approved)?;
             }
         }
         Ok(())
@@ -567,6 +583,7 @@ impl LogRows {
         rules: &Rules,
         strings: Strings,
         used: &mut Vec<(u64, Allowance)>,
+        approved: &mut Vec<String>,
     ) -> Result<(), ArchiveError> {
         let row = std::mem::take(&mut self.partial);
         let kind = std::mem::replace(&mut self.row, Row::Start);
@@ -624,6 +641,7 @@ impl LogRows {
         let parsed = statement::parse(&sql, strings).map_err(ddl)?;
         let allowances = rules.check_ddl(&parsed).map_err(ddl)?;
         used.extend(allowances.into_iter().map(|a| (line, a)));
+        approved.push(crate::offline::ddl_digest(&sql));
         Ok(())
     }
 
@@ -632,22 +650,32 @@ impl LogRows {
         rules: &Rules,
         strings: Strings,
         used: &mut Vec<(u64, Allowance)>,
+        approved: &mut Vec<String>,
     ) -> Result<(), ArchiveError> {
         if !self.partial.is_empty() || self.row == Row::Skip {
-            self.end_row(rules, strings, used)?;
+            self.end_row(rules, strings, used, approved)?;
         }
         Ok(())
     }
 }
 
+/// An archive read whole and found acceptable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Its tracking call.
+    pub header: Header,
+    /// The SHA-256 (hex) of each of its DDL row statements ([`ArchiveReader::approved_ddl`]).
+    pub approved_ddl: Vec<String>,
+}
+
 /// Reads a whole archive as the applier would, sending nothing: the check done on every
-/// downloaded archive before it is queued. Returns its header.
+/// downloaded archive before it is queued.
 pub fn read_whole<R: BufRead>(
     reader: R,
     cluster: &ClusterName,
     expected: Counter,
     allow: Allowances,
-) -> Result<Header, ArchiveError> {
+) -> Result<Verified, ArchiveError> {
     let mut archive = ArchiveReader::new(reader, cluster, expected, allow);
     let mut buf = Vec::new();
     while let Some(action) = archive.next_action()? {
@@ -655,7 +683,10 @@ pub fn read_whole<R: BufRead>(
             while archive.copy_chunk(&mut buf)? {}
         }
     }
-    archive.finish()
+    Ok(Verified {
+        header: archive.finish()?,
+        approved_ddl: archive.approved,
+    })
 }
 
 #[cfg(test)]
