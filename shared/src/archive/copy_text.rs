@@ -28,45 +28,58 @@ pub const CMDTYPE: usize = 6;
 /// Index of `log_cmdargs` in [`LOG_COLUMNS`].
 pub const CMDARGS: usize = 8;
 
-/// Splits a COPY text-format row (without its line end) into its raw fields, as the
-/// server does: a tab ends a field unless a backslash escapes it.
-pub fn fields(row: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut i = 0;
-    while i < row.len() {
-        match row[i] {
-            b'\\' => i += 2,
-            b'\t' => {
-                out.push(&row[start..i]);
-                i += 1;
-                start = i;
+/// The raw fields of a COPY text-format row, as the server splits them: a tab ends a
+/// field unless a backslash escapes it.
+struct Fields<'a> {
+    /// The row, or its start.
+    bytes: &'a [u8],
+    /// Where the next field starts; `None` once the last one was handed out.
+    start: Option<usize>,
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (&'a [u8], bool);
+
+    /// The next field, and whether a tab ended it.
+    fn next(&mut self) -> Option<Self::Item> {
+        let start = self.start?;
+        let mut i = start;
+        while i < self.bytes.len() {
+            match self.bytes[i] {
+                b'\\' => i += 2,
+                b'\t' => {
+                    self.start = Some(i + 1);
+                    return Some((&self.bytes[start..i], true));
+                }
+                _ => i += 1,
             }
-            _ => i += 1,
         }
+        self.start = None;
+        Some((&self.bytes[start.min(self.bytes.len())..], false))
     }
-    out.push(&row[start.min(row.len())..]);
-    out
+}
+
+/// Splits a COPY text-format row (without its line end) into its raw fields.
+pub fn fields(row: &[u8]) -> Vec<&[u8]> {
+    Fields {
+        bytes: row,
+        start: Some(0),
+    }
+    .map(|(f, _)| f)
+    .collect()
 }
 
 /// The first `n` fields of a row whose start is `bytes`, once the tab after the `n`-th
 /// has arrived (`None` before).
 pub fn leading_fields(bytes: &[u8], n: usize) -> Option<Vec<&[u8]>> {
-    let mut out = Vec::with_capacity(n);
-    let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() && out.len() < n {
-        match bytes[i] {
-            b'\\' => i += 2,
-            b'\t' => {
-                out.push(&bytes[start..i]);
-                i += 1;
-                start = i;
-            }
-            b'\n' => return None,
-            _ => i += 1,
-        }
+    let out: Vec<&[u8]> = Fields {
+        bytes,
+        start: Some(0),
     }
+    .take(n)
+    .take_while(|(_, ended)| *ended)
+    .map(|(f, _)| f)
+    .collect();
     (out.len() == n).then_some(out)
 }
 

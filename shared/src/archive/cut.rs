@@ -49,7 +49,7 @@
 //! one SQL statement at a time, never the whole file. Output goes to the callers'
 //! writers as it is decided.
 
-use super::copy_text;
+use super::copy_text::{self, LOG_COLUMNS};
 use super::excerpt;
 use super::parse::{dollar_tag, is_ident_byte};
 use crate::counter::Counter;
@@ -313,19 +313,6 @@ struct LogColumns {
     /// Largest of the above: a row needs at least `max + 1` fields.
     max: usize,
 }
-
-/// The column order of `sl_log_archive` when the COPY lists no columns.
-const LOG_COLUMNS: [&str; 9] = [
-    "log_origin",
-    "log_txid",
-    "log_tableid",
-    "log_actionseq",
-    "log_tablenspname",
-    "log_tablerelname",
-    "log_cmdtype",
-    "log_cmdupdncols",
-    "log_cmdargs",
-];
 
 struct Cutter<'a, W: Write> {
     sites: &'a [&'a SiteFilter],

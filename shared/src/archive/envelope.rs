@@ -113,7 +113,14 @@ pub struct ArchiveReader<R> {
     queued: Option<Action>,
     /// Rows of the current COPY into sl_log_archive, being checked.
     rows: Option<LogRows>,
-    /// Allowances used so far, with their lines.
+    /// What the checks found so far.
+    found: Findings,
+}
+
+/// What reading an archive found besides its actions.
+#[derive(Debug, Default)]
+struct Findings {
+    /// Allowances used, with their lines.
     used: Vec<(u64, Allowance)>,
     /// SHA-256 (hex) of each DDL row statement checked and found acceptable.
     approved: Vec<String>,
@@ -134,8 +141,7 @@ impl<R: BufRead> ArchiveReader<R> {
             told: Strings::Standard,
             queued: None,
             rows: None,
-            used: Vec::new(),
-            approved: Vec::new(),
+            found: Findings::default(),
         }
     }
 
@@ -146,13 +152,13 @@ impl<R: BufRead> ArchiveReader<R> {
 
     /// The allowances the archive used so far (line, kind), for the log.
     pub fn allowances_used(&self) -> &[(u64, Allowance)] {
-        &self.used
+        &self.found.used
     }
 
     /// The SHA-256 (hex) of every DDL row statement read and approved so far: what the
     /// replica's `log_apply()` is told it may run (see [`crate::offline`]).
     pub fn approved_ddl(&self) -> &[String] {
-        &self.approved
+        &self.found.approved
     }
 
     /// The next thing to do; `None` at the end of the file.
@@ -194,15 +200,9 @@ impl<R: BufRead> ArchiveReader<R> {
     pub fn copy_chunk(&mut self, buf: &mut Vec<u8>) -> Result<bool, ArchiveError> {
         let more = self.splitter.copy_chunk(buf)?;
         if let Some(rows) = &mut self.rows {
-            rows.feed(
-                buf,
-                &self.rules,
-                self.told,
-                &mut self.used,
-                &mut self.approved,
-            )?;
+            rows.feed(buf, &self.rules, self.told, &mut self.found)?;
             if !more {
-                rows.finish(&self.rules, self.told, &mut self.used, &mut self.approved)?;
+                rows.finish(&self.rules, self.told, &mut self.found)?;
                 self.rows = None;
             }
         }
@@ -366,7 +366,7 @@ impl<R: BufRead> ArchiveReader<R> {
                                 ),
                             ));
                         }
-                        self.used.extend(used.into_iter().map(|a| (line, a)));
+                        self.found.used.extend(used.into_iter().map(|a| (line, a)));
                         execute(sql)
                     }
                 }
@@ -502,8 +502,7 @@ impl LogRows {
         mut chunk: &[u8],
         rules: &Rules,
         strings: Strings,
-        used: &mut Vec<(u64, Allowance)>,
-        approved: &mut Vec<String>,
+        found: &mut Findings,
     ) -> Result<(), ArchiveError> {
         while !chunk.is_empty() {
             let (piece, ends) = match chunk.iter().position(|c| *c == b'\n') {
@@ -524,7 +523,7 @@ impl LogRows {
                 }
             }
             if ends {
-                self.end_row(rules, strings, used, approved)?;
+                self.end_row(rules, strings, found)?;
             }
         }
         Ok(())
@@ -582,8 +581,7 @@ impl LogRows {
         &mut self,
         rules: &Rules,
         strings: Strings,
-        used: &mut Vec<(u64, Allowance)>,
-        approved: &mut Vec<String>,
+        found: &mut Findings,
     ) -> Result<(), ArchiveError> {
         let row = std::mem::take(&mut self.partial);
         let kind = std::mem::replace(&mut self.row, Row::Start);
@@ -640,8 +638,8 @@ impl LogRows {
         };
         let parsed = statement::parse(&sql, strings).map_err(ddl)?;
         let allowances = rules.check_ddl(&parsed).map_err(ddl)?;
-        used.extend(allowances.into_iter().map(|a| (line, a)));
-        approved.push(crate::offline::ddl_digest(&sql));
+        found.used.extend(allowances.into_iter().map(|a| (line, a)));
+        found.approved.push(crate::offline::ddl_digest(&sql));
         Ok(())
     }
 
@@ -649,11 +647,10 @@ impl LogRows {
         &mut self,
         rules: &Rules,
         strings: Strings,
-        used: &mut Vec<(u64, Allowance)>,
-        approved: &mut Vec<String>,
+        found: &mut Findings,
     ) -> Result<(), ArchiveError> {
         if !self.partial.is_empty() || self.row == Row::Skip {
-            self.end_row(rules, strings, used, approved)?;
+            self.end_row(rules, strings, found)?;
         }
         Ok(())
     }
@@ -685,7 +682,7 @@ pub fn read_whole<R: BufRead>(
     }
     Ok(Verified {
         header: archive.finish()?,
-        approved_ddl: archive.approved,
+        approved_ddl: archive.found.approved,
     })
 }
 
