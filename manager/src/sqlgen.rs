@@ -366,6 +366,7 @@ async fn generate_in_snapshot(
     let mut infos = Vec::new();
     let mut notes = Vec::new();
     for t in &plan.added {
+        in_a_slony_set(cfg, client, t).await?;
         let info = describe(client, t).await?;
         notes.extend(info.notes.iter().cloned());
         infos.push(info);
@@ -455,6 +456,44 @@ async fn read_snapshot(cfg: &ManagerConfig, client: &Client) -> anyhow::Result<S
         counter: Counter(num as u64),
         created: created.unwrap_or_else(|| "1970-01-01 00:00:00".into()),
     })
+}
+
+/// Only what the cluster replicates is served: a table of one of its sets
+/// (`"_<cluster>".sl_table`). A site asking for a catalog, another schema's table, a view
+/// or any table outside every set is refused before anything of it is read.
+async fn in_a_slony_set(
+    cfg: &ManagerConfig,
+    client: &Client,
+    t: &QualifiedTable,
+) -> anyhow::Result<()> {
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM {}.sl_table st \
+           JOIN pg_catalog.pg_class c ON c.oid = st.tab_reloid \
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+          WHERE n.nspname = $1 AND c.relname = $2)",
+        cfg.cluster.schema()
+    );
+    let replicated: bool = match client.query_one(sql.as_str(), &[&t.schema, &t.table]).await {
+        Ok(row) => row.get(0),
+        Err(e)
+            if matches!(e.code(), Some(c) if *c == SqlState::UNDEFINED_TABLE
+                || *c == SqlState::INVALID_SCHEMA_NAME) =>
+        {
+            bail!(
+                "the provider database has no {}.sl_table: it is not a Slony node of cluster {}",
+                cfg.cluster.schema(),
+                cfg.cluster
+            )
+        }
+        Err(e) => return Err(e).pg("looking up the Slony sets"),
+    };
+    if !replicated {
+        bail!(
+            "{t} is not a table of any Slony set of cluster {}: only what the cluster replicates is served",
+            cfg.cluster
+        );
+    }
+    Ok(())
 }
 
 /// Reads one table's definition from the catalog (inside the snapshot).

@@ -5,7 +5,7 @@
 //! protocol played by the test through files in the trigger directory.
 
 use crate::support::pg::PgServer;
-use crate::support::{bin_path, tail, wait_until, TestDir};
+use crate::support::{bin_path, slony_set_sql, tail, wait_until, TestDir};
 use slony_shared::archive::parse::{Item, Splitter};
 use slony_shared::counter::Counter;
 use slony_shared::ident::{NodeName, QualifiedTable};
@@ -56,6 +56,9 @@ CREATE TABLE s1.other (
 INSERT INTO s1.other (k, t1_id) SELECT 'k' || g, g FROM generate_series(1, 50) g;
 
 CREATE VIEW s1.v AS SELECT 1 AS one;
+CREATE TABLE s1.secret (k text PRIMARY KEY);
+INSERT INTO s1.secret VALUES ('not replicated');
+CREATE ROLE app_secret PASSWORD 'hunter2';
 "#;
 
 /// The manager as a child process; killed (SIGKILL) on drop.
@@ -147,7 +150,10 @@ impl Provider {
         pg.create_db("sub").await;
         pg.connect("provider")
             .await
-            .batch_execute(PROVIDER_SQL)
+            .batch_execute(&format!(
+                "{PROVIDER_SQL}{}",
+                slony_set_sql(CLUSTER, &["s1.t1", "s1.big", "s1.other"])
+            ))
             .await
             .unwrap();
         let p = Provider {
@@ -718,12 +724,34 @@ async fn hostile_and_incomplete_requests_change_nothing() {
     p.request("site7", &[("s1.nope", Action::Subscribe)]);
     let reason = failed(&p.wait_sqldone("site7"));
     assert!(
-        reason.contains("table s1.nope does not exist on the provider"),
+        reason.contains("s1.nope is not a table of any Slony set of cluster lab"),
         "{reason}"
     );
     p.request("site8", &[("s1.v", Action::Subscribe)]);
     let reason = failed(&p.wait_sqldone("site8"));
-    assert!(reason.contains("view"), "{reason}");
+    assert!(
+        reason.contains("s1.v is not a table of any Slony set"),
+        "{reason}"
+    );
+
+    // Only what the cluster replicates is served. The provider's catalog holds what a
+    // site must never read (password hashes), and a table outside every set is there too.
+    let hashes: i64 = p
+        .query_i64(
+            "provider",
+            "SELECT count(rolpassword) FROM pg_catalog.pg_authid",
+        )
+        .await;
+    assert!(hashes >= 1, "the provider's catalog holds password hashes");
+    for (site, table) in [("site12", "pg_catalog.pg_authid"), ("site13", "s1.secret")] {
+        p.request(site, &[(table, Action::Subscribe)]);
+        let reason = failed(&p.wait_sqldone(site));
+        assert!(
+            reason.contains(&format!("{table} is not a table of any Slony set")),
+            "{reason}"
+        );
+        assert!(!p.sql_path(site).exists(), "no SQL published for {table}");
+    }
 
     // A file name whose node is invalid: no reply possible, moved aside.
     p.put(
@@ -782,6 +810,8 @@ async fn hostile_and_incomplete_requests_change_nothing() {
         "site7.subscribe_series.sqldone",
         "site8.subscribe_series.sqldone",
         "site10.subscribe_series.sqldone",
+        "site12.subscribe_series.sqldone",
+        "site13.subscribe_series.sqldone",
         "site9.sql.gz",
         "site9.subscribe_series.sqldone",
     ]

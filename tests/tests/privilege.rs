@@ -252,8 +252,9 @@ async fn new_site_subscribes_pulls_and_verifies_as_an_ordinary_role() {
             "{}
              CREATE SCHEMA \"_{CLUSTER}\";
              CREATE TABLE \"_{CLUSTER}\".sl_archive_counter (ac_num bigint, ac_timestamp timestamptz);
-             INSERT INTO \"_{CLUSTER}\".sl_archive_counter VALUES ({SNAPSHOT}, '2026-11-21 10:00:20+00');",
-            workload::SCHEMA_SQL
+             INSERT INTO \"_{CLUSTER}\".sl_archive_counter VALUES ({SNAPSHOT}, '2026-11-21 10:00:20+00');\n{}",
+            workload::SCHEMA_SQL,
+            crate::support::slony_set_sql(CLUSTER, &["s1.t1", "s1.t2"])
         ))
         .await
         .unwrap();

@@ -76,8 +76,9 @@ impl Setup {
                  INSERT INTO s1.other (note) VALUES ('a'), ('b''s'), (NULL);
                  CREATE SCHEMA \"_lab\";
                  CREATE TABLE \"_lab\".sl_archive_counter (ac_num bigint, ac_timestamp timestamptz);
-                 INSERT INTO \"_lab\".sl_archive_counter VALUES ({SNAPSHOT}, '2026-11-21 10:00:42+00');",
-                workload::SCHEMA_SQL
+                 INSERT INTO \"_lab\".sl_archive_counter VALUES ({SNAPSHOT}, '2026-11-21 10:00:42+00');\n{}",
+                workload::SCHEMA_SQL,
+                crate::support::slony_set_sql("lab", &["s1.t1", "s1.t2", "s1.big", "s1.other"])
             ))
             .await
             .unwrap();

@@ -346,3 +346,22 @@ fn lookup_passwd(
     })
 }
 pub mod workload;
+
+/// SQL that makes `tables` (`schema.table`, existing) the tables of one set of the Slony
+/// cluster `cluster`, as `"_<cluster>".sl_table` lists them on a Slony node: what the
+/// manager serves.
+pub fn slony_set_sql(cluster: &str, tables: &[&str]) -> String {
+    let list = tables
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "CREATE TABLE \"_{cluster}\".sl_table (tab_id serial, tab_reloid oid, tab_relname name, \
+         tab_nspname name, tab_set int);\n\
+         INSERT INTO \"_{cluster}\".sl_table (tab_reloid, tab_relname, tab_nspname, tab_set) \
+         SELECT c.oid, c.relname, n.nspname, 1 FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname || '.' || c.relname IN ({list});\n"
+    )
+}
