@@ -162,6 +162,11 @@ fn newest_in(log_dir: &Path) -> anyhow::Result<Option<Counter>> {
             Some(Ok(Entry::Batch(b))) => b.to,
             _ => continue,
         };
+        // A file the site planted never counts as already cut.
+        if let Some(why) = fsutil::not_ours(&entry.path()) {
+            tracing::warn!(file = %entry.path().display(), reason = %why, "a file the manager did not write, under an archive's name: not counted as cut");
+            continue;
+        }
         newest = newest.max(Some(c));
     }
     Ok(newest)

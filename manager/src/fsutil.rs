@@ -152,6 +152,35 @@ pub fn read_other_side(path: &Path, limit: usize) -> anyhow::Result<OtherSide> {
     Ok(OtherSide::Bytes(buf))
 }
 
+/// Why a file in a site directory is not one the manager wrote, if it is not (`None`
+/// when it is): the site can write there (its acknowledgement), so a link or a file of
+/// its own may be planted under an archive's name.
+pub fn not_ours(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match path.symlink_metadata() {
+        Ok(m) => m,
+        Err(e) => return Some(format!("cannot be inspected: {e}")),
+    };
+    if meta.file_type().is_symlink() {
+        Some("is a symbolic link".into())
+    } else if !meta.file_type().is_file() {
+        Some("is not a regular file".into())
+    } else if meta.nlink() != 1 {
+        Some(format!("has {} hard links", meta.nlink()))
+    } else if meta.uid() != own_uid() {
+        Some(format!("belongs to uid {}, not to the manager", meta.uid()))
+    } else {
+        None
+    }
+}
+
+/// The manager's effective uid (the owner of every file it writes).
+fn own_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    // The process's own files (its /proc entry) carry its uid: no unsafe call needed.
+    std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
+}
+
 /// Whether a path exists (a dangling symlink counts as existing: it is not ours to touch).
 pub fn exists(path: &Path) -> bool {
     path.symlink_metadata().is_ok()

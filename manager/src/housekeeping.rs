@@ -148,13 +148,16 @@ pub struct SiteSummary {
     pub skipped: Option<String>,
     /// The counter the site acknowledged, if it did.
     pub acknowledged: Option<Counter>,
+    /// Files with archive or batch names that the manager did not write (a symbolic
+    /// link, a hard link, another owner's file): never packed, counted or deleted.
+    pub foreign: Vec<String>,
 }
 
 /// Runs housekeeping for every site; prints one line per site.
 ///
 /// # Returns
 ///
-/// The exit code: 0, or 1 when a site failed.
+/// The exit code: 0, or 1 when a site failed or holds files the manager did not write.
 ///
 /// # Errors
 ///
@@ -166,6 +169,13 @@ pub fn run(cfg: &ManagerConfig) -> anyhow::Result<u8> {
     for node in sites(&cfg.subscribers_dir)? {
         match site(cfg, &node, now) {
             Ok(s) => {
+                if !s.foreign.is_empty() {
+                    failed += 1;
+                    println!(
+                        "{node}: FAILED: files the manager did not write, left alone (remove them): {}",
+                        s.foreign.join("; ")
+                    );
+                }
                 if let Some(why) = &s.skipped {
                     tracing::info!(%node, reason = %why, "housekeeping skipped");
                     println!("{node}: skipped ({why})");
@@ -234,7 +244,8 @@ pub fn site(cfg: &ManagerConfig, node: &NodeName, now: SystemTime) -> anyhow::Re
         summary.skipped = Some(format!("{} does not exist yet", dir.display()));
         return Ok(summary);
     }
-    let (loose, batches) = list(&dir)?;
+    let (loose, batches, planted) = list_checked(&dir)?;
+    summary.foreign = planted;
     // Never the newest archive cut (see the module doc).
     let newest = match read_cut_counter(&cfg.site_dir(node))? {
         Some(c) => Some(c),
@@ -349,14 +360,27 @@ pub fn read_ack(site_log_dir: &Path) -> Option<Counter> {
 
 type Loose = BTreeMap<Counter, (ArchiveName, PathBuf)>;
 
-/// The archives and batches of a site directory.
+/// The archives and batches of a site directory, and the names of foreign files.
 fn list(dir: &Path) -> anyhow::Result<(Loose, BTreeMap<BatchName, PathBuf>)> {
+    list_checked(dir).map(|(l, b, _)| (l, b))
+}
+
+/// [`list`], with the files under archive or batch names that the manager did not write.
+fn list_checked(dir: &Path) -> anyhow::Result<(Loose, BTreeMap<BatchName, PathBuf>, Vec<String>)> {
     let mut loose = BTreeMap::new();
     let mut batches = BTreeMap::new();
+    let mut planted = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
+        if matches!(classify(name), Ok(Entry::Archive(_) | Entry::Batch(_))) {
+            if let Some(why) = fsutil::not_ours(&entry.path()) {
+                tracing::warn!(file = %entry.path().display(), reason = %why, "a file the manager did not write, under an archive's name: left alone");
+                planted.push(format!("{name} {why}"));
+                continue;
+            }
+        }
         match classify(name) {
             Ok(Entry::Archive(a)) => {
                 loose.insert(a.counter, (a, entry.path()));
@@ -368,7 +392,7 @@ fn list(dir: &Path) -> anyhow::Result<(Loose, BTreeMap<BatchName, PathBuf>)> {
             Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "ignoring a file"),
         }
     }
-    Ok((loose, batches))
+    Ok((loose, batches, planted))
 }
 
 #[cfg(test)]
@@ -520,6 +544,46 @@ mod tests {
         // Not yet old enough: nothing goes, acknowledged or not.
         let s = site(&cfg, &node, now).unwrap();
         assert_eq!((s.batches_expired, s.archives_expired), (0, 0));
+    }
+
+    #[test]
+    fn planted_links_are_never_followed_packed_or_deleted() {
+        let (root, cfg) = env(5, 7);
+        let node = NodeName::new("a").unwrap();
+        let site_dir = cfg.site_dir(&node);
+        site::prepare_new(&site_dir, &[QualifiedTable::parse("s1.t1").unwrap()]).unwrap();
+        std::fs::write(site_dir.join("cut_counter"), "12\n").unwrap();
+        let log = cfg.site_log_dir(&node);
+        std::fs::create_dir_all(&log).unwrap();
+        for c in 1..=12 {
+            std::fs::write(log.join(name(c)), format!("archive {c}\n")).unwrap();
+        }
+        // The site replaces archive 3 by a link to a provider file, and archive 4 by a
+        // hard link to another file of the provider's.
+        let secret = root.path().join("secret");
+        std::fs::write(&secret, "provider secret\n").unwrap();
+        std::fs::remove_file(log.join(name(3))).unwrap();
+        std::os::unix::fs::symlink(&secret, log.join(name(3))).unwrap();
+        std::fs::remove_file(log.join(name(4))).unwrap();
+        std::fs::hard_link(&secret, log.join(name(4))).unwrap();
+        let s = site(&cfg, &node, SystemTime::now()).unwrap();
+        assert_eq!(s.foreign.len(), 2, "{:?}", s.foreign);
+        assert!(s.foreign.iter().any(|f| f.contains("symbolic link")));
+        assert!(s.foreign.iter().any(|f| f.contains("hard links")));
+        // 1-5 cannot be packed without 3 and 4; 6-10 is.
+        assert_eq!(s.packed, 1);
+        for f in files(&log) {
+            if f.ends_with(".tar.gz") {
+                for n in batch::list(&log.join(&f)).unwrap() {
+                    assert_ne!(n.to_string(), name(3));
+                }
+            }
+        }
+        assert!(log.join(name(3)).symlink_metadata().is_ok(), "left alone");
+        assert_eq!(
+            std::fs::read_to_string(&secret).unwrap(),
+            "provider secret\n"
+        );
     }
 
     #[test]

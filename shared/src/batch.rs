@@ -30,7 +30,7 @@ use flate2::Compression;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 use tar::EntryType;
@@ -653,6 +653,16 @@ fn shared_mode(members: &[(ArchiveName, PathBuf)]) -> u32 {
     })
 }
 
+/// Opens a file to pack without following a symbolic link (a link planted where an
+/// archive should be is never read through).
+fn open_member(src: &Path) -> Result<File, BatchError> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(src)
+        .map_err(io_err(src))
+}
+
 /// Packs `members` into `<out_dir>/slony_logs_<from>-<to>.tar.gz` and verifies it.
 ///
 /// Entries are named by the plain archive name, mode 0644, with each source file's mtime.
@@ -689,12 +699,15 @@ pub fn write_batch(
         let gz = GzEncoder::new(BufWriter::new(file), Compression::default());
         let mut builder = tar::Builder::new(gz);
         for (name, src) in members {
-            let file = File::open(src).map_err(io_err(src))?;
+            let file = open_member(src)?;
             let meta = file.metadata().map_err(io_err(src))?;
-            if !meta.is_file() {
+            if !meta.is_file() || meta.nlink() != 1 {
                 return Err(BatchError::BadMembers {
                     batch,
-                    detail: format!("{} is not a regular file", src.display()),
+                    detail: format!(
+                        "{} is not a regular file with one link; it is not packed",
+                        src.display()
+                    ),
                 });
             }
             let mtime = meta
@@ -788,7 +801,7 @@ fn verify(
         if want != member.name {
             return Err(mismatch(member.entry, format!("expected {want}")));
         }
-        let mut file = File::open(src).map_err(io_err(src))?;
+        let mut file = open_member(src)?;
         let len = file.metadata().map_err(io_err(src))?.len();
         if len != member.size {
             return Err(mismatch(
