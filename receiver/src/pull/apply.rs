@@ -191,8 +191,12 @@ impl Applier {
                 begin.push_str("; SAVEPOINT archive");
             }
             // DDL of an archive before may have set search_path: each archive starts
-            // from the session's own.
-            begin.push_str("; SET LOCAL standard_conforming_strings TO on; RESET search_path");
+            // from the session's own, for its statements and for its DDL rows.
+            begin.push_str(
+                "; SET LOCAL standard_conforming_strings TO on; RESET search_path; \
+                 SELECT pg_catalog.set_config('slony_receiver.ddl_search_path', \
+                 pg_catalog.current_setting('search_path'), true)",
+            );
             // The DDL rows log_apply() may run: those the check approved, or none.
             let approved = if archive.approved_ddl.is_empty() {
                 "none".to_string()
