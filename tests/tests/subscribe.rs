@@ -194,7 +194,66 @@ async fn new_site_then_change_then_pull() {
     let s = Setup::new("subscribe", false).await;
     let provider = s.pg.connect("provider").await;
 
-    // A new site subscribes to three tables, one with 100k rows.
+    // An invalid list is a usage error (exit 2), found before any login: with the
+    // provider unreachable the answer is the same, and nothing is paused or sent.
+    let unreachable = s.dir.join("unreachable.toml");
+    let text = std::fs::read_to_string(&s.receiver_config).unwrap();
+    let text = text.replace(
+        &format!("port = {}\n", s.ssh.port()),
+        &format!("port = {}\n", crate::support::free_port()),
+    );
+    std::fs::write(&unreachable, text).unwrap();
+    let bad = s.dir.join("bad.txt");
+    std::fs::write(&bad, "s1.t1 subscribe\ns1.t2 maybe\n").unwrap();
+    for config in [&s.receiver_config, &unreachable] {
+        let out = Command::new(bin_path("slony-receiver"))
+            .args(["subscribe-series", "--list", bad.to_str().unwrap()])
+            .args(["--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(!s.die_file().exists());
+    }
+    // A valid list against an unreachable provider gets past the validation.
+    let good = s.dir.join("good.txt");
+    std::fs::write(&good, "s1.t1 subscribe\n").unwrap();
+    let out = Command::new(bin_path("slony-receiver"))
+        .args(["subscribe-series", "--list", good.to_str().unwrap()])
+        .args(["--config", unreachable.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A new site subscribes to three tables, one with 100k rows. The first run gives up
+    // at once, before the manager could answer, and says how to keep waiting: that
+    // command finishes the request.
+    let list = s.dir.join("list.txt");
+    std::fs::write(
+        &list,
+        "s1.t1 subscribe\ns1.t2 subscribe\ns1.big subscribe\n",
+    )
+    .unwrap();
+    let (code, out) = s.receiver(&[
+        "subscribe-series",
+        "--list",
+        list.to_str().unwrap(),
+        "--attempts",
+        "1",
+    ]);
+    assert_eq!(code, 12, "{out}");
+    let again = format!(
+        "slony-receiver subscribe-series --config {} --list {}",
+        s.receiver_config.display(),
+        list.display()
+    );
+    assert!(out.contains(&again), "{out}");
     let (code, out) = s.subscribe("s1.t1 subscribe\ns1.t2 subscribe\ns1.big subscribe\n");
     assert_eq!(code, 0, "{out}\nmanager log:\n{}", s.manager_log());
     let replica = s.pg.connect("replica").await;

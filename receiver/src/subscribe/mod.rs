@@ -149,6 +149,18 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
         }
         Err(e) => return Err(e).context("taking the run lock"),
     };
+    // The list is validated first, before any login or change: a bad list is a usage
+    // error (exit 2), naming the line.
+    let series = match &opts.list {
+        Some(list) => match read_list(list) {
+            Ok(series) => Some(series),
+            Err(e) => {
+                eprintln!("slony-receiver: {e:#}");
+                return Ok(exit::CONFIG);
+            }
+        },
+        None => None,
+    };
     pull::prepare_dirs(cfg)?;
     let state_file = state_path(cfg);
     let paths = Paths::new(cfg);
@@ -167,13 +179,13 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
             tracing::info!(step = ?s.step, "resuming the subscription request in progress");
             s
         }
-        None => start_request(cfg, &remote, &paths, opts, &state_file).await?,
+        None => start_request(cfg, &remote, &paths, opts, series, &state_file).await?,
     };
 
     if state.step == Step::Requested {
         let Some(bytes) = wait_for(&remote, &paths.sqldone, opts, "the SQL from the manager")?
         else {
-            return Ok(timed_out(cfg, "the manager's SQL (.sqldone)"));
+            return Ok(timed_out(cfg, opts, "the manager's SQL (.sqldone)"));
         };
         match SqlDone::parse(&bytes).context("reading the manager's answer")? {
             SqlDone::Failed { reason } => {
@@ -226,7 +238,7 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
         bail!("internal: unexpected subscription step {:?}", state.step);
     };
     let Some(bytes) = wait_for(&remote, &paths.done, opts, "the manager to finish")? else {
-        return Ok(timed_out(cfg, "the manager's completion (.done)"));
+        return Ok(timed_out(cfg, opts, "the manager's completion (.done)"));
     };
     let done = Outcome::parse(&bytes).context("reading the manager's completion")?;
     block_in_place(|| remote.remove(&paths.done))?;
@@ -259,15 +271,12 @@ async fn start_request(
     remote: &Remote,
     paths: &Paths,
     opts: &Options,
+    series: Option<Vec<trigger::Series>>,
     state_file: &Path,
 ) -> anyhow::Result<State> {
-    let Some(list) = &opts.list else {
+    let Some(series) = series else {
         bail!("give --list FILE (schema.table subscribe|unsubscribe per line), or --abort");
     };
-    let text = std::fs::read_to_string(list)
-        .with_context(|| format!("reading subscribe list {}", list.display()))?;
-    let series = trigger::parse_series_list(&text)
-        .with_context(|| format!("subscribe list {}", list.display()))?;
     // Check the database now: better to fail before pausing anything.
     crate::privilege::check_applier(&pull::connect_db(cfg).await?).await?;
     let request = Request {
@@ -385,10 +394,22 @@ fn wait_for(
     Ok(None)
 }
 
-fn timed_out(cfg: &ReceiverConfig, what: &str) -> u8 {
+/// Reads and validates a subscribe list.
+fn read_list(list: &Path) -> anyhow::Result<Vec<trigger::Series>> {
+    let text = std::fs::read_to_string(list)
+        .with_context(|| format!("reading subscribe list {}", list.display()))?;
+    trigger::parse_series_list(&text).with_context(|| format!("subscribe list {}", list.display()))
+}
+
+fn timed_out(cfg: &ReceiverConfig, opts: &Options, what: &str) -> u8 {
+    let list = opts
+        .list
+        .as_ref()
+        .map_or_else(|| "FILE".to_string(), |l| l.display().to_string());
     eprintln!(
-        "slony-receiver: no answer yet: gave up waiting for {what}. The request is still pending on the provider and pull STAYS PAUSED ({}).\n  Run `slony-receiver subscribe-series --config {}` again to keep waiting, or add --abort to cancel the request and resume pull.",
+        "slony-receiver: no answer yet: gave up waiting for {what}. The request is still pending on the provider and pull STAYS PAUSED ({}).\n  Run `slony-receiver subscribe-series --config {} --list {list}` again to keep waiting (the request in progress is finished first; the list is only read for a new one), or `slony-receiver subscribe-series --config {} --abort` to cancel the request and resume pull.",
         cfg.die_file().display(),
+        cfg.source.display(),
         cfg.source.display()
     );
     exit::TIMEOUT
