@@ -315,6 +315,12 @@ async fn new_site_then_change_then_pull() {
     let (code, out) = s.subscribe("s1.other subscribe\ns1.big unsubscribe\n");
     assert_eq!(code, 4, "{out}");
     assert!(out.contains("already exists"), "{out}");
+    assert!(
+        out.contains(
+            "Drop or rename it on the replica (DROP TABLE ...), then run subscribe-series again"
+        ),
+        "{out}"
+    );
     assert!(!s.die_file().exists());
     assert_eq!(
         s.site_tables().lines().count(),

@@ -144,10 +144,20 @@ pub async fn apply(
 }
 
 fn sql_error(line: u64, sql: &str, e: &tokio_postgres::Error) -> BootstrapError {
+    let mut message = execute::describe_pg_error(e);
+    if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_TABLE) {
+        // Most often a table left in place by an unsubscribe without drop.
+        message.push_str(
+            "\n  What to do: the table is already on this replica (an earlier unsubscribe \
+             without allow_drop leaves it in place). Nothing was changed. Drop or rename \
+             it on the replica (DROP TABLE ...), then run subscribe-series again: the new \
+             copy is loaded from the provider's snapshot.",
+        );
+    }
     BootstrapError::Sql {
         line,
         statement: execute::excerpt(sql),
-        message: execute::describe_pg_error(e),
+        message,
     }
 }
 
