@@ -275,6 +275,40 @@ async fn hostile_provider_sql_is_live_then_refused() {
         .unwrap_err();
     assert!(err.contains("did not approve"), "{err}");
 
+    // A LIMIT holds a query: an INSERT "of constants" reads a server file into the
+    // database.
+    let limit_payload = "insert into \"s1\".\"t2\" (k,v) values ('limit', 1) limit (select lo_import('/etc/hostname', 4243343))";
+    db.batch_execute(limit_payload).await.unwrap();
+    let imported: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_largeobject_metadata WHERE oid = 4243343",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(imported, 1, "a LIMIT subquery read a server file");
+    db.batch_execute("SELECT lo_unlink(4243343); DELETE FROM s1.t2 WHERE k = 'limit'")
+        .await
+        .unwrap();
+    // DROP EXTENSION plpgsql CASCADE takes every plpgsql function with it (shown on a
+    // scratch database: on the replica it would take log_apply()).
+    site.pg.create_db("scratch").await;
+    let scratch = site.pg.connect("scratch").await;
+    scratch
+        .batch_execute(
+            "CREATE FUNCTION public.f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN 1; END $$; \
+             DROP EXTENSION plpgsql CASCADE",
+        )
+        .await
+        .unwrap();
+    let left: i64 = scratch
+        .query_one("SELECT count(*) FROM pg_proc WHERE proname = 'f'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the function went with the extension");
+
     // --- Served inside archive 4, each is refused and nothing changes. ---
     let good = workload::render("lab", 4, &site.stream[3], Format::Copy22);
     let old = workload::render("lab", 4, &site.stream[3], Format::Statements);
@@ -416,6 +450,16 @@ async fn hostile_provider_sql_is_live_then_refused() {
             "set search_path to _lab;\nupdate sl_archive_tracking set at_counter = 1000;\n",
         ),
         "cluster's own schema",
+    ));
+    tricks.push((
+        "a pre-2.2 row change whose LIMIT holds a query".into(),
+        after_header(&old, &format!("{limit_payload};\n")),
+        "lo_import",
+    ));
+    tricks.push((
+        "a DDL row dropping the plpgsql extension".into(),
+        with_rows(&good, &ddl_row("drop extension plpgsql cascade")),
+        "outside replicated tables",
     ));
     tricks.push((
         "a DDL statement outside the DDL channel of a 2.2 archive".into(),

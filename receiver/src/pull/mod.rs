@@ -394,8 +394,10 @@ fn remember_refusal(
     let Some(name) = e.refused_archive() else {
         return;
     };
+    // A refused local copy is deleted and fetched again: only provider files are
+    // remembered, and only with a modification time to tell a replaced file by.
     let source = planned.iter().find_map(|s| match s {
-        plan::Source::Remote(n) | plan::Source::Local(n) if *n == name => Some(n.to_string()),
+        plan::Source::Remote(n) if *n == name => Some(n.to_string()),
         plan::Source::Batch { batch, .. }
             if batch.from <= name.counter && name.counter <= batch.to =>
         {
@@ -404,7 +406,7 @@ fn remember_refusal(
         _ => None,
     });
     let Some(source) = source else { return };
-    let Some(&(size, mtime)) = stamps.get(&source) else {
+    let Some(&(size, mtime @ Some(_))) = stamps.get(&source) else {
         return;
     };
     let record = refused::Refusal {

@@ -314,18 +314,40 @@ impl<R: BufRead> ArchiveReader<R> {
                         && function == "setval"
                         && matches!(args.as_slice(), [Literal::Text(_), _]) =>
                     {
+                        // slon names the sequence `"schema"."name"`: nothing else is read
+                        // as a name here, so no case or blank can hide the schema.
                         if let [Literal::Text(seq), _] = args.as_slice() {
-                            let nsp = seq.split('.').next().unwrap_or("").trim_matches('"');
-                            self.rules
-                                .check_schema(nsp)
-                                .map_err(|r| refused(line, &sql, &r))?;
-                            if !seq.contains('.') {
+                            let plain = |w: &str| {
+                                w.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                                    && w.chars().all(|c| {
+                                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'
+                                    })
+                            };
+                            let quoted = seq
+                                .strip_prefix('"')
+                                .and_then(|r| r.split_once("\".\""))
+                                .filter(|(n, rest)| {
+                                    rest.strip_suffix('"').is_some_and(|name| !name.contains('"'))
+                                        && !n.contains('"')
+                                })
+                                .map(|(n, _)| n);
+                            let nsp = quoted.or_else(|| {
+                                seq.split_once('.')
+                                    .filter(|(n, name)| plain(n) && plain(name))
+                                    .map(|(n, _)| n)
+                            });
+                            let Some(nsp) = nsp else {
                                 return Err(refused(
                                     line,
                                     &sql,
-                                    &Refusal::RowChange("the sequence is not schema-qualified"),
+                                    &Refusal::RowChange(
+                                        "the sequence is not named schema.name or \"schema\".\"name\" as Slony names it",
+                                    ),
                                 ));
-                            }
+                            };
+                            self.rules
+                                .check_schema(nsp)
+                                .map_err(|r| refused(line, &sql, &r))?;
                         }
                         execute(sql)
                     }

@@ -502,9 +502,10 @@ fn row_change(stmt: &N) -> Option<Table> {
             i.on_conflict_clause.is_some()
                 || i.returning_clause.is_some()
                 || i.with_clause.is_some()
-                || i.select_stmt.as_deref().and_then(node).is_some_and(|s| {
-                    !matches!(s, N::SelectStmt(v) if !v.values_lists.is_empty() && v.target_list.is_empty() && v.from_clause.is_empty())
-                }),
+                || i.select_stmt
+                    .as_deref()
+                    .and_then(node)
+                    .is_some_and(|s| !matches!(s, N::SelectStmt(v) if plain_values(v))),
         ),
         N::UpdateStmt(u) => (
             u.relation.as_ref()?,
@@ -538,6 +539,28 @@ fn row_change(stmt: &N) -> Option<Table> {
         _ => false,
     };
     plain.then(|| table(rel))
+}
+
+/// `VALUES (...), ...` and nothing else: no WITH, ORDER BY, LIMIT, OFFSET or locking
+/// clause (each can hold a query).
+fn plain_values(v: &protobuf::SelectStmt) -> bool {
+    !v.values_lists.is_empty()
+        && v.target_list.is_empty()
+        && v.from_clause.is_empty()
+        && v.distinct_clause.is_empty()
+        && v.into_clause.is_none()
+        && v.where_clause.is_none()
+        && v.group_clause.is_empty()
+        && v.having_clause.is_none()
+        && v.window_clause.is_empty()
+        && v.sort_clause.is_empty()
+        && v.limit_offset.is_none()
+        && v.limit_count.is_none()
+        && v.locking_clause.is_empty()
+        && v.with_clause.is_none()
+        && v.larg.is_none()
+        && v.rarg.is_none()
+        && v.op == protobuf::SetOperation::SetopNone as i32
 }
 
 /// A constant: a literal, NULL, or a cast of one (what Slony writes as a value).
@@ -626,6 +649,13 @@ const DENIED_PREFIXES: &[&str] = &[
     "database_to_xml",
     "ts_stat",
     "ts_rewrite",
+    // contrib: tablefunc and xml2 run SQL given as text.
+    "crosstab",
+    "connectby",
+    "xpath_table",
+    "pg_hba_file_rules",
+    "pg_ident_file_mappings",
+    "pg_show_all_file_settings",
     "pg_terminate_backend",
     "pg_cancel_backend",
     "pg_signal_backend",
@@ -795,6 +825,68 @@ impl Rules {
         }
     }
 
+    /// The kind of object a DROP, RENAME, SET SCHEMA or COMMENT names must be one of
+    /// replicated-table DDL: tables and what belongs to them, types, ordinary schemas.
+    /// Functions and their kin need the functions allowance; roles, databases,
+    /// tablespaces, extensions, languages, servers and the like are never touched.
+    fn object_kind(&self, kind: &str, body: &Value) -> Result<(), Refusal> {
+        use protobuf::ObjectType as O;
+        let field = match kind {
+            "DropStmt" => "remove_type",
+            "RenameStmt" => "rename_type",
+            "AlterObjectSchemaStmt" => "object_type",
+            _ => "objtype",
+        };
+        let n = body.get(field).and_then(Value::as_i64).unwrap_or(0);
+        let table_ddl = [
+            O::ObjectTable,
+            O::ObjectSequence,
+            O::ObjectView,
+            O::ObjectMatview,
+            O::ObjectIndex,
+            O::ObjectColumn,
+            O::ObjectAttribute,
+            O::ObjectTabconstraint,
+            O::ObjectDomconstraint,
+            O::ObjectType,
+            O::ObjectDomain,
+            O::ObjectSchema,
+            O::ObjectPolicy,
+            O::ObjectRule,
+            O::ObjectStatisticExt,
+            O::ObjectTrigger,
+            O::ObjectCollation,
+            O::ObjectDefault,
+        ];
+        let function_like = [
+            O::ObjectFunction,
+            O::ObjectProcedure,
+            O::ObjectRoutine,
+            O::ObjectAggregate,
+            O::ObjectOperator,
+            O::ObjectOpclass,
+            O::ObjectOpfamily,
+            O::ObjectCast,
+            O::ObjectConversion,
+            O::ObjectTransform,
+        ];
+        if table_ddl.iter().any(|o| *o as i64 == n) {
+            Ok(())
+        } else if function_like.iter().any(|o| *o as i64 == n) {
+            if self.allow.functions {
+                Ok(())
+            } else {
+                Err(Refusal::FunctionDefinition)
+            }
+        } else if n == O::ObjectRole as i64 {
+            Err(Refusal::RoleOrPrivilege("a role"))
+        } else {
+            Err(Refusal::Administration(
+                "a statement on a database, tablespace, extension, language, server or other object outside replicated tables",
+            ))
+        }
+    }
+
     /// One node of a DDL tree.
     fn judge(&self, kind: &str, body: &Value) -> Result<Option<Allowance>, Refusal> {
         let text = |key: &str| body.get(key).and_then(Value::as_str).unwrap_or("");
@@ -870,6 +962,7 @@ impl Rules {
             | "CreateTrigStmt"
             | "AlterOperatorStmt"
             | "AlterTypeStmt"
+            | "CreateRangeStmt"
                 if self.allow.functions =>
             {
                 Ok(Some(Allowance::Function))
@@ -882,7 +975,8 @@ impl Rules {
             | "CreateConversionStmt"
             | "CreateTrigStmt"
             | "AlterOperatorStmt"
-            | "AlterTypeStmt" => Err(Refusal::FunctionDefinition),
+            | "AlterTypeStmt"
+            | "CreateRangeStmt" => Err(Refusal::FunctionDefinition),
             "CreatePlangStmt" if self.allow.languages => Ok(Some(Allowance::Language)),
             "CreatePlangStmt" => Err(Refusal::LanguageDefinition),
             "LoadStmt" => admin("LOAD"),
@@ -947,10 +1041,10 @@ impl Rules {
                         names.push(b.get("sval").and_then(Value::as_str).unwrap_or(""));
                     }
                 });
-                match names.iter().find(|n| SYSTEM_SCHEMAS.contains(n)) {
-                    Some(n) => Err(Refusal::Catalog((*n).to_string())),
-                    None => Ok(None),
+                if let Some(n) = names.iter().find(|n| SYSTEM_SCHEMAS.contains(n)) {
+                    return Err(Refusal::Catalog((*n).to_string()));
                 }
+                self.object_kind(kind, body).map(|()| None)
             }
             // Any other statement kind must be one an EXECUTE SCRIPT of replicated
             // tables needs: an allowlist, so a kind nobody thought of is refused.
@@ -992,7 +1086,6 @@ const DDL_STATEMENTS: &[&str] = &[
     "CompositeTypeStmt",
     "CreateDomainStmt",
     "AlterDomainStmt",
-    "CreateRangeStmt",
     "CreateStatsStmt",
     "AlterStatsStmt",
     "CreatePolicyStmt",
@@ -1351,6 +1444,62 @@ mod tests {
             Err(Refusal::DeniedFunction("ts_rewrite".into()))
         );
         assert!(matches!(ddl("checkpoint"), Err(Refusal::Administration(_))));
+    }
+
+    #[test]
+    fn what_the_second_review_found_is_refused() {
+        for sql in [
+            "insert into s1.t2 (k) values ('a') limit (select lo_export(4243, '/tmp/x'))",
+            "insert into s1.t2 (k) with x as (select pg_catalog.set_config('session_replication_role','origin',false) s) values ('b') offset (select count(*)-1 from x)",
+            "insert into s1.t2 (k) values ('c') order by (select pg_read_file('/etc/hostname'))",
+            "insert into s1.t2 (k) values ('z') offset (select count(*)-1 from generate_series(36,1000) g, lateral (select \"_lab\".archivetracking_offline(g, now()::timestamp)) x)",
+        ] {
+            assert_eq!(stmt(sql), Statement::Other, "{sql}");
+            assert!(ddl(sql).is_err(), "{sql}: {:?}", ddl(sql));
+        }
+        for sql in [
+            "drop extension plpgsql cascade",
+            "drop language plpgsql cascade",
+            "alter database postgres rename to p2",
+            "drop server s cascade",
+            "drop event trigger e",
+            "drop publication p",
+            "alter tablespace t rename to t2",
+        ] {
+            assert!(
+                matches!(ddl(sql), Err(Refusal::Administration(_))),
+                "{sql}: {:?}",
+                ddl(sql)
+            );
+        }
+        assert!(matches!(
+            ddl("alter role app rename to app2"),
+            Err(Refusal::RoleOrPrivilege(_))
+        ));
+        for sql in [
+            "alter function public.f() rename to g",
+            "drop function s1.f()",
+            "create type s1.r as range (subtype = float8, subtype_diff = float8mi)",
+        ] {
+            assert_eq!(ddl(sql), Err(Refusal::FunctionDefinition), "{sql}");
+        }
+        for sql in [
+            "select * from crosstab($q$select 1$q$) as t(a text, b text)",
+            "select * from connectby('t', 'a', 'b', '1', 0) as t(a text)",
+        ] {
+            assert!(matches!(ddl(sql), Err(Refusal::DeniedFunction(_))), "{sql}");
+        }
+        for sql in [
+            "drop table s1.old cascade",
+            "alter table s1.t rename to t2",
+            "alter table s1.t rename column a to b",
+            "alter index s1.i rename to j",
+            "drop schema s9 cascade",
+            "comment on column s1.t.a is 'x'",
+            "alter table s1.t set schema s2",
+        ] {
+            assert_eq!(ddl(sql), Ok(vec![]), "{sql}");
+        }
     }
 
     #[test]
