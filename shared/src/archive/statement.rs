@@ -7,11 +7,13 @@
 //! can be fooled by a comment (`/**/commit`) or a string the server reads differently;
 //! the parse tree cannot. What the parser says is then matched against the shapes Slony
 //! writes ([`Statement`]), and anything else against the DDL rules ([`Rules::check_ddl`]):
-//! no transaction control, no role or session changes, no COPY to or from files or
-//! programs, no `ALTER SYSTEM`, no role or privilege statements, no server
+//! only statement kinds an EXECUTE SCRIPT of replicated tables holds (an allowlist), and
+//! among them no transaction control, no role or session changes, no COPY to or from
+//! files or programs, no `ALTER SYSTEM`, no role or privilege statements, no server
 //! administration, no reference to the system catalogs or to the cluster's own schema,
 //! no call of a function that reads files, runs SQL text or changes settings, and, unless
-//! the operator allows them, no `DO` blocks and no function or language definitions.
+//! the operator allows them, no `DO` blocks, no function or language definitions and
+//! nothing that makes a function run later (operators, aggregates, casts, triggers).
 //!
 //! The receiver also sends each statement in its own extended-protocol message, which the
 //! server refuses to run if it holds more than one statement: even a disagreement between
