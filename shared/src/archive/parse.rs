@@ -500,8 +500,11 @@ pub fn is_copy_from_stdin(sql: &str) -> bool {
 fn is_copy_from_stdin_with(sql: &str, strings: Strings) -> bool {
     // Only a statement that starts with the word can be a COPY: skip the parse for
     // everything else.
-    let head = sql.trim_start();
-    if head.len() < 4 || !head[..4].eq_ignore_ascii_case("copy") {
+    let head = sql.trim_start().as_bytes();
+    if !head
+        .get(..4)
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"copy"))
+    {
         return false;
     }
     super::statement::parse(sql, strings).is_ok_and(|p| p.is_copy_from_stdin())
@@ -715,6 +718,26 @@ mod tests {
                 line: 5
             })
         );
+    }
+
+    #[test]
+    fn a_multibyte_character_where_copy_would_end_is_no_panic() {
+        // Found by the archive fuzz target: byte 4 falls inside a two-byte character.
+        assert!(!is_copy_from_stdin("slo\u{713};"));
+        let crash = include_bytes!("../../../fuzz/seeds/archive/crash-multibyte-head");
+        let mut s = Splitter::new(&crash[..]);
+        for _ in 0..64 {
+            match s.next_item() {
+                Ok(Some(Item::CopyIn { .. })) => {
+                    let mut buf = Vec::new();
+                    if s.copy_chunk(&mut buf).is_err() {
+                        break;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
     }
 
     #[test]
