@@ -481,15 +481,6 @@ pub(crate) fn dollar_tag(b: &[u8]) -> Option<Vec<u8>> {
     (j < b.len()).then(|| b[..=j].to_vec())
 }
 
-/// The words of a statement, lower-cased, outside quotes (good enough for the
-/// keyword tests an archive needs).
-pub fn words(sql: &str) -> Vec<String> {
-    sql.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ';')
-        .filter(|w| !w.is_empty())
-        .map(str::to_ascii_lowercase)
-        .collect()
-}
-
 /// Whether the statement is `COPY ... FROM STDIN` (the data follows in the file), as
 /// PostgreSQL's parser reads it with standard strings.
 pub fn is_copy_from_stdin(sql: &str) -> bool {
