@@ -15,7 +15,7 @@ use futures_util::SinkExt;
 use slony_shared::archive::parse::ParseError;
 use slony_shared::archive::ArchiveError;
 use tokio_postgres::error::Severity;
-use tokio_postgres::{Client, ToStatement};
+use tokio_postgres::{Client, ToStatement, Transaction};
 
 /// Pipelined statements are flushed when this many are waiting.
 const PIPELINE_STATEMENTS: usize = 256;
@@ -236,4 +236,23 @@ pub fn excerpt(sql: &str) -> String {
     } else {
         one
     }
+}
+
+/// A PostgreSQL error as an `anyhow` error that says what was being done.
+pub fn pg_err(what: &str) -> impl FnOnce(tokio_postgres::Error) -> anyhow::Error + '_ {
+    move |e| anyhow::anyhow!("{what}: {}", describe_pg_error(&e))
+}
+
+/// A transaction that changes objects of the replica (triggers, owners). Such changes
+/// wait for the table's lock, which an archive being applied holds: they wait a while,
+/// never forever. No NOTICE for each `DROP ... IF EXISTS` that finds nothing.
+pub async fn ddl_transaction(client: &mut Client) -> anyhow::Result<Transaction<'_>> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(pg_err("starting a transaction"))?;
+    tx.batch_execute("SET LOCAL lock_timeout = '60s'; SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(pg_err("preparing the session"))?;
+    Ok(tx)
 }

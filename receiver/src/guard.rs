@@ -32,6 +32,7 @@
 //! granted `SET` privilege): the guard stops mistakes of ordinary users and
 //! applications, not a superuser who means it.
 
+use crate::execute::pg_err;
 use slony_shared::ident::{quote_ident, quote_literal, ClusterName, QualifiedTable};
 use tokio_postgres::{Client, GenericClient};
 
@@ -345,15 +346,7 @@ pub async fn enable(
     provider_host: &str,
     tables: &[QualifiedTable],
 ) -> anyhow::Result<Enabled> {
-    let tx = client
-        .transaction()
-        .await
-        .map_err(pg_err("starting a transaction"))?;
-    // Creating a trigger waits for the table's lock (an archive being applied holds it):
-    // wait a while, never forever. No NOTICE for each DROP ... IF EXISTS that finds nothing.
-    tx.batch_execute("SET LOCAL lock_timeout = '60s'; SET LOCAL client_min_messages = warning")
-        .await
-        .map_err(pg_err("preparing the session"))?;
+    let tx = crate::execute::ddl_transaction(client).await?;
     tx.batch_execute(&function_sql(cluster, site, provider_host))
         .await
         .map_err(pg_err("creating the guard function"))?;
@@ -383,14 +376,7 @@ pub async fn disable(
     cluster: &ClusterName,
     only: Option<&[QualifiedTable]>,
 ) -> anyhow::Result<Vec<String>> {
-    let tx = client
-        .transaction()
-        .await
-        .map_err(pg_err("starting a transaction"))?;
-    // Bounded lock wait and no NOTICEs, as in `enable`.
-    tx.batch_execute("SET LOCAL lock_timeout = '60s'; SET LOCAL client_min_messages = warning")
-        .await
-        .map_err(pg_err("preparing the session"))?;
+    let tx = crate::execute::ddl_transaction(client).await?;
     let rows = tx
         .query(
             "SELECT n.nspname::text, c.relname::text, tg.tgname::text
@@ -437,11 +423,6 @@ pub async fn disable(
         .await
         .map_err(pg_err("committing the guard removal"))?;
     Ok(removed)
-}
-
-/// Turns a database error into a described one, naming what was being done.
-fn pg_err(what: &str) -> impl FnOnce(tokio_postgres::Error) -> anyhow::Error + '_ {
-    move |e| anyhow::anyhow!("{what}: {}", crate::execute::describe_pg_error(&e))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //!   superuser: it creates the role if needed and gives it what applying needs, and no
 //!   more. Running it again repairs ownership and grants.
 
+use crate::execute::pg_err;
 use crate::exit;
 use crate::guard;
 use crate::pull::{self, PullError};
@@ -223,15 +224,7 @@ pub async fn apply_role(cfg: &ReceiverConfig, req: &ApplyRole<'_>) -> anyhow::Re
     let q = quote_ident(role);
     let schema = cfg.cluster.schema();
     let mut done = Vec::new();
-    let tx = client
-        .transaction()
-        .await
-        .map_err(pg_err("starting a transaction"))?;
-    // Changing an owner waits for the table's lock (an archive being applied holds it):
-    // wait a while, never forever.
-    tx.batch_execute("SET LOCAL lock_timeout = '60s'; SET LOCAL client_min_messages = warning")
-        .await
-        .map_err(pg_err("preparing the session"))?;
+    let tx = crate::execute::ddl_transaction(&mut client).await?;
     match existing {
         None => {
             tx.batch_execute(&format!("CREATE ROLE {q} LOGIN"))
@@ -533,11 +526,6 @@ async fn role_oid(client: &impl GenericClient, role: &str) -> anyhow::Result<u32
         .await
         .map_err(pg_err("looking up the role"))?;
     Ok(row.get(0))
-}
-
-/// Turns a database error into a described one, naming what was being done.
-fn pg_err(what: &str) -> impl FnOnce(tokio_postgres::Error) -> anyhow::Error + '_ {
-    move |e| anyhow::anyhow!("{what}: {}", crate::execute::describe_pg_error(&e))
 }
 
 #[cfg(test)]
