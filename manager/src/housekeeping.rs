@@ -487,9 +487,8 @@ mod tests {
         v
     }
 
-    #[test]
-    fn packs_verifies_and_deletes_then_expires() {
-        let (_root, cfg) = env(5, 7);
+    /// Site `a` of table s1.t1, cut up to 12, with archives 1 to 12 in its directory.
+    fn site_with_twelve_archives(cfg: &ManagerConfig) -> (NodeName, PathBuf) {
         let node = NodeName::new("a").unwrap();
         let site_dir = cfg.site_dir(&node);
         site::prepare_new(&site_dir, &[QualifiedTable::parse("s1.t1").unwrap()]).unwrap();
@@ -499,6 +498,13 @@ mod tests {
         for c in 1..=12 {
             std::fs::write(log.join(name(c)), format!("archive {c}\n")).unwrap();
         }
+        (node, log)
+    }
+
+    #[test]
+    fn packs_verifies_and_deletes_then_expires() {
+        let (_root, cfg) = env(5, 7);
+        let (node, log) = site_with_twelve_archives(&cfg);
         let now = SystemTime::now();
         let s = site(&cfg, &node, now).unwrap();
         assert_eq!((s.packed, s.archives_packed), (2, 10));
@@ -549,15 +555,7 @@ mod tests {
     #[test]
     fn planted_links_are_never_followed_packed_or_deleted() {
         let (root, cfg) = env(5, 7);
-        let node = NodeName::new("a").unwrap();
-        let site_dir = cfg.site_dir(&node);
-        site::prepare_new(&site_dir, &[QualifiedTable::parse("s1.t1").unwrap()]).unwrap();
-        std::fs::write(site_dir.join("cut_counter"), "12\n").unwrap();
-        let log = cfg.site_log_dir(&node);
-        std::fs::create_dir_all(&log).unwrap();
-        for c in 1..=12 {
-            std::fs::write(log.join(name(c)), format!("archive {c}\n")).unwrap();
-        }
+        let (node, log) = site_with_twelve_archives(&cfg);
         // The site replaces archive 3 by a link to a provider file, and archive 4 by a
         // hard link to another file of the provider's.
         let secret = root.path().join("secret");
