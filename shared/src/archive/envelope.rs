@@ -314,29 +314,8 @@ impl<R: BufRead> ArchiveReader<R> {
                         && function == "setval"
                         && matches!(args.as_slice(), [Literal::Text(_), _]) =>
                     {
-                        // slon names the sequence `"schema"."name"`: nothing else is read
-                        // as a name here, so no case or blank can hide the schema.
                         if let [Literal::Text(seq), _] = args.as_slice() {
-                            let plain = |w: &str| {
-                                w.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-                                    && w.chars().all(|c| {
-                                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'
-                                    })
-                            };
-                            let quoted = seq
-                                .strip_prefix('"')
-                                .and_then(|r| r.split_once("\".\""))
-                                .filter(|(n, rest)| {
-                                    rest.strip_suffix('"').is_some_and(|name| !name.contains('"'))
-                                        && !n.contains('"')
-                                })
-                                .map(|(n, _)| n);
-                            let nsp = quoted.or_else(|| {
-                                seq.split_once('.')
-                                    .filter(|(n, name)| plain(n) && plain(name))
-                                    .map(|(n, _)| n)
-                            });
-                            let Some(nsp) = nsp else {
+                            let Some(nsp) = sequence_schema(seq) else {
                                 return Err(refused(
                                     line,
                                     &sql,
@@ -483,6 +462,32 @@ impl<R: BufRead> ArchiveReader<R> {
         self.phase = Phase::Body;
         Ok(())
     }
+}
+
+/// The schema of a sequence named `"schema"."name"` or `schema.name` (lower-case plain
+/// words), as Slony names it in `setval`; `None` for any other spelling, so that no case
+/// or blank can hide the schema.
+fn sequence_schema(seq: &str) -> Option<&str> {
+    let plain = |w: &str| {
+        w.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && w.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    let quoted = seq
+        .strip_prefix('"')
+        .and_then(|r| r.split_once("\".\""))
+        .filter(|(n, rest)| {
+            !n.contains('"')
+                && rest
+                    .strip_suffix('"')
+                    .is_some_and(|name| !name.contains('"'))
+        })
+        .map(|(n, _)| n);
+    quoted.or_else(|| {
+        seq.split_once('.')
+            .filter(|(n, name)| plain(n) && plain(name))
+            .map(|(n, _)| n)
+    })
 }
 
 /// What is known of the row being read.
