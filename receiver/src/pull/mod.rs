@@ -515,27 +515,20 @@ pub async fn run_once(
     let (listing, sizes, stamps) = read_listing(files, &remote_dir, remote.addr())?;
     // An archive refused for its content stays refused while the provider serves the
     // same file: nothing is fetched or applied again.
-    let refused_file = cfg.site_dir().join("refused.json");
-    if let Some(r) = refused::load(&refused_file) {
-        match r.archive_name() {
-            Some(archive) if archive.counter > start && r.still_stands(&stamps) => {
-                return Err(PullError::StillRefused {
-                    archive,
-                    file: r.source,
-                    error: r.error,
-                });
-            }
-            _ => refused::clear(&refused_file),
-        }
+    let refused_file = cfg.refused_file();
+    if let Some((archive, r)) = refused::standing(&refused_file, start, &stamps) {
+        return Err(PullError::StillRefused {
+            archive,
+            file: r.source,
+            error: r.error,
+        });
     }
     // Without a configured node id, the node of the archives applied before holds the
-    // stream to one node (kept in <site>/slony_node_id).
-    let node_file = cfg.site_dir().join("slony_node_id");
-    let known_node = cfg.slony_node_id.or_else(|| {
-        std::fs::read_to_string(&node_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-    });
+    // stream to one node.
+    let node_file = cfg.node_file();
+    let mut known_node = cfg
+        .slony_node_id
+        .or_else(|| record::read_node_file(&node_file));
     let Plan {
         sources,
         reaches,
@@ -650,8 +643,9 @@ pub async fn run_once(
                 .map_err(local_err("writing", &counter_file))?;
             if known_node.is_none() {
                 let applied_node = group[outcome.committed - 1].name.node_id;
-                slony_shared::private::write(&node_file, format!("{applied_node}\n").as_bytes())
+                record::write_node_file(&node_file, applied_node)
                     .map_err(local_err("writing", &node_file))?;
+                known_node = Some(applied_node);
             }
             progress.applied(report.applied, report.to);
         }

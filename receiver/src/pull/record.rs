@@ -63,6 +63,16 @@ pub fn acknowledge(remote: &Remote, site_dir: &str, counter: Counter) {
     }
 }
 
+/// Reads the Slony node remembered in `path` (`None` when missing or garbled).
+pub fn read_node_file(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Remembers the Slony node of the archives applied.
+pub fn write_node_file(path: &Path, node: u32) -> io::Result<()> {
+    slony_shared::private::write(path, format!("{node}\n").as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 use slony_shared::archive::ArchiveName;
+use slony_shared::counter::Counter;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -60,6 +61,21 @@ pub fn save(path: &Path, refusal: &Refusal) -> std::io::Result<()> {
     f.write_all(&serde_json::to_vec_pretty(refusal).map_err(std::io::Error::other)?)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// The refusal that still stands for a replica at `at`: recorded for an archive after
+/// `at` whose provider file is served unchanged. Any other record is dropped.
+pub fn standing(path: &Path, at: Counter, stamps: &Stamps) -> Option<(ArchiveName, Refusal)> {
+    let record = load(path)?;
+    match record.archive_name() {
+        Some(archive) if archive.counter > at && record.still_stands(stamps) => {
+            Some((archive, record))
+        }
+        _ => {
+            clear(path);
+            None
+        }
+    }
 }
 
 /// Drops the record.

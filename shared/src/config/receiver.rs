@@ -481,6 +481,17 @@ impl ReceiverConfig {
         self.site_dir().join("slony_counter.txt")
     }
 
+    /// `<site_dir>/refused.json`: the archive refused for its content, and its source.
+    pub fn refused_file(&self) -> PathBuf {
+        self.site_dir().join("refused.json")
+    }
+
+    /// `<site_dir>/slony_node_id`: the Slony node of the archives applied, when
+    /// `slony_node_id` is not configured.
+    pub fn node_file(&self) -> PathBuf {
+        self.site_dir().join("slony_node_id")
+    }
+
     /// Where downloaded, not yet applied archives wait.
     pub fn incoming_dir(&self) -> PathBuf {
         self.site_dir().join("incoming")
