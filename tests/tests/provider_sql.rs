@@ -42,11 +42,30 @@ async fn copy_raw(client: &tokio_postgres::Client, data: &str) -> Result<(), Str
     copy_approved(client, data, None).await
 }
 
+/// Runs `statement` as a DDL row through `log_apply`, with no check in between, and rolls
+/// the transaction back: `Ok` when PostgreSQL ran it.
+async fn runs_through_log_apply(
+    client: &tokio_postgres::Client,
+    statement: &str,
+) -> Result<(), String> {
+    copy_and_end(client, &ddl_row(statement), None, "ROLLBACK").await
+}
+
 /// [`copy_raw`], with the list of approved DDL digests the receiver sets for an archive.
 async fn copy_approved(
     client: &tokio_postgres::Client,
     data: &str,
     approved: Option<&str>,
+) -> Result<(), String> {
+    copy_and_end(client, data, approved, "COMMIT").await
+}
+
+/// The COPY of [`copy_approved`], ended by `end` (COMMIT or ROLLBACK).
+async fn copy_and_end(
+    client: &tokio_postgres::Client,
+    data: &str,
+    approved: Option<&str>,
+    end: &str,
 ) -> Result<(), String> {
     client
         .batch_execute("SET session_replication_role TO replica; BEGIN")
@@ -67,7 +86,7 @@ async fn copy_approved(
         futures_util::pin_mut!(sink);
         sink.send(Bytes::from(data.to_string())).await?;
         sink.finish().await?;
-        client.batch_execute("COMMIT").await
+        client.batch_execute(end).await
     }
     .await;
     let _ = client
@@ -350,6 +369,10 @@ async fn hostile_provider_sql_is_live_then_refused() {
             "COPY to or from a server file or program",
         ));
     }
+    // Each DDL row is live: PostgreSQL runs it through log_apply (rolled back here), but
+    // for `commit` and `alter system`, which the server itself refuses inside an
+    // archive's trigger and are refused here all the same.
+    let not_live = ["commit", "alter system set fsync = off"];
     for (statement, says) in [
         (
             format!("COPY (SELECT 1) TO PROGRAM 'cat > {m}'"),
@@ -404,8 +427,26 @@ async fn hostile_provider_sql_is_live_then_refused() {
             "create table s1.x as select pg_read_file('/etc/passwd')".into(),
             "pg_read_file",
         ),
-        ("select lo_export(1, U&'/tmp/\\0078')".into(), "lo_export"),
+        (
+            "select lo_import(U&'/etc/host\\006eame')".into(),
+            "lo_import",
+        ),
     ] {
+        // A role change that took effect shows in what fails next: log_apply() may no
+        // longer set session_replication_role, as the role it switched to.
+        let live = runs_through_log_apply(&db, &statement).await.or_else(|e| {
+            if e.contains("permission denied to set parameter \\\"session_replication_role\\\"") {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        });
+        let _ = std::fs::remove_file(&marker);
+        if not_live.contains(&statement.as_str()) {
+            assert!(live.is_err(), "{statement} was expected to fail on its own");
+        } else {
+            live.unwrap_or_else(|e| panic!("{statement} is not live: {e}"));
+        }
         tricks.push((
             format!("a DDL row carrying {statement:?}"),
             with_rows(&good, &ddl_row(&statement)),
