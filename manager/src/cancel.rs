@@ -3,8 +3,9 @@
 
 A published request waits for the subscriber's `.sqlapplied` for as long as it takes
 (a site may apply a large snapshot for hours). When the site is gone for good, the
-provider's operator answers in its place: `cancel` writes a failed `.sqlapplied` into
-the trigger directory, and the daemon (now, or when it next starts) rolls the request
+provider's operator answers in its place: `cancel` writes `<subscribers_dir>/<node>.cancel`
+(the manager's own directory: a report in the site's exchange directory must come from
+the site's account), and the daemon (now, or when it next starts) rolls the request
 back exactly as after a failure reported by the site: a new site disappears, an
 existing one keeps its previous list.
 
@@ -19,7 +20,7 @@ use crate::fsutil;
 use crate::request::{Record, RequestState};
 use anyhow::{bail, Context};
 use slony_shared::ident::NodeName;
-use slony_shared::trigger::{Outcome, TriggerKind};
+use slony_shared::trigger::TriggerKind;
 
 /// Cancels `node`'s published request; returns the exit code (0).
 ///
@@ -46,22 +47,19 @@ pub fn run(cfg: &ManagerConfig, node: &str, reason: Option<&str>) -> anyhow::Res
             return Ok(0);
         }
     }
-    let answer = cfg.trigger_file(&TriggerKind::SqlApplied.file_name(&node));
-    if fsutil::exists(&answer) {
+    let reported = cfg.exchange_file(&node, &TriggerKind::SqlApplied.file_name(&node));
+    let answer = cfg.cancel_file(&node);
+    if fsutil::exists(&reported) {
         bail!(
             "site {node} has already answered ({}); the daemon is finishing the request",
-            answer.display()
+            reported.display()
         );
     }
     let why = match reason {
         Some(r) => format!("cancelled on the provider: {r}"),
         None => "cancelled on the provider by its operator".to_string(),
     };
-    let outcome = Outcome {
-        success: false,
-        reason: Some(why),
-    };
-    fsutil::write_atomic(&answer, outcome.render().as_bytes())?;
+    fsutil::write_atomic(&answer, format!("{why}\n").as_bytes())?;
     tracing::info!(%node, file = %answer.display(), "request cancelled");
     println!(
         "{node}: request cancelled; the daemon rolls it back ({})",

@@ -7,6 +7,7 @@ names validated, paths made absolute against the config file's directory, the da
 password read from the environment. Every error names the file, the key and the reason.
 */
 
+use crate::registry::{Account, Registry, SiteAccount, TablePattern};
 use serde::Deserialize;
 use slony_shared::config::{
     base_dir, cluster_name, invalid, resolve, ConfigError, DatabaseConfig, RawDatabase,
@@ -30,6 +31,16 @@ struct RawManager {
     database: RawDatabase,
     #[serde(default)]
     housekeeping: RawHousekeeping,
+    allow_shared_account: Option<bool>,
+    #[serde(default)]
+    sites: std::collections::BTreeMap<String, RawSite>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSite {
+    account: Option<String>,
+    tables: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -64,6 +75,8 @@ pub struct ManagerConfig {
     pub archive_dir: Option<PathBuf>,
     /// `housekeeping`: batches and retention of the per-site directories.
     pub housekeeping: HousekeepingConfig,
+    /// `[sites.<node>]`: the sites served, and the account each logs in as.
+    pub registry: Registry,
 }
 
 /// `[housekeeping]`: how `slony-manager housekeeping` packs and prunes site directories.
@@ -95,6 +108,82 @@ fn dir(path: &Path, base: &Path, key: &str, v: Option<PathBuf>) -> Result<PathBu
         ));
     }
     Ok(resolve(base, v))
+}
+
+/// `[sites.<node>]` entries, resolved against the user database.
+fn registry(
+    p: &Path,
+    raw: std::collections::BTreeMap<String, RawSite>,
+    shared_allowed: bool,
+) -> Result<Registry, ConfigError> {
+    let own = Account::own();
+    let mut reg = Registry {
+        sites: Default::default(),
+        shared_allowed,
+    };
+    for (name, site) in raw {
+        let key = format!("sites.{name}");
+        let node = NodeName::new(&name).map_err(|e| invalid(p, &key, e.to_string()))?;
+        if name == "rejected" {
+            return Err(invalid(
+                p,
+                &key,
+                "`rejected` is the trigger directory's place for refused files: choose another node name",
+            ));
+        }
+        let account = site.account.ok_or_else(|| {
+            invalid(
+                p,
+                &format!("{key}.account"),
+                "missing: the Unix account this site logs in as over SSH",
+            )
+        })?;
+        let account =
+            Account::by_name(&account).map_err(|e| invalid(p, &format!("{key}.account"), e))?;
+        if !shared_allowed {
+            if account.uid == own.uid {
+                return Err(invalid(
+                    p,
+                    &format!("{key}.account"),
+                    format!(
+                        "{} is the manager's own account: the site could write as the manager. Give the site an account of its own, or set allow_shared_account = true to accept that",
+                        account.name
+                    ),
+                ));
+            }
+            if let Some(other) = reg.sites.values().find(|s| s.account.uid == account.uid) {
+                return Err(invalid(
+                    p,
+                    &format!("{key}.account"),
+                    format!(
+                        "{} is also site {}'s account: the manager could not tell the two sites' files apart, and each could act for the other. Give each site an account of its own, or set allow_shared_account = true to accept that",
+                        account.name, other.node
+                    ),
+                ));
+            }
+        }
+        let tables = match site.tables {
+            None => None,
+            Some(list) => Some(
+                list.iter()
+                    .map(|t| {
+                        TablePattern::parse(t).map_err(|e| {
+                            invalid(p, &format!("{key}.tables"), format!("{t:?}: {e}"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        reg.sites.insert(
+            node.clone(),
+            SiteAccount {
+                node,
+                account,
+                tables,
+            },
+        );
+    }
+    Ok(reg)
 }
 
 impl ManagerConfig {
@@ -206,6 +295,8 @@ impl ManagerConfig {
             d => Some(d),
         };
 
+        let registry = registry(p, raw.sites, raw.allow_shared_account.unwrap_or(false))?;
+
         Ok(ManagerConfig {
             source: path.to_path_buf(),
             cluster,
@@ -220,6 +311,7 @@ impl ManagerConfig {
                 batch_size,
                 retention_days,
             },
+            registry,
         })
     }
 
@@ -248,15 +340,38 @@ impl ManagerConfig {
         self.site_log_dir.join(node.as_str())
     }
 
-    /// A protocol file in the trigger directory.
-    pub fn trigger_file(&self, name: &str) -> PathBuf {
-        self.trigger_dir.join(name)
+    /// `<trigger_dir>/<node>/`: the site's exchange directory (its requests, reports and
+    /// acknowledgement; the manager's answers), shared with the site's group only.
+    pub fn exchange_dir(&self, node: &NodeName) -> PathBuf {
+        self.trigger_dir.join(node.as_str())
+    }
+
+    /// A protocol file in the site's exchange directory.
+    pub fn exchange_file(&self, node: &NodeName, name: &str) -> PathBuf {
+        self.exchange_dir(node).join(name)
+    }
+
+    /// `<subscribers_dir>/<node>.cancel`: the operator's `cancel` of a published request.
+    pub fn cancel_file(&self, node: &NodeName) -> PathBuf {
+        self.subscribers_dir.join(format!("{node}.cancel"))
     }
 
     /// Where trigger files with an unusable name are moved.
     pub fn rejected_dir(&self) -> PathBuf {
         self.trigger_dir.join("rejected")
     }
+}
+
+/// Config lines registering `nodes`, all under the account running the tests (so with
+/// `allow_shared_account`): for unit tests of the other modules.
+#[cfg(test)]
+pub fn test_sites(nodes: &[&str]) -> String {
+    let own = Account::own().name;
+    let mut s = String::from("allow_shared_account = true\n");
+    for n in nodes {
+        s.push_str(&format!("[sites.{n}]\naccount = \"{own}\"\n"));
+    }
+    s
 }
 
 #[cfg(test)]

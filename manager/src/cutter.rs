@@ -284,7 +284,17 @@ fn load_sites(cfg: &ManagerConfig) -> anyhow::Result<(Vec<Site>, Vec<String>)> {
     let mut sites = Vec::new();
     let mut errors = Vec::new();
     for node in names {
-        match load_site(cfg, &node) {
+        // Only a registered site is served: its archive directory is made for its group.
+        let Some(account) = cfg.registry.get(&node) else {
+            errors.push(format!(
+                "site {node}: not registered in {} (add [sites.{node}] account = ...); it is not cut until it is",
+                cfg.source.display()
+            ));
+            continue;
+        };
+        match crate::exchange::prepare_archive_dir(cfg, account)
+            .and_then(|()| load_site(cfg, &node))
+        {
             Ok(s) => sites.push(s),
             Err(e) => errors.push(format!("site {node}: {e:#}")),
         }
@@ -811,9 +821,10 @@ mod tests {
         for d in ["triggers", "subscribers", "site_logs", "archive"] {
             std::fs::create_dir_all(root.path().join(d)).unwrap();
         }
-        let text = concat!(
-            "cluster = \"lab\"\ntrigger_dir = \"triggers\"\nsubscribers_dir = \"subscribers\"\n",
-            "site_log_dir = \"site_logs\"\narchive_dir = \"archive\"\n[database]\nuser = \"u\"\ndbname = \"d\"\n"
+        let text = format!(
+            "cluster = \"lab\"\ntrigger_dir = \"triggers\"\nsubscribers_dir = \"subscribers\"\n\
+             site_log_dir = \"site_logs\"\narchive_dir = \"archive\"\n{}[database]\nuser = \"u\"\ndbname = \"d\"\n",
+            crate::config::test_sites(&["a", "b", "c", "early", "late", "fresh", "legacy"])
         );
         let path = root.path().join("manager.toml");
         std::fs::write(&path, text).unwrap();

@@ -36,12 +36,63 @@ use slony_shared::ident::NodeName;
 use slony_shared::lock::RunLock;
 use slony_shared::trigger::TriggerKind;
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+
+/// Where refused files are moved, inside the trigger directory (the manager's only).
+pub const REJECTED_DIR: &str = "rejected";
+
+/// Counts moved files, for unique names in `rejected/`.
+static MOVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Moves a refused file into `<trigger_dir>/rejected/` under a generated name (the
+/// file's own name is never used in a path), and returns where it went. A file that
+/// cannot be moved is removed.
+///
+/// # Errors
+///
+/// Neither worked.
+pub fn move_aside(
+    cfg: &ManagerConfig,
+    path: &Path,
+    tag: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    let dir = cfg.rejected_dir();
+    let seq = MOVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let target = dir.join(format!(
+        "{tag}-{}-{}-{seq}",
+        crate::request::now(),
+        std::process::id()
+    ));
+    // `rejected/` must be our own directory, not a link planted in its place.
+    let result = std::fs::create_dir_all(&dir)
+        .and_then(|()| {
+            let m = dir.symlink_metadata()?;
+            if m.file_type().is_dir()
+                && std::os::unix::fs::MetadataExt::uid(&m) == fsutil::own_uid()
+            {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(format!(
+                    "{} is not the manager's directory",
+                    dir.display()
+                )))
+            }
+        })
+        .and_then(|()| std::fs::rename(path, &target));
+    match result {
+        Ok(()) => Ok(target),
+        Err(e) => {
+            fsutil::remove_file(path)
+                .with_context(|| format!("cannot move it aside ({e}) nor remove it"))?;
+            Ok(PathBuf::from("(removed)"))
+        }
+    }
+}
 
 /// How long to let a burst of file events settle before looking at the directory.
 const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -61,8 +112,8 @@ struct Daemon {
     shutdown: watch::Sender<bool>,
     /// Tasks send here when their request ended, so a queued `.tgr` is picked up at once.
     wake: mpsc::Sender<()>,
-    /// Counts rejected file names, for unique names in `rejected/`.
-    rejected_seq: u64,
+    /// Paths already reported as refused but not movable, or unknown (logged once).
+    reported: HashSet<std::path::PathBuf>,
     /// Whether the first pass (which resumes the requests found on disk) has run.
     started: bool,
 }
@@ -101,6 +152,7 @@ pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
         }
     }
     let _lock = RunLock::try_acquire(&cfg.subscribers_dir.join("slony-manager.lock"))?;
+    check_sites(&cfg)?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
@@ -120,7 +172,7 @@ pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
             }
         })
         .context("creating the file watcher")?;
-    if let Err(e) = watcher.watch(&cfg.trigger_dir, RecursiveMode::NonRecursive) {
+    if let Err(e) = watcher.watch(&cfg.trigger_dir, RecursiveMode::Recursive) {
         tracing::warn!(
             error = %e,
             dir = %cfg.trigger_dir.display(),
@@ -136,7 +188,7 @@ pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
         last_error: Arc::new(Mutex::new(HashMap::new())),
         shutdown,
         wake: event_tx,
-        rejected_seq: 0,
+        reported: HashSet::new(),
         started: false,
     };
     tracing::info!(
@@ -180,6 +232,52 @@ pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// Checks the registry and makes each site's directories; refuses to start on a layout
+/// where one site could act for another.
+///
+/// # Errors
+///
+/// A site's group admits another site, the manager is not in a site's group, or a site's
+/// directory cannot be made.
+pub fn check_sites(cfg: &ManagerConfig) -> anyhow::Result<()> {
+    let problems = cfg.registry.group_problems();
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "the sites' accounts do not keep them apart (config {}):\n  {}",
+            cfg.source.display(),
+            problems.join("\n  ")
+        );
+    }
+    for (account, parties) in cfg.registry.shared_accounts() {
+        tracing::warn!(
+            %account,
+            shared_by = %parties.join(", "),
+            "allow_shared_account: these share one account, so each can act for the others"
+        );
+    }
+    if cfg.registry.sites.is_empty() {
+        tracing::warn!(
+            config = %cfg.source.display(),
+            "no site is registered ([sites.<node>]): every request is refused"
+        );
+    }
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(m) = cfg.trigger_dir.metadata() {
+        if m.mode() & 0o022 != 0 {
+            tracing::warn!(
+                dir = %cfg.trigger_dir.display(),
+                mode = format!("{:o}", m.mode() & 0o7777),
+                "the trigger directory is writable by others: sites need only to enter it (chmod 755)"
+            );
+        }
+    }
+    for site in cfg.registry.sites.values() {
+        crate::exchange::prepare(cfg, site)
+            .with_context(|| format!("preparing the directories of site {}", site.node))?;
+    }
+    Ok(())
+}
+
 /// Whether a file event may concern a subscriber's file (our own writes are ignored, so
 /// writing a large SQL file does not wake the loop thousands of times).
 fn relevant(ev: &notify::Event) -> bool {
@@ -219,33 +317,7 @@ impl Daemon {
             }
             Err(e) => tracing::error!(error = %format!("{e:#}"), "listing the request states"),
         }
-        // New requests, and files with unusable names.
-        let entries = match std::fs::read_dir(&self.cfg.trigger_dir) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(
-                    error = %e,
-                    dir = %self.cfg.trigger_dir.display(),
-                    "cannot list the trigger directory"
-                );
-                return;
-            }
-        };
-        let mut requests = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else {
-                // Not UTF-8 cannot be a protocol name; only a name with a protocol
-                // suffix is ours to judge.
-                continue;
-            };
-            match TriggerKind::parse_file_name(name) {
-                Ok(Some((node, TriggerKind::Request))) => requests.push(node),
-                Ok(_) => {}
-                Err(e) => self.reject_name(&entry.path(), name, &e.to_string()),
-            }
-        }
-        requests.sort();
+        let requests = self.scan();
         let with_request: HashSet<NodeName> = requests.iter().cloned().collect();
         self.waiting_reported.retain(|n| with_request.contains(n));
         for node in requests {
@@ -259,6 +331,114 @@ impl Daemon {
                 Ok(Accepted::Started) => self.spawn(node),
                 Err(e) => {
                     tracing::error!(%node, error = %format!("{e:#}"), "cannot take the request")
+                }
+            }
+        }
+    }
+
+    /// Lists the trigger directory: the registered sites with a `.tgr` in their exchange
+    /// directory. What does not belong is refused: protocol files in the old shared
+    /// layout (directly in the trigger directory), files in a site's directory named for
+    /// another node, and directories of unknown nodes (reported once).
+    fn scan(&mut self) -> Vec<NodeName> {
+        let cfg = Arc::clone(&self.cfg);
+        let entries = match std::fs::read_dir(&cfg.trigger_dir) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    dir = %cfg.trigger_dir.display(),
+                    "cannot list the trigger directory"
+                );
+                return Vec::new();
+            }
+        };
+        let mut requests = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            if name == REJECTED_DIR || name.starts_with('.') {
+                continue;
+            }
+            let is_dir = path.symlink_metadata().is_ok_and(|m| m.is_dir());
+            if !is_dir {
+                // Only a name with a protocol suffix is ours to judge.
+                if TriggerKind::parse_file_name(name).is_ok_and(|k| k.is_none())
+                    && !name.ends_with(".sql.gz")
+                {
+                    continue;
+                }
+                self.refuse(
+                    &path,
+                    "old-layout",
+                    "a protocol file directly in the trigger directory (the old shared layout): each site writes only in its own <trigger_dir>/<node>/",
+                );
+                continue;
+            }
+            let node = match NodeName::new(name) {
+                Ok(n) if cfg.registry.get(&n).is_some() => n,
+                _ => {
+                    if self.reported.insert(path.clone()) {
+                        tracing::error!(
+                            dir = %path.display(),
+                            owner = %crate::exchange::writer_of(&cfg, &path),
+                            "ALERT: a directory of an unknown site in the trigger directory is ignored (register the site in [sites.<node>], or remove it)"
+                        );
+                    }
+                    continue;
+                }
+            };
+            if self.scan_site(&path, &node) {
+                requests.push(node);
+            }
+        }
+        requests.sort();
+        requests
+    }
+
+    /// Looks into one site's exchange directory; true if it holds a request. A protocol
+    /// file named for another node is refused.
+    fn scan_site(&mut self, dir: &Path, node: &NodeName) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        let mut request = false;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            match TriggerKind::parse_file_name(name) {
+                Ok(Some((n, kind))) if &n == node => request |= kind == TriggerKind::Request,
+                Ok(Some(_)) | Err(_) => self.refuse(
+                    &entry.path(),
+                    "other-node",
+                    &format!("a protocol file named for another node in site {node}'s directory: a site acts only for itself"),
+                ),
+                Ok(None) => {}
+            }
+        }
+        request
+    }
+
+    /// Refuses a file that does not belong where it is: moved aside, with an alert that
+    /// names its writer.
+    fn refuse(&mut self, path: &Path, tag: &str, why: &str) {
+        let writer = crate::exchange::writer_of(&self.cfg, path);
+        match move_aside(&self.cfg, path, tag) {
+            Ok(target) => tracing::error!(
+                file = %path.display(),
+                %writer,
+                reason = why,
+                moved_to = %target.display(),
+                "ALERT: refused a file in the trigger directory"
+            ),
+            Err(e) => {
+                if self.reported.insert(path.to_path_buf()) {
+                    tracing::error!(file = %path.display(), %writer, reason = why, error = %format!("{e:#}"), "ALERT: refused a file in the trigger directory, and cannot move it aside");
                 }
             }
         }
@@ -284,50 +464,6 @@ impl Daemon {
                 "a new request file arrived while a request of this site is in progress; \
                  it waits until the current one ends"
             );
-        }
-    }
-
-    /// Moves a protocol file with an invalid node name aside, under a generated name.
-    fn reject_name(&mut self, path: &Path, name: &str, why: &str) {
-        let Ok(meta) = path.symlink_metadata() else {
-            return;
-        };
-        if !meta.is_file() {
-            tracing::error!(name = ?name, "ignoring a non-file with a protocol suffix and an invalid name");
-            return;
-        }
-        let dir = self.cfg.rejected_dir();
-        self.rejected_seq += 1;
-        let target = dir.join(format!(
-            "bad-name-{}-{}-{}",
-            crate::request::now(),
-            std::process::id(),
-            self.rejected_seq
-        ));
-        // `rejected/` must be our own directory, not a symlink planted by a subscriber.
-        let result = std::fs::create_dir_all(&dir)
-            .and_then(|()| {
-                if dir.symlink_metadata()?.file_type().is_dir() {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::other(format!(
-                        "{} is not a directory",
-                        dir.display()
-                    )))
-                }
-            })
-            .and_then(|()| std::fs::rename(path, &target));
-        match result {
-            Ok(()) => tracing::error!(
-                name = ?name,
-                reason = why,
-                moved_to = %target.display(),
-                "a trigger file has an invalid node name: moved aside, no reply possible"
-            ),
-            Err(e) => {
-                tracing::error!(name = ?name, error = %e, "cannot move a badly named trigger file aside; removing it");
-                let _ = std::fs::remove_file(path);
-            }
         }
     }
 

@@ -12,7 +12,9 @@ a failure in a later step (a disk error) is logged and retried on the next resca
 */
 
 use crate::config::ManagerConfig;
+use crate::exchange;
 use crate::fsutil::{self, OtherSide};
+use crate::registry::SiteAccount;
 use crate::request::{Event, Record, RequestState};
 use crate::site;
 use crate::sqlgen;
@@ -20,7 +22,8 @@ use anyhow::Context;
 use slony_shared::counter::Counter;
 use slony_shared::ident::NodeName;
 use slony_shared::trigger::{
-    sql_file_name, Outcome, Request, SqlDone, TriggerError, TriggerKind, MAX_TRIGGER_SIZE,
+    request_binding, sql_file_name, Binding, Digest, Outcome, Request, SqlDone, TriggerError,
+    TriggerKind, MAX_TRIGGER_SIZE,
 };
 use std::path::PathBuf;
 use tokio::sync::watch;
@@ -45,23 +48,41 @@ struct Files {
     sql: PathBuf,
     sql_part: PathBuf,
     state: PathBuf,
+    cancel: PathBuf,
 }
 
 impl Files {
     fn new(cfg: &ManagerConfig, node: &NodeName) -> Files {
-        let sql = cfg.trigger_file(&sql_file_name(node));
+        let f = |name: &str| cfg.exchange_file(node, name);
+        let sql = f(&sql_file_name(node));
         let mut part = sql.clone().into_os_string();
         part.push(".part");
         Files {
-            tgr: cfg.trigger_file(&TriggerKind::Request.file_name(node)),
-            sqldone: cfg.trigger_file(&TriggerKind::SqlDone.file_name(node)),
-            sqlapplied: cfg.trigger_file(&TriggerKind::SqlApplied.file_name(node)),
-            done: cfg.trigger_file(&TriggerKind::Done.file_name(node)),
+            tgr: f(&TriggerKind::Request.file_name(node)),
+            sqldone: f(&TriggerKind::SqlDone.file_name(node)),
+            sqlapplied: f(&TriggerKind::SqlApplied.file_name(node)),
+            done: f(&TriggerKind::Done.file_name(node)),
             sql,
             sql_part: PathBuf::from(part),
             state: cfg.state_file(node),
+            cancel: cfg.cancel_file(node),
         }
     }
+}
+
+/// The registered site `node`; a request state of an unregistered one is an error.
+fn site_of<'a>(cfg: &'a ManagerConfig, node: &NodeName) -> anyhow::Result<&'a SiteAccount> {
+    cfg.registry.get(node).with_context(|| {
+        format!(
+            "site {node} is not registered in {} ([sites.{node}] account = ...)",
+            cfg.source.display()
+        )
+    })
+}
+
+/// The binding of a recorded request (empty for a request refused unread).
+fn binding_of(record: &Record) -> Option<Binding> {
+    request_binding(record.request.as_bytes())
 }
 
 /// What [`accept`] made of a `.tgr`.
@@ -83,13 +104,28 @@ pub enum Accepted {
 /// The file or the state could not be read or written.
 pub fn accept(cfg: &ManagerConfig, node: &NodeName) -> anyhow::Result<Accepted> {
     let f = Files::new(cfg, node);
-    let parsed = match fsutil::read_other_side(&f.tgr, MAX_TRIGGER_SIZE)? {
+    let site = site_of(cfg, node)?;
+    let raw;
+    let parsed = match exchange::read_from_site(cfg, site, &f.tgr, MAX_TRIGGER_SIZE)? {
         OtherSide::Missing => return Ok(Accepted::NotYet),
-        OtherSide::Bytes(bytes) => Request::parse(&bytes, node),
-        OtherSide::Refused(why) => Err(TriggerError::Invalid {
-            line: 0,
-            reason: format!("the request file is refused: {why}"),
-        }),
+        OtherSide::Bytes(bytes) => {
+            let r = Request::parse(&bytes, node);
+            raw = bytes;
+            r
+        }
+        OtherSide::Refused(why) => {
+            // Not the site's own request: it is not answered (the site did not ask), only
+            // moved aside and reported.
+            tracing::error!(
+                %node,
+                file = %f.tgr.display(),
+                writer = %exchange::writer_of(cfg, &f.tgr),
+                reason = %why,
+                "ALERT: refused a request that does not come from its site"
+            );
+            crate::daemon::move_aside(cfg, &f.tgr, "forged-request")?;
+            return Ok(Accepted::NotYet);
+        }
     };
     let new_site = !fsutil::exists(&cfg.site_dir(node));
     let record = match parsed {
@@ -99,10 +135,16 @@ pub fn accept(cfg: &ManagerConfig, node: &NodeName) -> anyhow::Result<Accepted> 
         }
         Err(e) => {
             tracing::warn!(%node, error = %e, "refusing an invalid request");
+            // The refusal names the request's nonce when it can be read, so the site
+            // can tell it is the answer to its own request.
+            let binding = request_binding(&raw)
+                .filter(|b| &b.node == node)
+                .map(|b| format!("node {}\nnonce {}\nEOF\n", b.node, b.nonce))
+                .unwrap_or_default();
             Record::start(
                 node,
                 new_site,
-                String::new(),
+                binding,
                 Event::Refused {
                     reason: format!("invalid request: {e}"),
                 },
@@ -110,7 +152,14 @@ pub fn accept(cfg: &ManagerConfig, node: &NodeName) -> anyhow::Result<Accepted> 
         }
         Ok(req) => {
             // Answers of an earlier, abandoned request must not be taken for this one's.
-            for stale in [&f.sqlapplied, &f.sqldone, &f.done, &f.sql, &f.sql_part] {
+            for stale in [
+                &f.sqlapplied,
+                &f.sqldone,
+                &f.done,
+                &f.sql,
+                &f.sql_part,
+                &f.cancel,
+            ] {
                 fsutil::remove_file(stale)?;
             }
             tracing::info!(
@@ -157,8 +206,13 @@ pub async fn drive(
             RequestState::Published {
                 counter,
                 notes,
+                sha256,
+                size,
                 announced,
             } => {
+                // A request recorded by an older version has no nonce: its answers are
+                // unbound, and the subscriber refuses them (it must send the request again).
+                let binding = binding_of(&record);
                 if !announced {
                     // No answer can be legitimate before `.sqldone` exists: whatever is
                     // there would be taken for the answer to this SQL.
@@ -166,14 +220,18 @@ pub async fn drive(
                     let done = SqlDone::Ready {
                         new_site: record.new_site,
                         counter: Counter(*counter),
+                        sql: Digest {
+                            sha256: sha256.clone(),
+                            size: *size,
+                        },
                         notes: notes.clone(),
                     };
-                    fsutil::write_atomic(&f.sqldone, done.render().as_bytes())?;
+                    fsutil::write_atomic(&f.sqldone, done.render(binding.as_ref()).as_bytes())?;
                     fsutil::remove_file(&f.tgr)?;
                     tracing::info!(%node, counter, "SQL published; waiting for the subscriber");
                     record.apply(Event::Announced)?
                 } else {
-                    match read_applied(&f)? {
+                    match read_applied(cfg, node, &f, binding.as_ref())? {
                         None => return Ok(Progress::Waiting),
                         Some(outcome) => {
                             tracing::info!(
@@ -191,7 +249,16 @@ pub async fn drive(
                 }
             }
             RequestState::Finishing { success, reason } => {
-                finish(cfg, node, &f, record.new_site, *success, reason.clone())?;
+                let binding = binding_of(&record);
+                finish(
+                    cfg,
+                    node,
+                    &f,
+                    binding.as_ref(),
+                    record.new_site,
+                    *success,
+                    reason.clone(),
+                )?;
                 record.apply(Event::Closed)?
             }
             RequestState::Rejected { reason } => {
@@ -201,7 +268,8 @@ pub async fn drive(
                 let answer = SqlDone::Failed {
                     reason: reason.clone(),
                 };
-                fsutil::write_atomic(&f.sqldone, answer.render().as_bytes())?;
+                let binding = binding_of(&record);
+                fsutil::write_atomic(&f.sqldone, answer.render(binding.as_ref()).as_bytes())?;
                 fsutil::remove_file(&f.tgr)?;
                 tracing::warn!(%node, %reason, "request refused");
                 record.apply(Event::Closed)?
@@ -220,9 +288,11 @@ pub async fn drive(
 /// The `Generating` step: list, snapshot, SQL. Every failure becomes a refusal.
 async fn generate(cfg: &ManagerConfig, node: &NodeName, record: &Record, f: &Files) -> Event {
     match try_generate(cfg, node, record, f).await {
-        Ok((counter, notes)) => Event::Generated {
+        Ok((counter, notes, digest)) => Event::Generated {
             counter: counter.0,
             notes,
+            sha256: digest.sha256,
+            size: digest.size,
         },
         Err(e) => {
             let _ = fsutil::remove_file(&f.sql_part);
@@ -238,7 +308,7 @@ async fn try_generate(
     node: &NodeName,
     record: &Record,
     f: &Files,
-) -> anyhow::Result<(Counter, Vec<String>)> {
+) -> anyhow::Result<(Counter, Vec<String>, Digest)> {
     // Outputs of an interrupted attempt are discarded: the SQL is generated afresh.
     fsutil::remove_file(&f.sql_part)?;
     fsutil::remove_file(&f.sql)?;
@@ -254,6 +324,12 @@ async fn try_generate(
     };
     let mut plan = site::plan(previous.as_deref(), &request.series, cfg.allow_drop)
         .map_err(anyhow::Error::msg)?;
+    let account = site_of(cfg, node)?;
+    if let Some(t) = plan.added.iter().find(|t| !account.may_have(t)) {
+        anyhow::bail!(
+            "{t} is not among the tables this provider serves to site {node} (its [sites.{node}] tables in the manager's config)"
+        );
+    }
     let new_dir = cfg.new_site_dir(node);
     site::prepare_new(&new_dir, &plan.tables)?;
     tracing::info!(
@@ -265,9 +341,13 @@ async fn try_generate(
     );
     let started = std::time::Instant::now();
     let (snapshot, extra) = sqlgen::generate(cfg, node, &plan, &f.sql_part).await?;
+    // The digest is taken from the file as written, before a site could touch it.
+    let digest = std::fs::File::open(&f.sql_part)
+        .and_then(Digest::of)
+        .with_context(|| format!("reading back {}", f.sql_part.display()))?;
     std::fs::rename(&f.sql_part, &f.sql)
         .with_context(|| format!("renaming {} into place", f.sql_part.display()))?;
-    fsutil::sync_dir(&cfg.trigger_dir)?;
+    fsutil::sync_dir(&cfg.exchange_dir(node))?;
     site::write_since(&new_dir, snapshot.counter)?;
     tracing::info!(
         %node,
@@ -276,22 +356,60 @@ async fn try_generate(
         "subscription SQL generated"
     );
     plan.notes.extend(extra);
-    Ok((snapshot.counter, plan.notes))
+    Ok((snapshot.counter, plan.notes, digest))
 }
 
-/// Reads `.sqlapplied`. `None` while it is absent or incomplete; an unreadable one counts
-/// as a failure (the subscriber must not be left waiting forever).
-fn read_applied(f: &Files) -> anyhow::Result<Option<Outcome>> {
-    let parsed = match fsutil::read_other_side(&f.sqlapplied, MAX_TRIGGER_SIZE)? {
+/// Reads the site's `.sqlapplied` (or the operator's `cancel`). `None` while it is
+/// absent or incomplete. A report that is not the site's own, or not bound to this
+/// request, is refused and moved aside, and the request keeps waiting; an unreadable one
+/// of the site's counts as a failure (the subscriber must not be left waiting forever).
+fn read_applied(
+    cfg: &ManagerConfig,
+    node: &NodeName,
+    f: &Files,
+    binding: Option<&Binding>,
+) -> anyhow::Result<Option<Outcome>> {
+    if let Some(bytes) = fsutil::read_bounded(&f.cancel, MAX_TRIGGER_SIZE)? {
+        fsutil::remove_file(&f.cancel)?;
+        let reason = String::from_utf8_lossy(&bytes).trim().to_string();
+        return Ok(Some(Outcome {
+            success: false,
+            reason: Some(reason),
+        }));
+    }
+    let site = site_of(cfg, node)?;
+    let parsed = match exchange::read_from_site(cfg, site, &f.sqlapplied, MAX_TRIGGER_SIZE)? {
         OtherSide::Missing => return Ok(None),
         OtherSide::Bytes(bytes) => Outcome::parse(&bytes),
-        OtherSide::Refused(why) => Err(TriggerError::Invalid {
-            line: 0,
-            reason: format!("the file is refused: {why}"),
-        }),
+        OtherSide::Refused(why) => {
+            tracing::error!(
+                %node,
+                file = %f.sqlapplied.display(),
+                writer = %exchange::writer_of(cfg, &f.sqlapplied),
+                reason = %why,
+                "ALERT: refused a report that does not come from its site; still waiting for the site's own"
+            );
+            crate::daemon::move_aside(cfg, &f.sqlapplied, "forged-report")?;
+            return Ok(None);
+        }
     };
     match parsed {
-        Ok(o) => Ok(Some(o)),
+        Ok(bound) => match match binding {
+            Some(b) => bound.for_request(b, ".sqlapplied"),
+            None => Ok(bound.body),
+        } {
+            Ok(o) => Ok(Some(o)),
+            Err(e) => {
+                tracing::error!(
+                    %node,
+                    file = %f.sqlapplied.display(),
+                    error = %e,
+                    "ALERT: refused a report of another request; still waiting for this one's"
+                );
+                crate::daemon::move_aside(cfg, &f.sqlapplied, "misbound-report")?;
+                Ok(None)
+            }
+        },
         Err(TriggerError::Incomplete) => Ok(None),
         Err(e) => {
             tracing::warn!(error = %e, file = %f.sqlapplied.display(), "unreadable answer");
@@ -304,10 +422,12 @@ fn read_applied(f: &Files) -> anyhow::Result<Option<Outcome>> {
 }
 
 /// The `Finishing` step: promote or discard, clean up, write `.done`.
+#[allow(clippy::too_many_arguments)]
 fn finish(
     cfg: &ManagerConfig,
     node: &NodeName,
     f: &Files,
+    binding: Option<&Binding>,
     new_site: bool,
     success: bool,
     reason: Option<String>,
@@ -323,9 +443,7 @@ fn finish(
             site::promote(&current, &new, &cfg.old_site_dir(node))?;
         }
         crate::cutter::kick();
-        let logs = cfg.site_log_dir(node);
-        std::fs::create_dir_all(&logs)
-            .with_context(|| format!("creating the site's archive directory {}", logs.display()))?;
+        exchange::prepare_archive_dir(cfg, site_of(cfg, node)?)?;
         tracing::info!(%node, new_site, "subscription changed");
         Outcome {
             success: true,
@@ -350,5 +468,6 @@ fn finish(
     fsutil::remove_file(&f.sql)?;
     fsutil::remove_file(&f.sqldone)?;
     fsutil::remove_file(&f.sqlapplied)?;
-    fsutil::write_atomic(&f.done, done.render().as_bytes())
+    fsutil::remove_file(&f.cancel)?;
+    fsutil::write_atomic(&f.done, done.render(binding).as_bytes())
 }

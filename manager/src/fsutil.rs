@@ -46,10 +46,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// temporary names must not redirect the write. A leftover regular file or link is
 /// removed and the creation retried once.
 pub fn create_new(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Never world-readable: what the manager writes for a site is read through the site's
+    // group (its directories are setgid, so the file takes their group).
     let open = || {
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o640)
             .open(path)
     };
     match open() {
@@ -119,37 +123,97 @@ pub enum OtherSide {
 /// # Errors
 ///
 /// An I/O error other than "not found".
+#[cfg(test)]
 pub fn read_other_side(path: &Path, limit: usize) -> anyhow::Result<OtherSide> {
+    Ok(match read_owned(path, limit)? {
+        Owned::Read { bytes, .. } => OtherSide::Bytes(bytes),
+        Owned::Other(o) => o,
+    })
+}
+
+/// Reads a file a site wrote into its exchange directory, as [`read_other_side`] does,
+/// and only if `expected_uid` owns it and no one else may write it. A file of another
+/// owner is refused with `writer(owner)` in the reason, naming the real writer.
+///
+/// # Errors
+///
+/// An I/O error other than "not found".
+pub fn read_site_file(
+    path: &Path,
+    limit: usize,
+    expected_uid: u32,
+    writer: impl Fn(u32) -> String,
+) -> anyhow::Result<OtherSide> {
+    Ok(match read_owned(path, limit)? {
+        Owned::Read { owner, .. } if owner != expected_uid => OtherSide::Refused(format!(
+            "it was written by {}, not by the site's account",
+            writer(owner)
+        )),
+        Owned::Read { mode, .. } if mode & 0o022 != 0 => {
+            OtherSide::Refused(format!("its mode {:o} lets others write it", mode & 0o7777))
+        }
+        Owned::Read { bytes, .. } => OtherSide::Bytes(bytes),
+        Owned::Other(o) => o,
+    })
+}
+
+/// A file read by [`read_owned`], with its owner and mode.
+enum Owned {
+    Read {
+        bytes: Vec<u8>,
+        owner: u32,
+        mode: u32,
+    },
+    Other(OtherSide),
+}
+
+fn read_owned(path: &Path, limit: usize) -> anyhow::Result<Owned> {
     use std::os::unix::fs::MetadataExt;
+    use Owned::Other;
     let before = match path.symlink_metadata() {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(OtherSide::Missing),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Other(OtherSide::Missing)),
         Err(e) => return Err(e).with_context(|| format!("inspecting {}", path.display())),
     };
     if !before.file_type().is_file() {
-        return Ok(OtherSide::Refused("it is not a regular file".into()));
+        return Ok(Other(OtherSide::Refused("it is not a regular file".into())));
     }
     if before.nlink() != 1 {
-        return Ok(OtherSide::Refused("it has more than one hard link".into()));
+        return Ok(Other(OtherSide::Refused(
+            "it has more than one hard link".into(),
+        )));
     }
-    let f = match File::open(path) {
+    let f = match open_nofollow(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(OtherSide::Missing),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Other(OtherSide::Missing)),
         Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
     };
     let after = f
         .metadata()
         .with_context(|| format!("inspecting {}", path.display()))?;
-    if (after.dev(), after.ino()) != (before.dev(), before.ino()) {
-        return Ok(OtherSide::Refused(
+    if (after.dev(), after.ino()) != (before.dev(), before.ino()) || after.nlink() != 1 {
+        return Ok(Other(OtherSide::Refused(
             "it was replaced while being opened".into(),
-        ));
+        )));
     }
     let mut buf = Vec::new();
     f.take(limit as u64 + 1)
         .read_to_end(&mut buf)
         .with_context(|| format!("reading {}", path.display()))?;
-    Ok(OtherSide::Bytes(buf))
+    Ok(Owned::Read {
+        bytes: buf,
+        owner: after.uid(),
+        mode: after.mode(),
+    })
+}
+
+/// Opens a file for reading without following a symbolic link at its last component.
+fn open_nofollow(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
 }
 
 /// Why a file in a site directory is not one the manager wrote, if it is not (`None`
@@ -175,10 +239,8 @@ pub fn not_ours(path: &Path) -> Option<String> {
 }
 
 /// The manager's effective uid (the owner of every file it writes).
-fn own_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    // The process's own files (its /proc entry) carry its uid: no unsafe call needed.
-    std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
+pub fn own_uid() -> u32 {
+    nix::unistd::Uid::effective().as_raw()
 }
 
 /// Whether a path exists (a dangling symlink counts as existing: it is not ours to touch).

@@ -304,7 +304,7 @@ pub fn site(cfg: &ManagerConfig, node: &NodeName, now: SystemTime) -> anyhow::Re
     }
 
     // Retention: by mtime, only what the site acknowledged, never beyond `upper`.
-    summary.acknowledged = read_ack(&dir);
+    summary.acknowledged = read_ack(cfg, node);
     let upper = summary.acknowledged.map_or(Counter(0), |a| a.min(upper));
     if let Some(days) = cfg.housekeeping.retention_days.filter(|_| upper.0 > 0) {
         let limit = now
@@ -335,26 +335,25 @@ pub fn site(cfg: &ManagerConfig, node: &NodeName, now: SystemTime) -> anyhow::Re
     Ok(summary)
 }
 
-/// The site's acknowledgement ([`slony_shared::ack`]), written by the subscriber: read
-/// as hostile input (a regular file, a few bytes, one counter); anything else counts as
-/// no acknowledgement.
-pub fn read_ack(site_log_dir: &Path) -> Option<Counter> {
-    let path = site_log_dir.join(ack::ACK_FILE);
-    let meta = std::fs::symlink_metadata(&path).ok()?;
+/// The site's acknowledgement ([`slony_shared::ack`]), written by the subscriber into its
+/// exchange directory, `<trigger_dir>/<node>/applied_counter`: read as hostile input (a
+/// plain file of the site's own account, a few bytes, one counter); anything else counts
+/// as no acknowledgement, with an alert naming its writer.
+pub fn read_ack(cfg: &ManagerConfig, node: &NodeName) -> Option<Counter> {
+    let path = cfg.exchange_file(node, ack::ACK_FILE);
+    let site = cfg.registry.get(node)?;
     let refused = |why: String| {
-        tracing::warn!(file = %path.display(), reason = %why, "ignoring the site's acknowledgement");
+        tracing::warn!(file = %path.display(), reason = %why, "ALERT: ignoring the site's acknowledgement");
         None
     };
-    if !meta.file_type().is_file() {
-        return refused("not a regular file".into());
-    }
-    if meta.len() > ack::MAX_LEN {
-        return refused(ack::BadAck::TooLong.to_string());
-    }
-    let bytes = std::fs::read(&path).ok()?;
-    match ack::parse(&bytes) {
-        Ok(c) => Some(c),
-        Err(e) => refused(e.to_string()),
+    match crate::exchange::read_from_site(cfg, site, &path, ack::MAX_LEN as usize) {
+        Ok(crate::fsutil::OtherSide::Missing) => None,
+        Ok(crate::fsutil::OtherSide::Bytes(bytes)) => match ack::parse(&bytes) {
+            Ok(c) => Some(c),
+            Err(e) => refused(e.to_string()),
+        },
+        Ok(crate::fsutil::OtherSide::Refused(why)) => refused(why),
+        Err(e) => refused(format!("{e:#}")),
     }
 }
 
@@ -461,8 +460,9 @@ mod tests {
             &path,
             format!(
                 "cluster = \"lab\"\ntrigger_dir = \"triggers\"\nsubscribers_dir = \"subscribers\"\n\
-                 site_log_dir = \"site_logs\"\n[database]\nuser = \"u\"\ndbname = \"d\"\n\
-                 [housekeeping]\nbatch_size = {batch}\nretention_days = {days}\n"
+                 site_log_dir = \"site_logs\"\n{}[database]\nuser = \"u\"\ndbname = \"d\"\n\
+                 [housekeeping]\nbatch_size = {batch}\nretention_days = {days}\n",
+                crate::config::test_sites(&["a"])
             ),
         )
         .unwrap();
@@ -528,25 +528,34 @@ mod tests {
             (s.batches_expired, s.archives_expired, s.acknowledged),
             (0, 0, None)
         );
-        std::fs::write(log.join(ack::ACK_FILE), "12; rm -rf /\n").unwrap();
+        let ackf = cfg.exchange_file(&node, ack::ACK_FILE);
+        std::fs::create_dir_all(cfg.exchange_dir(&node)).unwrap();
+        std::fs::write(&ackf, "12; rm -rf /\n").unwrap();
         assert_eq!(site(&cfg, &node, later).unwrap().batches_expired, 0);
-        std::fs::remove_file(log.join(ack::ACK_FILE)).unwrap();
+        std::fs::remove_file(&ackf).unwrap();
         std::fs::write(log.join("elsewhere"), "12\n").unwrap();
-        std::os::unix::fs::symlink(log.join("elsewhere"), log.join(ack::ACK_FILE)).unwrap();
+        std::os::unix::fs::symlink(log.join("elsewhere"), &ackf).unwrap();
+        assert_eq!(site(&cfg, &node, later).unwrap().batches_expired, 0);
+        std::fs::remove_file(&ackf).unwrap();
+        // A hard link, or an acknowledgement in the old place, the archive directory
+        // (which only the manager writes now), counts as none.
+        std::fs::hard_link(log.join("elsewhere"), &ackf).unwrap();
+        assert_eq!(site(&cfg, &node, later).unwrap().batches_expired, 0);
+        std::fs::remove_file(&ackf).unwrap();
+        std::fs::rename(log.join("elsewhere"), log.join(ack::ACK_FILE)).unwrap();
         assert_eq!(site(&cfg, &node, later).unwrap().batches_expired, 0);
         std::fs::remove_file(log.join(ack::ACK_FILE)).unwrap();
-        std::fs::remove_file(log.join("elsewhere")).unwrap();
         assert_eq!(files(&log).len(), 4);
         // Acknowledged up to 7: only the batch whose every member is acknowledged goes.
-        std::fs::write(log.join(ack::ACK_FILE), ack::render(Counter(7))).unwrap();
+        std::fs::write(&ackf, ack::render(Counter(7))).unwrap();
         let s = site(&cfg, &node, later).unwrap();
         assert_eq!((s.batches_expired, s.archives_expired), (1, 0));
         assert_eq!(s.acknowledged, Some(Counter(7)));
         // Acknowledged up to 12: everything below the newest cut goes, the newest stays.
-        std::fs::write(log.join(ack::ACK_FILE), ack::render(Counter(12))).unwrap();
+        std::fs::write(&ackf, ack::render(Counter(12))).unwrap();
         let s = site(&cfg, &node, later).unwrap();
         assert_eq!((s.batches_expired, s.archives_expired), (1, 1));
-        assert_eq!(files(&log), vec![ack::ACK_FILE.to_string(), name(12)]);
+        assert_eq!(files(&log), vec![name(12)]);
         // Not yet old enough: nothing goes, acknowledged or not.
         let s = site(&cfg, &node, now).unwrap();
         assert_eq!((s.batches_expired, s.archives_expired), (0, 0));

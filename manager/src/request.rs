@@ -43,6 +43,10 @@ pub enum RequestState {
         counter: u64,
         /// The notes sent in `.sqldone`.
         notes: Vec<String>,
+        /// SHA-256 of the published SQL file (sent in `.sqldone`).
+        sha256: String,
+        /// Its size in bytes.
+        size: u64,
         /// Whether `.sqldone` has been written and the `.tgr` removed.
         announced: bool,
     },
@@ -88,6 +92,10 @@ pub enum Event {
         counter: u64,
         /// Notes for `.sqldone`.
         notes: Vec<String>,
+        /// SHA-256 of the SQL file.
+        sha256: String,
+        /// Its size.
+        size: u64,
     },
     /// `.sqldone` is written and the `.tgr` removed.
     Announced,
@@ -129,16 +137,28 @@ pub fn next(
     match (state, event) {
         (None, Event::Accepted) => Ok(Some(S::Generating)),
         (None | Some(S::Generating), Event::Refused { reason }) => Ok(Some(S::Rejected { reason })),
-        (Some(S::Generating), Event::Generated { counter, notes }) => Ok(Some(S::Published {
+        (
+            Some(S::Generating),
+            Event::Generated {
+                counter,
+                notes,
+                sha256,
+                size,
+            },
+        ) => Ok(Some(S::Published {
             counter,
             notes,
+            sha256,
+            size,
             announced: false,
         })),
-        (Some(S::Published { counter, notes, .. }), Event::Announced) => Ok(Some(S::Published {
-            counter: *counter,
-            notes: notes.clone(),
-            announced: true,
-        })),
+        (Some(p @ S::Published { .. }), Event::Announced) => {
+            let mut p = p.clone();
+            if let S::Published { announced, .. } = &mut p {
+                *announced = true;
+            }
+            Ok(Some(p))
+        }
         (Some(S::Published { .. }), Event::Applied { success, reason }) => {
             Ok(Some(S::Finishing { success, reason }))
         }
@@ -256,6 +276,8 @@ mod tests {
         RequestState::Published {
             counter: 42,
             notes: vec!["n".into()],
+            sha256: "ab".repeat(32),
+            size: 7,
             announced,
         }
     }
@@ -269,6 +291,8 @@ mod tests {
             Event::Generated {
                 counter: 42,
                 notes: vec!["n".into()],
+                sha256: "ab".repeat(32),
+                size: 7,
             },
         )
         .unwrap();
@@ -345,7 +369,7 @@ mod tests {
         let r = Record::new(
             &node,
             true,
-            "node site1\ns1.t1 subscribe\nEOF\n".into(),
+            "node site1\nnonce 0123456789abcdef0123456789abcdef\ns1.t1 subscribe\nEOF\n".into(),
             RequestState::Generating,
         );
         r.save(&path).unwrap();
@@ -356,6 +380,8 @@ mod tests {
             .apply(Event::Generated {
                 counter: 42,
                 notes: vec![],
+                sha256: "ab".repeat(32),
+                size: 7,
             })
             .unwrap()
             .unwrap();

@@ -55,6 +55,9 @@ struct Report {
     requests: Vec<RequestStatus>,
     /// Request files not taken yet (incomplete, or waiting for the site's current request).
     waiting_triggers: Vec<String>,
+    /// What weakens the separation of the sites: shared accounts (`allow_shared_account`),
+    /// groups that admit another site, subscribed sites that are not registered.
+    warnings: Vec<String>,
 }
 
 /// Prints the report; returns the exit code (0).
@@ -101,7 +104,7 @@ fn collect(cfg: &ManagerConfig) -> anyhow::Result<Report> {
                     .ok()
                     .flatten()
                     .map(|c| c.0),
-                acknowledged: crate::housekeeping::read_ack(&cfg.site_log_dir(&node)).map(|c| c.0),
+                acknowledged: crate::housekeeping::read_ack(cfg, &node).map(|c| c.0),
                 error,
             });
         } else if let Some(node) = name
@@ -141,25 +144,38 @@ fn collect(cfg: &ManagerConfig) -> anyhow::Result<Report> {
             });
         }
     }
-    let mut waiting_triggers: Vec<String> = std::fs::read_dir(&cfg.trigger_dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                .filter(|n| {
-                    matches!(
-                        TriggerKind::parse_file_name(n),
-                        Ok(Some((_, TriggerKind::Request)))
-                    )
-                })
-                .collect()
+    let mut waiting_triggers: Vec<String> = cfg
+        .registry
+        .sites
+        .keys()
+        .filter_map(|n| {
+            let f = TriggerKind::Request.file_name(n);
+            crate::fsutil::exists(&cfg.exchange_file(n, &f)).then_some(f)
         })
-        .unwrap_or_default();
+        .collect();
     waiting_triggers.sort();
+    let mut warnings = Vec::new();
+    for (account, parties) in cfg.registry.shared_accounts() {
+        warnings.push(format!(
+            "account {account} is shared by {} (allow_shared_account): each can act for the others, and the manager cannot tell who wrote a file",
+            parties.join(", ")
+        ));
+    }
+    warnings.extend(cfg.registry.group_problems());
+    for s in &sites {
+        if NodeName::new(&s.name).is_ok_and(|n| cfg.registry.get(&n).is_none()) {
+            warnings.push(format!(
+                "site {} is subscribed but not registered ([sites.{}] account = ...): its requests are refused and it is not cut",
+                s.name, s.name
+            ));
+        }
+    }
     Ok(Report {
         cluster: cfg.cluster.to_string(),
         sites,
         requests,
         waiting_triggers,
+        warnings,
     })
 }
 
@@ -181,6 +197,9 @@ fn newest_archive(dir: &Path) -> Option<u64> {
 
 fn print_text(r: &Report) {
     println!("cluster {}", r.cluster);
+    for w in &r.warnings {
+        println!("WARNING: {w}");
+    }
     println!("sites: {}", r.sites.len());
     for s in &r.sites {
         let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());

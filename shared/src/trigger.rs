@@ -8,10 +8,19 @@
 //! | `<node>.subscribe_series.sqlapplied` | subscriber | whether the SQL applied |
 //! | `<node>.subscribe_series.done` | manager | the request is finished |
 //!
+//! They live in the site's own exchange directory, `<trigger_dir>/<node>/`, which only the
+//! site's account and the manager can enter (see TRUST.md).
+//!
 //! Every file is `key value` lines ending with an [`END_MARKER`] line, so a file still
 //! being copied is never taken for a whole one; both sides also write to a temporary
 //! name and rename. Everything read here comes from the other side and is validated
 //! strictly: sizes are bounded, names match strict patterns, unknown keys are refused.
+//!
+//! Each request carries a fresh random [`Nonce`]; every answer and report names the
+//! site's node and that nonce (a [`Binding`]), so a file moved, copied or kept from
+//! another site's or an earlier request is refused: over SFTP a moved file looks just
+//! like the original. The manager's `.sqldone` also carries the SHA-256 and size of the
+//! SQL it published, which the subscriber checks before it applies a byte of it.
 
 use crate::counter::Counter;
 use crate::ident::{NodeName, QualifiedTable};
@@ -23,6 +32,141 @@ pub const END_MARKER: &str = "EOF";
 pub const MAX_TRIGGER_SIZE: usize = 64 * 1024;
 /// Most series one request may name.
 pub const MAX_SERIES: usize = 2000;
+
+/// The random token of one request (128 bits, lowercase hex): every answer names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Nonce(String);
+
+impl Nonce {
+    /// A fresh nonce from the operating system's random source.
+    ///
+    /// # Errors
+    ///
+    /// The random source failed.
+    pub fn random() -> std::io::Result<Nonce> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Nonce(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+    }
+
+    /// Parses 32 lowercase hexadecimal digits.
+    pub fn parse(s: &str) -> Result<Nonce, String> {
+        if s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(Nonce(s.to_string()))
+        } else {
+            Err(format!(
+                "{s:?} is not a nonce (32 lowercase hexadecimal digits)"
+            ))
+        }
+    }
+
+    /// The hexadecimal text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Nonce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The request a file belongs to: the site's node and the request's nonce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The site.
+    pub node: NodeName,
+    /// The request's nonce.
+    pub nonce: Nonce,
+}
+
+impl std::fmt::Display for Binding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "node {}, request {}", self.node, self.nonce)
+    }
+}
+
+/// A file of the protocol with the binding it names (`None`: it names none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound<T> {
+    /// The node and nonce written in the file.
+    pub binding: Option<Binding>,
+    /// Its content.
+    pub body: T,
+}
+
+/// A file that answers another request than the one it was taken for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} belongs to {}, not to this request ({expected}): it was moved, copied or kept from another request, so it is refused", found.as_ref().map_or_else(|| "no request (it names none)".to_string(), |b| b.to_string()))]
+pub struct Misbound {
+    /// Which file.
+    pub what: String,
+    /// The binding it names.
+    pub found: Option<Binding>,
+    /// The request it was expected to answer.
+    pub expected: Binding,
+}
+
+impl<T> Bound<T> {
+    /// The content, if the file names exactly `expected`.
+    ///
+    /// # Errors
+    ///
+    /// [`Misbound`] naming both bindings.
+    pub fn for_request(self, expected: &Binding, what: &str) -> Result<T, Misbound> {
+        if self.binding.as_ref() == Some(expected) {
+            Ok(self.body)
+        } else {
+            Err(Misbound {
+                what: what.to_string(),
+                found: self.binding,
+                expected: expected.clone(),
+            })
+        }
+    }
+}
+
+fn render_binding(s: &mut String, b: &Binding) {
+    let _ = writeln!(s, "node {}\nnonce {}", b.node, b.nonce);
+}
+
+/// Reads the `node` and `nonce` lines of a file; both or neither.
+fn parse_binding(
+    line: usize,
+    key: &str,
+    value: &str,
+    node: &mut Option<NodeName>,
+    nonce: &mut Option<Nonce>,
+) -> Result<bool, TriggerError> {
+    match key {
+        "node" => *node = Some(NodeName::new(value).map_err(|e| invalid(line, e.to_string()))?),
+        "nonce" => *nonce = Some(Nonce::parse(value).map_err(|e| invalid(line, e))?),
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+fn binding_of(
+    node: Option<NodeName>,
+    nonce: Option<Nonce>,
+) -> Result<Option<Binding>, TriggerError> {
+    match (node, nonce) {
+        (Some(node), Some(nonce)) => Ok(Some(Binding { node, nonce })),
+        (None, None) => Ok(None),
+        _ => Err(invalid(0, "a file must name both its node and its nonce")),
+    }
+}
+
+/// The binding a request file names, read leniently, so that a refusal of an invalid
+/// request can still be bound to it. `None` when it names no valid node and nonce.
+pub fn request_binding(bytes: &[u8]) -> Option<Binding> {
+    let (mut node, mut nonce) = (None, None);
+    for (line, key, value) in lines(bytes).ok()? {
+        let _ = parse_binding(line, &key, &value, &mut node, &mut nonce);
+    }
+    binding_of(node, nonce).ok().flatten()
+}
 
 /// Which protocol file a name refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -242,6 +386,8 @@ fn push_series(
 pub struct Request {
     /// The requesting site.
     pub node: NodeName,
+    /// Fresh for each request; every answer to it names it.
+    pub nonce: Nonce,
     /// Archive flag of the original tools (0 or 1), passed through.
     pub archive: u8,
     /// Retention in days of the original tools, passed through.
@@ -256,7 +402,7 @@ impl Request {
     /// Renders the file.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "node {}", self.node);
+        render_binding(&mut s, &self.binding());
         let _ = writeln!(s, "archive {}", self.archive);
         let _ = writeln!(s, "retention {}", self.retention);
         let _ = writeln!(s, "tapegroup {}", self.tapegroup);
@@ -268,9 +414,18 @@ impl Request {
         s
     }
 
+    /// The node and nonce its answers must name.
+    pub fn binding(&self) -> Binding {
+        Binding {
+            node: self.node.clone(),
+            nonce: self.nonce.clone(),
+        }
+    }
+
     /// Parses a request file named for `file_node`.
     pub fn parse(bytes: &[u8], file_node: &NodeName) -> Result<Request, TriggerError> {
         let mut node = None;
+        let mut nonce = None;
         let (mut archive, mut retention, mut tapegroup) = (0u8, 21u32, 1u32);
         let mut series = Vec::new();
         for (line, key, value) in lines(bytes)? {
@@ -289,6 +444,7 @@ impl Request {
                     }
                     node = Some(n);
                 }
+                "nonce" => nonce = Some(Nonce::parse(&value).map_err(|e| invalid(line, e))?),
                 "archive" => {
                     archive = match value.as_str() {
                         "0" => 0,
@@ -304,11 +460,18 @@ impl Request {
             }
         }
         let node = node.ok_or_else(|| invalid(0, "no `node` line"))?;
+        let nonce = nonce.ok_or_else(|| {
+            invalid(
+                0,
+                "no `nonce` line (a request must carry one; upgrade the subscriber's slony-receiver)",
+            )
+        })?;
         if series.is_empty() {
             return Err(invalid(0, "the request names no table"));
         }
         Ok(Request {
             node,
+            nonce,
             archive,
             retention,
             tapegroup,
@@ -326,6 +489,8 @@ pub enum SqlDone {
         new_site: bool,
         /// The archive counter the data snapshot corresponds to.
         counter: Counter,
+        /// The SQL file: its SHA-256 and size, checked before it is applied.
+        sql: Digest,
         /// Remarks for the operator (e.g. tables left in place).
         notes: Vec<String>,
     },
@@ -334,6 +499,45 @@ pub enum SqlDone {
         /// Why.
         reason: String,
     },
+}
+
+/// The SHA-256 (lowercase hex) and size of a published SQL file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digest {
+    /// 64 lowercase hexadecimal digits.
+    pub sha256: String,
+    /// Bytes.
+    pub size: u64,
+}
+
+impl Digest {
+    /// The digest of `bytes` read from `reader`.
+    ///
+    /// # Errors
+    ///
+    /// A read error.
+    pub fn of(mut reader: impl std::io::Read) -> std::io::Result<Digest> {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+        }
+        Ok(Digest {
+            sha256: hasher
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            size,
+        })
+    }
 }
 
 /// One line of free text, safe inside a trigger file.
@@ -346,16 +550,25 @@ fn one_line(s: &str) -> String {
 }
 
 impl SqlDone {
-    /// Renders the file.
-    pub fn render(&self) -> String {
+    /// Renders the file, bound to the request it answers (`None`: a request so broken
+    /// that it names no node and nonce).
+    pub fn render(&self, to: Option<&Binding>) -> String {
         let mut s = String::new();
+        if let Some(b) = to {
+            render_binding(&mut s, b);
+        }
         match self {
             SqlDone::Ready {
                 new_site,
                 counter,
+                sql,
                 notes,
             } => {
-                let _ = writeln!(s, "status success\nnew_site {new_site}\ncounter {counter}");
+                let _ = writeln!(
+                    s,
+                    "status success\nnew_site {new_site}\ncounter {counter}\nsha256 {}\nsize {}",
+                    sql.sha256, sql.size
+                );
                 for n in notes {
                     let _ = writeln!(s, "note {}", one_line(n));
                 }
@@ -370,10 +583,15 @@ impl SqlDone {
     }
 
     /// Parses the file.
-    pub fn parse(bytes: &[u8]) -> Result<SqlDone, TriggerError> {
+    pub fn parse(bytes: &[u8]) -> Result<Bound<SqlDone>, TriggerError> {
         let (mut status, mut new_site, mut counter, mut reason) = (None, None, None, None);
+        let (mut sha256, mut size) = (None, None);
+        let (mut node, mut nonce) = (None, None);
         let mut notes = Vec::new();
         for (line, key, value) in lines(bytes)? {
+            if parse_binding(line, &key, &value, &mut node, &mut nonce)? {
+                continue;
+            }
             match key.as_str() {
                 "status" => status = Some(value),
                 "new_site" => new_site = Some(value == "true"),
@@ -384,22 +602,47 @@ impl SqlDone {
                             .map_err(|e| invalid(line, e.to_string()))?,
                     )
                 }
+                "sha256" => {
+                    if value.len() != 64
+                        || !value
+                            .bytes()
+                            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                    {
+                        return Err(invalid(
+                            line,
+                            "sha256 must be 64 lowercase hexadecimal digits",
+                        ));
+                    }
+                    sha256 = Some(value)
+                }
+                "size" => {
+                    size =
+                        Some(value.parse::<u64>().map_err(|_| {
+                            invalid(line, format!("size {value:?} is not a number"))
+                        })?)
+                }
                 "note" => notes.push(value),
                 "reason" => reason = Some(value),
                 other => return Err(invalid(line, format!("unknown key {other:?}"))),
             }
         }
-        match status.as_deref() {
-            Some("success") => Ok(SqlDone::Ready {
+        let binding = binding_of(node, nonce)?;
+        let body = match status.as_deref() {
+            Some("success") => SqlDone::Ready {
                 new_site: new_site.ok_or_else(|| invalid(0, "no new_site line"))?,
                 counter: counter.ok_or_else(|| invalid(0, "no counter line"))?,
+                sql: Digest {
+                    sha256: sha256.ok_or_else(|| invalid(0, "no sha256 line"))?,
+                    size: size.ok_or_else(|| invalid(0, "no size line"))?,
+                },
                 notes,
-            }),
-            Some("failure") => Ok(SqlDone::Failed {
+            },
+            Some("failure") => SqlDone::Failed {
                 reason: reason.unwrap_or_else(|| "no reason given".into()),
-            }),
-            _ => Err(invalid(0, "status must be success or failure")),
-        }
+            },
+            _ => return Err(invalid(0, "status must be success or failure")),
+        };
+        Ok(Bound { binding, body })
     }
 }
 
@@ -413,9 +656,14 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Renders the file.
-    pub fn render(&self) -> String {
-        let mut s = format!("success {}\n", self.success);
+    /// Renders the file, bound to the request it reports on (`None`: a request whose
+    /// nonce is unknown, recorded by an older version; the subscriber refuses it).
+    pub fn render(&self, to: Option<&Binding>) -> String {
+        let mut s = String::new();
+        if let Some(b) = to {
+            render_binding(&mut s, b);
+        }
+        let _ = writeln!(s, "success {}", self.success);
         if let Some(r) = &self.reason {
             let _ = writeln!(s, "reason {}", one_line(r));
         }
@@ -425,9 +673,13 @@ impl Outcome {
     }
 
     /// Parses the file.
-    pub fn parse(bytes: &[u8]) -> Result<Outcome, TriggerError> {
+    pub fn parse(bytes: &[u8]) -> Result<Bound<Outcome>, TriggerError> {
         let (mut success, mut reason) = (None, None);
+        let (mut node, mut nonce) = (None, None);
         for (line, key, value) in lines(bytes)? {
+            if parse_binding(line, &key, &value, &mut node, &mut nonce)? {
+                continue;
+            }
             match key.as_str() {
                 "success" => {
                     success = Some(match value.as_str() {
@@ -445,9 +697,12 @@ impl Outcome {
                 other => return Err(invalid(line, format!("unknown key {other:?}"))),
             }
         }
-        Ok(Outcome {
-            success: success.ok_or_else(|| invalid(0, "no success line"))?,
-            reason,
+        Ok(Bound {
+            binding: binding_of(node, nonce)?,
+            body: Outcome {
+                success: success.ok_or_else(|| invalid(0, "no success line"))?,
+                reason,
+            },
         })
     }
 }
@@ -464,6 +719,7 @@ mod tests {
     fn request_round_trip() {
         let r = Request {
             node: node("site1"),
+            nonce: Nonce::random().unwrap(),
             archive: 0,
             retention: 21,
             tapegroup: 1,
@@ -479,8 +735,23 @@ mod tests {
 
     #[test]
     fn incomplete_and_hostile_requests() {
-        let ok = "node site1\ns1.t1 subscribe\nEOF\n";
+        let ok = "node site1\nnonce 0123456789abcdef0123456789abcdef\ns1.t1 subscribe\nEOF\n";
         assert!(Request::parse(ok.as_bytes(), &node("site1")).is_ok());
+        // No nonce, or a malformed one: refused.
+        for bad in [
+            "node site1\ns1.t1 subscribe\nEOF\n",
+            "node site1\nnonce 0123456789ABCDEF0123456789abcdef\ns1.t1 subscribe\nEOF\n",
+            "node site1\nnonce 0123\ns1.t1 subscribe\nEOF\n",
+        ] {
+            assert!(
+                Request::parse(bad.as_bytes(), &node("site1")).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            request_binding(ok.as_bytes()).unwrap().nonce.as_str(),
+            "0123456789abcdef0123456789abcdef"
+        );
         assert_eq!(
             Request::parse(b"node site1\ns1.t1 subscribe\n", &node("site1")),
             Err(TriggerError::Incomplete)
@@ -533,30 +804,69 @@ mod tests {
     }
 
     #[test]
-    fn answers_round_trip() {
+    fn answers_round_trip_and_are_bound() {
+        let b = Binding {
+            node: node("site1"),
+            nonce: Nonce::random().unwrap(),
+        };
+        let other = Binding {
+            node: node("site2"),
+            nonce: b.nonce.clone(),
+        };
+        let later = Binding {
+            node: node("site1"),
+            nonce: Nonce::random().unwrap(),
+        };
+        assert_ne!(b.nonce, later.nonce);
+        let digest = Digest::of(&b"select 1;"[..]).unwrap();
+        assert_eq!(digest.size, 9);
+        assert_eq!(digest.sha256.len(), 64);
         let ready = SqlDone::Ready {
             new_site: true,
             counter: Counter(42),
+            sql: digest.clone(),
             notes: vec!["kept s1.x\nin place".into()],
         };
-        let parsed = SqlDone::parse(ready.render().as_bytes()).unwrap();
+        let parsed = SqlDone::parse(ready.render(Some(&b)).as_bytes()).unwrap();
         assert_eq!(
-            parsed,
+            parsed.clone().for_request(&b, ".sqldone").unwrap(),
             SqlDone::Ready {
                 new_site: true,
                 counter: Counter(42),
+                sql: digest,
                 notes: vec!["kept s1.x in place".into()]
             }
         );
+        // Another site's, or an earlier request's, answer is refused.
+        let err = parsed.clone().for_request(&other, ".sqldone").unwrap_err();
+        assert!(err.to_string().contains("node site1"), "{err}");
+        assert!(parsed.for_request(&later, ".sqldone").is_err());
         let failed = SqlDone::Failed {
             reason: "no such table s1.x".into(),
         };
-        assert_eq!(SqlDone::parse(failed.render().as_bytes()).unwrap(), failed);
+        let unbound = SqlDone::parse(failed.render(None).as_bytes()).unwrap();
+        assert_eq!(unbound.binding, None);
+        assert!(unbound.for_request(&b, ".sqldone").is_err());
+        assert_eq!(
+            SqlDone::parse(failed.render(Some(&b)).as_bytes())
+                .unwrap()
+                .for_request(&b, ".sqldone")
+                .unwrap(),
+            failed
+        );
         let o = Outcome {
             success: false,
             reason: Some("duplicate key".into()),
         };
-        assert_eq!(Outcome::parse(o.render().as_bytes()).unwrap(), o);
+        let parsed = Outcome::parse(o.render(Some(&b)).as_bytes()).unwrap();
+        assert_eq!(parsed.clone().for_request(&b, ".sqlapplied").unwrap(), o);
+        assert!(parsed.for_request(&later, ".sqlapplied").is_err());
         assert!(Outcome::parse(b"success maybe\nEOF\n").is_err());
+        // A node without a nonce (or the reverse) is malformed.
+        assert!(Outcome::parse(b"node site1\nsuccess true\nEOF\n").is_err());
+        assert!(SqlDone::parse(
+            b"status success\nnew_site true\ncounter 1\nsha256 xyz\nsize 1\nEOF\n"
+        )
+        .is_err());
     }
 }

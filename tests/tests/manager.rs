@@ -10,12 +10,14 @@ use slony_shared::archive::parse::{Item, Splitter};
 use slony_shared::counter::Counter;
 use slony_shared::ident::{NodeName, QualifiedTable};
 use slony_shared::trigger::{
-    sql_file_name, Action, Outcome, Request, Series, SqlDone, TriggerKind,
+    sql_file_name, Action, Binding, Nonce, Outcome, Request, Series, SqlDone, TriggerKind,
 };
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const CLUSTER: &str = "lab";
@@ -137,12 +139,25 @@ struct Provider {
     config: PathBuf,
     log: PathBuf,
     pg: PgServer,
+    /// The nonce of each site's request, as a subscriber remembers it.
+    nonces: Mutex<HashMap<String, Nonce>>,
 }
+
+/// The sites the tests' manager knows.
+const SITES: &[&str] = &[
+    "site1", "site2", "site3", "site4", "site5", "site6", "site7", "site8", "site9", "site10",
+    "site11", "site12", "site13", "gone",
+];
 
 impl Provider {
     async fn new(name: &str) -> Provider {
         let dir = TestDir::new(name);
         let trigger = dir.mkdir("triggers");
+        // The sites' exchange directories (the manager makes them too, but the test may
+        // write into them before it has started).
+        for site in SITES {
+            std::fs::create_dir(trigger.join(site)).unwrap();
+        }
         let subscribers = dir.mkdir("subscribers");
         let site_logs = dir.mkdir("site_logs");
         let pg = PgServer::start();
@@ -163,6 +178,7 @@ impl Provider {
             subscribers,
             site_logs,
             pg,
+            nonces: Mutex::new(HashMap::new()),
             _dir: dir,
         };
         p.write_config(false);
@@ -177,7 +193,7 @@ subscribers_dir = "{}"
 site_log_dir = "{}"
 allow_drop = {allow_drop}
 rescan_interval_secs = 1
-[database]
+{}[database]
 host = "127.0.0.1"
 port = {}
 user = "postgres"
@@ -187,6 +203,7 @@ connect_timeout_secs = 5
             self.trigger.display(),
             self.subscribers.display(),
             self.site_logs.display(),
+            crate::support::shared_sites_toml(SITES),
             self.pg.port()
         );
         std::fs::write(&self.config, text).unwrap();
@@ -200,22 +217,45 @@ connect_timeout_secs = 5
         tail(&self.log, 80)
     }
 
+    /// A protocol file in `node`'s exchange directory.
     fn tfile(&self, node: &str, kind: TriggerKind) -> PathBuf {
         self.trigger
+            .join(node)
             .join(kind.file_name(&NodeName::new(node).unwrap()))
     }
 
-    /// Writes a trigger file the way a subscriber does: temporary name, then rename.
+    /// Writes a protocol file into its node's exchange directory (the node is the name up
+    /// to its first dot) the way a subscriber does: temporary name, then rename.
     fn put(&self, name: &str, content: &[u8]) {
-        let tmp = self.trigger.join(format!(".{name}.upload"));
+        let node = name.split('.').next().unwrap();
+        self.put_in(&self.trigger.join(node), name, content);
+    }
+
+    /// Writes a file into `dir` as [`Provider::put`] does.
+    fn put_in(&self, dir: &Path, name: &str, content: &[u8]) {
+        let tmp = dir.join(format!(".{name}.upload"));
         std::fs::write(&tmp, content).unwrap();
-        std::fs::rename(&tmp, self.trigger.join(name)).unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    }
+
+    /// The binding of `node`'s last request.
+    fn binding(&self, node: &str) -> Binding {
+        Binding {
+            node: NodeName::new(node).unwrap(),
+            nonce: self.nonces.lock().unwrap()[node].clone(),
+        }
     }
 
     fn request(&self, node: &str, series: &[(&str, Action)]) {
+        let nonce = Nonce::random().unwrap();
+        self.nonces
+            .lock()
+            .unwrap()
+            .insert(node.to_string(), nonce.clone());
         let node = NodeName::new(node).unwrap();
         let r = Request {
             node: node.clone(),
+            nonce,
             archive: 0,
             retention: 21,
             tapegroup: 1,
@@ -249,9 +289,16 @@ connect_timeout_secs = 5
         bytes
     }
 
+    /// Waits for `node`'s `.sqldone`; when the test sent the request, the answer must be
+    /// bound to it.
     fn wait_sqldone(&self, node: &str) -> SqlDone {
         let bytes = self.wait_file(&self.tfile(node, TriggerKind::SqlDone));
-        SqlDone::parse(&bytes).unwrap_or_else(|e| panic!("{e}; log:\n{}", self.log()))
+        let bound = SqlDone::parse(&bytes).unwrap_or_else(|e| panic!("{e}; log:\n{}", self.log()));
+        if self.nonces.lock().unwrap().contains_key(node) {
+            bound.for_request(&self.binding(node), ".sqldone").unwrap()
+        } else {
+            bound.body
+        }
     }
 
     /// Writes `.sqlapplied` and waits for `.done`; removes `.done` as a subscriber does.
@@ -260,9 +307,10 @@ connect_timeout_secs = 5
             success,
             reason: reason.map(str::to_string),
         };
+        let binding = self.binding(node);
         self.put(
             &TriggerKind::SqlApplied.file_name(&NodeName::new(node).unwrap()),
-            o.render().as_bytes(),
+            o.render(Some(&binding)).as_bytes(),
         );
         let done = self.tfile(node, TriggerKind::Done);
         let bytes = self.wait_file(&done);
@@ -270,7 +318,10 @@ connect_timeout_secs = 5
         wait_until(WAIT, "the request state to be removed", || {
             !self.state_file(node).exists()
         });
-        Outcome::parse(&bytes).unwrap()
+        Outcome::parse(&bytes)
+            .unwrap()
+            .for_request(&binding, ".done")
+            .unwrap()
     }
 
     fn state_file(&self, node: &str) -> PathBuf {
@@ -294,6 +345,7 @@ connect_timeout_secs = 5
 
     fn sql_path(&self, node: &str) -> PathBuf {
         self.trigger
+            .join(node)
             .join(sql_file_name(&NodeName::new(node).unwrap()))
     }
 
@@ -421,12 +473,20 @@ connect_timeout_secs = 5
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// What the trigger directory holds: `node/file` in the sites' exchange directories,
+    /// and any other entry of its own (the sites' directories themselves left out).
     fn trigger_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.trigger)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut v: Vec<String> = Vec::new();
+        for e in std::fs::read_dir(&self.trigger).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if SITES.contains(&name.as_str()) && e.path().is_dir() {
+                for f in std::fs::read_dir(e.path()).unwrap().flatten() {
+                    v.push(format!("{name}/{}", f.file_name().to_string_lossy()));
+                }
+            } else {
+                v.push(name);
+            }
+        }
         v.sort();
         v
     }
@@ -449,6 +509,7 @@ fn ready(done: &SqlDone) -> (bool, Counter, Vec<String>) {
             new_site,
             counter,
             notes,
+            ..
         } => (*new_site, *counter, notes.clone()),
         SqlDone::Failed { reason } => panic!("expected Ready, got Failed: {reason}"),
     }
@@ -654,13 +715,21 @@ async fn manager_serves_new_and_existing_sites_and_survives_a_crash() {
     let done = p.wait_sqldone("site5");
     ready(&done);
     // A second request of the same site waits while this one is in progress.
+    let first = p.binding("site5");
     p.request("site5", &[("s1.t1", Action::Subscribe)]);
     std::thread::sleep(Duration::from_secs(3));
     assert!(p.tfile("site5", TriggerKind::Request).exists());
     assert_eq!(
-        SqlDone::parse(&std::fs::read(p.tfile("site5", TriggerKind::SqlDone)).unwrap()).unwrap(),
+        SqlDone::parse(&std::fs::read(p.tfile("site5", TriggerKind::SqlDone)).unwrap())
+            .unwrap()
+            .for_request(&first, ".sqldone")
+            .unwrap(),
         done
     );
+    p.nonces
+        .lock()
+        .unwrap()
+        .insert("site5".into(), first.nonce.clone());
     assert_eq!(p.tables("site5.new"), "s1.other\n");
     m.kill9();
     // The subscriber gives up on its second request.
@@ -753,39 +822,67 @@ async fn hostile_and_incomplete_requests_change_nothing() {
         assert!(!p.sql_path(site).exists(), "no SQL published for {table}");
     }
 
-    // A file name whose node is invalid: no reply possible, moved aside.
-    p.put(
+    // Files where no site may write, or that a site wrote for another node, are moved
+    // aside unanswered: a badly named file and a valid request in the old shared layout
+    // (directly in the trigger directory), a request named for site2 in site1's
+    // directory, and a symlink planted as a request (which must not make the manager
+    // read, and echo back, a file of its own).
+    p.put_in(
+        &p.trigger,
         "bad name.subscribe_series.tgr",
         b"node site1\ns1.t1 subscribe\nEOF\n",
     );
+    let genuine = format!(
+        "node site3\nnonce {}\ns1.t1 subscribe\nEOF\n",
+        Nonce::random().unwrap()
+    );
+    p.put_in(&p.trigger, "site3.subscribe_series.tgr", genuine.as_bytes());
+    p.put_in(
+        &p.trigger.join("site1"),
+        "site2.subscribe_series.tgr",
+        genuine.replace("site3", "site2").as_bytes(),
+    );
+    let secret = p.subscribers.join("site1/since");
+    std::os::unix::fs::symlink(&secret, p.tfile("site10", TriggerKind::Request)).unwrap();
     let rejected = p.trigger.join("rejected");
-    wait_until(WAIT, "the badly named file to be moved aside", || {
-        !p.trigger.join("bad name.subscribe_series.tgr").exists()
+    wait_until(WAIT, "the refused files to be moved aside", || {
+        std::fs::read_dir(&rejected).map_or(0, |d| d.count()) == 4
     });
     let moved: Vec<String> = std::fs::read_dir(&rejected)
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(moved.len(), 1, "{moved:?}");
-    assert!(!moved[0].contains(' '), "{moved:?}");
-
-    // A symlink planted as a request must not make the manager read (and echo back)
-    // a file of its own.
-    let secret = p.subscribers.join("site1/since");
-    std::os::unix::fs::symlink(&secret, p.tfile("site10", TriggerKind::Request)).unwrap();
-    let reason = failed(&p.wait_sqldone("site10"));
-    assert!(reason.contains("not a regular file"), "{reason}");
-    // The answer is published before the planted link is removed.
-    wait_until(
-        std::time::Duration::from_secs(10),
-        "the planted request to be removed",
-        || std::fs::symlink_metadata(p.tfile("site10", TriggerKind::Request)).is_err(),
+    assert_eq!(moved.len(), 4, "{moved:?}");
+    assert!(moved.iter().all(|m| !m.contains(' ')), "{moved:?}");
+    assert_eq!(
+        moved.iter().filter(|m| m.starts_with("old-layout")).count(),
+        2,
+        "{moved:?}"
     );
+    assert!(
+        moved.iter().any(|m| m.starts_with("other-node")),
+        "{moved:?}"
+    );
+    assert!(
+        moved.iter().any(|m| m.starts_with("forged-request")),
+        "{moved:?}"
+    );
+    assert!(p.log().contains("ALERT"), "{}", p.log());
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "10\n");
 
     // A request still being written (no EOF line) is left alone until complete.
     let partial = p.tfile("site9", TriggerKind::Request);
-    std::fs::write(&partial, b"node site9\ns1.t1 subscribe\n").unwrap();
+    let nonce9 = Nonce::random().unwrap();
+    p.nonces
+        .lock()
+        .unwrap()
+        .insert("site9".into(), nonce9.clone());
+    std::fs::write(
+        &partial,
+        format!("node site9\nnonce {nonce9}\ns1.t1 subscribe\n"),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_secs(3));
     assert!(partial.exists());
     assert!(!p.tfile("site9", TriggerKind::SqlDone).exists());
@@ -804,16 +901,15 @@ async fn hostile_and_incomplete_requests_change_nothing() {
     // moved file are there; the existing site is untouched.
     let mut expected: Vec<String> = [
         "rejected",
-        "site2.subscribe_series.sqldone",
-        "site4.subscribe_series.sqldone",
-        "site6.subscribe_series.sqldone",
-        "site7.subscribe_series.sqldone",
-        "site8.subscribe_series.sqldone",
-        "site10.subscribe_series.sqldone",
-        "site12.subscribe_series.sqldone",
-        "site13.subscribe_series.sqldone",
-        "site9.sql.gz",
-        "site9.subscribe_series.sqldone",
+        "site2/site2.subscribe_series.sqldone",
+        "site4/site4.subscribe_series.sqldone",
+        "site6/site6.subscribe_series.sqldone",
+        "site7/site7.subscribe_series.sqldone",
+        "site8/site8.subscribe_series.sqldone",
+        "site12/site12.subscribe_series.sqldone",
+        "site13/site13.subscribe_series.sqldone",
+        "site9/site9.sql.gz",
+        "site9/site9.subscribe_series.sqldone",
     ]
     .map(str::to_string)
     .to_vec();
@@ -846,7 +942,9 @@ async fn requests_resume_from_their_persisted_state() {
     // As a crash would leave them: site11 interrupted while generating (a partial SQL
     // file and a wrong `.new` list), site12 interrupted while finishing (its `.new`
     // already renamed half-way: the old list aside, the new one not yet in place).
-    let request = "node site11\ns1.t1 subscribe\nEOF\n";
+    let nonce11 = Nonce::random().unwrap();
+    let request = format!("node site11\nnonce {nonce11}\ns1.t1 subscribe\nEOF\n");
+    p.nonces.lock().unwrap().insert("site11".into(), nonce11);
     p.put("site11.subscribe_series.tgr", request.as_bytes());
     std::fs::write(
         p.state_file("site11"),
@@ -861,10 +959,16 @@ async fn requests_resume_from_their_persisted_state() {
     std::fs::create_dir(p.subscribers.join("site11.new")).unwrap();
     std::fs::write(p.subscribers.join("site11.new/tables"), "s1.junk\n").unwrap();
 
+    let nonce12 = Nonce::random().unwrap();
+    p.nonces
+        .lock()
+        .unwrap()
+        .insert("site12".into(), nonce12.clone());
     std::fs::write(
         p.state_file("site12"),
         serde_json::json!({
-            "node": "site12", "new_site": false, "request": "",
+            "node": "site12", "new_site": false,
+            "request": format!("node site12\nnonce {nonce12}\ns1.big subscribe\nEOF\n"),
             "state": "finishing", "success": true, "reason": null,
             "accepted_at": 0, "updated_at": 0
         })
@@ -882,7 +986,8 @@ async fn requests_resume_from_their_persisted_state() {
     // site12 completes without any input.
     let done = p.tfile("site12", TriggerKind::Done);
     let o = Outcome::parse(&p.wait_file(&done)).unwrap();
-    assert!(o.success, "{o:?}");
+    assert_eq!(o.binding, Some(p.binding("site12")));
+    assert!(o.body.success, "{o:?}");
     assert_eq!(p.tables("site12"), "s1.t1\ns1.big\n");
     assert_eq!(p.since("site12"), "43");
     assert!(!p.subscribers.join("site12.old").exists());
@@ -953,7 +1058,10 @@ async fn a_published_request_of_a_vanished_site_is_cancelled() {
     let (code, out) = cancel(&p, "gone");
     assert_eq!(code, Some(0), "{out}");
     let done = p.wait_file(&p.tfile("gone", TriggerKind::Done));
-    let o = Outcome::parse(&done).unwrap();
+    let o = Outcome::parse(&done)
+        .unwrap()
+        .for_request(&p.binding("gone"), ".done")
+        .unwrap();
     assert!(!o.success);
     assert!(
         o.reason

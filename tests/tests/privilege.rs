@@ -235,6 +235,9 @@ async fn new_site_subscribes_pulls_and_verifies_as_an_ordinary_role() {
     for d in ["triggers", "subscribers", "site_logs"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
+    // The site's exchange directory (the manager makes it too, maybe after the test
+    // has started the receiver).
+    std::fs::create_dir_all(root.join("triggers").join(NODE)).unwrap();
     let pg = PgServer::start();
     pg.create_db("provider").await;
     pg.create_db("replica").await;
@@ -263,9 +266,10 @@ async fn new_site_subscribes_pulls_and_verifies_as_an_ordinary_role() {
     std::fs::write(
         &manager_config,
         format!(
-            "cluster = \"{CLUSTER}\"\ntrigger_dir = \"{r}/triggers\"\nsubscribers_dir = \"{r}/subscribers\"\nsite_log_dir = \"{r}/site_logs\"\nrescan_interval_secs = 1\n[database]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"postgres\"\ndbname = \"provider\"\n",
+            "cluster = \"{CLUSTER}\"\ntrigger_dir = \"{r}/triggers\"\nsubscribers_dir = \"{r}/subscribers\"\nsite_log_dir = \"{r}/site_logs\"\nrescan_interval_secs = 1\n{sites}[database]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"postgres\"\ndbname = \"provider\"\n",
             r = root.display(),
-            port = pg.port()
+            port = pg.port(),
+            sites = crate::support::shared_sites_toml(&[NODE]),
         ),
     )
     .unwrap();
@@ -280,7 +284,7 @@ async fn new_site_subscribes_pulls_and_verifies_as_an_ordinary_role() {
     let ssh = SshServer::start(&root);
     let receiver_toml = |user: &str| {
         format!(
-            "cluster = \"{CLUSTER}\"\nnode = \"{NODE}\"\n[remote]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nkey_file = \"{}\"\nknown_hosts = \"{}\"\nlog_dir = \"{r}/site_logs\"\ntrigger_dir = \"{r}/triggers\"\n[local]\nlog_dir = \"{}\"\n[database]\n{}",
+            "cluster = \"{CLUSTER}\"\nnode = \"{NODE}\"\n[remote]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nkey_file = \"{}\"\nknown_hosts = \"{}\"\nlog_dir = \"{r}/site_logs\"\ntrigger_dir = \"{r}/triggers\"\nallow_shared_account = true\n[local]\nlog_dir = \"{}\"\n[database]\n{}",
             ssh.port(),
             ssh.user(),
             ssh.client_key().display(),

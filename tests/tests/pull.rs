@@ -731,7 +731,7 @@ async fn daemon_runs_housekeeping_on_its_schedule() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_applied_counter_is_acknowledged_and_a_failure_to_is_not_fatal() {
     let site = new_site("pull-ack", 6).await;
-    let ack = site.provider.join("applied_counter");
+    let ack = site.exchange().join("applied_counter");
     site.publish(1, 3);
     let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -739,7 +739,7 @@ async fn the_applied_counter_is_acknowledged_and_a_failure_to_is_not_fatal() {
 
     // The provider refuses the write (its temporary name is taken by a directory): the
     // pull applies everything all the same, and says what it could not do.
-    std::fs::create_dir(site.provider.join("applied_counter.tmp")).unwrap();
+    std::fs::create_dir(site.exchange().join("applied_counter.tmp")).unwrap();
     site.publish(4, 6);
     let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -756,7 +756,7 @@ async fn the_applied_counter_is_acknowledged_and_a_failure_to_is_not_fatal() {
     );
 
     // Once it can, the next run (with nothing new to apply) catches up.
-    std::fs::remove_dir(site.provider.join("applied_counter.tmp")).unwrap();
+    std::fs::remove_dir(site.exchange().join("applied_counter.tmp")).unwrap();
     let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(std::fs::read_to_string(&ack).unwrap(), "6\n");

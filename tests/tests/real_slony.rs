@@ -591,7 +591,7 @@ trigger_dir = "{root}/triggers"
 subscribers_dir = "{root}/subscribers"
 site_log_dir = "{cut}"
 archive_dir = "{archive}"
-[database]
+{sites}[database]
 host = "127.0.0.1"
 port = {port}
 user = "postgres"
@@ -600,6 +600,7 @@ dbname = "sub1"
             root = root.display(),
             cut = lab.provider.join("cut").display(),
             archive = lab.archive_dir.display(),
+            sites = crate::support::shared_sites_toml(&[site]),
             port = lab.pg.port()
         ),
     )

@@ -54,6 +54,9 @@ impl Setup {
         for d in ["triggers", "subscribers", "site_logs", "archive"] {
             std::fs::create_dir_all(provider_root.join(d)).unwrap();
         }
+        // The site's exchange directory (the manager makes it too, maybe after the test
+        // has started the receiver).
+        std::fs::create_dir_all(provider_root.join("triggers").join(NODE)).unwrap();
         let pg = PgServer::start();
         pg.create_db("provider").await;
         pg.create_db("replica").await;
@@ -88,14 +91,15 @@ impl Setup {
         std::fs::write(
             &manager_config,
             format!(
-                "cluster = \"lab\"\ntrigger_dir = \"{root}/triggers\"\nsubscribers_dir = \"{root}/subscribers\"\nsite_log_dir = \"{root}/site_logs\"\nallow_drop = true\nrescan_interval_secs = 1\n{archive}[database]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"postgres\"\ndbname = \"provider\"\n",
+                "cluster = \"lab\"\ntrigger_dir = \"{root}/triggers\"\nsubscribers_dir = \"{root}/subscribers\"\nsite_log_dir = \"{root}/site_logs\"\nallow_drop = true\nrescan_interval_secs = 1\n{archive}{sites}[database]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"postgres\"\ndbname = \"provider\"\n",
                 root = provider_root.display(),
                 archive = if cut {
                     format!("archive_dir = \"{}/archive\"\n", provider_root.display())
                 } else {
                     String::new()
                 },
-                port = pg.port()
+                port = pg.port(),
+                sites = crate::support::shared_sites_toml(&[NODE]),
             ),
         )
         .unwrap();
@@ -114,7 +118,7 @@ impl Setup {
         std::fs::write(
             &receiver_config,
             format!(
-                "cluster = \"lab\"\nnode = \"{NODE}\"\n[remote]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nkey_file = \"{}\"\nknown_hosts = \"{}\"\nlog_dir = \"{root}/site_logs\"\ntrigger_dir = \"{root}/triggers\"\n[local]\nlog_dir = \"{}\"\n[database]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndbname = \"replica\"\n",
+                "cluster = \"lab\"\nnode = \"{NODE}\"\n[remote]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nkey_file = \"{}\"\nknown_hosts = \"{}\"\nlog_dir = \"{root}/site_logs\"\ntrigger_dir = \"{root}/triggers\"\nallow_shared_account = true\n[local]\nlog_dir = \"{}\"\n[database]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndbname = \"replica\"\n",
                 ssh.port(),
                 ssh.user(),
                 ssh.client_key().display(),
@@ -276,7 +280,7 @@ async fn new_site_then_change_then_pull() {
         Duration::from_secs(10),
         "the trigger directory to be cleaned up",
         || {
-            std::fs::read_dir(s.provider_root.join("triggers"))
+            std::fs::read_dir(s.provider_root.join("triggers").join(NODE))
                 .unwrap()
                 .count()
                 == 0

@@ -501,12 +501,15 @@ pub async fn run_once(
     let remote_cfg = cfg.remote.clone();
     let remote_dir = cfg.remote_site_dir();
     let dir = remote_dir.clone();
-    let acknowledge = cfg.pull.acknowledge;
+    // The acknowledgement goes into the site's exchange directory; without a trigger
+    // directory there is none, and the provider keeps this site's archives.
+    let ack_dir = cfg.remote_exchange_dir().filter(|_| cfg.pull.acknowledge);
+    let first_ack = ack_dir.clone();
     let (remote, files) = tokio::task::spawn_blocking(move || {
         let remote = Remote::connect(&remote_cfg)?;
         let files = remote.list(&dir)?;
-        if acknowledge {
-            record::acknowledge(&remote, &dir, start);
+        if let Some(ack_dir) = &first_ack {
+            record::acknowledge(&remote, ack_dir, start);
         }
         Ok::<_, RemoteError>((remote, files))
     })
@@ -670,10 +673,10 @@ pub async fn run_once(
     drop(rx);
     applier.vacuum().await;
     if let Ok(remote) = fetcher.await {
-        if acknowledge && report.applied > 0 {
+        if let Some(ack_dir) = ack_dir.filter(|_| report.applied > 0) {
             let to = report.to;
             let _ = tokio::task::spawn_blocking(move || {
-                record::acknowledge(&remote, &remote_dir, to);
+                record::acknowledge(&remote, &ack_dir, to);
             })
             .await;
         }

@@ -36,12 +36,12 @@ pub fn move_to_applied(from: &Path, applied_dir: &Path, name: &ArchiveName) -> i
     std::fs::rename(from, applied_dir.join(name.to_string()))
 }
 
-/// Writes `counter` into `<site_dir>/applied_counter` on the provider, unless it already
-/// says so. The provider's housekeeping deletes only acknowledged archives, so a failure
+/// Writes `counter` into `<exchange_dir>/applied_counter` on the provider (the site's own
+/// place there, `<trigger_dir>/<node>/`), unless it already says so. The provider's housekeeping deletes only acknowledged archives, so a failure
 /// here costs the provider disk space, never this site data: it is logged, not raised.
-pub fn acknowledge(remote: &Remote, site_dir: &str, counter: Counter) {
+pub fn acknowledge(remote: &Remote, exchange_dir: &str, counter: Counter) {
     static ACK_WARNED: AtomicBool = AtomicBool::new(false);
-    let path = format!("{site_dir}/{}", ack::ACK_FILE);
+    let path = format!("{exchange_dir}/{}", ack::ACK_FILE);
     let written = || -> Result<bool, RemoteError> {
         let current = remote.read_small(&path, ack::MAX_LEN).unwrap_or(None);
         if current.is_some_and(|b| ack::parse(&b) == Ok(counter)) {

@@ -372,12 +372,19 @@ impl Remote {
     }
 
     /// Writes `bytes` to `path` atomically: `<path>.tmp` first, then a rename, so the
-    /// other side never reads a half-written file.
-    pub fn upload(&self, path: &str, bytes: &[u8]) -> Result<(), RemoteError> {
+    /// other side never reads a half-written file. The file is not world-readable (mode
+    /// 0640: the provider reads it through the site's group). Returns the written file's
+    /// owner, as the provider sees it: this site's account.
+    pub fn upload(&self, path: &str, bytes: &[u8]) -> Result<Owner, RemoteError> {
         let tmp = format!("{path}.tmp");
         let mut file = self
             .sftp
-            .create(Path::new(&tmp))
+            .open_mode(
+                Path::new(&tmp),
+                ssh2::OpenFlags::WRITE | ssh2::OpenFlags::CREATE | ssh2::OpenFlags::TRUNCATE,
+                0o640,
+                ssh2::OpenType::File,
+            )
             .map_err(|e| self.sftp_err("creating", &tmp, e))?;
         file.write_all(bytes).map_err(|e| RemoteError::Sftp {
             addr: self.addr.clone(),
@@ -385,12 +392,73 @@ impl Remote {
             path: tmp.clone(),
             reason: e.to_string(),
         })?;
+        let owner = file
+            .stat()
+            .map(|st| Owner::of(&st))
+            .map_err(|e| self.sftp_err("inspecting", &tmp, e))?;
         drop(file);
         // SFTP v3 servers do not overwrite on rename: clear the target first.
         self.remove(path)?;
         self.sftp
             .rename(Path::new(&tmp), Path::new(path), None)
-            .map_err(|e| self.sftp_err("renaming into place", path, e))
+            .map_err(|e| self.sftp_err("renaming into place", path, e))?;
+        Ok(owner)
+    }
+
+    /// The owner and mode of a remote file or directory, not following a link; `None` if
+    /// it does not exist.
+    pub fn owner_of(&self, path: &str) -> Result<Option<Owner>, RemoteError> {
+        match self.sftp.lstat(Path::new(path)) {
+            Ok(st) => Ok(Some(Owner::of(&st))),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(self.sftp_err("checking", path, e)),
+        }
+    }
+
+    /// [`Remote::read_small`], with the owner and mode of the file read, as its open
+    /// handle reports them (so they belong to the very file whose bytes were read).
+    pub fn read_small_owned(
+        &self,
+        path: &str,
+        max: u64,
+    ) -> Result<Option<(Vec<u8>, Owner)>, RemoteError> {
+        let Some(before) = self.owner_of(path)? else {
+            return Ok(None);
+        };
+        if before.kind != Kind::File {
+            return Err(RemoteError::Refused {
+                addr: self.addr.clone(),
+                path: path.to_string(),
+                reason: "is not a regular file".into(),
+            });
+        }
+        let mut file = match self.sftp.open(Path::new(path)) {
+            Ok(f) => f,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(self.sftp_err("opening", path, e)),
+        };
+        let owner = file
+            .stat()
+            .map(|st| Owner::of(&st))
+            .map_err(|e| self.sftp_err("inspecting", path, e))?;
+        if owner.size > max {
+            return Err(RemoteError::Refused {
+                addr: self.addr.clone(),
+                path: path.to_string(),
+                reason: format!("is {} bytes, more than the {max} allowed", owner.size),
+            });
+        }
+        let mut bytes = Vec::new();
+        Read::by_ref(&mut file)
+            .take(max)
+            .read_to_end(&mut bytes)
+            .map_err(|e| RemoteError::Sftp {
+                addr: self.addr.clone(),
+                op: "reading",
+                path: path.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Some((bytes, owner)))
     }
 
     /// Removes a remote file; a missing file is not an error.
@@ -405,6 +473,52 @@ impl Remote {
     /// host:port of the provider.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+}
+
+/// What a remote file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// Anything else.
+    Other,
+}
+
+/// A remote file's owner, mode and size, as the provider reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// Owner uid (`u32::MAX` when the server does not say).
+    pub uid: u32,
+    /// Permission bits (0 when the server does not say).
+    pub mode: u32,
+    /// What it is.
+    pub kind: Kind,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl Owner {
+    fn of(st: &ssh2::FileStat) -> Owner {
+        let ft = st.file_type();
+        Owner {
+            uid: st.uid.unwrap_or(u32::MAX),
+            mode: st.perm.unwrap_or(0) & 0o7777,
+            kind: if ft.is_symlink() {
+                Kind::Symlink
+            } else if ft.is_dir() {
+                Kind::Dir
+            } else if ft.is_file() {
+                Kind::File
+            } else {
+                Kind::Other
+            },
+            size: st.size.unwrap_or(0),
+        }
     }
 }
 

@@ -8,27 +8,30 @@
 //! 4. upload `<node>.subscribe_series.sqlapplied` with the result;
 //! 5. wait for `<node>.subscribe_series.done`, remove it and the die file.
 //!
+//! The files live in the site's exchange directory on the provider,
+//! `<trigger_dir>/<node>/`. Each request carries a fresh nonce, and an answer is taken
+//! only if it is the manager's answer to this very request (see [`answer`]).
+//!
 //! Progress is kept in `<site_dir>/subscribe_state.json`, so the command can be run again
 //! after any interruption: it resumes where it stopped (an interrupted apply was rolled
 //! back by PostgreSQL and is simply applied again). While a request is pending, pull stays
 //! paused and every exit says so; `--abort` cancels the request and lifts the pause.
 
+pub mod answer;
 pub mod bootstrap;
 
 use crate::exit;
 use crate::pull::{self, record, remote::Remote};
+use answer::{Verifier, Waited};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use slony_shared::config::ReceiverConfig;
 use slony_shared::lock::{LockError, RunLock};
-use slony_shared::trigger::{self, Outcome, Request, SqlDone, TriggerKind};
+use slony_shared::trigger::{self, Nonce, Outcome, Request, SqlDone, TriggerKind};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::task::block_in_place;
-
-/// Largest answer file accepted from the provider.
-const MAX_ANSWER: u64 = trigger::MAX_TRIGGER_SIZE as u64;
 
 /// Options from the command line.
 #[derive(Debug, Clone)]
@@ -71,6 +74,9 @@ struct State {
     request: String,
     /// Whether this command created the die file (and so must remove it).
     paused_by_us: bool,
+    /// The uid the provider gave the uploaded request: this site's own account there.
+    #[serde(default)]
+    own_uid: Option<u32>,
     /// The step reached.
     #[serde(flatten)]
     step: Step,
@@ -107,8 +113,9 @@ fn save_state(path: &Path, state: Option<&State>) -> anyhow::Result<()> {
     }
 }
 
-/// The provider's trigger directory paths for this site.
+/// The paths of this site's protocol files on the provider.
 struct Paths {
+    exchange: String,
     request: String,
     sqldone: String,
     sql: String,
@@ -118,9 +125,10 @@ struct Paths {
 
 impl Paths {
     fn new(cfg: &ReceiverConfig) -> Paths {
-        let dir = &cfg.remote.trigger_dir;
+        let dir = cfg.remote_exchange_dir().unwrap_or_default();
         let f = |kind: TriggerKind| format!("{dir}/{}", kind.file_name(&cfg.node));
         Paths {
+            exchange: dir.clone(),
             request: f(TriggerKind::Request),
             sqldone: f(TriggerKind::SqlDone),
             sql: format!("{dir}/{}", trigger::sql_file_name(&cfg.node)),
@@ -182,12 +190,41 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
         None => start_request(cfg, &remote, &paths, opts, series, &state_file).await?,
     };
 
+    let binding = trigger::request_binding(state.request.as_bytes()).with_context(|| {
+        format!(
+            "the request in progress ({}) names no nonce: it was sent by an older slony-receiver. Run with --abort, then send it again",
+            state_file.display()
+        )
+    })?;
+    let verifier = Verifier::new(
+        &remote,
+        &paths.exchange,
+        state.own_uid,
+        cfg.remote.allow_shared_account,
+        binding.clone(),
+    )?;
+
     if state.step == Step::Requested {
-        let Some(bytes) = wait_for(&remote, &paths.sqldone, opts, "the SQL from the manager")?
-        else {
-            return Ok(timed_out(cfg, opts, "the manager's SQL (.sqldone)"));
+        let answer = answer::wait_for(
+            &remote,
+            &paths.sqldone,
+            opts,
+            "the SQL from the manager",
+            &verifier,
+            SqlDone::parse,
+        )?;
+        let answer = match answer {
+            Waited::Got(a) => a,
+            Waited::TimedOut(refused) => {
+                return Ok(timed_out(
+                    cfg,
+                    opts,
+                    "the manager's SQL (.sqldone)",
+                    &refused,
+                ))
+            }
         };
-        match SqlDone::parse(&bytes).context("reading the manager's answer")? {
+        match answer {
             SqlDone::Failed { reason } => {
                 block_in_place(|| remote.remove(&paths.sqldone))?;
                 finish(cfg, &state, &state_file)?;
@@ -198,26 +235,31 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
             SqlDone::Ready {
                 new_site,
                 counter,
+                sql,
                 notes,
             } => {
                 for n in &notes {
                     eprintln!("note from the manager: {n}");
                 }
                 let local = cfg.site_dir().join("subscribe.sql.gz");
-                let size = block_in_place(|| remote.size_of(&paths.sql))?.with_context(|| {
-                    format!(
-                        "the manager said the SQL is ready, but {} is missing",
-                        paths.sql
-                    )
-                })?;
-                block_in_place(|| remote.download(&paths.sql, &local, size))?;
-                tracing::info!(
-                    bytes = size,
-                    new_site,
-                    counter = counter.0,
-                    "applying the subscription SQL"
-                );
-                let outcome = apply_sql(cfg, &local, new_site, counter).await;
+                let outcome = match answer::download_sql(
+                    &remote, &paths.sql, &local, &verifier, &sql,
+                ) {
+                    Ok(()) => {
+                        tracing::info!(
+                            bytes = sql.size,
+                            sha256 = %sql.sha256,
+                            new_site,
+                            counter = counter.0,
+                            "applying the subscription SQL"
+                        );
+                        apply_sql(cfg, &local, new_site, counter).await
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "ALERT: the SQL file is not the one the manager published");
+                        Err(e)
+                    }
+                };
                 let _ = std::fs::remove_file(&local);
                 let (success, reason) = match &outcome {
                     Ok(()) => (true, None),
@@ -227,7 +269,9 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
                     success,
                     reason: reason.clone(),
                 };
-                block_in_place(|| remote.upload(&paths.sqlapplied, result.render().as_bytes()))?;
+                block_in_place(|| {
+                    remote.upload(&paths.sqlapplied, result.render(Some(&binding)).as_bytes())
+                })?;
                 state.step = Step::Reported { success, reason };
                 save_state(&state_file, Some(&state))?;
             }
@@ -237,10 +281,24 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
     let Step::Reported { success, reason } = state.step.clone() else {
         bail!("internal: unexpected subscription step {:?}", state.step);
     };
-    let Some(bytes) = wait_for(&remote, &paths.done, opts, "the manager to finish")? else {
-        return Ok(timed_out(cfg, opts, "the manager's completion (.done)"));
+    let done = match answer::wait_for(
+        &remote,
+        &paths.done,
+        opts,
+        "the manager to finish",
+        &verifier,
+        Outcome::parse,
+    )? {
+        Waited::Got(done) => done,
+        Waited::TimedOut(refused) => {
+            return Ok(timed_out(
+                cfg,
+                opts,
+                "the manager's completion (.done)",
+                &refused,
+            ))
+        }
     };
-    let done = Outcome::parse(&bytes).context("reading the manager's completion")?;
     block_in_place(|| remote.remove(&paths.done))?;
     finish(cfg, &state, &state_file)?;
     if success && done.success {
@@ -281,6 +339,7 @@ async fn start_request(
     crate::privilege::check_applier(&pull::connect_db(cfg).await?).await?;
     let request = Request {
         node: cfg.node.clone(),
+        nonce: Nonce::random().context("drawing the request's nonce")?,
         archive: opts.archive,
         retention: opts.retention,
         tapegroup: opts.tapegroup,
@@ -292,16 +351,18 @@ async fn start_request(
         std::fs::write(&die, "paused by slony-receiver subscribe-series\n")
             .with_context(|| format!("creating the pause file {}", die.display()))?;
     }
-    let state = State {
+    let mut state = State {
         request: request.render(),
         paused_by_us,
+        own_uid: None,
         step: Step::Requested,
     };
-    // Answers left by an aborted earlier run must not be taken for this one's.
+    // Answers left by an earlier run are refused anyway (they name another nonce); they
+    // are removed so that the wait is not spent on them.
     let sent = block_in_place(|| -> anyhow::Result<()> {
         remote.remove(&paths.sqldone)?;
         remote.remove(&paths.done)?;
-        remote.upload(&paths.request, state.request.as_bytes())?;
+        state.own_uid = Some(remote.upload(&paths.request, state.request.as_bytes())?.uid);
         Ok(())
     })
     .and_then(|()| save_state(state_file, Some(&state)));
@@ -373,27 +434,6 @@ async fn apply_sql(
     Ok(())
 }
 
-/// Looks for a file on the provider up to `attempts` times.
-fn wait_for(
-    remote: &Remote,
-    path: &str,
-    opts: &Options,
-    what: &str,
-) -> anyhow::Result<Option<Vec<u8>>> {
-    for attempt in 1..=opts.attempts.max(1) {
-        match block_in_place(|| remote.read_small(path, MAX_ANSWER))? {
-            // A file without its end marker is still being written.
-            Some(bytes) if trigger::is_complete(&bytes) => return Ok(Some(bytes)),
-            _ => {}
-        }
-        if attempt < opts.attempts {
-            tracing::debug!(attempt, of = opts.attempts, "waiting for {what}");
-            std::thread::sleep(opts.interval);
-        }
-    }
-    Ok(None)
-}
-
 /// Reads and validates a subscribe list.
 fn read_list(list: &Path) -> anyhow::Result<Vec<trigger::Series>> {
     let text = std::fs::read_to_string(list)
@@ -401,7 +441,13 @@ fn read_list(list: &Path) -> anyhow::Result<Vec<trigger::Series>> {
     trigger::parse_series_list(&text).with_context(|| format!("subscribe list {}", list.display()))
 }
 
-fn timed_out(cfg: &ReceiverConfig, opts: &Options, what: &str) -> u8 {
+fn timed_out(cfg: &ReceiverConfig, opts: &Options, what: &str, refused: &[String]) -> u8 {
+    if !refused.is_empty() {
+        eprintln!(
+            "slony-receiver: while waiting, {} file(s) were refused as not the manager's answer to this request (see above); nothing of them was applied",
+            refused.len()
+        );
+    }
     let list = opts
         .list
         .as_ref()
@@ -454,12 +500,16 @@ fn abort(
     };
     block_in_place(|| -> anyhow::Result<()> {
         remote.remove(&paths.request)?;
-        if remote.size_of(&paths.sqldone)?.is_some() && state.step == Step::Requested {
+        let binding = trigger::request_binding(state.request.as_bytes());
+        if let (Some(binding), true) = (
+            binding,
+            remote.size_of(&paths.sqldone)?.is_some() && state.step == Step::Requested,
+        ) {
             let result = Outcome {
                 success: false,
                 reason: Some("aborted by the subscriber".into()),
             };
-            remote.upload(&paths.sqlapplied, result.render().as_bytes())?;
+            remote.upload(&paths.sqlapplied, result.render(Some(&binding)).as_bytes())?;
         }
         Ok(())
     })?;

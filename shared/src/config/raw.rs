@@ -41,6 +41,7 @@ pub struct RawRemote {
     pub known_hosts: Option<PathBuf>,
     pub log_dir: Option<String>,
     pub trigger_dir: Option<String>,
+    pub allow_shared_account: Option<bool>,
     pub connect_timeout_secs: Option<u64>,
 }
 

@@ -51,8 +51,13 @@ pub struct RemoteConfig {
     pub known_hosts: PathBuf,
     /// Provider directory holding one sub-directory per site.
     pub log_dir: String,
-    /// Provider directory for subscription trigger files.
+    /// Provider directory holding one exchange directory per site, `<trigger_dir>/<node>/`
+    /// (requests, answers, the acknowledgement). Empty: not set.
     pub trigger_dir: String,
+    /// Accept answers owned by the account this site logs in as: the provider's manager
+    /// runs as the same account, or shares it among sites, so ownership proves nothing and
+    /// only the answers' binding and digest are checked.
+    pub allow_shared_account: bool,
     /// Bound on connecting and on each SSH operation.
     pub timeout: Duration,
 }
@@ -281,6 +286,7 @@ impl ReceiverConfig {
                 Some(t) => remote_dir(p, "remote.trigger_dir", Some(t))?,
                 None => String::new(),
             },
+            allow_shared_account: r.allow_shared_account.unwrap_or(false),
             timeout: Duration::from_secs(r.connect_timeout_secs.unwrap_or(30).max(1)),
         };
 
@@ -524,6 +530,13 @@ impl ReceiverConfig {
     /// The provider's directory for this site: `<remote.log_dir>/<node>`.
     pub fn remote_site_dir(&self) -> String {
         format!("{}/{}", self.remote.log_dir, self.node)
+    }
+
+    /// `<remote.trigger_dir>/<node>`: the site's exchange directory on the provider, where
+    /// it writes its requests, reports and acknowledgement (`None` without a trigger_dir).
+    pub fn remote_exchange_dir(&self) -> Option<String> {
+        (!self.remote.trigger_dir.is_empty())
+            .then(|| format!("{}/{}", self.remote.trigger_dir, self.node))
     }
 }
 

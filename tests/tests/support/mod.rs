@@ -365,3 +365,16 @@ pub fn slony_set_sql(cluster: &str, tables: &[&str]) -> String {
          WHERE n.nspname || '.' || c.relname IN ({list});\n"
     )
 }
+
+/// Top-level lines of a manager config registering `nodes`, all under the account
+/// running the tests (so with `allow_shared_account`, which tests not about the sites'
+/// separation need: they play every party as one OS user). Put them before the first
+/// `[section]`.
+pub fn shared_sites_toml(nodes: &[&str]) -> String {
+    let account = current_user().name;
+    let mut s = String::from("allow_shared_account = true\n");
+    for n in nodes {
+        s.push_str(&format!("sites.\"{n}\".account = \"{account}\"\n"));
+    }
+    s
+}

@@ -56,6 +56,8 @@ user = "{user}"
 key_file = "{key}"
 known_hosts = "{known_hosts}"
 log_dir = "{log_dir}"
+trigger_dir = "{log_dir}.exchange"
+allow_shared_account = true
 connect_timeout_secs = 10
 [local]
 log_dir = "{local}"

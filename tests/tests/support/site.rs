@@ -110,6 +110,9 @@ impl Site {
     pub async fn start_in(dir: TestDir, options: Options) -> Site {
         let provider = dir.mkdir("provider/site_logs").join(NODE);
         std::fs::create_dir_all(&provider).unwrap();
+        // The site's exchange directory (its acknowledgement goes there), as
+        // `remote.trigger_dir` of the receiver's config says.
+        std::fs::create_dir_all(dir.join("provider/site_logs.exchange").join(NODE)).unwrap();
         let pg = PgServer::start();
         pg.create_db("replica").await;
         pg.connect("replica")
@@ -167,6 +170,11 @@ impl Site {
             receiver_toml_with_database(&endpoints, &database, &extra),
         )
         .unwrap();
+    }
+
+    /// The site's exchange directory on the provider (its acknowledgement).
+    pub fn exchange(&self) -> PathBuf {
+        self.dir.join("provider/site_logs.exchange").join(NODE)
     }
 
     /// The receiver's local log directory.

@@ -1,0 +1,193 @@
+//! Telling the manager's answers from anything else in the site's exchange directory.
+//!
+//! An answer is taken only if all of these hold (TRUST.md, "Answers are authentic"):
+//!
+//! - the exchange directory `<trigger_dir>/<node>/` is not writable by every account, and
+//!   belongs to another account than this site's login (the manager's);
+//! - the answer is a regular file owned by that account and not world-writable, as the
+//!   open handle reports it;
+//! - it names this site's node and the nonce of this very request, so an answer moved,
+//!   copied or kept from another site's or an earlier request is refused;
+//! - for `.sqldone`, the SQL file downloaded has the SHA-256 and size it states.
+//!
+//! A file that fails is refused with an alert naming its owner, and the command keeps
+//! waiting for the genuine answer: a planted file can neither be applied nor end the
+//! request.
+
+use super::Options;
+use crate::pull::remote::{Kind, Owner, Remote};
+use anyhow::{bail, Context};
+use slony_shared::trigger::{self, Binding, Bound, Digest, TriggerError};
+use std::path::Path;
+use tokio::task::block_in_place;
+
+/// Largest answer file accepted from the provider.
+const MAX_ANSWER: u64 = trigger::MAX_TRIGGER_SIZE as u64;
+
+/// What an answer must be to be the manager's answer to this request.
+pub struct Verifier {
+    /// The manager's uid: the owner of the exchange directory.
+    manager_uid: u32,
+    /// The request the answers must name.
+    binding: Binding,
+}
+
+impl Verifier {
+    /// Checks the exchange directory `dir` and learns the manager's uid from it.
+    /// `own_uid` is the uid this site's uploads get on the provider, if known.
+    ///
+    /// # Errors
+    ///
+    /// The directory is missing, writable by every account, or (unless `allow_shared`)
+    /// owned by this site's own account.
+    pub fn new(
+        remote: &Remote,
+        dir: &str,
+        own_uid: Option<u32>,
+        allow_shared: bool,
+        binding: Binding,
+    ) -> anyhow::Result<Verifier> {
+        let owner = block_in_place(|| remote.owner_of(dir))?.with_context(|| {
+            format!("the site's exchange directory {dir} does not exist on the provider: its manager makes it once the site is registered there ([sites.<node>] in the manager's config)")
+        })?;
+        if owner.kind != Kind::Dir {
+            bail!(
+                "{dir} on the provider is not a directory: refusing to exchange files through it"
+            );
+        }
+        if owner.mode & 0o002 != 0 {
+            bail!(
+                "{dir} on the provider is writable by every account (mode {:o}): anyone there could plant answers. The provider must make it 2770 (slony-manager does)",
+                owner.mode
+            );
+        }
+        if Some(owner.uid) == own_uid && !allow_shared {
+            bail!(
+                "{dir} on the provider belongs to this site's own login account (uid {}): the manager's answers cannot be told from files this account wrote. The provider must run slony-manager under an account of its own; set remote.allow_shared_account = true only to accept that any account sharing this login can forge answers",
+                owner.uid
+            );
+        }
+        Ok(Verifier {
+            manager_uid: owner.uid,
+            binding,
+        })
+    }
+
+    /// Why a file is not the manager's, if it is not.
+    pub fn not_from_manager(&self, owner: &Owner) -> Option<String> {
+        if owner.kind != Kind::File {
+            Some("it is not a regular file".into())
+        } else if owner.uid != self.manager_uid {
+            Some(format!(
+                "it is owned by uid {}, not by the manager (uid {}, the owner of the exchange directory)",
+                owner.uid, self.manager_uid
+            ))
+        } else if owner.mode & 0o002 != 0 {
+            Some(format!(
+                "it is writable by every account (mode {:o})",
+                owner.mode
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// The request answers must name.
+    pub fn binding(&self) -> &Binding {
+        &self.binding
+    }
+}
+
+/// What [`wait_for`] found.
+pub enum Waited<T> {
+    /// The manager's answer to this request.
+    Got(T),
+    /// None within the attempts; the files refused meanwhile, with why.
+    TimedOut(Vec<String>),
+}
+
+/// Looks for the manager's answer at `path` up to `opts.attempts` times. Complete files
+/// that are not the manager's answer to this request are refused (logged, with an alert)
+/// and the wait goes on.
+///
+/// # Errors
+///
+/// An SSH error, or a file of the manager's that does not parse.
+pub fn wait_for<T>(
+    remote: &Remote,
+    path: &str,
+    opts: &Options,
+    what: &str,
+    verifier: &Verifier,
+    parse: impl Fn(&[u8]) -> Result<Bound<T>, TriggerError>,
+) -> anyhow::Result<Waited<T>> {
+    let mut refused: Vec<String> = Vec::new();
+    for attempt in 1..=opts.attempts.max(1) {
+        if let Some((bytes, owner)) = block_in_place(|| remote.read_small_owned(path, MAX_ANSWER))?
+        {
+            // A file without its end marker is still being written.
+            if trigger::is_complete(&bytes) {
+                let why = match verifier.not_from_manager(&owner) {
+                    Some(why) => why,
+                    None => match parse(&bytes)
+                        .with_context(|| format!("reading {path}, {what}"))?
+                        .for_request(verifier.binding(), path)
+                    {
+                        Ok(body) => return Ok(Waited::Got(body)),
+                        Err(e) => e.to_string(),
+                    },
+                };
+                if !refused.contains(&why) {
+                    tracing::error!(file = path, reason = %why, "ALERT: refused a file that is not the manager's answer to this request; still waiting for the genuine one");
+                    eprintln!("slony-receiver: refused {path}: {why}");
+                    refused.push(why);
+                }
+            }
+        }
+        if attempt < opts.attempts {
+            tracing::debug!(attempt, of = opts.attempts, "waiting for {what}");
+            std::thread::sleep(opts.interval);
+        }
+    }
+    Ok(Waited::TimedOut(refused))
+}
+
+/// Downloads the manager's SQL file to `local` and checks it is the one `.sqldone`
+/// describes: the manager's file, of the stated size and SHA-256.
+///
+/// # Errors
+///
+/// The file is missing, not the manager's, or differs from the digest.
+pub fn download_sql(
+    remote: &Remote,
+    path: &str,
+    local: &Path,
+    verifier: &Verifier,
+    expected: &Digest,
+) -> anyhow::Result<()> {
+    let owner = block_in_place(|| remote.owner_of(path))?
+        .with_context(|| format!("the manager said the SQL is ready, but {path} is missing"))?;
+    if let Some(why) = verifier.not_from_manager(&owner) {
+        bail!("refused {path}: {why}; nothing of it was applied");
+    }
+    if owner.size != expected.size {
+        bail!(
+            "refused {path}: it is {} bytes, but the manager's answer says {}; nothing of it was applied",
+            owner.size,
+            expected.size
+        );
+    }
+    block_in_place(|| remote.download(path, local, owner.size))?;
+    let got = std::fs::File::open(local)
+        .and_then(Digest::of)
+        .with_context(|| format!("reading back {}", local.display()))?;
+    if &got != expected {
+        let _ = std::fs::remove_file(local);
+        bail!(
+            "refused {path}: its SHA-256 is {}, but the manager's answer says {}: it is not the SQL the manager published; nothing of it was applied",
+            got.sha256,
+            expected.sha256
+        );
+    }
+    Ok(())
+}
