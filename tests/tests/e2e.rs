@@ -11,6 +11,7 @@ mod pull;
 mod real_slony;
 mod reliability;
 mod secrets;
+mod sites;
 mod status;
 mod subscribe;
 mod support;

@@ -844,6 +844,15 @@ async fn hostile_and_incomplete_requests_change_nothing() {
     );
     let secret = p.subscribers.join("site1/since");
     std::os::unix::fs::symlink(&secret, p.tfile("site10", TriggerKind::Request)).unwrap();
+    // A site the manager does not know: its directory and request are left alone and
+    // reported, never answered.
+    let ghost = p.trigger.join("ghost");
+    std::fs::create_dir(&ghost).unwrap();
+    p.put_in(
+        &ghost,
+        "ghost.subscribe_series.tgr",
+        genuine.replace("site3", "ghost").as_bytes(),
+    );
     let rejected = p.trigger.join("rejected");
     wait_until(WAIT, "the refused files to be moved aside", || {
         std::fs::read_dir(&rejected).map_or(0, |d| d.count()) == 4
@@ -870,6 +879,11 @@ async fn hostile_and_incomplete_requests_change_nothing() {
     );
     assert!(p.log().contains("ALERT"), "{}", p.log());
     assert_eq!(std::fs::read_to_string(&secret).unwrap(), "10\n");
+    wait_until(WAIT, "the unknown site to be reported", || {
+        p.log().contains("a directory of an unknown site")
+    });
+    assert!(!ghost.join("ghost.subscribe_series.sqldone").exists());
+    std::fs::remove_dir_all(&ghost).unwrap();
 
     // A request still being written (no EOF line) is left alone until complete.
     let partial = p.tfile("site9", TriggerKind::Request);

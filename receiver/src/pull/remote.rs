@@ -435,6 +435,16 @@ impl Remote {
         let mut file = match self.sftp.open(Path::new(path)) {
             Ok(f) => f,
             Err(e) if is_not_found(&e) => return Ok(None),
+            // LIBSSH2_FX_PERMISSION_DENIED: not a file meant for this account.
+            Err(e) if matches!(e.code(), ssh2::ErrorCode::SFTP(3)) => {
+                return Err(RemoteError::Refused {
+                    addr: self.addr.clone(),
+                    path: path.to_string(),
+                    reason:
+                        "this site's account may not read it, so it was not written for this site"
+                            .into(),
+                })
+            }
             Err(e) => return Err(self.sftp_err("opening", path, e)),
         };
         let owner = file

@@ -123,24 +123,15 @@ pub fn wait_for<T>(
 ) -> anyhow::Result<Waited<T>> {
     let mut refused: Vec<String> = Vec::new();
     for attempt in 1..=opts.attempts.max(1) {
-        if let Some((bytes, owner)) = block_in_place(|| remote.read_small_owned(path, MAX_ANSWER))?
-        {
-            // A file without its end marker is still being written.
-            if trigger::is_complete(&bytes) {
-                let why = match verifier.not_from_manager(&owner) {
-                    Some(why) => why,
-                    None => match parse(&bytes)
-                        .with_context(|| format!("reading {path}, {what}"))?
-                        .for_request(verifier.binding(), path)
-                    {
-                        Ok(body) => return Ok(Waited::Got(body)),
-                        Err(e) => e.to_string(),
-                    },
-                };
-                if !refused.contains(&why) {
-                    tracing::error!(file = path, reason = %why, "ALERT: refused a file that is not the manager's answer to this request; still waiting for the genuine one");
-                    eprintln!("slony-receiver: refused {path}: {why}");
-                    refused.push(why);
+        if let Some(why) = look(remote, path, what, verifier, &parse)? {
+            match why {
+                Look::Got(body) => return Ok(Waited::Got(body)),
+                Look::Refused(why) => {
+                    if !refused.contains(&why) {
+                        tracing::error!(file = path, reason = %why, "ALERT: refused a file that is not the manager's answer to this request; still waiting for the genuine one");
+                        eprintln!("slony-receiver: refused {path}: {why}");
+                        refused.push(why);
+                    }
                 }
             }
         }
@@ -150,6 +141,56 @@ pub fn wait_for<T>(
         }
     }
     Ok(Waited::TimedOut(refused))
+}
+
+/// What one look at an answer's path found.
+enum Look<T> {
+    /// The manager's answer to this request.
+    Got(T),
+    /// A complete file that is not; why.
+    Refused(String),
+}
+
+/// Looks once at `path`: `None` while there is no complete file. A file that is not the
+/// manager's is refused from its attributes alone, before it is opened (it may not even
+/// be readable), and again from its open handle's.
+fn look<T>(
+    remote: &Remote,
+    path: &str,
+    what: &str,
+    verifier: &Verifier,
+    parse: &impl Fn(&[u8]) -> Result<Bound<T>, TriggerError>,
+) -> anyhow::Result<Option<Look<T>>> {
+    let Some(before) = block_in_place(|| remote.owner_of(path))? else {
+        return Ok(None);
+    };
+    if let Some(why) = verifier.not_from_manager(&before) {
+        return Ok(Some(Look::Refused(why)));
+    }
+    let (bytes, owner) = match block_in_place(|| remote.read_small_owned(path, MAX_ANSWER)) {
+        Ok(Some(read)) => read,
+        Ok(None) => return Ok(None),
+        Err(crate::pull::remote::RemoteError::Refused { reason, .. }) => {
+            return Ok(Some(Look::Refused(reason)))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // A file without its end marker is still being written.
+    if !trigger::is_complete(&bytes) {
+        return Ok(None);
+    }
+    if let Some(why) = verifier.not_from_manager(&owner) {
+        return Ok(Some(Look::Refused(why)));
+    }
+    Ok(Some(
+        match parse(&bytes)
+            .with_context(|| format!("reading {path}, {what}"))?
+            .for_request(verifier.binding(), path)
+        {
+            Ok(body) => Look::Got(body),
+            Err(e) => Look::Refused(e.to_string()),
+        },
+    ))
 }
 
 /// Downloads the manager's SQL file to `local` and checks it is the one `.sqldone`

@@ -86,7 +86,9 @@ impl SshServer {
         }
         let authorized_keys = dir.join("authorized_keys");
         std::fs::copy(pub_path(&client_key), &authorized_keys).expect("writing authorized_keys");
-        std::fs::set_permissions(&authorized_keys, std::fs::Permissions::from_mode(0o600))
+        // Readable by every login: sshd reads it as the user logging in, and the tests of
+        // the sites' separation log in as accounts of their own (a public key is no secret).
+        std::fs::set_permissions(&authorized_keys, std::fs::Permissions::from_mode(0o644))
             .expect("chmod authorized_keys");
 
         if is_root() {
