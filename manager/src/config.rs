@@ -538,10 +538,67 @@ url = "postgresql://slony@127.0.0.1:5432/jsoc"
         }
     }
 
+    /// An account of this host that is not the one running the tests.
+    fn other_account() -> &'static str {
+        if Account::own().name == "nobody" {
+            "root"
+        } else {
+            "nobody"
+        }
+    }
+
+    #[test]
+    fn sites_are_registered_with_accounts_of_their_own() {
+        let own = Account::own().name;
+        let other = other_account();
+        let site = |n: &str, a: &str| format!("[sites.{n}]\naccount = \"{a}\"\n");
+        let c = parse(&format!(
+            "{MINIMAL}{}tables = [\"s1.*\", \"s2.t1\"]\n",
+            site("site1", other)
+        ))
+        .unwrap();
+        let s1 = c.registry.get(&NodeName::new("site1").unwrap()).unwrap();
+        assert_eq!(s1.account.name, other);
+        assert!(s1.may_have(&slony_shared::ident::QualifiedTable::parse("s1.x").unwrap()));
+        assert!(!s1.may_have(&slony_shared::ident::QualifiedTable::parse("s2.x").unwrap()));
+        assert!(c.registry.shared_accounts().is_empty());
+        for (text, says) in [
+            (site("site1", "no-such-account-xyz"), "no Unix account"),
+            (site("site1", &own), "the manager's own account"),
+            (
+                format!("{}{}", site("site1", other), site("site2", other)),
+                "also site site1's account",
+            ),
+            (site("rejected", other), "choose another node name"),
+            (site("bad.name", other), "sites"),
+            ("[sites.site1]\n".to_string(), "account"),
+            (
+                format!("{}tables = [\"s1\"]\n", site("site1", other)),
+                "sites.site1.tables",
+            ),
+        ] {
+            let err = parse(&format!("{MINIMAL}{text}")).unwrap_err().to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+        // Shared on purpose: accepted, and reported.
+        let c = parse(&format!(
+            "allow_shared_account = true\n{MINIMAL}{}{}",
+            site("site1", &own),
+            site("site2", &own)
+        ))
+        .unwrap();
+        assert_eq!(c.registry.shared_accounts().len(), 1);
+    }
+
     #[test]
     fn example_config_is_valid() {
-        let text = include_str!("../../etc/manager.toml.example");
-        let c = parse(text).unwrap();
+        // The example's site account is made up; any account of this host stands in.
+        let text = include_str!("../../etc/manager.toml.example").replace(
+            "account = \"site1\"",
+            &format!("account = \"{}\"", other_account()),
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.registry.sites.len(), 1);
         assert!(!c.allow_drop);
         assert_eq!(c.archive_dir, Some(PathBuf::from("/srv/slony/archive")));
         assert_eq!(c.housekeeping.batch_size, 5000);

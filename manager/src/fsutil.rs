@@ -251,6 +251,7 @@ pub fn exists(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temporary() {
@@ -299,6 +300,30 @@ mod tests {
             read_other_side(&dir.path().join("none"), 10).unwrap(),
             OtherSide::Missing
         ));
+        // A site's file counts only if its account owns it, and no one else may write it.
+        let own = own_uid();
+        let named = |uid: u32| format!("uid {uid}");
+        assert!(matches!(
+            read_site_file(&plain, 10, own, named).unwrap(),
+            OtherSide::Bytes(b) if b == b"hello"
+        ));
+        match read_site_file(&plain, 10, own + 1, named).unwrap() {
+            OtherSide::Refused(why) => assert!(why.contains(&format!("uid {own}")), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(matches!(
+            read_site_file(&plain, 10, own, named).unwrap(),
+            OtherSide::Refused(why) if why.contains("lets others write it")
+        ));
+        assert!(matches!(
+            read_site_file(&link, 10, own, named).unwrap(),
+            OtherSide::Refused(_)
+        ));
+        // What the manager creates is not world-readable.
+        let made = dir.path().join("made");
+        create_new(&made).unwrap();
+        assert_eq!(made.metadata().unwrap().permissions().mode() & 0o777, 0o640);
         // A planted symlink at a temporary name is replaced, not followed.
         let tmp = dir.path().join("tmp");
         std::os::unix::fs::symlink(&secret, &tmp).unwrap();
