@@ -34,6 +34,8 @@ struct RawManager {
     allow_shared_account: Option<bool>,
     #[serde(default)]
     sites: std::collections::BTreeMap<String, RawSite>,
+    #[serde(default)]
+    alert: slony_shared::config::RawAlert,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +79,8 @@ pub struct ManagerConfig {
     pub housekeeping: HousekeepingConfig,
     /// `[sites.<node>]`: the sites served, and the account each logs in as.
     pub registry: Registry,
+    /// `[alert]`: who is mailed when a site does what it may not.
+    pub alert: slony_shared::config::AlertConfig,
 }
 
 /// `[housekeeping]`: how `slony-manager housekeeping` packs and prunes site directories.
@@ -296,6 +300,7 @@ impl ManagerConfig {
         };
 
         let registry = registry(p, raw.sites, raw.allow_shared_account.unwrap_or(false))?;
+        let alert = slony_shared::config::alert_config(p, raw.alert, "slony-manager")?;
 
         Ok(ManagerConfig {
             source: path.to_path_buf(),
@@ -312,6 +317,7 @@ impl ManagerConfig {
                 retention_days,
             },
             registry,
+            alert,
         })
     }
 

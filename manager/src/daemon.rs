@@ -382,10 +382,14 @@ impl Daemon {
                 Ok(n) if cfg.registry.get(&n).is_some() => n,
                 _ => {
                     if self.reported.insert(path.clone()) {
-                        tracing::error!(
-                            dir = %path.display(),
-                            owner = %crate::exchange::writer_of(&cfg, &path),
-                            "ALERT: a directory of an unknown site in the trigger directory is ignored (register the site in [sites.<node>], or remove it)"
+                        crate::alert::raise(
+                            &cfg,
+                            &format!("a directory of an unknown site, {name:?}, in the trigger directory"),
+                            &format!(
+                                "{} (made by {}) is not a registered site's: it is ignored, and nothing in it is answered. Register the site in [sites.<node>], or remove the directory.",
+                                path.display(),
+                                crate::exchange::writer_of(&cfg, &path)
+                            ),
                         );
                     }
                     continue;
@@ -428,17 +432,27 @@ impl Daemon {
     /// names its writer.
     fn refuse(&mut self, path: &Path, tag: &str, why: &str) {
         let writer = crate::exchange::writer_of(&self.cfg, path);
+        let subject = format!("refused {} from {writer}", path.display());
         match move_aside(&self.cfg, path, tag) {
-            Ok(target) => tracing::error!(
-                file = %path.display(),
-                %writer,
-                reason = why,
-                moved_to = %target.display(),
-                "ALERT: refused a file in the trigger directory"
+            Ok(target) => crate::alert::raise(
+                &self.cfg,
+                &subject,
+                &format!(
+                    "{} was written by {writer}: {why}. It was moved to {} and not acted on.",
+                    path.display(),
+                    target.display()
+                ),
             ),
             Err(e) => {
                 if self.reported.insert(path.to_path_buf()) {
-                    tracing::error!(file = %path.display(), %writer, reason = why, error = %format!("{e:#}"), "ALERT: refused a file in the trigger directory, and cannot move it aside");
+                    crate::alert::raise(
+                        &self.cfg,
+                        &subject,
+                        &format!(
+                            "{} was written by {writer}: {why}. It is not acted on, but cannot be moved aside: {e:#}",
+                            path.display()
+                        ),
+                    );
                 }
             }
         }

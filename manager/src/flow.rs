@@ -116,14 +116,14 @@ pub fn accept(cfg: &ManagerConfig, node: &NodeName) -> anyhow::Result<Accepted> 
         OtherSide::Refused(why) => {
             // Not the site's own request: it is not answered (the site did not ask), only
             // moved aside and reported.
-            tracing::error!(
-                %node,
-                file = %f.tgr.display(),
-                writer = %exchange::writer_of(cfg, &f.tgr),
-                reason = %why,
-                "ALERT: refused a request that does not come from its site"
-            );
-            crate::daemon::move_aside(cfg, &f.tgr, "forged-request")?;
+            refuse(
+                cfg,
+                node,
+                &f.tgr,
+                "forged-request",
+                "a request that does not come from its site",
+                &why,
+            )?;
             return Ok(Accepted::NotYet);
         }
     };
@@ -382,14 +382,14 @@ fn read_applied(
         OtherSide::Missing => return Ok(None),
         OtherSide::Bytes(bytes) => Outcome::parse(&bytes),
         OtherSide::Refused(why) => {
-            tracing::error!(
-                %node,
-                file = %f.sqlapplied.display(),
-                writer = %exchange::writer_of(cfg, &f.sqlapplied),
-                reason = %why,
-                "ALERT: refused a report that does not come from its site; still waiting for the site's own"
-            );
-            crate::daemon::move_aside(cfg, &f.sqlapplied, "forged-report")?;
+            refuse(
+                cfg,
+                node,
+                &f.sqlapplied,
+                "forged-report",
+                "a report that does not come from its site (still waiting for the site's own)",
+                &why,
+            )?;
             return Ok(None);
         }
     };
@@ -400,13 +400,14 @@ fn read_applied(
         } {
             Ok(o) => Ok(Some(o)),
             Err(e) => {
-                tracing::error!(
-                    %node,
-                    file = %f.sqlapplied.display(),
-                    error = %e,
-                    "ALERT: refused a report of another request; still waiting for this one's"
-                );
-                crate::daemon::move_aside(cfg, &f.sqlapplied, "misbound-report")?;
+                refuse(
+                    cfg,
+                    node,
+                    &f.sqlapplied,
+                    "misbound-report",
+                    "a report of another request (still waiting for this one's)",
+                    &e.to_string(),
+                )?;
                 Ok(None)
             }
         },
@@ -419,6 +420,29 @@ fn read_applied(
             }))
         }
     }
+}
+
+/// Moves a site's file aside unread and raises an alert naming its writer.
+fn refuse(
+    cfg: &ManagerConfig,
+    node: &NodeName,
+    path: &std::path::Path,
+    tag: &str,
+    what: &str,
+    why: &str,
+) -> anyhow::Result<()> {
+    let writer = exchange::writer_of(cfg, path);
+    let target = crate::daemon::move_aside(cfg, path, tag)?;
+    crate::alert::raise(
+        cfg,
+        &format!("site {node}: refused {what}, written by {writer}"),
+        &format!(
+            "{} was written by {writer}: {why}. It was moved to {} and not acted on.",
+            path.display(),
+            target.display()
+        ),
+    );
+    Ok(())
 }
 
 /// The `Finishing` step: promote or discard, clean up, write `.done`.

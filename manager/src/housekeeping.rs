@@ -304,7 +304,14 @@ pub fn site(cfg: &ManagerConfig, node: &NodeName, now: SystemTime) -> anyhow::Re
     }
 
     // Retention: by mtime, only what the site acknowledged, never beyond `upper`.
-    summary.acknowledged = read_ack(cfg, node);
+    summary.acknowledged = read_ack(cfg, node).unwrap_or_else(|why| {
+        crate::alert::raise(
+            cfg,
+            &format!("site {node}: its acknowledgement is refused"),
+            &why,
+        );
+        None
+    });
     let upper = summary.acknowledged.map_or(Counter(0), |a| a.min(upper));
     if let Some(days) = cfg.housekeeping.retention_days.filter(|_| upper.0 > 0) {
         let limit = now
@@ -339,17 +346,23 @@ pub fn site(cfg: &ManagerConfig, node: &NodeName, now: SystemTime) -> anyhow::Re
 /// exchange directory, `<trigger_dir>/<node>/applied_counter`: read as hostile input (a
 /// plain file of the site's own account, a few bytes, one counter); anything else counts
 /// as no acknowledgement, with an alert naming its writer.
-pub fn read_ack(cfg: &ManagerConfig, node: &NodeName) -> Option<Counter> {
+///
+/// Returns the counter, or why the file there was refused.
+pub fn read_ack(cfg: &ManagerConfig, node: &NodeName) -> Result<Option<Counter>, String> {
     let path = cfg.exchange_file(node, ack::ACK_FILE);
-    let site = cfg.registry.get(node)?;
+    let Some(site) = cfg.registry.get(node) else {
+        return Ok(None);
+    };
     let refused = |why: String| {
-        tracing::warn!(file = %path.display(), reason = %why, "ALERT: ignoring the site's acknowledgement");
-        None
+        Err(format!(
+            "{} is not taken ({why}): nothing of the site's is deleted until it is",
+            path.display()
+        ))
     };
     match crate::exchange::read_from_site(cfg, site, &path, ack::MAX_LEN as usize) {
-        Ok(crate::fsutil::OtherSide::Missing) => None,
+        Ok(crate::fsutil::OtherSide::Missing) => Ok(None),
         Ok(crate::fsutil::OtherSide::Bytes(bytes)) => match ack::parse(&bytes) {
-            Ok(c) => Some(c),
+            Ok(c) => Ok(Some(c)),
             Err(e) => refused(e.to_string()),
         },
         Ok(crate::fsutil::OtherSide::Refused(why)) => refused(why),

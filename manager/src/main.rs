@@ -19,6 +19,7 @@
 //! - [`status`]: the `status` command.
 //! - [`fsutil`]: atomic writes and idempotent removals.
 
+mod alert;
 mod cancel;
 mod cli;
 mod config;

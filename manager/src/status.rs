@@ -78,6 +78,7 @@ pub fn run(cfg: &ManagerConfig, json: bool) -> anyhow::Result<u8> {
 fn collect(cfg: &ManagerConfig) -> anyhow::Result<Report> {
     let mut sites = Vec::new();
     let mut requests = Vec::new();
+    let mut ack_refused = Vec::new();
     let mut names: Vec<String> = std::fs::read_dir(&cfg.subscribers_dir)
         .map_err(|e| anyhow::anyhow!("listing {}: {e}", cfg.subscribers_dir.display()))?
         .flatten()
@@ -104,7 +105,13 @@ fn collect(cfg: &ManagerConfig) -> anyhow::Result<Report> {
                     .ok()
                     .flatten()
                     .map(|c| c.0),
-                acknowledged: crate::housekeeping::read_ack(cfg, &node).map(|c| c.0),
+                acknowledged: match crate::housekeeping::read_ack(cfg, &node) {
+                    Ok(c) => c.map(|c| c.0),
+                    Err(why) => {
+                        ack_refused.push(format!("site {node}: {why}"));
+                        None
+                    }
+                },
                 error,
             });
         } else if let Some(node) = name
@@ -162,6 +169,7 @@ fn collect(cfg: &ManagerConfig) -> anyhow::Result<Report> {
         ));
     }
     warnings.extend(cfg.registry.group_problems());
+    warnings.extend(ack_refused);
     for s in &sites {
         if NodeName::new(&s.name).is_ok_and(|n| cfg.registry.get(&n).is_none()) {
             warnings.push(format!(

@@ -604,54 +604,65 @@ impl Alerter {
         }
     }
 
-    /// `host:port` of the SMTP server, for error messages.
-    fn server(&self) -> String {
-        format!("{}:{}", self.config.smtp_host, self.config.smtp_port)
-    }
-
     /// Sends `mail` to every recipient over SMTP, as configured.
     fn send(&self, mail: &Mail) -> Result<(), AlertError> {
-        let parse = |a: &str| {
-            a.parse::<Mailbox>().map_err(|source| AlertError::Address {
-                address: a.to_string(),
-                source,
-            })
-        };
-        let mut builder = Message::builder()
-            .from(parse(&self.config.from)?)
-            .subject(mail.subject.clone())
-            .header(ContentType::TEXT_PLAIN);
-        for r in &self.config.recipients {
-            builder = builder.to(parse(r)?);
-        }
-        let message = builder
-            .body(mail.body.clone())
-            .map_err(|source| AlertError::Compose { source })?;
-
-        let host = self.config.smtp_host.as_str();
-        let tls_err = |source| AlertError::Tls {
-            server: self.server(),
-            source,
-        };
-        let mut transport = match self.config.tls {
-            TlsMode::None => SmtpTransport::builder_dangerous(host),
-            TlsMode::StartTls => SmtpTransport::starttls_relay(host).map_err(tls_err)?,
-            TlsMode::Tls => SmtpTransport::relay(host).map_err(tls_err)?,
-        }
-        .port(self.config.smtp_port)
-        .timeout(Some(SMTP_TIMEOUT));
-        if let Some((user, password)) = &self.config.credentials {
-            transport = transport.credentials(Credentials::new(user.clone(), password.clone()));
-        }
-        transport
-            .build()
-            .send(&message)
-            .map(|_| ())
-            .map_err(|source| AlertError::Send {
-                server: self.server(),
-                source,
-            })
+        send_mail(&self.config, &mail.subject, &mail.body)
     }
+}
+
+/// Sends one mail with `subject` and `body` to every recipient of `config`, at once and
+/// without any state: for events that are each worth a mail (a refused file, say), not
+/// for failures that repeat run after run (use [`Alerter`]). Nothing is sent when there
+/// are no recipients.
+///
+/// # Errors
+///
+/// A bad address, or the SMTP server refused or could not be reached.
+pub fn send_mail(config: &AlertConfig, subject: &str, body: &str) -> Result<(), AlertError> {
+    if config.recipients.is_empty() {
+        return Ok(());
+    }
+    let server = || format!("{}:{}", config.smtp_host, config.smtp_port);
+    let parse = |a: &str| {
+        a.parse::<Mailbox>().map_err(|source| AlertError::Address {
+            address: a.to_string(),
+            source,
+        })
+    };
+    let mut builder = Message::builder()
+        .from(parse(&config.from)?)
+        .subject(one_line(subject))
+        .header(ContentType::TEXT_PLAIN);
+    for r in &config.recipients {
+        builder = builder.to(parse(r)?);
+    }
+    let message = builder
+        .body(body.to_string())
+        .map_err(|source| AlertError::Compose { source })?;
+
+    let host = config.smtp_host.as_str();
+    let tls_err = |source| AlertError::Tls {
+        server: server(),
+        source,
+    };
+    let mut transport = match config.tls {
+        TlsMode::None => SmtpTransport::builder_dangerous(host),
+        TlsMode::StartTls => SmtpTransport::starttls_relay(host).map_err(tls_err)?,
+        TlsMode::Tls => SmtpTransport::relay(host).map_err(tls_err)?,
+    }
+    .port(config.smtp_port)
+    .timeout(Some(SMTP_TIMEOUT));
+    if let Some((user, password)) = &config.credentials {
+        transport = transport.credentials(Credentials::new(user.clone(), password.clone()));
+    }
+    transport
+        .build()
+        .send(&message)
+        .map(|_| ())
+        .map_err(|source| AlertError::Send {
+            server: server(),
+            source,
+        })
 }
 
 /// Seconds since the Unix epoch; 0 if the clock is before 1970.

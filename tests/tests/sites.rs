@@ -6,6 +6,7 @@
 
 use crate::support::pg::PgServer;
 use crate::support::receiver::database_toml;
+use crate::support::smtp::SmtpSink;
 use crate::support::ssh::SshServer;
 use crate::support::{
     bin_path, is_root, slony_set_sql, tail, user_by_name, wait_until, OsUser, TestDir,
@@ -144,6 +145,8 @@ struct World {
     log: PathBuf,
     pg: PgServer,
     ssh: SshServer,
+    /// Where the manager's alerts are mailed.
+    smtp: SmtpSink,
     mgr: OsUser,
     sites: [OsUser; 2],
 }
@@ -175,6 +178,7 @@ impl World {
             ))
             .await
             .unwrap();
+        let smtp = SmtpSink::start();
         let config = dir.join("manager.toml");
         std::fs::write(
             &config,
@@ -182,12 +186,14 @@ impl World {
                 "cluster = \"{CLUSTER}\"\ntrigger_dir = \"{}\"\nsubscribers_dir = \"{}\"\n\
                  site_log_dir = \"{}\"\nrescan_interval_secs = 1\n\
                  [sites.site1]\naccount = \"{}\"\n[sites.site2]\naccount = \"{}\"\n\
+                 [alert]\nrecipients = [\"ops@provider.example\"]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\n\
                  [database]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndbname = \"provider\"\n",
                 triggers.display(),
                 subscribers.display(),
                 site_logs.display(),
                 ACCOUNTS[0],
                 ACCOUNTS[1],
+                smtp.port(),
                 pg.port()
             ),
         )
@@ -202,6 +208,7 @@ impl World {
             config,
             pg,
             ssh,
+            smtp,
             mgr,
             sites,
         };
@@ -480,6 +487,17 @@ async fn sites_act_only_for_themselves_and_answers_are_authentic() {
         w.log()
     );
     assert!(!w.subscribers.join("site1.request.json").exists());
+    // Each refusal (two reports, three requests) was mailed, naming the real writer:
+    // site2's account four times, site1's own for its misbound report.
+    let mails = w.smtp.wait_for(5, WAIT);
+    let subjects: Vec<&str> = mails.iter().map(|m| m.subject.as_str()).collect();
+    let naming = |account: &str| {
+        subjects
+            .iter()
+            .filter(|s| s.starts_with("[slony-manager] ") && s.contains(account))
+            .count()
+    };
+    assert_eq!((naming(ACCOUNTS[1]), naming(ACCOUNTS[0])), (4, 1), "{subjects:?}");
     assert!(w.log().contains("ALERT"), "{}", w.log());
 
     // --- 3. The receiver: only the manager's answer to this very request is applied.

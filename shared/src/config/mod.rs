@@ -11,9 +11,10 @@ mod raw;
 mod receiver;
 
 pub use database::{DatabaseConfig, RawDatabase};
+pub use raw::RawAlert;
 pub use receiver::{
-    AlertConfig, HousekeepingConfig, LocalConfig, PullConfig, ReceiverConfig, RemoteConfig,
-    SshAuth, StatusConfig, TlsMode,
+    alert_config, AlertConfig, HousekeepingConfig, LocalConfig, PullConfig, ReceiverConfig,
+    RemoteConfig, SshAuth, StatusConfig, TlsMode,
 };
 
 use crate::ident::ClusterName;

@@ -1,7 +1,7 @@
 //! The validated receiver configuration.
 
 use super::database::DatabaseConfig;
-use super::raw::RawReceiver;
+use super::raw::{RawAlert, RawReceiver};
 use super::{base_dir, cluster_name, invalid, resolve, ConfigError};
 use crate::ident::{ClusterName, NodeName};
 use std::path::{Path, PathBuf};
@@ -364,58 +364,7 @@ impl ReceiverConfig {
             },
         };
 
-        let a = raw.alert;
-        let tls = match a.tls.as_deref().unwrap_or("none") {
-            "none" => TlsMode::None,
-            "starttls" => TlsMode::StartTls,
-            "tls" => TlsMode::Tls,
-            other => {
-                return Err(invalid(
-                    p,
-                    "alert.tls",
-                    format!("{other:?} is not one of \"none\", \"starttls\", \"tls\""),
-                ))
-            }
-        };
-        let credentials = match (a.username_env, a.password_env) {
-            (None, None) => None,
-            (Some(u), Some(pw)) => Some((
-                env_var(p, "alert.username_env", &u)?,
-                env_var(p, "alert.password_env", &pw)?,
-            )),
-            _ => {
-                return Err(invalid(
-                    p,
-                    "alert.password_env",
-                    "set both alert.username_env and alert.password_env, or neither",
-                ))
-            }
-        };
-        let recipients = a.recipients.unwrap_or_default();
-        for r in &recipients {
-            if !r.contains('@') || r.chars().any(|c| c.is_whitespace() || c == ',') {
-                return Err(invalid(
-                    p,
-                    "alert.recipients",
-                    format!("{r:?} is not a mail address"),
-                ));
-            }
-        }
-        let alert = AlertConfig {
-            recipients,
-            from: a
-                .from
-                .unwrap_or_else(|| format!("slony-receiver@{}", local_hostname())),
-            smtp_host: a.smtp_host.unwrap_or_else(|| "localhost".into()),
-            smtp_port: a.smtp_port.unwrap_or(match tls {
-                TlsMode::Tls => 465,
-                TlsMode::StartTls => 587,
-                TlsMode::None => 25,
-            }),
-            tls,
-            credentials,
-            reminder: Duration::from_secs(3600 * a.reminder_hours.unwrap_or(24).max(1)),
-        };
+        let alert = alert_config(p, raw.alert, "slony-receiver")?;
 
         let defaults = StatusConfig::default();
         let max_lag_archives = raw
@@ -538,6 +487,66 @@ impl ReceiverConfig {
         (!self.remote.trigger_dir.is_empty())
             .then(|| format!("{}/{}", self.remote.trigger_dir, self.node))
     }
+}
+
+/// `[alert]`: validated, credentials read from the environment; mail comes from
+/// `<program>@<host>` unless `from` says otherwise.
+///
+/// # Errors
+///
+/// [`ConfigError::Invalid`] naming the key.
+pub fn alert_config(p: &Path, a: RawAlert, program: &str) -> Result<AlertConfig, ConfigError> {
+    let tls = match a.tls.as_deref().unwrap_or("none") {
+        "none" => TlsMode::None,
+        "starttls" => TlsMode::StartTls,
+        "tls" => TlsMode::Tls,
+        other => {
+            return Err(invalid(
+                p,
+                "alert.tls",
+                format!("{other:?} is not one of \"none\", \"starttls\", \"tls\""),
+            ))
+        }
+    };
+    let credentials = match (a.username_env, a.password_env) {
+        (None, None) => None,
+        (Some(u), Some(pw)) => Some((
+            env_var(p, "alert.username_env", &u)?,
+            env_var(p, "alert.password_env", &pw)?,
+        )),
+        _ => {
+            return Err(invalid(
+                p,
+                "alert.password_env",
+                "set both alert.username_env and alert.password_env, or neither",
+            ))
+        }
+    };
+    let recipients = a.recipients.unwrap_or_default();
+    for r in &recipients {
+        if !r.contains('@') || r.chars().any(|c| c.is_whitespace() || c == ',') {
+            return Err(invalid(
+                p,
+                "alert.recipients",
+                format!("{r:?} is not a mail address"),
+            ));
+        }
+    }
+    Ok(AlertConfig {
+        recipients,
+        from: a
+            .from
+            .unwrap_or_else(|| format!("{program}@{}", local_hostname())),
+        smtp_host: a.smtp_host.unwrap_or_else(|| "localhost".into()),
+        smtp_port: a.smtp_port.unwrap_or(match tls {
+            TlsMode::Tls => 465,
+            TlsMode::StartTls => 587,
+            TlsMode::None => 25,
+        }),
+        tls,
+        credentials,
+        reminder: Duration::from_secs(3600 * a.reminder_hours.unwrap_or(24).max(1)),
+    })
 }
 
 fn local_hostname() -> String {
