@@ -444,6 +444,24 @@ async fn three_sites_get_their_own_stream_across_crashes() {
         }
         v
     };
+    // What the manager writes for a site is readable through the site's group only.
+    for (node, _) in SITES {
+        use std::os::unix::fs::MetadataExt;
+        let dir = s.site_logs.join(node);
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().mode() & 0o7777,
+            0o2750,
+            "{node}"
+        );
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let m = e.unwrap().metadata().unwrap();
+            assert_eq!(
+                m.mode() & 0o007,
+                0,
+                "{node}: a site copy readable by others"
+            );
+        }
+    }
     let (site_a, site_b) = (copies("site-a"), copies("site-b"));
     let mut t1_rows = 0;
     for (i, (a, b)) in site_a.iter().zip(&site_b).enumerate() {

@@ -497,7 +497,11 @@ async fn sites_act_only_for_themselves_and_answers_are_authentic() {
             .filter(|s| s.starts_with("[slony-manager] ") && s.contains(account))
             .count()
     };
-    assert_eq!((naming(ACCOUNTS[1]), naming(ACCOUNTS[0])), (4, 1), "{subjects:?}");
+    assert_eq!(
+        (naming(ACCOUNTS[1]), naming(ACCOUNTS[0])),
+        (4, 1),
+        "{subjects:?}"
+    );
     assert!(w.log().contains("ALERT"), "{}", w.log());
 
     // --- 3. The receiver: only the manager's answer to this very request is applied.
