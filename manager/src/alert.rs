@@ -4,19 +4,75 @@ from it, a file named for another site, a directory of an unknown site).
 
 Each alert is one `ALERT:` log line at error level and, with `[alert] recipients` set,
 one mail. They are events, each worth a mail, not a failure that repeats run after
-run, so no state is kept; the callers make sure one file alerts once (it is moved
-aside, or remembered as reported).
+run, so no state is kept on disk; the callers make sure one file alerts once (it is
+moved aside, or remembered as reported). A site that plants thousands of files must not
+bury the operator: each source (a site, or the trigger directory) raises at most
+[`PER_HOUR`] alerts an hour, and the next one after that says how many were held back.
+Names a site chose are shown with control characters replaced, so a file name cannot
+forge a log line.
 */
 
 use crate::config::ManagerConfig;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Mail subjects start with this.
 const SUBJECT_PREFIX: &str = "[slony-manager] ";
 
+/// Alerts one source may raise an hour.
+pub const PER_HOUR: u32 = 10;
+
+/// Per source: when its hour began, alerts raised in it, alerts held back.
+static WINDOWS: Mutex<Option<HashMap<String, (Instant, u32, u64)>>> = Mutex::new(None);
+
+/// Whether `source` may raise an alert now, and how many were held back before it.
+fn admit(source: &str) -> Option<u64> {
+    let mut guard = WINDOWS.lock().unwrap_or_else(|e| e.into_inner());
+    let windows = guard.get_or_insert_with(HashMap::new);
+    let now = Instant::now();
+    let w = windows.entry(source.to_string()).or_insert((now, 0, 0));
+    if now.duration_since(w.0) >= Duration::from_secs(3600) {
+        *w = (now, 0, w.2);
+    }
+    if w.1 < PER_HOUR {
+        w.1 += 1;
+        let held = w.2;
+        w.2 = 0;
+        Some(held)
+    } else {
+        w.2 += 1;
+        if w.2 == 1 {
+            tracing::warn!(
+                source,
+                "more than {PER_HOUR} alerts from this source within an hour: the next are held back and counted"
+            );
+        }
+        None
+    }
+}
+
+/// Text a site may have chosen, safe in a log line or a mail subject.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// Logs the alert and mails it, without waiting for the mail (a slow SMTP server
-/// must not hold up the daemon).
-pub fn raise(cfg: &ManagerConfig, subject: &str, details: &str) {
-    tracing::error!(details, "ALERT: {subject}");
+/// must not hold up the daemon). `source` is the site it concerns, or "trigger_dir".
+pub fn raise(cfg: &ManagerConfig, source: &str, subject: &str, details: &str) {
+    let Some(held) = admit(source) else {
+        return;
+    };
+    let subject = printable(subject);
+    let mut details = printable(details);
+    if held > 0 {
+        details.push_str(&format!(
+            " ({held} more alerts from {source} were held back within the last hour.)"
+        ));
+    }
+    tracing::error!(details = %details, "ALERT: {subject}");
     if cfg.alert.recipients.is_empty() {
         return;
     }
@@ -38,5 +94,22 @@ pub fn raise(cfg: &ManagerConfig, subject: &str, details: &str) {
         }
         // A short command (housekeeping): send before it exits.
         Err(_) => send(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_is_held_back_after_its_hourly_share() {
+        for _ in 0..PER_HOUR {
+            assert_eq!(admit("test-source"), Some(0));
+        }
+        assert_eq!(admit("test-source"), None);
+        assert_eq!(admit("test-source"), None);
+        // Another source is not affected.
+        assert_eq!(admit("test-other"), Some(0));
+        assert_eq!(printable("a\nb\u{1b}[31m"), "a?b?[31m");
     }
 }

@@ -20,7 +20,6 @@ use crate::fsutil;
 use crate::request::{Record, RequestState};
 use anyhow::{bail, Context};
 use slony_shared::ident::NodeName;
-use slony_shared::trigger::TriggerKind;
 
 /// Cancels `node`'s published request; returns the exit code (0).
 ///
@@ -47,14 +46,9 @@ pub fn run(cfg: &ManagerConfig, node: &str, reason: Option<&str>) -> anyhow::Res
             return Ok(0);
         }
     }
-    let reported = cfg.exchange_file(&node, &TriggerKind::SqlApplied.file_name(&node));
+    // The cancel is read before any report of the site's, so nothing the site put in
+    // its directory can hold it up.
     let answer = cfg.cancel_file(&node);
-    if fsutil::exists(&reported) {
-        bail!(
-            "site {node} has already answered ({}); the daemon is finishing the request",
-            reported.display()
-        );
-    }
     let why = match reason {
         Some(r) => format!("cancelled on the provider: {r}"),
         None => "cancelled on the provider by its operator".to_string(),

@@ -43,6 +43,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+/// Entries of one site's directory looked at in one pass.
+const SCAN_LIMIT: usize = 10_000;
+/// Files of one site's directory refused in one pass.
+const REFUSE_LIMIT: usize = 100;
+
 /// Where refused files are moved, inside the trigger directory (the manager's only).
 pub const REJECTED_DIR: &str = "rejected";
 
@@ -68,22 +73,26 @@ pub fn move_aside(
         crate::request::now(),
         std::process::id()
     ));
-    // `rejected/` must be our own directory, not a link planted in its place.
-    let result = std::fs::create_dir_all(&dir)
-        .and_then(|()| {
-            let m = dir.symlink_metadata()?;
-            if m.file_type().is_dir()
-                && std::os::unix::fs::MetadataExt::uid(&m) == fsutil::own_uid()
-            {
-                Ok(())
-            } else {
-                Err(std::io::Error::other(format!(
-                    "{} is not the manager's directory",
-                    dir.display()
-                )))
-            }
-        })
-        .and_then(|()| std::fs::rename(path, &target));
+    // `rejected/` must be our own directory, not a link planted in its place, and open to
+    // no one else: what lands there may be any site's.
+    let result = (|| {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        let m = dir.symlink_metadata()?;
+        if !m.file_type().is_dir() || m.uid() != fsutil::own_uid() {
+            return Err(std::io::Error::other(format!(
+                "{} is not the manager's directory",
+                dir.display()
+            )));
+        }
+        if m.mode() & 0o077 != 0 {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        std::fs::rename(path, &target)
+    })();
     match result {
         Ok(()) => Ok(target),
         Err(e) => {
@@ -160,24 +169,34 @@ pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
     // full channel already means "look again").
     let (event_tx, mut event_rx) = mpsc::channel::<()>(1);
     let watcher_tx = event_tx.clone();
-    let mut watcher =
-        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-            Ok(ev) if relevant(&ev) => {
-                let _ = watcher_tx.try_send(());
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "file watch error; rescanning");
-                let _ = watcher_tx.try_send(());
-            }
-        })
-        .context("creating the file watcher")?;
-    if let Err(e) = watcher.watch(&cfg.trigger_dir, RecursiveMode::Recursive) {
-        tracing::warn!(
-            error = %e,
-            dir = %cfg.trigger_dir.display(),
-            "cannot watch the trigger directory; relying on the periodic rescan"
-        );
+    let handler = move |res: notify::Result<notify::Event>| match res {
+        Ok(ev) if relevant(&ev) => {
+            let _ = watcher_tx.try_send(());
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "file watch error; rescanning");
+            let _ = watcher_tx.try_send(());
+        }
+    };
+    // The trigger directory and each registered site's directory, one level each and
+    // never through a link: a site may create directories and links in its own
+    // directory, and a recursive watch would walk wherever they lead.
+    let mut watcher = notify::RecommendedWatcher::new(
+        handler,
+        notify::Config::default().with_follow_symlinks(false),
+    )
+    .context("creating the file watcher")?;
+    let watched = std::iter::once(cfg.trigger_dir.clone())
+        .chain(cfg.registry.sites.keys().map(|n| cfg.exchange_dir(n)));
+    for dir in watched {
+        if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(
+                error = %e,
+                dir = %dir.display(),
+                "cannot watch a directory; relying on the periodic rescan"
+            );
+        }
     }
 
     let (shutdown, _) = watch::channel(false);
@@ -261,15 +280,12 @@ pub fn check_sites(cfg: &ManagerConfig) -> anyhow::Result<()> {
             "no site is registered ([sites.<node>]): every request is refused"
         );
     }
-    use std::os::unix::fs::MetadataExt;
-    if let Ok(m) = cfg.trigger_dir.metadata() {
-        if m.mode() & 0o022 != 0 {
-            tracing::warn!(
-                dir = %cfg.trigger_dir.display(),
-                mode = format!("{:o}", m.mode() & 0o7777),
-                "the trigger directory is writable by others: sites need only to enter it (chmod 755)"
-            );
-        }
+    for (key, dir) in [
+        ("trigger_dir", &cfg.trigger_dir),
+        ("site_log_dir", &cfg.site_log_dir),
+        ("subscribers_dir", &cfg.subscribers_dir),
+    ] {
+        crate::exchange::check_own_dir(key, dir)?;
     }
     for site in cfg.registry.sites.values() {
         crate::exchange::prepare(cfg, site)
@@ -373,6 +389,7 @@ impl Daemon {
                 }
                 self.refuse(
                     &path,
+                    "trigger_dir",
                     "old-layout",
                     "a protocol file directly in the trigger directory (the old shared layout): each site writes only in its own <trigger_dir>/<node>/",
                 );
@@ -384,6 +401,7 @@ impl Daemon {
                     if self.reported.insert(path.clone()) {
                         crate::alert::raise(
                             &cfg,
+                            "trigger_dir",
                             &format!("a directory of an unknown site, {name:?}, in the trigger directory"),
                             &format!(
                                 "{} (made by {}) is not a registered site's: it is ignored, and nothing in it is answered. Register the site in [sites.<node>], or remove the directory.",
@@ -404,25 +422,33 @@ impl Daemon {
     }
 
     /// Looks into one site's exchange directory; true if it holds a request. A protocol
-    /// file named for another node is refused.
+    /// file named for another node is refused. At most [`SCAN_LIMIT`] entries are looked
+    /// at a pass (a site may fill its own directory, but must not slow every site's), and
+    /// at most [`REFUSE_LIMIT`] refused; the rest wait for the next pass.
     fn scan_site(&mut self, dir: &Path, node: &NodeName) -> bool {
+        let own = TriggerKind::Request.file_name(node);
+        let request = fsutil::exists(&dir.join(&own));
         let Ok(entries) = std::fs::read_dir(dir) else {
-            return false;
+            return request;
         };
-        let mut request = false;
-        for entry in entries.flatten() {
+        let mut refused = 0;
+        for entry in entries.flatten().take(SCAN_LIMIT) {
             let name = entry.file_name();
             let Some(name) = name.to_str() else {
                 continue;
             };
             match TriggerKind::parse_file_name(name) {
-                Ok(Some((n, kind))) if &n == node => request |= kind == TriggerKind::Request,
-                Ok(Some(_)) | Err(_) => self.refuse(
-                    &entry.path(),
-                    "other-node",
-                    &format!("a protocol file named for another node in site {node}'s directory: a site acts only for itself"),
-                ),
-                Ok(None) => {}
+                Ok(Some((n, _))) if &n == node => {}
+                Ok(Some(_)) | Err(_) if refused < REFUSE_LIMIT => {
+                    refused += 1;
+                    self.refuse(
+                        &entry.path(),
+                        node.as_str(),
+                        "other-node",
+                        &format!("a protocol file named for another node in site {node}'s directory: a site acts only for itself"),
+                    )
+                }
+                _ => {}
             }
         }
         request
@@ -430,12 +456,13 @@ impl Daemon {
 
     /// Refuses a file that does not belong where it is: moved aside, with an alert that
     /// names its writer.
-    fn refuse(&mut self, path: &Path, tag: &str, why: &str) {
+    fn refuse(&mut self, path: &Path, source: &str, tag: &str, why: &str) {
         let writer = crate::exchange::writer_of(&self.cfg, path);
-        let subject = format!("refused {} from {writer}", path.display());
+        let subject = format!("refused {path:?} from {writer}");
         match move_aside(&self.cfg, path, tag) {
             Ok(target) => crate::alert::raise(
                 &self.cfg,
+                source,
                 &subject,
                 &format!(
                     "{} was written by {writer}: {why}. It was moved to {} and not acted on.",
@@ -447,6 +474,7 @@ impl Daemon {
                 if self.reported.insert(path.to_path_buf()) {
                     crate::alert::raise(
                         &self.cfg,
+                        source,
                         &subject,
                         &format!(
                             "{} was written by {writer}: {why}. It is not acted on, but cannot be moved aside: {e:#}",

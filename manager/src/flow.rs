@@ -152,8 +152,8 @@ pub fn accept(cfg: &ManagerConfig, node: &NodeName) -> anyhow::Result<Accepted> 
         }
         Ok(req) => {
             // Answers of an earlier, abandoned request must not be taken for this one's.
+            fsutil::remove_site_entry(&f.sqlapplied);
             for stale in [
-                &f.sqlapplied,
                 &f.sqldone,
                 &f.done,
                 &f.sql,
@@ -216,14 +216,20 @@ pub async fn drive(
                 if !announced {
                     // No answer can be legitimate before `.sqldone` exists: whatever is
                     // there would be taken for the answer to this SQL.
-                    fsutil::remove_file(&f.sqlapplied)?;
+                    fsutil::remove_site_entry(&f.sqlapplied);
+                    let sql = if sha256.is_empty() {
+                        Digest::of(fsutil::open_own(&f.sql)?)
+                            .with_context(|| format!("reading back {}", f.sql.display()))?
+                    } else {
+                        Digest {
+                            sha256: sha256.clone(),
+                            size: *size,
+                        }
+                    };
                     let done = SqlDone::Ready {
                         new_site: record.new_site,
                         counter: Counter(*counter),
-                        sql: Digest {
-                            sha256: sha256.clone(),
-                            size: *size,
-                        },
+                        sql,
                         notes: notes.clone(),
                     };
                     fsutil::write_atomic(&f.sqldone, done.render(binding.as_ref()).as_bytes())?;
@@ -341,10 +347,15 @@ async fn try_generate(
     );
     let started = std::time::Instant::now();
     let (snapshot, extra) = sqlgen::generate(cfg, node, &plan, &f.sql_part).await?;
-    // The digest is taken from the file as written, before a site could touch it.
-    let digest = std::fs::File::open(&f.sql_part)
-        .and_then(Digest::of)
-        .with_context(|| format!("reading back {}", f.sql_part.display()))?;
+    // The digest is taken from the manager's own file: the exchange directory is sticky,
+    // so the site can neither rename nor replace it, and a link is never followed.
+    let part = f.sql_part.clone();
+    let digest = tokio::task::spawn_blocking(move || {
+        Digest::of(fsutil::open_own(&part)?)
+            .with_context(|| format!("reading back {}", part.display()))
+    })
+    .await
+    .context("hashing the SQL file")??;
     std::fs::rename(&f.sql_part, &f.sql)
         .with_context(|| format!("renaming {} into place", f.sql_part.display()))?;
     fsutil::sync_dir(&cfg.exchange_dir(node))?;
@@ -432,15 +443,17 @@ fn refuse(
     why: &str,
 ) -> anyhow::Result<()> {
     let writer = exchange::writer_of(cfg, path);
-    let target = crate::daemon::move_aside(cfg, path, tag)?;
+    // Something that cannot be moved (a directory of the site's) is left where it is and
+    // counts as nothing: it must not hold up the request or the operator's `cancel`.
+    let done = match crate::daemon::move_aside(cfg, path, tag) {
+        Ok(target) => format!("It was moved to {} and not acted on.", target.display()),
+        Err(e) => format!("It is not acted on, but cannot be moved aside: {e:#}"),
+    };
     crate::alert::raise(
         cfg,
+        node.as_str(),
         &format!("site {node}: refused {what}, written by {writer}"),
-        &format!(
-            "{} was written by {writer}: {why}. It was moved to {} and not acted on.",
-            path.display(),
-            target.display()
-        ),
+        &format!("{path:?} was written by {writer}: {why}. {done}"),
     );
     Ok(())
 }
@@ -491,7 +504,7 @@ fn finish(
     };
     fsutil::remove_file(&f.sql)?;
     fsutil::remove_file(&f.sqldone)?;
-    fsutil::remove_file(&f.sqlapplied)?;
+    fsutil::remove_site_entry(&f.sqlapplied);
     fsutil::remove_file(&f.cancel)?;
     fsutil::write_atomic(&f.done, done.render(binding).as_bytes())
 }

@@ -79,6 +79,15 @@ pub fn remove_file(path: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// Removes an entry a site may have made in its own directory (its report, say). What
+/// cannot be removed (a directory of the site's) is left, logged: the site can stall only
+/// itself that way, and the manager must go on.
+pub fn remove_site_entry(path: &Path) {
+    if let Err(e) = remove_file(path) {
+        tracing::warn!(error = %format!("{e:#}"), "leaving an entry of the site's that cannot be removed");
+    }
+}
+
 /// Removes a directory tree; a missing one is fine.
 pub fn remove_dir_all(path: &Path) -> anyhow::Result<()> {
     match std::fs::remove_dir_all(path) {
@@ -205,6 +214,28 @@ fn read_owned(path: &Path, limit: usize) -> anyhow::Result<Owned> {
         owner: after.uid(),
         mode: after.mode(),
     })
+}
+
+/// Opens a file the manager wrote itself, in a directory a site can write: without
+/// following a link, and only if the file opened is a regular file with one link owned
+/// by the manager (the exchange directory is sticky, so a site cannot have swapped it).
+///
+/// # Errors
+///
+/// It cannot be opened, or it is not the manager's own file.
+pub fn open_own(path: &Path) -> anyhow::Result<File> {
+    use std::os::unix::fs::MetadataExt;
+    let f = open_nofollow(path).with_context(|| format!("opening {}", path.display()))?;
+    let m = f
+        .metadata()
+        .with_context(|| format!("inspecting {}", path.display()))?;
+    if !m.file_type().is_file() || m.nlink() != 1 || m.uid() != own_uid() {
+        anyhow::bail!(
+            "{} is not the file the manager wrote (a regular file of its own with one link)",
+            path.display()
+        );
+    }
+    Ok(f)
 }
 
 /// Opens a file for reading without following a symbolic link at its last component.

@@ -307,6 +307,7 @@ pub fn site(cfg: &ManagerConfig, node: &NodeName, now: SystemTime) -> anyhow::Re
     summary.acknowledged = read_ack(cfg, node).unwrap_or_else(|why| {
         crate::alert::raise(
             cfg,
+            node.as_str(),
             &format!("site {node}: its acknowledgement is refused"),
             &why,
         );

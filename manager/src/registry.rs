@@ -4,7 +4,7 @@ The sites this provider serves, and how a file is shown to come from each of the
 Each site logs in over SSH as a Unix account of its own (`[sites.<node>] account` in the
 manager's config). Everything a site writes on the provider lands in its exchange
 directory, `<trigger_dir>/<node>/`, which the manager owns and shares with that site's
-group only (mode 2770); the site's archives are in `<site_log_dir>/<node>/` (2750, the
+group only (mode 3770); the site's archives are in `<site_log_dir>/<node>/` (2750, the
 same group). A file is the site's when it is a plain file with one link, owned by the
 site's account, in the site's own directory: an account cannot make a file owned by
 another, and no other site can enter the directory. A name inside a file proves nothing.
@@ -203,12 +203,32 @@ impl Registry {
             if self.shared_allowed {
                 continue;
             }
+            if s.account.uid == 0 {
+                out.push(format!(
+                    "site {}: its account {} is root, which can write as anyone",
+                    s.node, s.account.name
+                ));
+            }
+            if gid == own.gid {
+                out.push(format!(
+                    "site {}: its group {gname} is the manager's own group, which would let it read the manager's state (give the site a group of its own)",
+                    s.node
+                ));
+            }
             let members: Vec<String> = group.map(|g| g.mem).unwrap_or_default();
+            for m in &members {
+                if *m != s.account.name && *m != own.name {
+                    out.push(format!(
+                        "site {}: its group {gname} also has the member {m}, who could then read and change the site's files (the group must hold the site's account and the manager's only)",
+                        s.node
+                    ));
+                }
+            }
             for other in self.sites.values() {
                 if other.account.uid == s.account.uid {
                     continue;
                 }
-                if other.account.gid == gid || members.contains(&other.account.name) {
+                if other.account.gid == gid {
                     out.push(format!(
                         "site {}: its group {gname} also admits site {}'s account {}, which could then read and write its files (give each site a group of its own)",
                         s.node, other.node, other.account.name

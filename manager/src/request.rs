@@ -43,9 +43,12 @@ pub enum RequestState {
         counter: u64,
         /// The notes sent in `.sqldone`.
         notes: Vec<String>,
-        /// SHA-256 of the published SQL file (sent in `.sqldone`).
+        /// SHA-256 of the published SQL file (sent in `.sqldone`); empty in a state
+        /// recorded by an older version (then taken from the file when announcing).
+        #[serde(default)]
         sha256: String,
         /// Its size in bytes.
+        #[serde(default)]
         size: u64,
         /// Whether `.sqldone` has been written and the `.tgr` removed.
         announced: bool,

@@ -974,7 +974,8 @@ mod tests {
             let entry = entry.unwrap();
             assert_eq!(entry.header().mode().unwrap(), 0o644);
             let name = String::from_utf8(entry.path_bytes().into_owned()).unwrap();
-            let src_mtime = fs::metadata(src.join(&name))
+            // The batch was last written from the extracted copies in `all`.
+            let src_mtime = fs::metadata(all.join(&name))
                 .unwrap()
                 .modified()
                 .unwrap()

@@ -569,8 +569,17 @@ impl SqlDone {
                     "status success\nnew_site {new_site}\ncounter {counter}\nsha256 {}\nsize {}",
                     sql.sha256, sql.size
                 );
-                for n in notes {
-                    let _ = writeln!(s, "note {}", one_line(n));
+                // The notes may not make the file larger than the subscriber accepts.
+                let budget = MAX_TRIGGER_SIZE / 2;
+                let mut used = 0;
+                for (i, n) in notes.iter().enumerate() {
+                    let line = format!("note {}\n", one_line(n));
+                    if used + line.len() > budget {
+                        let _ = writeln!(s, "note ... and {} more notes", notes.len() - i);
+                        break;
+                    }
+                    used += line.len();
+                    s.push_str(&line);
                 }
             }
             SqlDone::Failed { reason } => {
@@ -862,6 +871,17 @@ mod tests {
         assert_eq!(parsed.clone().for_request(&b, ".sqlapplied").unwrap(), o);
         assert!(parsed.for_request(&later, ".sqlapplied").is_err());
         assert!(Outcome::parse(b"success maybe\nEOF\n").is_err());
+        // Notes never make the answer larger than a subscriber accepts.
+        let many = SqlDone::Ready {
+            new_site: false,
+            counter: Counter(1),
+            sql: Digest::of(&b""[..]).unwrap(),
+            notes: vec!["x".repeat(1000); 2000],
+        };
+        let text = many.render(Some(&b));
+        assert!(text.len() < MAX_TRIGGER_SIZE, "{}", text.len());
+        assert!(text.contains("more notes"));
+        assert!(SqlDone::parse(text.as_bytes()).is_ok());
         // A node without a nonce (or the reverse) is malformed.
         assert!(Outcome::parse(b"node site1\nsuccess true\nEOF\n").is_err());
         assert!(SqlDone::parse(

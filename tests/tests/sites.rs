@@ -340,7 +340,7 @@ async fn sites_act_only_for_themselves_and_answers_are_authentic() {
     let [s1, s2] = &w.sites;
     let m = Manager::start(&w.config, &w.log);
 
-    // The manager makes each site's exchange directory: its own, the site's group, 2770.
+    // The manager makes each site's exchange directory: its own, the site's group, 3770 (setgid, sticky).
     wait_until(WAIT, "the exchange directories", || {
         NODES.iter().all(|n| w.exchange(n).is_dir())
     });
@@ -348,7 +348,7 @@ async fn sites_act_only_for_themselves_and_answers_are_authentic() {
         let meta = std::fs::metadata(w.exchange(n)).unwrap();
         assert_eq!(
             (meta.uid(), meta.gid(), meta.mode() & 0o7777),
-            (w.mgr.uid, w.sites[i].gid, 0o2770),
+            (w.mgr.uid, w.sites[i].gid, 0o3770),
             "{n}"
         );
     }
@@ -399,6 +399,14 @@ async fn sites_act_only_for_themselves_and_answers_are_authentic() {
             f.display()
         );
     }
+    // The directory is sticky: site1's own account cannot rename the manager's SQL (say,
+    // to slip an older one into place later).
+    let out = as_user(ACCOUNTS[0], Path::new("/bin/mv"))
+        .arg(&sql)
+        .arg(w.exchange("site1").join("stash"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "site1 renamed the manager's SQL");
     // Kept for the replays below (owner and content preserved).
     let kept = w.dir.join("kept");
     std::fs::create_dir(&kept).unwrap();

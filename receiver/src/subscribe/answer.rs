@@ -42,6 +42,7 @@ impl Verifier {
     /// owned by this site's own account.
     pub fn new(
         remote: &Remote,
+        parent: &str,
         dir: &str,
         own_uid: Option<u32>,
         allow_shared: bool,
@@ -57,8 +58,22 @@ impl Verifier {
         }
         if owner.mode & 0o002 != 0 {
             bail!(
-                "{dir} on the provider is writable by every account (mode {:o}): anyone there could plant answers. The provider must make it 2770 (slony-manager does)",
+                "{dir} on the provider is writable by every account (mode {:o}): anyone there could plant answers. The provider must make it 3770 (slony-manager does)",
                 owner.mode
+            );
+        }
+        // Whoever may change the directory above could swap this one for their own.
+        let above = block_in_place(|| remote.owner_of(parent))?.with_context(|| {
+            format!("the trigger directory {parent} does not exist on the provider")
+        })?;
+        if above.kind != Kind::Dir
+            || above.mode & 0o022 != 0
+            || (above.uid != owner.uid && above.uid != 0)
+        {
+            bail!(
+                "the trigger directory {parent} on the provider may be changed by others than the manager (owner uid {}, mode {:o}): another account could swap this site's directory for its own. The provider must make it the manager's, mode 755",
+                above.uid,
+                above.mode
             );
         }
         if Some(owner.uid) == own_uid && !allow_shared {

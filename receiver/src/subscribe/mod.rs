@@ -6,7 +6,8 @@
 //! 2. wait (bounded) for `<node>.subscribe_series.sqldone`;
 //! 3. download `<node>.sql.gz` and apply it in one transaction;
 //! 4. upload `<node>.subscribe_series.sqlapplied` with the result;
-//! 5. wait for `<node>.subscribe_series.done`, remove it and the die file.
+//! 5. wait for `<node>.subscribe_series.done`, remove the die file (the manager's files
+//!    are the manager's to remove).
 //!
 //! The files live in the site's exchange directory on the provider,
 //! `<trigger_dir>/<node>/`. Each request carries a fresh nonce, and an answer is taken
@@ -198,6 +199,7 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
     })?;
     let verifier = Verifier::new(
         &remote,
+        &cfg.remote.trigger_dir,
         &paths.exchange,
         state.own_uid,
         cfg.remote.allow_shared_account,
@@ -226,7 +228,8 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
         };
         match answer {
             SqlDone::Failed { reason } => {
-                block_in_place(|| remote.remove(&paths.sqldone))?;
+                // The manager's files are its own to remove (the directory is sticky); it
+                // does so when the next request arrives.
                 finish(cfg, &state, &state_file)?;
                 eprintln!("slony-receiver: the manager refused the subscription request: {reason}");
                 tracing::error!(%reason, "subscription refused by the manager; nothing changed");
@@ -299,7 +302,6 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
             ))
         }
     };
-    block_in_place(|| remote.remove(&paths.done))?;
     finish(cfg, &state, &state_file)?;
     if success && done.success {
         let client = pull::connect_db(cfg).await?;
@@ -357,11 +359,9 @@ async fn start_request(
         own_uid: None,
         step: Step::Requested,
     };
-    // Answers left by an earlier run are refused anyway (they name another nonce); they
-    // are removed so that the wait is not spent on them.
+    // Answers left by an earlier request are refused (they name another nonce); the
+    // manager removes them when it takes this one.
     let sent = block_in_place(|| -> anyhow::Result<()> {
-        remote.remove(&paths.sqldone)?;
-        remote.remove(&paths.done)?;
         state.own_uid = Some(remote.upload(&paths.request, state.request.as_bytes())?.uid);
         Ok(())
     })
