@@ -23,8 +23,11 @@ const SUBJECT_PREFIX: &str = "[slony-manager] ";
 /// Alerts one source may raise an hour.
 pub const PER_HOUR: u32 = 10;
 
-/// Per source: when its hour began, alerts raised in it, alerts held back.
-static WINDOWS: Mutex<Option<HashMap<String, (Instant, u32, u64)>>> = Mutex::new(None);
+/// One source's hour: when it began, alerts raised in it, alerts held back.
+type Window = (Instant, u32, u64);
+
+/// Every source's hour.
+static WINDOWS: Mutex<Option<HashMap<String, Window>>> = Mutex::new(None);
 
 /// Whether `source` may raise an alert now, and how many were held back before it.
 fn admit(source: &str) -> Option<u64> {
