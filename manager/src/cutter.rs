@@ -22,8 +22,8 @@ rewritten. To amortise the fsyncs, consecutive archives are cut in groups (at mo
 
 # Changes of a site's list (`since`)
 
-The cutter always cuts with the site's *current* list, `<node>/tables`; it does not look
-at `<node>.new/`. When a request is promoted ([`prepare_promotion`], called by the flow
+The cutter always cuts with the site's *current* lists, `<node>/tables` and
+`<node>/sequences` (see [`crate::site`]); it does not look at `<node>.new/`. When a request is promoted ([`prepare_promotion`], called by the flow
 with [`lock_lists`] held, the same lock the cutter holds while it cuts a group):
 
 1. If the cutter has not yet cut the site up to `since - 1`, the promotion waits (the
@@ -46,6 +46,10 @@ tables cannot be decided, a damaged file), stops the sites concerned at that cou
 with an error naming the archive and the statement; the other sites go on. The cut is
 retried at every rescan; an operator can resolve it by placing the site copies of that
 counter by hand (they are kept as they are).
+
+A site directory without `sequences` (written by a version that chose sequences by
+their names) is cut with its tables and no sequence at all, and a warning says so until
+the site subscribes again: any change rebuilds the list from the provider's catalog.
 */
 
 use crate::config::ManagerConfig;
@@ -264,9 +268,18 @@ struct Site {
     next: Counter,
 }
 
-/// Reads every site's list and position. Sites that cannot be read are returned as
-/// errors (they are not cut; the others are).
-fn load_sites(cfg: &ManagerConfig) -> anyhow::Result<(Vec<Site>, Vec<String>)> {
+/// What [`load_sites`] found.
+struct Loaded {
+    /// The sites that can be cut.
+    sites: Vec<Site>,
+    /// Sites whose lists cannot be read: they are not cut; the others are.
+    errors: Vec<String>,
+    /// Sites that are cut, but with something to tell the operator (no sequence list).
+    warnings: Vec<String>,
+}
+
+/// Reads every site's lists and position.
+fn load_sites(cfg: &ManagerConfig) -> anyhow::Result<Loaded> {
     let mut names: Vec<NodeName> = Vec::new();
     let dir = &cfg.subscribers_dir;
     for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
@@ -281,37 +294,51 @@ fn load_sites(cfg: &ManagerConfig) -> anyhow::Result<(Vec<Site>, Vec<String>)> {
         }
     }
     names.sort();
-    let mut sites = Vec::new();
-    let mut errors = Vec::new();
+    let mut loaded = Loaded {
+        sites: Vec::new(),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
     for node in names {
         // Only a registered site is served: its archive directory is made for its group.
         let Some(account) = cfg.registry.get(&node) else {
-            errors.push(format!(
+            loaded.errors.push(format!(
                 "site {node}: not registered in {} (add [sites.{node}] account = ...); it is not cut until it is",
                 cfg.source.display()
             ));
             continue;
         };
         match crate::exchange::prepare_archive_dir(cfg, account)
-            .and_then(|()| load_site(cfg, &node))
+            .and_then(|()| load_site(cfg, &node, &mut loaded.warnings))
         {
-            Ok(s) => sites.push(s),
-            Err(e) => errors.push(format!("site {node}: {e:#}")),
+            Ok(s) => loaded.sites.push(s),
+            Err(e) => loaded.errors.push(format!("site {node}: {e:#}")),
         }
     }
-    Ok((sites, errors))
+    Ok(loaded)
 }
 
-fn load_site(cfg: &ManagerConfig, node: &NodeName) -> anyhow::Result<Site> {
+fn load_site(
+    cfg: &ManagerConfig,
+    node: &NodeName,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Site> {
     let dir = cfg.site_dir(node);
     let tables =
         site::read_tables(&dir)?.with_context(|| format!("{} disappeared", dir.display()))?;
+    let sequences = match site::read_sequences(&dir)? {
+        Some(s) => s,
+        None => {
+            warnings.push(site::no_sequence_list_warning(node, &dir));
+            Vec::new()
+        }
+    };
     let log_dir = cfg.site_log_dir(node);
     let cut = current_cut(&dir, &log_dir)?;
     let since = site::read_since(&dir).unwrap_or(Counter(1));
     Ok(Site {
         node: node.clone(),
-        filter: SiteFilter::from_tables(&tables),
+        filter: SiteFilter::from_lists(&tables, &sequences),
         dir,
         log_dir,
         cut,
@@ -392,9 +419,14 @@ pub fn pass(cfg: &ManagerConfig, stop: &AtomicBool) -> anyhow::Result<PassReport
             break;
         }
         let _lists = lock_lists();
-        let (mut sites, errors) = load_sites(cfg)?;
+        let Loaded {
+            mut sites,
+            errors,
+            warnings,
+        } = load_sites(cfg)?;
         if first {
             report.errors.extend(errors);
+            report.warnings.extend(warnings);
             first = false;
         }
         sites.retain(|s| !blocked.contains(&s.node));
@@ -824,7 +856,9 @@ mod tests {
         let text = format!(
             "cluster = \"lab\"\ntrigger_dir = \"triggers\"\nsubscribers_dir = \"subscribers\"\n\
              site_log_dir = \"site_logs\"\narchive_dir = \"archive\"\n{}[database]\nuser = \"u\"\ndbname = \"d\"\n",
-            crate::config::test_sites(&["a", "b", "c", "early", "late", "fresh", "legacy"])
+            crate::config::test_sites(&[
+                "a", "b", "c", "early", "late", "fresh", "legacy", "listed", "unlisted", "older",
+            ])
         );
         let path = root.path().join("manager.toml");
         std::fs::write(&path, text).unwrap();
@@ -863,8 +897,16 @@ mod tests {
 
     impl Env {
         fn add_site(&self, n: &str, list: &[&str], since: u64) {
+            self.add_site_with(n, list, Some(&[]), since);
+        }
+
+        /// A site with its lists; `sequences: None` as an older version left it.
+        fn add_site_with(&self, n: &str, list: &[&str], sequences: Option<&[&str]>, since: u64) {
             let d = self.cfg.site_dir(&node(n));
             site::prepare_new(&d, &tables(list)).unwrap();
+            if let Some(seqs) = sequences {
+                site::write_sequences(&d, &tables(seqs)).unwrap();
+            }
             site::write_since(&d, Counter(since - 1)).unwrap();
         }
 
@@ -915,6 +957,42 @@ mod tests {
                 .to_string()
             })
             .collect()
+    }
+
+    /// Sequence calls go by the stored list alone; a site without one (an older version's
+    /// directory) gets none, and a warning says what to do.
+    #[test]
+    fn sequences_come_from_the_stored_list_only() {
+        let e = env();
+        e.add_site_with("listed", &["s1.t1"], Some(&["s1.t1_id_seq"]), 1);
+        e.add_site_with("unlisted", &["s1.t1"], Some(&[]), 1);
+        e.add_site_with("older", &["s1.t1"], None, 1);
+        let calls = "select \"_lab\".sequenceSetValue_offline('s1','t1_id_seq','7');\n\n\
+                     select \"_lab\".sequenceSetValue_offline('s1','t1_x_seq','9');\n\n";
+        let text = archive_text(1, &["s1.t1"]).replace(
+            "\\.\n-- End Of Archive Log",
+            &format!("\\.\n{calls}-- End Of Archive Log"),
+        );
+        assert!(text.contains("t1_x_seq"), "{text}");
+        let name = names(1..=1).remove(0);
+        std::fs::write(e.cfg.archive_dir.as_ref().unwrap().join(&name), &text).unwrap();
+        let r = e.pass();
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(r.written, 3);
+        let listed = e.copy("listed", 1);
+        assert!(listed.contains("'t1_id_seq'"), "{listed}");
+        assert!(!listed.contains("t1_x_seq"), "{listed}");
+        for n in ["unlisted", "older"] {
+            let c = e.copy(n, 1);
+            assert!(c.contains("\ts1\tt1\t"), "{n}: {c}");
+            assert!(!c.contains("sequenceSetValue"), "{n}: {c}");
+        }
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        let w = &r.warnings[0];
+        assert!(
+            w.contains("site older") && w.contains("subscribe again"),
+            "{w}"
+        );
     }
 
     #[test]

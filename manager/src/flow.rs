@@ -346,7 +346,11 @@ async fn try_generate(
         "generating the subscription SQL"
     );
     let started = std::time::Instant::now();
-    let (snapshot, extra) = sqlgen::generate(cfg, node, &plan, &f.sql_part).await?;
+    let sqlgen::Generated {
+        snapshot,
+        notes: extra,
+        sequences,
+    } = sqlgen::generate(cfg, node, &plan, &f.sql_part).await?;
     // The digest is taken from the manager's own file: the exchange directory is sticky,
     // so the site can neither rename nor replace it, and a link is never followed.
     let part = f.sql_part.clone();
@@ -359,6 +363,7 @@ async fn try_generate(
     std::fs::rename(&f.sql_part, &f.sql)
         .with_context(|| format!("renaming {} into place", f.sql_part.display()))?;
     fsutil::sync_dir(&cfg.exchange_dir(node))?;
+    site::write_sequences(&new_dir, &sequences)?;
     site::write_since(&new_dir, snapshot.counter)?;
     tracing::info!(
         %node,

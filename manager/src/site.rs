@@ -1,10 +1,16 @@
 /*!
-A site's table list and how a request changes it.
+A site's table and sequence lists and how a request changes them.
 
 On disk, `<subscribers_dir>/<node>/` holds the site's current subscription:
 
 - `tables`: one `schema.table` per line, in subscription order;
-- `since`: the first archive counter the list applies to (the snapshot counter + 1).
+- `sequences`: one `schema.sequence` per line: the sequences whose changes the site
+  receives. The subscription SQL decides them from the provider's catalog
+  ([`crate::sqlgen`]): the sequences of the cluster's Slony sets that a column of one
+  of the site's tables owns or uses in its default. Names play no part. A directory
+  written by an older version has no such file; its site gets no sequence changes until
+  it subscribes again;
+- `since`: the first archive counter the lists apply to (the snapshot counter + 1).
 
 During a change the new list is built in `<node>.new/` and only replaces `<node>/` once
 the subscriber has applied the SQL ([`promote`]); on failure `<node>.new/` is removed
@@ -18,12 +24,14 @@ and the notes for the operator.
 use crate::fsutil;
 use anyhow::{bail, Context};
 use slony_shared::counter::Counter;
-use slony_shared::ident::QualifiedTable;
+use slony_shared::ident::{NodeName, QualifiedTable};
 use slony_shared::trigger::{Action, Series};
 use std::path::Path;
 
 /// Name of the table-list file inside a site directory.
 pub const TABLES_FILE: &str = "tables";
+/// Name of the sequence-list file inside a site directory.
+pub const SEQUENCES_FILE: &str = "sequences";
 /// Name of the file holding the first counter the list applies to.
 pub const SINCE_FILE: &str = "since";
 
@@ -108,12 +116,12 @@ pub fn plan(
     })
 }
 
-/// Renders a table list file.
+/// Renders a table (or sequence) list file.
 pub fn render_tables(tables: &[QualifiedTable]) -> String {
     tables.iter().map(|t| format!("{t}\n")).collect()
 }
 
-/// Parses a table list file (blank lines and `#` comments ignored).
+/// Parses a table (or sequence) list file (blank lines and `#` comments ignored).
 ///
 /// # Errors
 ///
@@ -154,6 +162,46 @@ pub fn read_tables(dir: &Path) -> anyhow::Result<Option<Vec<QualifiedTable>>> {
         .map(Some)
 }
 
+/// Reads `<dir>/sequences`; `Ok(None)` when there is none (a directory written by an
+/// older version, or no site directory at all).
+///
+/// # Errors
+///
+/// The file exists but is unreadable or holds a line that is not `schema.sequence`.
+pub fn read_sequences(dir: &Path) -> anyhow::Result<Option<Vec<QualifiedTable>>> {
+    let path = dir.join(SEQUENCES_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("reading the site's sequence list {}", path.display()))
+        }
+    };
+    parse_tables(&text)
+        .with_context(|| format!("the site's sequence list {}", path.display()))
+        .map(Some)
+}
+
+/// What the operator is told about a site directory without a sequence list.
+pub fn no_sequence_list_warning(node: &NodeName, dir: &Path) -> String {
+    format!(
+        "site {node}: {} has no `{SEQUENCES_FILE}` (written by an older version, which chose \
+         sequences by their names): the site receives no sequence changes. Have it \
+         subscribe again, with any change, to rebuild its sequence list from the \
+         provider's catalog",
+        dir.display()
+    )
+}
+
+/// Writes the sequence list into `<node>.new/` (atomically, like `tables`).
+pub fn write_sequences(new_dir: &Path, sequences: &[QualifiedTable]) -> anyhow::Result<()> {
+    fsutil::write_atomic(
+        &new_dir.join(SEQUENCES_FILE),
+        render_tables(sequences).as_bytes(),
+    )
+}
+
 /// Reads `<dir>/since`, if present and valid.
 pub fn read_since(dir: &Path) -> Option<Counter> {
     std::fs::read_to_string(dir.join(SINCE_FILE))
@@ -162,7 +210,8 @@ pub fn read_since(dir: &Path) -> Option<Counter> {
 }
 
 /// Builds `<node>.new/` afresh with the new list (a stale one from an earlier attempt is
-/// removed first). `since` is written later, by [`write_since`], once the snapshot is known.
+/// removed first). `sequences` and `since` are written later, by [`write_sequences`] and
+/// [`write_since`], once the snapshot is known.
 pub fn prepare_new(new_dir: &Path, tables: &[QualifiedTable]) -> anyhow::Result<()> {
     fsutil::remove_dir_all(new_dir)?;
     std::fs::create_dir_all(new_dir).with_context(|| format!("creating {}", new_dir.display()))?;
@@ -333,6 +382,53 @@ mod tests {
         }
         setup(None, None, None);
         assert!(promote(&cur, &new, &old).is_err());
+    }
+
+    #[test]
+    fn sequences_are_written_read_and_promoted_with_the_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let cur = root.path().join("n");
+        let new = root.path().join("n.new");
+        let old = root.path().join("n.old");
+        // A site directory of an older version: tables, no sequence list.
+        prepare_new(&cur, &list(&["s.a"])).unwrap();
+        assert_eq!(read_sequences(&cur).unwrap(), None);
+        assert_eq!(read_sequences(&root.path().join("absent")).unwrap(), None);
+        let w = no_sequence_list_warning(&NodeName::new("n").unwrap(), &cur);
+        assert!(w.contains("site n") && w.contains("subscribe again"), "{w}");
+
+        prepare_new(&new, &list(&["s.a", "s.b"])).unwrap();
+        assert_eq!(
+            read_sequences(&new).unwrap(),
+            None,
+            "not before it is written"
+        );
+        let seqs = list(&["s.a_id_seq", "other.ticket"]);
+        write_sequences(&new, &seqs).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(new.join(SEQUENCES_FILE)).unwrap(),
+            "s.a_id_seq\nother.ticket\n"
+        );
+        assert_eq!(read_sequences(&new).unwrap(), Some(seqs.clone()));
+        // No temporary file is left beside it.
+        let mut names: Vec<String> = std::fs::read_dir(&new)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![SEQUENCES_FILE.to_string(), TABLES_FILE.to_string()]
+        );
+        promote(&cur, &new, &old).unwrap();
+        assert_eq!(read_sequences(&cur).unwrap(), Some(seqs));
+        // An empty list is a list: the site has no sequence.
+        prepare_new(&new, &list(&["s.a"])).unwrap();
+        write_sequences(&new, &[]).unwrap();
+        assert_eq!(read_sequences(&new).unwrap(), Some(vec![]));
+        // A damaged list is an error, not "no list".
+        std::fs::write(cur.join(SEQUENCES_FILE), "s.a; drop\n").unwrap();
+        assert!(read_sequences(&cur).is_err());
     }
 
     #[test]

@@ -13,10 +13,26 @@ the subscriber applies in one transaction, split the way psql would split it
 
 1. for a new site, the tracking schema and the tracking row at the snapshot counter;
 2. `DROP TABLE IF EXISTS` for unsubscribed tables when `allow_drop` is on;
-3. per new table: its schema, the sequences its defaults use (with their current values),
-   `CREATE TABLE` from the catalog, the rows as `COPY ... FROM stdin` data, then its
-   primary key, unique, check and exclusion constraints and other indexes (after the
-   data, as pg_dump does, so the load is fast).
+3. the replicated sequences of the tables the site keeps (`CREATE SEQUENCE IF NOT
+   EXISTS` and their current values), so that every sequence of the site's list exists
+   there even when it joined a set after its table was subscribed;
+4. per new table: its schema, its sequences (see below), `CREATE TABLE` from the
+   catalog, the rows as `COPY ... FROM stdin` data, then its primary key, unique, check
+   and exclusion constraints and other indexes (after the data, as pg_dump does, so the
+   load is fast).
+
+# Sequences
+
+A table's sequences are read from the provider's catalog, never guessed from names:
+those its column defaults use (`nextval('s'::regclass)` records a dependency of the
+default on the sequence) and those a column of it owns (`OWNED BY`, a `pg_depend` row
+of type `a`). Of these, the ones in a Slony set of the cluster (`"_<cluster>".sl_sequence`)
+are *replicated*: created with their current value, and listed in the site's sequence
+list ([`Generated::sequences`], stored as `<node>/sequences`), which is all the cutter
+sends sequence changes for. A sequence a default uses but that is in no set is created
+too, so the default works, but its value is neither read nor sent, and a note says it
+is not replicated. The list covers every table of the site's new list, kept ones
+included (their sequences are read again at each change).
 
 It never contains `BEGIN`, `COMMIT` or anything else that ends a transaction. Every
 identifier is quoted; every name comes from the validated request or from the catalog.
@@ -67,7 +83,16 @@ pub struct Column {
     pub not_null: bool,
 }
 
-/// A sequence a table's defaults use.
+/// A sequence's position on the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SequenceValue {
+    /// `last_value`.
+    pub last_value: i64,
+    /// `is_called`.
+    pub is_called: bool,
+}
+
+/// A sequence of a table: one its defaults use or one of its columns owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sequence {
     /// Its schema.
@@ -76,10 +101,10 @@ pub struct Sequence {
     pub name: String,
     /// `AS ... INCREMENT BY ... MINVALUE ... MAXVALUE ... START WITH ... CACHE ... [NO] CYCLE`.
     pub options: String,
-    /// `last_value`.
-    pub last_value: i64,
-    /// `is_called`.
-    pub is_called: bool,
+    /// Its current value, for a replicated sequence (in a Slony set of the cluster, with a
+    /// name the site's list can hold); `None` for one that is only created so that a
+    /// default works: its value is never read nor sent.
+    pub value: Option<SequenceValue>,
     /// The column of the table that owns it (serial columns), if any.
     pub owned_by: Option<String>,
 }
@@ -88,6 +113,55 @@ impl Sequence {
     fn quoted(&self) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
     }
+
+    /// Its entry in the site's sequence list, when it is replicated.
+    pub fn listed(&self) -> Option<QualifiedTable> {
+        self.value?;
+        QualifiedTable::parse(&format!("{}.{}", self.schema, self.name)).ok()
+    }
+
+    /// `CREATE SEQUENCE IF NOT EXISTS`, and the `setval` of a replicated one.
+    fn create_sql(&self) -> String {
+        let mut s = format!(
+            "CREATE SEQUENCE IF NOT EXISTS {} {};\n",
+            self.quoted(),
+            self.options
+        );
+        if let Some(v) = self.value {
+            s.push_str(&format!(
+                "SELECT pg_catalog.setval({}, {}, {});\n",
+                quote_literal(&self.quoted()),
+                v.last_value,
+                v.is_called
+            ));
+        }
+        s
+    }
+}
+
+/// The site's sequence list: the replicated sequences among `sequences` (given table by
+/// table, in the order of the site's tables), each once, in order of first appearance.
+pub fn sequence_list<'a>(sequences: impl IntoIterator<Item = &'a Sequence>) -> Vec<QualifiedTable> {
+    let mut out: Vec<QualifiedTable> = Vec::new();
+    for q in sequences {
+        if let Some(l) = q.listed() {
+            if !out.contains(&l) {
+                out.push(l);
+            }
+        }
+    }
+    out
+}
+
+/// What [`generate`] produced besides the SQL file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    /// The archive position the SQL corresponds to.
+    pub snapshot: Snapshot,
+    /// Notes to add to the plan's (for `.sqldone`).
+    pub notes: Vec<String>,
+    /// The site's sequence list for its new table list (for `<node>.new/sequences`).
+    pub sequences: Vec<QualifiedTable>,
 }
 
 /// A constraint sent with the table.
@@ -108,7 +182,7 @@ pub struct TableInfo {
     pub partitioned: bool,
     /// Its columns, in order.
     pub columns: Vec<Column>,
-    /// Sequences its defaults use.
+    /// Sequences its defaults use, and replicated sequences its columns own.
     pub sequences: Vec<Sequence>,
     /// Primary key first, then unique, check and exclusion constraints.
     pub constraints: Vec<Constraint>,
@@ -173,12 +247,12 @@ pub fn copy_out_sql(info: &TableInfo) -> String {
     )
 }
 
-/// The schemas the table and its sequences live in, then the sequences (the table's
-/// defaults call `nextval`, so they must exist first).
-pub fn schemas_and_sequences_sql(info: &TableInfo) -> String {
+/// `CREATE SCHEMA IF NOT EXISTS` for `first` (if any) and the sequences' schemas, then
+/// the sequences.
+fn schemas_then_sequences(first: Option<&String>, sequences: &[Sequence]) -> String {
     let mut s = String::new();
-    let mut schemas = vec![&info.table.schema];
-    for q in &info.sequences {
+    let mut schemas: Vec<&String> = first.into_iter().collect();
+    for q in sequences {
         if !schemas.contains(&&q.schema) {
             schemas.push(&q.schema);
         }
@@ -189,20 +263,25 @@ pub fn schemas_and_sequences_sql(info: &TableInfo) -> String {
             quote_ident(schema)
         ));
     }
-    for q in &info.sequences {
-        s.push_str(&format!(
-            "CREATE SEQUENCE IF NOT EXISTS {} {};\n",
-            q.quoted(),
-            q.options
-        ));
-        s.push_str(&format!(
-            "SELECT pg_catalog.setval({}, {}, {});\n",
-            quote_literal(&q.quoted()),
-            q.last_value,
-            q.is_called
-        ));
+    for q in sequences {
+        s.push_str(&q.create_sql());
     }
     s
+}
+
+/// The schemas the table and its sequences live in, then the sequences (the table's
+/// defaults call `nextval`, so they must exist first). Only replicated sequences get
+/// their provider's value.
+pub fn schemas_and_sequences_sql(info: &TableInfo) -> String {
+    schemas_then_sequences(Some(&info.table.schema), &info.sequences)
+}
+
+/// The replicated sequences of the tables the site keeps, at their current values: a
+/// sequence that joined a set (or a table) since the site got its table must exist
+/// there before its changes arrive. `IF NOT EXISTS` leaves the site's own sequence in
+/// place; its value is the provider's from here on either way.
+pub fn kept_sequences_sql(sequences: &[Sequence]) -> String {
+    schemas_then_sequences(None, sequences)
 }
 
 /// Constraints, indexes and sequence ownership, after the data.
@@ -326,7 +405,7 @@ impl<T> PgContext<T> for Result<T, tokio_postgres::Error> {
 ///
 /// # Returns
 ///
-/// The snapshot position and notes to add to the plan's.
+/// The snapshot position, notes to add to the plan's, and the site's sequence list.
 ///
 /// # Errors
 ///
@@ -337,7 +416,7 @@ pub async fn generate(
     node: &NodeName,
     plan: &Plan,
     part: &Path,
-) -> anyhow::Result<(Snapshot, Vec<String>)> {
+) -> anyhow::Result<Generated> {
     let client = connect(cfg).await?;
     client
         .batch_execute("SELECT pg_catalog.set_config('search_path', '', false)")
@@ -360,23 +439,43 @@ async fn generate_in_snapshot(
     node: &NodeName,
     plan: &Plan,
     part: &Path,
-) -> anyhow::Result<(Snapshot, Vec<String>)> {
+) -> anyhow::Result<Generated> {
     let snapshot = read_snapshot(cfg, client).await?;
     // Look everything up before writing a byte: a missing table refuses the request.
     let mut infos = Vec::new();
     let mut notes = Vec::new();
     for t in &plan.added {
         in_a_slony_set(cfg, client, t).await?;
-        let info = describe(client, t).await?;
+        let info = describe(cfg, client, t).await?;
         notes.extend(info.notes.iter().cloned());
         infos.push(info);
+    }
+    // The kept tables' sequences are read again at every change: sets change.
+    let mut kept: Vec<(&QualifiedTable, Vec<Sequence>)> = Vec::new();
+    for t in plan.tables.iter().filter(|t| !plan.added.contains(t)) {
+        kept.push((t, kept_table_sequences(cfg, client, t, &mut notes).await?));
+    }
+    let sequences = sequence_list(plan.tables.iter().flat_map(|t| {
+        let new = infos.iter().filter(move |i| i.table == *t);
+        let old = kept.iter().filter(move |(k, _)| *k == t);
+        new.flat_map(|i| &i.sequences)
+            .chain(old.flat_map(|(_, s)| s))
+    }));
+    let mut kept_sequences: Vec<Sequence> = Vec::new();
+    for q in kept.iter().flat_map(|(_, s)| s) {
+        if !kept_sequences
+            .iter()
+            .any(|k| k.schema == q.schema && k.name == q.name)
+        {
+            kept_sequences.push(q.clone());
+        }
     }
 
     let mut w = SqlWriter::create(part)?;
     w.text(&format!(
         "-- slony-manager subscription SQL for site {node}, cluster {}\n\
          -- Snapshot at archive counter {} ({}); the site applies archive {} next.\n\
-         -- New site: {}. Tables added: {}. Tables dropped: {}.\n\
+         -- New site: {}. Tables added: {}. Tables dropped: {}. Sequences replicated: {}.\n\
          -- Apply in ONE transaction (the subscriber wraps it); it holds no BEGIN/COMMIT.\n",
         cfg.cluster,
         snapshot.counter,
@@ -385,6 +484,7 @@ async fn generate_in_snapshot(
         plan.new_site,
         plan.added.len(),
         plan.dropped.len(),
+        sequences.len(),
     ))?;
     for n in &plan.notes {
         w.text(&format!("-- Note: {}\n", n.replace('\n', " ")))?;
@@ -403,6 +503,10 @@ async fn generate_in_snapshot(
             t.quoted()
         ))?;
     }
+    if !kept_sequences.is_empty() {
+        w.text("\n-- Replicated sequences of the tables the site keeps\n")?;
+        w.text(&kept_sequences_sql(&kept_sequences))?;
+    }
     for info in &infos {
         w.text(&format!("\n-- Table {}\n", info.table))?;
         w.text(&schemas_and_sequences_sql(info))?;
@@ -417,7 +521,11 @@ async fn generate_in_snapshot(
     }
     w.text("\n-- End Of Subscription SQL\n")?;
     w.finish()?;
-    Ok((snapshot, notes))
+    Ok(Generated {
+        snapshot,
+        notes,
+        sequences,
+    })
 }
 
 async fn read_snapshot(cfg: &ManagerConfig, client: &Client) -> anyhow::Result<Snapshot> {
@@ -496,8 +604,166 @@ async fn in_a_slony_set(
     Ok(())
 }
 
+/// The sequences of table `t` (`oid`): those its column defaults use and those its
+/// columns own (`OWNED BY`), in schema and name order. Of these, the ones in a Slony set
+/// of the cluster (with a name a site's list can hold) are replicated and get their
+/// current value. One a default uses that is not replicated comes without a value, and
+/// one only owned that is not replicated is left out (nothing needs it); for both a
+/// note says so when `notes` is given (a sequence only owned and in no set, none).
+///
+/// # Errors
+///
+/// The provider has no `"_<cluster>".sl_sequence`, or a database error.
+async fn table_sequences(
+    cfg: &ManagerConfig,
+    client: &Client,
+    t: &QualifiedTable,
+    oid: u32,
+    mut notes: Option<&mut Vec<String>>,
+) -> anyhow::Result<Vec<Sequence>> {
+    // `nextval('s'::regclass)` in a default records a dependency of the default on `s`;
+    // `OWNED BY` one of type `a` of the sequence on the owning column. Other objects
+    // depending on the table's columns the same way (its indexes) are not sequences.
+    let sql = format!(
+        "WITH used AS ( \
+            SELECT d.refobjid AS seq FROM pg_catalog.pg_attrdef ad \
+              JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum \
+              JOIN pg_catalog.pg_depend d \
+                ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid \
+               AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+             WHERE ad.adrelid = $1 AND NOT a.attisdropped \
+               AND a.attgenerated = '' AND a.attidentity = ''), \
+         owned AS ( \
+            SELECT od.objid AS seq, oa.attname::text AS col FROM pg_catalog.pg_depend od \
+              JOIN pg_catalog.pg_attribute oa \
+                ON oa.attrelid = od.refobjid AND oa.attnum = od.refobjsubid \
+             WHERE od.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+               AND od.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+               AND od.refobjid = $1 AND od.deptype = 'a' AND NOT oa.attisdropped) \
+         SELECT sn.nspname::text, s.relname::text, \
+                'AS ' || pg_catalog.format_type(q.seqtypid, NULL) \
+                || ' INCREMENT BY ' || q.seqincrement || ' MINVALUE ' || q.seqmin \
+                || ' MAXVALUE ' || q.seqmax || ' START WITH ' || q.seqstart \
+                || ' CACHE ' || q.seqcache || CASE WHEN q.seqcycle THEN ' CYCLE' ELSE ' NO CYCLE' END, \
+                (SELECT min(o.col) FROM owned o WHERE o.seq = s.oid), \
+                s.oid IN (SELECT seq FROM used), \
+                EXISTS (SELECT 1 FROM {}.sl_sequence ss WHERE ss.seq_reloid = s.oid) \
+           FROM pg_catalog.pg_class s \
+           JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace \
+           JOIN pg_catalog.pg_sequence q ON q.seqrelid = s.oid \
+          WHERE s.relkind = 'S' \
+            AND (s.oid IN (SELECT seq FROM used) OR s.oid IN (SELECT seq FROM owned)) \
+          ORDER BY 1, 2",
+        cfg.cluster.schema()
+    );
+    let rows = match client.query(sql.as_str(), &[&oid]).await {
+        Ok(rows) => rows,
+        Err(e)
+            if matches!(e.code(), Some(c) if *c == SqlState::UNDEFINED_TABLE
+                || *c == SqlState::INVALID_SCHEMA_NAME) =>
+        {
+            bail!(
+                "the provider database has no {}.sl_sequence: it is not a Slony node of cluster {}",
+                cfg.cluster.schema(),
+                cfg.cluster
+            )
+        }
+        Err(e) => return Err(e).pg(&format!("reading the sequences of {t}")),
+    };
+    let mut sequences = Vec::new();
+    for r in &rows {
+        let schema: String = r.get(0);
+        let name: String = r.get(1);
+        let used: bool = r.get(4);
+        let in_set: bool = r.get(5);
+        let replicated = in_set && QualifiedTable::parse(&format!("{schema}.{name}")).is_ok();
+        if !replicated {
+            if let Some(notes) = notes.as_deref_mut() {
+                if in_set {
+                    notes.push(format!(
+                        "sequence {schema}.{name} of {t} is in a Slony set, but a site's \
+                         sequence list cannot hold its name (letters, digits and '_' only): \
+                         its value is not replicated{}",
+                        if used {
+                            "; it is created on the subscriber for the default"
+                        } else {
+                            ""
+                        }
+                    ));
+                } else if used {
+                    notes.push(format!(
+                        "sequence {schema}.{name}, used by a default of {t}, is in no Slony \
+                         set of cluster {}: created on the subscriber, its value is not \
+                         replicated",
+                        cfg.cluster
+                    ));
+                }
+            }
+            if !used {
+                continue;
+            }
+        }
+        let value = if replicated {
+            let quoted = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
+            let v = client
+                .query_one(
+                    format!("SELECT last_value, is_called FROM {quoted}").as_str(),
+                    &[],
+                )
+                .await
+                .pg(&format!("reading sequence {schema}.{name}"))?;
+            Some(SequenceValue {
+                last_value: v.get(0),
+                is_called: v.get(1),
+            })
+        } else {
+            None
+        };
+        sequences.push(Sequence {
+            schema,
+            name,
+            options: r.get(2),
+            value,
+            owned_by: r.get(3),
+        });
+    }
+    Ok(sequences)
+}
+
+/// The replicated sequences of a table the site keeps (see [`table_sequences`]). A
+/// table gone from the provider has none, and a note says so.
+async fn kept_table_sequences(
+    cfg: &ManagerConfig,
+    client: &Client,
+    t: &QualifiedTable,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<Sequence>> {
+    let rows = client
+        .query(
+            "SELECT c.oid FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&t.schema, &t.table],
+        )
+        .await
+        .pg("looking up the table")?;
+    let Some(row) = rows.first() else {
+        notes.push(format!(
+            "{t} is no longer a table on the provider: none of its sequences is replicated"
+        ));
+        return Ok(Vec::new());
+    };
+    let mut sequences = table_sequences(cfg, client, t, row.get(0), None).await?;
+    sequences.retain(|q| q.value.is_some());
+    Ok(sequences)
+}
+
 /// Reads one table's definition from the catalog (inside the snapshot).
-async fn describe(client: &Client, t: &QualifiedTable) -> anyhow::Result<TableInfo> {
+async fn describe(
+    cfg: &ManagerConfig,
+    client: &Client,
+    t: &QualifiedTable,
+) -> anyhow::Result<TableInfo> {
     let rows = client
         .query(
             "SELECT c.oid, c.relkind::text FROM pg_catalog.pg_class c \
@@ -586,57 +852,7 @@ async fn describe(client: &Client, t: &QualifiedTable) -> anyhow::Result<TableIn
         bail!("{t} has no columns on the provider: nothing to replicate");
     }
 
-    // Sequences the defaults depend on (`nextval('s'::regclass)` records a dependency).
-    let rows = client
-        .query(
-            "SELECT DISTINCT s.oid, sn.nspname::text, s.relname::text, \
-                    'AS ' || pg_catalog.format_type(q.seqtypid, NULL) \
-                    || ' INCREMENT BY ' || q.seqincrement || ' MINVALUE ' || q.seqmin \
-                    || ' MAXVALUE ' || q.seqmax || ' START WITH ' || q.seqstart \
-                    || ' CACHE ' || q.seqcache || CASE WHEN q.seqcycle THEN ' CYCLE' ELSE ' NO CYCLE' END, \
-                    (SELECT oa.attname::text FROM pg_catalog.pg_depend od \
-                       JOIN pg_catalog.pg_attribute oa \
-                         ON oa.attrelid = od.refobjid AND oa.attnum = od.refobjsubid \
-                      WHERE od.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
-                        AND od.objid = s.oid \
-                        AND od.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
-                        AND od.refobjid = ad.adrelid AND od.deptype = 'a' LIMIT 1) \
-               FROM pg_catalog.pg_attrdef ad \
-               JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum \
-               JOIN pg_catalog.pg_depend d \
-                 ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid \
-                AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
-               JOIN pg_catalog.pg_class s ON s.oid = d.refobjid AND s.relkind = 'S' \
-               JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace \
-               JOIN pg_catalog.pg_sequence q ON q.seqrelid = s.oid \
-              WHERE ad.adrelid = $1 AND NOT a.attisdropped \
-                AND a.attgenerated = '' AND a.attidentity = '' \
-              ORDER BY 2, 3",
-            &[&oid],
-        )
-        .await
-        .pg("reading the sequences")?;
-    let mut sequences = Vec::new();
-    for r in &rows {
-        let schema: String = r.get(1);
-        let name: String = r.get(2);
-        let quoted = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
-        let v = client
-            .query_one(
-                format!("SELECT last_value, is_called FROM {quoted}").as_str(),
-                &[],
-            )
-            .await
-            .pg(&format!("reading sequence {schema}.{name}"))?;
-        sequences.push(Sequence {
-            schema,
-            name,
-            options: r.get(3),
-            last_value: v.get(0),
-            is_called: v.get(1),
-            owned_by: r.get(4),
-        });
-    }
+    let sequences = table_sequences(cfg, client, t, oid, Some(&mut notes)).await?;
 
     let rows = client
         .query(
@@ -717,6 +933,8 @@ mod tests {
     use slony_shared::archive::parse::{Item, Splitter};
     use slony_shared::archive::statement::Strings;
 
+    const OPTIONS: &str = "AS bigint INCREMENT BY 1 MINVALUE 1 MAXVALUE 9223372036854775807 START WITH 1 CACHE 1 NO CYCLE";
+
     fn info() -> TableInfo {
         TableInfo {
             table: QualifiedTable::parse("s1.t1").unwrap(),
@@ -737,14 +955,25 @@ mod tests {
                     not_null: false,
                 },
             ],
-            sequences: vec![Sequence {
-                schema: "s1".into(),
-                name: "t1_id_seq".into(),
-                options: "AS bigint INCREMENT BY 1 MINVALUE 1 MAXVALUE 9223372036854775807 START WITH 1 CACHE 1 NO CYCLE".into(),
-                last_value: 10,
-                is_called: true,
-                owned_by: Some("id".into()),
-            }],
+            sequences: vec![
+                Sequence {
+                    schema: "s1".into(),
+                    name: "t1_id_seq".into(),
+                    options: OPTIONS.into(),
+                    value: Some(SequenceValue {
+                        last_value: 10,
+                        is_called: true,
+                    }),
+                    owned_by: Some("id".into()),
+                },
+                Sequence {
+                    schema: "s2".into(),
+                    name: "t1_x_seq".into(),
+                    options: OPTIONS.into(),
+                    value: None,
+                    owned_by: None,
+                },
+            ],
             constraints: vec![Constraint {
                 name: "t1_pkey".into(),
                 definition: "PRIMARY KEY (id)".into(),
@@ -777,6 +1006,11 @@ mod tests {
         );
         assert!(seq.contains("CREATE SEQUENCE IF NOT EXISTS \"s1\".\"t1_id_seq\" AS bigint"));
         assert!(seq.contains("SELECT pg_catalog.setval('\"s1\".\"t1_id_seq\"', 10, true);"));
+        // A sequence in no set: its definition (the default needs it), no value.
+        assert!(seq.contains("CREATE SCHEMA IF NOT EXISTS \"s2\";"));
+        assert!(seq.contains("CREATE SEQUENCE IF NOT EXISTS \"s2\".\"t1_x_seq\" AS bigint"));
+        assert!(!seq.contains("t1_x_seq\"', "), "{seq}");
+        assert_eq!(seq.matches("setval").count(), 1, "{seq}");
         let after = after_data_sql(&i);
         assert!(after.contains(
             "ALTER TABLE ONLY \"s1\".\"t1\" ADD CONSTRAINT \"t1_pkey\" PRIMARY KEY (id);"
@@ -786,12 +1020,54 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_sequence_list_holds_replicated_sequences_once_in_table_order() {
+        let seq = |schema: &str, name: &str, replicated: bool| Sequence {
+            schema: schema.into(),
+            name: name.into(),
+            options: OPTIONS.into(),
+            value: replicated.then_some(SequenceValue {
+                last_value: 1,
+                is_called: false,
+            }),
+            owned_by: None,
+        };
+        let t2 = [seq("s1", "t2_id_seq", true), seq("s1", "shared", true)];
+        let t1 = [
+            seq("s1", "shared", true),
+            seq("s1", "t1_id_seq", false),
+            seq("s9", "Odd Name", true),
+            seq("s3", "ticket", true),
+        ];
+        let list = sequence_list(t2.iter().chain(&t1));
+        assert_eq!(
+            list,
+            ["s1.t2_id_seq", "s1.shared", "s3.ticket"]
+                .map(|n| QualifiedTable::parse(n).unwrap())
+                .to_vec()
+        );
+        assert!(sequence_list(&[]).is_empty());
+        // The kept tables' sequences: created if missing, at the provider's value.
+        let sql = kept_sequences_sql(&t2);
+        assert_eq!(
+            sql,
+            format!(
+                "CREATE SCHEMA IF NOT EXISTS \"s1\";\n\
+                 CREATE SEQUENCE IF NOT EXISTS \"s1\".\"t2_id_seq\" {OPTIONS};\n\
+                 SELECT pg_catalog.setval('\"s1\".\"t2_id_seq\"', 1, false);\n\
+                 CREATE SEQUENCE IF NOT EXISTS \"s1\".\"shared\" {OPTIONS};\n\
+                 SELECT pg_catalog.setval('\"s1\".\"shared\"', 1, false);\n"
+            )
+        );
+    }
+
     /// The pieces, assembled as `generate` does, split into the statements psql would run.
     #[test]
     fn output_splits_like_psql() {
         let i = info();
         let cluster = slony_shared::ident::ClusterName::new("lab").unwrap();
         let mut sql = String::from("-- header\n");
+        sql.push_str(&kept_sequences_sql(&i.sequences));
         sql.push_str(&schemas_and_sequences_sql(&i));
         sql.push_str(&create_table_sql(&i));
         sql.push_str(&copy_in_sql(&i));

@@ -1,7 +1,7 @@
 /*!
-`slony-manager status`: the sites, their tables, the requests in progress and the
-newest archive in each site's directory. Read-only: it takes no lock and can run beside
-the daemon.
+`slony-manager status`: the sites, their tables and sequences, the requests in progress
+and the newest archive in each site's directory. Read-only: it takes no lock and can run
+beside the daemon.
 */
 
 use crate::config::ManagerConfig;
@@ -22,6 +22,11 @@ struct SiteStatus {
     tables: Vec<String>,
     /// How many.
     table_count: usize,
+    /// Its sequences; `None` when the site directory has no sequence list (written by an
+    /// older version) or it is unreadable.
+    sequences: Option<Vec<String>>,
+    /// How many (`None` as above).
+    sequence_count: Option<usize>,
     /// First counter the list applies to, if recorded.
     since: Option<u64>,
     /// Newest archive counter in `<site_log_dir>/<node>/` (files and batches).
@@ -30,8 +35,11 @@ struct SiteStatus {
     cut_counter: Option<u64>,
     /// Last counter the site acknowledged having applied (`applied_counter`), if any.
     acknowledged: Option<u64>,
-    /// Why the table list could not be read.
+    /// Why the table or sequence list could not be read.
     error: Option<String>,
+    /// Something the operator should do: a site without a sequence list gets no
+    /// sequence changes until it subscribes again.
+    warning: Option<String>,
 }
 
 /// One request in progress.
@@ -91,14 +99,32 @@ fn collect(cfg: &ManagerConfig) -> anyhow::Result<Report> {
             if !path.is_dir() {
                 continue;
             }
-            let (tables, error) = match site::read_tables(&path) {
+            let (tables, mut error) = match site::read_tables(&path) {
                 Ok(t) => (t.unwrap_or_default(), None),
                 Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+            };
+            let mut warning = None;
+            let sequences = match site::read_sequences(&path) {
+                Ok(Some(s)) => Some(s),
+                Ok(None) => {
+                    warning = Some(site::no_sequence_list_warning(&node, &path));
+                    None
+                }
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    error = Some(match error {
+                        Some(first) => format!("{first}; {e}"),
+                        None => e,
+                    });
+                    None
+                }
             };
             sites.push(SiteStatus {
                 name: node.to_string(),
                 table_count: tables.len(),
                 tables: tables.iter().map(ToString::to_string).collect(),
+                sequence_count: sequences.as_ref().map(Vec::len),
+                sequences: sequences.map(|s| s.iter().map(ToString::to_string).collect()),
                 since: site::read_since(&path).map(|c| c.0),
                 newest_archive: newest_archive(&cfg.site_log_dir(&node)),
                 cut_counter: crate::cutter::read_cut_counter(&path)
@@ -113,6 +139,7 @@ fn collect(cfg: &ManagerConfig) -> anyhow::Result<Report> {
                     }
                 },
                 error,
+                warning,
             });
         } else if let Some(node) = name
             .strip_suffix(".request.json")
@@ -212,9 +239,10 @@ fn print_text(r: &Report) {
     for s in &r.sites {
         let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
         println!(
-            "  {:<20} tables {:>4}  since {:>10}  newest archive {:>10}  cut up to {:>10}  applied {:>10}",
+            "  {:<20} tables {:>4}  sequences {:>4}  since {:>10}  newest archive {:>10}  cut up to {:>10}  applied {:>10}",
             s.name,
             s.table_count,
+            opt(s.sequence_count.map(|n| n as u64)),
             opt(s.since),
             opt(s.newest_archive),
             opt(s.cut_counter),
@@ -222,6 +250,9 @@ fn print_text(r: &Report) {
         );
         if let Some(e) = &s.error {
             println!("    error: {e}");
+        }
+        if let Some(w) = &s.warning {
+            println!("    warning: {w}");
         }
     }
     println!("requests in progress: {}", r.requests.len());

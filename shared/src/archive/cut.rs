@@ -20,25 +20,29 @@
 //!   target is parsed (`alter table`, `create [unique] index ... on`, `create trigger
 //!   ... on`, `comment on table|column`, `drop table`, `create table`, `truncate`,
 //!   `insert`/`update`/`delete`, `analyze`, `create|alter|drop sequence`) and the row goes
-//!   to the sites that have that table. The rest of an EXECUTE SCRIPT (the trailing `S`
-//!   row with only whitespace, and the `s` end-of-script row) goes to the sites that got
-//!   at least one statement of the same script (same `log_txid`). A statement whose target
-//!   cannot be decided safely (a function, a view, a grant, an unqualified name, several
-//!   statements in one row, a table rename of a subscribed table, a `truncate` of
-//!   subscribed and unsubscribed tables together...) stops the cut with
+//!   to the sites that have that table (that sequence, for a sequence statement: see
+//!   below). The rest of an EXECUTE SCRIPT (the trailing `S` row with only whitespace,
+//!   and the `s` end-of-script row) goes to the sites that got at least one statement of
+//!   the same script (same `log_txid`). A statement whose target cannot be decided
+//!   safely (a function, a view, a grant, an unqualified name, several statements in one
+//!   row, a table rename of a subscribed table, a `truncate` of subscribed and
+//!   unsubscribed tables together...) stops the cut with
 //!   [`CutErrorKind::Undecidable`], naming the statement: a wrong guess would break a
 //!   replica or silently skip a change.
 //! - **Pre-2.2 statement archives**: `insert into`, `update`, `delete from`, `truncate`
 //!   whose target is a site table; the same DDL rule for other statements; the initial
 //!   copy of an `ENABLE_SUBSCRIPTION` event (`delete from` / `copy ... from stdin` + data /
 //!   `finishTableAfterCopy` / `analyze` per table) likewise per table.
-//! - **Sequences**: `sequenceSetValue_offline('<nsp>','<seq>','<value>')` and
-//!   `[pg_catalog.]setval('<nsp>.<seq>', ...)` go to a site when the sequence is its own
-//!   (see [`SiteFilter::has_sequence`]): the site's list names `<nsp>.<seq>` explicitly,
-//!   or `<seq>` is `<table>_<column>_seq` of one of its tables in the same schema (what
-//!   `serial`/`bigserial` create, and what the subscription SQL sends with a table). The
-//!   pre-2.2 form `sequenceSetValue_offline(<id>, <value>)` names no sequence and is
-//!   refused as undecidable.
+//! - **Sequences**: `sequenceSetValue_offline('<nsp>','<seq>','<value>')`,
+//!   `[pg_catalog.]setval('<nsp>.<seq>', ...)` and `create|alter|drop sequence` DDL rows
+//!   go to a site when its sequence list holds `<nsp>.<seq>` (see
+//!   [`SiteFilter::has_sequence`]). The manager decides that list from the provider's
+//!   catalog when the site subscribes: the sequences of the cluster's Slony sets that a
+//!   column of one of the site's tables owns or uses in its default. No name rule
+//!   applies: a sequence named after a subscribed table (`<table>_x_seq`) is not the
+//!   site's unless the list holds it, so a sequence the site never received cannot stop
+//!   its pull. The pre-2.2 form `sequenceSetValue_offline(<id>, <value>)` names no
+//!   sequence and is refused as undecidable.
 //!
 //! A dropped statement that filled its line(s) takes one following empty line with it,
 //! so a site's copy of a busy archive has the layout slon gives an idle one.
@@ -66,61 +70,83 @@ pub const MAX_LINE: u64 = 1 << 30;
 /// Longest SQL statement accepted (same bound as the splitter's).
 pub const MAX_STATEMENT: usize = super::parse::MAX_STATEMENT;
 
-/// The tables (and sequences) one site receives.
+/// The tables and sequences one site receives.
+///
+/// Both come from the site's stored lists: `<subscribers_dir>/<node>/tables`, and
+/// `<subscribers_dir>/<node>/sequences`, which the manager decides from the provider's
+/// catalog when the site subscribes (the sequences of the Slony sets that the site's
+/// tables own or use in a default). A sequence is never taken for a site's because of
+/// its name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SiteFilter {
-    /// schema → names listed in that schema (tables, and sequences named explicitly).
-    by_schema: HashMap<String, HashSet<String>>,
+    /// schema → the site's tables in that schema.
+    tables: HashMap<String, HashSet<String>>,
+    /// schema → the site's sequences in that schema.
+    sequences: HashMap<String, HashSet<String>>,
+}
+
+fn by_schema<S: Into<String>, N: Into<String>>(
+    entries: impl IntoIterator<Item = (S, N)>,
+) -> HashMap<String, HashSet<String>> {
+    let mut out: HashMap<String, HashSet<String>> = HashMap::new();
+    for (s, n) in entries {
+        out.entry(s.into()).or_default().insert(n.into());
+    }
+    out
 }
 
 impl SiteFilter {
-    /// A filter from `(schema, name)` pairs, exactly as PostgreSQL spells them (case
-    /// sensitive, unquoted).
-    pub fn new<S: Into<String>, N: Into<String>>(
-        entries: impl IntoIterator<Item = (S, N)>,
-    ) -> Self {
-        let mut by_schema: HashMap<String, HashSet<String>> = HashMap::new();
-        for (s, n) in entries {
-            by_schema.entry(s.into()).or_default().insert(n.into());
+    /// A filter for the tables `(schema, name)`, exactly as PostgreSQL spells them (case
+    /// sensitive, unquoted), and no sequence.
+    pub fn new<S: Into<String>, N: Into<String>>(tables: impl IntoIterator<Item = (S, N)>) -> Self {
+        SiteFilter {
+            tables: by_schema(tables),
+            sequences: HashMap::new(),
         }
-        SiteFilter { by_schema }
     }
 
-    /// A filter from a site's table list (`<subscribers_dir>/<node>/tables`).
-    pub fn from_tables(tables: &[QualifiedTable]) -> Self {
-        Self::new(tables.iter().map(|t| (t.schema.clone(), t.table.clone())))
+    /// The same filter with the sequences `(schema, name)` as well (spelled as in
+    /// [`SiteFilter::new`]).
+    #[must_use]
+    pub fn with_sequences<S: Into<String>, N: Into<String>>(
+        mut self,
+        sequences: impl IntoIterator<Item = (S, N)>,
+    ) -> Self {
+        for (s, n) in by_schema(sequences) {
+            self.sequences.entry(s).or_default().extend(n);
+        }
+        self
     }
 
-    /// Whether the site's list holds `schema.name`.
+    /// A filter from a site's stored lists: its tables (`<node>/tables`) and its
+    /// sequences (`<node>/sequences`), both `schema.name`.
+    pub fn from_lists(tables: &[QualifiedTable], sequences: &[QualifiedTable]) -> Self {
+        Self::new(tables.iter().map(|t| (t.schema.clone(), t.table.clone()))).with_sequences(
+            sequences
+                .iter()
+                .map(|q| (q.schema.clone(), q.table.clone())),
+        )
+    }
+
+    /// Whether the site's table list holds `schema.name`.
     pub fn has_table(&self, schema: &str, name: &str) -> bool {
-        self.by_schema
+        self.tables
             .get(schema)
             .is_some_and(|names| names.contains(name))
     }
 
-    /// Whether sequence `schema.seq` is the site's: named in its list, or called
-    /// `<table>_<column>_seq` for one of its tables in the same schema (the name
-    /// `serial` columns get). A sequence PostgreSQL had to shorten to 63 bytes, or
-    /// named otherwise, reaches a site only when its list names it.
+    /// Whether the site's sequence list holds `schema.seq`. Only the list counts: a
+    /// sequence called after one of the site's tables is not the site's for that.
     pub fn has_sequence(&self, schema: &str, seq: &str) -> bool {
-        let Some(names) = self.by_schema.get(schema) else {
-            return false;
-        };
-        if names.contains(seq) {
-            return true;
-        }
-        let Some(stem) = seq.strip_suffix("_seq") else {
-            return false;
-        };
-        // Every split `<table>_<column>` with both parts non-empty.
-        stem.char_indices()
-            .filter(|&(i, c)| c == '_' && i > 0 && i + 1 < stem.len())
-            .any(|(i, _)| names.contains(&stem[..i]))
+        self.sequences
+            .get(schema)
+            .is_some_and(|names| names.contains(seq))
     }
 
-    /// Whether the list is empty (the site still gets every counter, envelope only).
+    /// Whether both lists are empty (the site still gets every counter, envelope only).
     pub fn is_empty(&self) -> bool {
-        self.by_schema.values().all(HashSet::is_empty)
+        self.tables.values().all(HashSet::is_empty)
+            && self.sequences.values().all(HashSet::is_empty)
     }
 }
 
@@ -1654,11 +1680,21 @@ vacuum analyze \"_lab\".sl_archive_tracking;\n";
         s
     }
 
-    fn site(tables: &[&str]) -> SiteFilter {
-        SiteFilter::new(tables.iter().map(|t| {
+    fn pairs<'a>(names: &'a [&'a str]) -> impl Iterator<Item = (String, String)> + 'a {
+        names.iter().map(|t| {
             let (s, n) = t.split_once('.').unwrap();
             (s.to_string(), n.to_string())
-        }))
+        })
+    }
+
+    /// A site with these tables and no sequence.
+    fn site(tables: &[&str]) -> SiteFilter {
+        SiteFilter::new(pairs(tables))
+    }
+
+    /// A site with these tables and these sequences.
+    fn site_seq(tables: &[&str], sequences: &[&str]) -> SiteFilter {
+        SiteFilter::new(pairs(tables)).with_sequences(pairs(sequences))
     }
 
     fn cut_str(text: &str, sites: &[SiteFilter]) -> Result<(Vec<String>, CutSummary), CutError> {
@@ -1719,9 +1755,9 @@ vacuum analyze \"_lab\".sl_archive_tracking;\n";
             ],
         );
         let sites = [
-            site(&["s1.t1"]),
-            site(&["s1.t2", "s1.t5", "s1.seq1"]),
-            site(&["s1.t1", "s1.t2", "s1.t5", "s1.seq1"]),
+            site_seq(&["s1.t1"], &["s1.t1_id_seq"]),
+            site_seq(&["s1.t2", "s1.t5"], &["s1.seq1"]),
+            site_seq(&["s1.t1", "s1.t2", "s1.t5"], &["s1.seq1", "s1.t1_id_seq"]),
             site(&[]),
         ];
         let (outs, summary) = cut_str(&text, &sites).unwrap();
@@ -1877,18 +1913,73 @@ vacuum analyze \"_lab\".sl_archive_tracking;\n";
     }
 
     #[test]
-    fn sequences_follow_the_naming_rule() {
-        let s = site(&["s1.t1", "s1.t_x", "s1.seq1", "s2.big"]);
+    fn sequences_come_from_the_list_only() {
+        let s = site_seq(
+            &["s1.t1", "s1.t_x", "s2.big"],
+            &["s1.t1_id_seq", "s3.ticket"],
+        );
         assert!(s.has_sequence("s1", "t1_id_seq"));
-        assert!(s.has_sequence("s1", "t1_some_col_seq"));
-        assert!(s.has_sequence("s1", "t_x_id_seq"));
-        assert!(s.has_sequence("s1", "seq1"));
-        assert!(s.has_sequence("s2", "big_n_seq"));
-        assert!(!s.has_sequence("s1", "seq2"));
-        assert!(!s.has_sequence("s1", "t1_seq"));
-        assert!(!s.has_sequence("s1", "t2_id_seq"));
-        assert!(!s.has_sequence("s2", "t1_id_seq"));
-        assert!(!s.has_sequence("s1", "t1_id"));
+        // Listed, in a schema with none of the site's tables.
+        assert!(s.has_sequence("s3", "ticket"));
+        // Named after a listed table, but not listed: not the site's.
+        for (nsp, seq) in [
+            ("s1", "t1_x_seq"),
+            ("s1", "t1_some_col_seq"),
+            ("s1", "t_x_id_seq"),
+            ("s2", "big_n_seq"),
+            ("s1", "t1_seq"),
+            ("s2", "t1_id_seq"),
+        ] {
+            assert!(!s.has_sequence(nsp, seq), "{nsp}.{seq}");
+        }
+        // The two lists do not stand in for each other.
+        assert!(!s.has_sequence("s1", "t1"));
+        assert!(!s.has_table("s1", "t1_id_seq"));
+        let tables_only = site(&["s1.t1", "s1.seq1"]);
+        assert!(!tables_only.has_sequence("s1", "seq1"));
+        assert!(!site(&[]).has_sequence("s1", "t1_id_seq"));
+        assert!(site(&[]).is_empty());
+        assert!(!site_seq(&[], &["s1.q"]).is_empty());
+        let from_lists = SiteFilter::from_lists(
+            &[QualifiedTable::parse("s1.t1").unwrap()],
+            &[QualifiedTable::parse("s1.q").unwrap()],
+        );
+        assert_eq!(from_lists, site_seq(&["s1.t1"], &["s1.q"]));
+    }
+
+    /// A sequence call named like one of the site's tables' sequences, for a sequence
+    /// the site does not list, is cut away in both formats and as DDL; the listed one
+    /// stays.
+    #[test]
+    fn pattern_named_sequences_are_not_sent() {
+        let calls = [
+            "select \"_lab\".sequenceSetValue_offline('s1','t1_x_seq','5');",
+            "select \"_lab\".sequenceSetValue_offline('s1','t1_id_seq','10');",
+        ];
+        let text = archive(&[R1], &calls);
+        let sites = [site(&["s1.t1"]), site_seq(&["s1.t1"], &["s1.t1_id_seq"])];
+        let (outs, summary) = cut_str(&text, &sites).unwrap();
+        assert_eq!(summary.kept, vec![1, 2]);
+        assert_eq!(outs[0], archive(&[R1], &[]));
+        assert_eq!(outs[1], archive(&[R1], &calls[1..]));
+        let row = "1\t1\t\\N\t1\t\\N\t\\N\tS\t\\N\t{\"alter sequence s1.t1_x_seq restart;\"}";
+        let (outs, _) = cut_str(
+            &archive(&[row], &[]),
+            &[site(&["s1.t1"]), site_seq(&[], &["s1.t1_x_seq"])],
+        )
+        .unwrap();
+        assert!(!outs[0].contains("t1_x_seq"), "{}", outs[0]);
+        assert!(
+            outs[1].contains("alter sequence s1.t1_x_seq"),
+            "{}",
+            outs[1]
+        );
+        let pre22 = "start transaction;\n\
+select \"_lab\".archiveTracking_offline('7', '2010-01-01 00:00:00');\n\
+select pg_catalog.setval('s1.t1_x_seq', 22);\n\
+-- EOL\ncommit;\n";
+        let (outs, _) = cut_str(pre22, &[site(&["s1.t1"])]).unwrap();
+        assert!(!outs[0].contains("t1_x_seq"), "{}", outs[0]);
     }
 
     #[test]
@@ -1902,7 +1993,11 @@ truncate only \"s1\".\"t2\" cascade;\n\
 select pg_catalog.setval('s1.t1_id_seq', 22);\n\
 select \"pg_catalog\".setval('\"s1\".\"seq1\"', '1');\n\
 -- EOL\ncommit;\n";
-        let sites = [site(&["s1.t1"]), site(&["s1.t2", "s1.seq1"]), site(&[])];
+        let sites = [
+            site_seq(&["s1.t1"], &["s1.t1_id_seq"]),
+            site_seq(&["s1.t2"], &["s1.seq1"]),
+            site(&[]),
+        ];
         let (outs, summary) = cut_str(text, &sites).unwrap();
         assert_eq!(summary.body, BodyKind::Statements);
         assert_eq!(summary.changes, 7);
@@ -1935,7 +2030,11 @@ select \"_lab\".archiveTracking_offline('7', '2010-01-01 00:00:00');\n\
             check_envelope(o, 7);
         }
         // A site with everything gets the file unchanged.
-        let (all, _) = cut_str(text, &[site(&["s1.t1", "s1.t2", "s1.seq1"])]).unwrap();
+        let (all, _) = cut_str(
+            text,
+            &[site_seq(&["s1.t1", "s1.t2"], &["s1.seq1", "s1.t1_id_seq"])],
+        )
+        .unwrap();
         assert_eq!(all[0], text);
     }
 
@@ -2112,9 +2211,10 @@ select \"_lab\".sequenceSetValue_offline('1','22');\n-- EOL\ncommit;\n";
 
         #[test]
         fn dml_truncate_and_big_rows_cut_for_subsets() {
-            let all = site(&[
-                "s1.t1", "s1.t2", "s1.t3", "s1.t4", "s1.t5", "s1.seq1", "s1.seq2",
-            ]);
+            let all = site_seq(
+                &["s1.t1", "s1.t2", "s1.t3", "s1.t4", "s1.t5"],
+                &["s1.seq1", "s1.seq2", "s1.t1_id_seq"],
+            );
             for name in [
                 "dump-mode_02_SYNC_dml.sql",
                 "dump-mode_11_SYNC_truncate.sql",
@@ -2124,7 +2224,7 @@ select \"_lab\".sequenceSetValue_offline('1','22');\n-- EOL\ncommit;\n";
                 "copy-mode_04_SYNC_before_subscription.sql",
             ] {
                 let text = fixture(name);
-                let sub = site(&["s1.t1", "s1.t4"]);
+                let sub = site_seq(&["s1.t1", "s1.t4"], &["s1.t1_id_seq"]);
                 let (outs, summary) = cut_str(&text, &[sub, all.clone(), site(&[])]).unwrap();
                 let counter = counter_of(&text);
                 assert_eq!(summary.counter, Counter(counter));
@@ -2194,8 +2294,14 @@ select \"_lab\".sequenceSetValue_offline('1','22');\n-- EOL\ncommit;\n";
                 assert_eq!(summary.body, BodyKind::Empty);
             }
             let text = fixture("copy-mode_06_ENABLE_SUBSCRIPTION_initial_copy.sql");
-            let (outs, _) =
-                cut_str(&text, &[site(&["s1.t2", "s1.seq2"]), site(&["s1.t1"])]).unwrap();
+            let (outs, _) = cut_str(
+                &text,
+                &[
+                    site_seq(&["s1.t2"], &["s1.seq2"]),
+                    site_seq(&["s1.t1"], &["s1.t1_id_seq"]),
+                ],
+            )
+            .unwrap();
             check_envelope(&outs[0], 6);
             check_envelope(&outs[1], 6);
             let o = &outs[0];
