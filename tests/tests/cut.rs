@@ -23,21 +23,25 @@ const BATCH: u64 = 100;
 /// Bound on waiting for the cutter.
 const WAIT: Duration = Duration::from_secs(120);
 
-/// The sites and what they subscribe to (`s1.seq1` is listed explicitly where wanted;
-/// `s2.t3_id_seq` comes with `s2.t3` by its name).
-const SITES: &[(&str, &[&str])] = &[
-    ("site-a", &["s1.t1", "s1.seq1", "s2.t3"]),
-    ("site-b", &["s1.t2", "s2.t4"]),
-    ("site-c", &["s1.t1", "s1.t2", "s2.t3", "s2.t4", "s1.seq1"]),
+/// The sites, their tables and their sequences (the lists a subscription would have
+/// stored: here written by hand, `s1.seq1` owned by no table).
+const SITES: &[(&str, &[&str], &[&str])] = &[
+    ("site-a", &["s1.t1", "s2.t3"], &["s1.seq1", "s2.t3_id_seq"]),
+    ("site-b", &["s1.t2", "s2.t4"], &[]),
+    (
+        "site-c",
+        &["s1.t1", "s1.t2", "s2.t3", "s2.t4"],
+        &["s1.seq1", "s2.t3_id_seq"],
+    ),
 ];
 
-/// The objects a site's replica must match: its list plus the sequences of its tables.
-fn objects(list: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = list.iter().map(|s| s.to_string()).collect();
-    if list.contains(&"s2.t3") {
-        v.push("s2.t3_id_seq".into());
-    }
-    v
+/// The objects a site's replica must match: its tables and its sequences.
+fn objects(tables: &[&str], sequences: &[&str]) -> Vec<String> {
+    tables
+        .iter()
+        .chain(sequences)
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn format_of(counter: u64) -> Format {
@@ -133,17 +137,21 @@ impl Setup {
             ))
             .await
             .unwrap();
-        for (node, list) in SITES {
-            // The provider side: the site's list, starting at archive 1.
+        for (node, list, sequences) in SITES {
+            // The provider side: the site's lists, starting at archive 1.
             let d = subscribers.join(node);
             std::fs::create_dir_all(&d).unwrap();
             std::fs::write(d.join("tables"), list.join("\n") + "\n").unwrap();
+            let seqs: String = sequences.iter().map(|q| format!("{q}\n")).collect();
+            std::fs::write(d.join("sequences"), seqs).unwrap();
             std::fs::write(d.join("since"), "1\n").unwrap();
             // The replica: only its own objects, at counter 0.
             let db = node.replace('-', "_");
             pg.create_db(&db).await;
             let mut sql = String::from("CREATE SCHEMA s1; CREATE SCHEMA s2;\n");
-            for o in *list {
+            // s2.t3's bigserial column creates s2.t3_id_seq.
+            let own = sequences.iter().filter(|q| **q != "s2.t3_id_seq");
+            for o in list.iter().chain(own) {
                 sql.push_str(workload::object_sql(o));
                 sql.push('\n');
             }
@@ -176,7 +184,7 @@ dbname = "expected"
 "#,
                 root = root.display(),
                 sites = crate::support::shared_sites_toml(
-                    &SITES.iter().map(|(n, _)| *n).collect::<Vec<_>>()
+                    &SITES.iter().map(|(n, _, _)| *n).collect::<Vec<_>>()
                 ),
                 port = pg.port()
             ),
@@ -222,7 +230,7 @@ dbname = "expected"
     fn min_cut(&self) -> u64 {
         SITES
             .iter()
-            .map(|(n, _)| self.cut_counter(n))
+            .map(|(n, _, _)| self.cut_counter(n))
             .min()
             .unwrap()
     }
@@ -230,7 +238,7 @@ dbname = "expected"
     fn max_cut(&self) -> u64 {
         SITES
             .iter()
-            .map(|(n, _)| self.cut_counter(n))
+            .map(|(n, _, _)| self.cut_counter(n))
             .max()
             .unwrap()
     }
@@ -263,7 +271,7 @@ dbname = "expected"
     /// After a crash: each site holds exactly `1..=k` for some `k >= cut_counter`, plus
     /// at most temporary files of the cutter.
     fn check_prefixes(&self, when: &str) {
-        for (node, _) in SITES {
+        for (node, _, _) in SITES {
             let (counters, other) = self.site_files(node);
             let k = counters.len() as u64;
             assert_eq!(
@@ -327,7 +335,7 @@ async fn three_sites_get_their_own_stream_across_crashes() {
         "killed during the first catch-up at cut counters {:?}",
         SITES
             .iter()
-            .map(|(n, _)| s.cut_counter(n))
+            .map(|(n, _, _)| s.cut_counter(n))
             .collect::<Vec<_>>()
     );
     s.check_prefixes("after the first SIGKILL");
@@ -342,7 +350,7 @@ async fn three_sites_get_their_own_stream_across_crashes() {
             "killed while slon writes, at cut counters {:?}",
             SITES
                 .iter()
-                .map(|(n, _)| s.cut_counter(n))
+                .map(|(n, _, _)| s.cut_counter(n))
                 .collect::<Vec<_>>()
         );
         slon.join().unwrap();
@@ -365,7 +373,7 @@ async fn three_sites_get_their_own_stream_across_crashes() {
     assert_eq!(status.code(), Some(0), "{}", tail(&s.log, 60));
 
     // Every site directory holds counters 1..=N exactly once, and nothing else.
-    for (node, _) in SITES {
+    for (node, _, _) in SITES {
         let (counters, other) = s.site_files(node);
         assert_eq!(
             counters,
@@ -381,7 +389,7 @@ async fn three_sites_get_their_own_stream_across_crashes() {
     // The manager packs each site's archives into batches (all but the newest), which
     // the receivers read below.
     housekeeping(&s.config);
-    for (node, _) in SITES {
+    for (node, _, _) in SITES {
         let (counters, other) = s.site_files(node);
         let batches: Vec<String> = (0..N / BATCH)
             .map(|k| format!("slony_logs_{}-{}.tar.gz", k * BATCH + 1, (k + 1) * BATCH))
@@ -395,7 +403,7 @@ async fn three_sites_get_their_own_stream_across_crashes() {
     workload::apply_expected(&expected, &s.stream, N).await;
     workload::apply_extra(&expected, &s.extra, N).await;
     let ssh = SshServer::start(&s.dir.join("provider"));
-    for (node, list) in SITES {
+    for (node, list, sequences) in SITES {
         let config = receiver_config(&s, &ssh, node);
         let out = Command::new(bin_path("slony-receiver"))
             .args(["pull", "--once", "--config"])
@@ -415,7 +423,7 @@ async fn three_sites_get_their_own_stream_across_crashes() {
             .unwrap()
             .get(0);
         assert_eq!(at as u64, N, "{node}: {stderr}");
-        for o in objects(list) {
+        for o in objects(list, sequences) {
             assert_eq!(
                 workload::object_fingerprint(&replica, &o).await,
                 workload::object_fingerprint(&expected, &o).await,
@@ -445,7 +453,7 @@ async fn three_sites_get_their_own_stream_across_crashes() {
         v
     };
     // What the manager writes for a site is readable through the site's group only.
-    for (node, _) in SITES {
+    for (node, _, _) in SITES {
         use std::os::unix::fs::MetadataExt;
         let dir = s.site_logs.join(node);
         assert_eq!(
@@ -477,7 +485,7 @@ async fn three_sites_get_their_own_stream_across_crashes() {
     // older than the retention, the manager's housekeeping deletes what was acknowledged
     // (all but the newest archive, which stays loose).
     let old = std::time::SystemTime::now() - Duration::from_secs(10 * 24 * 3600);
-    for (node, _) in SITES {
+    for (node, _, _) in SITES {
         let dir = s.site_logs.join(node);
         assert_eq!(
             std::fs::read_to_string(s.exchange(node).join("applied_counter")).unwrap(),
@@ -497,7 +505,7 @@ async fn three_sites_get_their_own_stream_across_crashes() {
     // site-b acknowledges less than it has: its archives beyond that stay.
     std::fs::write(s.exchange("site-b").join("applied_counter"), "250\n").unwrap();
     housekeeping(&s.config);
-    for (node, _) in SITES {
+    for (node, _, _) in SITES {
         let (counters, other) = s.site_files(node);
         if *node == "site-b" {
             let kept: Vec<String> = (2..N / BATCH)

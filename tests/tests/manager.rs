@@ -5,7 +5,7 @@
 //! protocol played by the test through files in the trigger directory.
 
 use crate::support::pg::PgServer;
-use crate::support::{bin_path, slony_set_sql, tail, wait_until, TestDir};
+use crate::support::{bin_path, slony_set_sequences_sql, slony_set_sql, tail, wait_until, TestDir};
 use slony_shared::archive::parse::{Item, Splitter};
 use slony_shared::counter::Counter;
 use slony_shared::ident::{NodeName, QualifiedTable};
@@ -53,7 +53,8 @@ INSERT INTO s1.big SELECT g, md5(g::text), g / 7.0 FROM generate_series(1, 10000
 CREATE TABLE s1.other (
     k text PRIMARY KEY,
     t1_id bigint REFERENCES s1.t1 (id),
-    doubled int GENERATED ALWAYS AS (length(k) * 2) STORED
+    doubled int GENERATED ALWAYS AS (length(k) * 2) STORED,
+    seqno bigserial
 );
 INSERT INTO s1.other (k, t1_id) SELECT 'k' || g, g FROM generate_series(1, 50) g;
 
@@ -166,8 +167,9 @@ impl Provider {
         pg.connect("provider")
             .await
             .batch_execute(&format!(
-                "{PROVIDER_SQL}{}",
-                slony_set_sql(CLUSTER, &["s1.t1", "s1.big", "s1.other"])
+                "{PROVIDER_SQL}{}{}",
+                slony_set_sql(CLUSTER, &["s1.t1", "s1.big", "s1.other"]),
+                slony_set_sequences_sql(CLUSTER, &["s1.t1_id_seq"])
             ))
             .await
             .unwrap();
@@ -334,6 +336,10 @@ connect_timeout_secs = 5
 
     fn tables(&self, dir: &str) -> String {
         std::fs::read_to_string(self.subscribers.join(dir).join("tables")).unwrap()
+    }
+
+    fn sequences(&self, dir: &str) -> String {
+        std::fs::read_to_string(self.subscribers.join(dir).join("sequences")).unwrap()
     }
 
     fn since(&self, dir: &str) -> String {
@@ -542,6 +548,7 @@ async fn manager_serves_new_and_existing_sites_and_survives_a_crash() {
         "the .tgr is removed once published"
     );
     assert_eq!(p.tables("site1.new"), "s1.t1\ns1.big\n");
+    assert_eq!(p.sequences("site1.new"), "s1.t1_id_seq\n");
     assert_eq!(p.since("site1.new"), "43");
     assert!(!p.subscribers.join("site1").exists());
     assert_eq!(p.state("site1")["state"], "published");
@@ -608,6 +615,7 @@ async fn manager_serves_new_and_existing_sites_and_survives_a_crash() {
     let o = p.answer("site1", true, None);
     assert!(o.success, "{o:?}");
     assert_eq!(p.tables("site1"), "s1.t1\ns1.big\n");
+    assert_eq!(p.sequences("site1"), "s1.t1_id_seq\n");
     assert_eq!(p.since("site1"), "43");
     assert!(p.site_logs.join("site1").is_dir());
     assert_eq!(p.subscriber_names(), vec!["site1".to_string()]);
@@ -616,6 +624,11 @@ async fn manager_serves_new_and_existing_sites_and_survives_a_crash() {
     let s = p.status_json();
     assert_eq!(s["sites"][0]["name"], "site1");
     assert_eq!(s["sites"][0]["table_count"], 2);
+    assert_eq!(
+        s["sites"][0]["sequences"],
+        serde_json::json!(["s1.t1_id_seq"])
+    );
+    assert_eq!(s["sites"][0]["warning"], serde_json::Value::Null);
     assert_eq!(s["sites"][0]["since"], 43);
     assert_eq!(s["requests"], serde_json::json!([]));
 
@@ -655,7 +668,19 @@ async fn manager_serves_new_and_existing_sites_and_survives_a_crash() {
             .any(|n| n.contains("s1.t1 is already subscribed")),
         "{notes:?}"
     );
+    // s1.other's serial sequence is in no set: created for its default, not replicated.
+    assert!(
+        notes.iter().any(|n| n.contains("s1.other_seqno_seq")
+            && n.contains("in no Slony set")
+            && n.contains("not replicated")),
+        "{notes:?}"
+    );
     assert_eq!(p.tables("site1.new"), "s1.t1\ns1.other\n");
+    assert_eq!(
+        p.sequences("site1.new"),
+        "s1.t1_id_seq\n",
+        "the kept table's sequence is read again"
+    );
     assert_eq!(
         p.tables("site1"),
         "s1.t1\ns1.big\n",
@@ -664,6 +689,15 @@ async fn manager_serves_new_and_existing_sites_and_survives_a_crash() {
     let sql = p.sql("site1");
     let text = String::from_utf8_lossy(&sql);
     assert!(text.contains("DROP TABLE IF EXISTS \"s1\".\"big\";"));
+    assert!(
+        text.contains("SELECT pg_catalog.setval('\"s1\".\"t1_id_seq\"', 500, true);"),
+        "the kept table's sequence is set at the snapshot"
+    );
+    assert!(text.contains("CREATE SEQUENCE IF NOT EXISTS \"s1\".\"other_seqno_seq\""));
+    assert!(
+        !text.contains("setval('\"s1\".\"other_seqno_seq\"'"),
+        "the value of a sequence in no set is not sent"
+    );
     assert!(
         !text.contains("sl_archive_tracking ("),
         "no tracking schema for an existing site"
@@ -683,9 +717,16 @@ async fn manager_serves_new_and_existing_sites_and_survives_a_crash() {
     let o = p.answer("site1", true, None);
     assert!(o.success);
     assert_eq!(p.tables("site1"), "s1.t1\ns1.other\n");
+    assert_eq!(p.sequences("site1"), "s1.t1_id_seq\n");
     assert_eq!(p.since("site1"), "51");
     assert!(!p.subscribers.join("site1.new").exists());
     assert!(!p.subscribers.join("site1.old").exists());
+    assert_eq!(
+        p.query_i64("sub", "SELECT nextval('s1.other_seqno_seq')")
+            .await,
+        1,
+        "created at its start"
+    );
 
     // 3. The subscriber fails to apply: the previous list stays.
     p.request("site1", &[("s1.big", Action::Subscribe)]);
@@ -942,6 +983,14 @@ async fn hostile_and_incomplete_requests_change_nothing() {
     assert_eq!(std::fs::read_dir(&p.site_logs).unwrap().count(), 0);
 
     let s = p.status_json();
+    // site1's directory was written without a sequence list, as an older version did.
+    assert_eq!(s["sites"][0]["name"], "site1");
+    assert_eq!(s["sites"][0]["sequences"], serde_json::Value::Null);
+    let warning = s["sites"][0]["warning"].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("no `sequences`") && warning.contains("subscribe again"),
+        "{s}"
+    );
     assert_eq!(s["requests"][0]["node"], "site9");
     assert_eq!(s["requests"][0]["state"], "published");
     assert_eq!(s["requests"][0]["counter"], 42);

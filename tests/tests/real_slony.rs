@@ -12,8 +12,10 @@
 //! still run (archives keep arriving), once more after they stopped. The replica must
 //! then equal the origin table by table and sequence by sequence, at exactly node 2's
 //! archive counter. Finally `slony-manager cut` cuts the same archives for a site
-//! subscribed to two of the tables and two sequences (database `subset`, loaded from the
-//! same dump); after its pull those objects equal the origin and the others are as the
+//! subscribed to two of the tables (database `subset`, loaded from the same dump), with
+//! the sequence list `slony-manager run` decided for it from node 2's catalog (Slony's
+//! own `sl_sequence`): the set sequence one of its tables owns, not the set sequence no
+//! table owns. After its pull those objects equal the origin and the others are as the
 //! dump left them.
 //!
 //! [`pre_22_statement_archives`] needs no Slony: it applies the hand-written archives
@@ -564,23 +566,152 @@ fn write_receiver_config(
     config
 }
 
-/// The objects of the subset site: two tables, the sequence of one by its name
-/// (`docs_id_seq`), and a sequence listed on its own.
-const SUBSET: &[&str] = &["app.docs", "app.kv", "app.docs_id_seq", "app.ticket_seq"];
+/// The objects of the subset site: its two tables and the one set sequence a column of
+/// them owns (`app.docs.id`'s `docs_id_seq`). `app.ticket_seq` is in the set too, but
+/// no table of the site owns or uses it: it is not the site's.
+const SUBSET: &[&str] = &["app.docs", "app.kv", "app.docs_id_seq"];
+
+/// The tables of the subset site.
+const SUBSET_TABLES: &[&str] = &["app.docs", "app.kv"];
+
+/// Asks `slony-manager run` (node 2 as its provider) for the subset site's subscription,
+/// and returns the table and sequence lists it decided (`<site>.new/tables` and
+/// `<site>.new/sequences`). The subset database was loaded from the dump instead, so
+/// the subscription is then answered as failed and nothing else of it is kept.
+fn subscription_lists(lab: &Lab, root: &Path, site: &str) -> (String, String) {
+    use slony_shared::ident::{NodeName, QualifiedTable};
+    use slony_shared::trigger::{Action, Nonce, Outcome, Request, Series, SqlDone, TriggerKind};
+    let config = root.join("subscribe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"cluster = "{CLUSTER}"
+trigger_dir = "{root}/triggers"
+subscribers_dir = "{root}/subscribers"
+site_log_dir = "{root}/site_logs"
+rescan_interval_secs = 1
+{sites}[database]
+host = "127.0.0.1"
+port = {port}
+user = "postgres"
+dbname = "sub1"
+"#,
+            root = root.display(),
+            sites = crate::support::shared_sites_toml(&[site]),
+            port = lab.pg.port()
+        ),
+    )
+    .unwrap();
+    // The site's exchange directory (the manager makes it too, maybe after the request
+    // is written).
+    let triggers = root.join("triggers").join(site);
+    std::fs::create_dir_all(&triggers).unwrap();
+    let log = lab.dir.join("manager-subscribe.log");
+    let mut manager = Command::new(bin_path("slony-manager"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawning slony-manager run");
+    let node = NodeName::new(site).unwrap();
+    let put = |kind: TriggerKind, text: String| {
+        let name = kind.file_name(&node);
+        let tmp = triggers.join(format!(".{name}.upload"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, triggers.join(name)).unwrap();
+    };
+    let request = Request {
+        node: node.clone(),
+        nonce: Nonce::random().unwrap(),
+        archive: 0,
+        retention: 21,
+        tapegroup: 1,
+        series: SUBSET_TABLES
+            .iter()
+            .map(|t| Series {
+                table: QualifiedTable::parse(t).unwrap(),
+                action: Action::Subscribe,
+            })
+            .collect(),
+    };
+    put(TriggerKind::Request, request.render());
+    let binding = request.binding();
+    let wait_file = |kind: TriggerKind| -> Vec<u8> {
+        let path = triggers.join(kind.file_name(&node));
+        let deadline = Instant::now() + lab.budget.cap(Duration::from_secs(30));
+        loop {
+            if let Ok(b) = std::fs::read(&path) {
+                if b.ends_with(b"EOF\n") {
+                    return b;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {} from slony-manager run:\n{}",
+                path.display(),
+                tail(&log, 40)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let done = SqlDone::parse(&wait_file(TriggerKind::SqlDone))
+        .unwrap()
+        .for_request(&binding, ".sqldone")
+        .unwrap();
+    assert!(
+        matches!(done, SqlDone::Ready { .. }),
+        "{done:?}\n{}",
+        tail(&log, 40)
+    );
+    let new = root.join(format!("subscribers/{site}.new"));
+    let lists = (
+        std::fs::read_to_string(new.join("tables")).unwrap(),
+        std::fs::read_to_string(new.join("sequences")).unwrap(),
+    );
+    let answer = Outcome {
+        success: false,
+        reason: Some("only the lists were wanted".into()),
+    };
+    put(TriggerKind::SqlApplied, answer.render(Some(&binding)));
+    let done = Outcome::parse(&wait_file(TriggerKind::Done))
+        .unwrap()
+        .for_request(&binding, ".done")
+        .unwrap();
+    assert!(!done.success, "{done:?}");
+    let _ = manager.kill();
+    let _ = manager.wait();
+    std::fs::remove_file(triggers.join(TriggerKind::Done.file_name(&node))).unwrap();
+    assert!(
+        !new.exists(),
+        "the refused subscription left {}",
+        new.display()
+    );
+    lists
+}
 
 /// Cuts slon's archives with `slony-manager cut` for one site subscribed to
-/// `app.docs`, `app.kv` and `app.ticket_seq`, into `provider/cut/<site>/`; returns the
-/// site's name.
+/// `app.docs` and `app.kv`, with the lists `slony-manager run` decided for it (see
+/// [`subscription_lists`]), into `provider/cut/<site>/`; returns the site's name.
 fn cut_for_subset(lab: &Lab) -> String {
     let site = "lab_subset";
     let root = lab.dir.join("manager");
-    for d in ["triggers", "subscribers"] {
+    for d in ["triggers", "subscribers", "site_logs"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
+    let (tables, sequences) = subscription_lists(lab, &root, site);
+    assert_eq!(tables, "app.docs\napp.kv\n");
+    assert_eq!(
+        sequences, "app.docs_id_seq\n",
+        "the set sequence app.docs owns, and not app.ticket_seq, which no table owns"
+    );
     std::fs::create_dir_all(lab.provider.join(format!("cut/{site}"))).unwrap();
     let list = root.join(format!("subscribers/{site}"));
     std::fs::create_dir_all(&list).unwrap();
-    std::fs::write(list.join("tables"), "app.docs\napp.kv\napp.ticket_seq\n").unwrap();
+    std::fs::write(list.join("tables"), tables).unwrap();
+    std::fs::write(list.join("sequences"), sequences).unwrap();
+    // The dump put the subset database at counter 0: its stream starts at archive 1.
     std::fs::write(list.join("since"), "1\n").unwrap();
     let config = root.join("manager.toml");
     std::fs::write(

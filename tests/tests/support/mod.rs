@@ -349,21 +349,45 @@ pub mod workload;
 
 /// SQL that makes `tables` (`schema.table`, existing) the tables of one set of the Slony
 /// cluster `cluster`, as `"_<cluster>".sl_table` lists them on a Slony node: what the
-/// manager serves.
+/// manager serves. It also creates the set's (empty) `"_<cluster>".sl_sequence`, which
+/// [`slony_set_sequences_sql`] fills.
 pub fn slony_set_sql(cluster: &str, tables: &[&str]) -> String {
-    let list = tables
-        .iter()
-        .map(|t| format!("'{t}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
     format!(
         "CREATE TABLE \"_{cluster}\".sl_table (tab_id serial, tab_reloid oid, tab_relname name, \
          tab_nspname name, tab_set int);\n\
          INSERT INTO \"_{cluster}\".sl_table (tab_reloid, tab_relname, tab_nspname, tab_set) \
          SELECT c.oid, c.relname, n.nspname, 1 FROM pg_catalog.pg_class c \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname || '.' || c.relname IN ({list});\n"
+         WHERE n.nspname || '.' || c.relname IN ({});\n\
+         CREATE TABLE \"_{cluster}\".sl_sequence (seq_id serial, seq_reloid oid UNIQUE NOT NULL, \
+         seq_relname name NOT NULL, seq_nspname name NOT NULL, seq_set int, seq_comment text);\n",
+        name_list(tables)
     )
+}
+
+/// SQL that adds `sequences` (`schema.sequence`, existing) to the set of
+/// [`slony_set_sql`], as `"_<cluster>".sl_sequence` lists them on a Slony node (by
+/// `seq_reloid`, the sequence's oid): the sequences whose values the manager replicates.
+pub fn slony_set_sequences_sql(cluster: &str, sequences: &[&str]) -> String {
+    format!(
+        "INSERT INTO \"_{cluster}\".sl_sequence (seq_reloid, seq_relname, seq_nspname, seq_set) \
+         SELECT c.oid, c.relname, n.nspname, 1 FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind = 'S' AND n.nspname || '.' || c.relname IN ({});\n",
+        name_list(sequences)
+    )
+}
+
+/// `'a.b', 'c.d'` (`NULL` for none, so that `IN (...)` stays valid).
+fn name_list(names: &[&str]) -> String {
+    if names.is_empty() {
+        return "NULL".into();
+    }
+    names
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Top-level lines of a manager config registering `nodes`, all under the account
