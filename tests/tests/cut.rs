@@ -3,9 +3,14 @@
 //! for three sites with different table lists (and being killed with SIGKILL in the
 //! middle, twice), then each site's replica fed by `slony-receiver pull --once` over a
 //! real sshd, compared with the expected state restricted to its subscription.
+//!
+//! [`sequences_named_after_a_subscribed_table_are_not_sent`]: a site subscribed with
+//! `slony-receiver subscribe-series` gets the changes of the set sequences its table
+//! owns, and none of the sequences merely named after that table, which it does not
+//! have and which would stop its pull.
 
 use crate::support::pg::PgServer;
-use crate::support::receiver::{receiver_toml, Endpoints};
+use crate::support::receiver::{receiver_toml, run_receiver, Endpoints};
 use crate::support::ssh::SshServer;
 use crate::support::workload::{self, Change, ExtraChange, Format};
 use crate::support::{bin_path, tail, wait_until, TestDir};
@@ -536,4 +541,279 @@ fn housekeeping(config: &Path) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The site of [`sequences_named_after_a_subscribed_table_are_not_sent`].
+const SEQ_SITE: &str = "seqsite";
+/// The provider's archive counter at that site's snapshot.
+const SEQ_SNAPSHOT: u64 = 10;
+
+/// The provider of [`sequences_named_after_a_subscribed_table_are_not_sent`]: the site
+/// subscribes to `app.orders`, whose `bigserial` sequence is in the set. Two more
+/// sequences carry names of the form `orders_<anything>_seq` but are not `app.orders`'s:
+/// `app.orders_x_seq` is in no set, `app.orders_y_seq` is in the set but owned by a
+/// column of `app.audit`, which the site does not subscribe to.
+fn seq_provider_sql() -> String {
+    format!(
+        r#"CREATE SCHEMA "_{CLUSTER}";
+CREATE TABLE "_{CLUSTER}".sl_archive_counter (ac_num bigint, ac_timestamp timestamptz);
+INSERT INTO "_{CLUSTER}".sl_archive_counter VALUES ({SEQ_SNAPSHOT}, '2026-11-21 10:00:10+00');
+CREATE SCHEMA app;
+CREATE TABLE app.orders (id bigserial PRIMARY KEY, note text);
+INSERT INTO app.orders (note) SELECT 'order ' || g FROM generate_series(1, 5) g;
+CREATE TABLE app.audit (id int PRIMARY KEY);
+CREATE SEQUENCE app.orders_x_seq;
+CREATE SEQUENCE app.orders_y_seq OWNED BY app.audit.id;
+{}{}"#,
+        crate::support::slony_set_sql(CLUSTER, &["app.orders", "app.audit"]),
+        crate::support::slony_set_sequences_sql(
+            CLUSTER,
+            &["app.orders_id_seq", "app.orders_y_seq"]
+        ),
+    )
+}
+
+/// The rule the cutter used to send a sequence by: `<seq>` is `<table>_<column>_seq`
+/// for one of the site's tables. Kept here only to show what it would have let through.
+fn old_name_rule(table: &str, seq: &str) -> bool {
+    seq.strip_suffix("_seq").is_some_and(|stem| {
+        stem.char_indices()
+            .filter(|&(i, c)| c == '_' && i > 0 && i + 1 < stem.len())
+            .any(|(i, _)| &stem[..i] == table)
+    })
+}
+
+/// Archive `counter` as slon writes it (2.2): a row of each table and a change of each
+/// of the three sequences. (slon writes calls only for set sequences, so a real archive
+/// would not hold `orders_x_seq`'s; the cut must not depend on that.)
+fn seq_archive(counter: u64) -> String {
+    let mut s = format!(
+        "------------------------------------------------------------------\n\
+         -- Slony-I log shipping archive\n-- Node 1, Event {}\n\
+         ------------------------------------------------------------------\n\
+         set session_replication_role to replica;\nstart transaction;\n\
+         select \"_{CLUSTER}\".archiveTracking_offline('{counter}', '2026-11-21 10:00:{counter:02}.000000+00');\n\
+         -- end of log archiving header\n\
+         COPY \"_{CLUSTER}\".\"sl_log_archive\" ( log_origin, log_txid,log_tableid,log_actionseq,log_tablenspname, log_tablerelname, log_cmdtype, log_cmdupdncols,log_cmdargs) FROM STDIN;\n",
+        5000000000u64 + counter
+    );
+    let id = 100 + counter;
+    s.push_str(&format!(
+        "1\t{}\t1\t{}\tapp\torders\tI\t0\t{{id,{id},note,n{id}}}\n",
+        2000 + counter,
+        counter * 10
+    ));
+    s.push_str(&format!(
+        "1\t{}\t2\t{}\tapp\taudit\tI\t0\t{{id,{id}}}\n",
+        2000 + counter,
+        counter * 10 + 1
+    ));
+    s.push_str("\\.\n");
+    for (seq, v) in [
+        ("orders_id_seq", id),
+        ("orders_x_seq", 7 * id),
+        ("orders_y_seq", 9 * id),
+    ] {
+        s.push_str(&format!(
+            "select \"_{CLUSTER}\".sequenceSetValue_offline('app','{seq}','{v}');\n\n"
+        ));
+    }
+    s.push_str(
+        "\n------------------------------------------------------------------\n\
+         -- End Of Archive Log\n\
+         ------------------------------------------------------------------\n\
+         commit;\n",
+    );
+    s.push_str(&format!(
+        "vacuum analyze \"_{CLUSTER}\".sl_archive_tracking;\n"
+    ));
+    s
+}
+
+async fn last_value(c: &tokio_postgres::Client, seq: &str) -> i64 {
+    c.query_one(&format!("SELECT last_value FROM {seq}"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{seq}: {e:?}"))
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequences_named_after_a_subscribed_table_are_not_sent() {
+    let dir = TestDir::new("cut-sequences");
+    let root = dir.mkdir("provider");
+    for d in ["triggers", "subscribers", "site_logs", "archive"] {
+        dir.mkdir(format!("provider/{d}"));
+    }
+    // The site's exchange directory (the manager makes it too, maybe after the receiver
+    // has started).
+    dir.mkdir(format!("provider/triggers/{SEQ_SITE}"));
+    let pg = PgServer::start();
+    pg.create_db("provider").await;
+    pg.create_db("replica").await;
+    let provider = pg.connect("provider").await;
+    provider.batch_execute(&seq_provider_sql()).await.unwrap();
+    let config = dir.join("manager.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"cluster = "{CLUSTER}"
+trigger_dir = "{root}/triggers"
+subscribers_dir = "{root}/subscribers"
+site_log_dir = "{root}/site_logs"
+archive_dir = "{root}/archive"
+rescan_interval_secs = 1
+{sites}[database]
+host = "127.0.0.1"
+port = {port}
+user = "postgres"
+dbname = "provider"
+"#,
+            root = root.display(),
+            sites = crate::support::shared_sites_toml(&[SEQ_SITE]),
+            port = pg.port()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("manager.log");
+    let manager = Manager::start(&config, &log);
+    let ssh = SshServer::start(&root);
+    let receiver = dir.join("receiver.toml");
+    std::fs::write(
+        &receiver,
+        format!(
+            "cluster = \"{CLUSTER}\"\nnode = \"{SEQ_SITE}\"\n[remote]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nkey_file = \"{}\"\nknown_hosts = \"{}\"\nlog_dir = \"{root}/site_logs\"\ntrigger_dir = \"{root}/triggers\"\nallow_shared_account = true\n[local]\nlog_dir = \"{}\"\n[database]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndbname = \"replica\"\n",
+            ssh.port(),
+            ssh.user(),
+            ssh.client_key().display(),
+            ssh.known_hosts().display(),
+            dir.join("local").display(),
+            pg.port(),
+            root = root.display(),
+        ),
+    )
+    .unwrap();
+
+    // The site subscribes to app.orders: its list of sequences is the set sequence
+    // app.orders owns, decided from the provider's catalog.
+    let list = dir.join("list.txt");
+    std::fs::write(&list, "app.orders subscribe\n").unwrap();
+    let run = run_receiver(
+        &receiver,
+        "subscribe-series",
+        &[
+            "--list",
+            list.to_str().unwrap(),
+            "--attempts",
+            "60",
+            "--interval-secs",
+            "1",
+        ],
+    );
+    assert_eq!(
+        run.code,
+        0,
+        "{}\nmanager log:\n{}",
+        run.stderr,
+        tail(&log, 60)
+    );
+    let site_dir = root.join("subscribers").join(SEQ_SITE);
+    assert_eq!(
+        std::fs::read_to_string(site_dir.join("tables")).unwrap(),
+        "app.orders\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(site_dir.join("sequences")).unwrap(),
+        "app.orders_id_seq\n",
+        "only the set sequence app.orders owns is the site's"
+    );
+    let replica = pg.connect("replica").await;
+    assert_eq!(last_value(&replica, "app.orders_id_seq").await, 5);
+    for seq in ["app.orders_x_seq", "app.orders_y_seq"] {
+        let exists: bool = replica
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&seq])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!exists, "{seq} is not created on the site");
+    }
+
+    // The attack is live: by the old name rule both foreign sequences were the site's,
+    // and the site's own PostgreSQL refuses their calls (the site does not have them),
+    // which would have stopped its pull at the first such archive for good.
+    for seq in ["orders_x_seq", "orders_y_seq"] {
+        assert!(old_name_rule("orders", seq), "{seq}");
+        replica.batch_execute("BEGIN").await.unwrap();
+        let err = replica
+            .batch_execute(&format!(
+                "SET LOCAL session_replication_role TO replica; \
+                 SELECT \"_{CLUSTER}\".sequenceSetValue_offline('app','{seq}','5')"
+            ))
+            .await
+            .expect_err("a sequence the site lacks cannot be set");
+        replica.batch_execute("ROLLBACK").await.unwrap();
+        let db = err.as_db_error().expect("a server error");
+        assert_eq!(
+            *db.code(),
+            tokio_postgres::error::SqlState::UNDEFINED_TABLE,
+            "{db:?}"
+        );
+        assert!(db.message().contains(seq), "{}", db.message());
+    }
+    assert!(!old_name_rule("orders", "orders_seq"));
+    assert!(!old_name_rule("orders", "other_id_seq"));
+
+    // slon writes three archives after the snapshot, each setting all three sequences.
+    let archive = root.join("archive");
+    let last = SEQ_SNAPSHOT + 3;
+    for c in SEQ_SNAPSHOT + 1..=last {
+        let name = workload::archive_name(c);
+        let tmp = archive.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, seq_archive(c)).unwrap();
+        std::fs::rename(&tmp, archive.join(&name)).unwrap();
+    }
+    let cut = site_dir.join("cut_counter");
+    wait_until(WAIT, "the site's archives to be cut", || {
+        std::fs::read_to_string(&cut).is_ok_and(|t| t.trim() == last.to_string())
+    });
+    for c in SEQ_SNAPSHOT + 1..=last {
+        let name = workload::archive_name(c);
+        let original = std::fs::read_to_string(archive.join(&name)).unwrap();
+        let copy =
+            std::fs::read_to_string(root.join("site_logs").join(SEQ_SITE).join(&name)).unwrap();
+        for seq in ["orders_x_seq", "orders_y_seq", "orders_id_seq"] {
+            assert!(original.contains(&format!("'{seq}'")), "{seq} in {name}");
+        }
+        assert!(copy.contains("'app','orders_id_seq'"), "{copy}");
+        assert!(!copy.contains("orders_x_seq"), "{copy}");
+        assert!(!copy.contains("orders_y_seq"), "{copy}");
+        assert!(copy.contains("\tapp\torders\t"), "{copy}");
+        assert!(!copy.contains("\tapp\taudit\t"), "{copy}");
+    }
+
+    // The site's pull goes through every archive, and the value of its own sequence
+    // reaches it.
+    let run = run_receiver(&receiver, "pull", &["--once"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let at: i64 = replica
+        .query_one(
+            &format!("SELECT at_counter FROM \"_{CLUSTER}\".sl_archive_tracking"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(at as u64, last);
+    assert_eq!(
+        last_value(&replica, "app.orders_id_seq").await,
+        (100 + last) as i64
+    );
+    let rows: i64 = replica
+        .query_one("SELECT count(*) FROM app.orders WHERE id > 100", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 3);
+    let manager_log = std::fs::read_to_string(&log).unwrap();
+    assert!(!manager_log.contains("ERROR"), "{manager_log}");
+    assert_eq!(manager.terminate().code(), Some(0), "{}", tail(&log, 60));
 }
