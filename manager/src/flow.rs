@@ -153,13 +153,7 @@ pub fn accept(cfg: &ManagerConfig, node: &NodeName) -> anyhow::Result<Accepted> 
         Ok(req) => {
             // Answers of an earlier, abandoned request must not be taken for this one's.
             fsutil::remove_site_entry(&f.sqlapplied);
-            for stale in [
-                &f.sqldone,
-                &f.done,
-                &f.sql,
-                &f.sql_part,
-                &f.cancel,
-            ] {
+            for stale in [&f.sqldone, &f.done, &f.sql, &f.sql_part, &f.cancel] {
                 fsutil::remove_file(stale)?;
             }
             tracing::info!(

@@ -543,10 +543,10 @@ async fn manager_serves_new_and_existing_sites_and_survives_a_crash() {
     assert!(new_site, "{done:?}");
     assert_eq!(counter, Counter(42));
     assert!(notes.is_empty(), "{notes:?}");
-    assert!(
-        !p.tfile("site1", TriggerKind::Request).exists(),
-        "the .tgr is removed once published"
-    );
+    // The .tgr goes right after `.sqldone` is written.
+    wait_until(WAIT, "the .tgr to be removed once published", || {
+        !p.tfile("site1", TriggerKind::Request).exists()
+    });
     assert_eq!(p.tables("site1.new"), "s1.t1\ns1.big\n");
     assert_eq!(p.sequences("site1.new"), "s1.t1_id_seq\n");
     assert_eq!(p.since("site1.new"), "43");
