@@ -147,7 +147,7 @@ struct Provider {
 /// The sites the tests' manager knows.
 const SITES: &[&str] = &[
     "site1", "site2", "site3", "site4", "site5", "site6", "site7", "site8", "site9", "site10",
-    "site11", "site12", "site13", "gone",
+    "site11", "site12", "site13", "site14", "gone",
 ];
 
 impl Provider {
@@ -205,7 +205,11 @@ connect_timeout_secs = 5
             self.trigger.display(),
             self.subscribers.display(),
             self.site_logs.display(),
-            crate::support::shared_sites_toml(SITES),
+            // site14 may have only s1.other, within the set.
+            format!(
+                "{}sites.\"site14\".tables = [\"s1.other\"]\n",
+                crate::support::shared_sites_toml(SITES)
+            ),
             self.pg.port()
         );
         std::fs::write(&self.config, text).unwrap();
@@ -844,6 +848,15 @@ async fn hostile_and_incomplete_requests_change_nothing() {
         "{reason}"
     );
 
+    // A table of the set, but not among what this site may have (its `tables`).
+    p.request("site14", &[("s1.t1", Action::Subscribe)]);
+    let reason = failed(&p.wait_sqldone("site14"));
+    assert!(
+        reason.contains("s1.t1 is not among the tables this provider serves to site site14"),
+        "{reason}"
+    );
+    assert!(!p.sql_path("site14").exists());
+
     // Only what the cluster replicates is served. The provider's catalog holds what a
     // site must never read (password hashes), and a table outside every set is there too.
     let hashes: i64 = p
@@ -963,6 +976,7 @@ async fn hostile_and_incomplete_requests_change_nothing() {
         "site8/site8.subscribe_series.sqldone",
         "site12/site12.subscribe_series.sqldone",
         "site13/site13.subscribe_series.sqldone",
+        "site14/site14.subscribe_series.sqldone",
         "site9/site9.sql.gz",
         "site9/site9.subscribe_series.sqldone",
     ]
