@@ -268,7 +268,9 @@ pub fn site(cfg: &ManagerConfig, node: &NodeName, now: SystemTime) -> anyhow::Re
             .filter_map(|c| loose.get(c).cloned())
             .collect();
         let path = &batches[b];
-        batch::verify_batch(path, &expected).with_context(|| {
+        // Packing may have been cut off after the batch was renamed into place and some
+        // of its loose copies deleted: the copies left are checked against it.
+        batch::verify_batch_beside(path, &expected).with_context(|| {
             format!(
                 "{} lies beside loose copies of its archives that differ from it; both kept",
                 path.display()
@@ -655,5 +657,25 @@ mod tests {
             files(&log),
             vec![name(4), "slony_logs_1-3.tar.gz".to_string()]
         );
+        // Killed after the batch was renamed into place and its first loose copy (or its
+        // first two) deleted: the copies left match the batch, and go.
+        for deleted in [&[1][..], &[1, 2], &[2]] {
+            batch::extract(&log.join("slony_logs_1-3.tar.gz"), &log, 1 << 20, |_| true).unwrap();
+            for c in deleted {
+                std::fs::remove_file(log.join(name(*c))).unwrap();
+            }
+            let s = site(&cfg, &node, SystemTime::now()).unwrap();
+            assert_eq!(s.recovered, 3 - deleted.len() as u64, "{deleted:?}");
+            assert_eq!(
+                files(&log),
+                vec![name(4), "slony_logs_1-3.tar.gz".to_string()],
+                "{deleted:?}"
+            );
+        }
+        // A loose copy that differs is still refused when others are gone.
+        batch::extract(&log.join("slony_logs_1-3.tar.gz"), &log, 1 << 20, |_| true).unwrap();
+        std::fs::remove_file(log.join(name(1))).unwrap();
+        std::fs::write(log.join(name(3)), "changed").unwrap();
+        assert!(site(&cfg, &node, SystemTime::now()).is_err());
     }
 }

@@ -739,7 +739,7 @@ pub fn write_batch(
             .map_err(|e| io_err(&part)(e.into_error()))?;
         file.sync_all().map_err(io_err(&part))?;
         drop(file);
-        verify(&part, batch, members)?;
+        verify(&part, batch, members, false)?;
         fs::rename(&part, &final_path).map_err(io_err(&final_path))?;
         sync_dir(out_dir)
     })();
@@ -763,13 +763,31 @@ pub fn verify_batch(
     expected: &[(ArchiveName, PathBuf)],
 ) -> Result<(), BatchError> {
     let batch = batch_name(batch_path)?;
-    verify(batch_path, batch, expected)
+    verify(batch_path, batch, expected, false)
+}
+
+/// Checks a batch found beside some of its members' loose copies, as an interrupted
+/// packing leaves it (the batch renamed into place after its check, then some loose
+/// copies deleted): the whole batch must read back, and every loose copy `present` must
+/// be one of its members, byte for byte. Members without a loose copy left are read but
+/// not compared.
+///
+/// # Errors
+///
+/// As [`verify_batch`], except that members without a loose copy are no error.
+pub fn verify_batch_beside(
+    batch_path: &Path,
+    present: &[(ArchiveName, PathBuf)],
+) -> Result<(), BatchError> {
+    let batch = batch_name(batch_path)?;
+    verify(batch_path, batch, present, true)
 }
 
 fn verify(
     path: &Path,
     batch: BatchName,
     expected: &[(ArchiveName, PathBuf)],
+    others_allowed: bool,
 ) -> Result<(), BatchError> {
     let mut by_counter = HashMap::new();
     for (name, src) in expected {
@@ -793,6 +811,15 @@ fn verify(
     // Sizes are compared before any data is read, so the limit need not bound anything.
     let found = scan(path, batch, u64::MAX, |mut member| {
         let Some(&(want, src)) = by_counter.get(&member.name.counter) else {
+            if others_allowed {
+                // Read through, so a damaged member still fails the check.
+                let mut done = 0u64;
+                while done < member.size {
+                    let want = (member.size - done).min(BUF_SIZE as u64) as usize;
+                    done += read_member(&mut member, path, &mut member_buf[..want], done)? as u64;
+                }
+                return Ok(());
+            }
             return Err(mismatch(
                 member.entry,
                 "not among the expected members".into(),
