@@ -206,10 +206,7 @@ connect_timeout_secs = 5
             self.subscribers.display(),
             self.site_logs.display(),
             // site14 may have only s1.other, within the set.
-            format!(
-                "{}sites.\"site14\".tables = [\"s1.other\"]\n",
-                crate::support::shared_sites_toml(SITES)
-            ),
+            crate::support::shared_sites_toml(SITES) + "sites.\"site14\".tables = [\"s1.other\"]\n",
             self.pg.port()
         );
         std::fs::write(&self.config, text).unwrap();
