@@ -208,9 +208,9 @@ pub async fn drive(
                 // unbound, and the subscriber refuses them (it must send the request again).
                 let binding = binding_of(&record);
                 if !announced {
-                    // No answer can be legitimate before `.sqldone` exists: whatever is
-                    // there would be taken for the answer to this SQL.
-                    fsutil::remove_site_entry(&f.sqlapplied);
+                    // A `.sqlapplied` already there is left alone: after a crash between
+                    // writing `.sqldone` and recording it, it may be the site's real
+                    // answer, and a stale one names another request and is refused.
                     let sql = if sha256.is_empty() {
                         Digest::of(fsutil::open_own(&f.sql)?)
                             .with_context(|| format!("reading back {}", f.sql.display()))?
@@ -227,6 +227,7 @@ pub async fn drive(
                         notes: notes.clone(),
                     };
                     fsutil::write_atomic(&f.sqldone, done.render(binding.as_ref()).as_bytes())?;
+                    crash_point("after-sqldone");
                     fsutil::remove_file(&f.tgr)?;
                     tracing::info!(%node, counter, "SQL published; waiting for the subscriber");
                     record.apply(Event::Announced)?
@@ -429,6 +430,15 @@ fn read_applied(
                 reason: Some(format!("the .sqlapplied file is invalid: {e}")),
             }))
         }
+    }
+}
+
+/// A test hook: with `SLONY_MANAGER_CRASH_AT=<point>` in the environment the manager dies
+/// at that point as a `kill -9` would, so the protocol's crash windows can be tested.
+pub fn crash_point(point: &str) {
+    if std::env::var("SLONY_MANAGER_CRASH_AT").is_ok_and(|p| p == point) {
+        eprintln!("slony-manager: crashing at {point} (SLONY_MANAGER_CRASH_AT)");
+        std::process::abort();
     }
 }
 

@@ -24,12 +24,32 @@ impl Drop for Manager {
     }
 }
 
+/// Starts `slony-manager run` on the test's config, with `env` added, appending to its log.
+fn start_manager(dir: &TestDir, env: &[(&str, &str)]) -> Manager {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("manager.log"))
+        .unwrap();
+    Manager(
+        Command::new(bin_path("slony-manager"))
+            .arg("run")
+            .arg("--config")
+            .arg(dir.join("manager.toml"))
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting slony-manager"),
+    )
+}
+
 struct Setup {
     dir: TestDir,
     provider_root: PathBuf,
     receiver_config: PathBuf,
     stream: Vec<Vec<Change>>,
-    _manager: Manager,
+    manager: Manager,
     ssh: SshServer,
     pg: PgServer,
 }
@@ -103,15 +123,7 @@ impl Setup {
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(dir.join("manager.log")).unwrap();
-        let manager = Manager(
-            Command::new(bin_path("slony-manager"))
-                .args(["run", "--config", manager_config.to_str().unwrap()])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("starting slony-manager"),
-        );
+        let manager = start_manager(&dir, &[]);
 
         let ssh = SshServer::start(&provider_root);
         let receiver_config = dir.join("receiver.toml");
@@ -134,15 +146,20 @@ impl Setup {
             provider_root,
             receiver_config,
             stream,
-            _manager: manager,
+            manager,
             ssh,
             pg,
         }
     }
 
     fn receiver(&self, args: &[&str]) -> (i32, String) {
+        self.receiver_env(args, &[])
+    }
+
+    fn receiver_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
         let out = Command::new(bin_path("slony-receiver"))
             .args(args)
+            .envs(env.iter().copied())
             .args(["--config", self.receiver_config.to_str().unwrap()])
             .output()
             .unwrap();
@@ -159,17 +176,24 @@ impl Setup {
     }
 
     fn subscribe(&self, list: &str) -> (i32, String) {
+        self.subscribe_env(list, &[])
+    }
+
+    fn subscribe_env(&self, list: &str, env: &[(&str, &str)]) -> (i32, String) {
         let path = self.dir.join("list.txt");
         std::fs::write(&path, list).unwrap();
-        self.receiver(&[
-            "subscribe-series",
-            "--list",
-            path.to_str().unwrap(),
-            "--attempts",
-            "60",
-            "--interval-secs",
-            "1",
-        ])
+        self.receiver_env(
+            &[
+                "subscribe-series",
+                "--list",
+                path.to_str().unwrap(),
+                "--attempts",
+                "60",
+                "--interval-secs",
+                "1",
+            ],
+            env,
+        )
     }
 
     fn site_tables(&self) -> String {
@@ -476,4 +500,92 @@ async fn subscription_changes_take_effect_at_their_snapshot_in_the_cut_stream() 
         "the stream must change s1.t2 after the snapshot for this test to mean anything"
     );
     let _ = &s.ssh;
+}
+
+/// The crash windows of a subscription change: the receiver killed right after the
+/// bootstrap SQL committed and right after it reported, and the manager killed between
+/// writing `.sqldone` and recording it. Each time both sides end with the change applied
+/// exactly once, and say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_windows_end_with_the_change_applied_once() {
+    let mut s = Setup::new("subscribe-crash", false).await;
+    let provider = s.pg.connect("provider").await;
+    let replica = s.pg.connect("replica").await;
+    let same = |t: &'static str| {
+        let (provider, replica) = (&provider, &replica);
+        async move {
+            assert_eq!(
+                table_hash(replica, t).await,
+                table_hash(provider, t).await,
+                "{t}"
+            )
+        }
+    };
+
+    // A new site, the receiver killed right after its SQL committed (before it told the
+    // manager): the rerun finds the replica's own record and reports success, not a
+    // second apply.
+    for (list, point, table) in [
+        ("s1.t1 subscribe\n", "after-commit", "s1.t1"),
+        ("s1.t2 subscribe\n", "after-report", "s1.t2"),
+    ] {
+        let (code, out) = s.subscribe_env(list, &[("SLONY_RECEIVER_CRASH_AT", point)]);
+        assert_eq!(code, -1, "the receiver was to die at {point}: {out}");
+        assert!(out.contains(&format!("crashing at {point}")), "{out}");
+        let (code, out) = s.subscribe(list);
+        assert_eq!(code, 0, "{out}\n{}", s.manager_log());
+        assert!(out.contains("subscription updated"), "{out}");
+        same(table).await;
+        assert!(s.site_tables().contains(table), "{}", s.site_tables());
+        assert!(!s.die_file().exists());
+    }
+    let applied: i64 = replica
+        .query_one("SELECT count(*) FROM \"_lab\".sl_subscription_applied", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 2, "each change recorded once");
+
+    // The manager killed after writing `.sqldone` but before recording it: restarted, it
+    // announces again, keeps the site's answer, and finishes.
+    drop(std::mem::replace(
+        &mut s.manager,
+        start_manager(&s.dir, &[("SLONY_MANAGER_CRASH_AT", "after-sqldone")]),
+    ));
+    let list = s.dir.join("list-other.txt");
+    std::fs::write(&list, "s1.other subscribe\n").unwrap();
+    let receiver = Command::new(bin_path("slony-receiver"))
+        .args(["subscribe-series", "--list"])
+        .arg(&list)
+        .args(["--attempts", "90", "--interval-secs", "1", "--config"])
+        .arg(&s.receiver_config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the manager to die at after-sqldone",
+        || matches!(s.manager.0.try_wait(), Ok(Some(_))),
+    );
+    // The site answers while the manager is down.
+    let report = s
+        .provider_root
+        .join("triggers")
+        .join(NODE)
+        .join(format!("{NODE}.subscribe_series.sqlapplied"));
+    wait_until(Duration::from_secs(60), "the site's report", || {
+        report.exists()
+    });
+    s.manager = start_manager(&s.dir, &[]);
+    let out = receiver.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", s.manager_log());
+    assert!(text.contains("subscription updated"), "{text}");
+    same("s1.other").await;
+    assert_eq!(s.site_tables().lines().count(), 3, "{}", s.site_tables());
 }

@@ -158,6 +158,71 @@ pub fn wait_for<T>(
     Ok(Waited::TimedOut(refused))
 }
 
+/// What the manager said first to a request in flight.
+pub enum First {
+    /// Its SQL (or its refusal).
+    SqlDone(slony_shared::trigger::SqlDone),
+    /// Its final word: it has already ended the request (after a report this site sent
+    /// but did not record, before a crash).
+    Done(slony_shared::trigger::Outcome),
+}
+
+/// Waits for the manager's `.sqldone`, or for its `.done` if it has already ended the
+/// request, as [`wait_for`] waits for one file.
+///
+/// # Errors
+///
+/// As [`wait_for`].
+pub fn wait_for_first(
+    remote: &Remote,
+    sqldone: &str,
+    done: &str,
+    opts: &Options,
+    verifier: &Verifier,
+) -> anyhow::Result<Waited<First>> {
+    let mut refused: Vec<String> = Vec::new();
+    let mut note = |path: &str, why: String| {
+        if !refused.contains(&why) {
+            tracing::error!(file = path, reason = %why, "ALERT: refused a file that is not the manager's answer to this request; still waiting for the genuine one");
+            eprintln!("slony-receiver: refused {path}: {why}");
+            refused.push(why);
+        }
+    };
+    for attempt in 1..=opts.attempts.max(1) {
+        match look(
+            remote,
+            sqldone,
+            "the SQL from the manager",
+            verifier,
+            &slony_shared::trigger::SqlDone::parse,
+        )? {
+            Some(Look::Got(a)) => return Ok(Waited::Got(First::SqlDone(a))),
+            Some(Look::Refused(why)) => note(sqldone, why),
+            None => {}
+        }
+        match look(
+            remote,
+            done,
+            "the manager's completion",
+            verifier,
+            &slony_shared::trigger::Outcome::parse,
+        )? {
+            Some(Look::Got(o)) => return Ok(Waited::Got(First::Done(o))),
+            Some(Look::Refused(why)) => note(done, why),
+            None => {}
+        }
+        if attempt < opts.attempts {
+            tracing::debug!(
+                attempt,
+                of = opts.attempts,
+                "waiting for the SQL from the manager"
+            );
+            std::thread::sleep(opts.interval);
+        }
+    }
+    Ok(Waited::TimedOut(refused))
+}
+
 /// What one look at an answer's path found.
 enum Look<T> {
     /// The manager's answer to this request.

@@ -16,6 +16,7 @@ use slony_shared::archive::statement::{self, Allowances, Refusal, Rules, Stateme
 use slony_shared::archive::{Item, Splitter};
 use slony_shared::counter::Counter;
 use slony_shared::ident::ClusterName;
+use slony_shared::trigger::Nonce;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
@@ -73,6 +74,40 @@ pub struct Bootstrap<'a> {
     pub new_site_at: Option<Counter>,
     /// What the provider's DDL may hold beyond the default rules.
     pub allow: Allowances,
+    /// The request this SQL answers, and its snapshot: recorded in the replica in the
+    /// same transaction, so whether it was applied is the replica's to say.
+    pub request: (&'a Nonce, Counter),
+}
+
+/// The replica's record of the subscription changes it applied, in the tracking schema.
+pub const APPLIED_TABLE: &str = "sl_subscription_applied";
+
+/// Whether the replica recorded the SQL of the request with `nonce` as applied.
+///
+/// # Errors
+///
+/// The query failed.
+pub async fn was_applied(
+    client: &Client,
+    cluster: &ClusterName,
+    nonce: &Nonce,
+) -> Result<bool, tokio_postgres::Error> {
+    let table = format!("{}.{APPLIED_TABLE}", cluster.schema());
+    let exists: Option<String> = client
+        .query_one("SELECT pg_catalog.to_regclass($1)::text", &[&table])
+        .await?
+        .get(0);
+    if exists.is_none() {
+        return Ok(false);
+    }
+    let n: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM {table} WHERE nonce = $1"),
+            &[&nonce.as_str()],
+        )
+        .await?
+        .get(0);
+    Ok(n > 0)
 }
 
 fn refused(line: u64, sql: &str, why: Refusal) -> BootstrapError {
@@ -194,6 +229,13 @@ async fn run<R: std::io::BufRead>(
             cluster.schema()
         ));
     }
+    // The record of this change, committed with it (the nonce is hexadecimal digits).
+    let (nonce, snapshot) = bootstrap.request;
+    begin.push_str(&format!(
+        ";\nCREATE TABLE IF NOT EXISTS {s}.{APPLIED_TABLE} (nonce text PRIMARY KEY, snapshot bigint NOT NULL, applied_at timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP);\n\
+         INSERT INTO {s}.{APPLIED_TABLE} (nonce, snapshot) VALUES ('{nonce}', {snapshot})",
+        s = cluster.schema()
+    ));
     pipeline.push(client, begin, 0).await.map_err(exec_error)?;
     let rules = Rules::new(&format!("_{}", cluster.as_str()), bootstrap.allow);
     let mut buf = Vec::new();

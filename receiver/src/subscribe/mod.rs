@@ -28,7 +28,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use slony_shared::config::ReceiverConfig;
 use slony_shared::lock::{LockError, RunLock};
-use slony_shared::trigger::{self, Nonce, Outcome, Request, SqlDone, TriggerKind};
+use slony_shared::trigger::{self, Bound, Nonce, Outcome, Request, SqlDone, TriggerKind};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -206,17 +206,32 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
         binding.clone(),
     )?;
 
+    // A run killed after applying or reporting left the request further on than its
+    // state file says: the replica's record and this site's own report tell.
     if state.step == Step::Requested {
-        let answer = answer::wait_for(
-            &remote,
-            &paths.sqldone,
-            opts,
-            "the SQL from the manager",
-            &verifier,
-            SqlDone::parse,
-        )?;
+        if let Some(step) = already_reported(cfg, &remote, &paths, &binding).await? {
+            tracing::info!(
+                ?step,
+                "the request was already applied or reported before this run"
+            );
+            state.step = step;
+            save_state(&state_file, Some(&state))?;
+        }
+    }
+
+    if state.step == Step::Requested {
+        let answer = answer::wait_for_first(&remote, &paths.sqldone, &paths.done, opts, &verifier)?;
         let answer = match answer {
-            Waited::Got(a) => a,
+            Waited::Got(answer::First::SqlDone(a)) => Some(a),
+            Waited::Got(answer::First::Done(done)) => {
+                // The manager ended it on a report this site sent but had not recorded.
+                state.step = Step::Reported {
+                    success: done.success,
+                    reason: done.reason.clone(),
+                };
+                save_state(&state_file, Some(&state))?;
+                None
+            }
             Waited::TimedOut(refused) => {
                 return Ok(timed_out(
                     cfg,
@@ -227,7 +242,8 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
             }
         };
         match answer {
-            SqlDone::Failed { reason } => {
+            None => {}
+            Some(SqlDone::Failed { reason }) => {
                 // The manager's files are its own to remove (the directory is sticky); it
                 // does so when the next request arrives.
                 finish(cfg, &state, &state_file)?;
@@ -235,12 +251,12 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
                 tracing::error!(%reason, "subscription refused by the manager; nothing changed");
                 return Ok(exit::APPLY);
             }
-            SqlDone::Ready {
+            Some(SqlDone::Ready {
                 new_site,
                 counter,
                 sql,
                 notes,
-            } => {
+            }) => {
                 for n in &notes {
                     eprintln!("note from the manager: {n}");
                 }
@@ -256,7 +272,7 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
                             counter = counter.0,
                             "applying the subscription SQL"
                         );
-                        apply_sql(cfg, &local, new_site, counter).await
+                        apply_sql(cfg, &local, new_site, counter, &binding.nonce).await
                     }
                     Err(e) => {
                         tracing::error!(error = %format!("{e:#}"), "ALERT: the SQL file is not the one the manager published");
@@ -264,6 +280,7 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
                     }
                 };
                 let _ = std::fs::remove_file(&local);
+                crash_point("after-commit");
                 let (success, reason) = match &outcome {
                     Ok(()) => (true, None),
                     Err(e) => (false, Some(format!("{e:#}"))),
@@ -275,6 +292,7 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
                 block_in_place(|| {
                     remote.upload(&paths.sqlapplied, result.render(Some(&binding)).as_bytes())
                 })?;
+                crash_point("after-report");
                 state.step = Step::Reported { success, reason };
                 save_state(&state_file, Some(&state))?;
             }
@@ -322,6 +340,60 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
             .unwrap_or_else(|| "no reason given".into());
         eprintln!("slony-receiver: the subscription change failed and was rolled back on both sides: {why}");
         Ok(exit::APPLY)
+    }
+}
+
+/// After a crash: this site's own report of the request, if still on the provider, or the
+/// replica's record that its SQL was applied (then reported now). `None`: neither.
+async fn already_reported(
+    cfg: &ReceiverConfig,
+    remote: &Remote,
+    paths: &Paths,
+    binding: &trigger::Binding,
+) -> anyhow::Result<Option<Step>> {
+    if let Some((bytes, _)) = block_in_place(|| {
+        remote.read_small_owned(&paths.sqlapplied, trigger::MAX_TRIGGER_SIZE as u64)
+    })? {
+        if let Ok(Bound {
+            binding: Some(b),
+            body,
+        }) = Outcome::parse(&bytes)
+        {
+            if &b == binding {
+                return Ok(Some(Step::Reported {
+                    success: body.success,
+                    reason: body.reason,
+                }));
+            }
+        }
+    }
+    let client = pull::connect_db(cfg).await?;
+    if bootstrap::was_applied(&client, &cfg.cluster, &binding.nonce)
+        .await
+        .context("reading the replica's record of applied subscription changes")?
+    {
+        let result = Outcome {
+            success: true,
+            reason: None,
+        };
+        block_in_place(|| {
+            remote.upload(&paths.sqlapplied, result.render(Some(binding)).as_bytes())
+        })?;
+        return Ok(Some(Step::Reported {
+            success: true,
+            reason: None,
+        }));
+    }
+    Ok(None)
+}
+
+/// A test hook: with `SLONY_RECEIVER_CRASH_AT=<point>` in the environment the process
+/// dies at that point as a `kill -9` would (no cleanup), so the crash windows of the
+/// protocol can be tested exactly.
+fn crash_point(point: &str) {
+    if std::env::var("SLONY_RECEIVER_CRASH_AT").is_ok_and(|p| p == point) {
+        eprintln!("slony-receiver: crashing at {point} (SLONY_RECEIVER_CRASH_AT)");
+        std::process::abort();
     }
 }
 
@@ -381,6 +453,7 @@ async fn apply_sql(
     local: &Path,
     new_site: bool,
     counter: slony_shared::counter::Counter,
+    nonce: &Nonce,
 ) -> anyhow::Result<()> {
     let client = pull::connect_db(cfg).await?;
     crate::privilege::check_applier(&client).await?;
@@ -412,6 +485,7 @@ async fn apply_sql(
         cluster: &cfg.cluster,
         new_site_at: new_site.then_some(counter),
         allow: cfg.sql_allow,
+        request: (nonce, counter),
     };
     bootstrap::apply(&client, local, &what, |done, total| match &bar {
         Some(bar) => bar.set_position(done),
