@@ -81,7 +81,7 @@ impl Setup {
         pg.create_db("provider").await;
         pg.create_db("replica").await;
         // Archives carry no sequence changes here: sites subscribe to tables.
-        let stream: Vec<Vec<Change>> = workload::generate(80, 11)
+        let stream: Vec<Vec<Change>> = workload::generate(100, 11)
             .into_iter()
             .map(|cs| {
                 cs.into_iter()
@@ -499,6 +499,71 @@ async fn subscription_changes_take_effect_at_their_snapshot_in_the_cut_stream() 
         t2_changes_after_70 > 0,
         "the stream must change s1.t2 after the snapshot for this test to mean anything"
     );
+
+    // Unsubscribing s1.t1 with allow_drop while the site is behind its snapshot: slon
+    // goes on to 100, the snapshot is taken at 90, the replica is still at 80. The copies
+    // 81..90 were cut with the old list and carry s1.t1's rows, so the table must stay
+    // until 90 is applied, and go with it.
+    s.publish(81, 100);
+    wait_until(Duration::from_secs(30), "the site cut up to 100", || {
+        s.cut_counter() == 100
+    });
+    workload::apply_expected(&provider, &s.stream[70..], 20).await;
+    provider
+        .batch_execute("UPDATE \"_lab\".sl_archive_counter SET ac_num = 90")
+        .await
+        .unwrap();
+    let t1_changes = s.stream[80..90]
+        .iter()
+        .flatten()
+        .filter(|c| {
+            matches!(
+                c,
+                Change::InsertT1(_) | Change::UpdateTxt { .. } | Change::DeleteT1 { .. }
+            )
+        })
+        .count();
+    assert!(
+        t1_changes > 0,
+        "81..90 must change s1.t1 for this part to mean anything"
+    );
+    let (code, out) = s.subscribe("s1.t1 unsubscribe\n");
+    assert_eq!(code, 0, "{out}\nmanager log:\n{}", s.manager_log());
+    let t1_there = |r: &tokio_postgres::Row| r.get::<_, Option<String>>(0).is_some();
+    let row = replica
+        .query_one("SELECT pg_catalog.to_regclass('s1.t1')::text", &[])
+        .await
+        .unwrap();
+    assert!(
+        t1_there(&row),
+        "s1.t1 stays while the copies before the snapshot carry it"
+    );
+    wait_until(Duration::from_secs(30), "the site re-cut up to 100", || {
+        s.cut_counter() == 100
+    });
+    let (code, out) = s.receiver(&["pull", "--once"]);
+    assert_eq!(code, 0, "{out}\nmanager log:\n{}", s.manager_log());
+    workload::apply_expected(&expected_db, &s.stream[80..], 20).await;
+    let at: i64 = replica
+        .query_one("SELECT at_counter FROM \"_lab\".sl_archive_tracking", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(at, 100);
+    let row = replica
+        .query_one("SELECT pg_catalog.to_regclass('s1.t1')::text", &[])
+        .await
+        .unwrap();
+    assert!(!t1_there(&row), "s1.t1 went with the snapshot's archive");
+    assert_eq!(
+        table_hash(&replica, "s1.t2").await,
+        table_hash(&expected_db, "s1.t2").await,
+        "s1.t2 at 100"
+    );
+    assert!(
+        out.contains("dropped the unsubscribed tables at their snapshot"),
+        "{out}"
+    );
     let _ = &s.ssh;
 }
 
@@ -548,10 +613,9 @@ async fn crash_windows_end_with_the_change_applied_once() {
 
     // The manager killed after writing `.sqldone` but before recording it: restarted, it
     // announces again, keeps the site's answer, and finishes.
-    drop(std::mem::replace(
-        &mut s.manager,
-        start_manager(&s.dir, &[("SLONY_MANAGER_CRASH_AT", "after-sqldone")]),
-    ));
+    let _ = s.manager.0.kill();
+    let _ = s.manager.0.wait();
+    s.manager = start_manager(&s.dir, &[("SLONY_MANAGER_CRASH_AT", "after-sqldone")]);
     let list = s.dir.join("list-other.txt");
     std::fs::write(&list, "s1.other subscribe\n").unwrap();
     let receiver = Command::new(bin_path("slony-receiver"))
@@ -567,6 +631,11 @@ async fn crash_windows_end_with_the_change_applied_once() {
         Duration::from_secs(60),
         "the manager to die at after-sqldone",
         || matches!(s.manager.0.try_wait(), Ok(Some(_))),
+    );
+    assert!(
+        s.manager_log().contains("crashing at after-sqldone"),
+        "{}",
+        s.manager_log()
     );
     // The site answers while the manager is down.
     let report = s

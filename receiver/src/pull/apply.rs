@@ -9,7 +9,7 @@
 use crate::execute::{self, ExecError, Pipeline};
 use slony_shared::archive::statement::{Allowances, Strings};
 use slony_shared::archive::{Action, ArchiveError, ArchiveName, ArchiveReader, Header};
-use slony_shared::ident::ClusterName;
+use slony_shared::ident::{quote_ident, quote_literal, ClusterName};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
@@ -87,6 +87,19 @@ pub struct Applier {
     copy_statements: HashMap<String, Statement>,
     /// What the provider's DDL may hold beyond the default rules.
     allow: Allowances,
+    /// Tables an unsubscription dropped only once the archive of its snapshot is
+    /// applied (see [`crate::subscribe::bootstrap::PENDING_DROP_TABLE`]); `None` until
+    /// read from the replica.
+    pending_drops: Option<Vec<PendingDrop>>,
+}
+
+/// A table to drop in the transaction of the archive `after`: the copies before it still
+/// carry its rows.
+#[derive(Debug, Clone)]
+struct PendingDrop {
+    schema: String,
+    table: String,
+    after: i64,
 }
 
 /// One archive to apply: where it is, and the DDL row statements its check approved.
@@ -123,7 +136,49 @@ impl Applier {
             vacuum_every: vacuum_every.max(1),
             copy_statements: HashMap::new(),
             allow,
+            pending_drops: None,
         }
+    }
+
+    /// The replica's pending drops, read once (and again after a group that ran some).
+    async fn pending_drops(&mut self) -> Vec<PendingDrop> {
+        if let Some(p) = &self.pending_drops {
+            return p.clone();
+        }
+        let table = format!(
+            "{}.{}",
+            self.cluster.schema(),
+            crate::subscribe::bootstrap::PENDING_DROP_TABLE
+        );
+        let found = match self
+            .client
+            .query_one("SELECT pg_catalog.to_regclass($1)::text", &[&table])
+            .await
+        {
+            Ok(row) => row.get::<_, Option<String>>(0).is_some(),
+            Err(_) => false,
+        };
+        let mut out = Vec::new();
+        if found {
+            if let Ok(rows) = self
+                .client
+                .query(
+                    &format!("SELECT nsp, rel, after_counter FROM {table} ORDER BY after_counter"),
+                    &[],
+                )
+                .await
+            {
+                for r in rows {
+                    out.push(PendingDrop {
+                        schema: r.get(0),
+                        table: r.get(1),
+                        after: r.get(2),
+                    });
+                }
+            }
+        }
+        self.pending_drops = Some(out.clone());
+        out
     }
 
     fn exec_error(&self, name: &ArchiveName, e: ExecError) -> ApplyError {
@@ -180,6 +235,7 @@ impl Applier {
             };
         }
         let single = archives.len() == 1;
+        let pending = self.pending_drops().await;
         // The transaction starts with the first pipelined batch: no round trip of its own.
         // Archives may switch the role for DDL; each starts again as a replica, reading
         // strings the standard way until its body says otherwise.
@@ -208,9 +264,39 @@ impl Applier {
                 slony_shared::offline::APPROVED_DDL_SETTING
             ));
             let lead_at = pipeline.sent() + pipeline.queued() as u64;
-            let outcome = self
+            let mut outcome = self
                 .apply_body(&mut pipeline, std::mem::take(&mut begin), path, name)
                 .await;
+            // An unsubscribed table goes with the archive of its snapshot, once every
+            // copy that still carries its rows is in.
+            let due: Vec<&PendingDrop> = pending
+                .iter()
+                .filter(|d| d.after <= name.counter.as_i64())
+                .collect();
+            if outcome.is_ok() && !due.is_empty() {
+                let mut sql = String::new();
+                for d in &due {
+                    sql.push_str(&format!(
+                        "DROP TABLE IF EXISTS {}.{}; DELETE FROM {}.{} WHERE nsp = {} AND rel = {};",
+                        quote_ident(&d.schema),
+                        quote_ident(&d.table),
+                        self.cluster.schema(),
+                        crate::subscribe::bootstrap::PENDING_DROP_TABLE,
+                        quote_literal(&d.schema),
+                        quote_literal(&d.table),
+                    ));
+                }
+                self.pending_drops = None;
+                let sent = match pipeline.push(&self.client, sql, 0).await {
+                    Ok(()) => pipeline.flush(&self.client).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = sent {
+                    outcome = Err(self.exec_error(name, e));
+                } else {
+                    tracing::info!(archive = %name, tables = due.len(), "dropped the unsubscribed tables at their snapshot");
+                }
+            }
             match outcome {
                 Ok(_) if single => {}
                 // RELEASE rides with the next archive's first statements.

@@ -148,6 +148,12 @@ pub fn wait_for<T>(
                         refused.push(why);
                     }
                 }
+                Look::Stale(why) => {
+                    if !refused.contains(&why) {
+                        tracing::info!(file = path, reason = %why, "not taken: an answer to an earlier request of this site; still waiting for this one's");
+                        refused.push(why);
+                    }
+                }
             }
         }
         if attempt < opts.attempts {
@@ -181,12 +187,17 @@ pub fn wait_for_first(
     verifier: &Verifier,
 ) -> anyhow::Result<Waited<First>> {
     let mut refused: Vec<String> = Vec::new();
-    let mut note = |path: &str, why: String| {
-        if !refused.contains(&why) {
+    let mut note = |path: &str, why: String, stale: bool| {
+        if refused.contains(&why) {
+            return;
+        }
+        if stale {
+            tracing::info!(file = path, reason = %why, "not taken: an answer to an earlier request of this site; still waiting for this one's");
+        } else {
             tracing::error!(file = path, reason = %why, "ALERT: refused a file that is not the manager's answer to this request; still waiting for the genuine one");
             eprintln!("slony-receiver: refused {path}: {why}");
-            refused.push(why);
         }
+        refused.push(why);
     };
     for attempt in 1..=opts.attempts.max(1) {
         match look(
@@ -197,7 +208,8 @@ pub fn wait_for_first(
             &slony_shared::trigger::SqlDone::parse,
         )? {
             Some(Look::Got(a)) => return Ok(Waited::Got(First::SqlDone(a))),
-            Some(Look::Refused(why)) => note(sqldone, why),
+            Some(Look::Refused(why)) => note(sqldone, why, false),
+            Some(Look::Stale(why)) => note(sqldone, why, true),
             None => {}
         }
         match look(
@@ -208,7 +220,8 @@ pub fn wait_for_first(
             &slony_shared::trigger::Outcome::parse,
         )? {
             Some(Look::Got(o)) => return Ok(Waited::Got(First::Done(o))),
-            Some(Look::Refused(why)) => note(done, why),
+            Some(Look::Refused(why)) => note(done, why, false),
+            Some(Look::Stale(why)) => note(done, why, true),
             None => {}
         }
         if attempt < opts.attempts {
@@ -229,6 +242,8 @@ enum Look<T> {
     Got(T),
     /// A complete file that is not; why.
     Refused(String),
+    /// The manager's answer to an earlier request of this site; why it is not taken.
+    Stale(String),
 }
 
 /// Looks once at `path`: `None` while there is no complete file. A file that is not the
@@ -268,6 +283,11 @@ fn look<T>(
             .for_request(verifier.binding(), path)
         {
             Ok(body) => Look::Got(body),
+            // The manager's answer to an earlier request of this site (it removes those
+            // when it takes the new request), or one kept to be replayed: never taken.
+            Err(e) if e.found.as_ref().is_some_and(|f| f.node == e.expected.node) => {
+                Look::Stale(e.to_string())
+            }
             Err(e) => Look::Refused(e.to_string()),
         },
     ))

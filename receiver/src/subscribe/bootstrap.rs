@@ -15,7 +15,7 @@ use slony_shared::archive::parse::ParseError;
 use slony_shared::archive::statement::{self, Allowances, Refusal, Rules, Statement, Strings};
 use slony_shared::archive::{Item, Splitter};
 use slony_shared::counter::Counter;
-use slony_shared::ident::ClusterName;
+use slony_shared::ident::{quote_literal, ClusterName};
 use slony_shared::trigger::Nonce;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -77,7 +77,16 @@ pub struct Bootstrap<'a> {
     /// The request this SQL answers, and its snapshot: recorded in the replica in the
     /// same transaction, so whether it was applied is the replica's to say.
     pub request: (&'a Nonce, Counter),
+    /// Whether the replica is behind the snapshot: then a `DROP TABLE` of the SQL (an
+    /// unsubscription with `allow_drop`) waits until the snapshot's archive is applied,
+    /// because the copies before it still carry the table's rows.
+    pub behind: bool,
 }
+
+/// Tables an unsubscription drops once the archive of its snapshot is applied, in the
+/// tracking schema (`nsp`, `rel`, `after_counter`); `pull` drops them in that archive's
+/// transaction.
+pub const PENDING_DROP_TABLE: &str = "sl_pending_drop";
 
 /// The replica's record of the subscription changes it applied, in the tracking schema.
 pub const APPLIED_TABLE: &str = "sl_subscription_applied";
@@ -236,6 +245,10 @@ async fn run<R: std::io::BufRead>(
          INSERT INTO {s}.{APPLIED_TABLE} (nonce, snapshot) VALUES ('{nonce}', {snapshot})",
         s = cluster.schema()
     ));
+    begin.push_str(&format!(
+        ";\nCREATE TABLE IF NOT EXISTS {s}.{PENDING_DROP_TABLE} (nsp text NOT NULL, rel text NOT NULL, after_counter bigint NOT NULL, PRIMARY KEY (nsp, rel))",
+        s = cluster.schema()
+    ));
     pipeline.push(client, begin, 0).await.map_err(exec_error)?;
     let rules = Rules::new(&format!("_{}", cluster.as_str()), bootstrap.allow);
     let mut buf = Vec::new();
@@ -244,6 +257,29 @@ async fn run<R: std::io::BufRead>(
             Item::Comment { .. } => {}
             Item::Statement { sql, line } => {
                 check(&rules, &sql, line, false)?;
+                let dropped = bootstrap
+                    .behind
+                    .then(|| statement::parse(&sql, Strings::Standard).ok())
+                    .flatten()
+                    .and_then(|p| p.dropped_tables());
+                if let Some(tables) = dropped {
+                    for (schema, table) in tables {
+                        pipeline
+                            .push(
+                                client,
+                                format!(
+                                    "INSERT INTO {s}.{PENDING_DROP_TABLE} (nsp, rel, after_counter) VALUES ({}, {}, {snapshot}) ON CONFLICT (nsp, rel) DO UPDATE SET after_counter = EXCLUDED.after_counter",
+                                    quote_literal(&schema),
+                                    quote_literal(&table),
+                                    s = cluster.schema()
+                                ),
+                                line,
+                            )
+                            .await
+                            .map_err(exec_error)?;
+                    }
+                    continue;
+                }
                 pipeline
                     .push_provider(client, sql, line)
                     .await

@@ -325,6 +325,9 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
         let client = pull::connect_db(cfg).await?;
         let position = pull::read_position(&client, &cfg.cluster).await?;
         let _ = record::write_counter_file(&cfg.counter_file(), position.counter);
+        // Archives fetched ahead before the change were cut with the previous list: they
+        // are fetched again, cut with the new one from the snapshot on.
+        discard_fetched_ahead(cfg, position.counter);
         match crate::cmd::guard::protect(cfg).await {
             Ok(g) => tracing::info!(tables = g.guarded.len(), newly = g.changed.len(), "replica guard on: replicated tables refuse local writes"),
             Err(e) => eprintln!("warning: the replicated tables are NOT guarded against local writes ({e:#}); run `slony-receiver guard on`"),
@@ -340,6 +343,26 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
             .unwrap_or_else(|| "no reason given".into());
         eprintln!("slony-receiver: the subscription change failed and was rolled back on both sides: {why}");
         Ok(exit::APPLY)
+    }
+}
+
+/// Removes the archives waiting in `incoming/` beyond `counter`.
+fn discard_fetched_ahead(cfg: &ReceiverConfig, counter: slony_shared::counter::Counter) {
+    let dir = cfg.incoming_dir();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if let Ok(slony_shared::archive::name::Entry::Archive(a)) =
+            slony_shared::archive::name::classify(&name.to_string_lossy())
+        {
+            if a.counter > counter {
+                if let Err(e) = std::fs::remove_file(entry.path()) {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove an archive fetched before the subscription change");
+                }
+            }
+        }
     }
 }
 
@@ -457,6 +480,7 @@ async fn apply_sql(
 ) -> anyhow::Result<()> {
     let client = pull::connect_db(cfg).await?;
     crate::privilege::check_applier(&client).await?;
+    let mut behind = false;
     if !new_site {
         // New tables hold the provider's state at `counter`; a replica already past it has
         // skipped their changes since, for good.
@@ -467,6 +491,7 @@ async fn apply_sql(
                 position.counter
             );
         }
+        behind = position.counter < counter;
     }
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar =
@@ -486,6 +511,7 @@ async fn apply_sql(
         new_site_at: new_site.then_some(counter),
         allow: cfg.sql_allow,
         request: (nonce, counter),
+        behind,
     };
     bootstrap::apply(&client, local, &what, |done, total| match &bar {
         Some(bar) => bar.set_position(done),

@@ -291,6 +291,42 @@ impl Parsed {
         )
     }
 
+    /// The tables the text's single statement drops, when it is exactly a `DROP TABLE`
+    /// of schema-qualified tables (`IF EXISTS` or not, without `CASCADE`); `None` for
+    /// anything else.
+    pub fn dropped_tables(&self) -> Option<Vec<(String, String)>> {
+        let [one] = self.tree.stmts.as_slice() else {
+            return None;
+        };
+        let Some(N::DropStmt(d)) = one.stmt.as_ref().and_then(|n| n.node.as_ref()) else {
+            return None;
+        };
+        if d.remove_type != protobuf::ObjectType::ObjectTable as i32
+            || d.behavior == protobuf::DropBehavior::DropCascade as i32
+        {
+            return None;
+        }
+        let mut out = Vec::new();
+        for object in &d.objects {
+            let Some(N::List(list)) = object.node.as_ref() else {
+                return None;
+            };
+            let names: Option<Vec<&str>> = list
+                .items
+                .iter()
+                .map(|i| match i.node.as_ref() {
+                    Some(N::String(s)) => Some(s.sval.as_str()),
+                    _ => None,
+                })
+                .collect();
+            match names?.as_slice() {
+                [schema, table] => out.push((schema.to_string(), table.to_string())),
+                _ => return None,
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
     /// What the text's single statement is; refused when it holds several.
     pub fn statement(&self) -> Result<Statement, Refusal> {
         let node = match self.tree.stmts.as_slice() {
@@ -1112,6 +1148,28 @@ const DDL_STATEMENTS_RULE: &str =
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropped_tables_are_read_from_the_tree() {
+        let d = |sql: &str| parse(sql, Strings::Standard).unwrap().dropped_tables();
+        assert_eq!(
+            d("DROP TABLE IF EXISTS \"s1\".\"T 1\";"),
+            Some(vec![("s1".to_string(), "T 1".to_string())])
+        );
+        assert_eq!(
+            d("drop table s1.a, s2.b"),
+            Some(vec![("s1".into(), "a".into()), ("s2".into(), "b".into())])
+        );
+        for other in [
+            "DROP TABLE t",
+            "DROP TABLE s1.t CASCADE",
+            "DROP VIEW s1.v",
+            "DROP TABLE s1.t; DROP TABLE s1.u",
+            "SELECT 1",
+        ] {
+            assert_eq!(d(other), None, "{other}");
+        }
+    }
 
     fn rules() -> Rules {
         Rules::new("_lab", Allowances::default())
