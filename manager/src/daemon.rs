@@ -93,6 +93,9 @@ pub fn move_aside(
         }
         std::fs::rename(path, &target)
     })();
+    if seq % 100 == 0 {
+        prune_rejected(&dir);
+    }
     match result {
         Ok(()) => Ok(target),
         Err(e) => {
@@ -101,6 +104,45 @@ pub fn move_aside(
             Ok(PathBuf::from("(removed)"))
         }
     }
+}
+
+/// Refused files are kept this long, for the operator to look at.
+const REJECTED_KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
+/// And at most this many (the newest).
+const REJECTED_MAX: usize = 1000;
+
+/// Cleans `rejected/` up: files older than [`REJECTED_KEEP`] go, and beyond
+/// [`REJECTED_MAX`] the oldest go. Returns how many were removed.
+pub fn prune_rejected(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let m = e.path().symlink_metadata().ok()?;
+            Some((m.modified().unwrap_or(now), e.path()))
+        })
+        .collect();
+    files.sort();
+    let excess = files.len().saturating_sub(REJECTED_MAX);
+    let mut removed = 0;
+    for (i, (mtime, path)) in files.iter().enumerate() {
+        let old = now.duration_since(*mtime).unwrap_or_default() > REJECTED_KEEP;
+        if i < excess || old {
+            // A directory a site made and the manager moved here goes too.
+            let gone = if path.is_dir() {
+                fsutil::remove_dir_all(path)
+            } else {
+                fsutil::remove_file(path)
+            };
+            if gone.is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
 }
 
 /// How long to let a burst of file events settle before looking at the directory.
@@ -286,6 +328,10 @@ pub fn check_sites(cfg: &ManagerConfig) -> anyhow::Result<()> {
         ("subscribers_dir", &cfg.subscribers_dir),
     ] {
         crate::exchange::check_own_dir(key, dir)?;
+    }
+    let pruned = prune_rejected(&cfg.rejected_dir());
+    if pruned > 0 {
+        tracing::info!(pruned, dir = %cfg.rejected_dir().display(), "removed old refused files");
     }
     for site in cfg.registry.sites.values() {
         crate::exchange::prepare(cfg, site)
@@ -595,4 +641,31 @@ fn list_states(dir: &Path) -> anyhow::Result<Vec<NodeName>> {
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejected_files_are_kept_a_while_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(31 * 24 * 3600);
+        for i in 0..REJECTED_MAX + 5 {
+            let p = dir.path().join(format!("f{i:05}"));
+            std::fs::write(&p, "x").unwrap();
+            if i < 3 {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&p)
+                    .unwrap()
+                    .set_modified(old)
+                    .unwrap();
+            }
+        }
+        // The three old ones, and two more beyond the bound (the oldest).
+        assert_eq!(prune_rejected(dir.path()), 5);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), REJECTED_MAX);
+        assert_eq!(prune_rejected(dir.path()), 0);
+    }
 }

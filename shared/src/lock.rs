@@ -88,21 +88,85 @@ impl RunLock {
 }
 
 /// The pid of the process holding the lock at `path`, if any holds it.
+///
+/// The lock is never taken to find out (a `status` at the moment cron starts a `pull`
+/// must not make the pull think another one is running): the kernel's table of locks,
+/// `/proc/locks`, is read for this file's inode, and the pid the holder wrote is given.
 pub fn holder(path: &Path) -> Option<u32> {
-    let mut file = OpenOptions::new().read(true).write(true).open(path).ok()?;
-    match file.try_lock() {
-        Ok(()) => None,
-        Err(_) => {
-            let mut pid = String::new();
-            file.read_to_string(&mut pid).ok()?;
-            pid.trim().parse().ok()
-        }
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    // `1: FLOCK  ADVISORY  WRITE 4242 08:01:1234567 0 EOF`: device numbers in hex, inode
+    // in decimal.
+    let dev = meta.dev();
+    let (major, minor) = (libc_major(dev), libc_minor(dev));
+    let held = locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(at) = fields.iter().position(|f| f.matches(':').count() == 2) else {
+            return false;
+        };
+        let mut parts = fields[at].split(':');
+        let (Some(ma), Some(mi), Some(ino)) = (parts.next(), parts.next(), parts.next()) else {
+            return false;
+        };
+        u64::from_str_radix(ma, 16).ok() == Some(major)
+            && u64::from_str_radix(mi, 16).ok() == Some(minor)
+            && ino.parse::<u64>().ok() == Some(meta.ino())
+    });
+    if !held {
+        return None;
     }
+    let mut pid = String::new();
+    File::open(path).ok()?.read_to_string(&mut pid).ok()?;
+    pid.trim().parse().ok()
+}
+
+/// The major number of a device id (glibc's encoding).
+fn libc_major(dev: u64) -> u64 {
+    ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0x0000_0fff)
+}
+
+/// The minor number of a device id (glibc's encoding).
+fn libc_minor(dev: u64) -> u64 {
+    ((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn asking_who_holds_the_lock_never_takes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        drop(RunLock::try_acquire(&path).unwrap());
+        assert_eq!(holder(&path), None);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let asker = {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 200_000 {
+                    // Held by the loop below at times, by nobody else ever.
+                    let h = holder(&path);
+                    assert!(h.is_none() || h == Some(std::process::id()), "{h:?}");
+                    n += 1;
+                }
+            })
+        };
+        for _ in 0..2000 {
+            drop(RunLock::try_acquire(&path).expect("the lock was taken by holder()"));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        asker
+            .join()
+            .unwrap_or_else(|_| panic!("holder() saw another holder"));
+        // Held: the holder's pid.
+        let held = RunLock::try_acquire(&path).unwrap();
+        assert_eq!(holder(&path), Some(std::process::id()));
+        drop(held);
+        assert_eq!(holder(&path), None);
+    }
 
     #[test]
     fn second_lock_is_refused_until_first_drops() {
