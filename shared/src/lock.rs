@@ -3,7 +3,7 @@
 //! A lock file left behind by a crash never blocks anyone: the lock is on the open file,
 //! not on its existence. The holder writes its pid into the file for `status`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
