@@ -93,7 +93,7 @@ pub fn move_aside(
         }
         std::fs::rename(path, &target)
     })();
-    if seq % 100 == 0 {
+    if seq.is_multiple_of(100) {
         prune_rejected(&dir);
     }
     match result {
