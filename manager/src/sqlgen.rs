@@ -117,7 +117,7 @@ impl Sequence {
     /// Its entry in the site's sequence list, when it is replicated.
     pub fn listed(&self) -> Option<QualifiedTable> {
         self.value?;
-        QualifiedTable::parse(&format!("{}.{}", self.schema, self.name)).ok()
+        QualifiedTable::new(&self.schema, &self.name).ok()
     }
 
     /// `CREATE SEQUENCE IF NOT EXISTS`, and the `setval` of a replicated one.
@@ -676,7 +676,7 @@ async fn table_sequences(
         let name: String = r.get(1);
         let used: bool = r.get(4);
         let in_set: bool = r.get(5);
-        let replicated = in_set && QualifiedTable::parse(&format!("{schema}.{name}")).is_ok();
+        let replicated = in_set && QualifiedTable::new(&schema, &name).is_ok();
         if !replicated {
             if let Some(notes) = notes.as_deref_mut() {
                 if in_set {

@@ -84,10 +84,9 @@ pub async fn replicated_tables(
     let mut out = Tables::default();
     for row in rows {
         let (schema, table): (String, String) = (row.get(0), row.get(1));
-        let name = format!("{schema}.{table}");
-        match QualifiedTable::parse(&name) {
+        match QualifiedTable::new(&schema, &table) {
             Ok(t) => out.tables.push(t),
-            Err(_) => out.skipped.push(name),
+            Err(_) => out.skipped.push(format!("{schema}.{table}")),
         }
     }
     Ok(out)

@@ -104,33 +104,98 @@ impl fmt::Display for NodeName {
     }
 }
 
-/// A replicated table (a "series"), `schema.table`, both parts plain identifiers.
+/// A replicated table (a "series"), `schema.table`.
+///
+/// Each part is written plain, 1 to 63 letters, digits or `_` not starting with a digit
+/// and taken exactly as written (case included), or in double quotes, as SQL quotes an
+/// identifier: any text of 1 to 63 bytes without control characters, a `"` inside
+/// written twice (`"Schema.name"."Capital Idea"`, `public."Jan's bad ideas"`). Nothing
+/// else is accepted: no spaces around the dot, no third part.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QualifiedTable {
-    /// The schema (namespace).
+    /// The schema (namespace), as PostgreSQL spells it.
     pub schema: String,
-    /// The table name.
+    /// The table name, as PostgreSQL spells it.
     pub table: String,
 }
 
+/// The rule, for messages.
+const TABLE_RULE: &str = "write schema.table, each part either 1 to 63 letters, digits or '_' (not starting with a digit, taken as written) or in double quotes (\"Any Name\", a '\"' inside written twice)";
+
+/// Whether `s` is a name PostgreSQL could hold (1 to 63 bytes, no control characters).
+fn is_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 63 && !s.chars().any(char::is_control)
+}
+
+/// Reads one part of a qualified name from the start of `s`: the name and the rest.
+fn name_part(s: &str) -> Option<(String, &str)> {
+    if let Some(body) = s.strip_prefix('"') {
+        let mut name = String::new();
+        let mut chars = body.char_indices();
+        while let Some((i, c)) = chars.next() {
+            if c == '"' {
+                if body[i + 1..].starts_with('"') {
+                    name.push('"');
+                    chars.next();
+                } else {
+                    return is_name(&name).then(|| (name, &body[i + 1..]));
+                }
+            } else {
+                name.push(c);
+            }
+        }
+        None
+    } else {
+        let end = s
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(s.len());
+        is_ident(&s[..end]).then(|| (s[..end].to_string(), &s[end..]))
+    }
+}
+
 impl QualifiedTable {
-    /// Parses and validates `schema.table`.
+    /// Parses and validates `schema.table` (see the type's documentation).
     pub fn parse(s: &str) -> Result<Self, BadName> {
-        let bad = || {
-            BadName::Pattern {
+        match Self::parse_prefix(s) {
+            Ok((t, "")) => Ok(t),
+            _ => Err(BadName::Pattern {
+                what: "table name",
+                value: s.to_string(),
+                rule: TABLE_RULE,
+            }),
+        }
+    }
+
+    /// Reads a `schema.table` at the start of `s`; returns it and the rest of `s`.
+    pub fn parse_prefix(s: &str) -> Result<(Self, &str), BadName> {
+        let bad = || BadName::Pattern {
             what: "table name",
             value: s.to_string(),
-            rule: "write schema.table, each part 1 to 63 letters, digits or '_' (not starting with a digit)",
-        }
+            rule: TABLE_RULE,
         };
-        let (schema, table) = s.split_once('.').ok_or_else(bad)?;
-        if is_ident(schema) && is_ident(table) {
+        let (schema, rest) = name_part(s).ok_or_else(bad)?;
+        let rest = rest.strip_prefix('.').ok_or_else(bad)?;
+        let (table, rest) = name_part(rest).ok_or_else(bad)?;
+        if rest.starts_with(['.', '"']) || rest.starts_with(|c: char| c.is_alphanumeric()) {
+            return Err(bad());
+        }
+        Ok((Self { schema, table }, rest))
+    }
+
+    /// A table named as PostgreSQL spells it (from a catalog), if PostgreSQL could hold
+    /// such names.
+    pub fn new(schema: &str, table: &str) -> Result<Self, BadName> {
+        if is_name(schema) && is_name(table) {
             Ok(Self {
                 schema: schema.to_string(),
                 table: table.to_string(),
             })
         } else {
-            Err(bad())
+            Err(BadName::Pattern {
+                what: "table name",
+                value: format!("{schema}.{table}"),
+                rule: TABLE_RULE,
+            })
         }
     }
 
@@ -141,8 +206,17 @@ impl QualifiedTable {
 }
 
 impl fmt::Display for QualifiedTable {
+    /// Plain parts as they are, others in double quotes: what [`QualifiedTable::parse`]
+    /// reads back.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.schema, self.table)
+        let part = |s: &str| {
+            if is_ident(s) {
+                s.to_string()
+            } else {
+                quote_ident(s)
+            }
+        };
+        write!(f, "{}.{}", part(&self.schema), part(&self.table))
     }
 }
 
@@ -182,9 +256,56 @@ mod tests {
     fn tables() {
         let t = QualifiedTable::parse("s1.t_1").unwrap();
         assert_eq!(t.quoted(), "\"s1\".\"t_1\"");
-        for bad in ["t", "a.b.c", "a.", ".b", "a.b;drop", "a.\"b\"", "a/b.c"] {
+        assert_eq!(t.to_string(), "s1.t_1");
+        // Quoted parts, as Slony's own regression suites name tables.
+        for (text, schema, table) in [
+            (
+                "\"Schema.name\".\"Capital Idea\"",
+                "Schema.name",
+                "Capital Idea",
+            ),
+            ("public.\"Jan's bad ideas\"", "public", "Jan's bad ideas"),
+            ("\"s1\".t1", "s1", "t1"),
+            ("a.\"b\"", "a", "b"),
+            ("s.\"say \"\"hi\"\"\"", "s", "say \"hi\""),
+        ] {
+            let t = QualifiedTable::parse(text).unwrap();
+            assert_eq!(
+                (t.schema.as_str(), t.table.as_str()),
+                (schema, table),
+                "{text}"
+            );
+            // Written back so that it reads the same.
+            assert_eq!(QualifiedTable::parse(&t.to_string()).unwrap(), t, "{text}");
+        }
+        assert_eq!(
+            QualifiedTable::parse("public.\"Jan's bad ideas\"")
+                .unwrap()
+                .quoted(),
+            "\"public\".\"Jan's bad ideas\""
+        );
+        for bad in [
+            "t",
+            "a.b.c",
+            "a.",
+            ".b",
+            "a.b;drop",
+            "a/b.c",
+            "a. b",
+            "a .b",
+            "\"a.b",
+            "a.\"\"",
+            "a.\"b\"c",
+            "a.\"b\".c",
+            "a.\"x\ny\"",
+            &format!("a.\"{}\"", "x".repeat(64)),
+        ] {
             assert!(QualifiedTable::parse(bad).is_err(), "{bad:?}");
         }
+        let (t, rest) = QualifiedTable::parse_prefix("\"A B\".c subscribe").unwrap();
+        assert_eq!((t.schema.as_str(), rest), ("A B", " subscribe"));
+        assert!(QualifiedTable::new("s", "Capital Idea").is_ok());
+        assert!(QualifiedTable::new("s", "").is_err());
     }
 
     #[test]

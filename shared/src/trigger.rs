@@ -162,7 +162,7 @@ fn binding_of(
 /// request can still be bound to it. `None` when it names no valid node and nonce.
 pub fn request_binding(bytes: &[u8]) -> Option<Binding> {
     let (mut node, mut nonce) = (None, None);
-    for (line, key, value) in lines(bytes).ok()? {
+    for (line, key, value, _) in lines(bytes).ok()? {
         let _ = parse_binding(line, &key, &value, &mut node, &mut nonce);
     }
     binding_of(node, nonce).ok().flatten()
@@ -252,7 +252,10 @@ fn invalid(line: usize, reason: impl Into<String>) -> TriggerError {
 }
 
 /// Splits a trigger file into `(line number, key, value)`; checks size, text and the end marker.
-fn lines(bytes: &[u8]) -> Result<Vec<(usize, String, String)>, TriggerError> {
+/// One line of a trigger file: its number, first word, the rest, and the whole line.
+type Line = (usize, String, String, String);
+
+fn lines(bytes: &[u8]) -> Result<Vec<Line>, TriggerError> {
     if bytes.len() > MAX_TRIGGER_SIZE {
         return Err(TriggerError::TooLarge { size: bytes.len() });
     }
@@ -277,7 +280,12 @@ fn lines(bytes: &[u8]) -> Result<Vec<(usize, String, String)>, TriggerError> {
             return Err(invalid(i + 1, "control characters are not allowed"));
         }
         let (key, value) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        out.push((i + 1, key.to_string(), value.trim().to_string()));
+        out.push((
+            i + 1,
+            key.to_string(),
+            value.trim().to_string(),
+            line.to_string(),
+        ));
     }
     Ok(out)
 }
@@ -323,25 +331,38 @@ pub struct Series {
     pub action: Action,
 }
 
+/// Reads one line of a list: `schema.table [subscribe|unsubscribe] [# comment]`, the
+/// table in the syntax of [`QualifiedTable`] (quoted parts may hold spaces and `#`).
+/// `None` for a blank or comment line.
+fn series_line(line: &str) -> Result<Option<(QualifiedTable, &str)>, String> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let (table, rest) = QualifiedTable::parse_prefix(line).map_err(|e| e.to_string())?;
+    if !(rest.is_empty() || rest.starts_with(char::is_whitespace) || rest.starts_with('#')) {
+        return Err(format!(
+            "{line:?}: the table name must be followed by a space, then subscribe or unsubscribe"
+        ));
+    }
+    let rest = rest.split('#').next().unwrap_or("").trim();
+    let mut words = rest.split_whitespace();
+    let action = words.next().unwrap_or("subscribe");
+    if words.next().is_some() {
+        return Err("expected `schema.table subscribe|unsubscribe`".into());
+    }
+    Ok(Some((table, action)))
+}
+
 /// Parses a subscriber's list: `schema.table subscribe|unsubscribe` per line
-/// (`#` comments and blank lines allowed; a bare `schema.table` means subscribe).
+/// (`#` comments and blank lines allowed; a bare `schema.table` means subscribe; a part
+/// in double quotes may be any name, see [`QualifiedTable`]).
 pub fn parse_series_list(text: &str) -> Result<Vec<Series>, TriggerError> {
     let mut out: Vec<Series> = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
+        if let Some((table, action)) = series_line(line).map_err(|e| invalid(i + 1, e))? {
+            push_series(&mut out, i + 1, table, action)?;
         }
-        let mut parts = line.split_whitespace();
-        let table = parts.next().unwrap_or("");
-        let action = parts.next().unwrap_or("subscribe");
-        if parts.next().is_some() {
-            return Err(invalid(
-                i + 1,
-                "expected `schema.table subscribe|unsubscribe`",
-            ));
-        }
-        push_series(&mut out, i + 1, table, action)?;
     }
     if out.is_empty() {
         return Err(invalid(0, "the list names no table"));
@@ -352,10 +373,9 @@ pub fn parse_series_list(text: &str) -> Result<Vec<Series>, TriggerError> {
 fn push_series(
     out: &mut Vec<Series>,
     line: usize,
-    table: &str,
+    table: QualifiedTable,
     action: &str,
 ) -> Result<(), TriggerError> {
-    let table = QualifiedTable::parse(table).map_err(|e| invalid(line, e.to_string()))?;
     let action = Action::parse(action).ok_or_else(|| {
         invalid(
             line,
@@ -428,7 +448,7 @@ impl Request {
         let mut nonce = None;
         let (mut archive, mut retention, mut tapegroup) = (0u8, 21u32, 1u32);
         let mut series = Vec::new();
-        for (line, key, value) in lines(bytes)? {
+        for (line, key, value, raw) in lines(bytes)? {
             let number = |v: &str| {
                 v.parse::<u32>()
                     .map_err(|_| invalid(line, format!("{key}: {v:?} is not a number")))
@@ -456,7 +476,13 @@ impl Request {
                 }
                 "retention" => retention = number(&value)?,
                 "tapegroup" => tapegroup = number(&value)?,
-                table => push_series(&mut series, line, table, &value)?,
+                _ => {
+                    if let Some((table, action)) =
+                        series_line(&raw).map_err(|e| invalid(line, e))?
+                    {
+                        push_series(&mut series, line, table, action)?
+                    }
+                }
             }
         }
         let node = node.ok_or_else(|| invalid(0, "no `node` line"))?;
@@ -597,7 +623,7 @@ impl SqlDone {
         let (mut sha256, mut size) = (None, None);
         let (mut node, mut nonce) = (None, None);
         let mut notes = Vec::new();
-        for (line, key, value) in lines(bytes)? {
+        for (line, key, value, _) in lines(bytes)? {
             if parse_binding(line, &key, &value, &mut node, &mut nonce)? {
                 continue;
             }
@@ -685,7 +711,7 @@ impl Outcome {
     pub fn parse(bytes: &[u8]) -> Result<Bound<Outcome>, TriggerError> {
         let (mut success, mut reason) = (None, None);
         let (mut node, mut nonce) = (None, None);
-        for (line, key, value) in lines(bytes)? {
+        for (line, key, value, _) in lines(bytes)? {
             if parse_binding(line, &key, &value, &mut node, &mut nonce)? {
                 continue;
             }
@@ -733,11 +759,24 @@ mod tests {
             retention: 21,
             tapegroup: 1,
             series: parse_series_list(
-                "s1.t1 subscribe\n# comment\ns1.big\ns1.old unsubscribe\ns1.t1 subscribe\n",
+                "s1.t1 subscribe\n# comment\ns1.big\ns1.old unsubscribe # gone\ns1.t1 subscribe\n\
+                 \"Schema.name\".\"Capital Idea\"  subscribe\npublic.\"Jan's #1 idea\"\n",
             )
             .unwrap(),
         };
-        assert_eq!(r.series.len(), 3);
+        assert_eq!(r.series.len(), 5);
+        assert_eq!(r.series[3].table.schema, "Schema.name");
+        assert_eq!(r.series[3].table.table, "Capital Idea");
+        assert_eq!(r.series[4].table.table, "Jan's #1 idea");
+        for bad in [
+            "s1.t1 subscribe;\n",
+            "\"s1\".\"t1\"subscribe\n",
+            "s1.t1 subscribe now\n",
+            "\"unclosed.t1 subscribe\n",
+            "s1.t1; subscribe\n",
+        ] {
+            assert!(parse_series_list(bad).is_err(), "{bad:?}");
+        }
         let text = r.render();
         assert_eq!(Request::parse(text.as_bytes(), &node("site1")).unwrap(), r);
     }

@@ -658,3 +658,51 @@ async fn crash_windows_end_with_the_change_applied_once() {
     same("s1.other").await;
     assert_eq!(s.site_tables().lines().count(), 3, "{}", s.site_tables());
 }
+
+/// Tables that only a quoted name reaches, as Slony's own regression suites name them,
+/// subscribed with the list's quoted syntax through the real manager and receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quoted_names_are_subscribed_exactly() {
+    let s = Setup::new("subscribe-quoted", false).await;
+    let provider = s.pg.connect("provider").await;
+    provider
+        .batch_execute(
+            "CREATE SCHEMA \"Schema.name\";
+             CREATE TABLE \"Schema.name\".\"Capital Idea\" (id int PRIMARY KEY, \"Odd Col\" text);
+             INSERT INTO \"Schema.name\".\"Capital Idea\" VALUES (1, 'a'), (2, 'b''s');
+             CREATE TABLE public.\"Jan's bad ideas\" (id int PRIMARY KEY, note text);
+             INSERT INTO public.\"Jan's bad ideas\" VALUES (7, 'seven');
+             INSERT INTO \"_lab\".sl_table (tab_reloid, tab_relname, tab_nspname, tab_set)
+             SELECT c.oid, c.relname, n.nspname, 1 FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE (n.nspname, c.relname) IN (('Schema.name', 'Capital Idea'), ('public', 'Jan''s bad ideas'));",
+        )
+        .await
+        .unwrap();
+    let (code, out) = s.subscribe(
+        "# names as PostgreSQL spells them, in double quotes\n\
+         \"Schema.name\".\"Capital Idea\" subscribe\n\
+         public.\"Jan's bad ideas\"\n",
+    );
+    assert_eq!(code, 0, "{out}\nmanager log:\n{}", s.manager_log());
+    let replica = s.pg.connect("replica").await;
+    for t in [
+        "\"Schema.name\".\"Capital Idea\"",
+        "public.\"Jan's bad ideas\"",
+    ] {
+        assert_eq!(
+            table_hash(&replica, t).await,
+            table_hash(&provider, t).await,
+            "{t}"
+        );
+    }
+    // The manager's list holds them in the same syntax, read back exactly.
+    assert_eq!(
+        s.site_tables(),
+        "\"Schema.name\".\"Capital Idea\"\npublic.\"Jan's bad ideas\"\n"
+    );
+    // A name that only looks quoted, or an unclosed quote, is refused before any login.
+    let (code, out) = s.subscribe("\"Schema.name\".\"Capital Idea subscribe\n");
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("double quotes"), "{out}");
+}
