@@ -315,6 +315,9 @@ fn check_pax(batch: &Path, entry: &str, size: u64, data: &mut dyn Read) -> Resul
     Ok(())
 }
 
+/// Most archives one batch may hold: the largest `batch_size` the manager accepts.
+pub const MAX_MEMBERS: u64 = 1_000_000;
+
 /// Reads a batch entry by entry, refusing anything unsafe, and hands every valid member to
 /// `visit` (which may read its data or not). Afterwards checks the gzip trailer and that
 /// the batch holds every counter of its range. Returns the members in counter order.
@@ -324,6 +327,16 @@ fn scan(
     limit: u64,
     mut visit: impl FnMut(Member<'_>) -> Result<(), BatchError>,
 ) -> Result<Vec<ArchiveName>, BatchError> {
+    // A batch may name a range so wide that its members would be millions of files.
+    let span = batch.to.0.saturating_sub(batch.from.0).saturating_add(1);
+    if span > MAX_MEMBERS {
+        return Err(BatchError::BadMembers {
+            batch,
+            detail: format!(
+                "it spans {span} archives, more than the {MAX_MEMBERS} a batch may hold (the provider's housekeeping makes at most that many)"
+            ),
+        });
+    }
     let file = File::open(path).map_err(io_err(path))?;
     let mut archive = tar::Archive::new(GzDecoder::new(file));
     let mut seen = HashSet::new();
@@ -1011,6 +1024,25 @@ mod tests {
                 .as_secs();
             assert_eq!(entry.header().mtime().unwrap(), src_mtime);
         }
+    }
+
+    #[test]
+    fn a_batch_spanning_too_many_archives_is_refused_unread() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Any bytes at all: the name alone is refused, before the file is opened.
+        let wide = tmp
+            .path()
+            .join(format!("slony_logs_1-{}.tar.gz", MAX_MEMBERS + 1));
+        fs::write(&wide, b"not even gzip").unwrap();
+        let dest = tmp.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        match extract(&wide, &dest, 1 << 20, |_| true) {
+            Err(BatchError::BadMembers { detail, .. }) => {
+                assert!(detail.contains("more than the 1000000"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(files_in(&dest).len(), 0);
     }
 
     #[test]
