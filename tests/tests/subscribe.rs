@@ -593,6 +593,9 @@ async fn crash_windows_end_with_the_change_applied_once() {
     for (list, point, table) in [
         ("s1.t1 subscribe\n", "after-commit", "s1.t1"),
         ("s1.t2 subscribe\n", "after-report", "s1.t2"),
+        // Killed after recording the request but before sending it: the rerun sends the
+        // same request (and lifts the pause it set).
+        ("s1.big subscribe\n", "after-state", "s1.big"),
     ] {
         let (code, out) = s.subscribe_env(list, &[("SLONY_RECEIVER_CRASH_AT", point)]);
         assert_eq!(code, -1, "the receiver was to die at {point}: {out}");
@@ -609,7 +612,7 @@ async fn crash_windows_end_with_the_change_applied_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(applied, 2, "each change recorded once");
+    assert_eq!(applied, 3, "each change recorded once");
 
     // The manager killed after writing `.sqldone` but before recording it: restarted, it
     // announces again, keeps the site's answer, and finishes.
@@ -656,7 +659,7 @@ async fn crash_windows_end_with_the_change_applied_once() {
     assert_eq!(out.status.code(), Some(0), "{text}\n{}", s.manager_log());
     assert!(text.contains("subscription updated"), "{text}");
     same("s1.other").await;
-    assert_eq!(s.site_tables().lines().count(), 3, "{}", s.site_tables());
+    assert_eq!(s.site_tables().lines().count(), 4, "{}", s.site_tables());
 }
 
 /// Tables that only a quoted name reaches, as Slony's own regression suites name them,

@@ -197,6 +197,9 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
             state_file.display()
         )
     })?;
+    if state.step == Step::Requested {
+        resend_if_lost(&remote, &paths, &mut state, &state_file, &binding)?;
+    }
     let verifier = Verifier::new(
         &remote,
         &cfg.remote.trigger_dir,
@@ -410,6 +413,38 @@ async fn already_reported(
     Ok(None)
 }
 
+/// After a run killed before its request reached the provider: sends it again, unless the
+/// provider already holds it or answered it (its `.tgr`, or a `.sqldone` or `.done` bound
+/// to it). The same request, the same nonce: the manager takes it once.
+fn resend_if_lost(
+    remote: &Remote,
+    paths: &Paths,
+    state: &mut State,
+    state_file: &Path,
+    binding: &trigger::Binding,
+) -> anyhow::Result<()> {
+    let bound_to_us = |path: &str, parse: &dyn Fn(&[u8]) -> Option<Option<trigger::Binding>>| {
+        matches!(
+            block_in_place(|| remote.read_small_owned(path, trigger::MAX_TRIGGER_SIZE as u64)),
+            Ok(Some((bytes, _))) if parse(&bytes) == Some(Some(binding.clone()))
+        )
+    };
+    let there = block_in_place(|| remote.size_of(&paths.request))?.is_some()
+        || bound_to_us(&paths.sqldone, &|b| {
+            SqlDone::parse(b).ok().map(|x| x.binding)
+        })
+        || bound_to_us(&paths.done, &|b| Outcome::parse(b).ok().map(|x| x.binding));
+    if !there {
+        tracing::info!(
+            "the request never reached the provider (a run was killed); sending it again"
+        );
+        state.own_uid =
+            Some(block_in_place(|| remote.upload(&paths.request, state.request.as_bytes()))?.uid);
+        save_state(state_file, Some(state))?;
+    }
+    Ok(())
+}
+
 /// A test hook: with `SLONY_RECEIVER_CRASH_AT=<point>` in the environment the process
 /// dies at that point as a `kill -9` would (no cleanup), so the crash windows of the
 /// protocol can be tested exactly.
@@ -444,16 +479,20 @@ async fn start_request(
     };
     let die = cfg.die_file();
     let paused_by_us = !die.exists();
-    if paused_by_us {
-        std::fs::write(&die, "paused by slony-receiver subscribe-series\n")
-            .with_context(|| format!("creating the pause file {}", die.display()))?;
-    }
     let mut state = State {
         request: request.render(),
         paused_by_us,
         own_uid: None,
         step: Step::Requested,
     };
+    // The state is saved before anything else: a run killed at any later point leaves a
+    // request its rerun knows (its nonce, and whose pause file it is).
+    save_state(state_file, Some(&state))?;
+    if paused_by_us {
+        std::fs::write(&die, "paused by slony-receiver subscribe-series\n")
+            .with_context(|| format!("creating the pause file {}", die.display()))?;
+    }
+    crash_point("after-state");
     // Answers left by an earlier request are refused (they name another nonce); the
     // manager removes them when it takes this one.
     let sent = block_in_place(|| -> anyhow::Result<()> {
