@@ -682,7 +682,7 @@ async fn table_sequences(
                 if in_set {
                     notes.push(format!(
                         "sequence {schema}.{name} of {t} is in a Slony set, but a site's \
-                         sequence list cannot hold its name (letters, digits and '_' only): \
+                         sequence list cannot hold its name (it holds control characters): \
                          its value is not replicated{}",
                         if used {
                             "; it is created on the subscriber for the default"
@@ -1042,7 +1042,7 @@ mod tests {
         let list = sequence_list(t2.iter().chain(&t1));
         assert_eq!(
             list,
-            ["s1.t2_id_seq", "s1.shared", "s3.ticket"]
+            ["s1.t2_id_seq", "s1.shared", "s9.\"Odd Name\"", "s3.ticket"]
                 .map(|n| QualifiedTable::parse(n).unwrap())
                 .to_vec()
         );
