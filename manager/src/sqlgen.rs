@@ -444,7 +444,14 @@ async fn generate_in_snapshot(
     // Look everything up before writing a byte: a missing table refuses the request.
     let mut infos = Vec::new();
     let mut notes = Vec::new();
+    // Sequences the site lists itself (set sequences no table of its owns): created if
+    // missing and set at the snapshot, like the kept tables' sequences.
+    let mut listed: Vec<(&QualifiedTable, Vec<Sequence>)> = Vec::new();
     for t in &plan.added {
+        if let Some(q) = listed_sequence(cfg, client, t).await? {
+            listed.push((t, vec![q]));
+            continue;
+        }
         in_a_slony_set(cfg, client, t).await?;
         let info = describe(cfg, client, t).await?;
         notes.extend(info.notes.iter().cloned());
@@ -453,8 +460,16 @@ async fn generate_in_snapshot(
     // The kept tables' sequences are read again at every change: sets change.
     let mut kept: Vec<(&QualifiedTable, Vec<Sequence>)> = Vec::new();
     for t in plan.tables.iter().filter(|t| !plan.added.contains(t)) {
-        kept.push((t, kept_table_sequences(cfg, client, t, &mut notes).await?));
+        match listed_sequence(cfg, client, t).await {
+            Ok(Some(q)) => kept.push((t, vec![q])),
+            Ok(None) => kept.push((t, kept_table_sequences(cfg, client, t, &mut notes).await?)),
+            Err(e) => {
+                notes.push(format!("{e:#}: its value is no longer replicated"));
+                kept.push((t, Vec::new()));
+            }
+        }
     }
+    kept.extend(listed);
     let sequences = sequence_list(plan.tables.iter().flat_map(|t| {
         let new = infos.iter().filter(move |i| i.table == *t);
         let old = kept.iter().filter(move |(k, _)| *k == t);
@@ -498,6 +513,14 @@ async fn generate_in_snapshot(
         ))?;
     }
     for t in &plan.dropped {
+        // A sequence the site listed stays where it is (the archives before the snapshot
+        // may still set it); only tables are dropped.
+        if is_sequence(client, t).await? {
+            notes.push(format!(
+                "{t} is a sequence: it stays on the subscriber, no longer updated"
+            ));
+            continue;
+        }
         w.text(&format!(
             "\n-- Unsubscribed: {t}\nDROP TABLE IF EXISTS {};\n",
             t.quoted()
@@ -732,6 +755,77 @@ async fn table_sequences(
 
 /// The replicated sequences of a table the site keeps (see [`table_sequences`]). A
 /// table gone from the provider has none, and a note says so.
+/// Whether `t` is a sequence on the provider.
+async fn is_sequence(client: &Client, t: &QualifiedTable) -> anyhow::Result<bool> {
+    let rows = client
+        .query(
+            "SELECT 1 FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind = 'S'",
+            &[&t.schema, &t.table],
+        )
+        .await
+        .pg("looking up the relation")?;
+    Ok(!rows.is_empty())
+}
+
+/// A sequence the site lists itself (`schema.sequence`, one of the cluster's set
+/// sequences that no subscribed table owns): its definition and current value. `None`
+/// when `t` is not a sequence on the provider.
+///
+/// # Errors
+///
+/// A sequence outside every Slony set of the cluster, or a database error.
+async fn listed_sequence(
+    cfg: &ManagerConfig,
+    client: &Client,
+    t: &QualifiedTable,
+) -> anyhow::Result<Option<Sequence>> {
+    let sql = format!(
+        "SELECT 'AS ' || pg_catalog.format_type(q.seqtypid, NULL) \
+                || ' INCREMENT BY ' || q.seqincrement || ' MINVALUE ' || q.seqmin \
+                || ' MAXVALUE ' || q.seqmax || ' START WITH ' || q.seqstart \
+                || ' CACHE ' || q.seqcache || CASE WHEN q.seqcycle THEN ' CYCLE' ELSE ' NO CYCLE' END, \
+                EXISTS (SELECT 1 FROM {}.sl_sequence ss WHERE ss.seq_reloid = s.oid) \
+           FROM pg_catalog.pg_class s \
+           JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace \
+           JOIN pg_catalog.pg_sequence q ON q.seqrelid = s.oid \
+          WHERE s.relkind = 'S' AND sn.nspname = $1 AND s.relname = $2",
+        cfg.cluster.schema()
+    );
+    let rows = client
+        .query(sql.as_str(), &[&t.schema, &t.table])
+        .await
+        .pg("looking up the sequence")?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let in_set: bool = row.get(1);
+    if !in_set {
+        bail!(
+            "{t} is a sequence in no Slony set of cluster {}: only what the cluster replicates is served",
+            cfg.cluster
+        );
+    }
+    let v = client
+        .query_one(
+            format!("SELECT last_value, is_called FROM {}", t.quoted()).as_str(),
+            &[],
+        )
+        .await
+        .pg(&format!("reading sequence {t}"))?;
+    Ok(Some(Sequence {
+        schema: t.schema.clone(),
+        name: t.table.clone(),
+        options: row.get(0),
+        value: Some(SequenceValue {
+            last_value: v.get(0),
+            is_called: v.get(1),
+        }),
+        owned_by: None,
+    }))
+}
+
 async fn kept_table_sequences(
     cfg: &ManagerConfig,
     client: &Client,

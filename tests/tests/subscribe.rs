@@ -838,3 +838,54 @@ async fn crash_soak_random_kills() {
         "soak: {cycles} cycles, {kills_receiver} receivers and {kills_manager} managers killed mid-run, {applied} changes applied, {rolled_back} rolled back; every cycle consistent"
     );
 }
+
+/// A set sequence that no subscribed table owns is subscribed by listing it: it is
+/// created on the replica at the provider's value, kept in the site's sequence list (so
+/// the cutter sends its changes), and stays when it is unsubscribed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_set_sequence_is_replicated() {
+    let s = Setup::new("subscribe-sequence", false).await;
+    let provider = s.pg.connect("provider").await;
+    provider
+        .batch_execute(&format!(
+            "SELECT setval('s1.seq1', 4242);\n{}",
+            crate::support::slony_set_sequences_sql("lab", &["s1.seq1"])
+        ))
+        .await
+        .unwrap();
+    let (code, out) = s.subscribe("s1.t1 subscribe\ns1.seq1 subscribe\n");
+    assert_eq!(code, 0, "{out}\nmanager log:\n{}", s.manager_log());
+    let replica = s.pg.connect("replica").await;
+    let v: i64 = replica
+        .query_one("SELECT last_value FROM s1.seq1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 4242);
+    let listed = std::fs::read_to_string(
+        s.provider_root
+            .join("subscribers")
+            .join(NODE)
+            .join("sequences"),
+    )
+    .unwrap();
+    assert!(listed.lines().any(|l| l == "s1.seq1"), "{listed}");
+    // A sequence outside every set is refused, with the reason.
+    provider
+        .batch_execute("CREATE SEQUENCE s1.not_replicated")
+        .await
+        .unwrap();
+    let (code, out) = s.subscribe("s1.not_replicated subscribe\n");
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("is a sequence in no Slony set"), "{out}");
+    // Unsubscribed, it stays on the replica, no longer updated.
+    let (code, out) = s.subscribe("s1.seq1 unsubscribe\n");
+    assert_eq!(code, 0, "{out}\nmanager log:\n{}", s.manager_log());
+    assert!(out.contains("s1.seq1 is a sequence: it stays"), "{out}");
+    let there: Option<String> = replica
+        .query_one("SELECT pg_catalog.to_regclass('s1.seq1')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(there.is_some());
+}
