@@ -32,6 +32,7 @@ struct RawManager {
     #[serde(default)]
     housekeeping: RawHousekeeping,
     allow_shared_account: Option<bool>,
+    ddl_search_path: Option<Vec<String>>,
     #[serde(default)]
     sites: std::collections::BTreeMap<String, RawSite>,
     #[serde(default)]
@@ -81,6 +82,8 @@ pub struct ManagerConfig {
     pub registry: Registry,
     /// `[alert]`: who is mailed when a site does what it may not.
     pub alert: slony_shared::config::AlertConfig,
+    /// How the cutter reads the provider's DDL (`ddl_search_path`).
+    pub cut: slony_shared::archive::cut::CutOptions,
 }
 
 /// `[housekeeping]`: how `slony-manager housekeeping` packs and prunes site directories.
@@ -301,6 +304,29 @@ impl ManagerConfig {
 
         let registry = registry(p, raw.sites, raw.allow_shared_account.unwrap_or(false))?;
         let alert = slony_shared::config::alert_config(p, raw.alert, "slony-manager")?;
+        let ddl_search_path = raw
+            .ddl_search_path
+            .unwrap_or_else(|| vec!["public".to_string()]);
+        if ddl_search_path.is_empty() {
+            return Err(invalid(
+                p,
+                "ddl_search_path",
+                "must name at least one schema",
+            ));
+        }
+        for schema in &ddl_search_path {
+            if schema.starts_with('$')
+                || schema.is_empty()
+                || schema.len() > 63
+                || schema.chars().any(char::is_control)
+            {
+                return Err(invalid(
+                    p,
+                    "ddl_search_path",
+                    format!("{schema:?} is not a schema name: write the schemas as PostgreSQL spells them (\"$user\" stands for the role slon connects as: write that role's schema instead)"),
+                ));
+            }
+        }
 
         Ok(ManagerConfig {
             source: path.to_path_buf(),
@@ -318,6 +344,7 @@ impl ManagerConfig {
             },
             registry,
             alert,
+            cut: slony_shared::archive::cut::CutOptions { ddl_search_path },
         })
     }
 
@@ -594,6 +621,20 @@ url = "postgresql://slony@127.0.0.1:5432/jsoc"
         ))
         .unwrap();
         assert_eq!(c.registry.shared_accounts().len(), 1);
+    }
+
+    #[test]
+    fn the_ddl_search_path_is_a_list_of_schemas() {
+        assert_eq!(parse(MINIMAL).unwrap().cut.ddl_search_path, ["public"]);
+        let c = parse(&format!(
+            "ddl_search_path = [\"app\", \"Odd Schema\", \"public\"]\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(c.cut.ddl_search_path, ["app", "Odd Schema", "public"]);
+        for bad in ["[]", "[\"$user\", \"public\"]", "[\"\"]"] {
+            let err = parse(&format!("ddl_search_path = {bad}\n{MINIMAL}")).unwrap_err();
+            assert!(err.to_string().contains("ddl_search_path"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -56,7 +56,7 @@ use crate::config::ManagerConfig;
 use crate::fsutil;
 use crate::site;
 use anyhow::{bail, Context};
-use slony_shared::archive::cut::{cut_file, SiteFilter};
+use slony_shared::archive::cut::{cut_file_with, CutOptions, SiteFilter};
 use slony_shared::archive::name::{classify, ArchiveName, Entry};
 use slony_shared::counter::Counter;
 use slony_shared::ident::NodeName;
@@ -431,7 +431,7 @@ pub fn pass(cfg: &ManagerConfig, stop: &AtomicBool) -> anyhow::Result<PassReport
         }
         sites.retain(|s| !blocked.contains(&s.node));
         let before = report.archives;
-        let stuck = group(archive_dir, &archives, &mut sites, &mut report)?;
+        let stuck = group(archive_dir, &cfg.cut, &archives, &mut sites, &mut report)?;
         for s in &sites {
             positions.insert(s.node.clone(), s.cut);
         }
@@ -448,6 +448,7 @@ pub fn pass(cfg: &ManagerConfig, stop: &AtomicBool) -> anyhow::Result<PassReport
 /// go on in this pass (up to date, or their next archive is missing or failed).
 fn group(
     archive_dir: &Path,
+    options: &CutOptions,
     archives: &BTreeMap<Counter, ArchiveName>,
     sites: &mut [Site],
     report: &mut PassReport,
@@ -491,7 +492,15 @@ fn group(
             stuck.extend(due);
             continue;
         };
-        match cut_one(archive_dir, name, sites, &due, &mut pending, report) {
+        match cut_one(
+            archive_dir,
+            options,
+            name,
+            sites,
+            &due,
+            &mut pending,
+            report,
+        ) {
             Ok(()) => {
                 for &i in &due {
                     sites[i].cut = c;
@@ -525,6 +534,7 @@ fn names(sites: &[Site], idx: &[usize]) -> String {
 /// temporary files added to `pending`.
 fn cut_one(
     archive_dir: &Path,
+    options: &CutOptions,
     name: &ArchiveName,
     sites: &[Site],
     due: &[usize],
@@ -561,7 +571,7 @@ fn cut_one(
             });
         }
         let filters: Vec<&SiteFilter> = todo.iter().map(|&i| &sites[i].filter).collect();
-        let summary = cut_file(&archive_dir.join(&file_name), &filters, &mut outs)?;
+        let summary = cut_file_with(&archive_dir.join(&file_name), &filters, &mut outs, options)?;
         if summary.counter != name.counter {
             bail!(
                 "{}: its tracking call says counter {}, its name {}",

@@ -21,10 +21,13 @@
 //!   ... on`, `comment on table|column`, `drop table`, `create table`, `truncate`,
 //!   `insert`/`update`/`delete`, `analyze`, `create|alter|drop sequence`) and the row goes
 //!   to the sites that have that table (that sequence, for a sequence statement: see
-//!   below). The rest of an EXECUTE SCRIPT (the trailing `S` row with only whitespace,
+//!   below). An unqualified table name is the table Slony's own apply took on the
+//!   log-shipping node: the first schema of [`CutOptions::ddl_search_path`] (the
+//!   `search_path` of the role slon connects as) that holds it. The rest of an EXECUTE SCRIPT (the trailing `S` row with only whitespace,
 //!   and the `s` end-of-script row) goes to the sites that got at least one statement of
 //!   the same script (same `log_txid`). A statement whose target cannot be decided
-//!   safely (a function, a view, a grant, an unqualified name, several statements in one
+//!   safely (a function, a view, a grant, an unqualified name that sites hold only in a
+//!   later schema of the DDL search path, several statements in one
 //!   row, a table rename of a subscribed table, a `truncate` of subscribed and
 //!   unsubscribed tables together...) stops the cut with
 //!   [`CutErrorKind::Undecidable`], naming the statement: a wrong guess would break a
@@ -253,6 +256,23 @@ pub struct CutSummary {
     pub kept: Vec<u64>,
 }
 
+/// How the provider's DDL is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutOptions {
+    /// The schemas, in order, that an unqualified table name of an EXECUTE SCRIPT
+    /// resolved against when Slony applied the script on the log-shipping node: the
+    /// `search_path` of the role its slon connects as (Slony sets none of its own).
+    pub ddl_search_path: Vec<String>,
+}
+
+impl Default for CutOptions {
+    fn default() -> Self {
+        CutOptions {
+            ddl_search_path: vec!["public".into()],
+        }
+    }
+}
+
 /// Cuts `reader` for one site into `out`.
 ///
 /// # Errors
@@ -276,12 +296,32 @@ pub fn cut_file<W: Write>(
     sites: &[&SiteFilter],
     outs: &mut [W],
 ) -> Result<CutSummary, CutError> {
+    cut_file_with(path, sites, outs, &CutOptions::default())
+}
+
+/// [`cut_file`] with `options`.
+///
+/// # Errors
+///
+/// See [`cut_many`]; the error names the archive.
+pub fn cut_file_with<W: Write>(
+    path: &Path,
+    sites: &[&SiteFilter],
+    outs: &mut [W],
+    options: &CutOptions,
+) -> Result<CutSummary, CutError> {
     let with_path = |kind| CutError {
         archive: Some(path.to_path_buf()),
         kind,
     };
     let file = File::open(path).map_err(|e| with_path(CutErrorKind::Read(e)))?;
-    cut_many(BufReader::with_capacity(256 * 1024, file), sites, outs).map_err(|e| CutError {
+    cut_many_with(
+        BufReader::with_capacity(256 * 1024, file),
+        sites,
+        outs,
+        options,
+    )
+    .map_err(|e| CutError {
         archive: Some(path.to_path_buf()),
         kind: e.kind,
     })
@@ -308,8 +348,26 @@ pub fn cut_many<R: BufRead, W: Write>(
     sites: &[&SiteFilter],
     outs: &mut [W],
 ) -> Result<CutSummary, CutError> {
+    cut_many_with(reader, sites, outs, &CutOptions::default())
+}
+
+/// [`cut_many`] with `options`.
+///
+/// # Errors
+///
+/// See [`cut_many`].
+///
+/// # Panics
+///
+/// If `sites` and `outs` differ in length.
+pub fn cut_many_with<R: BufRead, W: Write>(
+    reader: R,
+    sites: &[&SiteFilter],
+    outs: &mut [W],
+    options: &CutOptions,
+) -> Result<CutSummary, CutError> {
     assert_eq!(sites.len(), outs.len(), "one output per site");
-    let mut c = Cutter::new(sites, outs);
+    let mut c = Cutter::new(sites, outs, options);
     c.run(reader)?;
     Ok(c.summary()?)
 }
@@ -342,6 +400,8 @@ struct LogColumns {
 
 struct Cutter<'a, W: Write> {
     sites: &'a [&'a SiteFilter],
+    /// How DDL is read.
+    options: &'a CutOptions,
     outs: &'a mut [W],
     /// Current 1-based line.
     line_no: u64,
@@ -389,10 +449,11 @@ fn undecidable(line: u64, statement: &str, reason: impl Into<String>) -> CutErro
 }
 
 impl<'a, W: Write> Cutter<'a, W> {
-    fn new(sites: &'a [&'a SiteFilter], outs: &'a mut [W]) -> Self {
+    fn new(sites: &'a [&'a SiteFilter], outs: &'a mut [W], options: &'a CutOptions) -> Self {
         let n = sites.len();
         Cutter {
             sites,
+            options,
             outs,
             line_no: 0,
             mode: Mode::Sql,
@@ -706,13 +767,19 @@ impl<'a, W: Write> Cutter<'a, W> {
         line: u64,
         text: &str,
     ) -> Result<Vec<bool>, CutErrorKind> {
+        let mut tables = Vec::with_capacity(target.tables.len());
+        for (s, t) in &target.tables {
+            if s.is_empty() {
+                if let Some(resolved) = self.resolve(t, line, text)? {
+                    tables.push(resolved);
+                }
+            } else {
+                tables.push((s.clone(), t.clone()));
+            }
+        }
         let mut keep = Vec::with_capacity(self.sites.len());
         for site in self.sites {
-            let has: Vec<bool> = target
-                .tables
-                .iter()
-                .map(|(s, t)| site.has_table(s, t))
-                .collect();
+            let has: Vec<bool> = tables.iter().map(|(s, t)| site.has_table(s, t)).collect();
             let any = has.iter().any(|h| *h);
             if any && !has.iter().all(|h| *h) {
                 return Err(undecidable(
@@ -733,6 +800,39 @@ impl<'a, W: Write> Cutter<'a, W> {
             keep.push(any);
         }
         Ok(keep)
+    }
+
+    /// The table an unqualified name `t` meant when Slony applied the script, as far as
+    /// the sites are concerned: `None` when no site holds a table of that name in a
+    /// schema of the DDL search path (the statement is then no site's).
+    ///
+    /// A site's table exists on the log-shipping node, so when a site holds `t` in the
+    /// first schema of the path, that is the table PostgreSQL took. When sites hold it
+    /// only in a later schema, an earlier schema may still hold a table of that name
+    /// that no site subscribes to: that is truly ambiguous, and the cut stops.
+    fn resolve(
+        &self,
+        t: &str,
+        line: u64,
+        text: &str,
+    ) -> Result<Option<(String, String)>, CutErrorKind> {
+        let path = &self.options.ddl_search_path;
+        let held = |schema: &str| self.sites.iter().any(|site| site.has_table(schema, t));
+        let Some(first) = path.iter().position(|s| held(s)) else {
+            return Ok(None);
+        };
+        if first == 0 {
+            return Ok(Some((path[0].clone(), t.to_string())));
+        }
+        let earlier = path[..first].join(", ");
+        Err(undecidable(
+            line,
+            text,
+            format!(
+                "the unqualified name {t:?} is {}.{t} of a site's list, unless a schema searched before it ({earlier}) holds a table {t:?} that no site subscribes to: qualify the name in the script, or set ddl_search_path to the search_path the script ran with",
+                path[first]
+            ),
+        ))
     }
 
     /// One line of `COPY ... sl_log_archive` data.
@@ -1218,6 +1318,7 @@ fn classify(text: &str, in_body: bool) -> Result<Class, String> {
                     Ok(Class::CopyLog(log_columns(rest)?))
                 }
                 Name::Two(s, t) => Ok(Class::CopyTable(Target::one((s, t)))),
+                Name::One(_) => Err(format!("COPY target: {UNQUALIFIED}")),
                 Name::Other(why) => Err(format!("COPY target: {why}")),
             }
         }
@@ -1322,6 +1423,7 @@ fn classify_call(toks: &mut Tokens<'_>) -> Result<Class, String> {
             let name = args.first().ok_or("setval without a sequence")?;
             match parse_name_text(name)? {
                 Name::Two(s, n) => Ok(Class::Sequence(s, n)),
+                Name::One(_) => Err(format!("setval of {name:?}: {UNQUALIFIED}")),
                 Name::Other(why) => Err(format!("setval of {name:?}: {why}")),
             }
         }
@@ -1336,9 +1438,14 @@ fn classify_call(toks: &mut Tokens<'_>) -> Result<Class, String> {
 enum Name {
     /// `schema.name`.
     Two(String, String),
+    /// `name` alone: its schema is the first of the search path that holds it.
+    One(String),
     /// Anything else, and why it cannot be used.
     Other(&'static str),
 }
+
+/// Why an unqualified name is not taken where its schema must be known.
+const UNQUALIFIED: &str = "the name is not schema-qualified (its schema depends on search_path)";
 
 /// Reads `ident(.ident)*` from the tokens.
 fn qualified_name(toks: &mut Tokens<'_>) -> Result<Name, String> {
@@ -1359,7 +1466,7 @@ fn qualified_name(toks: &mut Tokens<'_>) -> Result<Name, String> {
         }
     }
     Ok(match parts.len() {
-        1 => Name::Other("the name is not schema-qualified (its schema depends on search_path)"),
+        1 => Name::One(parts.pop().unwrap_or_default()),
         2 => {
             let t = parts.pop().unwrap_or_default();
             Name::Two(parts.pop().unwrap_or_default(), t)
@@ -1389,6 +1496,17 @@ enum Found {
 fn two(name: Name) -> Result<(String, String), String> {
     match name {
         Name::Two(s, t) => Ok((s, t)),
+        Name::One(_) => Err(UNQUALIFIED.to_string()),
+        Name::Other(why) => Err(why.to_string()),
+    }
+}
+
+/// A table named by a statement: `(schema, table)`, the schema empty when the statement
+/// does not name one (resolved against the DDL search path, see [`CutOptions`]).
+fn table(name: Name) -> Result<(String, String), String> {
+    match name {
+        Name::Two(s, t) => Ok((s, t)),
+        Name::One(t) => Ok((String::new(), t)),
         Name::Other(why) => Err(why.to_string()),
     }
 }
@@ -1401,11 +1519,11 @@ fn target_of(first: &str, toks: &mut Tokens<'_>) -> Result<Found, String> {
             if !word(&t, "into") {
                 return Err("an insert without `into`".into());
             }
-            Ok(Found::Tables(Target::one(two(qualified_name(toks)?)?)))
+            Ok(Found::Tables(Target::one(table(qualified_name(toks)?)?)))
         }
         "update" => {
             skip_word(toks, "only");
-            Ok(Found::Tables(Target::one(two(qualified_name(toks)?)?)))
+            Ok(Found::Tables(Target::one(table(qualified_name(toks)?)?)))
         }
         "delete" => {
             let t = toks.next();
@@ -1413,7 +1531,7 @@ fn target_of(first: &str, toks: &mut Tokens<'_>) -> Result<Found, String> {
                 return Err("a delete without `from`".into());
             }
             skip_word(toks, "only");
-            Ok(Found::Tables(Target::one(two(qualified_name(toks)?)?)))
+            Ok(Found::Tables(Target::one(table(qualified_name(toks)?)?)))
         }
         "truncate" => {
             skip_word(toks, "table");
@@ -1442,7 +1560,7 @@ fn target_of(first: &str, toks: &mut Tokens<'_>) -> Result<Found, String> {
                     }
                 }
                 toks.pos = save;
-                let t = two(qualified_name(toks)?)?;
+                let t = table(qualified_name(toks)?)?;
                 let save = toks.pos;
                 if toks.next() != Some(Tok::Punct('*')) {
                     toks.pos = save;
@@ -1474,7 +1592,7 @@ fn target_of(first: &str, toks: &mut Tokens<'_>) -> Result<Found, String> {
             }
             let what = toks.next();
             if word(&what, "table") {
-                Ok(Found::Tables(Target::one(two(qualified_name(toks)?)?)))
+                Ok(Found::Tables(Target::one(table(qualified_name(toks)?)?)))
             } else if word(&what, "column") {
                 let mut parts = Vec::new();
                 loop {
@@ -1532,7 +1650,7 @@ fn target_of(first: &str, toks: &mut Tokens<'_>) -> Result<Found, String> {
             }
             if word(&w, "table") {
                 skip_words(toks, &["if", "not", "exists"]);
-                Ok(Found::Tables(Target::one(two(qualified_name(toks)?)?)))
+                Ok(Found::Tables(Target::one(table(qualified_name(toks)?)?)))
             } else if word(&w, "sequence") {
                 skip_words(toks, &["if", "not", "exists"]);
                 let (s, n) = two(qualified_name(toks)?)?;
@@ -1551,7 +1669,7 @@ fn target_of(first: &str, toks: &mut Tokens<'_>) -> Result<Found, String> {
                     }
                 }
                 skip_word(toks, "only");
-                Ok(Found::Tables(Target::one(two(qualified_name(toks)?)?)))
+                Ok(Found::Tables(Target::one(table(qualified_name(toks)?)?)))
             } else {
                 Err("a CREATE of something other than a table, index, trigger or sequence".into())
             }
@@ -1588,7 +1706,7 @@ fn name_list(toks: &mut Tokens<'_>) -> Result<Target, String> {
     let mut tables = Vec::new();
     loop {
         skip_word(toks, "only");
-        tables.push(two(qualified_name(toks)?)?);
+        tables.push(table(qualified_name(toks)?)?);
         let save = toks.pos;
         let mut t = toks.next();
         if t == Some(Tok::Punct('*')) {
@@ -1865,7 +1983,6 @@ vacuum analyze \"_lab\".sl_archive_tracking;\n";
                 "create view s1.v as select * from s1.t1;",
                 "something other",
             ),
-            ("alter table t1 add column x int;", "not schema-qualified"),
             ("grant select on s1.t1 to public;", "not among"),
             (
                 "alter table s1.t1 add column a int; drop table s1.t2;",
@@ -1893,6 +2010,58 @@ vacuum analyze \"_lab\".sl_archive_tracking;\n";
         let row = "1\t1\t\\N\t1\t\\N\t\\N\tS\t\\N\t{\"alter table s1.zz rename to yy;\",\"\",\"\"}";
         let (outs, _) = cut_str(&archive(&[row], &[]), &[site(&["s1.t1"])]).unwrap();
         assert_eq!(outs[0], archive(&[], &[]));
+    }
+
+    #[test]
+    fn unqualified_ddl_goes_to_the_sites_of_the_table_slony_resolved() {
+        let ddl = |stmt: &str| format!("1\t1\t\\N\t1\t\\N\t\\N\tS\t\\N\t{{\"{stmt}\",\"\",\"\"}}");
+        let cut_with = |text: &str, sites: &[SiteFilter], path: &[&str]| {
+            let refs: Vec<&SiteFilter> = sites.iter().collect();
+            let mut outs: Vec<Vec<u8>> = vec![Vec::new(); sites.len()];
+            let options = CutOptions {
+                ddl_search_path: path.iter().map(|s| s.to_string()).collect(),
+            };
+            cut_many_with(text.as_bytes(), &refs, &mut outs, &options).map(|_| {
+                outs.into_iter()
+                    .map(|o| String::from_utf8(o).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        // As Slony's regression suites write it: `alter table table4 ...`, applied with
+        // the default search_path (public): only the site holding public.table4 gets it.
+        let row = ddl("alter table table4 add column x int;");
+        let text = archive(&[&row], &[]);
+        let sites = [
+            site(&["public.table4"]),
+            site(&["s1.table4"]),
+            site(&["s1.t1"]),
+        ];
+        let outs = cut_with(&text, &sites, &["public"]).unwrap();
+        assert!(outs[0].contains("alter table table4"), "{}", outs[0]);
+        assert!(!outs[1].contains("table4"), "{}", outs[1]);
+        assert!(!outs[2].contains("table4"), "{}", outs[2]);
+        // The default options are the same.
+        let (outs, _) = cut_str(&text, &sites).unwrap();
+        assert!(outs[0].contains("alter table table4"));
+        // With s1 first in the path, the site of s1.table4 gets it.
+        let outs = cut_with(&text, &sites, &["s1", "public"]).unwrap();
+        assert!(outs[1].contains("alter table table4"), "{}", outs[1]);
+        assert!(!outs[0].contains("table4"), "{}", outs[0]);
+        // No site holds it in any schema of the path: nobody gets it.
+        let outs = cut_with(&text, &[site(&["s2.table4"])], &["public", "s1"]).unwrap();
+        assert!(!outs[0].contains("table4"));
+        // Held only in a later schema: an earlier one may hold an unsubscribed table4, so
+        // the cut stops and says why.
+        let err = cut_with(&text, &[site(&["s1.table4"])], &["public", "s1"]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err.kind, CutErrorKind::Undecidable { .. }) && msg.contains("public"),
+            "{msg}"
+        );
+        // Unqualified names of sequences and COPY targets still stop the cut.
+        let seq = ddl("alter sequence q1 restart;");
+        let err = cut_with(&archive(&[&seq], &[]), &[site(&["s1.t1"])], &["public"]).unwrap_err();
+        assert!(err.to_string().contains("not schema-qualified"), "{err}");
     }
 
     #[test]
