@@ -102,6 +102,8 @@ pub struct Splitter<R> {
     strings: Strings,
     /// Where the COPY data stands between two reads.
     copy: CopyState,
+    /// Longest statement accepted ([`MAX_STATEMENT`]; smaller in tests).
+    limit: usize,
 }
 
 /// What the COPY data left open at the end of the last piece read.
@@ -128,6 +130,17 @@ impl<R: BufRead> Splitter<R> {
             eof: false,
             strings: Strings::Standard,
             copy: CopyState::default(),
+            limit: MAX_STATEMENT,
+        }
+    }
+
+    /// A splitter that refuses statements longer than `limit` bytes (tests use a small
+    /// one to check the bound without gigabytes of input).
+    #[cfg(test)]
+    fn with_limit(reader: R, limit: usize) -> Self {
+        Splitter {
+            limit,
+            ..Splitter::new(reader)
         }
     }
 
@@ -147,7 +160,7 @@ impl<R: BufRead> Splitter<R> {
         self.pending.clear();
         self.pos = 0;
         let n = (&mut self.reader)
-            .take(MAX_STATEMENT as u64)
+            .take(self.limit as u64 + 1)
             .read_until(b'\n', &mut self.pending)?;
         if n == 0 {
             return Ok(false);
@@ -321,10 +334,10 @@ impl<R: BufRead> Splitter<R> {
             }
             let end = ended.unwrap_or(bytes.len()).min(bytes.len());
             stmt.extend_from_slice(&bytes[self.pos..end]);
-            if stmt.len() > MAX_STATEMENT {
+            if stmt.len() > self.limit {
                 return Err(ParseError::Invalid {
                     line: start_line,
-                    reason: format!("statement longer than {MAX_STATEMENT} bytes"),
+                    reason: format!("statement longer than {} bytes", self.limit),
                 });
             }
             match ended {
@@ -504,6 +517,35 @@ fn is_copy_from_stdin_with(sql: &str, strings: Strings) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts the bytes taken from the reader.
+    struct Counting<'a>(&'a [u8], std::rc::Rc<std::cell::Cell<usize>>);
+
+    impl std::io::Read for Counting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(buf)?;
+            self.1.set(self.1.get() + n);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_line_without_an_end_is_refused_at_the_limit_unread() {
+        // 10 MB of one line that never ends, limit 1 KiB: refused after about 1 KiB.
+        let huge = vec![b'x'; 10 * 1024 * 1024];
+        let read = std::rc::Rc::new(std::cell::Cell::new(0));
+        let reader = std::io::BufReader::with_capacity(4096, Counting(&huge, read.clone()));
+        let mut s = Splitter::with_limit(reader, 1024);
+        let err = s.next_item().unwrap_err().to_string();
+        assert!(err.contains("longer than 1024 bytes"), "{err}");
+        assert!(read.get() <= 8192, "read {} bytes of the line", read.get());
+        // The same text within the limit is a statement.
+        let mut s = Splitter::with_limit(&b"select 1;\n"[..], 1024);
+        assert!(matches!(
+            s.next_item().unwrap(),
+            Some(Item::Statement { .. })
+        ));
+    }
 
     fn split(text: &str) -> Vec<(String, Vec<u8>)> {
         let mut s = Splitter::new(text.as_bytes());
