@@ -118,11 +118,17 @@ pub fn prune_rejected(dir: &Path) -> usize {
         return 0;
     };
     let now = std::time::SystemTime::now();
+    // Aged by when the manager moved them (the second field of the generated name), not
+    // by their own mtime, which the site that planted them chose.
     let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
         .flatten()
-        .filter_map(|e| {
-            let m = e.path().symlink_metadata().ok()?;
-            Some((m.modified().unwrap_or(now), e.path()))
+        .map(|e| {
+            let moved = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.rsplit('-').nth(2).and_then(|t| t.parse::<u64>().ok()))
+                .map_or(now, |t| std::time::UNIX_EPOCH + Duration::from_secs(t));
+            (moved, e.path())
         })
         .collect();
     files.sort();
@@ -651,17 +657,29 @@ mod tests {
     fn rejected_files_are_kept_a_while_and_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let old = std::time::SystemTime::now() - Duration::from_secs(31 * 24 * 3600);
+        let secs =
+            |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let now = secs(std::time::SystemTime::now());
         for i in 0..REJECTED_MAX + 5 {
-            let p = dir.path().join(format!("f{i:05}"));
+            // Named as move_aside names them: tag-<moved at>-<pid>-<seq>.
+            let moved = if i < 3 {
+                secs(old)
+            } else {
+                now - 100 + i as u64 % 50
+            };
+            let p = dir.path().join(format!("forged-request-{moved}-1-{i}"));
             std::fs::write(&p, "x").unwrap();
-            if i < 3 {
-                std::fs::File::options()
-                    .write(true)
-                    .open(&p)
-                    .unwrap()
-                    .set_modified(old)
-                    .unwrap();
-            }
+            // A file's own mtime (which its writer chose) does not count.
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(if i < 3 {
+                    std::time::SystemTime::now()
+                } else {
+                    old
+                })
+                .unwrap();
         }
         // The three old ones, and two more beyond the bound (the oldest).
         assert_eq!(prune_rejected(dir.path()), 5);

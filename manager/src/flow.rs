@@ -511,9 +511,11 @@ fn finish(
             }),
         }
     };
+    // `.done` first: a site looking at any moment finds the request either answered or
+    // ended, never neither (it would send its request again).
+    fsutil::write_atomic(&f.done, done.render(binding).as_bytes())?;
     fsutil::remove_file(&f.sql)?;
     fsutil::remove_file(&f.sqldone)?;
     fsutil::remove_site_entry(&f.sqlapplied);
-    fsutil::remove_file(&f.cancel)?;
-    fsutil::write_atomic(&f.done, done.render(binding).as_bytes())
+    fsutil::remove_file(&f.cancel)
 }

@@ -101,10 +101,11 @@ impl TablePattern {
     /// Parses `schema.table` or `schema.*`.
     pub fn parse(s: &str) -> Result<TablePattern, String> {
         if let Some(schema) = s.strip_suffix(".*") {
-            // Validated as a table name would be, with a stand-in table.
-            QualifiedTable::parse(&format!("{schema}.x")).map_err(|e| e.to_string())?;
+            // Read as a table name would be, with a stand-in table (so a quoted schema
+            // is taken as PostgreSQL spells it).
+            let t = QualifiedTable::parse(&format!("{schema}.x")).map_err(|e| e.to_string())?;
             return Ok(TablePattern {
-                schema: schema.to_string(),
+                schema: t.schema,
                 table: None,
             });
         }
@@ -255,6 +256,8 @@ mod tests {
         assert!(all.matches(&t("s1.anything")));
         assert!(!all.matches(&t("s2.t1")));
         assert!(one.matches(&t("s2.t1")));
+        let quoted = TablePattern::parse("\"Schema.name\".*").unwrap();
+        assert!(quoted.matches(&t("\"Schema.name\".\"Capital Idea\"")));
         assert!(!one.matches(&t("s2.t2")));
         for bad in ["*", "s1", "s1.*.*", "../x.*", "s1.t\"1", ".*"] {
             assert!(TablePattern::parse(bad).is_err(), "{bad}");

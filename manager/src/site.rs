@@ -129,8 +129,10 @@ pub fn render_tables(tables: &[QualifiedTable]) -> String {
 pub fn parse_tables(text: &str) -> anyhow::Result<Vec<QualifiedTable>> {
     let mut out: Vec<QualifiedTable> = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
+        let line = line.trim();
+        // A `#` starts a comment only at the start of a line: inside a quoted name it is
+        // part of the name (`public."Jan's #1 idea"`).
+        if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let t = QualifiedTable::parse(line).with_context(|| format!("line {}", i + 1))?;
@@ -346,6 +348,12 @@ mod tests {
             list(&["s1.a"])
         );
         assert!(parse_tables("s1.a; drop\n").is_err());
+        // Names with `#` or spaces, written and read back.
+        let odd = vec![
+            QualifiedTable::parse("public.\"Jan's #1 idea\"").unwrap(),
+            QualifiedTable::parse("\"Schema.name\".\"Capital Idea\"").unwrap(),
+        ];
+        assert_eq!(parse_tables(&render_tables(&odd)).unwrap(), odd);
     }
 
     #[test]

@@ -91,6 +91,8 @@ pub struct Applier {
     /// applied (see [`crate::subscribe::bootstrap::PENDING_DROP_TABLE`]); `None` until
     /// read from the replica.
     pending_drops: Option<Vec<PendingDrop>>,
+    /// The search_path DDL rows run with, as an SQL literal.
+    ddl_search_path: String,
 }
 
 /// A table to drop in the transaction of the archive `after`: the copies before it still
@@ -128,8 +130,15 @@ pub use crate::execute::describe_pg_error;
 
 impl Applier {
     /// Wraps a connected client.
-    pub fn new(client: Client, cluster: ClusterName, vacuum_every: u64, allow: Allowances) -> Self {
+    pub fn new(
+        client: Client,
+        cluster: ClusterName,
+        vacuum_every: u64,
+        allow: Allowances,
+        ddl_search_path: &str,
+    ) -> Self {
         Applier {
+            ddl_search_path: quote_literal(ddl_search_path),
             client,
             cluster,
             unvacuumed: 0,
@@ -248,11 +257,13 @@ impl Applier {
             }
             // DDL of an archive before may have set search_path: each archive starts
             // from the session's own, for its statements and for its DDL rows.
-            begin.push_str(
+            // DDL rows run with the provider's DDL search path, so an unqualified name
+            // is the table it was on the log-shipping node (and the one the cut chose).
+            begin.push_str(&format!(
                 "; SET LOCAL standard_conforming_strings TO on; RESET search_path; \
-                 SELECT pg_catalog.set_config('slony_receiver.ddl_search_path', \
-                 pg_catalog.current_setting('search_path'), true)",
-            );
+                 SELECT pg_catalog.set_config('slony_receiver.ddl_search_path', {}, true)",
+                self.ddl_search_path
+            ));
             // The DDL rows log_apply() may run: those the check approved, or none.
             let approved = if archive.approved_ddl.is_empty() {
                 "none".to_string()
@@ -274,7 +285,9 @@ impl Applier {
                 .filter(|d| d.after <= name.counter.as_i64())
                 .collect();
             if outcome.is_ok() && !due.is_empty() {
-                let mut sql = String::new();
+                // The archive may have switched to escaped strings (pre-2.2): the literals
+                // below are standard ones.
+                let mut sql = String::from("SET LOCAL standard_conforming_strings TO on;");
                 for d in &due {
                     sql.push_str(&format!(
                         "DROP TABLE IF EXISTS {}.{}; DELETE FROM {}.{} WHERE nsp = {} AND rel = {};",

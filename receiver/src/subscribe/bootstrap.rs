@@ -81,6 +81,9 @@ pub struct Bootstrap<'a> {
     /// unsubscription with `allow_drop`) waits until the snapshot's archive is applied,
     /// because the copies before it still carry the table's rows.
     pub behind: bool,
+    /// The tables the request subscribes: a drop of them still pending from an earlier
+    /// unsubscription is cancelled (they are loaded afresh at this snapshot).
+    pub subscribed: &'a [slony_shared::ident::QualifiedTable],
 }
 
 /// Tables an unsubscription drops once the archive of its snapshot is applied, in the
@@ -249,6 +252,14 @@ async fn run<R: std::io::BufRead>(
         ";\nCREATE TABLE IF NOT EXISTS {s}.{PENDING_DROP_TABLE} (nsp text NOT NULL, rel text NOT NULL, after_counter bigint NOT NULL, PRIMARY KEY (nsp, rel))",
         s = cluster.schema()
     ));
+    for t in bootstrap.subscribed {
+        begin.push_str(&format!(
+            ";\nDELETE FROM {s}.{PENDING_DROP_TABLE} WHERE nsp = {} AND rel = {}",
+            quote_literal(&t.schema),
+            quote_literal(&t.table),
+            s = cluster.schema()
+        ));
+    }
     pipeline.push(client, begin, 0).await.map_err(exec_error)?;
     let rules = Rules::new(&format!("_{}", cluster.as_str()), bootstrap.allow);
     let mut buf = Vec::new();
@@ -263,6 +274,21 @@ async fn run<R: std::io::BufRead>(
                     .flatten()
                     .and_then(|p| p.dropped_tables());
                 if let Some(tables) = dropped {
+                    // Tried now and undone: a drop that cannot succeed (a view or a
+                    // foreign key of the site's on the table) refuses the change here,
+                    // instead of stopping pull at the snapshot later.
+                    pipeline
+                        .push(client, "SAVEPOINT pending_drop".into(), line)
+                        .await
+                        .map_err(exec_error)?;
+                    pipeline
+                        .push_provider(client, sql.clone(), line)
+                        .await
+                        .map_err(exec_error)?;
+                    pipeline
+                        .push(client, "ROLLBACK TO SAVEPOINT pending_drop".into(), line)
+                        .await
+                        .map_err(exec_error)?;
                     for (schema, table) in tables {
                         pipeline
                             .push(

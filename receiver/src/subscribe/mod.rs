@@ -177,6 +177,19 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
 
     let state = load_state(&state_file)?;
     if opts.abort {
+        // A request whose SQL is already committed on the replica cannot be withdrawn:
+        // the manager would roll back what the replica holds.
+        if let Some(binding) = state
+            .as_ref()
+            .filter(|s| s.step == Step::Requested)
+            .and_then(|s| trigger::request_binding(s.request.as_bytes()))
+        {
+            let client = pull::connect_db(cfg).await?;
+            if bootstrap::was_applied(&client, &cfg.cluster, &binding.nonce).await? {
+                eprintln!("slony-receiver: the SQL of the request in progress is already applied on the replica (a run was killed after its commit), so it cannot be withdrawn: run `slony-receiver subscribe-series --config {} --list FILE` again to finish it on both sides", cfg.source.display());
+                return Ok(exit::APPLY);
+            }
+        }
         return abort(cfg, &remote, &paths, state.as_ref(), &state_file);
     }
     let mut state = match state {
@@ -197,7 +210,9 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
             state_file.display()
         )
     })?;
-    if state.step == Step::Requested {
+    // A request whose upload completed (its owner is known) is never sent again: the
+    // manager may have taken and ended it already.
+    if state.step == Step::Requested && state.own_uid.is_none() {
         resend_if_lost(&remote, &paths, &mut state, &state_file, &binding)?;
     }
     let verifier = Verifier::new(
@@ -275,7 +290,17 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
                             counter = counter.0,
                             "applying the subscription SQL"
                         );
-                        apply_sql(cfg, &local, new_site, counter, &binding.nonce).await
+                        let subscribed: Vec<slony_shared::ident::QualifiedTable> =
+                            Request::parse(state.request.as_bytes(), &cfg.node)
+                                .map(|r| {
+                                    r.series
+                                        .into_iter()
+                                        .filter(|s| s.action == trigger::Action::Subscribe)
+                                        .map(|s| s.table)
+                                        .collect()
+                                })
+                                .unwrap_or_default();
+                        apply_sql(cfg, &local, new_site, counter, &binding.nonce, &subscribed).await
                     }
                     Err(e) => {
                         tracing::error!(error = %format!("{e:#}"), "ALERT: the SQL file is not the one the manager published");
@@ -323,14 +348,15 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
             ))
         }
     };
-    finish(cfg, &state, &state_file)?;
     if success && done.success {
+        // Before the pause is lifted: archives fetched ahead before the change were cut
+        // with the previous list; they are fetched again, cut with the new one. A run
+        // killed here does it again (the state is still there).
         let client = pull::connect_db(cfg).await?;
         let position = pull::read_position(&client, &cfg.cluster).await?;
-        let _ = record::write_counter_file(&cfg.counter_file(), position.counter);
-        // Archives fetched ahead before the change were cut with the previous list: they
-        // are fetched again, cut with the new one from the snapshot on.
         discard_fetched_ahead(cfg, position.counter);
+        let _ = record::write_counter_file(&cfg.counter_file(), position.counter);
+        finish(cfg, &state, &state_file)?;
         match crate::cmd::guard::protect(cfg).await {
             Ok(g) => tracing::info!(tables = g.guarded.len(), newly = g.changed.len(), "replica guard on: replicated tables refuse local writes"),
             Err(e) => eprintln!("warning: the replicated tables are NOT guarded against local writes ({e:#}); run `slony-receiver guard on`"),
@@ -341,6 +367,7 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
         );
         Ok(exit::OK)
     } else {
+        finish(cfg, &state, &state_file)?;
         let why = reason
             .or(done.reason)
             .unwrap_or_else(|| "no reason given".into());
@@ -516,6 +543,7 @@ async fn apply_sql(
     new_site: bool,
     counter: slony_shared::counter::Counter,
     nonce: &Nonce,
+    subscribed: &[slony_shared::ident::QualifiedTable],
 ) -> anyhow::Result<()> {
     let client = pull::connect_db(cfg).await?;
     crate::privilege::check_applier(&client).await?;
@@ -551,6 +579,7 @@ async fn apply_sql(
         allow: cfg.sql_allow,
         request: (nonce, counter),
         behind,
+        subscribed,
     };
     bootstrap::apply(&client, local, &what, |done, total| match &bar {
         Some(bar) => bar.set_position(done),

@@ -770,9 +770,12 @@ impl<'a, W: Write> Cutter<'a, W> {
         let mut tables = Vec::with_capacity(target.tables.len());
         for (s, t) in &target.tables {
             if s.is_empty() {
-                if let Some(resolved) = self.resolve(t, line, text)? {
-                    tables.push(resolved);
-                }
+                // A name no site holds stays in the list as held by none, so a statement
+                // naming it with a site's table is still refused as mixed.
+                tables.push(
+                    self.resolve(t, line, text)?
+                        .unwrap_or_else(|| (String::new(), t.clone())),
+                );
             } else {
                 tables.push((s.clone(), t.clone()));
             }
@@ -2058,6 +2061,10 @@ vacuum analyze \"_lab\".sl_archive_tracking;\n";
             matches!(err.kind, CutErrorKind::Undecidable { .. }) && msg.contains("public"),
             "{msg}"
         );
+        // A name no site holds, together with a site's table: mixed, refused.
+        let mixed = ddl("truncate scratch, s1.t1;");
+        let err = cut_with(&archive(&[&mixed], &[]), &[site(&["s1.t1"])], &["public"]).unwrap_err();
+        assert!(err.to_string().contains("together with"), "{err}");
         // Unqualified names of sequences and COPY targets still stop the cut.
         let seq = ddl("alter sequence q1 restart;");
         let err = cut_with(&archive(&[&seq], &[]), &[site(&["s1.t1"])], &["public"]).unwrap_err();

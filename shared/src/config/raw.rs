@@ -61,6 +61,7 @@ pub struct RawPull {
     pub group_commit: Option<usize>,
     pub metrics_listen: Option<String>,
     pub acknowledge: Option<bool>,
+    pub ddl_search_path: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
