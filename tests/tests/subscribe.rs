@@ -527,6 +527,24 @@ async fn subscription_changes_take_effect_at_their_snapshot_in_the_cut_stream() 
         t1_changes > 0,
         "81..90 must change s1.t1 for this part to mean anything"
     );
+    // A drop that cannot succeed (a view of the site's on the table) refuses the change
+    // now, on both sides, instead of stopping pull at the snapshot later.
+    replica
+        .batch_execute("CREATE VIEW public.t1_view AS SELECT * FROM s1.t1")
+        .await
+        .unwrap();
+    let (code, out) = s.subscribe("s1.t1 unsubscribe\n");
+    assert_eq!(code, 4, "{out}\nmanager log:\n{}", s.manager_log());
+    assert!(out.contains("depend"), "{out}");
+    assert!(
+        s.site_tables().lines().any(|l| l == "s1.t1"),
+        "{}",
+        s.site_tables()
+    );
+    replica
+        .batch_execute("DROP VIEW public.t1_view")
+        .await
+        .unwrap();
     let (code, out) = s.subscribe("s1.t1 unsubscribe\n");
     assert_eq!(code, 0, "{out}\nmanager log:\n{}", s.manager_log());
     let t1_there = |r: &tokio_postgres::Row| r.get::<_, Option<String>>(0).is_some();
@@ -600,6 +618,13 @@ async fn crash_windows_end_with_the_change_applied_once() {
         let (code, out) = s.subscribe_env(list, &[("SLONY_RECEIVER_CRASH_AT", point)]);
         assert_eq!(code, -1, "the receiver was to die at {point}: {out}");
         assert!(out.contains(&format!("crashing at {point}")), "{out}");
+        if point == "after-commit" {
+            // The SQL is committed: withdrawing the request would roll back on the
+            // provider what the replica holds, so --abort refuses and says what to do.
+            let (code, out) = s.receiver(&["subscribe-series", "--abort"]);
+            assert_eq!(code, 4, "{out}");
+            assert!(out.contains("already applied on the replica"), "{out}");
+        }
         let (code, out) = s.subscribe(list);
         assert_eq!(code, 0, "{out}\n{}", s.manager_log());
         assert!(out.contains("subscription updated"), "{out}");

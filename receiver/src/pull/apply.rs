@@ -91,7 +91,7 @@ pub struct Applier {
     /// applied (see [`crate::subscribe::bootstrap::PENDING_DROP_TABLE`]); `None` until
     /// read from the replica.
     pending_drops: Option<Vec<PendingDrop>>,
-    /// The search_path DDL rows run with, as an SQL literal.
+    /// What DDL rows take their search_path from: an SQL literal, or the session's own.
     ddl_search_path: String,
 }
 
@@ -135,10 +135,13 @@ impl Applier {
         cluster: ClusterName,
         vacuum_every: u64,
         allow: Allowances,
-        ddl_search_path: &str,
+        ddl_search_path: Option<&str>,
     ) -> Self {
         Applier {
-            ddl_search_path: quote_literal(ddl_search_path),
+            ddl_search_path: ddl_search_path.map_or_else(
+                || "pg_catalog.current_setting('search_path')".to_string(),
+                quote_literal,
+            ),
             client,
             cluster,
             unvacuumed: 0,
@@ -257,8 +260,9 @@ impl Applier {
             }
             // DDL of an archive before may have set search_path: each archive starts
             // from the session's own, for its statements and for its DDL rows.
-            // DDL rows run with the provider's DDL search path, so an unqualified name
-            // is the table it was on the log-shipping node (and the one the cut chose).
+            // DDL rows run with the provider's DDL search path when one is configured (so
+            // an unqualified name is the table it was on the log-shipping node, and the
+            // one the cut chose), else with the session's own.
             begin.push_str(&format!(
                 "; SET LOCAL standard_conforming_strings TO on; RESET search_path; \
                  SELECT pg_catalog.set_config('slony_receiver.ddl_search_path', {}, true)",

@@ -585,7 +585,7 @@ pub async fn run_once(
         cfg.cluster.clone(),
         cfg.pull.vacuum_every,
         cfg.sql_allow,
-        &cfg.pull.ddl_search_path,
+        cfg.pull.ddl_search_path.as_deref(),
     );
     let mut progress = Progress::new(total);
     let die_file = cfg.die_file();

@@ -104,8 +104,9 @@ pub struct PullConfig {
     pub acknowledge: bool,
     /// The `search_path` an EXECUTE SCRIPT's statements run with (`pull.ddl_search_path`,
     /// as a `search_path` value): the provider's `ddl_search_path`, so an unqualified name
-    /// means here what it meant on the log-shipping node. Default `"public"`.
-    pub ddl_search_path: String,
+    /// means here what it meant on the log-shipping node. `None`: the applying session's
+    /// own (its role's `search_path`).
+    pub ddl_search_path: Option<String>,
 }
 
 /// Housekeeping of applied archives.
@@ -324,30 +325,30 @@ impl ReceiverConfig {
                 "must be between 1 and 10000",
             ));
         }
-        let ddl_path = raw
-            .pull
-            .ddl_search_path
-            .clone()
-            .unwrap_or_else(|| vec!["public".to_string()]);
-        if ddl_path.is_empty()
-            || ddl_path.iter().any(|s| {
-                s.is_empty()
-                    || s.starts_with('$')
-                    || s.len() > 63
-                    || s.chars().any(char::is_control)
-            })
-        {
-            return Err(invalid(
-                p,
-                "pull.ddl_search_path",
-                "must list schemas as PostgreSQL spells them (the provider's ddl_search_path), at least one",
-            ));
-        }
-        let ddl_search_path = ddl_path
-            .iter()
-            .map(|s| crate::ident::quote_ident(s))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let ddl_search_path = match raw.pull.ddl_search_path.clone() {
+            None => None,
+            Some(path) => {
+                let bad = |s: &String| {
+                    s.is_empty()
+                        || s.starts_with('$')
+                        || s.len() > 63
+                        || s.chars().any(char::is_control)
+                };
+                if path.is_empty() || path.iter().any(bad) {
+                    return Err(invalid(
+                        p,
+                        "pull.ddl_search_path",
+                        "must list schemas as PostgreSQL spells them (the provider's ddl_search_path), at least one",
+                    ));
+                }
+                Some(
+                    path.iter()
+                        .map(|s| crate::ident::quote_ident(s))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )
+            }
+        };
         let pull = PullConfig {
             ddl_search_path,
             poll_interval: Duration::from_secs(raw.pull.poll_interval_secs.unwrap_or(5).max(1)),
