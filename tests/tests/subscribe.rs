@@ -556,6 +556,17 @@ async fn subscription_changes_take_effect_at_their_snapshot_in_the_cut_stream() 
         t1_there(&row),
         "s1.t1 stays while the copies before the snapshot carry it"
     );
+    // Subscribing it again now would load it at a snapshot while copies before that still
+    // carry its rows: refused before anything is applied, saying what to do.
+    let (code, out) = s.subscribe("s1.t1 subscribe\n");
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("cannot be subscribed again yet"), "{out}");
+    assert!(out.contains("past archive 90"), "{out}");
+    assert!(
+        !s.site_tables().lines().any(|l| l == "s1.t1"),
+        "{}",
+        s.site_tables()
+    );
     wait_until(Duration::from_secs(30), "the site re-cut up to 100", || {
         s.cut_counter() == 100
     });

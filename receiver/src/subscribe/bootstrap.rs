@@ -81,9 +81,6 @@ pub struct Bootstrap<'a> {
     /// unsubscription with `allow_drop`) waits until the snapshot's archive is applied,
     /// because the copies before it still carry the table's rows.
     pub behind: bool,
-    /// The tables the request subscribes: a drop of them still pending from an earlier
-    /// unsubscription is cancelled (they are loaded afresh at this snapshot).
-    pub subscribed: &'a [slony_shared::ident::QualifiedTable],
 }
 
 /// Tables an unsubscription drops once the archive of its snapshot is applied, in the
@@ -93,6 +90,40 @@ pub const PENDING_DROP_TABLE: &str = "sl_pending_drop";
 
 /// The replica's record of the subscription changes it applied, in the tracking schema.
 pub const APPLIED_TABLE: &str = "sl_subscription_applied";
+
+/// The first of `tables` whose drop is still pending, and the archive it waits for: an
+/// unsubscription of it has not taken effect yet, and the archives before it still carry
+/// its rows, so it cannot be subscribed again before pull has passed that archive.
+///
+/// # Errors
+///
+/// The query failed.
+pub async fn pending_drop_of(
+    client: &Client,
+    cluster: &ClusterName,
+    tables: &[slony_shared::ident::QualifiedTable],
+) -> Result<Option<(slony_shared::ident::QualifiedTable, i64)>, tokio_postgres::Error> {
+    let table = format!("{}.{PENDING_DROP_TABLE}", cluster.schema());
+    let exists: Option<String> = client
+        .query_one("SELECT pg_catalog.to_regclass($1)::text", &[&table])
+        .await?
+        .get(0);
+    if exists.is_none() {
+        return Ok(None);
+    }
+    for t in tables {
+        let rows = client
+            .query(
+                &format!("SELECT after_counter FROM {table} WHERE nsp = $1 AND rel = $2"),
+                &[&t.schema, &t.table],
+            )
+            .await?;
+        if let Some(r) = rows.first() {
+            return Ok(Some((t.clone(), r.get(0))));
+        }
+    }
+    Ok(None)
+}
 
 /// Whether the replica recorded the SQL of the request with `nonce` as applied.
 ///
@@ -252,14 +283,6 @@ async fn run<R: std::io::BufRead>(
         ";\nCREATE TABLE IF NOT EXISTS {s}.{PENDING_DROP_TABLE} (nsp text NOT NULL, rel text NOT NULL, after_counter bigint NOT NULL, PRIMARY KEY (nsp, rel))",
         s = cluster.schema()
     ));
-    for t in bootstrap.subscribed {
-        begin.push_str(&format!(
-            ";\nDELETE FROM {s}.{PENDING_DROP_TABLE} WHERE nsp = {} AND rel = {}",
-            quote_literal(&t.schema),
-            quote_literal(&t.table),
-            s = cluster.schema()
-        ));
-    }
     pipeline.push(client, begin, 0).await.map_err(exec_error)?;
     let rules = Rules::new(&format!("_{}", cluster.as_str()), bootstrap.allow);
     let mut buf = Vec::new();

@@ -559,6 +559,14 @@ async fn apply_sql(
             );
         }
         behind = position.counter < counter;
+        if let Some((t, at)) = bootstrap::pending_drop_of(&client, &cfg.cluster, subscribed)
+            .await
+            .context("reading the replica's pending drops")?
+        {
+            bail!(
+                "{t} was unsubscribed with allow_drop, and that takes effect at archive {at}: the archives before it still carry its rows, so it cannot be subscribed again yet. Run pull until the replica is past archive {at}, then subscribe again"
+            );
+        }
     }
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar =
@@ -579,7 +587,6 @@ async fn apply_sql(
         allow: cfg.sql_allow,
         request: (nonce, counter),
         behind,
-        subscribed,
     };
     bootstrap::apply(&client, local, &what, |done, total| match &bar {
         Some(bar) => bar.set_position(done),
