@@ -637,6 +637,37 @@ dbname = "replica"
     }
 
     #[test]
+    fn the_exchange_directory_and_the_ddl_search_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ReceiverConfig::load(&write(dir.path(), MINIMAL)).unwrap();
+        assert_eq!(c.remote_exchange_dir(), None);
+        assert!(!c.remote.allow_shared_account);
+        assert_eq!(c.pull.ddl_search_path, None);
+        let text = MINIMAL.replace(
+            "log_dir = \"/srv/site_logs/\"",
+            "log_dir = \"/srv/site_logs/\"\ntrigger_dir = \"/srv/triggers\"\nallow_shared_account = true",
+        ) + "[pull]\nddl_search_path = [\"app\", \"Odd \\\"One\\\"\"]\n";
+        let c = ReceiverConfig::load(&write(dir.path(), &text)).unwrap();
+        assert_eq!(
+            c.remote_exchange_dir().as_deref(),
+            Some("/srv/triggers/site1")
+        );
+        assert!(c.remote.allow_shared_account);
+        assert_eq!(
+            c.pull.ddl_search_path.as_deref(),
+            Some("\"app\", \"Odd \"\"One\"\"\"")
+        );
+        for bad in ["[]", "[\"$user\"]", "[\"\"]"] {
+            let text = format!("{MINIMAL}[pull]\nddl_search_path = {bad}\n");
+            let err = ReceiverConfig::load(&write(dir.path(), &text)).unwrap_err();
+            assert!(
+                err.to_string().contains("pull.ddl_search_path"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn status_thresholds() {
         let dir = tempfile::tempdir().unwrap();
         let text = format!("{MINIMAL}[status]\nmax_lag_archives = 5\nmax_lag_secs = 60\n");
