@@ -116,7 +116,7 @@ async fn apply_role_pulls_ddl_verifies_and_guards_as_an_ordinary_role() {
     let site = Site::start(
         "priv-apply",
         Options {
-            archives: 12,
+            archives: 13,
             ..Options::default()
         },
     )
@@ -200,6 +200,37 @@ async fn apply_role_pulls_ddl_verifies_and_guards_as_an_ordinary_role() {
         .get(0);
     assert_eq!(comment.as_deref(), Some("from an EXECUTE SCRIPT"));
     assert_eq!(owner_of(&su, "s1.t1_txt_ddl").await, ROLE);
+
+    // With the provider's DDL search path set (`pull.ddl_search_path`), DDL rows take it,
+    // whatever the role's own: the unqualified `t1` is s1.t1 (with the role's default,
+    // "$user", public, it would not be found).
+    su.batch_execute(&format!("ALTER ROLE {ROLE} RESET search_path"))
+        .await
+        .unwrap();
+    let database = database_toml(site.pg.port(), ROLE, "replica");
+    site.write_config(ConfigChange {
+        database: Some(&database),
+        extra: "[pull]\nddl_search_path = [\"s1\"]\n",
+        ..ConfigChange::default()
+    });
+    publish_with_rows(
+        &site,
+        13,
+        &ddl_row("COMMENT ON TABLE t1 IS 'resolved in s1'", 3),
+    );
+    let run = site.pull();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(site.counter().await, 13);
+    assert_eq!(
+        site.replica_fingerprint().await,
+        site.expected_fingerprint(13).await
+    );
+    let comment: Option<String> = su
+        .query_one("SELECT obj_description('s1.t1'::regclass, 'pg_class')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(comment.as_deref(), Some("resolved in s1"));
 
     let expected = site.pg.conninfo("expected");
     let run = site.run(&["verify", "--reference", &expected]);
