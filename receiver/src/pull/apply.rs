@@ -162,14 +162,9 @@ impl Applier {
             self.cluster.schema(),
             crate::subscribe::bootstrap::PENDING_DROP_TABLE
         );
-        let found = match self
-            .client
-            .query_one("SELECT pg_catalog.to_regclass($1)::text", &[&table])
+        let found = crate::subscribe::bootstrap::table_exists(&self.client, &table)
             .await
-        {
-            Ok(row) => row.get::<_, Option<String>>(0).is_some(),
-            Err(_) => false,
-        };
+            .unwrap_or(false);
         let mut out = Vec::new();
         if found {
             if let Ok(rows) = self

@@ -104,11 +104,7 @@ pub async fn pending_drop_of(
     tables: &[slony_shared::ident::QualifiedTable],
 ) -> Result<Option<(slony_shared::ident::QualifiedTable, i64)>, tokio_postgres::Error> {
     let table = format!("{}.{PENDING_DROP_TABLE}", cluster.schema());
-    let exists: Option<String> = client
-        .query_one("SELECT pg_catalog.to_regclass($1)::text", &[&table])
-        .await?
-        .get(0);
-    if exists.is_none() {
+    if !table_exists(client, &table).await? {
         return Ok(None);
     }
     for t in tables {
@@ -125,6 +121,20 @@ pub async fn pending_drop_of(
     Ok(None)
 }
 
+/// Whether the table `name` (quoted, qualified) exists on the replica: the receiver's
+/// records are made by the first change that needs them.
+///
+/// # Errors
+///
+/// The query failed.
+pub async fn table_exists(client: &Client, name: &str) -> Result<bool, tokio_postgres::Error> {
+    let found: Option<String> = client
+        .query_one("SELECT pg_catalog.to_regclass($1)::text", &[&name])
+        .await?
+        .get(0);
+    Ok(found.is_some())
+}
+
 /// Whether the replica recorded the SQL of the request with `nonce` as applied.
 ///
 /// # Errors
@@ -136,11 +146,7 @@ pub async fn was_applied(
     nonce: &Nonce,
 ) -> Result<bool, tokio_postgres::Error> {
     let table = format!("{}.{APPLIED_TABLE}", cluster.schema());
-    let exists: Option<String> = client
-        .query_one("SELECT pg_catalog.to_regclass($1)::text", &[&table])
-        .await?
-        .get(0);
-    if exists.is_none() {
+    if !table_exists(client, &table).await? {
         return Ok(false);
     }
     let n: i64 = client
