@@ -19,7 +19,7 @@ For every site of `<subscribers_dir>` (a directory with a valid site name), in
 - **Retention.** Batches and loose archives are deleted once the site has acknowledged
   them and they are older than `[housekeeping] retention_days` (default 7). The site's
   `slony-receiver pull` writes the last counter it applied into
-  `<site_log_dir>/<node>/applied_counter` ([`slony_shared::ack`]); a batch goes only when
+  its exchange directory, `<trigger_dir>/<node>/applied_counter` ([`slony_shared::ack`]); a batch goes only when
   its last member is acknowledged. A site that has never acknowledged (or whose file does
   not parse) keeps everything, and the run says so. The age keeps a few days for the
   operator to look back; the acknowledgement makes sure nothing a site still needs is

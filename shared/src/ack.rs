@@ -1,6 +1,6 @@
 //! The subscriber's acknowledgement: the last counter it applied, written by
-//! `slony-receiver pull` into its own site directory on the provider
-//! (`<site_log_dir>/<node>/applied_counter`), so the provider's housekeeping deletes only
+//! `slony-receiver pull` into its own exchange directory on the provider
+//! (`<trigger_dir>/<node>/applied_counter`), so the provider's housekeeping deletes only
 //! archives the site already has.
 //!
 //! The file is written by the other side: the provider reads at most [`MAX_LEN`] bytes
