@@ -261,17 +261,27 @@ impl Remote {
             .sftp
             .open(Path::new(path))
             .map_err(|e| self.sftp_err("opening", path, e))?;
-        let mut head = Vec::with_capacity(max.min(64 * 1024));
-        Read::by_ref(&mut file)
-            .take(max as u64)
-            .read_to_end(&mut head)
+        self.read_open(&mut file, path, max as u64)
+    }
+
+    /// Reads at most `max` bytes of the open remote `file` (`path`, for messages).
+    fn read_open(
+        &self,
+        file: &mut ssh2::File,
+        path: &str,
+        max: u64,
+    ) -> Result<Vec<u8>, RemoteError> {
+        let mut bytes = Vec::with_capacity(max.min(64 * 1024) as usize);
+        Read::by_ref(file)
+            .take(max)
+            .read_to_end(&mut bytes)
             .map_err(|e| RemoteError::Sftp {
                 addr: self.addr.clone(),
                 op: "reading",
                 path: path.to_string(),
                 reason: e.to_string(),
             })?;
-        Ok(head)
+        Ok(bytes)
     }
 
     fn download_to(&self, remote: &str, part: &Path, expected: u64) -> Result<u64, RemoteError> {
@@ -458,16 +468,7 @@ impl Remote {
                 reason: format!("is {} bytes, more than the {max} allowed", owner.size),
             });
         }
-        let mut bytes = Vec::new();
-        Read::by_ref(&mut file)
-            .take(max)
-            .read_to_end(&mut bytes)
-            .map_err(|e| RemoteError::Sftp {
-                addr: self.addr.clone(),
-                op: "reading",
-                path: path.to_string(),
-                reason: e.to_string(),
-            })?;
+        let bytes = self.read_open(&mut file, path, max)?;
         Ok(Some((bytes, owner)))
     }
 

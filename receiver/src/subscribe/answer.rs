@@ -136,32 +136,43 @@ pub fn wait_for<T>(
     verifier: &Verifier,
     parse: impl Fn(&[u8]) -> Result<Bound<T>, TriggerError>,
 ) -> anyhow::Result<Waited<T>> {
-    let mut refused: Vec<String> = Vec::new();
+    let mut refused = Refusals::default();
     for attempt in 1..=opts.attempts.max(1) {
-        if let Some(why) = look(remote, path, what, verifier, &parse)? {
-            match why {
-                Look::Got(body) => return Ok(Waited::Got(body)),
-                Look::Refused(why) => {
-                    if !refused.contains(&why) {
-                        tracing::error!(file = path, reason = %why, "ALERT: refused a file that is not the manager's answer to this request; still waiting for the genuine one");
-                        eprintln!("slony-receiver: refused {path}: {why}");
-                        refused.push(why);
-                    }
-                }
-                Look::Stale(why) => {
-                    if !refused.contains(&why) {
-                        tracing::info!(file = path, reason = %why, "not taken: an answer to an earlier request of this site; still waiting for this one's");
-                        refused.push(why);
-                    }
-                }
-            }
+        if let Some(body) = refused.take(path, look(remote, path, what, verifier, &parse)?) {
+            return Ok(Waited::Got(body));
         }
         if attempt < opts.attempts {
             tracing::debug!(attempt, of = opts.attempts, "waiting for {what}");
             std::thread::sleep(opts.interval);
         }
     }
-    Ok(Waited::TimedOut(refused))
+    Ok(Waited::TimedOut(refused.0))
+}
+
+/// The files refused during one wait, each reported once.
+#[derive(Default)]
+struct Refusals(Vec<String>);
+
+impl Refusals {
+    /// The answer one look found, if it is this request's; a refused file is reported
+    /// (the first time): with an alert, or quietly for an earlier answer of this site's.
+    fn take<T>(&mut self, path: &str, found: Option<Look<T>>) -> Option<T> {
+        let (why, stale) = match found? {
+            Look::Got(body) => return Some(body),
+            Look::Refused(why) => (why, false),
+            Look::Stale(why) => (why, true),
+        };
+        if !self.0.contains(&why) {
+            if stale {
+                tracing::info!(file = path, reason = %why, "not taken: an answer to an earlier request of this site; still waiting for this one's");
+            } else {
+                tracing::error!(file = path, reason = %why, "ALERT: refused a file that is not the manager's answer to this request; still waiting for the genuine one");
+                eprintln!("slony-receiver: refused {path}: {why}");
+            }
+            self.0.push(why);
+        }
+        None
+    }
 }
 
 /// What the manager said first to a request in flight.
@@ -186,43 +197,27 @@ pub fn wait_for_first(
     opts: &Options,
     verifier: &Verifier,
 ) -> anyhow::Result<Waited<First>> {
-    let mut refused: Vec<String> = Vec::new();
-    let mut note = |path: &str, why: String, stale: bool| {
-        if refused.contains(&why) {
-            return;
-        }
-        if stale {
-            tracing::info!(file = path, reason = %why, "not taken: an answer to an earlier request of this site; still waiting for this one's");
-        } else {
-            tracing::error!(file = path, reason = %why, "ALERT: refused a file that is not the manager's answer to this request; still waiting for the genuine one");
-            eprintln!("slony-receiver: refused {path}: {why}");
-        }
-        refused.push(why);
-    };
+    let mut refused = Refusals::default();
     for attempt in 1..=opts.attempts.max(1) {
-        match look(
+        let found = look(
             remote,
             sqldone,
             "the SQL from the manager",
             verifier,
             &slony_shared::trigger::SqlDone::parse,
-        )? {
-            Some(Look::Got(a)) => return Ok(Waited::Got(First::SqlDone(a))),
-            Some(Look::Refused(why)) => note(sqldone, why, false),
-            Some(Look::Stale(why)) => note(sqldone, why, true),
-            None => {}
+        )?;
+        if let Some(a) = refused.take(sqldone, found) {
+            return Ok(Waited::Got(First::SqlDone(a)));
         }
-        match look(
+        let found = look(
             remote,
             done,
             "the manager's completion",
             verifier,
             &slony_shared::trigger::Outcome::parse,
-        )? {
-            Some(Look::Got(o)) => return Ok(Waited::Got(First::Done(o))),
-            Some(Look::Refused(why)) => note(done, why, false),
-            Some(Look::Stale(why)) => note(done, why, true),
-            None => {}
+        )?;
+        if let Some(o) = refused.take(done, found) {
+            return Ok(Waited::Got(First::Done(o)));
         }
         if attempt < opts.attempts {
             tracing::debug!(
@@ -233,7 +228,7 @@ pub fn wait_for_first(
             std::thread::sleep(opts.interval);
         }
     }
-    Ok(Waited::TimedOut(refused))
+    Ok(Waited::TimedOut(refused.0))
 }
 
 /// What one look at an answer's path found.
