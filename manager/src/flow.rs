@@ -433,13 +433,9 @@ fn read_applied(
     }
 }
 
-/// A test hook: with `SLONY_MANAGER_CRASH_AT=<point>` in the environment the manager dies
-/// at that point as a `kill -9` would, so the protocol's crash windows can be tested.
-pub fn crash_point(point: &str) {
-    if std::env::var("SLONY_MANAGER_CRASH_AT").is_ok_and(|p| p == point) {
-        eprintln!("slony-manager: crashing at {point} (SLONY_MANAGER_CRASH_AT)");
-        std::process::abort();
-    }
+/// The test hook of the crash windows ([`slony_shared::crash`]).
+fn crash_point(point: &str) {
+    slony_shared::crash::point("SLONY_MANAGER_CRASH_AT", point);
 }
 
 /// Moves a site's file aside unread and raises an alert naming its writer.

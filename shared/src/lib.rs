@@ -21,6 +21,7 @@ pub mod archive;
 pub mod batch;
 pub mod config;
 pub mod counter;
+pub mod crash;
 pub mod ident;
 pub mod lock;
 pub mod offline;

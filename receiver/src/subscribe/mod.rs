@@ -396,6 +396,30 @@ fn discard_fetched_ahead(cfg: &ReceiverConfig, counter: slony_shared::counter::C
     }
 }
 
+/// The content of the protocol file at `path` if it is there, reads, and names exactly
+/// `binding` (whoever wrote it: the callers only ask whether this request got that far).
+///
+/// # Errors
+///
+/// An SSH error other than a file that is missing or may not be read.
+fn bound_to<T>(
+    remote: &Remote,
+    path: &str,
+    binding: &trigger::Binding,
+    parse: impl Fn(&[u8]) -> Result<Bound<T>, trigger::TriggerError>,
+) -> anyhow::Result<Option<T>> {
+    let read = block_in_place(|| remote.read_small_owned(path, trigger::MAX_TRIGGER_SIZE as u64));
+    let bytes = match read {
+        Ok(Some((bytes, _))) => bytes,
+        Ok(None) | Err(crate::pull::remote::RemoteError::Refused { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(parse(&bytes)
+        .ok()
+        .filter(|b| b.binding.as_ref() == Some(binding))
+        .map(|b| b.body))
+}
+
 /// After a crash: this site's own report of the request, if still on the provider, or the
 /// replica's record that its SQL was applied (then reported now). `None`: neither.
 async fn already_reported(
@@ -404,21 +428,11 @@ async fn already_reported(
     paths: &Paths,
     binding: &trigger::Binding,
 ) -> anyhow::Result<Option<Step>> {
-    if let Some((bytes, _)) = block_in_place(|| {
-        remote.read_small_owned(&paths.sqlapplied, trigger::MAX_TRIGGER_SIZE as u64)
-    })? {
-        if let Ok(Bound {
-            binding: Some(b),
-            body,
-        }) = Outcome::parse(&bytes)
-        {
-            if &b == binding {
-                return Ok(Some(Step::Reported {
-                    success: body.success,
-                    reason: body.reason,
-                }));
-            }
-        }
+    if let Some(body) = bound_to(remote, &paths.sqlapplied, binding, Outcome::parse)? {
+        return Ok(Some(Step::Reported {
+            success: body.success,
+            reason: body.reason,
+        }));
     }
     let client = pull::connect_db(cfg).await?;
     if bootstrap::was_applied(&client, &cfg.cluster, &binding.nonce)
@@ -450,17 +464,9 @@ fn resend_if_lost(
     state_file: &Path,
     binding: &trigger::Binding,
 ) -> anyhow::Result<()> {
-    let bound_to_us = |path: &str, parse: &dyn Fn(&[u8]) -> Option<Option<trigger::Binding>>| {
-        matches!(
-            block_in_place(|| remote.read_small_owned(path, trigger::MAX_TRIGGER_SIZE as u64)),
-            Ok(Some((bytes, _))) if parse(&bytes) == Some(Some(binding.clone()))
-        )
-    };
     let there = block_in_place(|| remote.size_of(&paths.request))?.is_some()
-        || bound_to_us(&paths.sqldone, &|b| {
-            SqlDone::parse(b).ok().map(|x| x.binding)
-        })
-        || bound_to_us(&paths.done, &|b| Outcome::parse(b).ok().map(|x| x.binding));
+        || bound_to(remote, &paths.sqldone, binding, SqlDone::parse)?.is_some()
+        || bound_to(remote, &paths.done, binding, Outcome::parse)?.is_some();
     if !there {
         tracing::info!(
             "the request never reached the provider (a run was killed); sending it again"
@@ -472,14 +478,9 @@ fn resend_if_lost(
     Ok(())
 }
 
-/// A test hook: with `SLONY_RECEIVER_CRASH_AT=<point>` in the environment the process
-/// dies at that point as a `kill -9` would (no cleanup), so the crash windows of the
-/// protocol can be tested exactly.
+/// The test hook of the crash windows ([`slony_shared::crash`]).
 fn crash_point(point: &str) {
-    if std::env::var("SLONY_RECEIVER_CRASH_AT").is_ok_and(|p| p == point) {
-        eprintln!("slony-receiver: crashing at {point} (SLONY_RECEIVER_CRASH_AT)");
-        std::process::abort();
-    }
+    slony_shared::crash::point("SLONY_RECEIVER_CRASH_AT", point);
 }
 
 /// Validates the list, pauses pull and uploads the request.
