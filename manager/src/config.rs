@@ -315,11 +315,7 @@ impl ManagerConfig {
             ));
         }
         for schema in &ddl_search_path {
-            if schema.starts_with('$')
-                || schema.is_empty()
-                || schema.len() > 63
-                || schema.chars().any(char::is_control)
-            {
+            if !slony_shared::ident::is_schema_name(schema) {
                 return Err(invalid(
                     p,
                     "ddl_search_path",

@@ -127,6 +127,13 @@ fn is_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 63 && !s.chars().any(char::is_control)
 }
 
+/// Whether `s` can be an entry of a `search_path` the product sets: a schema name as
+/// PostgreSQL spells it, not a `$user`-style placeholder (whose schema depends on the
+/// role, which the product cannot know).
+pub fn is_schema_name(s: &str) -> bool {
+    is_name(s) && !s.starts_with('$')
+}
+
 /// Reads one part of a qualified name from the start of `s`: the name and the rest.
 fn name_part(s: &str) -> Option<(String, &str)> {
     if let Some(body) = s.strip_prefix('"') {
@@ -306,6 +313,10 @@ mod tests {
         assert_eq!((t.schema.as_str(), rest), ("A B", " subscribe"));
         assert!(QualifiedTable::new("s", "Capital Idea").is_ok());
         assert!(QualifiedTable::new("s", "").is_err());
+        assert!(is_schema_name("Odd \"One\""));
+        for bad in ["", "$user", "a\nb", &"x".repeat(64)] {
+            assert!(!is_schema_name(bad), "{bad:?}");
+        }
     }
 
     #[test]

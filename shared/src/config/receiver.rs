@@ -328,13 +328,7 @@ impl ReceiverConfig {
         let ddl_search_path = match raw.pull.ddl_search_path.clone() {
             None => None,
             Some(path) => {
-                let bad = |s: &String| {
-                    s.is_empty()
-                        || s.starts_with('$')
-                        || s.len() > 63
-                        || s.chars().any(char::is_control)
-                };
-                if path.is_empty() || path.iter().any(bad) {
+                if path.is_empty() || !path.iter().all(|s| crate::ident::is_schema_name(s)) {
                     return Err(invalid(
                         p,
                         "pull.ddl_search_path",
