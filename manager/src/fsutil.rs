@@ -112,7 +112,7 @@ pub fn read_bounded(path: &Path, limit: usize) -> anyhow::Result<Option<Vec<u8>>
     Ok(Some(buf))
 }
 
-/// What [`read_other_side`] found.
+/// What [`read_site_file`] found.
 #[derive(Debug)]
 pub enum OtherSide {
     /// No such file.
@@ -124,24 +124,10 @@ pub enum OtherSide {
     Refused(String),
 }
 
-/// Reads a file written by a subscriber into the shared trigger directory, at most
-/// `limit + 1` bytes, only if it is a plain regular file with a single link. The file
-/// opened is checked to be the one inspected (same device and inode), so it cannot be
-/// swapped for a symlink in between.
-///
-/// # Errors
-///
-/// An I/O error other than "not found".
-#[cfg(test)]
-pub fn read_other_side(path: &Path, limit: usize) -> anyhow::Result<OtherSide> {
-    Ok(match read_owned(path, limit)? {
-        Owned::Read { bytes, .. } => OtherSide::Bytes(bytes),
-        Owned::Other(o) => o,
-    })
-}
-
-/// Reads a file a site wrote into its exchange directory, as [`read_other_side`] does,
-/// and only if `expected_uid` owns it and no one else may write it. A file of another
+/// Reads a file a site wrote into its exchange directory, at most `limit + 1` bytes,
+/// only if it is a plain regular file with a single link, owned by `expected_uid` and
+/// writable by no one else. The file opened is checked to be the one inspected (same
+/// device and inode), so it cannot be swapped for a symlink in between. A file of another
 /// owner is refused with `writer(owner)` in the reason, naming the real writer.
 ///
 /// # Errors
@@ -308,27 +294,29 @@ mod tests {
         let plain = dir.path().join("plain");
         std::fs::write(&plain, b"hello").unwrap();
         assert!(
-            matches!(read_other_side(&plain, 10).unwrap(), OtherSide::Bytes(b) if b == b"hello")
+            matches!(read_site_file(&plain, 10, own_uid(), |u| u.to_string()).unwrap(), OtherSide::Bytes(b) if b == b"hello")
         );
-        assert!(matches!(read_other_side(&plain, 2).unwrap(), OtherSide::Bytes(b) if b == b"hel"));
+        assert!(
+            matches!(read_site_file(&plain, 2, own_uid(), |u| u.to_string()).unwrap(), OtherSide::Bytes(b) if b == b"hel")
+        );
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&secret, &link).unwrap();
         assert!(matches!(
-            read_other_side(&link, 10).unwrap(),
+            read_site_file(&link, 10, own_uid(), |u| u.to_string()).unwrap(),
             OtherSide::Refused(_)
         ));
         let hard = dir.path().join("hard");
         std::fs::hard_link(&secret, &hard).unwrap();
         assert!(matches!(
-            read_other_side(&hard, 10).unwrap(),
+            read_site_file(&hard, 10, own_uid(), |u| u.to_string()).unwrap(),
             OtherSide::Refused(_)
         ));
         assert!(matches!(
-            read_other_side(dir.path(), 10).unwrap(),
+            read_site_file(dir.path(), 10, own_uid(), |u| u.to_string()).unwrap(),
             OtherSide::Refused(_)
         ));
         assert!(matches!(
-            read_other_side(&dir.path().join("none"), 10).unwrap(),
+            read_site_file(&dir.path().join("none"), 10, own_uid(), |u| u.to_string()).unwrap(),
             OtherSide::Missing
         ));
         // A site's file counts only if its account owns it, and no one else may write it.

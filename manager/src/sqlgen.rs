@@ -663,11 +663,7 @@ async fn table_sequences(
              WHERE od.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
                AND od.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
                AND od.refobjid = $1 AND od.deptype = 'a' AND NOT oa.attisdropped) \
-         SELECT sn.nspname::text, s.relname::text, \
-                'AS ' || pg_catalog.format_type(q.seqtypid, NULL) \
-                || ' INCREMENT BY ' || q.seqincrement || ' MINVALUE ' || q.seqmin \
-                || ' MAXVALUE ' || q.seqmax || ' START WITH ' || q.seqstart \
-                || ' CACHE ' || q.seqcache || CASE WHEN q.seqcycle THEN ' CYCLE' ELSE ' NO CYCLE' END, \
+         SELECT sn.nspname::text, s.relname::text, {SEQUENCE_OPTIONS}, \
                 (SELECT min(o.col) FROM owned o WHERE o.seq = s.oid), \
                 s.oid IN (SELECT seq FROM used), \
                 EXISTS (SELECT 1 FROM {}.sl_sequence ss WHERE ss.seq_reloid = s.oid) \
@@ -755,6 +751,12 @@ async fn table_sequences(
 
 /// The replicated sequences of a table the site keeps (see [`table_sequences`]). A
 /// table gone from the provider has none, and a note says so.
+/// A sequence's definition, `AS ... INCREMENT BY ... [NO] CYCLE`, from `pg_sequence q`.
+const SEQUENCE_OPTIONS: &str = "'AS ' || pg_catalog.format_type(q.seqtypid, NULL) \
+     || ' INCREMENT BY ' || q.seqincrement || ' MINVALUE ' || q.seqmin \
+     || ' MAXVALUE ' || q.seqmax || ' START WITH ' || q.seqstart \
+     || ' CACHE ' || q.seqcache || CASE WHEN q.seqcycle THEN ' CYCLE' ELSE ' NO CYCLE' END";
+
 /// Whether `t` is a sequence on the provider.
 async fn is_sequence(client: &Client, t: &QualifiedTable) -> anyhow::Result<bool> {
     let rows = client
@@ -782,10 +784,7 @@ async fn listed_sequence(
     t: &QualifiedTable,
 ) -> anyhow::Result<Option<Sequence>> {
     let sql = format!(
-        "SELECT 'AS ' || pg_catalog.format_type(q.seqtypid, NULL) \
-                || ' INCREMENT BY ' || q.seqincrement || ' MINVALUE ' || q.seqmin \
-                || ' MAXVALUE ' || q.seqmax || ' START WITH ' || q.seqstart \
-                || ' CACHE ' || q.seqcache || CASE WHEN q.seqcycle THEN ' CYCLE' ELSE ' NO CYCLE' END, \
+        "SELECT {SEQUENCE_OPTIONS}, \
                 EXISTS (SELECT 1 FROM {}.sl_sequence ss WHERE ss.seq_reloid = s.oid) \
            FROM pg_catalog.pg_class s \
            JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace \
