@@ -10,9 +10,10 @@
 //!   copied or kept from another site's or an earlier request is refused;
 //! - for `.sqldone`, the SQL file downloaded has the SHA-256 and size it states.
 //!
-//! A file that fails is refused with an alert naming its owner, and the command keeps
-//! waiting for the genuine answer: a planted file can neither be applied nor end the
-//! request.
+//! A file that fails is refused with an alert naming its owner (the manager's own answer
+//! to an earlier request of this site is only noted: it stays until the manager takes
+//! the new request), and the command keeps waiting for the genuine answer: a planted
+//! file can neither be applied nor end the request.
 
 use super::Options;
 use crate::pull::remote::{Kind, Owner, Remote};
