@@ -276,29 +276,25 @@ pub fn site(cfg: &ManagerConfig, node: &NodeName, now: SystemTime) -> anyhow::Re
                 path.display()
             )
         })?;
-        for (_, p) in &expected {
+        // Copies go in counter order, so the newest member's copy is still here: the run
+        // may have been cut off before it gave the batch its data's age.
+        date_as_newest(path, &expected)?;
+        for (i, (_, p)) in expected.iter().enumerate() {
             fsutil::remove_file(p)?;
+            crash_at_nth("housekeeping-after-recovered-delete", i + 1);
         }
         summary.recovered += expected.len() as u64;
     }
     let mut packed_paths = Vec::new();
     for b in &plan.pack {
         let list = members(b.from, b.to);
-        let newest_mtime = list
-            .iter()
-            .filter_map(|(_, p)| p.metadata().and_then(|m| m.modified()).ok())
-            .max();
         let path = batch::write_batch(&dir, *b, &list)
             .with_context(|| format!("packing {b} for {node}"))?;
-        if let Some(t) = newest_mtime {
-            std::fs::File::options()
-                .write(true)
-                .open(&path)
-                .and_then(|f| f.set_modified(t))
-                .with_context(|| format!("setting the mtime of {}", path.display()))?;
-        }
-        for (_, p) in &list {
+        crash_at("housekeeping-after-rename");
+        date_as_newest(&path, &list)?;
+        for (i, (_, p)) in list.iter().enumerate() {
             fsutil::remove_file(p)?;
+            crash_at_nth("housekeeping-after-delete", i + 1);
         }
         summary.packed += 1;
         summary.archives_packed += list.len() as u64;
@@ -343,6 +339,32 @@ pub fn site(cfg: &ManagerConfig, node: &NodeName, now: SystemTime) -> anyhow::Re
         fsutil::sync_dir(&dir).with_context(|| format!("syncing {}", dir.display()))?;
     }
     Ok(summary)
+}
+
+/// Gives a batch the mtime of the newest of `members`' files, so that its age is the age
+/// of its data (retention goes by it).
+fn date_as_newest(batch: &Path, members: &[(ArchiveName, PathBuf)]) -> anyhow::Result<()> {
+    let newest = members
+        .iter()
+        .filter_map(|(_, p)| p.metadata().and_then(|m| m.modified()).ok())
+        .max();
+    if let Some(t) = newest {
+        std::fs::File::options()
+            .write(true)
+            .open(batch)
+            .and_then(|f| f.set_modified(t))
+            .with_context(|| format!("setting the mtime of {}", batch.display()))?;
+    }
+    Ok(())
+}
+
+/// The crash windows of packing, for the tests that kill housekeeping between its steps.
+fn crash_at(point: &str) {
+    slony_shared::crash::point("SLONY_MANAGER_CRASH_AT", point);
+}
+
+fn crash_at_nth(point: &str, n: usize) {
+    slony_shared::crash::nth_point("SLONY_MANAGER_CRASH_AT", point, n);
 }
 
 /// The site's acknowledgement ([`slony_shared::ack`]), written by the subscriber into its
@@ -651,8 +673,22 @@ mod tests {
         std::fs::write(log.join(name(2)), "changed").unwrap();
         assert!(site(&cfg, &node, SystemTime::now()).is_err());
         std::fs::write(log.join(name(2)), "a2").unwrap();
+        // Cut off before the batch got its data's age: recovery gives it.
+        let old = SystemTime::now() - 3 * DAY;
+        for c in 1..=3 {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(log.join(name(c)))
+                .unwrap();
+            f.set_modified(old - Duration::from_secs(3 - c)).unwrap();
+        }
         let s = site(&cfg, &node, SystemTime::now()).unwrap();
         assert_eq!(s.recovered, 3);
+        let batch_mtime = std::fs::metadata(log.join("slony_logs_1-3.tar.gz"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(batch_mtime, old);
         assert_eq!(
             files(&log),
             vec![name(4), "slony_logs_1-3.tar.gz".to_string()]

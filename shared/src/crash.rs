@@ -9,3 +9,16 @@ pub fn point(var: &str, point: &str) {
         std::process::abort();
     }
 }
+
+/// Dies here if `var` names `<point>:<n>`: the n-th time through a step repeated in a
+/// loop (counted from 1 by the caller).
+pub fn nth_point(var: &str, point: &str, n: usize) {
+    if let Ok(p) = std::env::var(var) {
+        if p.split_once(':')
+            .is_some_and(|(name, at)| name == point && at.parse() == Ok(n))
+        {
+            eprintln!("crashing at {p} ({var})");
+            std::process::abort();
+        }
+    }
+}

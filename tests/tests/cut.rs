@@ -273,6 +273,38 @@ dbname = "expected"
         (counters, other)
     }
 
+    /// After housekeeping was killed: each site still holds every counter `1..=N`, loose
+    /// or in a batch (a counter may be in both), and nothing but archives, batches and
+    /// a batch being written.
+    fn check_all_held(&self, when: &str) {
+        for (node, _, _) in SITES {
+            let dir = self.site_logs.join(node);
+            let (mut counters, other) = self.site_files(node);
+            let mut batches = 0;
+            for name in &other {
+                if name.ends_with(".tar.gz.part") {
+                    continue;
+                }
+                assert!(
+                    name.starts_with("slony_logs_") && name.ends_with(".tar.gz"),
+                    "{when}: {node}: unexpected file {name}"
+                );
+                let members = slony_shared::batch::list(&dir.join(name))
+                    .unwrap_or_else(|e| panic!("{when}: {node}: {name}: {e}"));
+                counters.extend(members.iter().map(|a| a.counter.0));
+                batches += 1;
+            }
+            counters.sort_unstable();
+            counters.dedup();
+            assert_eq!(
+                counters,
+                (1..=N).collect::<Vec<_>>(),
+                "{when}: {node}: an archive is missing"
+            );
+            eprintln!("{when}: {node}: every archive held, {batches} batches");
+        }
+    }
+
     /// After a crash: each site holds exactly `1..=k` for some `k >= cut_counter`, plus
     /// at most temporary files of the cutter.
     fn check_prefixes(&self, when: &str) {
@@ -392,7 +424,48 @@ async fn three_sites_get_their_own_stream_across_crashes() {
     assert!(!log.contains("ERROR"), "the cutter reported errors:\n{log}");
 
     // The manager packs each site's archives into batches (all but the newest), which
-    // the receivers read below.
+    // the receivers read below. First it is killed at each window of packing (after a
+    // batch is renamed into place, after each kind of loose copy deleted) and at random
+    // moments; every archive stays held, loose or in a batch, and the next run finishes.
+    for point in [
+        "housekeeping-after-rename",
+        "housekeeping-after-recovered-delete:1",
+        "housekeeping-after-recovered-delete:98",
+        "housekeeping-after-delete:1",
+        "housekeeping-after-delete:99",
+        "housekeeping-after-rename",
+    ] {
+        let out = Command::new(bin_path("slony-manager"))
+            .args(["housekeeping", "--config"])
+            .arg(&s.config)
+            .env("SLONY_MANAGER_CRASH_AT", point)
+            .output()
+            .expect("running slony-manager housekeeping");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code().is_none() && stderr.contains(&format!("crashing at {point}")),
+            "housekeeping was to die at {point}: {:?} {stderr}",
+            out.status
+        );
+        s.check_all_held(point);
+    }
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..6 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let mut child = Command::new(bin_path("slony-manager"))
+            .args(["housekeeping", "--config"])
+            .arg(&s.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning slony-manager housekeeping");
+        std::thread::sleep(Duration::from_millis(rng % 150));
+        let _ = child.kill();
+        let _ = child.wait();
+        s.check_all_held(&format!("random kill {round}"));
+    }
     housekeeping(&s.config);
     for (node, _, _) in SITES {
         let (counters, other) = s.site_files(node);
