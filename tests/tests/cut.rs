@@ -9,6 +9,7 @@
 //! owns, and none of the sequences merely named after that table, which it does not
 //! have and which would stop its pull.
 
+use crate::support::manager::ManagerDaemon;
 use crate::support::pg::PgServer;
 use crate::support::receiver::{receiver_toml, run_receiver, Endpoints};
 use crate::support::ssh::SshServer;
@@ -17,8 +18,8 @@ use crate::support::{bin_path, tail, wait_until, TestDir};
 use slony_shared::counter::Counter;
 use slony_shared::ident::ClusterName;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const CLUSTER: &str = "lab";
 /// Archives in the stream.
@@ -54,57 +55,6 @@ fn format_of(counter: u64) -> Format {
         Format::Statements
     } else {
         Format::Copy22
-    }
-}
-
-/// `slony-manager run` as a child process; killed on drop.
-struct Manager(Child);
-
-impl Manager {
-    fn start(config: &Path, log: &Path) -> Manager {
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        Manager(
-            Command::new(bin_path("slony-manager"))
-                .args(["run", "--config"])
-                .arg(config)
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log_file)
-                .spawn()
-                .expect("spawning slony-manager"),
-        )
-    }
-
-    fn kill9(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        // SAFETY: our own un-reaped child: the pid cannot have been recycled.
-        unsafe {
-            libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = self.0.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "slony-manager ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Manager {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -248,8 +198,8 @@ dbname = "expected"
             .unwrap()
     }
 
-    fn start(&self) -> Manager {
-        Manager::start(&self.config, &self.log)
+    fn start(&self) -> ManagerDaemon {
+        ManagerDaemon::start(&self.config, &self.log, &[])
     }
 
     /// A site's exchange directory on the provider (its acknowledgement).
@@ -748,7 +698,7 @@ dbname = "provider"
     )
     .unwrap();
     let log = dir.join("manager.log");
-    let manager = Manager::start(&config, &log);
+    let manager = ManagerDaemon::start(&config, &log, &[]);
     let ssh = SshServer::start(&root);
     let receiver = dir.join("receiver.toml");
     std::fs::write(

@@ -18,12 +18,19 @@
 //! table owns. After its pull those objects equal the origin and the others are as the
 //! dump left them.
 //!
+//! [`real_slony_subscription_changes_while_behind`] drives subscription changes through
+//! `slony-manager run` on node 2 while slon writes the archives and the manager cuts the
+//! site's stream from them: a new site with tables reachable only by quoted names, then
+//! a table added and one unsubscribed with `allow_drop` while the site is eleven or so
+//! archives behind, an EXECUTE SCRIPT naming a table unqualified, and a re-subscription.
+//!
 //! [`pre_22_statement_archives`] needs no Slony: it applies the hand-written archives
 //! in `tests/fixtures/pre-2.2/`, bodies of plain INSERT/UPDATE/DELETE statements as
 //! Slony-I 1.2.11 to 2.1 wrote them, with the JSOC splitter's `-- EOL` end marker and
 //! no `session_replication_role` line in the header, then checks the rows one by one;
 //! a Slony-I 1.x archive (`setsyncTracking_offline`) after them is refused.
 
+use crate::support::manager::ManagerDaemon;
 use crate::support::pg::PgServer;
 use crate::support::receiver::{receiver_toml, Endpoints};
 use crate::support::slony::{run_bounded, Slon, Slony};
@@ -148,6 +155,93 @@ struct Lab {
 }
 
 impl Lab {
+    /// A lab of its own: PostgreSQL, the Slony binaries, a test directory `name` with
+    /// slon 2's archive directory `provider/<SITE>`.
+    fn new(name: &str) -> Lab {
+        let pg = PgServer::start();
+        let slony = Slony::locate(&pg);
+        let dir = TestDir::new(name);
+        let provider = dir.mkdir("provider");
+        let archive_dir = dir.mkdir(format!("provider/{SITE}"));
+        Lab {
+            slon1: None,
+            slon2: None,
+            slony,
+            pg,
+            dir,
+            provider,
+            archive_dir,
+            budget: Budget::new(BUDGET),
+        }
+    }
+
+    /// Sets up the cluster: node 1 = `origin`, node 2 = `sub1`, set 1 holding `tables` and
+    /// `sequences` (fully qualified names as slonik takes them); starts both slons (slon 2
+    /// not archiving yet) and waits until node 2's subscription is active.
+    async fn replicate(&mut self, started: Instant, tables: &[String], sequences: &[String]) {
+        let mut init = String::from(
+            "init cluster (id = 1, comment = 'origin');\n\
+             create set (id = 1, origin = 1, comment = 'app');\n",
+        );
+        // A slonik string doubles its single quotes, as SQL does.
+        for (id, table) in tables.iter().enumerate() {
+            init += &format!(
+                "set add table (set id = 1, origin = 1, id = {}, fully qualified name = '{}');\n",
+                id + 1,
+                table.replace('\'', "''")
+            );
+        }
+        for (id, seq) in sequences.iter().enumerate() {
+            init += &format!(
+                "set add sequence (set id = 1, origin = 1, id = {}, fully qualified name = '{seq}');\n",
+                id + 1
+            );
+        }
+        init += &format!(
+            "store node (id = 2, comment = 'subscriber, writes the archives', event node = 1);\n\
+             store path (server = 1, client = 2, conninfo = '{}', connretry = 1);\n\
+             store path (server = 2, client = 1, conninfo = '{}', connretry = 1);\n",
+            self.slony.conninfo("origin"),
+            self.slony.conninfo("sub1")
+        );
+        self.slonik("init", &init);
+        progress(started, "cluster initialised (slonik init)");
+        self.start_slon1();
+        self.start_slon2(false);
+        // slon 2 first processes node 1's STORE_NODE, ENABLE_NODE and STORE_PATH, then the
+        // subscription's events. While it rebuilds its listen configuration for such an
+        // event, its listener for node 1 may find nothing to listen for, and then sleeps a
+        // fixed 10 s (remote_listen.c). A restarted slon reads the configuration afresh, so
+        // these two waits restart slon 2 when it makes no progress for a while.
+        let origin = self.pg.connect("origin").await;
+        let sub1 = self.pg.connect("sub1").await;
+        let init_events = last_event_of_node1(&origin).await;
+        let db = &sub1;
+        self.wait_restarting_slon2(
+            Duration::from_secs(30),
+            "node 2 to process node 1's configuration events",
+            || async move { confirmed_by_node2(db).await >= init_events },
+        )
+        .await;
+        progress(started, "node 2 processed the configuration events");
+        self.slonik(
+            "subscribe",
+            "subscribe set (id = 1, provider = 1, receiver = 2, forward = yes);\n",
+        );
+        progress(started, "subscribe set submitted");
+        let active = format!(
+            "SELECT count(*) FROM \"_{CLUSTER}\".sl_subscribe WHERE sub_receiver = 2 AND sub_active"
+        );
+        let q = &active;
+        self.wait_restarting_slon2(
+            Duration::from_secs(40),
+            "node 2's subscription to become active",
+            || async move { scalar::<i64>(db, q).await == 1 },
+        )
+        .await;
+        progress(started, "subscription active");
+    }
+
     /// `cluster name` and the admin conninfos every slonik script starts with.
     fn preamble(&self) -> String {
         format!(
@@ -776,22 +870,7 @@ fn pull_once(lab: &Lab, config: &Path, name: &str) -> (i32, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_slony_archives_replicate_origin() {
     let started = Instant::now();
-    let budget = Budget::new(BUDGET);
-    let pg = PgServer::start();
-    let slony = Slony::locate(&pg);
-    let dir = TestDir::new("real-slony");
-    let provider = dir.mkdir("provider");
-    let archive_dir = dir.mkdir(format!("provider/{SITE}"));
-    let mut lab = Lab {
-        slon1: None,
-        slon2: None,
-        slony,
-        pg,
-        dir,
-        provider,
-        archive_dir,
-        budget,
-    };
+    let mut lab = Lab::new("real-slony");
 
     // --- the databases, the schema in all three, seed rows on the origin
     for db in ["origin", "sub1", "replica", "subset"] {
@@ -804,63 +883,10 @@ async fn real_slony_archives_replicate_origin() {
     exec(&origin, SEED_SQL).await;
 
     // --- the Slony cluster: node 1 = origin, node 2 = sub1, set 1 = every table and sequence
-    let mut init = String::from(
-        "init cluster (id = 1, comment = 'origin');\n\
-         create set (id = 1, origin = 1, comment = 'app');\n",
-    );
-    for (id, (table, _)) in TABLES.iter().enumerate() {
-        init += &format!(
-            "set add table (set id = 1, origin = 1, id = {}, fully qualified name = 'app.{table}');\n",
-            id + 1
-        );
-    }
-    for (id, seq) in SEQUENCES.iter().enumerate() {
-        init += &format!(
-            "set add sequence (set id = 1, origin = 1, id = {}, fully qualified name = 'app.{seq}');\n",
-            id + 1
-        );
-    }
-    init += &format!(
-        "store node (id = 2, comment = 'subscriber, writes the archives', event node = 1);\n\
-         store path (server = 1, client = 2, conninfo = '{}', connretry = 1);\n\
-         store path (server = 2, client = 1, conninfo = '{}', connretry = 1);\n",
-        lab.slony.conninfo("origin"),
-        lab.slony.conninfo("sub1")
-    );
-    lab.slonik("init", &init);
-    progress(started, "cluster initialised (slonik init)");
-    lab.start_slon1();
-    lab.start_slon2(false);
-    // slon 2 first processes node 1's STORE_NODE, ENABLE_NODE and STORE_PATH, then the
-    // subscription's events. While it rebuilds its listen configuration for such an
-    // event, its listener for node 1 may find nothing to listen for, and then sleeps a
-    // fixed 10 s (remote_listen.c). A restarted slon reads the configuration afresh, so
-    // these two waits restart slon 2 when it makes no progress for a while.
-    let init_events = last_event_of_node1(&origin).await;
+    let tables: Vec<String> = TABLES.iter().map(|(t, _)| format!("app.{t}")).collect();
+    let sequences: Vec<String> = SEQUENCES.iter().map(|q| format!("app.{q}")).collect();
+    lab.replicate(started, &tables, &sequences).await;
     let db = &sub1;
-    lab.wait_restarting_slon2(
-        Duration::from_secs(30),
-        "node 2 to process node 1's configuration events",
-        || async move { confirmed_by_node2(db).await >= init_events },
-    )
-    .await;
-    progress(started, "node 2 processed the configuration events");
-    lab.slonik(
-        "subscribe",
-        "subscribe set (id = 1, provider = 1, receiver = 2, forward = yes);\n",
-    );
-    progress(started, "subscribe set submitted");
-    let active = format!(
-        "SELECT count(*) FROM \"_{CLUSTER}\".sl_subscribe WHERE sub_receiver = 2 AND sub_active"
-    );
-    let q = &active;
-    lab.wait_restarting_slon2(
-        Duration::from_secs(40),
-        "node 2's subscription to become active",
-        || async move { scalar::<i64>(db, q).await == 1 },
-    )
-    .await;
-    progress(started, "subscription active");
 
     // --- the offline replica, as documented: slon 2 stopped, slony1_dump.sh of node 2
     lab.stop_slon2();
@@ -1345,4 +1371,429 @@ dbname = "replica"
     let n: i64 = scalar(&replica, "SELECT count(*) FROM s1.t2 WHERE k = 'from 1.x'").await;
     assert_eq!(n, 0, "nothing of the 1.x archive was applied");
     drop(ssh);
+}
+
+/// The site of [`real_slony_subscription_changes_while_behind`].
+const SUB_SITE: &str = "lab_sub";
+
+/// The schema of that scenario on origin and sub1, with names only quoting reaches, as
+/// Slony's own regression suites spell them (`testtabnames`), and `table4`, which their
+/// DDL (`testddl`) names unqualified. The site's database starts empty: its subscription
+/// creates what it holds.
+///
+/// The suites' schema is `"Schema.name"`; here it is `"Schema name"`. Slony-I 2.2.11's
+/// `repair_log_triggers()`, which every EXECUTE SCRIPT runs, joins schema and table
+/// names with a dot unquoted and splits them again at the first dot, so in a cluster
+/// holding a table of `"Schema.name"` every EXECUTE SCRIPT fails (`table
+/// "Schema"."name.Capital Idea" not found`). A dotted schema goes through the manager and
+/// the receiver in `subscribe::quoted_names_are_subscribed_exactly`.
+const SUB_SCHEMA_SQL: &str = r#"
+CREATE SCHEMA app;
+CREATE TABLE app.docs (id bigserial PRIMARY KEY, body text);
+CREATE TABLE public.table4 (id int PRIMARY KEY, v text);
+CREATE SCHEMA "Schema name";
+CREATE TABLE "Schema name"."Capital Idea" ("user" text PRIMARY KEY, description text);
+CREATE TABLE public."Jan's bad ideas" (id int PRIMARY KEY, "Idea" text, at timestamptz);
+"#;
+
+/// The quoted table names, as slonik, PostgreSQL and the subscription list spell them.
+const CAPITAL: &str = r#""Schema name"."Capital Idea""#;
+const JANS: &str = r#"public."Jan's bad ideas""#;
+
+/// The EXECUTE SCRIPT of that scenario: `table4` unqualified (slon ran it with its
+/// search_path, so it is `public.table4`, the manager's default `ddl_search_path`), then
+/// a change of a table the site will have unsubscribed by then.
+const SUB_DDL_SCRIPT: &str = r#"alter table table4 add column extra text default 'dflt';
+alter table "Schema name"."Capital Idea" add column later int default 7;
+"#;
+
+/// Row count and md5 of a table's rows as text.
+async fn fingerprint(c: &Client, table: &str) -> String {
+    scalar(
+        c,
+        &format!(
+            "SELECT count(*)::text || ' ' || coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '-') FROM {table} t"
+        ),
+    )
+    .await
+}
+
+/// Whether `table` exists in the database.
+async fn has_table(c: &Client, table: &str) -> bool {
+    c.query_one("SELECT pg_catalog.to_regclass($1)::text", &[&table])
+        .await
+        .unwrap_or_else(|e| panic!("looking up {table}: {e}"))
+        .get::<_, Option<String>>(0)
+        .is_some()
+}
+
+/// One round of origin load on every table of the scenario.
+async fn subscription_load(c: &Client, r: i32) {
+    for i in 0..3i32 {
+        let text = AWKWARD[((r * 3 + i) as usize) % AWKWARD.len()];
+        let id = r * 10 + i;
+        c.execute(
+            "INSERT INTO app.docs (body) VALUES ($1)",
+            &[&format!("{text} #{r}.{i}")],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("insert into app.docs: {e}"));
+        c.execute(
+            "INSERT INTO public.table4 (id, v) VALUES ($1, $2)",
+            &[&id, &text],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("insert into table4: {e}"));
+        c.execute(
+            &format!("INSERT INTO {CAPITAL} (\"user\", description) VALUES ($1, $2)"),
+            &[&format!("user {r}.{i}"), &text],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("insert into {CAPITAL}: {e}"));
+        c.execute(
+            &format!("INSERT INTO {JANS} VALUES ($1, $2, now())"),
+            &[&id, &text],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("insert into {JANS}: {e}"));
+    }
+    exec(
+        c,
+        &format!(
+            "UPDATE public.table4 SET v = v || ' (updated)' WHERE id % 4 = {};
+             DELETE FROM {CAPITAL} WHERE \"user\" = 'user {}.1';
+             UPDATE {JANS} SET \"Idea\" = NULL WHERE id = {};",
+            r % 4,
+            r - 1,
+            r * 10 + 2
+        ),
+    )
+    .await;
+}
+
+/// Runs `slony-receiver subscribe-series` with `list` as the subscription list.
+fn subscribe_series(lab: &Lab, config: &Path, list: &str, name: &str) -> (i32, String) {
+    let path = lab.dir.join(format!("{name}.list"));
+    std::fs::write(&path, list).unwrap();
+    let done = run_bounded(
+        Command::new(bin_path("slony-receiver"))
+            .args(["subscribe-series", "--list"])
+            .arg(&path)
+            .args(["--attempts", "60", "--interval-secs", "1", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info"),
+        lab.budget.cap(Duration::from_secs(90)),
+        &lab.dir.join(name),
+        "slony-receiver subscribe-series",
+    );
+    let code = done.status.code().unwrap_or(-1);
+    eprintln!(
+        "--- slony-receiver subscribe-series ({name}) exited {code}\n{}",
+        done.stderr
+    );
+    (code, done.stderr)
+}
+
+/// A new site subscribes through `slony-manager run` while slon writes the archives and
+/// the manager cuts the site's stream from them: three tables, two of them reachable
+/// only by quoted names. The origin keeps changing; the site pulls once, then falls
+/// behind, and while it is behind it adds `public.table4` and unsubscribes
+/// `"Schema name"."Capital Idea"` with `allow_drop`. An EXECUTE SCRIPT then changes
+/// `table4`, named unqualified, and the unsubscribed table. After one pull the site
+/// equals the origin on its tables at exactly node 2's counter: the unsubscribed table
+/// went at the snapshot (after the copies that still carried it), the new one holds
+/// every change from its snapshot on, the unqualified DDL reached it and the other did
+/// not. Subscribed again, the dropped table comes back equal to the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_slony_subscription_changes_while_behind() {
+    let started = Instant::now();
+    let mut lab = Lab::new("real-slony-subscribe");
+    for db in ["origin", "sub1"] {
+        lab.pg.create_db(db).await;
+        exec(&lab.pg.connect(db).await, SUB_SCHEMA_SQL).await;
+    }
+    lab.pg.create_db("site").await;
+    let origin = lab.pg.connect("origin").await;
+    let sub1 = lab.pg.connect("sub1").await;
+    let site = lab.pg.connect("site").await;
+    subscription_load(&origin, 0).await;
+    let tables: Vec<String> = ["app.docs", "public.table4", CAPITAL, JANS]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    lab.replicate(started, &tables, &["app.docs_id_seq".to_string()])
+        .await;
+    // From here on node 2 writes an archive per SYNC.
+    lab.stop_slon2();
+    lab.start_slon2(true);
+
+    // --- the provider: slony-manager run on node 2, cutting slon's archives for the site
+    let site_logs = lab.provider.join("site_logs");
+    std::fs::create_dir_all(&site_logs).unwrap();
+    std::fs::create_dir_all(site_logs.with_extension("exchange").join(SUB_SITE)).unwrap();
+    let subscribers = lab.dir.mkdir("subscribers");
+    let manager_config = lab.dir.join("manager.toml");
+    std::fs::write(
+        &manager_config,
+        format!(
+            r#"cluster = "{CLUSTER}"
+trigger_dir = "{exchange}"
+subscribers_dir = "{subscribers}"
+site_log_dir = "{site_logs}"
+archive_dir = "{archive}"
+allow_drop = true
+rescan_interval_secs = 1
+{sites}[database]
+host = "127.0.0.1"
+port = {port}
+user = "postgres"
+dbname = "sub1"
+"#,
+            exchange = site_logs.with_extension("exchange").display(),
+            subscribers = subscribers.display(),
+            site_logs = site_logs.display(),
+            archive = lab.archive_dir.display(),
+            sites = crate::support::shared_sites_toml(&[SUB_SITE]),
+            port = lab.pg.port()
+        ),
+    )
+    .unwrap();
+    let manager_log = lab.dir.join("manager.log");
+    let _manager = ManagerDaemon::start(&manager_config, &manager_log, &[]);
+    let ssh = SshServer::start(&lab.provider);
+    let config = write_receiver_config(&lab, &ssh, SUB_SITE, &site_logs, "site");
+    let read = |name: &str| {
+        std::fs::read_to_string(subscribers.join(SUB_SITE).join(name)).unwrap_or_default()
+    };
+    let cut_counter = || read("cut_counter").trim().parse::<u64>().unwrap_or(0);
+
+    // --- a new site, three tables, two by quoted names
+    let (code, out) = subscribe_series(
+        &lab,
+        &config,
+        &format!("app.docs subscribe\n{CAPITAL} subscribe\n{JANS} subscribe\n"),
+        "subscribe-new",
+    );
+    assert_eq!(code, 0, "{out}\n{}", tail(&manager_log, 40));
+    progress(started, "new site subscribed");
+    let listed = || {
+        let mut v: Vec<String> = read("tables").lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    let sorted = |l: &[&str]| {
+        let mut v: Vec<String> = l.iter().map(|t| t.to_string()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        listed(),
+        sorted(&["app.docs", CAPITAL, JANS]),
+        "the manager's list, in the list's quoted syntax"
+    );
+
+    // --- load; the site pulls once
+    // Rounds apart, so that slon cuts them into separate SYNCs and archives.
+    let rounds = |from: i32, to: i32| {
+        let origin = &origin;
+        async move {
+            for r in from..=to {
+                subscription_load(origin, r).await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    rounds(1, 3).await;
+    let db = &sub1;
+    let origin_ref = &origin;
+    lab.wait(
+        Duration::from_secs(30),
+        "sub1 to equal origin after rounds 1-3",
+        || async move { fingerprint(db, JANS).await == fingerprint(origin_ref, JANS).await },
+    )
+    .await;
+    let n1 = archive_counter(&sub1).await;
+    lab.wait(Duration::from_secs(30), "the cut past round 3", || async {
+        cut_counter() >= n1
+    })
+    .await;
+    let (code, out) = pull_once(&lab, &config, "pull-first");
+    assert_eq!(code, 0, "{out}");
+    let at_first = tracking_counter(&site).await;
+    assert!(at_first >= n1, "the site at {at_first}, the cut at {n1}");
+
+    // --- the site falls behind: more load, cut but not pulled
+    rounds(4, 12).await;
+    lab.wait(
+        Duration::from_secs(30),
+        "sub1 to equal origin after rounds 4-12",
+        || async move { fingerprint(db, JANS).await == fingerprint(origin_ref, JANS).await },
+    )
+    .await;
+    let n2 = archive_counter(&sub1).await;
+    lab.wait(Duration::from_secs(30), "the cut past round 12", || async {
+        cut_counter() >= n2
+    })
+    .await;
+
+    // --- while behind: add table4, unsubscribe "Capital Idea" with allow_drop
+    let (code, out) = subscribe_series(
+        &lab,
+        &config,
+        &format!("public.table4 subscribe\n{CAPITAL} unsubscribe\n"),
+        "subscribe-change",
+    );
+    assert_eq!(code, 0, "{out}\n{}", tail(&manager_log, 40));
+    progress(started, "subscription changed while behind");
+    let snapshot: u64 = read("since").trim().parse::<u64>().unwrap() - 1;
+    assert!(
+        snapshot >= n2 && snapshot >= at_first + 5,
+        "the change's snapshot {snapshot} is well ahead of the site's counter {at_first}"
+    );
+    assert_eq!(listed(), sorted(&["app.docs", "public.table4", JANS]));
+    assert!(
+        has_table(&site, CAPITAL).await,
+        "the unsubscribed table stays while the copies before the snapshot carry it"
+    );
+
+    // --- more load and an EXECUTE SCRIPT with an unqualified name, then Slony stops
+    rounds(13, 15).await;
+    let script = lab.dir.join("ddl.sql");
+    std::fs::write(&script, SUB_DDL_SCRIPT).unwrap();
+    lab.slonik(
+        "ddl",
+        &format!(
+            "execute script (filename = '{}', event node = 1);\n",
+            script.display()
+        ),
+    );
+    rounds(16, 18).await;
+    let all = &tables;
+    lab.wait(
+        Duration::from_secs(30),
+        "sub1 to equal origin after the last round",
+        || async move {
+            for t in all {
+                if fingerprint(db, t).await != fingerprint(origin_ref, t).await {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    lab.stop_slon1();
+    let last_event = last_event_of_node1(&origin).await;
+    lab.wait(
+        Duration::from_secs(30),
+        "node 2 to confirm node 1's last event",
+        || async move { confirmed_by_node2(db).await >= last_event },
+    )
+    .await;
+    lab.stop_slon2();
+    let last = archive_counter(&sub1).await;
+    for (c, p) in archives(&lab.archive_dir)
+        .iter()
+        .filter(|(c, _)| c.0 > last)
+    {
+        eprintln!("removing archive {c} written past node 2's committed counter {last}");
+        std::fs::remove_file(p).unwrap();
+    }
+    lab.wait(
+        Duration::from_secs(30),
+        "the cut up to the last archive",
+        || async { cut_counter() == last },
+    )
+    .await;
+    progress(started, "slon stopped, the site's stream cut to the end");
+
+    // The site's stream: the dropped table's rows only up to the snapshot, the unqualified
+    // DDL after it, the other DDL nowhere.
+    let (mut capital_before, mut capital_after, mut ddl) = (0, 0, 0);
+    for (c, p) in archives(&site_logs.join(SUB_SITE)) {
+        let text = std::fs::read_to_string(&p).unwrap();
+        let capital = text.contains("Capital Idea");
+        if c.0 <= snapshot {
+            capital_before += usize::from(capital);
+        } else {
+            capital_after += usize::from(capital);
+        }
+        if text.contains("alter table table4") {
+            assert!(
+                c.0 > snapshot,
+                "the DDL at {c} before the snapshot {snapshot}"
+            );
+            ddl += 1;
+        }
+        assert!(
+            !text.contains("add column later"),
+            "archive {c} sends the DDL of a table the site no longer holds"
+        );
+    }
+    assert!(
+        capital_before > 0,
+        "the copies before the snapshot carry the unsubscribed table"
+    );
+    assert_eq!(
+        capital_after, 0,
+        "copies after the snapshot carry the unsubscribed table"
+    );
+    assert_eq!(ddl, 1, "the unqualified DDL reaches the site once");
+
+    // --- one pull: the site equals the origin on its tables, at node 2's counter
+    let (code, out) = pull_once(&lab, &config, "pull-final");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("dropped the unsubscribed tables at their snapshot"),
+        "{out}"
+    );
+    assert_eq!(tracking_counter(&site).await, last);
+    for t in ["app.docs", "public.table4", JANS] {
+        assert_eq!(
+            fingerprint(&site, t).await,
+            fingerprint(&origin, t).await,
+            "{t} on the site"
+        );
+    }
+    let extra: i64 = scalar(
+        &site,
+        "SELECT count(*) FROM public.table4 WHERE extra = 'dflt'",
+    )
+    .await;
+    assert!(extra > 0, "the column the unqualified DDL added");
+    let seq = "SELECT last_value FROM app.docs_id_seq";
+    assert_eq!(
+        scalar::<i64>(&site, seq).await,
+        scalar::<i64>(&origin, seq).await,
+        "the set sequence app.docs owns"
+    );
+    assert!(
+        !has_table(&site, CAPITAL).await,
+        "the unsubscribed table went with its snapshot's archive"
+    );
+
+    // --- subscribed again: it comes back as the origin holds it, DDL included
+    let (code, out) = subscribe_series(
+        &lab,
+        &config,
+        &format!("{CAPITAL} subscribe\n"),
+        "subscribe-again",
+    );
+    assert_eq!(code, 0, "{out}\n{}", tail(&manager_log, 40));
+    assert_eq!(
+        fingerprint(&site, CAPITAL).await,
+        fingerprint(&origin, CAPITAL).await,
+        "{CAPITAL} subscribed again"
+    );
+    let later: i64 = scalar(
+        &site,
+        &format!("SELECT count(*) FROM {CAPITAL} WHERE later = 7"),
+    )
+    .await;
+    assert!(later > 0, "the column the other DDL added");
+    drop(ssh);
+    eprintln!(
+        "real Slony-I subscription changes: snapshot {snapshot} with the site at {at_first}, {last} archives, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -14,6 +14,7 @@ Layout:
   host and client keys, plus matching and deliberately wrong `known_hosts`.
 - [`smtp`]: [`smtp::SmtpSink`], a real SMTP server (Debian's `python3-aiosmtpd`)
   that records every message it receives, for alert assertions.
+- [`manager`]: [`manager::ManagerDaemon`], `slony-manager run` as a child process.
 - [`site`]: [`site::Site`], a subscriber site with its provider, replica and mail
   sink, and the receiver's config pointing at them.
 - this file: shared helpers ([`free_port`], [`bin_path`], [`wait_until`],
@@ -30,6 +31,7 @@ All waits in here are bounded by a deadline, and all servers listen on
 
 #![allow(dead_code)]
 
+pub mod manager;
 pub mod pg;
 pub mod receiver;
 pub mod site;
