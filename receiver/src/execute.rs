@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 use futures_util::SinkExt;
 use slony_shared::archive::parse::ParseError;
 use slony_shared::archive::ArchiveError;
-use tokio_postgres::error::Severity;
+use slony_shared::pg::doing;
 use tokio_postgres::{Client, ToStatement, Transaction};
 
 /// Pipelined statements are flushed when this many are waiting.
@@ -180,54 +180,6 @@ pub async fn copy_in<T: ?Sized + ToStatement>(
     Ok(total)
 }
 
-/// Renders a PostgreSQL error with everything an operator needs.
-pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut s = format!("{}:  {}", db.severity(), db.message());
-            if let Some(d) = db.detail() {
-                s.push_str(&format!("\n  DETAIL:  {d}"));
-            }
-            if let Some(h) = db.hint() {
-                s.push_str(&format!("\n  HINT:  {h}"));
-            }
-            if let Some(w) = db.where_() {
-                s.push_str(&format!("\n  CONTEXT:  {w}"));
-            }
-            s.push_str(&format!(" (SQLSTATE {})", db.code().code()));
-            s
-        }
-        None => {
-            // Connection errors keep their cause (e.g. "Connection refused") in the source.
-            let mut s = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(inner) = source {
-                s.push_str(&format!(": {inner}"));
-                source = inner.source();
-            }
-            s
-        }
-    }
-}
-
-/// Whether the error means the connection is gone (rather than a statement failing).
-pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
-    if e.is_closed() {
-        return true;
-    }
-    match e.as_db_error() {
-        // A FATAL or PANIC report ends the session (a server shutdown says 57P01 this
-        // way); class 08 is a connection exception. Neither is about the statement.
-        Some(db) => {
-            matches!(
-                db.parsed_severity(),
-                Some(Severity::Fatal | Severity::Panic)
-            ) || db.code().code().starts_with("08")
-        }
-        None => e.code().is_none(),
-    }
-}
-
 /// The first 200 characters of a statement, on one line, for messages.
 pub fn excerpt(sql: &str) -> String {
     let one: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -238,11 +190,6 @@ pub fn excerpt(sql: &str) -> String {
     }
 }
 
-/// A PostgreSQL error as an `anyhow` error that says what was being done.
-pub fn pg_err(what: &str) -> impl FnOnce(tokio_postgres::Error) -> anyhow::Error + '_ {
-    move |e| anyhow::anyhow!("{what}: {}", describe_pg_error(&e))
-}
-
 /// A transaction that changes objects of the replica (triggers, owners). Such changes
 /// wait for the table's lock, which an archive being applied holds: they wait a while,
 /// never forever. No NOTICE for each `DROP ... IF EXISTS` that finds nothing.
@@ -250,9 +197,9 @@ pub async fn ddl_transaction(client: &mut Client) -> anyhow::Result<Transaction<
     let tx = client
         .transaction()
         .await
-        .map_err(pg_err("starting a transaction"))?;
+        .map_err(doing("starting a transaction"))?;
     tx.batch_execute("SET LOCAL lock_timeout = '60s'; SET LOCAL client_min_messages = warning")
         .await
-        .map_err(pg_err("preparing the session"))?;
+        .map_err(doing("preparing the session"))?;
     Ok(tx)
 }

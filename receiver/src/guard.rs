@@ -32,8 +32,8 @@
 //! granted `SET` privilege): the guard stops mistakes of ordinary users and
 //! applications, not a superuser who means it.
 
-use crate::execute::pg_err;
 use slony_shared::ident::{quote_ident, quote_literal, ClusterName, QualifiedTable};
+use slony_shared::pg::doing;
 use tokio_postgres::{Client, GenericClient};
 
 /// The row-level trigger (INSERT, UPDATE, DELETE).
@@ -80,7 +80,7 @@ pub async fn replicated_tables(
             &[&format!("_{}", cluster.as_str())],
         )
         .await
-        .map_err(pg_err("listing the replicated tables"))?;
+        .map_err(doing("listing the replicated tables"))?;
     let mut out = Tables::default();
     for row in rows {
         let (schema, table): (String, String) = (row.get(0), row.get(1));
@@ -214,7 +214,7 @@ pub async fn inspect(
             ],
         )
         .await
-        .map_err(pg_err("reading the guard triggers"))?;
+        .map_err(doing("reading the guard triggers"))?;
     Ok(tables
         .iter()
         .zip(rows)
@@ -348,7 +348,7 @@ pub async fn enable(
     let tx = crate::execute::ddl_transaction(client).await?;
     tx.batch_execute(&function_sql(cluster, site, provider_host))
         .await
-        .map_err(pg_err("creating the guard function"))?;
+        .map_err(doing("creating the guard function"))?;
     let mut done = Enabled::default();
     for g in inspect(&tx, cluster, tables).await? {
         if !g.exists {
@@ -358,12 +358,12 @@ pub async fn enable(
         if !g.guarded() {
             tx.batch_execute(&trigger_sql(cluster, &g))
                 .await
-                .map_err(pg_err(&format!("guarding {}", g.table)))?;
+                .map_err(doing(&format!("guarding {}", g.table)))?;
             done.changed.push(g.table.clone());
         }
         done.guarded.push(g.table);
     }
-    tx.commit().await.map_err(pg_err("committing the guard"))?;
+    tx.commit().await.map_err(doing("committing the guard"))?;
     Ok(done)
 }
 
@@ -387,7 +387,7 @@ pub async fn disable(
             &[&ROW_TRIGGER, &TRUNCATE_TRIGGER],
         )
         .await
-        .map_err(pg_err("listing the guard triggers"))?;
+        .map_err(doing("listing the guard triggers"))?;
     let mut removed: Vec<String> = Vec::new();
     for row in rows {
         let (schema, table, trigger): (String, String, String) =
@@ -404,7 +404,7 @@ pub async fn disable(
             quote_ident(&table)
         ))
         .await
-        .map_err(pg_err(&format!("removing the guard of {schema}.{table}")))?;
+        .map_err(doing(&format!("removing the guard of {schema}.{table}")))?;
         let name = format!("{schema}.{table}");
         if removed.last() != Some(&name) {
             removed.push(name);
@@ -416,11 +416,11 @@ pub async fn disable(
             function_name(cluster)
         ))
         .await
-        .map_err(pg_err("removing the guard function"))?;
+        .map_err(doing("removing the guard function"))?;
     }
     tx.commit()
         .await
-        .map_err(pg_err("committing the guard removal"))?;
+        .map_err(doing("committing the guard removal"))?;
     Ok(removed)
 }
 

@@ -11,7 +11,9 @@ mod guard;
 mod housekeeping;
 mod metrics;
 mod privilege;
+mod provider;
 mod pull;
+mod replica;
 mod subscribe;
 
 use anyhow::Context;
@@ -46,7 +48,7 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
         if let Some(p) = cause.downcast_ref::<pull::PullError>() {
             return exit::for_class(p.class());
         }
-        if cause.downcast_ref::<pull::remote::RemoteError>().is_some() {
+        if cause.downcast_ref::<provider::RemoteError>().is_some() {
             return exit::REMOTE;
         }
     }

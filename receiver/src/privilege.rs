@@ -15,14 +15,14 @@
 //!   superuser: it creates the role if needed and gives it what applying needs, and no
 //!   more. Running it again repairs ownership and grants.
 
-use crate::execute::pg_err;
 use crate::exit;
 use crate::guard;
-use crate::pull::{self, PullError};
+use crate::replica::ReplicaError;
 use slony_shared::config::ReceiverConfig;
 use slony_shared::counter::Counter;
 use slony_shared::ident::{quote_ident, ClusterName};
 use slony_shared::offline;
+use slony_shared::pg::doing;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_postgres::{Client, GenericClient};
 
@@ -46,7 +46,7 @@ const RESERVED_ROLES: [&str; 5] = [
 ///
 /// [`PullError::Privilege`] saying what to do. A failure to read the role is not one: the
 /// steps after report it.
-pub async fn check_applier(client: &Client) -> Result<(), PullError> {
+pub async fn check_applier(client: &Client) -> Result<(), ReplicaError> {
     static SUPERUSER_WARNED: AtomicBool = AtomicBool::new(false);
     let row = match client
         .query_one(
@@ -76,7 +76,7 @@ pub async fn check_applier(client: &Client) -> Result<(), PullError> {
         return Ok(());
     }
     if let Some(why) = too_old(version) {
-        return Err(PullError::Privilege(format!(
+        return Err(ReplicaError::Privilege(format!(
             "the database user {user} is not a superuser, and {why}: connect as a superuser \
              until the replica runs PostgreSQL 15 or later, then run `slony-receiver init \
              --apply-role {user}`"
@@ -98,7 +98,7 @@ pub async fn check_applier(client: &Client) -> Result<(), PullError> {
     if may_set {
         return Ok(());
     }
-    Err(PullError::Privilege(format!(
+    Err(ReplicaError::Privilege(format!(
         "the database user {user} may not SET session_replication_role, which applying the \
          provider's SQL needs: have a superuser run `slony-receiver init --apply-role {user}` \
          (it also gives {user} the replicated tables)"
@@ -167,7 +167,7 @@ pub async fn apply_role(cfg: &ReceiverConfig, req: &ApplyRole<'_>) -> anyhow::Re
         eprintln!("slony-receiver: --apply-role {role:?}: {why}; nothing changed");
         return Ok(exit::CONFIG);
     }
-    let mut client = pull::connect_db(cfg).await?;
+    let mut client = crate::replica::connect(cfg).await?;
     let row = client
         .query_one(
             "SELECT current_user::text, r.rolsuper,
@@ -177,7 +177,7 @@ pub async fn apply_role(cfg: &ReceiverConfig, req: &ApplyRole<'_>) -> anyhow::Re
             &[],
         )
         .await
-        .map_err(pg_err("reading the connected role"))?;
+        .map_err(doing("reading the connected role"))?;
     let (me, superuser, version, version_text, database): (String, bool, i32, String, String) =
         (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
     if !superuser {
@@ -203,7 +203,7 @@ pub async fn apply_role(cfg: &ReceiverConfig, req: &ApplyRole<'_>) -> anyhow::Re
             &[&role],
         )
         .await
-        .map_err(pg_err("looking up the role"))?
+        .map_err(doing("looking up the role"))?
         .map(|r| (r.get::<_, bool>(0), r.get::<_, bool>(1)));
     if let Some((true, _)) = existing {
         eprintln!(
@@ -229,7 +229,7 @@ pub async fn apply_role(cfg: &ReceiverConfig, req: &ApplyRole<'_>) -> anyhow::Re
         None => {
             tx.batch_execute(&format!("CREATE ROLE {q} LOGIN"))
                 .await
-                .map_err(pg_err("creating the role"))?;
+                .map_err(doing("creating the role"))?;
             done.push(format!(
                 "created role {role} (LOGIN, no password: the operator sets one)"
             ));
@@ -245,7 +245,7 @@ pub async fn apply_role(cfg: &ReceiverConfig, req: &ApplyRole<'_>) -> anyhow::Re
         quote_ident(&database)
     ))
     .await
-    .map_err(pg_err("granting the parameter and database privileges"))?;
+    .map_err(doing("granting the parameter and database privileges"))?;
     done.push("granted SET on parameter session_replication_role".into());
     done.push(format!("granted CONNECT, CREATE on database {database}"));
 
@@ -257,7 +257,7 @@ pub async fn apply_role(cfg: &ReceiverConfig, req: &ApplyRole<'_>) -> anyhow::Re
                 offline::tracking_row_sql(&cfg.cluster, req.counter, req.created)
             ))
             .await
-            .map_err(pg_err("creating the tracking schema"))?;
+            .map_err(doing("creating the tracking schema"))?;
             done.push(format!(
                 "created the tracking schema {schema} at archive {}",
                 req.counter
@@ -273,7 +273,7 @@ pub async fn apply_role(cfg: &ReceiverConfig, req: &ApplyRole<'_>) -> anyhow::Re
         Tracking::Present => {
             tx.batch_execute(&offline::functions_sql(&cfg.cluster))
                 .await
-                .map_err(pg_err("re-creating the tracking schema's functions"))?;
+                .map_err(doing("re-creating the tracking schema's functions"))?;
             done.push(format!(
                 "re-created the functions of {schema} (search_path pinned to {})",
                 offline::PINNED_SEARCH_PATH
@@ -302,7 +302,7 @@ pub async fn apply_role(cfg: &ReceiverConfig, req: &ApplyRole<'_>) -> anyhow::Re
             schemas.join(", ")
         ));
     }
-    tx.commit().await.map_err(pg_err("committing"))?;
+    tx.commit().await.map_err(doing("committing"))?;
 
     println!(
         "init --apply-role {role} on database {database} (cluster {}):",
@@ -335,7 +335,7 @@ async fn inspect_schema(
             &[&format!("_{}", cluster.as_str())],
         )
         .await
-        .map_err(pg_err("looking at the tracking schema"))?;
+        .map_err(doing("looking at the tracking schema"))?;
     let (exists, tracking, node): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
     let schema = cluster.schema();
     Ok(match (exists, tracking, node) {
@@ -408,7 +408,7 @@ async fn own_schema(
             &[&nsp],
         )
         .await
-        .map_err(pg_err("listing the tracking schema's objects"))?;
+        .map_err(doing("listing the tracking schema's objects"))?;
     let role_oid = role_oid(tx, role).await?;
     let mut changed = Vec::new();
     for row in rows {
@@ -421,7 +421,7 @@ async fn own_schema(
             quote_ident(role)
         ))
         .await
-        .map_err(pg_err(&format!("giving {name} to {role}")))?;
+        .map_err(doing(&format!("giving {name} to {role}")))?;
         changed.push(name);
     }
     Ok(changed)
@@ -448,7 +448,7 @@ async fn own_replicated(
             &[&schemas, &names],
         )
         .await
-        .map_err(pg_err("reading the replicated tables' owners"))?;
+        .map_err(doing("reading the replicated tables' owners"))?;
     let q = quote_ident(role);
     let mut changed_tables = Vec::new();
     for (t, row) in tables.iter().zip(owners) {
@@ -458,7 +458,7 @@ async fn own_replicated(
         // The sequences of its columns (serial, identity) come along.
         tx.batch_execute(&format!("ALTER TABLE {} OWNER TO {q}", t.quoted()))
             .await
-            .map_err(pg_err(&format!("giving {t} to {role}")))?;
+            .map_err(doing(&format!("giving {t} to {role}")))?;
         changed_tables.push(t.to_string());
     }
     // Sequences by the rule of the replicated tables, but those of a column: they
@@ -483,7 +483,7 @@ async fn own_replicated(
             &[&format!("_{}", cluster.as_str())],
         )
         .await
-        .map_err(pg_err("listing the sequences"))?;
+        .map_err(doing("listing the sequences"))?;
     let mut all_schemas: Vec<String> = tables.iter().map(|t| t.schema.to_string()).collect();
     let mut changed_sequences = Vec::new();
     let sequence_count = sequences.len();
@@ -496,7 +496,7 @@ async fn own_replicated(
         }
         tx.batch_execute(&format!("ALTER SEQUENCE {qualified} OWNER TO {q}"))
             .await
-            .map_err(pg_err(&format!("giving {qualified} to {role}")))?;
+            .map_err(doing(&format!("giving {qualified} to {role}")))?;
         changed_sequences.push(format!("{nsp}.{name}"));
     }
     all_schemas.sort();
@@ -507,7 +507,7 @@ async fn own_replicated(
             quote_ident(nsp)
         ))
         .await
-        .map_err(pg_err(&format!("granting USAGE, CREATE on schema {nsp}")))?;
+        .map_err(doing(&format!("granting USAGE, CREATE on schema {nsp}")))?;
     }
     Ok((
         (tables.len(), changed_tables),
@@ -524,7 +524,7 @@ async fn role_oid(client: &impl GenericClient, role: &str) -> anyhow::Result<u32
             &[&role],
         )
         .await
-        .map_err(pg_err("looking up the role"))?;
+        .map_err(doing("looking up the role"))?;
     Ok(row.get(0))
 }
 

@@ -12,6 +12,7 @@
 //! - [`alert`]: failure mail over SMTP, sent once per failure, daily reminders, and on recovery.
 //! - [`lock`]: the exclusive per-cluster run lock.
 //! - [`offline`]: the SQL that prepares a replica database (what slony1_dump.sh creates).
+//! - [`pg`]: connecting to PostgreSQL, and the server's errors as an operator reads them.
 //! - [`private`]: files (0600) and directories (0700) for their owner only.
 //! - [`trigger`]: the subscription protocol files exchanged in the trigger directory.
 
@@ -25,5 +26,6 @@ pub mod crash;
 pub mod ident;
 pub mod lock;
 pub mod offline;
+pub mod pg;
 pub mod private;
 pub mod trigger;

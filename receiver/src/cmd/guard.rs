@@ -10,14 +10,13 @@ use crate::cli::GuardAction;
 use crate::cmd::promote;
 use crate::exit;
 use crate::guard::{self, Enabled};
-use crate::pull;
 use slony_shared::config::ReceiverConfig;
 
 /// Runs `guard`; returns the exit code.
 pub async fn run(cfg: &ReceiverConfig, action: GuardAction) -> anyhow::Result<u8> {
-    let mut client = pull::connect_db(cfg).await?;
+    let mut client = crate::replica::connect(cfg).await?;
     // Only a database initialised for log shipping is a replica to guard.
-    pull::read_position(&client, &cfg.cluster).await?;
+    crate::replica::read_position(&client, &cfg.cluster).await?;
     let promoted = promote::read_marker(cfg)?;
     match action {
         GuardAction::On => {
@@ -114,7 +113,7 @@ pub async fn protect(cfg: &ReceiverConfig) -> anyhow::Result<Enabled> {
             m.counter
         );
     }
-    let mut client = pull::connect_db(cfg).await?;
+    let mut client = crate::replica::connect(cfg).await?;
     protect_with(cfg, &mut client).await
 }
 

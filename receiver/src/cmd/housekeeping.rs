@@ -10,7 +10,7 @@
 
 use crate::exit;
 use crate::housekeeping::{self, Applied, Layout};
-use crate::pull::{self, record};
+use crate::pull::record;
 use anyhow::Context;
 use slony_shared::config::ReceiverConfig;
 use slony_shared::lock::{LockError, RunLock};
@@ -92,8 +92,8 @@ pub async fn run_locked(cfg: &ReceiverConfig) -> anyhow::Result<u8> {
 /// cannot be read (logged), or None when neither is known.
 async fn applied_position(cfg: &ReceiverConfig) -> Option<Applied> {
     let from_db = async {
-        let client = pull::connect_db(cfg).await?;
-        pull::read_position(&client, &cfg.cluster).await
+        let client = crate::replica::connect(cfg).await?;
+        crate::replica::read_position(&client, &cfg.cluster).await
     };
     match from_db.await {
         Ok(position) => {

@@ -8,7 +8,6 @@
 //! [`crate::privilege::apply_role`].
 
 use crate::exit;
-use crate::pull;
 use anyhow::Context;
 use slony_shared::config::ReceiverConfig;
 use slony_shared::counter::Counter;
@@ -16,7 +15,7 @@ use slony_shared::offline;
 
 /// Runs `init`; returns the exit code.
 pub async fn run(cfg: &ReceiverConfig, counter: Counter, created: &str) -> anyhow::Result<u8> {
-    let client = pull::connect_db(cfg).await?;
+    let client = crate::replica::connect(cfg).await?;
     let schema = format!("_{}", cfg.cluster);
     let exists: bool = client
         .query_one(
@@ -41,7 +40,7 @@ pub async fn run(cfg: &ReceiverConfig, counter: Counter, created: &str) -> anyho
     client
         .batch_execute(&sql)
         .await
-        .map_err(|e| anyhow::anyhow!("{}", crate::execute::describe_pg_error(&e)))
+        .map_err(|e| anyhow::anyhow!("{}", slony_shared::pg::describe_error(&e)))
         .context("creating the tracking schema")?;
     println!(
         "replica initialised for cluster {} at archive {counter}; the next archive applied is {}.\nOnce its tables hold the provider's data, run `slony-receiver guard on` to keep them read-only.",

@@ -16,7 +16,8 @@
 
 use crate::exit;
 use crate::guard;
-use crate::pull::{self, Position};
+use crate::pull;
+use crate::replica::Position;
 use anyhow::Context;
 use slony_shared::archive::name::{classify, Entry};
 use slony_shared::config::ReceiverConfig;
@@ -128,8 +129,8 @@ pub async fn run(cfg: &ReceiverConfig) -> anyhow::Result<u8> {
         Err(e) => return Err(e).context("taking the run lock"),
     };
     pull::prepare_dirs(cfg)?;
-    let mut client = pull::connect_db(cfg).await?;
-    let position = pull::read_position(&client, &cfg.cluster).await?;
+    let mut client = crate::replica::connect(cfg).await?;
+    let position = crate::replica::read_position(&client, &cfg.cluster).await?;
     let marker_file = marker_path(cfg);
 
     if let Some(m) = read_marker(cfg)? {
@@ -169,7 +170,7 @@ pub async fn run(cfg: &ReceiverConfig) -> anyhow::Result<u8> {
             &[],
         )
         .await
-        .map_err(|e| anyhow::anyhow!("reading the database clock: {}", crate::execute::describe_pg_error(&e)))?
+        .map_err(|e| anyhow::anyhow!("reading the database clock: {}", slony_shared::pg::describe_error(&e)))?
         .get(0);
     let marker = Marker {
         promoted_at,
@@ -242,7 +243,7 @@ async fn sequences_behind(client: &Client, cfg: &ReceiverConfig) -> anyhow::Resu
             &[],
         )
         .await
-        .map_err(|e| anyhow::anyhow!("{}", crate::execute::describe_pg_error(&e)))?;
+        .map_err(|e| anyhow::anyhow!("{}", slony_shared::pg::describe_error(&e)))?;
     let mut behind = Vec::new();
     for row in rows {
         let (seq_schema, seq, schema, table, column, increment): (
@@ -280,7 +281,7 @@ async fn sequences_behind(client: &Client, cfg: &ReceiverConfig) -> anyhow::Resu
                 &[&increment],
             )
             .await
-            .map_err(|e| anyhow::anyhow!("{seq_schema}.{seq}: {}", crate::execute::describe_pg_error(&e)))?;
+            .map_err(|e| anyhow::anyhow!("{seq_schema}.{seq}: {}", slony_shared::pg::describe_error(&e)))?;
         let (max, last, is_behind): (Option<String>, String, bool) =
             (check.get(0), check.get(1), check.get(2));
         if is_behind {

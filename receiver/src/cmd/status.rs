@@ -60,8 +60,9 @@
 //! above a threshold or an active `pull` failure.
 
 use crate::exit;
-use crate::pull::remote::{Remote, RemoteError, RemoteFile};
-use crate::pull::{self, FailureClass, Position, PullError};
+use crate::provider::{Provider, RemoteError, RemoteFile};
+use crate::pull::{FailureClass, PullError};
+use crate::replica::{Position, ReplicaError};
 use serde::Serialize;
 use slony_shared::alert::LastFailure;
 use slony_shared::archive::name::{classify, Entry};
@@ -94,20 +95,23 @@ pub async fn run(cfg: &ReceiverConfig, json: bool) -> anyhow::Result<u8> {
 }
 
 /// Why the replica's position is unknown: the message and the exit-code family.
-type ReplicaError = (String, FailureClass);
+type Unknown = (String, FailureClass);
 
 /// Reads the replica's position; never fails the command.
-async fn replica_position(cfg: &ReceiverConfig) -> Result<Position, ReplicaError> {
-    let described = |e: PullError| (e.to_string(), e.class());
-    let client = pull::connect_db(cfg).await.map_err(described)?;
-    pull::read_position(&client, &cfg.cluster)
+async fn replica_position(cfg: &ReceiverConfig) -> Result<Position, Unknown> {
+    let described = |e: ReplicaError| {
+        let e = PullError::from(e);
+        (e.to_string(), e.class())
+    };
+    let client = crate::replica::connect(cfg).await.map_err(described)?;
+    crate::replica::read_position(&client, &cfg.cluster)
         .await
         .map_err(described)
 }
 
 /// The replicated tables without a working guard; `None` when unknown.
 async fn guard_missing(cfg: &ReceiverConfig) -> Option<Vec<String>> {
-    let client = pull::connect_db(cfg).await.ok()?;
+    let client = crate::replica::connect(cfg).await.ok()?;
     match crate::guard::missing(&client, &cfg.cluster).await {
         Ok(missing) => Some(missing.into_iter().map(|(t, _)| t.to_string()).collect()),
         Err(e) => {
@@ -128,11 +132,12 @@ struct ProviderView {
 
 /// Lists the provider's site directory and reads the head of its newest single archive.
 async fn provider_view(cfg: &ReceiverConfig) -> Result<ProviderView, String> {
-    let remote_cfg = cfg.remote.clone();
     let dir = cfg.remote_site_dir();
     let node_id = cfg.slony_node_id;
-    tokio::task::spawn_blocking(move || {
-        let remote = Remote::connect(&remote_cfg)?;
+    let provider = Provider::connect(&cfg.remote)
+        .await
+        .map_err(|e| e.to_string())?;
+    provider.job(move |remote| {
         let files = remote.list(&dir)?;
         let Some(newest) = newest_on_provider(&files, node_id) else {
             return Ok(ProviderView::default());
@@ -161,7 +166,6 @@ async fn provider_view(cfg: &ReceiverConfig) -> Result<ProviderView, String> {
         })
     })
     .await
-    .map_err(|e| format!("internal: the provider task failed: {e}"))?
     .map_err(|e| e.to_string())
 }
 
@@ -568,7 +572,7 @@ struct Status {
 impl Status {
     fn build(
         cfg: &ReceiverConfig,
-        replica: Result<Position, ReplicaError>,
+        replica: Result<Position, Unknown>,
         provider: Result<ProviderView, String>,
         local: LocalFacts,
     ) -> Status {

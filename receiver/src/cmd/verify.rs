@@ -21,7 +21,6 @@
 
 use crate::exit;
 use crate::guard;
-use crate::pull;
 use anyhow::Context;
 use slony_shared::config::ReceiverConfig;
 use slony_shared::ident::QualifiedTable;
@@ -63,7 +62,7 @@ pub async fn run(
     password: Option<&str>,
     tables: &[QualifiedTable],
 ) -> anyhow::Result<u8> {
-    let replica = pull::connect_db(cfg).await?;
+    let replica = crate::replica::connect(cfg).await?;
     let where_ref = describe(reference);
     let reference = match connect_reference(cfg, reference, password).await {
         Ok(c) => c,
@@ -78,11 +77,11 @@ pub async fn run(
         c.batch_execute(SESSION).await.map_err(|e| {
             anyhow::anyhow!(
                 "preparing the {what} session: {}",
-                crate::execute::describe_pg_error(&e)
+                slony_shared::pg::describe_error(&e)
             )
         })?;
     }
-    let position = pull::read_position(&replica, &cfg.cluster).await?;
+    let position = crate::replica::read_position(&replica, &cfg.cluster).await?;
     let tables = if tables.is_empty() {
         guard::replicated_tables(&replica, &cfg.cluster)
             .await?
@@ -206,7 +205,7 @@ async fn columns(c: &Client, t: &QualifiedTable) -> anyhow::Result<Side> {
             &[&t.quoted()],
         )
         .await
-        .map_err(|e| anyhow::anyhow!("{}", crate::execute::describe_pg_error(&e)))?;
+        .map_err(|e| anyhow::anyhow!("{}", slony_shared::pg::describe_error(&e)))?;
     if rows.is_empty() {
         return Ok(Side::Missing);
     }
@@ -236,7 +235,7 @@ async fn digest(c: &Client, sql: &str) -> anyhow::Result<Digest> {
     let row = c
         .query_one(sql, &[])
         .await
-        .map_err(|e| anyhow::anyhow!("{}", crate::execute::describe_pg_error(&e)))?;
+        .map_err(|e| anyhow::anyhow!("{}", slony_shared::pg::describe_error(&e)))?;
     Ok(Digest {
         rows: row.get(0),
         hash: row.get(1),
@@ -250,27 +249,13 @@ async fn connect_reference(
     conninfo: &str,
     password: Option<&str>,
 ) -> anyhow::Result<Client> {
-    // tokio-postgres' parse errors may quote a character of the string: none is shown.
-    let mut pg: tokio_postgres::Config = conninfo.parse().map_err(|_| {
-        anyhow::anyhow!("the settings do not parse as a libpq connection string or URL")
-    })?;
-    if let Some(pw) = password {
-        pg.password(pw);
-    }
-    pg.connect_timeout(cfg.database.connect_timeout);
-    pg.application_name("slony-receiver verify");
-    let (client, connection) = tokio::time::timeout(
-        cfg.database.connect_timeout,
-        pg.connect(tokio_postgres::NoTls),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("timed out"))?
-    .map_err(|e| anyhow::anyhow!("{}", crate::execute::describe_pg_error(&e)))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "reference connection ended");
-        }
-    });
+    let target = slony_shared::pg::Target {
+        conninfo,
+        password,
+        timeout: cfg.database.connect_timeout,
+        application_name: "slony-receiver verify",
+    };
+    let client = slony_shared::pg::connect(target).await?;
     Ok(client)
 }
 

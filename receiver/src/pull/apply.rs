@@ -126,8 +126,6 @@ pub struct GroupResult {
     pub error: Option<ApplyError>,
 }
 
-pub use crate::execute::describe_pg_error;
-
 impl Applier {
     /// Wraps a connected client.
     pub fn new(
@@ -209,13 +207,13 @@ impl Applier {
         sql: &str,
         e: tokio_postgres::Error,
     ) -> ApplyError {
-        if execute::is_connection_error(&e) {
+        if slony_shared::pg::is_connection_error(&e) {
             return ApplyError::Connection {
                 name: *name,
                 source: e,
             };
         }
-        let message = describe_pg_error(&e);
+        let message = slony_shared::pg::describe_error(&e);
         if e.code() == Some(&SqlState::RAISE_EXCEPTION) && message.contains("archive counter") {
             return ApplyError::CounterMismatch {
                 name: *name,
@@ -516,7 +514,7 @@ impl Applier {
         match self.client.batch_execute(&sql).await {
             Ok(()) => self.unvacuumed = 0,
             Err(e) => {
-                tracing::warn!(error = %describe_pg_error(&e), "tracking-table VACUUM failed")
+                tracing::warn!(error = %slony_shared::pg::describe_error(&e), "tracking-table VACUUM failed")
             }
         }
     }

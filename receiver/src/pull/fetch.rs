@@ -1,11 +1,12 @@
-//! The fetch side of the pipeline: runs on its own thread (ssh2 blocks), walks the plan
+//! The fetch side of the pipeline: runs on the blocking pool as one provider job
+//! ([`crate::provider::Provider::job`]; ssh2 blocks), walks the plan
 //! in order, downloads each source (or takes it from the local incoming directory),
 //! unpacks batches, verifies every archive (complete, right counter) and hands it to the
 //! applier through a bounded channel, so downloading runs ahead of applying by at most
 //! `fetch_ahead` archives.
 
 use super::plan::Source;
-use super::remote::{part_path, Remote, RemoteError};
+use crate::provider::{part_path, Remote, RemoteError};
 use slony_shared::archive::check::verify_file;
 use slony_shared::archive::{ArchiveError, ArchiveName, Header};
 use slony_shared::batch::{self, BatchError};
@@ -73,8 +74,6 @@ pub enum FetchError {
 
 /// What the fetch thread needs.
 pub struct FetchJob {
-    /// The open session.
-    pub remote: Remote,
     /// `<remote.log_dir>/<node>`.
     pub remote_dir: String,
     /// Local incoming directory.
@@ -91,16 +90,14 @@ pub struct FetchJob {
     pub allow: slony_shared::archive::statement::Allowances,
 }
 
-/// Runs the job, sending each archive (or the error that stops the run) down `tx`.
-/// Stops early, quietly, when the receiving side hangs up.
-///
-/// Returns the SSH session, for the acknowledgement written after the run.
-pub fn run(job: FetchJob, tx: mpsc::Sender<Result<Fetched, FetchError>>) -> Remote {
+/// Runs the job over `remote`, sending each archive (or the error that stops the run)
+/// down `tx`. Stops early, quietly, when the receiving side hangs up.
+pub fn run(remote: &Remote, job: FetchJob, tx: mpsc::Sender<Result<Fetched, FetchError>>) {
     for source in &job.sources {
         let result = match source {
-            Source::Local(name) => job.local(name).map(|f| vec![Ok(f)]),
-            Source::Remote(name) => job.single(name).map(|f| vec![Ok(f)]),
-            Source::Batch { batch, after } => job.batch(batch, *after),
+            Source::Local(name) => job.local(remote, name).map(|f| vec![Ok(f)]),
+            Source::Remote(name) => job.single(remote, name).map(|f| vec![Ok(f)]),
+            Source::Batch { batch, after } => job.batch(remote, batch, *after),
         };
         let items = match result {
             Ok(items) => items,
@@ -109,11 +106,10 @@ pub fn run(job: FetchJob, tx: mpsc::Sender<Result<Fetched, FetchError>>) -> Remo
         for item in items {
             let stop = item.is_err();
             if tx.blocking_send(item).is_err() || stop {
-                return job.remote;
+                return;
             }
         }
     }
-    job.remote
 }
 
 impl FetchJob {
@@ -143,35 +139,36 @@ impl FetchJob {
         }
     }
 
-    fn local(&self, name: &ArchiveName) -> Result<Fetched, FetchError> {
+    fn local(&self, remote: &Remote, name: &ArchiveName) -> Result<Fetched, FetchError> {
         let path = self.incoming.join(name.to_string());
         match self.verify(name, &path, 0) {
             Err(FetchError::Archive { .. }) if self.sizes.contains_key(&name.to_string()) => {
-                self.single(name)
+                self.single(remote, name)
             }
             other => other,
         }
     }
 
-    fn single(&self, name: &ArchiveName) -> Result<Fetched, FetchError> {
+    fn single(&self, remote: &Remote, name: &ArchiveName) -> Result<Fetched, FetchError> {
         let file = name.to_string();
-        let remote = format!("{}/{}", self.remote_dir, file);
+        let path = format!("{}/{}", self.remote_dir, file);
         let local = self.incoming.join(&file);
         let size = self.sizes.get(&file).copied().unwrap_or(0);
-        let n = self.remote.download(&remote, &local, size)?;
+        let n = remote.download(&path, &local, size)?;
         self.verify(name, &local, n)
     }
 
     fn batch(
         &self,
+        remote: &Remote,
         batch: &slony_shared::archive::BatchName,
         after: slony_shared::counter::Counter,
     ) -> Result<Vec<Result<Fetched, FetchError>>, FetchError> {
         let file = batch.to_string();
-        let remote = format!("{}/{}", self.remote_dir, file);
+        let path = format!("{}/{}", self.remote_dir, file);
         let local = self.incoming.join(&file);
         let size = self.sizes.get(&file).copied().unwrap_or(0);
-        let n = self.remote.download(&remote, &local, size)?;
+        let n = remote.download(&path, &local, size)?;
         let extracted = batch::extract(&local, &self.incoming, MAX_BATCH_MEMBER, |c| c > after);
         let _ = std::fs::remove_file(&local);
         let _ = std::fs::remove_file(part_path(&local));

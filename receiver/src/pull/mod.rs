@@ -17,48 +17,29 @@ pub mod fetch;
 pub mod plan;
 pub mod record;
 pub mod refused;
-pub mod remote;
 
+use crate::provider::{Provider, RemoteError, RemoteFile};
+use crate::replica::{self, ReplicaError};
 use apply::{Applier, ApplyError};
 use fetch::{FetchError, FetchJob};
 use plan::{Listing, Plan, PlanError};
-use remote::{Remote, RemoteError};
 use slony_shared::archive::name::{classify, Entry};
 use slony_shared::archive::{ArchiveError, ArchiveName};
 use slony_shared::config::ReceiverConfig;
 use slony_shared::counter::Counter;
-use slony_shared::ident::ClusterName;
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::error::SqlState;
-use tokio_postgres::Client;
 
 /// Why a run stopped early. Each kind has its own exit code and alert key.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
-    /// The replica database cannot be reached.
-    #[error("cannot connect to the replica database ({conninfo}): {message}")]
-    DatabaseUnavailable {
-        /// Where we tried (passwords hidden).
-        conninfo: String,
-        /// Why.
-        message: String,
-    },
-    /// The replica has no `_<cluster>.sl_archive_tracking`.
-    #[error("this database was not initialised for log shipping: {schema}.sl_archive_tracking is missing; run `slony-receiver subscribe-series` first")]
-    NotInitialised {
-        /// The cluster schema.
-        schema: String,
-    },
-    /// Reading the tracking table failed otherwise.
-    #[error("reading the replica's archive counter: {0}")]
-    Tracking(String),
-    /// The database user may not apply the provider's SQL ([`crate::privilege`]).
-    #[error("{0}")]
-    Privilege(String),
+    /// The replica database: unreachable, not initialised, unreadable position, or a
+    /// role that may not apply.
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
     /// The provider could not be reached or read.
     #[error(transparent)]
     Remote(#[from] RemoteError),
@@ -109,10 +90,12 @@ impl PullError {
     /// mailed once and then daily, not on every run.
     pub fn alert_key(&self) -> String {
         match self {
-            PullError::DatabaseUnavailable { .. } => "database:unavailable".into(),
-            PullError::NotInitialised { .. } => "database:not-initialised".into(),
-            PullError::Tracking(_) => "database:tracking".into(),
-            PullError::Privilege(_) => "database:privilege".into(),
+            PullError::Replica(ReplicaError::Unavailable { .. }) => "database:unavailable".into(),
+            PullError::Replica(ReplicaError::NotInitialised { .. }) => {
+                "database:not-initialised".into()
+            }
+            PullError::Replica(ReplicaError::Tracking(_)) => "database:tracking".into(),
+            PullError::Replica(ReplicaError::Privilege(_)) => "database:privilege".into(),
             PullError::Remote(e) => format!("remote:{}", e.key()),
             PullError::Plan(PlanError::Duplicate { counter, .. }) => {
                 format!("plan:duplicate:{counter}")
@@ -159,7 +142,7 @@ impl PullError {
     /// Which exit-code family this failure belongs to.
     pub fn class(&self) -> FailureClass {
         match self {
-            PullError::DatabaseUnavailable { .. }
+            PullError::Replica(ReplicaError::Unavailable { .. })
             | PullError::Apply(ApplyError::Connection { .. }) => FailureClass::Database,
             // Writing the download to local disk (a full disk, permissions) is local.
             PullError::Local { .. }
@@ -202,94 +185,6 @@ pub struct Report {
     /// When the provider created the replica's last archive (as the archive says): the
     /// last one applied by this run, or the one it started at.
     pub last_created: Option<String>,
-}
-
-/// The replica's position, read from `sl_archive_tracking`.
-#[derive(Debug, Clone)]
-pub struct Position {
-    /// Last applied archive.
-    pub counter: Counter,
-    /// When the provider created it.
-    pub created: Option<String>,
-    /// When it was applied here.
-    pub applied: Option<String>,
-}
-
-/// Connects to the replica database.
-pub async fn connect_db(cfg: &ReceiverConfig) -> Result<Client, PullError> {
-    let unavailable = |message: String| PullError::DatabaseUnavailable {
-        conninfo: cfg.database.redacted(),
-        message,
-    };
-    let mut pg: tokio_postgres::Config = cfg
-        .database
-        .conninfo
-        .parse()
-        .map_err(|e: tokio_postgres::Error| unavailable(format!("bad connection settings: {e}")))?;
-    if let Some(pw) = &cfg.database.password {
-        pg.password(pw);
-    }
-    pg.connect_timeout(cfg.database.connect_timeout);
-    pg.application_name("slony-receiver");
-    let connecting = pg.connect(tokio_postgres::NoTls);
-    let (client, connection) = tokio::time::timeout(cfg.database.connect_timeout, connecting)
-        .await
-        .map_err(|_| unavailable("timed out".into()))?
-        .map_err(|e| unavailable(apply::describe_pg_error(&e)))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "database connection ended");
-        }
-    });
-    // For the DDL of 'S' rows, which runs with this path, not the Slony functions' own.
-    if let Err(e) = client
-        .batch_execute(slony_shared::offline::REMEMBER_DDL_SEARCH_PATH)
-        .await
-    {
-        tracing::warn!(error = %apply::describe_pg_error(&e), "cannot record the session's search_path for DDL");
-    }
-    Ok(client)
-}
-
-/// Reads the replica's position from `"_<cluster>".sl_archive_tracking`.
-pub async fn read_position(client: &Client, cluster: &ClusterName) -> Result<Position, PullError> {
-    let sql = format!(
-        "SELECT at_counter, at_created::text, at_applied::text FROM {}.sl_archive_tracking",
-        cluster.schema()
-    );
-    let rows = client.query(sql.as_str(), &[]).await.map_err(|e| {
-        if matches!(e.code(), Some(c) if *c == SqlState::UNDEFINED_TABLE || *c == SqlState::INVALID_SCHEMA_NAME)
-        {
-            PullError::NotInitialised {
-                schema: cluster.schema(),
-            }
-        } else if e.is_closed() {
-            PullError::DatabaseUnavailable {
-                conninfo: String::new(),
-                message: e.to_string(),
-            }
-        } else {
-            PullError::Tracking(apply::describe_pg_error(&e))
-        }
-    })?;
-    match rows.as_slice() {
-        [row] => {
-            let counter: Option<i64> = row.get(0);
-            let counter = counter
-                .filter(|c| *c >= 0)
-                .ok_or_else(|| PullError::Tracking("at_counter is NULL or negative".into()))?;
-            Ok(Position {
-                counter: Counter(counter as u64),
-                created: row.get(1),
-                applied: row.get(2),
-            })
-        }
-        rows => Err(PullError::Tracking(format!(
-            "{}.sl_archive_tracking must hold exactly one row, it holds {}",
-            cluster.schema(),
-            rows.len()
-        ))),
-    }
 }
 
 fn local_err<'a>(
@@ -345,7 +240,7 @@ fn tidy_incoming(
 
 /// Turns the provider's directory listing into archives and batches.
 fn read_listing(
-    files: Vec<remote::RemoteFile>,
+    files: Vec<RemoteFile>,
     dir: &str,
     addr: &str,
 ) -> Result<(Listing, HashMap<String, u64>, refused::Stamps), PullError> {
@@ -481,9 +376,9 @@ pub async fn run_once(
     stop: watch::Receiver<bool>,
 ) -> Result<Report, PullError> {
     prepare_dirs(cfg)?;
-    let client = connect_db(cfg).await?;
+    let client = replica::connect(cfg).await?;
     crate::privilege::check_applier(&client).await?;
-    let position = read_position(&client, &cfg.cluster).await?;
+    let position = replica::read_position(&client, &cfg.cluster).await?;
     let start = position.counter;
     tracing::debug!(
         counter = start.0,
@@ -498,24 +393,18 @@ pub async fn run_once(
     }
     let local = tidy_incoming(cfg, start)?;
 
-    let remote_cfg = cfg.remote.clone();
     let remote_dir = cfg.remote_site_dir();
-    let dir = remote_dir.clone();
     // The acknowledgement goes into the site's exchange directory; without a trigger
     // directory there is none, and the provider keeps this site's archives.
     let ack_dir = cfg.remote_exchange_dir().filter(|_| cfg.pull.acknowledge);
-    let first_ack = ack_dir.clone();
-    let (remote, files) = tokio::task::spawn_blocking(move || {
-        let remote = Remote::connect(&remote_cfg)?;
-        let files = remote.list(&dir)?;
-        if let Some(ack_dir) = &first_ack {
-            record::acknowledge(&remote, ack_dir, start);
-        }
-        Ok::<_, RemoteError>((remote, files))
-    })
-    .await
-    .map_err(|e| PullError::Tracking(format!("internal: fetch task failed: {e}")))??;
-    let (listing, sizes, stamps) = read_listing(files, &remote_dir, remote.addr())?;
+    let provider = Provider::connect(&cfg.remote).await?;
+    let files = provider.list(&remote_dir).await?;
+    if let Some(ack_dir) = ack_dir.clone() {
+        provider
+            .job(move |r| record::acknowledge(r, &ack_dir, start))
+            .await;
+    }
+    let (listing, sizes, stamps) = read_listing(files, &remote_dir, provider.addr())?;
     // An archive refused for its content stays refused while the provider serves the
     // same file: nothing is fetched or applied again.
     let refused_file = cfg.refused_file();
@@ -569,7 +458,6 @@ pub async fn run_once(
     let planned = sources.clone();
     let (tx, mut rx) = mpsc::channel(cfg.pull.fetch_ahead);
     let job = FetchJob {
-        remote,
         remote_dir: remote_dir.clone(),
         incoming: cfg.incoming_dir(),
         cluster: cfg.cluster.clone(),
@@ -578,7 +466,10 @@ pub async fn run_once(
         node,
         allow: cfg.sql_allow,
     };
-    let fetcher = tokio::task::spawn_blocking(move || fetch::run(job, tx));
+    let fetcher = {
+        let provider = provider.clone();
+        tokio::spawn(async move { provider.job(move |r| fetch::run(r, job, tx)).await })
+    };
 
     let mut applier = Applier::new(
         client,
@@ -673,13 +564,12 @@ pub async fn run_once(
     progress.finish();
     drop(rx);
     applier.vacuum().await;
-    if let Ok(remote) = fetcher.await {
+    if fetcher.await.is_ok() {
         if let Some(ack_dir) = ack_dir.filter(|_| report.applied > 0) {
             let to = report.to;
-            let _ = tokio::task::spawn_blocking(move || {
-                record::acknowledge(&remote, &ack_dir, to);
-            })
-            .await;
+            provider
+                .job(move |r| record::acknowledge(r, &ack_dir, to))
+                .await;
         }
     }
     tracing::info!(

@@ -6,7 +6,7 @@
 //! Both steps are atomic renames, so a crash leaves either the old or the new state, and
 //! the next run repairs the mirror from the database.
 
-use super::remote::{Remote, RemoteError};
+use crate::provider::{Remote, RemoteError};
 use slony_shared::ack;
 use slony_shared::archive::ArchiveName;
 use slony_shared::counter::Counter;

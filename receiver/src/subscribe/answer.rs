@@ -16,11 +16,10 @@
 //! file can neither be applied nor end the request.
 
 use super::Options;
-use crate::pull::remote::{Kind, Owner, Remote};
+use crate::provider::{Kind, Owner, Provider};
 use anyhow::{bail, Context};
 use slony_shared::trigger::{self, Binding, Bound, Digest, TriggerError};
 use std::path::Path;
-use tokio::task::block_in_place;
 
 /// Largest answer file accepted from the provider.
 const MAX_ANSWER: u64 = trigger::MAX_TRIGGER_SIZE as u64;
@@ -41,15 +40,15 @@ impl Verifier {
     ///
     /// The directory is missing, writable by every account, or (unless `allow_shared`)
     /// owned by this site's own account.
-    pub fn new(
-        remote: &Remote,
+    pub async fn new(
+        remote: &Provider,
         parent: &str,
         dir: &str,
         own_uid: Option<u32>,
         allow_shared: bool,
         binding: Binding,
     ) -> anyhow::Result<Verifier> {
-        let owner = block_in_place(|| remote.owner_of(dir))?.with_context(|| {
+        let owner = remote.owner_of(dir).await?.with_context(|| {
             format!("the site's exchange directory {dir} does not exist on the provider: its manager makes it once the site is registered there ([sites.<node>] in the manager's config)")
         })?;
         if owner.kind != Kind::Dir {
@@ -64,7 +63,7 @@ impl Verifier {
             );
         }
         // Whoever may change the directory above could swap this one for their own.
-        let above = block_in_place(|| remote.owner_of(parent))?.with_context(|| {
+        let above = remote.owner_of(parent).await?.with_context(|| {
             format!("the trigger directory {parent} does not exist on the provider")
         })?;
         if above.kind != Kind::Dir
@@ -129,8 +128,8 @@ pub enum Waited<T> {
 /// # Errors
 ///
 /// An SSH error, or a file of the manager's that does not parse.
-pub fn wait_for<T>(
-    remote: &Remote,
+pub async fn wait_for<T>(
+    remote: &Provider,
     path: &str,
     opts: &Options,
     what: &str,
@@ -139,12 +138,12 @@ pub fn wait_for<T>(
 ) -> anyhow::Result<Waited<T>> {
     let mut refused = Refusals::default();
     for attempt in 1..=opts.attempts.max(1) {
-        if let Some(body) = refused.take(path, look(remote, path, what, verifier, &parse)?) {
+        if let Some(body) = refused.take(path, look(remote, path, what, verifier, &parse).await?) {
             return Ok(Waited::Got(body));
         }
         if attempt < opts.attempts {
             tracing::debug!(attempt, of = opts.attempts, "waiting for {what}");
-            std::thread::sleep(opts.interval);
+            tokio::time::sleep(opts.interval).await;
         }
     }
     Ok(Waited::TimedOut(refused.0))
@@ -191,8 +190,8 @@ pub enum First {
 /// # Errors
 ///
 /// As [`wait_for`].
-pub fn wait_for_first(
-    remote: &Remote,
+pub async fn wait_for_first(
+    remote: &Provider,
     sqldone: &str,
     done: &str,
     opts: &Options,
@@ -206,7 +205,8 @@ pub fn wait_for_first(
             "the SQL from the manager",
             verifier,
             &slony_shared::trigger::SqlDone::parse,
-        )?;
+        )
+        .await?;
         if let Some(a) = refused.take(sqldone, found) {
             return Ok(Waited::Got(First::SqlDone(a)));
         }
@@ -216,7 +216,8 @@ pub fn wait_for_first(
             "the manager's completion",
             verifier,
             &slony_shared::trigger::Outcome::parse,
-        )?;
+        )
+        .await?;
         if let Some(o) = refused.take(done, found) {
             return Ok(Waited::Got(First::Done(o)));
         }
@@ -226,7 +227,7 @@ pub fn wait_for_first(
                 of = opts.attempts,
                 "waiting for the SQL from the manager"
             );
-            std::thread::sleep(opts.interval);
+            tokio::time::sleep(opts.interval).await;
         }
     }
     Ok(Waited::TimedOut(refused.0))
@@ -245,23 +246,23 @@ enum Look<T> {
 /// Looks once at `path`: `None` while there is no complete file. A file that is not the
 /// manager's is refused from its attributes alone, before it is opened (it may not even
 /// be readable), and again from its open handle's.
-fn look<T>(
-    remote: &Remote,
+async fn look<T>(
+    remote: &Provider,
     path: &str,
     what: &str,
     verifier: &Verifier,
     parse: &impl Fn(&[u8]) -> Result<Bound<T>, TriggerError>,
 ) -> anyhow::Result<Option<Look<T>>> {
-    let Some(before) = block_in_place(|| remote.owner_of(path))? else {
+    let Some(before) = remote.owner_of(path).await? else {
         return Ok(None);
     };
     if let Some(why) = verifier.not_from_manager(&before) {
         return Ok(Some(Look::Refused(why)));
     }
-    let (bytes, owner) = match block_in_place(|| remote.read_small_owned(path, MAX_ANSWER)) {
+    let (bytes, owner) = match remote.read_small_owned(path, MAX_ANSWER).await {
         Ok(Some(read)) => read,
         Ok(None) => return Ok(None),
-        Err(crate::pull::remote::RemoteError::Refused { reason, .. }) => {
+        Err(crate::provider::RemoteError::Refused { reason, .. }) => {
             return Ok(Some(Look::Refused(reason)))
         }
         Err(e) => return Err(e.into()),
@@ -295,14 +296,16 @@ fn look<T>(
 /// # Errors
 ///
 /// The file is missing, not the manager's, or differs from the digest.
-pub fn download_sql(
-    remote: &Remote,
+pub async fn download_sql(
+    remote: &Provider,
     path: &str,
     local: &Path,
     verifier: &Verifier,
     expected: &Digest,
 ) -> anyhow::Result<()> {
-    let owner = block_in_place(|| remote.owner_of(path))?
+    let owner = remote
+        .owner_of(path)
+        .await?
         .with_context(|| format!("the manager said the SQL is ready, but {path} is missing"))?;
     if let Some(why) = verifier.not_from_manager(&owner) {
         bail!("refused {path}: {why}; nothing of it was applied");
@@ -314,9 +317,12 @@ pub fn download_sql(
             expected.size
         );
     }
-    block_in_place(|| remote.download(path, local, owner.size))?;
-    let got = std::fs::File::open(local)
-        .and_then(Digest::of)
+    remote.download(path, local, owner.size).await?;
+    // Hashing reads the whole file: off the async workers.
+    let file = local.to_path_buf();
+    let got = tokio::task::spawn_blocking(move || std::fs::File::open(&file).and_then(Digest::of))
+        .await
+        .context("hashing the SQL")?
         .with_context(|| format!("reading back {}", local.display()))?;
     if &got != expected {
         let _ = std::fs::remove_file(local);

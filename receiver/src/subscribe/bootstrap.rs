@@ -228,7 +228,7 @@ pub async fn apply(
 }
 
 fn sql_error(line: u64, sql: &str, e: &tokio_postgres::Error) -> BootstrapError {
-    let mut message = execute::describe_pg_error(e);
+    let mut message = slony_shared::pg::describe_error(e);
     if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_TABLE) {
         // Most often a table left in place by an unsubscribe without drop.
         message.push_str(

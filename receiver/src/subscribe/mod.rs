@@ -22,7 +22,8 @@ pub mod answer;
 pub mod bootstrap;
 
 use crate::exit;
-use crate::pull::{self, record, remote::Remote};
+use crate::provider::Provider;
+use crate::pull::{self, record};
 use answer::{Verifier, Waited};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -32,7 +33,6 @@ use slony_shared::trigger::{self, Bound, Nonce, Outcome, Request, SqlDone, Trigg
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tokio::task::block_in_place;
 
 /// Options from the command line.
 #[derive(Debug, Clone)]
@@ -173,7 +173,7 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
     pull::prepare_dirs(cfg)?;
     let state_file = state_path(cfg);
     let paths = Paths::new(cfg);
-    let remote = block_in_place(|| Remote::connect(&cfg.remote))?;
+    let remote = Provider::connect(&cfg.remote).await?;
 
     let state = load_state(&state_file)?;
     if opts.abort {
@@ -184,13 +184,13 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
             .filter(|s| s.step == Step::Requested)
             .and_then(|s| trigger::request_binding(s.request.as_bytes()))
         {
-            let client = pull::connect_db(cfg).await?;
+            let client = crate::replica::connect(cfg).await?;
             if bootstrap::was_applied(&client, &cfg.cluster, &binding.nonce).await? {
                 eprintln!("slony-receiver: the SQL of the request in progress is already applied on the replica (a run was killed after its commit), so it cannot be withdrawn: run `slony-receiver subscribe-series --config {} --list FILE` again to finish it on both sides", cfg.source.display());
                 return Ok(exit::APPLY);
             }
         }
-        return abort(cfg, &remote, &paths, state.as_ref(), &state_file);
+        return abort(cfg, &remote, &paths, state.as_ref(), &state_file).await;
     }
     let mut state = match state {
         Some(s) => {
@@ -213,7 +213,7 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
     // A request whose upload completed (its owner is known) is never sent again: the
     // manager may have taken and ended it already.
     if state.step == Step::Requested && state.own_uid.is_none() {
-        resend_if_lost(&remote, &paths, &mut state, &state_file, &binding)?;
+        resend_if_lost(&remote, &paths, &mut state, &state_file, &binding).await?;
     }
     let verifier = Verifier::new(
         &remote,
@@ -222,7 +222,8 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
         state.own_uid,
         cfg.remote.allow_shared_account,
         binding.clone(),
-    )?;
+    )
+    .await?;
 
     // A run killed after applying or reporting left the request further on than its
     // state file says: the replica's record and this site's own report tell.
@@ -238,7 +239,8 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
     }
 
     if state.step == Step::Requested {
-        let answer = answer::wait_for_first(&remote, &paths.sqldone, &paths.done, opts, &verifier)?;
+        let answer =
+            answer::wait_for_first(&remote, &paths.sqldone, &paths.done, opts, &verifier).await?;
         let answer = match answer {
             Waited::Got(answer::First::SqlDone(a)) => Some(a),
             Waited::Got(answer::First::Done(done)) => {
@@ -281,7 +283,9 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
                 let local = cfg.site_dir().join("subscribe.sql.gz");
                 let outcome = match answer::download_sql(
                     &remote, &paths.sql, &local, &verifier, &sql,
-                ) {
+                )
+                .await
+                {
                     Ok(()) => {
                         tracing::info!(
                             bytes = sql.size,
@@ -317,9 +321,12 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
                     success,
                     reason: reason.clone(),
                 };
-                block_in_place(|| {
-                    remote.upload(&paths.sqlapplied, result.render(Some(&binding)).as_bytes())
-                })?;
+                remote
+                    .upload(
+                        &paths.sqlapplied,
+                        result.render(Some(&binding)).into_bytes(),
+                    )
+                    .await?;
                 crash_point("after-report");
                 state.step = Step::Reported { success, reason };
                 save_state(&state_file, Some(&state))?;
@@ -337,7 +344,9 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
         "the manager to finish",
         &verifier,
         Outcome::parse,
-    )? {
+    )
+    .await?
+    {
         Waited::Got(done) => done,
         Waited::TimedOut(refused) => {
             return Ok(timed_out(
@@ -352,8 +361,8 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
         // Before the pause is lifted: archives fetched ahead before the change were cut
         // with the previous list; they are fetched again, cut with the new one. A run
         // killed here does it again (the state is still there).
-        let client = pull::connect_db(cfg).await?;
-        let position = pull::read_position(&client, &cfg.cluster).await?;
+        let client = crate::replica::connect(cfg).await?;
+        let position = crate::replica::read_position(&client, &cfg.cluster).await?;
         discard_fetched_ahead(cfg, position.counter);
         let _ = record::write_counter_file(&cfg.counter_file(), position.counter);
         finish(cfg, &state, &state_file)?;
@@ -402,16 +411,18 @@ fn discard_fetched_ahead(cfg: &ReceiverConfig, counter: slony_shared::counter::C
 /// # Errors
 ///
 /// An SSH error other than a file that is missing or may not be read.
-fn bound_to<T>(
-    remote: &Remote,
+async fn bound_to<T>(
+    remote: &Provider,
     path: &str,
     binding: &trigger::Binding,
     parse: impl Fn(&[u8]) -> Result<Bound<T>, trigger::TriggerError>,
 ) -> anyhow::Result<Option<T>> {
-    let read = block_in_place(|| remote.read_small_owned(path, trigger::MAX_TRIGGER_SIZE as u64));
+    let read = remote
+        .read_small_owned(path, trigger::MAX_TRIGGER_SIZE as u64)
+        .await;
     let bytes = match read {
         Ok(Some((bytes, _))) => bytes,
-        Ok(None) | Err(crate::pull::remote::RemoteError::Refused { .. }) => return Ok(None),
+        Ok(None) | Err(crate::provider::RemoteError::Refused { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     Ok(parse(&bytes)
@@ -424,17 +435,17 @@ fn bound_to<T>(
 /// replica's record that its SQL was applied (then reported now). `None`: neither.
 async fn already_reported(
     cfg: &ReceiverConfig,
-    remote: &Remote,
+    remote: &Provider,
     paths: &Paths,
     binding: &trigger::Binding,
 ) -> anyhow::Result<Option<Step>> {
-    if let Some(body) = bound_to(remote, &paths.sqlapplied, binding, Outcome::parse)? {
+    if let Some(body) = bound_to(remote, &paths.sqlapplied, binding, Outcome::parse).await? {
         return Ok(Some(Step::Reported {
             success: body.success,
             reason: body.reason,
         }));
     }
-    let client = pull::connect_db(cfg).await?;
+    let client = crate::replica::connect(cfg).await?;
     if bootstrap::was_applied(&client, &cfg.cluster, &binding.nonce)
         .await
         .context("reading the replica's record of applied subscription changes")?
@@ -443,9 +454,9 @@ async fn already_reported(
             success: true,
             reason: None,
         };
-        block_in_place(|| {
-            remote.upload(&paths.sqlapplied, result.render(Some(binding)).as_bytes())
-        })?;
+        remote
+            .upload(&paths.sqlapplied, result.render(Some(binding)).into_bytes())
+            .await?;
         return Ok(Some(Step::Reported {
             success: true,
             reason: None,
@@ -457,22 +468,30 @@ async fn already_reported(
 /// After a run killed before its request reached the provider: sends it again, unless the
 /// provider already holds it or answered it (its `.tgr`, or a `.sqldone` or `.done` bound
 /// to it). The same request, the same nonce: the manager takes it once.
-fn resend_if_lost(
-    remote: &Remote,
+async fn resend_if_lost(
+    remote: &Provider,
     paths: &Paths,
     state: &mut State,
     state_file: &Path,
     binding: &trigger::Binding,
 ) -> anyhow::Result<()> {
-    let there = block_in_place(|| remote.size_of(&paths.request))?.is_some()
-        || bound_to(remote, &paths.sqldone, binding, SqlDone::parse)?.is_some()
-        || bound_to(remote, &paths.done, binding, Outcome::parse)?.is_some();
+    let there = remote.size_of(&paths.request).await?.is_some()
+        || bound_to(remote, &paths.sqldone, binding, SqlDone::parse)
+            .await?
+            .is_some()
+        || bound_to(remote, &paths.done, binding, Outcome::parse)
+            .await?
+            .is_some();
     if !there {
         tracing::info!(
             "the request never reached the provider (a run was killed); sending it again"
         );
-        state.own_uid =
-            Some(block_in_place(|| remote.upload(&paths.request, state.request.as_bytes()))?.uid);
+        state.own_uid = Some(
+            remote
+                .upload(&paths.request, state.request.clone().into_bytes())
+                .await?
+                .uid,
+        );
         save_state(state_file, Some(state))?;
     }
     Ok(())
@@ -486,7 +505,7 @@ fn crash_point(point: &str) {
 /// Validates the list, pauses pull and uploads the request.
 async fn start_request(
     cfg: &ReceiverConfig,
-    remote: &Remote,
+    remote: &Provider,
     paths: &Paths,
     opts: &Options,
     series: Option<Vec<trigger::Series>>,
@@ -496,7 +515,7 @@ async fn start_request(
         bail!("give --list FILE (schema.table subscribe|unsubscribe per line), or --abort");
     };
     // Check the database now: better to fail before pausing anything.
-    crate::privilege::check_applier(&pull::connect_db(cfg).await?).await?;
+    crate::privilege::check_applier(&crate::replica::connect(cfg).await?).await?;
     let request = Request {
         node: cfg.node.clone(),
         nonce: Nonce::random().context("drawing the request's nonce")?,
@@ -523,11 +542,16 @@ async fn start_request(
     crash_point("after-state");
     // Answers left by an earlier request are refused (they name another nonce); the
     // manager removes them when it takes this one.
-    let sent = block_in_place(|| -> anyhow::Result<()> {
-        state.own_uid = Some(remote.upload(&paths.request, state.request.as_bytes())?.uid);
-        Ok(())
-    })
-    .and_then(|()| save_state(state_file, Some(&state)));
+    let sent = match remote
+        .upload(&paths.request, state.request.clone().into_bytes())
+        .await
+    {
+        Ok(owner) => {
+            state.own_uid = Some(owner.uid);
+            save_state(state_file, Some(&state))
+        }
+        Err(e) => Err(e.into()),
+    };
     if let Err(e) = sent {
         // Nothing was requested: do not leave pull paused.
         finish(cfg, &state, state_file)?;
@@ -546,13 +570,13 @@ async fn apply_sql(
     nonce: &Nonce,
     subscribed: &[slony_shared::ident::QualifiedTable],
 ) -> anyhow::Result<()> {
-    let client = pull::connect_db(cfg).await?;
+    let client = crate::replica::connect(cfg).await?;
     crate::privilege::check_applier(&client).await?;
     let mut behind = false;
     if !new_site {
         // New tables hold the provider's state at `counter`; a replica already past it has
         // skipped their changes since, for good.
-        let position = pull::read_position(&client, &cfg.cluster).await?;
+        let position = crate::replica::read_position(&client, &cfg.cluster).await?;
         if position.counter > counter {
             bail!(
                 "the provider's snapshot is at archive {counter}, but this replica is already at {}: the new tables would miss the changes in between. Ask the provider why its archive counter is behind",
@@ -602,7 +626,7 @@ async fn apply_sql(
         bar.finish_and_clear();
     }
     if new_site {
-        let position = pull::read_position(&client, &cfg.cluster).await?;
+        let position = crate::replica::read_position(&client, &cfg.cluster).await?;
         if position.counter != counter {
             bail!("after the SQL the replica is at counter {}, but the manager's snapshot is at {counter}", position.counter);
         }
@@ -663,9 +687,9 @@ fn finish(cfg: &ReceiverConfig, state: &State, state_file: &Path) -> anyhow::Res
 
 /// `--abort`: withdraws the request. If the manager already made the SQL, it is told the
 /// subscriber did not apply it, so it rolls its side back.
-fn abort(
+async fn abort(
     cfg: &ReceiverConfig,
-    remote: &Remote,
+    remote: &Provider,
     paths: &Paths,
     state: Option<&State>,
     state_file: &Path,
@@ -674,21 +698,23 @@ fn abort(
         println!("no subscription request in progress; nothing to abort");
         return Ok(exit::OK);
     };
-    block_in_place(|| -> anyhow::Result<()> {
-        remote.remove(&paths.request)?;
-        let binding = trigger::request_binding(state.request.as_bytes());
-        if let (Some(binding), true) = (
-            binding,
-            remote.size_of(&paths.sqldone)?.is_some() && state.step == Step::Requested,
-        ) {
-            let result = Outcome {
-                success: false,
-                reason: Some("aborted by the subscriber".into()),
-            };
-            remote.upload(&paths.sqlapplied, result.render(Some(&binding)).as_bytes())?;
-        }
-        Ok(())
-    })?;
+    remote.remove(&paths.request).await?;
+    let binding = trigger::request_binding(state.request.as_bytes());
+    if let (Some(binding), true) = (
+        binding,
+        remote.size_of(&paths.sqldone).await?.is_some() && state.step == Step::Requested,
+    ) {
+        let result = Outcome {
+            success: false,
+            reason: Some("aborted by the subscriber".into()),
+        };
+        remote
+            .upload(
+                &paths.sqlapplied,
+                result.render(Some(&binding)).into_bytes(),
+            )
+            .await?;
+    }
     finish(cfg, state, state_file)?;
     println!("subscription request aborted; pull is no longer paused by it");
     Ok(exit::OK)

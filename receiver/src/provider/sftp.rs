@@ -1,9 +1,9 @@
-//! The provider, reached over ONE SSH session (ssh2/libssh2): host-key check against
-//! known_hosts, key-file or agent login, SFTP listing and downloads.
+//! ONE SSH session to the provider (ssh2/libssh2): host-key check against known_hosts,
+//! key-file or agent login, SFTP listing, reads, downloads and uploads.
 //!
-//! ssh2 is blocking, so a [`Remote`] lives on its own thread (see `fetch`). Every download
-//! goes to `<name>.part` and is renamed only once its size matches the listing, so a cut
-//! connection never leaves a file that looks whole.
+//! ssh2 blocks: a [`Remote`] is only ever used on tokio's blocking pool, through
+//! [`super::Provider`]. Every download goes to `<name>.part` and is renamed only once its
+//! size matches the listing, so a cut connection never leaves a file that looks whole.
 
 use slony_shared::config::{RemoteConfig, SshAuth};
 use ssh2::{CheckResult, KnownHostFileKind, Session, Sftp};
