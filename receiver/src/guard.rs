@@ -32,6 +32,7 @@
 //! granted `SET` privilege): the guard stops mistakes of ordinary users and
 //! applications, not a superuser who means it.
 
+use slony_shared::config::ReceiverConfig;
 use slony_shared::ident::{quote_ident, quote_literal, ClusterName, QualifiedTable};
 use slony_shared::pg::doing;
 use tokio_postgres::{Client, GenericClient};
@@ -422,6 +423,42 @@ pub async fn disable(
         .await
         .map_err(doing("committing the guard removal"))?;
     Ok(removed)
+}
+
+/// Guards every replicated table (idempotent); for callers with no connection at hand,
+/// such as `subscribe-series` after a bootstrap.
+pub async fn protect(cfg: &ReceiverConfig) -> anyhow::Result<Enabled> {
+    if let Some(m) = crate::promote::read_marker(cfg)? {
+        anyhow::bail!(
+            "this replica was promoted on {} at archive {}; the guard is not installed on a promoted database",
+            m.promoted_at,
+            m.counter
+        );
+    }
+    let mut client = crate::replica::connect(cfg).await?;
+    protect_with(cfg, &mut client).await
+}
+
+/// [`protect`] over an open connection.
+pub async fn protect_with(
+    cfg: &ReceiverConfig,
+    client: &mut tokio_postgres::Client,
+) -> anyhow::Result<Enabled> {
+    let tables = replicated_tables(&*client, &cfg.cluster).await?;
+    if !tables.skipped.is_empty() {
+        tracing::info!(
+            tables = %tables.skipped.join(", "),
+            "not guarded: these names cannot be replicated (schema.table of plain identifiers)"
+        );
+    }
+    enable(
+        client,
+        &cfg.cluster,
+        cfg.node.as_str(),
+        &cfg.remote.host,
+        &tables.tables,
+    )
+    .await
 }
 
 #[cfg(test)]

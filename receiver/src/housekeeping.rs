@@ -32,7 +32,7 @@ use anyhow::Context;
 use slony_shared::archive::name::{classify, Entry};
 use slony_shared::archive::{ArchiveName, BatchName};
 use slony_shared::batch;
-use slony_shared::config::HousekeepingConfig;
+use slony_shared::config::{HousekeepingConfig, ReceiverConfig};
 use slony_shared::counter::Counter;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -620,6 +620,96 @@ pub fn run(
         }
     }
     Ok(summary)
+}
+
+/// What one housekeeping run of the site did.
+pub enum SiteRun {
+    /// The pause file (this path) is present: a subscription change may be moving the
+    /// counter, so nothing was done.
+    Paused(PathBuf),
+    /// The applied position is unknown (database unreachable, no counter file): nothing
+    /// was packed or deleted. The message says so.
+    PositionUnknown(String),
+    /// The run's summary (its failures included).
+    Done(Summary),
+}
+
+/// Housekeeping of this site, for a caller that holds the run lock (`housekeeping`, or
+/// the pull daemon on its schedule). The work runs on the blocking pool (gzip, fsync).
+///
+/// # Errors
+///
+/// A directory cannot be listed or created: nothing was done.
+pub async fn run_site(cfg: &ReceiverConfig) -> anyhow::Result<SiteRun> {
+    if let Some(die) = crate::local::pause_file(cfg) {
+        tracing::info!(file = %die.display(), "paused: the die file is present; housekeeping does nothing");
+        return Ok(SiteRun::Paused(die));
+    }
+    let Some(applied) = applied_position(cfg).await else {
+        let message = format!(
+            "housekeeping: the applied position is unknown (database unreachable and no counter file at {}); nothing packed or deleted",
+            cfg.counter_file().display()
+        );
+        tracing::error!("{message}");
+        return Ok(SiteRun::PositionUnknown(message));
+    };
+
+    let layout = Layout {
+        applied_dir: cfg.applied_dir(),
+        batches_dir: cfg.site_dir().join("batches"),
+    };
+    let settings = cfg.housekeeping.clone();
+    let summary =
+        tokio::task::spawn_blocking(move || run(&layout, &settings, applied, SystemTime::now()))
+            .await
+            .context("housekeeping task failed")??;
+
+    let line = summary.line();
+    tracing::info!(
+        batches_written = summary.batches_written,
+        archives_packed = summary.archives_packed,
+        batches_recovered = summary.batches_recovered,
+        batches_deleted = summary.batches_deleted,
+        waiting = summary.waiting,
+        failures = summary.failures.len(),
+        "housekeeping finished: {line}"
+    );
+    Ok(SiteRun::Done(summary))
+}
+
+/// The last applied counter: the database's, or the counter file's when the database
+/// cannot be read (logged), or None when neither is known.
+async fn applied_position(cfg: &ReceiverConfig) -> Option<Applied> {
+    let from_db = async {
+        let client = crate::replica::connect(cfg).await?;
+        crate::replica::read_position(&client, &cfg.cluster).await
+    };
+    match from_db.await {
+        Ok(position) => {
+            tracing::debug!(counter = position.counter.0, "replica position");
+            Some(Applied::Database(position.counter))
+        }
+        Err(e) => {
+            let file = cfg.counter_file();
+            match crate::local::read_counter_file(&file) {
+                Some(c) => {
+                    tracing::warn!(
+                        counter_file = %file.display(),
+                        counter = c.0,
+                        "cannot read the replica's counter ({e}); falling back to the counter file"
+                    );
+                    Some(Applied::CounterFile(c))
+                }
+                None => {
+                    tracing::error!(
+                        counter_file = %file.display(),
+                        "cannot read the replica's counter ({e}), and there is no readable counter file"
+                    );
+                    None
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

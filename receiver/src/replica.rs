@@ -1,10 +1,12 @@
-//! The replica database: connecting to it, where it is in the stream, and the classes
-//! of its failures that every command reports the same way.
+//! The replica database: connecting to it, where it is in the stream, its own records of
+//! subscription changes, and the classes of its failures that every command reports the
+//! same way.
 
 use slony_shared::config::ReceiverConfig;
 use slony_shared::counter::Counter;
 use slony_shared::ident::ClusterName;
 use slony_shared::pg::{self, Target};
+use slony_shared::trigger::Nonce;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
@@ -113,4 +115,80 @@ pub async fn read_position(
             rows.len()
         ))),
     }
+}
+
+/// Tables an unsubscription drops once the archive of its snapshot is applied, in the
+/// tracking schema (`nsp`, `rel`, `after_counter`); `pull` drops them in that archive's
+/// transaction.
+pub const PENDING_DROP_TABLE: &str = "sl_pending_drop";
+
+/// The replica's record of the subscription changes it applied, in the tracking schema.
+pub const APPLIED_TABLE: &str = "sl_subscription_applied";
+
+/// The first of `tables` whose drop is still pending, and the archive it waits for: an
+/// unsubscription of it has not taken effect yet, and the archives before it still carry
+/// its rows, so it cannot be subscribed again before pull has passed that archive.
+///
+/// # Errors
+///
+/// The query failed.
+pub async fn pending_drop_of(
+    client: &Client,
+    cluster: &ClusterName,
+    tables: &[slony_shared::ident::QualifiedTable],
+) -> Result<Option<(slony_shared::ident::QualifiedTable, i64)>, tokio_postgres::Error> {
+    let table = format!("{}.{PENDING_DROP_TABLE}", cluster.schema());
+    if !table_exists(client, &table).await? {
+        return Ok(None);
+    }
+    for t in tables {
+        let rows = client
+            .query(
+                &format!("SELECT after_counter FROM {table} WHERE nsp = $1 AND rel = $2"),
+                &[&t.schema, &t.table],
+            )
+            .await?;
+        if let Some(r) = rows.first() {
+            return Ok(Some((t.clone(), r.get(0))));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether the table `name` (quoted, qualified) exists on the replica: the receiver's
+/// records are made by the first change that needs them.
+///
+/// # Errors
+///
+/// The query failed.
+pub async fn table_exists(client: &Client, name: &str) -> Result<bool, tokio_postgres::Error> {
+    let found: Option<String> = client
+        .query_one("SELECT pg_catalog.to_regclass($1)::text", &[&name])
+        .await?
+        .get(0);
+    Ok(found.is_some())
+}
+
+/// Whether the replica recorded the SQL of the request with `nonce` as applied.
+///
+/// # Errors
+///
+/// The query failed.
+pub async fn was_applied(
+    client: &Client,
+    cluster: &ClusterName,
+    nonce: &Nonce,
+) -> Result<bool, tokio_postgres::Error> {
+    let table = format!("{}.{APPLIED_TABLE}", cluster.schema());
+    if !table_exists(client, &table).await? {
+        return Ok(false);
+    }
+    let n: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM {table} WHERE nonce = $1"),
+            &[&nonce.as_str()],
+        )
+        .await?
+        .get(0);
+    Ok(n > 0)
 }

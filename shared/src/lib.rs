@@ -14,6 +14,7 @@
 //! - [`offline`]: the SQL that prepares a replica database (what slony1_dump.sh creates).
 //! - [`pg`]: connecting to PostgreSQL, and the server's errors as an operator reads them.
 //! - [`private`]: files (0600) and directories (0700) for their owner only.
+//! - [`time`]: PostgreSQL's timestamps read, UTC times printed (chrono).
 //! - [`trigger`]: the subscription protocol files exchanged in the trigger directory.
 
 pub mod ack;
@@ -28,4 +29,5 @@ pub mod lock;
 pub mod offline;
 pub mod pg;
 pub mod private;
+pub mod time;
 pub mod trigger;

@@ -7,9 +7,9 @@
 //!   [`exit::UNHEALTHY`] if there is any.
 
 use crate::cli::GuardAction;
-use crate::cmd::promote;
 use crate::exit;
-use crate::guard::{self, Enabled};
+use crate::guard;
+use crate::promote;
 use slony_shared::config::ReceiverConfig;
 
 /// Runs `guard`; returns the exit code.
@@ -29,7 +29,7 @@ pub async fn run(cfg: &ReceiverConfig, action: GuardAction) -> anyhow::Result<u8
                 );
                 return Ok(exit::PROMOTED);
             }
-            let done = protect_with(cfg, &mut client).await?;
+            let done = guard::protect_with(cfg, &mut client).await?;
             if done.guarded.is_empty() {
                 println!("guard on: no replicated tables found in this database; nothing to guard");
             } else {
@@ -101,41 +101,6 @@ pub async fn run(cfg: &ReceiverConfig, action: GuardAction) -> anyhow::Result<u8
             Ok(exit::UNHEALTHY)
         }
     }
-}
-
-/// Guards every replicated table (idempotent); for callers with no connection at hand,
-/// such as `subscribe-series` after a bootstrap.
-pub async fn protect(cfg: &ReceiverConfig) -> anyhow::Result<Enabled> {
-    if let Some(m) = promote::read_marker(cfg)? {
-        anyhow::bail!(
-            "this replica was promoted on {} at archive {}; the guard is not installed on a promoted database",
-            m.promoted_at,
-            m.counter
-        );
-    }
-    let mut client = crate::replica::connect(cfg).await?;
-    protect_with(cfg, &mut client).await
-}
-
-async fn protect_with(
-    cfg: &ReceiverConfig,
-    client: &mut tokio_postgres::Client,
-) -> anyhow::Result<Enabled> {
-    let tables = guard::replicated_tables(&*client, &cfg.cluster).await?;
-    if !tables.skipped.is_empty() {
-        tracing::info!(
-            tables = %tables.skipped.join(", "),
-            "not guarded: these names cannot be replicated (schema.table of plain identifiers)"
-        );
-    }
-    guard::enable(
-        client,
-        &cfg.cluster,
-        cfg.node.as_str(),
-        &cfg.remote.host,
-        &tables.tables,
-    )
-    .await
 }
 
 fn join(tables: &[slony_shared::ident::QualifiedTable]) -> String {

@@ -15,312 +15,66 @@
 //! an earlier run was interrupted); exit 0.
 
 use crate::exit;
-use crate::guard;
-use crate::pull;
-use crate::replica::Position;
-use anyhow::Context;
-use slony_shared::archive::name::{classify, Entry};
+use crate::local;
+use crate::promote::{self, Promoted, Promotion};
 use slony_shared::config::ReceiverConfig;
-use slony_shared::counter::Counter;
-use slony_shared::ident::{quote_ident, quote_literal};
-use slony_shared::lock::{LockError, RunLock};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use tokio_postgres::Client;
-
-/// The marker's file name in the site directory.
-pub const MARKER: &str = "PROMOTED";
-
-/// `<site_dir>/PROMOTED`.
-pub fn marker_path(cfg: &ReceiverConfig) -> PathBuf {
-    cfg.site_dir().join(MARKER)
-}
-
-/// What the marker records.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Marker {
-    /// When the replica was promoted (RFC 3339, UTC, from the database's clock).
-    pub promoted_at: String,
-    /// The last archive applied before the promotion.
-    pub counter: String,
-    /// When the provider created that archive (`at_created`).
-    pub counter_created: String,
-}
-
-impl Marker {
-    fn render(&self, cfg: &ReceiverConfig) -> String {
-        format!(
-            "# slony-receiver promote: this replica was promoted to a writable database.\n\
-             # pull refuses to run while this file exists. Remove it only if you re-initialise\n\
-             # the replica (a new database bootstrapped with subscribe-series).\n\
-             promoted_at={}\ncounter={}\ncounter_created={}\ncluster={}\nnode={}\n",
-            self.promoted_at, self.counter, self.counter_created, cfg.cluster, cfg.node
-        )
-    }
-
-    /// Reads the marker's fields; a damaged marker still means "promoted" (its fields
-    /// then read `unknown`).
-    fn parse(text: &str) -> Marker {
-        let field = |key: &str| {
-            text.lines()
-                .filter_map(|l| l.split_once('='))
-                .find(|(k, _)| k.trim() == key)
-                .map(|(_, v)| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| "unknown".into())
-        };
-        Marker {
-            promoted_at: field("promoted_at"),
-            counter: field("counter"),
-            counter_created: field("counter_created"),
-        }
-    }
-}
-
-/// The marker, if this replica was promoted.
-pub fn read_marker(cfg: &ReceiverConfig) -> anyhow::Result<Option<Marker>> {
-    let path = marker_path(cfg);
-    match std::fs::read(&path) {
-        Ok(bytes) => Ok(Some(Marker::parse(&String::from_utf8_lossy(&bytes)))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| {
-            format!(
-                "reading {} (whether this replica was promoted)",
-                path.display()
-            )
-        }),
-    }
-}
-
-/// For `pull`: when the replica was promoted, says so and returns [`exit::PROMOTED`].
-/// A marker that cannot be read also stops pull: better a stopped pull than archives
-/// applied to a promoted database.
-pub fn refuse_pull(cfg: &ReceiverConfig) -> Option<u8> {
-    let path = marker_path(cfg);
-    let (at, counter) = match read_marker(cfg) {
-        Ok(None) => return None,
-        Ok(Some(m)) => (m.promoted_at, m.counter),
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ("an unknown date".into(), "unknown".into())
-        }
-    };
-    let text = format!(
-        "this replica was promoted on {at} at archive {counter}; pull will not run again (remove {} only if you re-initialise the replica)",
-        path.display()
-    );
-    tracing::error!("{text}");
-    eprintln!("slony-receiver: {text}");
-    Some(exit::PROMOTED)
-}
+use std::path::Path;
 
 /// Runs `promote`; returns the exit code.
 pub async fn run(cfg: &ReceiverConfig) -> anyhow::Result<u8> {
-    slony_shared::private::create_dir_all(&cfg.local.log_dir)
-        .with_context(|| format!("creating {}", cfg.local.log_dir.display()))?;
-    let _lock = match RunLock::try_acquire(&cfg.lock_file()) {
+    let _lock = match local::take_run_lock(cfg)? {
         Ok(lock) => lock,
-        Err(e @ LockError::Held { .. }) => {
+        Err(held) => {
             eprintln!(
-                "slony-receiver: {e}: a pull may be applying archives right now. Not promoting. Stop it (and the cron line, timer or service that starts it), then run promote again"
+                "slony-receiver: {held}: a pull may be applying archives right now. Not promoting. Stop it (and the cron line, timer or service that starts it), then run promote again"
             );
             return Ok(exit::ALREADY_RUNNING);
         }
-        Err(e) => return Err(e).context("taking the run lock"),
     };
-    pull::prepare_dirs(cfg)?;
-    let mut client = crate::replica::connect(cfg).await?;
-    let position = crate::replica::read_position(&client, &cfg.cluster).await?;
-    let marker_file = marker_path(cfg);
-
-    if let Some(m) = read_marker(cfg)? {
-        println!(
-            "already promoted: this database was promoted on {} at archive {} (created {}); nothing to do",
-            m.promoted_at, m.counter, m.counter_created
-        );
-        println!(
-            "  marker: {} (pull refuses to run while it exists)",
-            marker_file.display()
-        );
-        // Finish an interrupted earlier run.
-        let removed = guard::disable(&mut client, &cfg.cluster, None).await?;
-        if !removed.is_empty() {
+    let marker_file = promote::marker_path(cfg);
+    match promote::promote(cfg).await? {
+        Promotion::Already { marker: m, removed } => {
             println!(
-                "  guard removed from {} table(s) left over: {}",
-                removed.len(),
-                removed.join(", ")
+                "already promoted: this database was promoted on {} at archive {} (created {}); nothing to do",
+                m.promoted_at, m.counter, m.counter_created
             );
+            println!(
+                "  marker: {} (pull refuses to run while it exists)",
+                marker_file.display()
+            );
+            if !removed.is_empty() {
+                println!(
+                    "  guard removed from {} table(s) left over: {}",
+                    removed.len(),
+                    removed.join(", ")
+                );
+            }
+            Ok(exit::OK)
         }
-        return Ok(exit::OK);
-    }
-
-    let state = cfg.site_dir().join("subscribe_state.json");
-    if state.exists() {
-        eprintln!(
-            "slony-receiver: a subscription request is in progress ({}). Not promoting. Finish it with `slony-receiver subscribe-series --config {}`, or cancel it with --abort, then run promote again",
-            state.display(),
-            cfg.source.display()
-        );
-        return Ok(exit::ALREADY_RUNNING);
-    }
-
-    let promoted_at: String = client
-        .query_one(
-            "SELECT pg_catalog.to_char(pg_catalog.clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
-            &[],
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the database clock: {}", slony_shared::pg::describe_error(&e)))?
-        .get(0);
-    let marker = Marker {
-        promoted_at,
-        counter: position.counter.to_string(),
-        counter_created: position.created.clone().unwrap_or_else(|| "unknown".into()),
-    };
-    write_marker(&marker_file, &marker.render(cfg))?;
-    tracing::info!(counter = position.counter.0, marker = %marker_file.display(), "replica promoted");
-
-    let removed = guard::disable(&mut client, &cfg.cluster, None)
-        .await
-        .context("the replica is marked promoted (pull will not run again), but removing the guard failed; run promote again")?;
-    let sequences = sequences_behind(&client, cfg)
-        .await
-        .unwrap_or_else(|e| vec![format!("could not check the sequences: {e:#}")]);
-    let waiting = waiting_archives(&cfg.incoming_dir(), position.counter);
-    print!(
-        "{}",
-        report(
-            cfg,
-            &marker,
-            &marker_file,
-            &position,
-            &removed,
-            &sequences,
-            &waiting
-        )
-    );
-    Ok(exit::OK)
-}
-
-/// Writes the marker durably: temp file, fsync, rename, fsync of the directory.
-fn write_marker(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = slony_shared::private::create(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-    }
-    Ok(())
-}
-
-/// Sequences feeding an integer column of a replicated table whose next value is not
-/// above the column's largest value: the first insert would fail (or reuse a key).
-async fn sequences_behind(client: &Client, cfg: &ReceiverConfig) -> anyhow::Result<Vec<String>> {
-    let tables = guard::replicated_tables(client, &cfg.cluster).await?;
-    let rows = client
-        .query(
-            "SELECT sn.nspname::text, s.relname::text, tn.nspname::text, t.relname::text,
-                    a.attname::text, q.seqincrement
-               FROM pg_catalog.pg_attrdef d
-               JOIN pg_catalog.pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
-               JOIN pg_catalog.pg_class t ON t.oid = d.adrelid
-               JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
-               JOIN pg_catalog.pg_depend dep
-                    ON dep.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
-                   AND dep.objid = d.oid
-                   AND dep.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-               JOIN pg_catalog.pg_class s ON s.oid = dep.refobjid AND s.relkind = 'S'
-               JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace
-               JOIN pg_catalog.pg_sequence q ON q.seqrelid = s.oid
-              WHERE NOT a.attisdropped AND q.seqincrement > 0
-                AND a.atttypid IN ('pg_catalog.int2'::pg_catalog.regtype, 'pg_catalog.int4'::pg_catalog.regtype,
-                                   'pg_catalog.int8'::pg_catalog.regtype, 'pg_catalog.numeric'::pg_catalog.regtype)
-              ORDER BY 3, 4, 5",
-            &[],
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", slony_shared::pg::describe_error(&e)))?;
-    let mut behind = Vec::new();
-    for row in rows {
-        let (seq_schema, seq, schema, table, column, increment): (
-            String,
-            String,
-            String,
-            String,
-            String,
-            i64,
-        ) = (
-            row.get(0),
-            row.get(1),
-            row.get(2),
-            row.get(3),
-            row.get(4),
-            row.get(5),
-        );
-        if !tables
-            .tables
-            .iter()
-            .any(|t| t.schema == schema && t.table == table)
-        {
-            continue;
+        Promotion::SubscriptionInProgress(state) => {
+            eprintln!(
+                "slony-receiver: a subscription request is in progress ({}). Not promoting. Finish it with `slony-receiver subscribe-series --config {}`, or cancel it with --abort, then run promote again",
+                state.display(),
+                cfg.source.display()
+            );
+            Ok(exit::ALREADY_RUNNING)
         }
-        let seq_q = format!("{}.{}", quote_ident(&seq_schema), quote_ident(&seq));
-        let table_q = format!("{}.{}", quote_ident(&schema), quote_ident(&table));
-        let col_q = quote_ident(&column);
-        let check = client
-            .query_one(
-                &format!(
-                    "SELECT x.m::text, s.last_value::text,
-                            x.m IS NOT NULL AND x.m >= CASE WHEN s.is_called THEN s.last_value::numeric + $1::int8 ELSE s.last_value::numeric END
-                       FROM (SELECT max({col_q})::numeric AS m FROM ONLY {table_q}) x, {seq_q} s"
-                ),
-                &[&increment],
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("{seq_schema}.{seq}: {}", slony_shared::pg::describe_error(&e)))?;
-        let (max, last, is_behind): (Option<String>, String, bool) =
-            (check.get(0), check.get(1), check.get(2));
-        if is_behind {
-            behind.push(format!(
-                "sequence {seq_schema}.{seq} is at {last} but {schema}.{table}.{column} already holds {}: run SELECT pg_catalog.setval({}, (SELECT max({col_q}) FROM {table_q}));",
-                max.unwrap_or_default(),
-                quote_literal(&seq_q),
-            ));
+        Promotion::Done(done) => {
+            print!("{}", report(cfg, &marker_file, &done));
+            Ok(exit::OK)
         }
     }
-    Ok(behind)
-}
-
-/// Archives downloaded but never applied (counters after `at`).
-fn waiting_archives(dir: &Path, at: Counter) -> Vec<Counter> {
-    let mut v: Vec<Counter> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter_map(|e| match classify(&e.file_name().to_string_lossy()) {
-                    Ok(Entry::Archive(a)) if a.counter > at => Some(a.counter),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 /// What promote did and what the operator must do next.
-fn report(
-    cfg: &ReceiverConfig,
-    marker: &Marker,
-    marker_file: &Path,
-    position: &Position,
-    removed: &[String],
-    sequences: &[String],
-    waiting: &[Counter],
-) -> String {
+fn report(cfg: &ReceiverConfig, marker_file: &Path, done: &Promoted) -> String {
+    let Promoted {
+        marker,
+        position,
+        removed,
+        sequences,
+        waiting,
+    } = done;
     let mut out = String::new();
     let mut line = |s: String| {
         out.push_str(&s);
@@ -391,36 +145,4 @@ fn report(
         cfg.node
     ));
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn marker_fields_round_trip_and_damage_reads_unknown() {
-        let m = Marker::parse(
-            "# comment\npromoted_at=2026-11-22T01:02:03Z\ncounter=30\ncounter_created=2026-11-21 10:00:30.123456\n",
-        );
-        assert_eq!(m.promoted_at, "2026-11-22T01:02:03Z");
-        assert_eq!(m.counter, "30");
-        assert_eq!(m.counter_created, "2026-11-21 10:00:30.123456");
-        let damaged = Marker::parse("garbage");
-        assert_eq!(damaged.promoted_at, "unknown");
-        assert_eq!(damaged.counter, "unknown");
-    }
-
-    #[test]
-    fn waiting_archives_are_those_after_the_counter() {
-        let dir = tempfile::tempdir().unwrap();
-        for c in [3u64, 5, 6] {
-            std::fs::write(dir.path().join(format!("slony1_log_2_{c:020}.sql")), "").unwrap();
-        }
-        std::fs::write(dir.path().join("README"), "").unwrap();
-        assert_eq!(
-            waiting_archives(dir.path(), Counter(4)),
-            vec![Counter(5), Counter(6)]
-        );
-        assert!(waiting_archives(&dir.path().join("missing"), Counter(0)).is_empty());
-    }
 }

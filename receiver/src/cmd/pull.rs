@@ -9,12 +9,14 @@
 //! Prometheus metrics on `[pull] metrics_listen`.
 
 use crate::exit;
+use crate::housekeeping::{self, SiteRun};
+use crate::local;
 use crate::metrics::{self, Metrics};
+use crate::promote;
 use crate::pull::{self, PullError, Report};
 use anyhow::Context;
 use slony_shared::alert::{Alerter, Failure};
 use slony_shared::config::ReceiverConfig;
-use slony_shared::lock::{LockError, RunLock};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -30,23 +32,18 @@ pub async fn run(
     once: bool,
     fail_if_paused: bool,
 ) -> anyhow::Result<u8> {
-    slony_shared::private::create_dir_all(&cfg.local.log_dir).with_context(|| {
-        format!(
-            "creating local log directory {}",
-            cfg.local.log_dir.display()
-        )
-    })?;
-    let _lock = match RunLock::try_acquire(&cfg.lock_file()) {
+    let _lock = match local::take_run_lock(cfg)? {
         Ok(lock) => lock,
-        Err(e @ LockError::Held { .. }) => {
-            tracing::warn!("{e}; exiting");
-            eprintln!("slony-receiver: {e}");
+        Err(held) => {
+            tracing::warn!("{held}; exiting");
+            eprintln!("slony-receiver: {held}");
             return Ok(exit::ALREADY_RUNNING);
         }
-        Err(e) => return Err(e).context("taking the run lock"),
     };
-    if let Some(code) = crate::cmd::promote::refuse_pull(cfg) {
-        return Ok(code);
+    if let Some(text) = promote::refusal(cfg) {
+        tracing::error!("{text}");
+        eprintln!("slony-receiver: {text}");
+        return Ok(exit::PROMOTED);
     }
     let alerter = Alerter::new(&cfg.alert, cfg.alert_state_file(), context(cfg));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -96,9 +93,10 @@ pub async fn run(
         }
         if next_housekeeping.is_some_and(|at| at <= chrono::Utc::now()) {
             if !paused(&cfg) {
-                match super::housekeeping::run_locked(&cfg).await {
-                    Ok(code) if code == exit::OK => {}
-                    Ok(code) => tracing::warn!(code, "scheduled housekeeping reported a problem"),
+                match housekeeping::run_site(&cfg).await {
+                    Ok(SiteRun::Done(s)) if s.failures.is_empty() => {}
+                    Ok(SiteRun::Paused(_)) => {}
+                    Ok(_) => tracing::warn!("scheduled housekeeping reported a problem"),
                     Err(e) => tracing::error!("scheduled housekeeping failed: {e:#}"),
                 }
             }
@@ -184,7 +182,7 @@ fn record_metrics(metrics: &Metrics, result: &Result<Report, PullError>) {
             r.fetched_bytes,
             r.last_created
                 .as_deref()
-                .and_then(super::status::parse_timestamp)
+                .and_then(slony_shared::time::parse_pg_timestamp)
                 .map(|micros| micros / 1_000_000),
         ),
         Err(_) => metrics.failure(),
@@ -197,14 +195,13 @@ fn hangup_signal() -> anyhow::Result<tokio::signal::unix::Signal> {
         .context("listening for SIGHUP")
 }
 
-/// True (and logged once) when the pause file exists.
+/// True (and logged) when the pause file exists.
 fn paused(cfg: &ReceiverConfig) -> bool {
-    let die = cfg.die_file();
-    let yes = die.exists();
-    if yes {
+    let die = local::pause_file(cfg);
+    if let Some(die) = &die {
         tracing::info!(file = %die.display(), "paused: the die file is present; not pulling");
     }
-    yes
+    die.is_some()
 }
 
 fn context(cfg: &ReceiverConfig) -> String {

@@ -69,8 +69,8 @@ use slony_shared::archive::name::{classify, Entry};
 use slony_shared::archive::ArchiveName;
 use slony_shared::config::{ReceiverConfig, StatusConfig};
 use slony_shared::counter::Counter;
+use slony_shared::time::{parse_pg_timestamp, rfc3339};
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How much of the provider's newest archive is read to find its tracking call (the
 /// header before it is a few hundred bytes).
@@ -235,118 +235,6 @@ fn quoted(s: &str) -> Option<(&str, &str)> {
     Some((&s[..end], &s[end + 1..]))
 }
 
-/// Parses a PostgreSQL timestamp as printed (`2026-11-21 22:06:43.093233`, optionally
-/// with a zone such as `+00`, `-05:30` or `Z`, and `T` accepted as the separator) into
-/// microseconds since the Unix epoch, reading the wall clock as UTC and ignoring the zone
-/// (see the module doc for why). `None` for anything else (`infinity`, BC dates, junk).
-pub(crate) fn parse_timestamp(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let (date, time) = s.split_once([' ', 'T'])?;
-    let mut d = date.splitn(3, '-');
-    let year: i64 = number(d.next()?, 4, 4)?;
-    let month: i64 = number(d.next()?, 2, 2)?;
-    let day: i64 = number(d.next()?, 2, 2)?;
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
-    let time = time.trim_start();
-    let zone_at = time.find(['+', '-', 'Z']).unwrap_or(time.len());
-    let (clock, zone) = time.split_at(zone_at);
-    let valid_zone = zone.is_empty()
-        || zone == "Z"
-        || (zone.len() > 1 && zone[1..].bytes().all(|b| b.is_ascii_digit() || b == b':'));
-    if !valid_zone {
-        return None;
-    }
-    let (hms, frac) = match clock.trim_end().split_once('.') {
-        Some((hms, frac)) => (hms, Some(frac)),
-        None => (clock.trim_end(), None),
-    };
-    let mut t = hms.splitn(3, ':');
-    let hour: i64 = number(t.next()?, 2, 2)?;
-    let minute: i64 = number(t.next()?, 2, 2)?;
-    let second: i64 = number(t.next()?, 2, 2)?;
-    // 24:00:00 is valid PostgreSQL input; 60 is a leap second it also accepts.
-    if hour > 24 || minute > 59 || second > 60 || (hour == 24 && minute + second > 0) {
-        return None;
-    }
-    let micros = match frac {
-        None => 0,
-        Some(f) => {
-            if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            // Microseconds: pad or cut to six digits (PostgreSQL prints at most six).
-            let six: String = f.chars().chain(std::iter::repeat('0')).take(6).collect();
-            six.parse::<i64>().ok()?
-        }
-    };
-    let days = days_from_civil(year, month, day);
-    Some(((days * 86_400 + hour * 3600 + minute * 60 + second) * 1_000_000) + micros)
-}
-
-/// `s` as a number of `min..=max` ASCII digits.
-fn number(s: &str, min: usize, max: usize) -> Option<i64> {
-    if s.len() < min || s.len() > max || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-fn is_leap(year: i64) -> bool {
-    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day number since 1970-01-01 (inverse of [`days_from_civil`]).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// RFC 3339 in UTC, to the second (`2026-11-21T22:06:43Z`).
-fn rfc3339(t: SystemTime) -> String {
-    let secs = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    };
-    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
-}
-
 /// How far the replica is behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Lag {
@@ -380,8 +268,8 @@ fn lag(
         Some(0)
     } else {
         match (
-            current_created.and_then(parse_timestamp),
-            newest_created.and_then(parse_timestamp),
+            current_created.and_then(parse_pg_timestamp),
+            newest_created.and_then(parse_pg_timestamp),
         ) {
             (Some(a), Some(b)) => Some((b.saturating_sub(a).max(0) / 1_000_000) as u64),
             _ => None,
@@ -725,6 +613,7 @@ impl Status {
 mod tests {
     use super::*;
     use std::time::Duration;
+    use std::time::UNIX_EPOCH;
 
     const HEAD: &str = "------------------------------------------------------------------\n\
         -- Slony-I log shipping archive\n-- Node 1, Event 5000000025\n\
@@ -764,63 +653,6 @@ mod tests {
         );
         assert_eq!(parse_tracking_call("archiveTracking_offline('1')"), None);
         assert_eq!(parse_tracking_call("archiveTracking_offline(1, 2)"), None);
-    }
-
-    #[test]
-    fn timestamps_parse_as_utc_wall_clock() {
-        // 2026-11-21 00:00:00 UTC is 1_795_219_200 s after the epoch.
-        let day = 1_795_219_200i64 * 1_000_000;
-        assert_eq!(parse_timestamp("2026-11-21 00:00:00"), Some(day));
-        assert_eq!(
-            parse_timestamp("2026-11-21 22:06:43.093233"),
-            Some(day + (22 * 3600 + 6 * 60 + 43) * 1_000_000 + 93_233)
-        );
-        // The zone is ignored: at_created (timestamp without time zone) holds the same
-        // wall clock with the zone dropped.
-        assert_eq!(
-            parse_timestamp("2026-11-21 22:06:43.093233+00"),
-            parse_timestamp("2026-11-21 22:06:43.093233")
-        );
-        assert_eq!(
-            parse_timestamp("2026-11-21 22:06:43-05:30"),
-            parse_timestamp("2026-11-21T22:06:43Z")
-        );
-        assert_eq!(
-            parse_timestamp("2026-11-21 22:06:43.5"),
-            Some(day + 79_603_500_000)
-        );
-        assert_eq!(parse_timestamp("1970-01-01 00:00:00"), Some(0));
-        assert_eq!(
-            parse_timestamp("2000-02-29 00:00:00"),
-            Some(951_782_400_000_000)
-        );
-        for bad in [
-            "",
-            "infinity",
-            "2026-11-21",
-            "2026-13-01 00:00:00",
-            "2026-02-29 00:00:00",
-            "2026-11-21 25:00:00",
-            "2026-11-21 10:00:00.",
-            "2026-11-21 10:00:00 BC",
-            "2026-11-21 10:00:00+xx",
-            "26-11-21 10:00:00",
-        ] {
-            assert_eq!(parse_timestamp(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn calendar_round_trips() {
-        for days in [-800_000, -1, 0, 1, 59, 11_016, 20_413, 2_932_896] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
-        }
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_298_803)),
-            "2026-11-21T22:06:43Z"
-        );
     }
 
     #[test]

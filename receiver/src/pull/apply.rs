@@ -88,7 +88,7 @@ pub struct Applier {
     /// What the provider's DDL may hold beyond the default rules.
     allow: Allowances,
     /// Tables an unsubscription dropped only once the archive of its snapshot is
-    /// applied (see [`crate::subscribe::bootstrap::PENDING_DROP_TABLE`]); `None` until
+    /// applied (see [`crate::replica::PENDING_DROP_TABLE`]); `None` until
     /// read from the replica.
     pending_drops: Option<Vec<PendingDrop>>,
     /// What DDL rows take their search_path from: an SQL literal, or the session's own.
@@ -158,9 +158,9 @@ impl Applier {
         let table = format!(
             "{}.{}",
             self.cluster.schema(),
-            crate::subscribe::bootstrap::PENDING_DROP_TABLE
+            crate::replica::PENDING_DROP_TABLE
         );
-        let found = crate::subscribe::bootstrap::table_exists(&self.client, &table)
+        let found = crate::replica::table_exists(&self.client, &table)
             .await
             .unwrap_or(false);
         let mut out = Vec::new();
@@ -291,7 +291,7 @@ impl Applier {
                         quote_ident(&d.schema),
                         quote_ident(&d.table),
                         self.cluster.schema(),
-                        crate::subscribe::bootstrap::PENDING_DROP_TABLE,
+                        crate::replica::PENDING_DROP_TABLE,
                         quote_literal(&d.schema),
                         quote_literal(&d.table),
                     ));

@@ -18,6 +18,7 @@ pub mod plan;
 pub mod record;
 pub mod refused;
 
+use crate::local::{local_err, prepare_dirs, LocalError};
 use crate::provider::{Provider, RemoteError, RemoteFile};
 use crate::replica::{self, ReplicaError};
 use apply::{Applier, ApplyError};
@@ -29,7 +30,7 @@ use slony_shared::config::ReceiverConfig;
 use slony_shared::counter::Counter;
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -73,16 +74,8 @@ pub enum PullError {
         error: String,
     },
     /// A local file operation failed.
-    #[error("{what} {path}: {source}")]
-    Local {
-        /// What we were doing.
-        what: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Local(#[from] LocalError),
 }
 
 impl PullError {
@@ -120,7 +113,7 @@ impl PullError {
                 format!("counter:{}", name.counter)
             }
             PullError::StillRefused { archive, .. } => format!("archive:{}", archive.counter),
-            PullError::Local { what, .. } => format!("local:{what}"),
+            PullError::Local(LocalError { what, .. }) => format!("local:{what}"),
         }
     }
 
@@ -145,7 +138,7 @@ impl PullError {
             PullError::Replica(ReplicaError::Unavailable { .. })
             | PullError::Apply(ApplyError::Connection { .. }) => FailureClass::Database,
             // Writing the download to local disk (a full disk, permissions) is local.
-            PullError::Local { .. }
+            PullError::Local(_)
             | PullError::Remote(RemoteError::Local { .. })
             | PullError::Fetch(FetchError::Remote(RemoteError::Local { .. })) => {
                 FailureClass::Local
@@ -185,26 +178,6 @@ pub struct Report {
     /// When the provider created the replica's last archive (as the archive says): the
     /// last one applied by this run, or the one it started at.
     pub last_created: Option<String>,
-}
-
-fn local_err<'a>(
-    what: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> PullError + 'a {
-    move |source| PullError::Local {
-        what,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Creates the local directories a run needs.
-pub fn prepare_dirs(cfg: &ReceiverConfig) -> Result<(), PullError> {
-    for dir in [cfg.site_dir(), cfg.incoming_dir(), cfg.applied_dir()] {
-        slony_shared::private::create_dir_all(&dir)
-            .map_err(local_err("creating directory", &dir))?;
-    }
-    Ok(())
 }
 
 /// Sorts the incoming directory: removes partial downloads, moves archives the database
@@ -387,8 +360,8 @@ pub async fn run_once(
         "replica position"
     );
     let counter_file = cfg.counter_file();
-    if record::read_counter_file(&counter_file) != Some(start) {
-        record::write_counter_file(&counter_file, start)
+    if crate::local::read_counter_file(&counter_file) != Some(start) {
+        crate::local::write_counter_file(&counter_file, start)
             .map_err(local_err("writing", &counter_file))?;
     }
     let local = tidy_incoming(cfg, start)?;
@@ -534,7 +507,7 @@ pub async fn run_once(
             tracing::debug!(counter = report.to.0, created = %fetched.header.created, "applied");
         }
         if outcome.committed > 0 {
-            record::write_counter_file(&counter_file, report.to)
+            crate::local::write_counter_file(&counter_file, report.to)
                 .map_err(local_err("writing", &counter_file))?;
             if known_node.is_none() {
                 let applied_node = group[outcome.committed - 1].name.node_id;

@@ -1,5 +1,6 @@
-//! After each commit: mirror the counter in `slony_counter.txt` and move the applied
-//! archive to the applied directory, where housekeeping packs it. Around a run: tell the
+//! After each commit: mirror the counter in `slony_counter.txt`
+//! ([`crate::local::write_counter_file`]) and move the applied archive to the applied
+//! directory, where housekeeping packs it. Around a run: tell the
 //! provider how far this site is ([`acknowledge`]).
 //!
 //! The database is the source of truth; this mirror is for humans and the original tools.
@@ -10,26 +11,9 @@ use crate::provider::{Remote, RemoteError};
 use slony_shared::ack;
 use slony_shared::archive::ArchiveName;
 use slony_shared::counter::Counter;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-/// Writes `counter` to the counter file atomically (temp file + rename).
-pub fn write_counter_file(path: &Path, counter: Counter) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = slony_shared::private::create(&tmp)?;
-    writeln!(f, "{counter}")?;
-    // No fsync: the file mirrors the database (the source of truth), and the next run
-    // rewrites it from there.
-    std::fs::rename(&tmp, path)
-}
-
-/// Reads the counter file, if it exists and holds a number.
-pub fn read_counter_file(path: &Path) -> Option<Counter> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
 
 /// Moves an applied archive from `from` into `applied_dir`.
 pub fn move_to_applied(from: &Path, applied_dir: &Path, name: &ArchiveName) -> io::Result<()> {
@@ -71,19 +55,4 @@ pub fn read_node_file(path: &Path) -> Option<u32> {
 /// Remembers the Slony node of the archives applied.
 pub fn write_node_file(path: &Path, node: u32) -> io::Result<()> {
     slony_shared::private::write(path, format!("{node}\n").as_bytes())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counter_file_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("slony_counter.txt");
-        assert_eq!(read_counter_file(&p), None);
-        write_counter_file(&p, Counter(42)).unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "42\n");
-        assert_eq!(read_counter_file(&p), Some(Counter(42)));
-    }
 }

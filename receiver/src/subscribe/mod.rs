@@ -23,7 +23,6 @@ pub mod bootstrap;
 
 use crate::exit;
 use crate::provider::Provider;
-use crate::pull::{self, record};
 use answer::{Verifier, Waited};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -170,7 +169,7 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
         },
         None => None,
     };
-    pull::prepare_dirs(cfg)?;
+    crate::local::prepare_dirs(cfg)?;
     let state_file = state_path(cfg);
     let paths = Paths::new(cfg);
     let remote = Provider::connect(&cfg.remote).await?;
@@ -185,7 +184,7 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
             .and_then(|s| trigger::request_binding(s.request.as_bytes()))
         {
             let client = crate::replica::connect(cfg).await?;
-            if bootstrap::was_applied(&client, &cfg.cluster, &binding.nonce).await? {
+            if crate::replica::was_applied(&client, &cfg.cluster, &binding.nonce).await? {
                 eprintln!("slony-receiver: the SQL of the request in progress is already applied on the replica (a run was killed after its commit), so it cannot be withdrawn: run `slony-receiver subscribe-series --config {} --list FILE` again to finish it on both sides", cfg.source.display());
                 return Ok(exit::APPLY);
             }
@@ -364,9 +363,9 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
         let client = crate::replica::connect(cfg).await?;
         let position = crate::replica::read_position(&client, &cfg.cluster).await?;
         discard_fetched_ahead(cfg, position.counter);
-        let _ = record::write_counter_file(&cfg.counter_file(), position.counter);
+        let _ = crate::local::write_counter_file(&cfg.counter_file(), position.counter);
         finish(cfg, &state, &state_file)?;
-        match crate::cmd::guard::protect(cfg).await {
+        match crate::guard::protect(cfg).await {
             Ok(g) => tracing::info!(tables = g.guarded.len(), newly = g.changed.len(), "replica guard on: replicated tables refuse local writes"),
             Err(e) => eprintln!("warning: the replicated tables are NOT guarded against local writes ({e:#}); run `slony-receiver guard on`"),
         }
@@ -446,7 +445,7 @@ async fn already_reported(
         }));
     }
     let client = crate::replica::connect(cfg).await?;
-    if bootstrap::was_applied(&client, &cfg.cluster, &binding.nonce)
+    if crate::replica::was_applied(&client, &cfg.cluster, &binding.nonce)
         .await
         .context("reading the replica's record of applied subscription changes")?
     {
@@ -584,7 +583,7 @@ async fn apply_sql(
             );
         }
         behind = position.counter < counter;
-        if let Some((t, at)) = bootstrap::pending_drop_of(&client, &cfg.cluster, subscribed)
+        if let Some((t, at)) = crate::replica::pending_drop_of(&client, &cfg.cluster, subscribed)
             .await
             .context("reading the replica's pending drops")?
         {
