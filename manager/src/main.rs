@@ -39,7 +39,6 @@ use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command};
 use config::ManagerConfig;
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 /// Exit code for a runtime failure.
@@ -49,7 +48,7 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    slony_shared::logging::init(&cli.log_level);
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -102,18 +101,3 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-/// Human-readable logs on a terminal; one plain line per event otherwise (journald,
-/// log files).
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(format!("{level},tokio_postgres=warn")))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.compact().init();
-    } else {
-        builder.with_ansi(false).with_target(false).init();
-    }
-}

@@ -22,12 +22,11 @@ use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command, ConfigArg};
 use slony_shared::config::ReceiverConfig;
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    slony_shared::logging::init(&cli.log_level);
     match run(cli) {
         Ok(code) => exit::code(code),
         Err(e) => {
@@ -169,19 +168,3 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-/// Human-readable logs on a terminal; one structured line per event otherwise (journald,
-/// cron mail, log files).
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // Server NOTICEs (one per archive) are logged by tokio-postgres at info: too chatty.
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(format!("{level},tokio_postgres=warn")))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.compact().init();
-    } else {
-        builder.with_ansi(false).with_target(false).init();
-    }
-}

@@ -10,6 +10,7 @@
 //! - [`batch`]: `slony_logs_<from>-<to>.tar.gz` batches: safe reading and writing.
 //! - [`config`]: the receiver's TOML configuration and the original `key=value` format.
 //! - [`alert`]: failure mail over SMTP, sent once per failure, daily reminders, and on recovery.
+//! - [`logging`]: the tracing subscriber both binaries install.
 //! - [`lock`]: the exclusive per-cluster run lock.
 //! - [`offline`]: the SQL that prepares a replica database (what slony1_dump.sh creates).
 //! - [`pg`]: connecting to PostgreSQL, and the server's errors as an operator reads them.
@@ -26,6 +27,7 @@ pub mod counter;
 pub mod crash;
 pub mod ident;
 pub mod lock;
+pub mod logging;
 pub mod offline;
 pub mod pg;
 pub mod private;
