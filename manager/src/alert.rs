@@ -87,7 +87,7 @@ pub fn raise(cfg: &ManagerConfig, source: &str, subject: &str, details: &str) {
         cfg.source.display()
     );
     let send = move || {
-        if let Err(e) = slony_shared::alert::send_mail(&config, &subject, &body) {
+        if let Err(e) = slony_shared::mail::send_mail(&config, &subject, &body) {
             tracing::warn!(error = %e, "cannot mail the alert");
         }
     };

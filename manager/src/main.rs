@@ -100,4 +100,3 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
     }
 }
-

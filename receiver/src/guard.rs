@@ -32,7 +32,7 @@
 //! granted `SET` privilege): the guard stops mistakes of ordinary users and
 //! applications, not a superuser who means it.
 
-use slony_shared::config::ReceiverConfig;
+use crate::config::ReceiverConfig;
 use slony_shared::ident::{quote_ident, quote_literal, ClusterName, QualifiedTable};
 use slony_shared::pg::doing;
 use tokio_postgres::{Client, GenericClient};

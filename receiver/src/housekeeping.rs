@@ -28,11 +28,11 @@ the loose copies go. A batch's age for `keep_days` is the age of its newest arch
 batch file's mtime is set to that when it is written.
 */
 
+use crate::config::{HousekeepingConfig, ReceiverConfig};
 use anyhow::Context;
 use slony_shared::archive::name::{classify, Entry};
 use slony_shared::archive::{ArchiveName, BatchName};
 use slony_shared::batch;
-use slony_shared::config::{HousekeepingConfig, ReceiverConfig};
 use slony_shared::counter::Counter;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};

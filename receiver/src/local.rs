@@ -1,8 +1,8 @@
 //! This site's local state that every command respects: the log directory, the run lock
 //! (one command at a time applies or rearranges archives) and the pause file.
 
+use crate::config::ReceiverConfig;
 use anyhow::Context;
-use slony_shared::config::ReceiverConfig;
 use slony_shared::counter::Counter;
 use slony_shared::lock::{LockError, RunLock};
 use std::io::{self, Write};

@@ -3,8 +3,10 @@
 //! main parses the command line, loads the configuration, sets up logging, dispatches to
 //! a subcommand in [`cmd`] and turns the result into an exit code (see [`exit`]).
 
+mod alert;
 mod cli;
 mod cmd;
+mod config;
 mod execute;
 mod exit;
 mod guard;
@@ -18,10 +20,10 @@ mod pull;
 mod replica;
 mod subscribe;
 
+use crate::config::ReceiverConfig;
 use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command, ConfigArg};
-use slony_shared::config::ReceiverConfig;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -40,10 +42,7 @@ fn main() -> ExitCode {
 /// The exit code for an error that ended a command early.
 fn exit_code_for(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
-        if cause
-            .downcast_ref::<slony_shared::config::ConfigError>()
-            .is_some()
-        {
+        if cause.downcast_ref::<crate::config::ConfigError>().is_some() {
             return exit::CONFIG;
         }
         if let Some(p) = cause.downcast_ref::<pull::PullError>() {
@@ -144,16 +143,17 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             tables,
         } => {
             let cfg = load_config(&config)?;
-            let password = match reference_password_env {
-                Some(var) => Some(std::env::var(&var).map_err(|_| {
-                    slony_shared::config::ConfigError::Invalid {
-                        path: cfg.source.clone(),
-                        key: "--reference-password-env".into(),
-                        reason: format!("environment variable {var} is not set (or not UTF-8)"),
-                    }
-                })?),
-                None => None,
-            };
+            let password =
+                match reference_password_env {
+                    Some(var) => Some(std::env::var(&var).map_err(|_| {
+                        crate::config::ConfigError::Invalid {
+                            path: cfg.source.clone(),
+                            key: "--reference-password-env".into(),
+                            reason: format!("environment variable {var} is not set (or not UTF-8)"),
+                        }
+                    })?),
+                    None => None,
+                };
             runtime.block_on(cmd::verify::run(
                 &cfg,
                 &reference,
@@ -167,4 +167,3 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
     }
 }
-

@@ -15,10 +15,10 @@
 //!   superuser: it creates the role if needed and gives it what applying needs, and no
 //!   more. Running it again repairs ownership and grants.
 
+use crate::config::ReceiverConfig;
 use crate::exit;
 use crate::guard;
 use crate::replica::ReplicaError;
-use slony_shared::config::ReceiverConfig;
 use slony_shared::counter::Counter;
 use slony_shared::ident::{quote_ident, ClusterName};
 use slony_shared::offline;

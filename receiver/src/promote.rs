@@ -2,11 +2,11 @@
 //! `slony-receiver promote`). The marker `<site_dir>/PROMOTED` records it; `pull` and
 //! `guard on` refuse while it exists.
 
+use crate::config::ReceiverConfig;
 use crate::guard;
 use crate::replica::Position;
 use anyhow::Context;
 use slony_shared::archive::name::{classify, Entry};
-use slony_shared::config::ReceiverConfig;
 use slony_shared::counter::Counter;
 use slony_shared::ident::{quote_ident, quote_literal};
 use std::io::Write;

@@ -2,7 +2,7 @@
 //! subscription changes, and the classes of its failures that every command reports the
 //! same way.
 
-use slony_shared::config::ReceiverConfig;
+use crate::config::ReceiverConfig;
 use slony_shared::counter::Counter;
 use slony_shared::ident::ClusterName;
 use slony_shared::pg::{self, Target};

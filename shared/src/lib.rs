@@ -9,7 +9,7 @@
 //!   and structural validation of an archive's statements.
 //! - [`batch`]: `slony_logs_<from>-<to>.tar.gz` batches: safe reading and writing.
 //! - [`config`]: the receiver's TOML configuration and the original `key=value` format.
-//! - [`alert`]: failure mail over SMTP, sent once per failure, daily reminders, and on recovery.
+//! - [`mail`]: one mail over SMTP, for both binaries' alerts.
 //! - [`logging`]: the tracing subscriber both binaries install.
 //! - [`lock`]: the exclusive per-cluster run lock.
 //! - [`offline`]: the SQL that prepares a replica database (what slony1_dump.sh creates).
@@ -19,7 +19,6 @@
 //! - [`trigger`]: the subscription protocol files exchanged in the trigger directory.
 
 pub mod ack;
-pub mod alert;
 pub mod archive;
 pub mod batch;
 pub mod config;
@@ -28,6 +27,7 @@ pub mod crash;
 pub mod ident;
 pub mod lock;
 pub mod logging;
+pub mod mail;
 pub mod offline;
 pub mod pg;
 pub mod private;

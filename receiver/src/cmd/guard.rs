@@ -7,10 +7,10 @@
 //!   [`exit::UNHEALTHY`] if there is any.
 
 use crate::cli::GuardAction;
+use crate::config::ReceiverConfig;
 use crate::exit;
 use crate::guard;
 use crate::promote;
-use slony_shared::config::ReceiverConfig;
 
 /// Runs `guard`; returns the exit code.
 pub async fn run(cfg: &ReceiverConfig, action: GuardAction) -> anyhow::Result<u8> {

@@ -8,10 +8,10 @@
 //! the archives actually in the applied directory); when neither is known, nothing is
 //! done and the exit code says the database is the problem.
 
+use crate::config::ReceiverConfig;
 use crate::exit;
 use crate::housekeeping::{self, SiteRun};
 use crate::local;
-use slony_shared::config::ReceiverConfig;
 
 /// Runs `housekeeping`; returns the exit code.
 pub async fn run(cfg: &ReceiverConfig) -> anyhow::Result<u8> {

@@ -7,9 +7,9 @@
 //! `subscribe-series` does all of this itself. `--apply-role` is
 //! [`crate::privilege::apply_role`].
 
+use crate::config::ReceiverConfig;
 use crate::exit;
 use anyhow::Context;
-use slony_shared::config::ReceiverConfig;
 use slony_shared::counter::Counter;
 use slony_shared::offline;
 

@@ -14,10 +14,10 @@
 //! Running it again reports that the replica is already promoted (and finishes step 3 if
 //! an earlier run was interrupted); exit 0.
 
+use crate::config::ReceiverConfig;
 use crate::exit;
 use crate::local;
 use crate::promote::{self, Promoted, Promotion};
-use slony_shared::config::ReceiverConfig;
 use std::path::Path;
 
 /// Runs `promote`; returns the exit code.

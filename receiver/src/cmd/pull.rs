@@ -8,6 +8,8 @@
 //! kept). The daemon can also run housekeeping on `[housekeeping] schedule` and serve
 //! Prometheus metrics on `[pull] metrics_listen`.
 
+use crate::alert::{Alerter, Failure};
+use crate::config::ReceiverConfig;
 use crate::exit;
 use crate::housekeeping::{self, SiteRun};
 use crate::local;
@@ -15,8 +17,6 @@ use crate::metrics::{self, Metrics};
 use crate::promote;
 use crate::pull::{self, PullError, Report};
 use anyhow::Context;
-use slony_shared::alert::{Alerter, Failure};
-use slony_shared::config::ReceiverConfig;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;

@@ -59,15 +59,15 @@
 //! [`exit::REMOTE`] the provider cannot be reached or listed; [`exit::UNHEALTHY`] a lag
 //! above a threshold or an active `pull` failure.
 
+use crate::alert::LastFailure;
+use crate::config::{ReceiverConfig, StatusConfig};
 use crate::exit;
 use crate::provider::{Provider, RemoteError, RemoteFile};
 use crate::pull::{FailureClass, PullError};
 use crate::replica::{Position, ReplicaError};
 use serde::Serialize;
-use slony_shared::alert::LastFailure;
 use slony_shared::archive::name::{classify, Entry};
 use slony_shared::archive::ArchiveName;
-use slony_shared::config::{ReceiverConfig, StatusConfig};
 use slony_shared::counter::Counter;
 use slony_shared::time::{parse_pg_timestamp, rfc3339};
 use std::path::Path;
@@ -387,7 +387,7 @@ fn local_facts(cfg: &ReceiverConfig) -> LocalFacts {
         paused: die.exists(),
         running_pid: slony_shared::lock::holder(&cfg.lock_file()),
         waiting_local: count_archives(&cfg.incoming_dir()),
-        last_error: slony_shared::alert::last_failure(&cfg.alert_state_file()),
+        last_error: crate::alert::last_failure(&cfg.alert_state_file()),
     }
 }
 

@@ -1,7 +1,7 @@
 //! `slony-receiver subscribe-series`: see [`crate::subscribe`].
 
+use crate::config::ReceiverConfig;
 use crate::subscribe::{self, Options};
-use slony_shared::config::ReceiverConfig;
 
 /// Runs `subscribe-series`; returns the exit code.
 pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {

@@ -19,10 +19,10 @@
 //! Exit codes: 0 every table is the same; [`exit::DRIFT`] some table differs (or is
 //! missing on one side); [`exit::DATABASE`] the reference cannot be reached.
 
+use crate::config::ReceiverConfig;
 use crate::exit;
 use crate::guard;
 use anyhow::Context;
-use slony_shared::config::ReceiverConfig;
 use slony_shared::ident::QualifiedTable;
 use tokio_postgres::Client;
 

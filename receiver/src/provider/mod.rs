@@ -11,7 +11,7 @@ pub mod sftp;
 
 pub use sftp::{part_path, Kind, Owner, Remote, RemoteError, RemoteFile};
 
-use slony_shared::config::RemoteConfig;
+use crate::config::RemoteConfig;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -5,7 +5,7 @@
 //! [`super::Provider`]. Every download goes to `<name>.part` and is renamed only once its
 //! size matches the listing, so a cut connection never leaves a file that looks whole.
 
-use slony_shared::config::{RemoteConfig, SshAuth};
+use crate::config::{RemoteConfig, SshAuth};
 use ssh2::{CheckResult, KnownHostFileKind, Session, Sftp};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};

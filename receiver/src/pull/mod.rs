@@ -18,6 +18,7 @@ pub mod plan;
 pub mod record;
 pub mod refused;
 
+use crate::config::ReceiverConfig;
 use crate::local::{local_err, prepare_dirs, LocalError};
 use crate::provider::{Provider, RemoteError, RemoteFile};
 use crate::replica::{self, ReplicaError};
@@ -26,7 +27,6 @@ use fetch::{FetchError, FetchJob};
 use plan::{Listing, Plan, PlanError};
 use slony_shared::archive::name::{classify, Entry};
 use slony_shared::archive::{ArchiveError, ArchiveName};
-use slony_shared::config::ReceiverConfig;
 use slony_shared::counter::Counter;
 use std::collections::HashMap;
 use std::io::IsTerminal;

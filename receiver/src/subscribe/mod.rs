@@ -21,12 +21,12 @@
 pub mod answer;
 pub mod bootstrap;
 
+use crate::config::ReceiverConfig;
 use crate::exit;
 use crate::provider::Provider;
 use answer::{Verifier, Waited};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use slony_shared::config::ReceiverConfig;
 use slony_shared::lock::{LockError, RunLock};
 use slony_shared::trigger::{self, Bound, Nonce, Outcome, Request, SqlDone, TriggerKind};
 use std::io::IsTerminal;
@@ -141,7 +141,7 @@ impl Paths {
 /// Runs the command; returns the exit code.
 pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
     if cfg.remote.trigger_dir.is_empty() {
-        bail!(slony_shared::config::ConfigError::Invalid {
+        bail!(crate::config::ConfigError::Invalid {
             path: cfg.source.clone(),
             key: "remote.trigger_dir".into(),
             reason: "missing: subscribe-series needs the provider's trigger directory".into(),

@@ -1,21 +1,12 @@
-//! Configuration of the receiver: a TOML file (see `etc/receiver.toml.example`), or the
-//! original tools' `key=value` client config.
-//!
-//! [`raw`] mirrors the file and is only checked for syntax; [`ReceiverConfig`] is the
-//! validated, resolved form the commands use (names validated, paths absolute, secrets
-//! read from the environment).
+//! What both binaries' configurations share: the `[database]` and `[alert]` sections, the
+//! error type, and how a config file's names and relative paths are resolved. Each
+//! binary's own configuration is in its crate.
 
+mod alert;
 mod database;
-mod legacy;
-mod raw;
-mod receiver;
 
+pub use alert::{alert_config, env_var, AlertConfig, RawAlert, TlsMode};
 pub use database::{DatabaseConfig, RawDatabase};
-pub use raw::RawAlert;
-pub use receiver::{
-    alert_config, AlertConfig, HousekeepingConfig, LocalConfig, PullConfig, ReceiverConfig,
-    RemoteConfig, SshAuth, StatusConfig, TlsMode,
-};
 
 use crate::ident::ClusterName;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 //! removed), and unknown keys are refused so a typo does not go unnoticed.
 
 use super::raw::RawReceiver;
-use super::ConfigError;
+use slony_shared::config::ConfigError;
 use std::path::{Path, PathBuf};
 
 /// Keys the original format has and we do not need (they configure tools we replace).

@@ -1,9 +1,20 @@
-//! The validated receiver configuration.
+//! The receiver's configuration: a TOML file (see `etc/receiver.toml.example`), or the
+//! original tools' `key=value` client config ([`legacy`]).
+//!
+//! [`raw`] mirrors the file and is only checked for syntax; [`ReceiverConfig`] is the
+//! validated, resolved form the commands use (names validated, paths absolute, secrets
+//! read from the environment). The `[database]` and `[alert]` sections are the shared
+//! crate's, as the manager's config has them too.
 
-use super::database::DatabaseConfig;
-use super::raw::{RawAlert, RawReceiver};
-use super::{base_dir, cluster_name, invalid, resolve, ConfigError};
-use crate::ident::{ClusterName, NodeName};
+mod legacy;
+pub mod raw;
+
+use raw::RawReceiver;
+pub use slony_shared::config::{
+    alert_config, base_dir, cluster_name, env_var, invalid, resolve, AlertConfig, ConfigError,
+    DatabaseConfig,
+};
+use slony_shared::ident::{ClusterName, NodeName};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,7 +44,7 @@ pub struct ReceiverConfig {
     /// Health thresholds of `status`.
     pub status: StatusConfig,
     /// `[sql] allow`: the kinds of DDL the provider's SQL may hold beyond the defaults.
-    pub sql_allow: crate::archive::statement::Allowances,
+    pub sql_allow: slony_shared::archive::statement::Allowances,
 }
 
 /// How to reach the provider over SSH.
@@ -124,36 +135,6 @@ pub struct HousekeepingConfig {
     pub schedule: Option<cron::Schedule>,
 }
 
-/// SMTP transport security.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    /// Plain SMTP (a local relay).
-    None,
-    /// Plain connection upgraded with STARTTLS (required).
-    StartTls,
-    /// TLS from the first byte (SMTPS, usually port 465).
-    Tls,
-}
-
-/// Failure mail.
-#[derive(Debug, Clone)]
-pub struct AlertConfig {
-    /// Who gets the mail; empty disables mail (failures are still logged).
-    pub recipients: Vec<String>,
-    /// Sender address.
-    pub from: String,
-    /// SMTP server.
-    pub smtp_host: String,
-    /// SMTP port.
-    pub smtp_port: u16,
-    /// Transport security.
-    pub tls: TlsMode,
-    /// SMTP credentials, read from the environment variables the config names.
-    pub credentials: Option<(String, String)>,
-    /// While a failure persists, mail again after this long.
-    pub reminder: Duration,
-}
-
 /// When `status` calls the replica unhealthy (exit code 20), so it can serve as a
 /// monitoring check. A lag exactly at a threshold is still healthy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,16 +159,6 @@ impl Default for StatusConfig {
 /// Archives per transaction unless configured: enough to save most commits during a
 /// catch-up, small enough that a failure redoes little.
 pub const DEFAULT_GROUP_COMMIT: usize = 20;
-
-fn env_var(path: &Path, key: &str, var: &str) -> Result<String, ConfigError> {
-    std::env::var(var).map_err(|_| {
-        invalid(
-            path,
-            key,
-            format!("environment variable {var} is not set (or not UTF-8)"),
-        )
-    })
-}
 
 fn home() -> PathBuf {
     std::env::var_os("HOME")
@@ -227,7 +198,7 @@ impl ReceiverConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        let raw = super::legacy::parse(path, &text)?;
+        let raw = legacy::parse(path, &text)?;
         Self::from_raw(path, raw)
     }
 
@@ -328,7 +299,7 @@ impl ReceiverConfig {
         let ddl_search_path = match raw.pull.ddl_search_path.clone() {
             None => None,
             Some(path) => {
-                if path.is_empty() || !path.iter().all(|s| crate::ident::is_schema_name(s)) {
+                if path.is_empty() || !path.iter().all(|s| slony_shared::ident::is_schema_name(s)) {
                     return Err(invalid(
                         p,
                         "pull.ddl_search_path",
@@ -337,7 +308,7 @@ impl ReceiverConfig {
                 }
                 Some(
                     path.iter()
-                        .map(|s| crate::ident::quote_ident(s))
+                        .map(|s| slony_shared::ident::quote_ident(s))
                         .collect::<Vec<_>>()
                         .join(", "),
                 )
@@ -395,11 +366,14 @@ impl ReceiverConfig {
             .status
             .max_lag_archives
             .unwrap_or(defaults.max_lag_archives);
-        if max_lag_archives == 0 || max_lag_archives > crate::counter::MAX_COUNTER {
+        if max_lag_archives == 0 || max_lag_archives > slony_shared::counter::MAX_COUNTER {
             return Err(invalid(
                 p,
                 "status.max_lag_archives",
-                format!("must be between 1 and {}", crate::counter::MAX_COUNTER),
+                format!(
+                    "must be between 1 and {}",
+                    slony_shared::counter::MAX_COUNTER
+                ),
             ));
         }
         let max_lag_secs = raw
@@ -418,7 +392,7 @@ impl ReceiverConfig {
             max_lag: Duration::from_secs(max_lag_secs),
         };
 
-        let mut sql_allow = crate::archive::statement::Allowances::default();
+        let mut sql_allow = slony_shared::archive::statement::Allowances::default();
         for kind in raw.sql.allow.unwrap_or_default() {
             match kind.as_str() {
                 "do" => sql_allow.do_blocks = true,
@@ -511,74 +485,6 @@ impl ReceiverConfig {
         (!self.remote.trigger_dir.is_empty())
             .then(|| format!("{}/{}", self.remote.trigger_dir, self.node))
     }
-}
-
-/// `[alert]`: validated, credentials read from the environment; mail comes from
-/// `<program>@<host>` unless `from` says otherwise.
-///
-/// # Errors
-///
-/// [`ConfigError::Invalid`] naming the key.
-pub fn alert_config(p: &Path, a: RawAlert, program: &str) -> Result<AlertConfig, ConfigError> {
-    let tls = match a.tls.as_deref().unwrap_or("none") {
-        "none" => TlsMode::None,
-        "starttls" => TlsMode::StartTls,
-        "tls" => TlsMode::Tls,
-        other => {
-            return Err(invalid(
-                p,
-                "alert.tls",
-                format!("{other:?} is not one of \"none\", \"starttls\", \"tls\""),
-            ))
-        }
-    };
-    let credentials = match (a.username_env, a.password_env) {
-        (None, None) => None,
-        (Some(u), Some(pw)) => Some((
-            env_var(p, "alert.username_env", &u)?,
-            env_var(p, "alert.password_env", &pw)?,
-        )),
-        _ => {
-            return Err(invalid(
-                p,
-                "alert.password_env",
-                "set both alert.username_env and alert.password_env, or neither",
-            ))
-        }
-    };
-    let recipients = a.recipients.unwrap_or_default();
-    for r in &recipients {
-        if !r.contains('@') || r.chars().any(|c| c.is_whitespace() || c == ',') {
-            return Err(invalid(
-                p,
-                "alert.recipients",
-                format!("{r:?} is not a mail address"),
-            ));
-        }
-    }
-    Ok(AlertConfig {
-        recipients,
-        from: a
-            .from
-            .unwrap_or_else(|| format!("{program}@{}", local_hostname())),
-        smtp_host: a.smtp_host.unwrap_or_else(|| "localhost".into()),
-        smtp_port: a.smtp_port.unwrap_or(match tls {
-            TlsMode::Tls => 465,
-            TlsMode::StartTls => 587,
-            TlsMode::None => 25,
-        }),
-        tls,
-        credentials,
-        reminder: Duration::from_secs(3600 * a.reminder_hours.unwrap_or(24).max(1)),
-    })
-}
-
-fn local_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 #[cfg(test)]

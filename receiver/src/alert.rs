@@ -23,15 +23,12 @@
 //! last error, but nothing is sent.
 //!
 //! The state file is not locked here: callers run under the per-cluster run lock
-//! ([`crate::lock`]), so only one process updates it at a time.
+//! ([`slony_shared::lock`]), so only one process updates it at a time.
 
-use crate::config::{AlertConfig, TlsMode};
-use crate::time::format_utc;
-use lettre::message::header::ContentType;
-use lettre::message::Mailbox;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::{Message, SmtpTransport, Transport};
+use crate::config::AlertConfig;
 use serde::{Deserialize, Serialize};
+use slony_shared::mail::{one_line, send_mail, MailError};
+use slony_shared::time::format_utc;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -39,9 +36,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Every mail subject starts with this, so recipients can filter on it.
 pub const SUBJECT_PREFIX: &str = "[slony-receiver] ";
-
-/// Bound on connecting to the SMTP server and on each SMTP command.
-const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// One failed run, as reported by a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,40 +206,9 @@ pub fn decide(
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AlertError {
-    /// A sender or recipient address in the alert config is not a mail address.
-    #[error("invalid mail address {address:?} in the alert config: {source}")]
-    Address {
-        /// The address as configured.
-        address: String,
-        /// The parse error.
-        #[source]
-        source: lettre::address::AddressError,
-    },
-    /// The mail could not be put together (a header lettre refused).
-    #[error("cannot compose the alert mail: {source}")]
-    Compose {
-        /// The underlying error.
-        #[source]
-        source: lettre::error::Error,
-    },
-    /// The TLS settings for the SMTP server could not be set up.
-    #[error("cannot set up TLS for SMTP server {server}: {source}")]
-    Tls {
-        /// `host:port`.
-        server: String,
-        /// The underlying error.
-        #[source]
-        source: lettre::transport::smtp::Error,
-    },
-    /// The SMTP server could not be reached or refused the mail.
-    #[error("cannot send alert mail via SMTP server {server}: {source}")]
-    Send {
-        /// `host:port`.
-        server: String,
-        /// The underlying error.
-        #[source]
-        source: lettre::transport::smtp::Error,
-    },
+    /// The mail could not be sent.
+    #[error(transparent)]
+    Mail(#[from] MailError),
     /// The state file could not be read or written.
     #[error("cannot {action} alert state file {path}: {source}")]
     StateIo {
@@ -328,8 +291,8 @@ pub fn save_state(path: &Path, state: Option<&FailureState>) -> Result<(), Alert
     let tmp = path.with_file_name(tmp_name);
 
     let result = (|| {
-        let mut f =
-            crate::private::create(&tmp).map_err(|e| io_err("create temporary file for", e))?;
+        let mut f = slony_shared::private::create(&tmp)
+            .map_err(|e| io_err("create temporary file for", e))?;
         f.write_all(&json).map_err(|e| io_err("write", e))?;
         f.write_all(b"\n").map_err(|e| io_err("write", e))?;
         f.sync_all().map_err(|e| io_err("flush", e))?;
@@ -514,11 +477,6 @@ impl Alerter {
         !self.config.recipients.is_empty()
     }
 
-    /// The state file this alerter keeps.
-    pub fn state_file(&self) -> &Path {
-        &self.state_file
-    }
-
     /// Records a failed run and mails it if due (see the module documentation).
     ///
     /// # Returns
@@ -607,63 +565,8 @@ impl Alerter {
 
     /// Sends `mail` to every recipient over SMTP, as configured.
     fn send(&self, mail: &Mail) -> Result<(), AlertError> {
-        send_mail(&self.config, &mail.subject, &mail.body)
+        Ok(send_mail(&self.config, &mail.subject, &mail.body)?)
     }
-}
-
-/// Sends one mail with `subject` and `body` to every recipient of `config`, at once and
-/// without any state: for events that are each worth a mail (a refused file, say), not
-/// for failures that repeat run after run (use [`Alerter`]). Nothing is sent when there
-/// are no recipients.
-///
-/// # Errors
-///
-/// A bad address, or the SMTP server refused or could not be reached.
-pub fn send_mail(config: &AlertConfig, subject: &str, body: &str) -> Result<(), AlertError> {
-    if config.recipients.is_empty() {
-        return Ok(());
-    }
-    let server = || format!("{}:{}", config.smtp_host, config.smtp_port);
-    let parse = |a: &str| {
-        a.parse::<Mailbox>().map_err(|source| AlertError::Address {
-            address: a.to_string(),
-            source,
-        })
-    };
-    let mut builder = Message::builder()
-        .from(parse(&config.from)?)
-        .subject(one_line(subject))
-        .header(ContentType::TEXT_PLAIN);
-    for r in &config.recipients {
-        builder = builder.to(parse(r)?);
-    }
-    let message = builder
-        .body(body.to_string())
-        .map_err(|source| AlertError::Compose { source })?;
-
-    let host = config.smtp_host.as_str();
-    let tls_err = |source| AlertError::Tls {
-        server: server(),
-        source,
-    };
-    let mut transport = match config.tls {
-        TlsMode::None => SmtpTransport::builder_dangerous(host),
-        TlsMode::StartTls => SmtpTransport::starttls_relay(host).map_err(tls_err)?,
-        TlsMode::Tls => SmtpTransport::relay(host).map_err(tls_err)?,
-    }
-    .port(config.smtp_port)
-    .timeout(Some(SMTP_TIMEOUT));
-    if let Some((user, password)) = &config.credentials {
-        transport = transport.credentials(Credentials::new(user.clone(), password.clone()));
-    }
-    transport
-        .build()
-        .send(&message)
-        .map(|_| ())
-        .map_err(|source| AlertError::Send {
-            server: server(),
-            source,
-        })
 }
 
 /// Seconds since the Unix epoch; 0 if the clock is before 1970.
@@ -672,21 +575,6 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// Collapses line breaks and other control characters, which have no place in a subject.
-fn one_line(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for word in s.split(|c: char| c.is_control() || c.is_whitespace()) {
-        if word.is_empty() {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(word);
-    }
-    out
 }
 
 /// A human duration with its two largest units: `3d 4h`, `2h 5m`, `7m`, `30s`.
@@ -706,6 +594,7 @@ fn format_duration(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use slony_shared::config::TlsMode;
     use std::io::{BufRead, BufReader};
     use std::net::{TcpListener, TcpStream};
     use std::process::{Child, Command, Stdio};
@@ -1005,7 +894,10 @@ mod tests {
         let err = a
             .report(Event::Failure(&f), T0)
             .expect_err("nobody listens");
-        assert!(matches!(err, AlertError::Send { .. }), "{err:?}");
+        assert!(
+            matches!(err, AlertError::Mail(MailError::Send { .. })),
+            "{err:?}"
+        );
         assert!(
             err.to_string().contains(&format!("127.0.0.1:{port}")),
             "{err}"

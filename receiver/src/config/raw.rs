@@ -1,7 +1,7 @@
 //! The receiver config exactly as written in the file: serde structs, defaults, no meaning yet.
 
-pub use super::database::RawDatabase;
 use serde::Deserialize;
+pub use slony_shared::config::{RawAlert, RawDatabase};
 use std::path::PathBuf;
 
 /// The whole file.
@@ -71,19 +71,6 @@ pub struct RawHousekeeping {
     pub keep_days: Option<u64>,
     pub keep_count: Option<u64>,
     pub schedule: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawAlert {
-    pub recipients: Option<Vec<String>>,
-    pub from: Option<String>,
-    pub smtp_host: Option<String>,
-    pub smtp_port: Option<u16>,
-    pub tls: Option<String>,
-    pub username_env: Option<String>,
-    pub password_env: Option<String>,
-    pub reminder_hours: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
