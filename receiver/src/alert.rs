@@ -47,6 +47,8 @@ pub struct Failure {
     pub subject: String,
     /// The details (the error chain, what to do about it); becomes the mail body.
     pub body: String,
+    /// Whether waiting cannot cure it: someone must act ([`crate::backoff`]).
+    pub permanent: bool,
 }
 
 /// The outcome of one run, as seen by [`decide`].
@@ -96,6 +98,9 @@ pub struct FailureState {
     /// over, and the next run retries the recovery mail.
     #[serde(default)]
     pub recovered: Option<u64>,
+    /// Whether the latest run that saw it found it permanent ([`Failure::permanent`]).
+    #[serde(default)]
+    pub permanent: bool,
 }
 
 impl FailureState {
@@ -110,6 +115,7 @@ impl FailureState {
             last_mailed: None,
             runs: 1,
             recovered: None,
+            permanent: failure.permanent,
         }
     }
 
@@ -165,6 +171,7 @@ pub fn decide(
                 body: f.body.clone(),
                 last_seen: now,
                 runs: p.runs.saturating_add(1),
+                permanent: f.permanent,
                 // A failure that comes back before its recovery mail went out simply
                 // continues: the recipients still believe it is active.
                 recovered: None,
@@ -318,6 +325,8 @@ pub struct LastFailure {
     pub last_seen: SystemTime,
     /// How many runs saw it.
     pub runs: u64,
+    /// Whether it needs someone to act (pull then retries slowly).
+    pub permanent: bool,
 }
 
 /// The failure still active according to the state file, for a status command.
@@ -336,6 +345,7 @@ pub fn last_failure(state_file: &Path) -> Option<LastFailure> {
         since: UNIX_EPOCH + Duration::from_secs(s.since),
         last_seen: UNIX_EPOCH + Duration::from_secs(s.last_seen),
         runs: s.runs,
+        permanent: s.permanent,
     })
 }
 
@@ -608,6 +618,7 @@ mod tests {
             key: key.into(),
             subject: format!("failure {key}"),
             body: format!("details of {key}"),
+            permanent: false,
         }
     }
 
@@ -757,6 +768,7 @@ mod tests {
             key: "gap:124".into(),
             subject: "gap after\narchive 123".into(),
             body: "archive 124 is missing".into(),
+            permanent: true,
         };
         let ctx = "cluster lab, site site1 on host h1";
         let s1 = decide(None, Event::Failure(&f), T0, DAY).sent;
@@ -995,6 +1007,7 @@ mod tests {
             key: "gap:124".into(),
             subject: "gap after archive 123".into(),
             body: "archive 124 is missing on the provider".into(),
+            permanent: true,
         };
         assert_eq!(
             a.report_failure(&f).expect("mail sent"),

@@ -4,6 +4,7 @@
 //! a subcommand in [`cmd`] and turns the result into an exit code (see [`exit`]).
 
 mod alert;
+mod backoff;
 mod cli;
 mod cmd;
 mod config;

@@ -2,13 +2,15 @@
 //!
 //! `--once` does one run (cron, systemd timer). Without it the command is a daemon: it
 //! runs, sleeps the poll interval, and runs again; SIGTERM or SIGINT end it between
-//! archives, never inside one. After a failure it waits longer before the next attempt
-//! (doubling, capped at 5 minutes) and returns to the poll interval once a run succeeds.
+//! archives, never inside one. After a failure it waits longer before the next attempt,
+//! soon for a failure that may clear by itself and slowly for one that needs an operator
+//! ([`crate::backoff`]), and returns to the poll interval once a run succeeds.
 //! SIGHUP reloads the configuration between runs (a bad file is refused and the old one
 //! kept). The daemon can also run housekeeping on `[housekeeping] schedule` and serve
 //! Prometheus metrics on `[pull] metrics_listen`.
 
 use crate::alert::{Alerter, Failure};
+use crate::backoff::{Backoff, Persistence};
 use crate::config::ReceiverConfig;
 use crate::exit;
 use crate::housekeeping::{self, SiteRun};
@@ -18,12 +20,8 @@ use crate::promote;
 use crate::pull::{self, PullError, Report};
 use anyhow::Context;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-/// Longest wait between attempts while failures persist.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Runs `pull`; returns the exit code. `reload` reads the configuration again (SIGHUP).
 pub async fn run(
@@ -61,7 +59,7 @@ pub async fn run(
             });
         }
         let result = pull::run_once(cfg, stop_rx).await;
-        return Ok(conclude(cfg, &alerter, result));
+        return Ok(conclude(cfg, &alerter, result).await.0);
     }
 
     let mut cfg = cfg.clone();
@@ -70,7 +68,7 @@ pub async fn run(
     let mut metrics_task = serve_metrics(&cfg, &metrics);
     let mut hangup = hangup_signal()?;
     let mut next_housekeeping = next_housekeeping(&cfg);
-    let mut backoff = cfg.pull.poll_interval;
+    let mut backoff = Backoff::new(cfg.pull.poll_interval);
     let mut stop = stop_rx.clone();
     loop {
         let wait = if paused(&cfg) {
@@ -78,14 +76,21 @@ pub async fn run(
         } else {
             let result = pull::run_once(&cfg, stop_rx.clone()).await;
             record_metrics(&metrics, &result);
-            if conclude(&cfg, &alerter, result) == exit::OK {
-                backoff = cfg.pull.poll_interval;
-                backoff
-            } else {
-                let wait = backoff;
-                backoff = (backoff * 2).min(MAX_BACKOFF.max(cfg.pull.poll_interval));
-                tracing::info!(retry_in_secs = wait.as_secs(), "will retry");
-                wait
+            match conclude(&cfg, &alerter, result).await {
+                (_, None) => backoff.after_success(),
+                (_, Some(persistence)) => {
+                    let wait = backoff.after_failure(persistence);
+                    match persistence {
+                        Persistence::Transient => {
+                            tracing::info!(retry_in_secs = wait.as_secs(), "will retry")
+                        }
+                        Persistence::Permanent => tracing::warn!(
+                            retry_in_secs = wait.as_secs(),
+                            "this failure needs an operator: retrying slowly (SIGHUP retries at once)"
+                        ),
+                    }
+                    wait
+                }
             }
         };
         if *stop.borrow() {
@@ -120,7 +125,7 @@ pub async fn run(
                     }
                     cfg = new;
                     next_housekeeping = next_housekeeping_after(&cfg, chrono::Utc::now());
-                    backoff = cfg.pull.poll_interval;
+                    backoff = Backoff::new(cfg.pull.poll_interval);
                 }
                 Err(e) => tracing::error!("configuration NOT reloaded, keeping the running one: {e:#}"),
             },
@@ -217,29 +222,41 @@ fn context(cfg: &ReceiverConfig) -> String {
     )
 }
 
-/// Logs the run's result, sends or withholds the alert, and picks the exit code.
-fn conclude(cfg: &ReceiverConfig, alerter: &Alerter, result: Result<Report, PullError>) -> u8 {
+/// Logs the run's result, sends or withholds the alert, and picks the exit code; for a
+/// failure, also whether waiting may cure it. The mail goes out on the blocking pool
+/// (lettre's SMTP transport blocks).
+async fn conclude(
+    cfg: &ReceiverConfig,
+    alerter: &Alerter,
+    result: Result<Report, PullError>,
+) -> (u8, Option<Persistence>) {
     match result {
         Ok(report) => {
-            if let Err(e) = alerter.report_success() {
+            let a = alerter.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.report_success()).await {
                 tracing::warn!("could not send the recovery mail: {e}");
             }
             tracing::debug!(applied = report.applied, counter = report.to.0, "run ok");
-            exit::OK
+            (exit::OK, None)
         }
         Err(e) => {
             let text = chain(&e);
             tracing::error!(key = %e.alert_key(), "{text}");
             let first = text.lines().next().unwrap_or("").to_string();
+            let persistence = Persistence::of(e.class());
             let failure = Failure {
+                permanent: persistence == Persistence::Permanent,
                 key: e.alert_key(),
                 subject: format!("pull failed for site {} (cluster {}): {}", cfg.node, cfg.cluster, truncate(&first, 120)),
                 body: format!("{text}\n\nThe replica is left at the last archive applied in full; nothing of the failing archive was applied.\nRun `slony-receiver status` for details."),
             };
-            if let Err(mail_err) = alerter.report_failure(&failure) {
+            let a = alerter.clone();
+            if let Ok(Err(mail_err)) =
+                tokio::task::spawn_blocking(move || a.report_failure(&failure)).await
+            {
                 tracing::warn!("could not send the alert mail: {mail_err}");
             }
-            exit::for_class(e.class())
+            (exit::for_class(e.class()), Some(persistence))
         }
     }
 }

@@ -43,7 +43,7 @@
 //! | `running` | bool | a `pull` holds the run lock |
 //! | `running_pid` | int or null | its pid |
 //! | `waiting_local` | int or null | archives downloaded but not applied yet |
-//! | `last_error` | object or null | the active `pull` failure: `key`, `message`, `since` and `last_seen` (RFC 3339, UTC), `runs` |
+//! | `last_error` | object or null | the active `pull` failure: `key`, `message`, `since` and `last_seen` (RFC 3339, UTC), `runs`, `permanent` (it needs an operator; the daemon retries it slowly) |
 //! | `database_error` | string or null | why the replica database could not be read |
 //! | `provider_error` | string or null | why the provider could not be read |
 //! | `max_lag_archives` | int | the configured threshold (`[status] max_lag_archives`) |
@@ -334,8 +334,13 @@ fn assess(
         unhealthy = true;
     }
     if let Some(f) = last_error {
+        let needs = if f.permanent {
+            " (this needs an operator: waiting will not cure it, so the pull daemon retries only every 5 minutes to an hour)"
+        } else {
+            ""
+        };
         problems.push(format!(
-            "pull is failing since {}: {}",
+            "pull is failing since {}: {}{needs}",
             rfc3339(f.since),
             f.subject
         ));
@@ -425,6 +430,9 @@ struct ErrorJson {
     last_seen: String,
     /// How many runs saw it.
     runs: u64,
+    /// It needs an operator: waiting does not cure it, and the pull daemon retries it
+    /// only slowly (every 5 minutes, then up to every hour).
+    permanent: bool,
 }
 
 /// The whole status; serialised as the `--json` object (field order is the output order).
@@ -507,6 +515,7 @@ impl Status {
                 since: rfc3339(f.since),
                 last_seen: rfc3339(f.last_seen),
                 runs: f.runs,
+                permanent: f.permanent,
             }),
             database_error: replica_error.map(|(m, _)| m),
             provider_error,
@@ -770,6 +779,7 @@ mod tests {
             since: UNIX_EPOCH + Duration::from_secs(1_795_298_803),
             last_seen: UNIX_EPOCH + Duration::from_secs(1_795_298_903),
             runs: 2,
+            permanent: false,
         };
         let h = assess(None, None, lag_of(0, Some(0)), Some(&failure), &l);
         assert_eq!(h.code, exit::UNHEALTHY);
@@ -779,6 +789,16 @@ mod tests {
                 "pull is failing since 2026-11-21T22:06:43Z: pull failed: archive 11 is missing"
                     .to_string()
             ]
+        );
+        let permanent = LastFailure {
+            permanent: true,
+            ..failure.clone()
+        };
+        let h = assess(None, None, lag_of(0, Some(0)), Some(&permanent), &l);
+        assert!(
+            h.problems[0].ends_with("(this needs an operator: waiting will not cure it, so the pull daemon retries only every 5 minutes to an hour)"),
+            "{:?}",
+            h.problems
         );
         // Unreachable sources decide the code, database first; other problems are listed.
         let h = assess(
