@@ -11,10 +11,10 @@
 # tests/tests/subscribe.rs, crash_soak_random_kills). Prints the seed first and the
 # figures last. Needs what scripts/test.sh needs (PostgreSQL, sshd, root).
 #
-# Usage: scripts/crash-soak.sh [cycles, default 200] [seed]
+# Usage: scripts/crash-soak.sh [cycles, default 260] [seed]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-export SLONY_SOAK_CYCLES="${1:-200}"
+export SLONY_SOAK_CYCLES="${1:-260}"
 if [ -n "${2:-}" ]; then
     export SLONY_SOAK_SEED="$2"
 fi

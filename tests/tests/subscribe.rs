@@ -1169,7 +1169,7 @@ enum SoakKind {
 /// the manager's list iff it is on the replica and then equals the provider's, and the
 /// site's stream is contiguous with every copy carrying exactly the rows of the list in
 /// effect for its counter. At the end every site pulls once more and is checked again.
-/// `SLONY_SOAK_CYCLES` (default 200: at least 100 kills mid-request on each side) and
+/// `SLONY_SOAK_CYCLES` (default 260: at least 100 kills mid-request on each side) and
 /// `SLONY_SOAK_SEED` set the run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a soak of random kills: run by scripts/crash-soak.sh"]
@@ -1178,7 +1178,7 @@ async fn crash_soak_random_kills() {
     let cycles: usize = std::env::var("SLONY_SOAK_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(260);
     let seed: u64 = std::env::var("SLONY_SOAK_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
