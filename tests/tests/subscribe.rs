@@ -6,9 +6,10 @@ use crate::support::pg::PgServer;
 use crate::support::ssh::SshServer;
 use crate::support::workload::{self, Change, Format};
 use crate::support::{bin_path, wait_until, TestDir};
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const NODE: &str = "site1";
 /// The provider's archive counter when the snapshot is taken.
@@ -65,23 +66,54 @@ async fn table_hash(c: &tokio_postgres::Client, table: &str) -> String {
     .get(0)
 }
 
+/// The receiver config of site `node`: its replica is database `dbname`, its local
+/// directory `local`.
+fn receiver_toml(
+    provider_root: &Path,
+    ssh: &SshServer,
+    pg: &PgServer,
+    node: &str,
+    dbname: &str,
+    local: &Path,
+) -> String {
+    format!(
+        "cluster = \"lab\"\nnode = \"{node}\"\n[remote]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nkey_file = \"{}\"\nknown_hosts = \"{}\"\nlog_dir = \"{root}/site_logs\"\ntrigger_dir = \"{root}/triggers\"\nallow_shared_account = true\n[local]\nlog_dir = \"{}\"\n[database]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndbname = \"{dbname}\"\n",
+        ssh.port(),
+        ssh.user(),
+        ssh.client_key().display(),
+        ssh.known_hosts().display(),
+        local.display(),
+        pg.port(),
+        root = provider_root.display(),
+    )
+}
+
 impl Setup {
     /// With `cut`, the manager also cuts slon's archive directory `provider/archive`
     /// into the site directories.
     async fn new(name: &str, cut: bool) -> Setup {
+        Setup::with_sites(name, cut, 100, &[]).await
+    }
+
+    /// [`Setup::new`] with a stream of `archives` archives, and `extra_nodes` registered
+    /// with the manager besides NODE, each with its exchange directory (their receivers:
+    /// [`Setup::add_receiver`]).
+    async fn with_sites(name: &str, cut: bool, archives: u64, extra_nodes: &[&str]) -> Setup {
         let dir = TestDir::new(name);
         let provider_root = dir.mkdir("provider");
         for d in ["triggers", "subscribers", "site_logs", "archive"] {
             std::fs::create_dir_all(provider_root.join(d)).unwrap();
         }
-        // The site's exchange directory (the manager makes it too, maybe after the test
-        // has started the receiver).
-        std::fs::create_dir_all(provider_root.join("triggers").join(NODE)).unwrap();
+        // The sites' exchange directories (the manager makes them too, maybe after the
+        // test has started the receiver).
+        for node in std::iter::once(&NODE).chain(extra_nodes) {
+            std::fs::create_dir_all(provider_root.join("triggers").join(node)).unwrap();
+        }
         let pg = PgServer::start();
         pg.create_db("provider").await;
         pg.create_db("replica").await;
         // Archives carry no sequence changes here: sites subscribe to tables.
-        let stream: Vec<Vec<Change>> = workload::generate(100, 11)
+        let stream: Vec<Vec<Change>> = workload::generate(archives, 11)
             .into_iter()
             .map(|cs| {
                 cs.into_iter()
@@ -107,6 +139,9 @@ impl Setup {
             .unwrap();
         workload::apply_expected(&provider, &stream, SNAPSHOT).await;
 
+        let nodes: Vec<&str> = std::iter::once(NODE)
+            .chain(extra_nodes.iter().copied())
+            .collect();
         let manager_config = dir.join("manager.toml");
         std::fs::write(
             &manager_config,
@@ -119,7 +154,7 @@ impl Setup {
                     String::new()
                 },
                 port = pg.port(),
-                sites = crate::support::shared_sites_toml(&[NODE]),
+                sites = crate::support::shared_sites_toml(&nodes),
             ),
         )
         .unwrap();
@@ -129,15 +164,13 @@ impl Setup {
         let receiver_config = dir.join("receiver.toml");
         std::fs::write(
             &receiver_config,
-            format!(
-                "cluster = \"lab\"\nnode = \"{NODE}\"\n[remote]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nkey_file = \"{}\"\nknown_hosts = \"{}\"\nlog_dir = \"{root}/site_logs\"\ntrigger_dir = \"{root}/triggers\"\nallow_shared_account = true\n[local]\nlog_dir = \"{}\"\n[database]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndbname = \"replica\"\n",
-                ssh.port(),
-                ssh.user(),
-                ssh.client_key().display(),
-                ssh.known_hosts().display(),
-                dir.join("local").display(),
-                pg.port(),
-                root = provider_root.display(),
+            receiver_toml(
+                &provider_root,
+                &ssh,
+                &pg,
+                NODE,
+                "replica",
+                &dir.join("local"),
             ),
         )
         .unwrap();
@@ -149,6 +182,34 @@ impl Setup {
             manager,
             ssh,
             pg,
+        }
+    }
+
+    /// Writes the receiver config of the extra site `node` (registered by
+    /// [`Setup::with_sites`]), whose replica is database `dbname`; returns its path.
+    fn add_receiver(&self, node: &str, dbname: &str) -> PathBuf {
+        let path = self.dir.join(format!("receiver-{node}.toml"));
+        std::fs::write(
+            &path,
+            receiver_toml(
+                &self.provider_root,
+                &self.ssh,
+                &self.pg,
+                node,
+                dbname,
+                &self.local_dir(node),
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// The local directory of site `node`'s receiver.
+    fn local_dir(&self, node: &str) -> PathBuf {
+        if node == NODE {
+            self.dir.join("local")
+        } else {
+            self.dir.join(format!("local-{node}"))
         }
     }
 
@@ -197,19 +258,27 @@ impl Setup {
     }
 
     fn site_tables(&self) -> String {
+        self.site_tables_of(NODE)
+    }
+
+    /// The manager's table list of site `node` (empty when it has none).
+    fn site_tables_of(&self, node: &str) -> String {
         std::fs::read_to_string(
             self.provider_root
                 .join("subscribers")
-                .join(NODE)
+                .join(node)
                 .join("tables"),
         )
         .unwrap_or_default()
     }
 
     fn die_file(&self) -> PathBuf {
-        self.dir
-            .join("local")
-            .join(format!("get_slony_logs.{NODE}.die"))
+        self.die_file_of(NODE)
+    }
+
+    fn die_file_of(&self, node: &str) -> PathBuf {
+        self.local_dir(node)
+            .join(format!("get_slony_logs.{node}.die"))
     }
 
     fn manager_log(&self) -> String {
@@ -405,13 +474,19 @@ impl Setup {
     }
 
     fn cut_counter(&self) -> u64 {
-        std::fs::read_to_string(
-            self.provider_root
-                .join(format!("subscribers/{NODE}/cut_counter")),
-        )
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(0)
+        self.cut_counter_of(NODE)
+    }
+
+    /// The last archive the manager cut for site `node` (0 before any).
+    fn cut_counter_of(&self, node: &str) -> u64 {
+        self.site_counter_file(node, "cut_counter").unwrap_or(0)
+    }
+
+    /// A counter the manager keeps in `subscribers/<node>/<file>`.
+    fn site_counter_file(&self, node: &str, file: &str) -> Option<u64> {
+        std::fs::read_to_string(self.provider_root.join("subscribers").join(node).join(file))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
     }
 }
 
@@ -746,23 +821,365 @@ async fn quoted_names_are_subscribed_exactly() {
     assert!(out.contains("double quotes"), "{out}");
 }
 
-/// A soak of random kills (`scripts/crash-soak.sh`; not in CI): each cycle changes the
-/// subscription (adds or unsubscribes, with `allow_drop`, one of three tables) and kills
-/// `subscribe-series` or `slony-manager run` with SIGKILL at a random moment, restarts
-/// what was killed, and lets the change finish. After every cycle the manager's list and
-/// the replica must agree table by table (the change applied exactly once on both sides,
-/// or rolled back on both), each table the list holds must equal the provider's, pull
-/// must not stay paused, and no request may be left in progress.
-/// `SLONY_SOAK_CYCLES` (default 200: about 100 kills on each side) and
+/// The tables the soak subscribes and unsubscribes. The stream changes `s1.t1` and
+/// `s1.t2`; `s1.other` only ever has its snapshot.
+const SOAK_TABLES: [&str; 3] = ["s1.t2", "s1.other", "s1.t1"];
+
+/// A run of `subscribe-series` is killed at a random moment this long after its start at
+/// most (a request takes about 1-3 s: the manager rescans and the receiver looks every
+/// second).
+const KILL_WINDOW_MS: u64 = 2500;
+
+/// The soak's tables whose rows `changes` touch.
+fn tables_changed(changes: &[Change]) -> BTreeSet<&'static str> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::InsertT1(_) | Change::UpdateTxt { .. } | Change::DeleteT1 { .. } => {
+                Some("s1.t1")
+            }
+            Change::InsertT2 { .. } => Some("s1.t2"),
+            Change::SetSeq(_) => None,
+        })
+        .collect()
+}
+
+/// The soak's tables whose rows a site's copy of an archive carries: statements
+/// ([`Format::Statements`]) name them `"s1"."t1"`, COPY rows ([`Format::Copy22`]) carry
+/// the schema and the table as their 5th and 6th fields.
+fn tables_carried(text: &str) -> BTreeSet<&'static str> {
+    [("s1.t1", "t1"), ("s1.t2", "t2")]
+        .into_iter()
+        .filter(|(_, rel)| {
+            text.contains(&format!("\"s1\".\"{rel}\"")) || text.contains(&format!("\ts1\t{rel}\t"))
+        })
+        .map(|(t, _)| t)
+        .collect()
+}
+
+/// What the checks of the sites' streams saw over the run: enough for them to mean
+/// something (they can fail both ways).
+#[derive(Default)]
+struct StreamTally {
+    /// Site copies checked (each time).
+    archives: usize,
+    /// Tables whose rows a copy carried, as its list said it must.
+    carried: usize,
+    /// Tables whose rows an archive had that a site's copy rightly did not carry.
+    held_back: usize,
+}
+
+/// A (since, table list) the manager recorded for a site: the list applies to the
+/// archives from `since` on, until the next.
+type ListFrom = (u64, BTreeSet<String>);
+
+/// Checks site `node`'s stream in `log_dir`: archives contiguous from the first present
+/// up to `cut` (nothing beyond), none before the site's first list, and each copy carries
+/// exactly the rows of the stream's archive that belong to the tables of the list in
+/// effect for its counter (the last of `history` whose `since` is at most the counter:
+/// archives cut before a change whose snapshot is earlier are cut again with it).
+fn check_stream(
+    log_dir: &Path,
+    node: &str,
+    stream: &[Vec<Change>],
+    history: &[ListFrom],
+    cut: u64,
+    tally: &mut StreamTally,
+) {
+    let mut counters: Vec<u64> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(log_dir) {
+        for e in entries {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            // The cutter's temporary files.
+            if name.starts_with('.') {
+                continue;
+            }
+            let digits = name
+                .strip_prefix("slony1_log_2_")
+                .and_then(|r| r.strip_suffix(".sql"))
+                .filter(|d| d.len() == 20 && d.bytes().all(|b| b.is_ascii_digit()))
+                .unwrap_or_else(|| panic!("{node}: {name} in {} is no archive", log_dir.display()));
+            counters.push(digits.parse().unwrap());
+        }
+    }
+    counters.sort_unstable();
+    let first_since = history.first().map(|(since, _)| *since);
+    let Some(&first) = counters.first() else {
+        assert!(
+            first_since.is_some_and(|since| cut < since),
+            "{node}: no archive cut, but the cut counter is {cut} (history {history:?})"
+        );
+        return;
+    };
+    let last = *counters.last().unwrap();
+    assert_eq!(
+        last, cut,
+        "{node}: the newest copy is {last}, the cut counter {cut}"
+    );
+    assert_eq!(
+        counters,
+        (first..=last).collect::<Vec<_>>(),
+        "{node}: the stream has a gap"
+    );
+    assert!(
+        first_since.is_some_and(|since| since <= first),
+        "{node}: archive {first} is before the site's first list (history {history:?})"
+    );
+    for c in counters {
+        let (since, list) = history.iter().rev().find(|(since, _)| *since <= c).unwrap();
+        let path = log_dir.join(workload::archive_name(c));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let carried = tables_carried(&text);
+        let changed = tables_changed(&stream[(c - 1) as usize]);
+        let expected: BTreeSet<&str> = changed
+            .iter()
+            .copied()
+            .filter(|t| list.contains(*t))
+            .collect();
+        assert_eq!(
+            carried,
+            expected,
+            "{node}: archive {c} carries the rows of {carried:?}; the stream's archive changes {changed:?} and the list in effect (from {since}) is {list:?}\n{}",
+            path.display()
+        );
+        tally.archives += 1;
+        tally.carried += carried.len();
+        tally.held_back += changed.len() - expected.len();
+    }
+}
+
+/// One subscriber of the soak.
+struct SoakSite {
+    node: String,
+    config: PathBuf,
+    replica: tokio_postgres::Client,
+    /// Every list the manager recorded for the site, in order.
+    history: Vec<ListFrom>,
+}
+
+impl SoakSite {
+    /// The manager's list for the site.
+    fn listed(&self, s: &Setup) -> BTreeSet<String> {
+        s.site_tables_of(&self.node)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The first archive the manager's list applies to (`None` before the site has one).
+    fn since(&self, s: &Setup) -> Option<u64> {
+        s.site_counter_file(&self.node, "since")
+    }
+
+    /// Records the manager's current list if it is not the last one recorded.
+    fn note_list(&mut self, s: &Setup) {
+        let Some(since) = self.since(s) else { return };
+        let entry = (since, self.listed(s));
+        if let Some((last, _)) = self.history.last() {
+            assert!(
+                *last <= since,
+                "{}: the list's since went back from {last} to {since}",
+                self.node
+            );
+        }
+        if self.history.last() != Some(&entry) {
+            self.history.push(entry);
+        }
+    }
+
+    /// The replica's `at_counter` (`None` before it has the tracking schema).
+    async fn at_counter(&self) -> Option<u64> {
+        if !self.exists("\"_lab\".sl_archive_tracking").await {
+            return None;
+        }
+        let at: i64 = self
+            .replica
+            .query_one("SELECT at_counter FROM \"_lab\".sl_archive_tracking", &[])
+            .await
+            .unwrap()
+            .get(0);
+        Some(at as u64)
+    }
+
+    /// How many subscription changes the replica recorded as applied.
+    async fn applied_changes(&self) -> i64 {
+        if !self.exists("\"_lab\".sl_subscription_applied").await {
+            return 0;
+        }
+        self.replica
+            .query_one("SELECT count(*) FROM \"_lab\".sl_subscription_applied", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    async fn exists(&self, name: &str) -> bool {
+        self.replica
+            .query_one("SELECT pg_catalog.to_regclass($1)::text", &[&name])
+            .await
+            .unwrap()
+            .get::<_, Option<String>>(0)
+            .is_some()
+    }
+
+    /// Waits until the manager has cut the site up to `published`, pulls once, and checks
+    /// the site: the replica at that archive, each soak table on the manager's list iff
+    /// it is on the replica, each listed one equal to the provider's (which is at
+    /// `published`), and the site's stream ([`check_stream`]).
+    async fn pull_and_check(
+        &self,
+        s: &Setup,
+        provider: &tokio_postgres::Client,
+        published: u64,
+        tally: &mut StreamTally,
+    ) {
+        let node = &self.node;
+        wait_until(
+            Duration::from_secs(60),
+            &format!("the manager to cut {node} up to {published}"),
+            || s.cut_counter_of(node) == published,
+        );
+        let (code, out) = run_receiver(
+            &self.config,
+            &["pull", "--once"],
+            &s.dir.join("soak-pull.out"),
+        );
+        assert_eq!(code, 0, "{node}: pull --once\n{out}");
+        assert_eq!(
+            self.at_counter().await,
+            Some(published),
+            "{node}: the replica's counter after the pull\n{out}"
+        );
+        let listed = self.listed(s);
+        for t in SOAK_TABLES {
+            let on_list = listed.contains(t);
+            let there = self.exists(t).await;
+            assert_eq!(
+                on_list, there,
+                "{node}: {t} on the manager's list: {on_list}, on the replica: {there}"
+            );
+            if on_list {
+                assert_eq!(
+                    table_hash(&self.replica, t).await,
+                    table_hash(provider, t).await,
+                    "{node}: {t} at {published}"
+                );
+            }
+        }
+        check_stream(
+            &s.provider_root.join("site_logs").join(node),
+            node,
+            &s.stream,
+            &self.history,
+            published,
+            tally,
+        );
+    }
+}
+
+/// Starts `slony-receiver <args> --config <config>`, its output going to the file `out`.
+fn spawn_receiver(config: &Path, args: &[&str], out: &Path) -> Child {
+    let file = std::fs::File::create(out).unwrap();
+    Command::new(bin_path("slony-receiver"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child` at most `bound` (then kills it and panics); its exit code, -1 for a
+/// signal.
+fn wait_bounded(child: &mut Child, bound: Duration, what: &str) -> i32 {
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still ran after {bound:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `slony-receiver <args> --config <config>` to its end (at most 5 minutes): its exit
+/// code and output.
+fn run_receiver(config: &Path, args: &[&str], out: &Path) -> (i32, String) {
+    let mut child = spawn_receiver(config, args, out);
+    let code = wait_bounded(
+        &mut child,
+        Duration::from_secs(300),
+        &format!("slony-receiver {args:?}"),
+    );
+    (code, std::fs::read_to_string(out).unwrap_or_default())
+}
+
+/// Moves the provider from archive `from` to `to`: the stream's changes in between and
+/// the archive counter (the snapshot's counter), as slon's commits do.
+async fn move_provider(
+    provider: &tokio_postgres::Client,
+    stream: &[Vec<Change>],
+    from: u64,
+    to: u64,
+) {
+    if to > from {
+        workload::apply_expected(provider, &stream[from as usize..], to - from).await;
+        provider
+            .batch_execute(&format!(
+                "UPDATE \"_lab\".sl_archive_counter SET ac_num = {to}"
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+/// What a soak cycle asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SoakKind {
+    /// site1 adds or unsubscribes (with `allow_drop`) one table.
+    Change,
+    /// The same, made to fail on the replica: a view of the site's on the table to drop,
+    /// or a table of the site's where one is to be added.
+    Failing,
+    /// A new site subscribes for the first time.
+    NewSite,
+}
+
+/// A soak of random kills (`scripts/crash-soak.sh`; not in CI) with the manager cutting
+/// the sites' streams from slon's archive directory. Before each cycle slon writes 0-2
+/// archives and the provider's counter moves with them (one time in five it stays behind
+/// while they are cut, so the change's snapshot is earlier than what the site already has
+/// and those copies are cut again); site1 pulls first or not, so it asks caught up or
+/// behind. Then a change: site1 adds a table or unsubscribes one with `allow_drop` (a
+/// drop deferred to its snapshot while behind); one cycle in eight the change cannot be
+/// applied on the replica (a view on the table to drop, or a table already there) and
+/// must be rolled back; one in ten a new site subscribes for the first time. Meanwhile
+/// `subscribe-series` or `slony-manager run` is killed with SIGKILL at a random moment and
+/// restarted. After every cycle: no request left on either side, pull not paused; the
+/// change applied exactly once on both sides (the manager's list changed as asked, from
+/// the snapshot's archive on, and the replica recorded it once) or rolled back on both
+/// (list and replica as they were); then, once the manager has cut up to slon's newest
+/// archive, `pull --once` brings the replica to exactly that archive, each table is on
+/// the manager's list iff it is on the replica and then equals the provider's, and the
+/// site's stream is contiguous with every copy carrying exactly the rows of the list in
+/// effect for its counter. At the end every site pulls once more and is checked again.
+/// `SLONY_SOAK_CYCLES` (default 260: at least 100 kills mid-request on each side) and
 /// `SLONY_SOAK_SEED` set the run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a soak of random kills: run by scripts/crash-soak.sh"]
 async fn crash_soak_random_kills() {
+    let began = Instant::now();
     let cycles: usize = std::env::var("SLONY_SOAK_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    let mut seed: u64 = std::env::var("SLONY_SOAK_SEED")
+        .unwrap_or(260);
+    let seed: u64 = std::env::var("SLONY_SOAK_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| {
@@ -772,107 +1189,370 @@ async fn crash_soak_random_kills() {
                 .as_nanos() as u64
         });
     eprintln!("soak: {cycles} cycles, SLONY_SOAK_SEED={seed}");
+    let mut state = seed;
     let mut next = move |n: u64| {
         // xorshift64*: reproducible from the seed printed above.
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
     };
-    let mut s = Setup::new("subscribe-soak", false).await;
+    // Each new site is used in one cycle; about one cycle in ten is one.
+    let new_nodes: Vec<String> = (0..cycles / 10 + 2).map(|i| format!("new{i}")).collect();
+    let new_refs: Vec<&str> = new_nodes.iter().map(String::as_str).collect();
+    // slon writes at most two archives a cycle.
+    let archives = SNAPSHOT + 2 * cycles as u64 + 2;
+    let mut s = Setup::with_sites("subscribe-soak", true, archives, &new_refs).await;
     let provider = s.pg.connect("provider").await;
-    let replica = s.pg.connect("replica").await;
+    // slon's directory holds the archives up to the provider's counter.
+    s.publish(1, SNAPSHOT);
+    let mut published = SNAPSHOT;
     let (code, out) = s.subscribe("s1.t1 subscribe\n");
     assert_eq!(code, 0, "{out}");
-    let tables = ["s1.t2", "s1.other", "s1.t1"];
+    let mut sites = vec![SoakSite {
+        node: NODE.into(),
+        config: s.receiver_config.clone(),
+        replica: s.pg.connect("replica").await,
+        history: Vec::new(),
+    }];
+    sites[0].note_list(&s);
+    let mut tally = StreamTally::default();
+    sites[0]
+        .pull_and_check(&s, &provider, published, &mut tally)
+        .await;
+
     let list = s.dir.join("soak-list.txt");
-    let (mut kills_receiver, mut kills_manager, mut applied, mut rolled_back) = (0, 0, 0, 0);
+    let (mut kills_receiver, mut kills_manager, mut ended_before_kill) = (0, 0, 0);
+    let (mut applied, mut rolled_back, mut failing, mut new_sites) = (0, 0, 0, 0);
+    let (mut recut, mut asked_behind, mut deferred_drops) = (0, 0, 0);
+    let mut new_used = 0;
+    let mut unexpected_rollbacks: Vec<String> = Vec::new();
     for cycle in 0..cycles {
-        let table = tables[next(tables.len() as u64) as usize];
-        let had = s.site_tables().lines().any(|l| l == table);
-        let action = if had { "unsubscribe" } else { "subscribe" };
-        std::fs::write(&list, format!("{table} {action}\n")).unwrap();
-        let run = || {
-            Command::new(bin_path("slony-receiver"))
-                .args(["subscribe-series", "--list"])
-                .arg(&list)
-                .args(["--attempts", "120", "--interval-secs", "1", "--config"])
-                .arg(&s.receiver_config)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        };
-        let mut child = run();
-        std::thread::sleep(Duration::from_millis(next(1500)));
-        let kill_receiver = cycle % 2 == 0;
-        if kill_receiver {
-            if child.try_wait().unwrap().is_none() {
-                kills_receiver += 1;
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            child = run();
+        // slon writes 0-2 archives; the provider's counter moves with them, or stays
+        // behind while the site has them cut already.
+        let k = next(3);
+        let lag = k > 0 && next(5) == 0;
+        let snapshot = if lag {
+            published + next(k)
         } else {
-            if s.manager.0.try_wait().unwrap().is_none() {
+            published + k
+        };
+        move_provider(&provider, &s.stream, published, snapshot).await;
+        if k > 0 {
+            s.publish(published + 1, published + k);
+            published += k;
+        }
+        let kind = if next(10) == 0 && new_used < new_nodes.len() {
+            SoakKind::NewSite
+        } else if next(8) == 0 {
+            SoakKind::Failing
+        } else {
+            SoakKind::Change
+        };
+        if lag {
+            wait_until(
+                Duration::from_secs(60),
+                "site1 cut ahead of the snapshot",
+                || s.cut_counter() == published,
+            );
+        }
+        let (site_index, list_text, old, table) = if kind == SoakKind::NewSite {
+            let node = new_nodes[new_used].clone();
+            new_used += 1;
+            let db = format!("replica_{node}");
+            s.pg.create_db(&db).await;
+            let config = s.add_receiver(&node, &db);
+            sites.push(SoakSite {
+                replica: s.pg.connect(&db).await,
+                node,
+                config,
+                history: Vec::new(),
+            });
+            let mut chosen: Vec<&str> = SOAK_TABLES
+                .iter()
+                .copied()
+                .filter(|_| next(2) == 0)
+                .collect();
+            if chosen.is_empty() {
+                chosen.push(SOAK_TABLES[next(3) as usize]);
+            }
+            let text: String = chosen.iter().map(|t| format!("{t} subscribe\n")).collect();
+            (sites.len() - 1, text, BTreeSet::new(), None)
+        } else {
+            if !lag && next(2) == 0 {
+                let (code, out) = run_receiver(
+                    &sites[0].config,
+                    &["pull", "--once"],
+                    &s.dir.join("soak-pull.out"),
+                );
+                assert_eq!(
+                    code, 0,
+                    "cycle {cycle}: pull --once before the change\n{out}"
+                );
+            }
+            let table = SOAK_TABLES[next(3) as usize];
+            let old = sites[0].listed(&s);
+            let had = old.contains(table);
+            let action = if had { "unsubscribe" } else { "subscribe" };
+            (0, format!("{table} {action}\n"), old, Some((table, had)))
+        };
+        let site = &sites[site_index];
+        let node = site.node.clone();
+        // The obstacle of a failing change, and what the failure must say.
+        let obstacle = match (kind, table) {
+            (SoakKind::Failing, Some((t, true))) => {
+                site.replica
+                    .batch_execute(&format!(
+                        "CREATE VIEW public.soak_view AS SELECT * FROM {t}"
+                    ))
+                    .await
+                    .unwrap();
+                Some(("DROP VIEW public.soak_view".to_string(), "depend"))
+            }
+            (SoakKind::Failing, Some((t, false))) => {
+                site.replica
+                    .batch_execute(&format!("CREATE TABLE {t} (soak int)"))
+                    .await
+                    .unwrap();
+                Some((format!("DROP TABLE {t}"), "already exists"))
+            }
+            _ => None,
+        };
+        let at_before = site.at_counter().await;
+        let applied_before = site.applied_changes().await;
+        let since_before = site.since(&s);
+        let cut_before = s.cut_counter_of(&node);
+        if at_before.is_some_and(|at| at < snapshot) {
+            asked_behind += 1;
+        }
+        eprintln!(
+            "soak cycle {cycle}: {kind:?} {node} {:?}; slon at {published}, snapshot {snapshot}, replica at {at_before:?}",
+            list_text.trim_end()
+        );
+
+        std::fs::write(&list, &list_text).unwrap();
+        let subscribe = |out: &str| {
+            spawn_receiver(
+                &site.config,
+                &[
+                    "subscribe-series",
+                    "--list",
+                    list.to_str().unwrap(),
+                    "--attempts",
+                    "60",
+                    "--interval-secs",
+                    "1",
+                ],
+                &s.dir.join(out),
+            )
+        };
+        let started = Instant::now();
+        let mut child = subscribe("soak-run.out");
+        let delay = next(KILL_WINDOW_MS);
+        std::thread::sleep(Duration::from_millis(delay));
+        let running = child.try_wait().unwrap().is_none();
+        let kill_receiver = cycle % 2 == 0;
+        let mut first_out = String::new();
+        if kill_receiver {
+            if running {
+                kills_receiver += 1;
+                let _ = child.kill();
+                let _ = child.wait();
+                first_out = std::fs::read_to_string(s.dir.join("soak-run.out")).unwrap();
+                child = subscribe("soak-rerun.out");
+            }
+        } else {
+            if running {
                 kills_manager += 1;
             }
             let _ = s.manager.0.kill();
             let _ = s.manager.0.wait();
+            if running {
+                // The site goes on alone for a while.
+                std::thread::sleep(Duration::from_millis(next(1000)));
+            }
             s.manager = start_manager(&s.dir, &[]);
         }
-        let out = child.wait_with_output().unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        if !running {
+            ended_before_kill += 1;
+        }
+        let code = wait_bounded(
+            &mut child,
+            Duration::from_secs(300),
+            &format!("cycle {cycle}: subscribe-series"),
         );
-        match out.status.code() {
-            Some(0) => applied += 1,
-            // The change failed and was rolled back on both sides (checked below).
-            Some(4) => rolled_back += 1,
-            other => panic!(
-                "cycle {cycle} ({table} {action}): exit {other:?}\n{text}\nmanager log:\n{}",
-                s.manager_log()
-            ),
-        }
-        // Both sides agree, and no request is left in progress.
-        wait_until(Duration::from_secs(30), "no request in progress", || {
-            !s.provider_root
-                .join("subscribers")
-                .join(format!("{NODE}.request.json"))
-                .exists()
-        });
-        let listed: Vec<String> = s.site_tables().lines().map(str::to_string).collect();
-        for t in tables {
-            let on_list = listed.iter().any(|l| l == t);
-            let there: Option<String> = replica
-                .query_one(&format!("SELECT pg_catalog.to_regclass('{t}')::text"), &[])
-                .await
-                .unwrap()
-                .get(0);
-            assert_eq!(
-                on_list,
-                there.is_some(),
-                "cycle {cycle} ({table} {action}): {t} on the manager's list {on_list}, on the replica {}\n{text}",
-                there.is_some()
+        let out_file = if kill_receiver && running {
+            "soak-rerun.out"
+        } else {
+            "soak-run.out"
+        };
+        let text = std::fs::read_to_string(s.dir.join(out_file)).unwrap();
+        let context = || {
+            format!(
+                "cycle {cycle} ({kind:?} {node} {:?}, seed {seed}), {} killed {}after {delay} ms\nkilled run:\n{first_out}\nlast run (exit {code}):\n{text}\nmanager log:\n{}",
+                list_text.trim_end(),
+                if kill_receiver { "subscribe-series" } else { "slony-manager" },
+                if running { "" } else { "(it had ended) " },
+                crate::support::tail(&s.dir.join("manager.log"), 60)
+            )
+        };
+        let ok = match code {
+            0 => true,
+            4 => false,
+            _ => panic!("unexpected exit\n{}", context()),
+        };
+        if let Some((undo, reason)) = &obstacle {
+            assert!(
+                !ok,
+                "a change the replica cannot apply was applied\n{}",
+                context()
             );
-            if on_list {
-                assert_eq!(
-                    table_hash(&replica, t).await,
-                    table_hash(&provider, t).await,
-                    "cycle {cycle}: {t}"
-                );
-            }
+            assert!(
+                text.contains(reason),
+                "the failure must say {reason:?}\n{}",
+                context()
+            );
+            site.replica.batch_execute(undo).await.unwrap();
+        } else if !ok {
+            unexpected_rollbacks.push(format!("cycle {cycle}: {}", text.trim_end()));
         }
+        // The slon archives beyond the snapshot reach the provider now.
+        move_provider(&provider, &s.stream, snapshot, published).await;
+
+        // No request is left in progress on either side, and pull is not paused.
+        let subscribers = s.provider_root.join("subscribers");
+        wait_until(
+            Duration::from_secs(60),
+            &format!("cycle {cycle}: no request of {node} in progress"),
+            || {
+                !subscribers.join(format!("{node}.request.json")).exists()
+                    && !subscribers.join(format!("{node}.new")).exists()
+            },
+        );
         assert!(
-            !s.die_file().exists(),
-            "cycle {cycle}: pull stays paused\n{text}"
+            !s.die_file_of(&node).exists(),
+            "pull stays paused\n{}",
+            context()
+        );
+        assert!(
+            !s.local_dir(&node)
+                .join(&node)
+                .join("subscribe_state.json")
+                .exists(),
+            "the site keeps a request in progress\n{}",
+            context()
+        );
+
+        // Applied exactly once on both sides, or rolled back on both.
+        let site = &mut sites[site_index];
+        let listed = site.listed(&s);
+        let since = site.since(&s);
+        // A rerun that found the first run's change complete sent a request of its own,
+        // which changed nothing (the manager says so).
+        let noop_rerun = text.contains("is already subscribed: unchanged")
+            || text.contains("was not subscribed: nothing to unsubscribe");
+        let applied_now = site.applied_changes().await - applied_before;
+        if ok {
+            applied += 1;
+            let expected: BTreeSet<String> = match table {
+                None => list_text
+                    .lines()
+                    .map(|l| l.split(' ').next().unwrap().to_string())
+                    .collect(),
+                Some((t, true)) => old.iter().filter(|o| *o != t).cloned().collect(),
+                Some((t, false)) => old.iter().cloned().chain([t.to_string()]).collect(),
+            };
+            assert_eq!(listed, expected, "the manager's list\n{}", context());
+            assert_eq!(
+                since,
+                Some(snapshot + 1),
+                "the new list applies from the snapshot on\n{}",
+                context()
+            );
+            assert_eq!(
+                applied_now,
+                1 + i64::from(noop_rerun),
+                "changes the replica recorded\n{}",
+                context()
+            );
+            if snapshot < cut_before {
+                recut += 1;
+            }
+            if matches!(table, Some((_, true))) && at_before.is_some_and(|at| at < snapshot) {
+                deferred_drops += 1;
+            }
+        } else {
+            rolled_back += 1;
+            assert_eq!(listed, old, "the manager's list\n{}", context());
+            assert_eq!(since, since_before, "the list's since\n{}", context());
+            assert_eq!(
+                applied_now,
+                0,
+                "changes the replica recorded\n{}",
+                context()
+            );
+        }
+        site.note_list(&s);
+        match kind {
+            SoakKind::Failing => failing += 1,
+            SoakKind::NewSite => new_sites += 1,
+            SoakKind::Change => {}
+        }
+        if site.history.is_empty() {
+            // A new site rolled back: nothing of it on either side.
+            assert!(
+                !subscribers.join(&node).exists() && site.at_counter().await.is_none(),
+                "a new site's first request rolled back leaves nothing\n{}",
+                context()
+            );
+            for t in SOAK_TABLES {
+                assert!(!site.exists(t).await, "{t} on {node}\n{}", context());
+            }
+        } else {
+            site.pull_and_check(&s, &provider, published, &mut tally)
+                .await;
+        }
+        eprintln!(
+            "soak cycle {cycle}: exit {code} after {:.1} s, {} killed {}after {delay} ms; list {listed:?} from {since:?}",
+            started.elapsed().as_secs_f64(),
+            if kill_receiver { "subscribe-series" } else { "slony-manager" },
+            if running { "" } else { "(it had ended) " },
         );
     }
-    eprintln!(
-        "soak: {cycles} cycles, {kills_receiver} receivers and {kills_manager} managers killed mid-run, {applied} changes applied, {rolled_back} rolled back; every cycle consistent"
+
+    // A final pull of every site: each replica equals the provider on its tables.
+    for site in &sites {
+        if !site.history.is_empty() {
+            site.pull_and_check(&s, &provider, published, &mut tally)
+                .await;
+        }
+    }
+    assert!(
+        tally.carried > 0 && tally.held_back > 0,
+        "the stream checks saw no row carried ({}) or none held back ({}): they check nothing",
+        tally.carried,
+        tally.held_back
     );
+    let site1_cut = std::fs::read_dir(s.provider_root.join("site_logs").join(NODE))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("slony1_log_")
+        })
+        .count();
+    eprintln!(
+        "soak: {cycles} cycles (SLONY_SOAK_SEED={seed}) in {:.0} s: {kills_receiver} subscribe-series and {kills_manager} slony-manager run killed mid-request ({ended_before_kill} runs had ended before their kill); {applied} changes applied, {rolled_back} rolled back; {failing} failing applies (all rolled back), {new_sites} new sites; {asked_behind} asked while behind the snapshot, {deferred_drops} drops deferred to it, {recut} changes re-cut archives already cut; slon wrote {published} archives, {site1_cut} cut for {NODE}; {} site copies checked ({} table rows carried, {} held back); every cycle consistent",
+        began.elapsed().as_secs_f64(),
+        tally.archives,
+        tally.carried,
+        tally.held_back,
+    );
+    for r in &unexpected_rollbacks {
+        eprintln!("soak: rolled back without an obstacle: {r}");
+    }
 }
 
 /// A set sequence that no subscribed table owns is subscribed by listing it: it is
