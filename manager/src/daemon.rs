@@ -27,8 +27,8 @@ generation is redone after the restart).
 
 use crate::config::ManagerConfig;
 use crate::cutter::Cutter;
-use crate::flow::{self, Accepted, Progress};
 use crate::fsutil;
+use crate::request::flow::{self, Accepted, Progress};
 use crate::request::{Record, RequestState};
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher};

@@ -9,8 +9,8 @@
 //! - [`cli`]: the command line.
 //! - [`config`]: the TOML configuration, validated.
 //! - [`daemon`]: `run`: the event loop (file events, rescans, signals).
-//! - [`request`]: the request state machine and its state file.
-//! - [`flow`]: the steps of a request (accept, generate, publish, finish).
+//! - [`request`]: the request state machine and its state file; [`request::flow`], its
+//!   steps (accept, generate, publish, finish).
 //! - [`site`]: a site's table list and how a request changes it.
 //! - [`sqlgen`]: the snapshot SQL (tracking schema, tables, data).
 //! - [`cutter`]: the per-site archive streams cut from slon's archive directory.
@@ -26,7 +26,6 @@ mod config;
 mod cutter;
 mod daemon;
 mod exchange;
-mod flow;
 mod fsutil;
 mod housekeeping;
 mod registry;

@@ -1,6 +1,6 @@
 /*!
-Drives one site's request through its states (see [`crate::request`]): the I/O half of
-the state machine.
+Drives one site's request through its states (see [`super`]): the I/O half of the state
+machine.
 
 [`accept`] turns a complete `.tgr` into a persisted `Generating` (or `Rejected`) state;
 [`drive`] then performs the current state's step, persists the next state, and repeats
