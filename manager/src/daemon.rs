@@ -26,7 +26,8 @@ generation is redone after the restart).
 */
 
 use crate::config::ManagerConfig;
-use crate::cutter::Cutter;
+use crate::context::DaemonContext;
+use crate::cutter::{CutterHandle, CutterThread};
 use crate::fsutil;
 use crate::request::flow::{self, Accepted, Progress};
 use crate::request::{Record, RequestState};
@@ -156,8 +157,8 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// The daemon's state: what runs, and what was already reported.
 struct Daemon {
-    /// The validated configuration, shared with the tasks.
-    cfg: Arc<ManagerConfig>,
+    /// The configuration and the daemon-owned state, shared with the tasks.
+    ctx: DaemonContext,
     /// One task per site with a request in progress.
     tasks: HashMap<NodeName, JoinHandle<()>>,
     /// Sites whose extra `.tgr` was already reported as waiting (avoids a log line per rescan).
@@ -248,8 +249,12 @@ pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
     }
 
     let (shutdown, _) = watch::channel(false);
+    let (cutter, wakeups) = CutterHandle::new();
     let mut d = Daemon {
-        cfg: Arc::new(cfg),
+        ctx: DaemonContext {
+            cfg: Arc::new(cfg),
+            cutter,
+        },
         tasks: HashMap::new(),
         waiting_reported: HashSet::new(),
         last_error: Arc::new(Mutex::new(HashMap::new())),
@@ -259,19 +264,24 @@ pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
         started: false,
     };
     tracing::info!(
-        trigger_dir = %d.cfg.trigger_dir.display(),
-        subscribers_dir = %d.cfg.subscribers_dir.display(),
-        rescan_secs = d.cfg.rescan_interval.as_secs(),
+        trigger_dir = %d.ctx.cfg.trigger_dir.display(),
+        subscribers_dir = %d.ctx.cfg.subscribers_dir.display(),
+        rescan_secs = d.ctx.cfg.rescan_interval.as_secs(),
         "slony-manager started"
     );
 
-    // The cutter is blocking file work: it runs on a thread of its own.
-    let cutter = match d.cfg.archive_dir {
-        Some(_) => Some(Cutter::spawn(Arc::clone(&d.cfg))?),
+    // The cutter is blocking file work: it runs on a thread of its own. Without
+    // archive_dir no thread takes the wake-ups, and a promotion's kick finds nobody.
+    let cutter = match d.ctx.cfg.archive_dir {
+        Some(_) => Some(CutterThread::spawn(
+            Arc::clone(&d.ctx.cfg),
+            d.ctx.cutter.clone(),
+            wakeups,
+        )?),
         None => None,
     };
 
-    let mut tick = tokio::time::interval(d.cfg.rescan_interval);
+    let mut tick = tokio::time::interval(d.ctx.cfg.rescan_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -371,7 +381,7 @@ impl Daemon {
             return;
         }
         // Requests in progress: resume any that has no task.
-        match list_states(&self.cfg.subscribers_dir) {
+        match list_states(&self.ctx.cfg.subscribers_dir) {
             Ok(nodes) => {
                 for node in nodes {
                     if !self.tasks.contains_key(&node) {
@@ -389,12 +399,12 @@ impl Daemon {
         let with_request: HashSet<NodeName> = requests.iter().cloned().collect();
         self.waiting_reported.retain(|n| with_request.contains(n));
         for node in requests {
-            let state_file = self.cfg.state_file(&node);
+            let state_file = self.ctx.cfg.state_file(&node);
             if self.tasks.contains_key(&node) || fsutil::exists(&state_file) {
                 self.note_waiting(&node);
                 continue;
             }
-            match flow::accept(&self.cfg, &node) {
+            match flow::accept(&self.ctx.cfg, &node) {
                 Ok(Accepted::NotYet) => {}
                 Ok(Accepted::Started) => self.spawn(node),
                 Err(e) => {
@@ -409,7 +419,7 @@ impl Daemon {
     /// layout (directly in the trigger directory), files in a site's directory named for
     /// another node, and directories of unknown nodes (reported once).
     fn scan(&mut self) -> Vec<NodeName> {
-        let cfg = Arc::clone(&self.cfg);
+        let cfg = Arc::clone(&self.ctx.cfg);
         let entries = match std::fs::read_dir(&cfg.trigger_dir) {
             Ok(e) => e,
             Err(e) => {
@@ -509,11 +519,11 @@ impl Daemon {
     /// Refuses a file that does not belong where it is: moved aside, with an alert that
     /// names its writer.
     fn refuse(&mut self, path: &Path, source: &str, tag: &str, why: &str) {
-        let writer = crate::exchange::writer_of(&self.cfg, path);
+        let writer = crate::exchange::writer_of(&self.ctx.cfg, path);
         let subject = format!("refused {path:?} from {writer}");
-        match move_aside(&self.cfg, path, tag) {
+        match move_aside(&self.ctx.cfg, path, tag) {
             Ok(target) => crate::alert::raise(
-                &self.cfg,
+                &self.ctx.cfg,
                 source,
                 &subject,
                 &format!(
@@ -525,7 +535,7 @@ impl Daemon {
             Err(e) => {
                 if self.reported.insert(path.to_path_buf()) {
                     crate::alert::raise(
-                        &self.cfg,
+                        &self.ctx.cfg,
                         source,
                         &subject,
                         &format!(
@@ -540,7 +550,7 @@ impl Daemon {
 
     /// Reports (once) a `.tgr` that waits for the site's current request to end.
     fn note_waiting(&mut self, node: &NodeName) {
-        let state = Record::load(&self.cfg.state_file(node), node)
+        let state = Record::load(&self.ctx.cfg.state_file(node), node)
             .ok()
             .flatten()
             .map(|r| r.state);
@@ -563,13 +573,13 @@ impl Daemon {
 
     /// Starts the task that drives `node`'s request.
     fn spawn(&mut self, node: NodeName) {
-        let cfg = Arc::clone(&self.cfg);
+        let ctx = self.ctx.clone();
         let shutdown = self.shutdown.subscribe();
         let wake = self.wake.clone();
         let key = node.clone();
         let last_error = Arc::clone(&self.last_error);
         let handle = tokio::spawn(async move {
-            let result = flow::drive(&cfg, &node, &shutdown).await;
+            let result = flow::drive(&ctx, &node, &shutdown).await;
             let mut errors = last_error.lock().unwrap_or_else(|e| e.into_inner());
             match result {
                 Ok(progress) => {

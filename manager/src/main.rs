@@ -9,6 +9,7 @@
 //! - [`cli`]: the command line.
 //! - [`config`]: the TOML configuration, validated.
 //! - [`daemon`]: `run`: the event loop (file events, rescans, signals).
+//! - [`context`]: what the daemon's loop and its request tasks share.
 //! - [`request`]: the request state machine and its state file; [`request::flow`], its
 //!   steps (accept, generate, publish, finish).
 //! - [`site`]: a site's table list and how a request changes it.
@@ -23,6 +24,7 @@ mod alert;
 mod cancel;
 mod cli;
 mod config;
+mod context;
 mod cutter;
 mod daemon;
 mod exchange;

@@ -2,42 +2,47 @@
 //! every file event and at every rescan, until it is stopped.
 
 use super::pass::pass;
-use super::WAKE;
+use super::{CutterHandle, Wakeups};
 use crate::config::ManagerConfig;
 use anyhow::Context;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The cutter thread of `run`; stopped by [`Cutter::stop`].
-pub struct Cutter {
+/// The cutter thread of `run`; stopped by [`CutterThread::stop`].
+pub struct CutterThread {
     /// Set to stop after the current group.
     stop: Arc<AtomicBool>,
-    /// Wakes the thread (file events, promotions, stop).
-    wake: SyncSender<()>,
+    /// Wakes the thread (file events, promotions, stop), and holds the site-list lock.
+    handle: CutterHandle,
     /// The thread.
     thread: std::thread::JoinHandle<()>,
     /// Watches `archive_dir`; dropped with the cutter.
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
-impl Cutter {
+impl CutterThread {
     /// Starts following `archive_dir` (file events, plus a rescan every
-    /// `rescan_interval`).
+    /// `rescan_interval`), woken by `handle`'s `wakeups`. The cutter is blocking file
+    /// work (reads, writes, fsyncs): it runs on a thread of its own, never on the async
+    /// runtime.
     ///
     /// # Errors
     ///
     /// The thread cannot be started.
-    pub fn spawn(cfg: Arc<ManagerConfig>) -> anyhow::Result<Cutter> {
+    pub fn spawn(
+        cfg: Arc<ManagerConfig>,
+        handle: CutterHandle,
+        wakeups: Wakeups,
+    ) -> anyhow::Result<CutterThread> {
         use notify::Watcher;
         let dir = cfg
             .archive_dir
             .clone()
             .context("the cutter needs archive_dir")?;
-        let (tx, rx) = mpsc::sync_channel::<()>(1);
-        let watcher_tx = tx.clone();
+        let watcher_tx = handle.wake.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let relevant = match &res {
                 Ok(ev) => relevant(ev),
@@ -60,17 +65,17 @@ impl Cutter {
                 None
             }
         };
-        *WAKE.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = Arc::clone(&stop);
+        let thread_handle = handle.clone();
         let thread = std::thread::Builder::new()
             .name("cutter".into())
-            .spawn(move || follow(&cfg, &thread_stop, &rx))
+            .spawn(move || follow(&cfg, &thread_handle, &thread_stop, &wakeups))
             .context("starting the cutter thread")?;
         tracing::info!(archive_dir = %dir.display(), "archive cutter started");
-        Ok(Cutter {
+        Ok(CutterThread {
             stop,
-            wake: tx,
+            handle,
             thread,
             _watcher: watcher,
         })
@@ -79,8 +84,7 @@ impl Cutter {
     /// Stops after the group being cut (committed first) and waits for the thread.
     pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
-        *WAKE.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        let _ = self.wake.try_send(());
+        self.handle.kick();
         if self.thread.join().is_err() {
             tracing::error!("the cutter thread panicked");
         }
@@ -103,11 +107,11 @@ fn relevant(ev: &notify::Event) -> bool {
 }
 
 /// The thread's loop: a pass, then wait for an event or the rescan interval.
-fn follow(cfg: &ManagerConfig, stop: &AtomicBool, wake: &mpsc::Receiver<()>) {
+fn follow(cfg: &ManagerConfig, handle: &CutterHandle, stop: &AtomicBool, wakeups: &Wakeups) {
     let mut reported: HashSet<String> = HashSet::new();
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        match pass(cfg, stop) {
+        match pass(cfg, handle, stop) {
             Ok(r) => {
                 if r.archives > 0 {
                     tracing::info!(
@@ -143,11 +147,12 @@ fn follow(cfg: &ManagerConfig, stop: &AtomicBool, wake: &mpsc::Receiver<()>) {
                 }
             }
         }
-        match wake.recv_timeout(cfg.rescan_interval) {
+        match wakeups.0.recv_timeout(cfg.rescan_interval) {
             Ok(()) => {
                 // Let a burst of renames settle, then take them all in one pass.
+                // (A sleep on the cutter's own thread, never on the async runtime.)
                 std::thread::sleep(Duration::from_millis(50));
-                while wake.try_recv().is_ok() {}
+                while wakeups.0.try_recv().is_ok() {}
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,

@@ -24,7 +24,7 @@ rewritten. To amortise the fsyncs, consecutive archives are cut in groups (at mo
 
 The cutter always cuts with the site's *current* lists, `<node>/tables` and
 `<node>/sequences` (see [`crate::site`]); it does not look at `<node>.new/`. When a request is promoted ([`prepare_promotion`], called by the flow
-with [`lock_lists`] held, the same lock the cutter holds while it cuts a group):
+with [`CutterHandle::lock_lists`] held, the same lock the cutter holds while it cuts a group):
 
 1. If the cutter has not yet cut the site up to `since - 1`, the promotion waits (the
    step fails and is retried at the next rescan): those archives belong to the old list.
@@ -66,7 +66,7 @@ mod sites;
 #[cfg(test)]
 mod tests;
 
-pub use follow::Cutter;
+pub use follow::CutterThread;
 pub use pass::pass;
 pub use promote::prepare_promotion;
 pub use sites::{read_cut_counter, CUT_COUNTER_FILE};
@@ -74,27 +74,48 @@ pub use sites::{read_cut_counter, CUT_COUNTER_FILE};
 use crate::config::ManagerConfig;
 use anyhow::bail;
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::SyncSender;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-/// Serialises the cutter with changes of the site lists: the cutter holds it while it
-/// cuts and commits a group, the flow while it promotes `<node>.new/`. One daemon per
-/// `subscribers_dir` is guaranteed by the run lock, so a process-wide lock is enough.
-static SITE_LISTS: Mutex<()> = Mutex::new(());
-
-/// Wakes the running cutter (set while one runs).
-static WAKE: Mutex<Option<SyncSender<()>>> = Mutex::new(None);
-
-/// Takes the lock that keeps site lists and the cutter apart (see the module doc).
-pub fn lock_lists() -> MutexGuard<'static, ()> {
-    SITE_LISTS.lock().unwrap_or_else(|e| e.into_inner())
+/// The daemon's handle on the cutter: the lock that keeps the site lists and the cuts
+/// apart, and the cutter thread's wake-up. Made once by whoever runs the cutter (the
+/// daemon, or `cut`) and passed to every part that changes a site's lists; clones share
+/// both.
+#[derive(Debug, Clone)]
+pub struct CutterHandle {
+    /// Held by the cutter while it cuts and commits a group, and by the flow while it
+    /// promotes `<node>.new/` (see the module doc). One daemon per `subscribers_dir`
+    /// (the run lock), so one lock per process is enough.
+    lists: Arc<Mutex<()>>,
+    /// Wakes the cutter thread; nothing listens while no thread runs.
+    wake: SyncSender<()>,
 }
 
-/// Asks the running cutter (if any) to look at the directories now.
-pub fn kick() {
-    if let Some(tx) = WAKE.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-        let _ = tx.try_send(());
+/// The cutter thread's end of [`CutterHandle::kick`].
+#[derive(Debug)]
+pub struct Wakeups(Receiver<()>);
+
+impl CutterHandle {
+    /// A handle, and the wake-ups it sends, for the cutter thread ([`CutterThread::spawn`]).
+    pub fn new() -> (CutterHandle, Wakeups) {
+        // One pending wake-up is enough: the thread looks at the whole directory.
+        let (wake, wakeups) = mpsc::sync_channel(1);
+        let handle = CutterHandle {
+            lists: Arc::new(Mutex::new(())),
+            wake,
+        };
+        (handle, Wakeups(wakeups))
+    }
+
+    /// Takes the lock that keeps site lists and the cutter apart (see the module doc).
+    pub fn lock_lists(&self) -> MutexGuard<'_, ()> {
+        self.lists.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the running cutter (if any) to look at the directories now.
+    pub fn kick(&self) {
+        let _ = self.wake.try_send(());
     }
 }
 
@@ -117,9 +138,12 @@ pub fn run_once(cfg: &ManagerConfig) -> anyhow::Result<u8> {
     }
     let _lock =
         slony_shared::lock::RunLock::try_acquire(&cfg.subscribers_dir.join("slony-manager.lock"))?;
+    // Nothing else in this process changes a site's lists, and the run lock keeps the
+    // daemon out: the handle is this run's alone.
+    let (cutter, _wakeups) = CutterHandle::new();
     let started = Instant::now();
     let stop = AtomicBool::new(false);
-    let r = pass(cfg, &stop)?;
+    let r = pass(cfg, &cutter, &stop)?;
     let secs = started.elapsed().as_secs_f64();
     for w in &r.warnings {
         tracing::warn!(warning = %w, "cutter");

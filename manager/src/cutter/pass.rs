@@ -1,8 +1,8 @@
 //! Cutting: one pass over every archive of slon's directory that can be cut now, in
 //! groups whose copies are made durable together.
 
-use super::lock_lists;
 use super::sites::{load_sites, write_cut_counter, Loaded, Site};
+use super::CutterHandle;
 use super::CUT_COUNTER_FILE;
 use crate::config::ManagerConfig;
 use crate::fsutil;
@@ -80,13 +80,17 @@ struct Pending {
 }
 
 /// Cuts every archive that can be cut now, group after group, until none is left or
-/// `stop` is set.
+/// `stop` is set. Each group is cut under `cutter`'s site-list lock.
 ///
 /// # Errors
 ///
 /// The archive or subscribers directory cannot be listed. Problems of single sites or
 /// archives are in [`PassReport::errors`].
-pub fn pass(cfg: &ManagerConfig, stop: &AtomicBool) -> anyhow::Result<PassReport> {
+pub fn pass(
+    cfg: &ManagerConfig,
+    cutter: &CutterHandle,
+    stop: &AtomicBool,
+) -> anyhow::Result<PassReport> {
     let archive_dir = cfg
         .archive_dir
         .as_deref()
@@ -100,7 +104,7 @@ pub fn pass(cfg: &ManagerConfig, stop: &AtomicBool) -> anyhow::Result<PassReport
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let _lists = lock_lists();
+        let _lists = cutter.lock_lists();
         let Loaded {
             mut sites,
             errors,

@@ -11,7 +11,7 @@ use slony_shared::counter::Counter;
 use slony_shared::ident::NodeName;
 use std::path::Path;
 
-/// Called by the flow before it promotes `<node>.new/`, with [`lock_lists`] held: makes
+/// Called by the flow before it promotes `<node>.new/`, with [`super::CutterHandle::lock_lists`] held: makes
 /// the cutter's state fit the new list (see the module doc). Does nothing when the
 /// cutter is off or the promotion already happened.
 ///

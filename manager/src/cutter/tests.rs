@@ -12,6 +12,7 @@ use slony_shared::ident::QualifiedTable;
 struct Env {
     root: tempfile::TempDir,
     cfg: ManagerConfig,
+    cutter: CutterHandle,
 }
 
 fn env() -> Env {
@@ -29,7 +30,11 @@ fn env() -> Env {
     let path = root.path().join("manager.toml");
     std::fs::write(&path, text).unwrap();
     let cfg = ManagerConfig::load(&path).unwrap();
-    Env { root, cfg }
+    Env {
+        root,
+        cfg,
+        cutter: CutterHandle::new().0,
+    }
 }
 
 fn node(n: &str) -> NodeName {
@@ -86,7 +91,7 @@ impl Env {
     }
 
     fn pass(&self) -> PassReport {
-        pass(&self.cfg, &AtomicBool::new(false)).unwrap()
+        pass(&self.cfg, &self.cutter, &AtomicBool::new(false)).unwrap()
     }
 
     fn files(&self, n: &str) -> Vec<String> {
@@ -294,7 +299,7 @@ fn promotion_recuts_from_since_with_the_new_list() {
     site::write_since(&new, Counter(4)).unwrap();
     // The cutter has only reached 3: the promotion must wait for 4.
     let err = {
-        let _g = lock_lists();
+        let _g = e.cutter.lock_lists();
         prepare_promotion(&e.cfg, &n).unwrap_err()
     };
     assert!(
@@ -307,7 +312,7 @@ fn promotion_recuts_from_since_with_the_new_list() {
     e.pass();
     assert!(!e.copy("a", 5).contains("\tt2\t"));
     {
-        let _g = lock_lists();
+        let _g = e.cutter.lock_lists();
         prepare_promotion(&e.cfg, &n).unwrap();
         site::promote(&e.cfg.site_dir(&n), &new, &e.cfg.old_site_dir(&n)).unwrap();
     }
@@ -320,7 +325,7 @@ fn promotion_recuts_from_since_with_the_new_list() {
     assert!(e.copy("a", 6).contains("\tt2\t"));
     // Repeating the step after the promotion changes nothing.
     {
-        let _g = lock_lists();
+        let _g = e.cutter.lock_lists();
         prepare_promotion(&e.cfg, &n).unwrap();
     }
     assert_eq!(e.files("a"), names(1..=6));

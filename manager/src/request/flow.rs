@@ -12,6 +12,8 @@ a failure in a later step (a disk error) is logged and retried on the next resca
 */
 
 use crate::config::ManagerConfig;
+use crate::context::DaemonContext;
+use crate::cutter::CutterHandle;
 use crate::exchange;
 use crate::fsutil::{self, OtherSide};
 use crate::registry::SiteAccount;
@@ -177,10 +179,11 @@ pub fn accept(cfg: &ManagerConfig, node: &NodeName) -> anyhow::Result<Accepted> 
 /// A step that failed in a way that cannot be answered to the subscriber (a disk error,
 /// a damaged state file); the state is unchanged and the step is retried later.
 pub async fn drive(
-    cfg: &ManagerConfig,
+    ctx: &DaemonContext,
     node: &NodeName,
     shutdown: &watch::Receiver<bool>,
 ) -> anyhow::Result<Progress> {
+    let cfg = &*ctx.cfg;
     let f = Files::new(cfg, node);
     loop {
         let Some(record) = Record::load(&f.state, node)? else {
@@ -253,6 +256,7 @@ pub async fn drive(
                 let binding = binding_of(&record);
                 finish(
                     cfg,
+                    &ctx.cutter,
                     node,
                     &f,
                     binding.as_ref(),
@@ -467,6 +471,7 @@ fn refuse(
 #[allow(clippy::too_many_arguments)]
 fn finish(
     cfg: &ManagerConfig,
+    cutter: &CutterHandle,
     node: &NodeName,
     f: &Files,
     binding: Option<&Binding>,
@@ -480,11 +485,11 @@ fn finish(
         {
             // Under the cutter's lock: the copies from `since` on are re-cut with the new
             // list (see crate::cutter), and no cut straddles the rename.
-            let _lists = crate::cutter::lock_lists();
+            let _lists = cutter.lock_lists();
             crate::cutter::prepare_promotion(cfg, node)?;
             site::promote(&current, &new, &cfg.old_site_dir(node))?;
         }
-        crate::cutter::kick();
+        cutter.kick();
         exchange::prepare_archive_dir(cfg, site_of(cfg, node)?)?;
         tracing::info!(%node, new_site, "subscription changed");
         Outcome {
