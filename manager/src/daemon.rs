@@ -25,10 +25,12 @@ generation in progress completes); a second signal aborts them (an interrupted
 generation is redone after the restart).
 */
 
+use crate::alert::Alerts;
 use crate::config::ManagerConfig;
 use crate::context::DaemonContext;
 use crate::cutter::{CutterHandle, CutterThread};
 use crate::fsutil;
+use crate::rejected::{self, RejectedDir};
 use crate::request::flow::{self, Accepted, Progress};
 use crate::request::{Record, RequestState};
 use anyhow::Context;
@@ -49,109 +51,6 @@ const SCAN_LIMIT: usize = 10_000;
 /// Files of one site's directory refused in one pass.
 const REFUSE_LIMIT: usize = 100;
 
-/// Where refused files are moved, inside the trigger directory (the manager's only).
-pub const REJECTED_DIR: &str = "rejected";
-
-/// Counts moved files, for unique names in `rejected/`.
-static MOVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Moves a refused file into `<trigger_dir>/rejected/` under a generated name (the
-/// file's own name is never used in a path), and returns where it went. A file that
-/// cannot be moved is removed.
-///
-/// # Errors
-///
-/// Neither worked.
-pub fn move_aside(
-    cfg: &ManagerConfig,
-    path: &Path,
-    tag: &str,
-) -> anyhow::Result<std::path::PathBuf> {
-    let dir = cfg.rejected_dir();
-    let seq = MOVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let target = dir.join(format!(
-        "{tag}-{}-{}-{seq}",
-        crate::request::now(),
-        std::process::id()
-    ));
-    // `rejected/` must be our own directory, not a link planted in its place, and open to
-    // no one else: what lands there may be any site's.
-    let result = (|| {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
-            _ => {}
-        }
-        let m = dir.symlink_metadata()?;
-        if !m.file_type().is_dir() || m.uid() != fsutil::own_uid() {
-            return Err(std::io::Error::other(format!(
-                "{} is not the manager's directory",
-                dir.display()
-            )));
-        }
-        if m.mode() & 0o077 != 0 {
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-        }
-        std::fs::rename(path, &target)
-    })();
-    if seq.is_multiple_of(100) {
-        prune_rejected(&dir);
-    }
-    match result {
-        Ok(()) => Ok(target),
-        Err(e) => {
-            fsutil::remove_file(path)
-                .with_context(|| format!("cannot move it aside ({e}) nor remove it"))?;
-            Ok(PathBuf::from("(removed)"))
-        }
-    }
-}
-
-/// Refused files are kept this long, for the operator to look at.
-const REJECTED_KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
-/// And at most this many (the newest).
-const REJECTED_MAX: usize = 1000;
-
-/// Cleans `rejected/` up: files older than [`REJECTED_KEEP`] go, and beyond
-/// [`REJECTED_MAX`] the oldest go. Returns how many were removed.
-pub fn prune_rejected(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    let now = std::time::SystemTime::now();
-    // Aged by when the manager moved them (the second field of the generated name), not
-    // by their own mtime, which the site that planted them chose.
-    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .flatten()
-        .map(|e| {
-            let moved = e
-                .file_name()
-                .to_str()
-                .and_then(|n| n.rsplit('-').nth(2).and_then(|t| t.parse::<u64>().ok()))
-                .map_or(now, |t| std::time::UNIX_EPOCH + Duration::from_secs(t));
-            (moved, e.path())
-        })
-        .collect();
-    files.sort();
-    let excess = files.len().saturating_sub(REJECTED_MAX);
-    let mut removed = 0;
-    for (i, (mtime, path)) in files.iter().enumerate() {
-        let old = now.duration_since(*mtime).unwrap_or_default() > REJECTED_KEEP;
-        if i < excess || old {
-            // A directory a site made and the manager moved here goes too.
-            let gone = if path.is_dir() {
-                fsutil::remove_dir_all(path)
-            } else {
-                fsutil::remove_file(path)
-            };
-            if gone.is_ok() {
-                removed += 1;
-            }
-        }
-    }
-    removed
-}
-
 /// How long to let a burst of file events settle before looking at the directory.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 
@@ -171,7 +70,7 @@ struct Daemon {
     /// Tasks send here when their request ended, so a queued `.tgr` is picked up at once.
     wake: mpsc::Sender<()>,
     /// Paths already reported as refused but not movable, or unknown (logged once).
-    reported: HashSet<std::path::PathBuf>,
+    reported: HashSet<PathBuf>,
     /// Whether the first pass (which resumes the requests found on disk) has run.
     started: bool,
 }
@@ -254,6 +153,8 @@ pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
         ctx: DaemonContext {
             cfg: Arc::new(cfg),
             cutter,
+            alerts: Alerts::new(),
+            rejected: RejectedDir::new(),
         },
         tasks: HashMap::new(),
         waiting_reported: HashSet::new(),
@@ -345,7 +246,7 @@ pub fn check_sites(cfg: &ManagerConfig) -> anyhow::Result<()> {
     ] {
         crate::exchange::check_own_dir(key, dir)?;
     }
-    let pruned = prune_rejected(&cfg.rejected_dir());
+    let pruned = rejected::prune(&cfg.rejected_dir());
     if pruned > 0 {
         tracing::info!(pruned, dir = %cfg.rejected_dir().display(), "removed old refused files");
     }
@@ -404,7 +305,7 @@ impl Daemon {
                 self.note_waiting(&node);
                 continue;
             }
-            match flow::accept(&self.ctx.cfg, &node) {
+            match flow::accept(&self.ctx, &node) {
                 Ok(Accepted::NotYet) => {}
                 Ok(Accepted::Started) => self.spawn(node),
                 Err(e) => {
@@ -438,7 +339,7 @@ impl Daemon {
             let Some(name) = name.to_str() else {
                 continue;
             };
-            if name == REJECTED_DIR || name.starts_with('.') {
+            if name == rejected::REJECTED_DIR || name.starts_with('.') {
                 continue;
             }
             let is_dir = path.symlink_metadata().is_ok_and(|m| m.is_dir());
@@ -461,7 +362,7 @@ impl Daemon {
                 Ok(n) if cfg.registry.get(&n).is_some() => n,
                 _ => {
                     if self.reported.insert(path.clone()) {
-                        crate::alert::raise(
+                        self.ctx.alerts.raise(
                             &cfg,
                             "trigger_dir",
                             &format!("a directory of an unknown site, {name:?}, in the trigger directory"),
@@ -521,8 +422,8 @@ impl Daemon {
     fn refuse(&mut self, path: &Path, source: &str, tag: &str, why: &str) {
         let writer = crate::exchange::writer_of(&self.ctx.cfg, path);
         let subject = format!("refused {path:?} from {writer}");
-        match move_aside(&self.ctx.cfg, path, tag) {
-            Ok(target) => crate::alert::raise(
+        match self.ctx.rejected.move_aside(&self.ctx.cfg, path, tag) {
+            Ok(target) => self.ctx.alerts.raise(
                 &self.ctx.cfg,
                 source,
                 &subject,
@@ -534,7 +435,7 @@ impl Daemon {
             ),
             Err(e) => {
                 if self.reported.insert(path.to_path_buf()) {
-                    crate::alert::raise(
+                    self.ctx.alerts.raise(
                         &self.ctx.cfg,
                         source,
                         &subject,
@@ -657,43 +558,4 @@ fn list_states(dir: &Path) -> anyhow::Result<Vec<NodeName>> {
     }
     out.sort();
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rejected_files_are_kept_a_while_and_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let old = std::time::SystemTime::now() - Duration::from_secs(31 * 24 * 3600);
-        let secs =
-            |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        let now = secs(std::time::SystemTime::now());
-        for i in 0..REJECTED_MAX + 5 {
-            // Named as move_aside names them: tag-<moved at>-<pid>-<seq>.
-            let moved = if i < 3 {
-                secs(old)
-            } else {
-                now - 100 + i as u64 % 50
-            };
-            let p = dir.path().join(format!("forged-request-{moved}-1-{i}"));
-            std::fs::write(&p, "x").unwrap();
-            // A file's own mtime (which its writer chose) does not count.
-            std::fs::File::options()
-                .write(true)
-                .open(&p)
-                .unwrap()
-                .set_modified(if i < 3 {
-                    std::time::SystemTime::now()
-                } else {
-                    old
-                })
-                .unwrap();
-        }
-        // The three old ones, and two more beyond the bound (the oldest).
-        assert_eq!(prune_rejected(dir.path()), 5);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), REJECTED_MAX);
-        assert_eq!(prune_rejected(dir.path()), 0);
-    }
 }

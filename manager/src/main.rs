@@ -18,6 +18,7 @@
 //! - [`housekeeping`]: the `housekeeping` command: batches and retention per site.
 //! - [`cancel`]: the `cancel` command: withdraw a request whose site went away.
 //! - [`status`]: the `status` command.
+//! - [`rejected`]: refused files, moved aside.
 //! - [`fsutil`]: atomic writes and idempotent removals.
 
 mod alert;
@@ -31,6 +32,7 @@ mod exchange;
 mod fsutil;
 mod housekeeping;
 mod registry;
+mod rejected;
 mod request;
 mod site;
 mod sqlgen;

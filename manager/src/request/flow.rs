@@ -104,7 +104,8 @@ pub enum Accepted {
 /// # Errors
 ///
 /// The file or the state could not be read or written.
-pub fn accept(cfg: &ManagerConfig, node: &NodeName) -> anyhow::Result<Accepted> {
+pub fn accept(ctx: &DaemonContext, node: &NodeName) -> anyhow::Result<Accepted> {
+    let cfg = &*ctx.cfg;
     let f = Files::new(cfg, node);
     let site = site_of(cfg, node)?;
     let raw;
@@ -119,7 +120,7 @@ pub fn accept(cfg: &ManagerConfig, node: &NodeName) -> anyhow::Result<Accepted> 
             // Not the site's own request: it is not answered (the site did not ask), only
             // moved aside and reported.
             refuse(
-                cfg,
+                ctx,
                 node,
                 &f.tgr,
                 "forged-request",
@@ -235,7 +236,7 @@ pub async fn drive(
                     tracing::info!(%node, counter, "SQL published; waiting for the subscriber");
                     record.apply(Event::Announced)?
                 } else {
-                    match read_applied(cfg, node, &f, binding.as_ref())? {
+                    match read_applied(ctx, node, &f, binding.as_ref())? {
                         None => return Ok(Progress::Waiting),
                         Some(outcome) => {
                             tracing::info!(
@@ -379,11 +380,12 @@ async fn try_generate(
 /// request, is refused and moved aside, and the request keeps waiting; an unreadable one
 /// of the site's counts as a failure (the subscriber must not be left waiting forever).
 fn read_applied(
-    cfg: &ManagerConfig,
+    ctx: &DaemonContext,
     node: &NodeName,
     f: &Files,
     binding: Option<&Binding>,
 ) -> anyhow::Result<Option<Outcome>> {
+    let cfg = &*ctx.cfg;
     if let Some(bytes) = fsutil::read_bounded(&f.cancel, MAX_TRIGGER_SIZE)? {
         fsutil::remove_file(&f.cancel)?;
         let reason = String::from_utf8_lossy(&bytes).trim().to_string();
@@ -398,7 +400,7 @@ fn read_applied(
         OtherSide::Bytes(bytes) => Outcome::parse(&bytes),
         OtherSide::Refused(why) => {
             refuse(
-                cfg,
+                ctx,
                 node,
                 &f.sqlapplied,
                 "forged-report",
@@ -416,7 +418,7 @@ fn read_applied(
             Ok(o) => Ok(Some(o)),
             Err(e) => {
                 refuse(
-                    cfg,
+                    ctx,
                     node,
                     &f.sqlapplied,
                     "misbound-report",
@@ -444,21 +446,22 @@ fn crash_point(point: &str) {
 
 /// Moves a site's file aside unread and raises an alert naming its writer.
 fn refuse(
-    cfg: &ManagerConfig,
+    ctx: &DaemonContext,
     node: &NodeName,
     path: &std::path::Path,
     tag: &str,
     what: &str,
     why: &str,
 ) -> anyhow::Result<()> {
+    let cfg = &*ctx.cfg;
     let writer = exchange::writer_of(cfg, path);
     // Something that cannot be moved (a directory of the site's) is left where it is and
     // counts as nothing: it must not hold up the request or the operator's `cancel`.
-    let done = match crate::daemon::move_aside(cfg, path, tag) {
+    let done = match ctx.rejected.move_aside(cfg, path, tag) {
         Ok(target) => format!("It was moved to {} and not acted on.", target.display()),
         Err(e) => format!("It is not acted on, but cannot be moved aside: {e:#}"),
     };
-    crate::alert::raise(
+    ctx.alerts.raise(
         cfg,
         node.as_str(),
         &format!("site {node}: refused {what}, written by {writer}"),
