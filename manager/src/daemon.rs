@@ -276,6 +276,11 @@ fn relevant(ev: &notify::Event) -> bool {
 
 impl Daemon {
     /// One pass over the state files and the trigger directory (see the module doc).
+    ///
+    /// Its file work (listings, accepting a `.tgr`, moving a refused file aside) blocks:
+    /// the loop runs on the thread `main` gives to `block_on`, not on an async worker,
+    /// so it holds up only the loop itself, whose next event waits for the pass anyway.
+    /// The requests' own steps run in their tasks, on the blocking pool.
     fn reconcile(&mut self) {
         self.tasks.retain(|_, t| !t.is_finished());
         if *self.shutdown.borrow() {

@@ -80,6 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
+            // The daemon's loop runs on this thread; its tasks on the runtime's workers.
             runtime.block_on(daemon::run(cfg))
         }
         Command::Cut { config } => {

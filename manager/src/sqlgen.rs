@@ -56,6 +56,7 @@ use slony_shared::ident::{quote_ident, quote_literal, NodeName, QualifiedTable};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
+use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
@@ -312,38 +313,118 @@ pub fn after_data_sql(info: &TableInfo) -> String {
     s
 }
 
-/// The gzip stream being written to `<node>.sql.gz.part`.
+/// Bytes gathered before they go to the writer as one chunk.
+const CHUNK: usize = 256 * 1024;
+
+/// Chunks on their way to the writer at most: the rows from the database wait while the
+/// disk is behind.
+const CHUNKS_IN_FLIGHT: usize = 8;
+
+/// What the writer is sent.
+enum Chunk {
+    /// More SQL.
+    Data(Vec<u8>),
+    /// The SQL is complete: end the gzip stream and fsync the file.
+    End,
+}
+
+/// The gzip stream being written to `<node>.sql.gz.part`. Compressing, writing and the
+/// final fsync are blocking work: a task of the runtime's blocking pool owns the file and
+/// does them ([`write_chunks`]), fed through a bounded channel; the async side only
+/// gathers the SQL into chunks.
 struct SqlWriter {
-    /// The compressor, over a buffered file.
-    enc: GzEncoder<BufWriter<File>>,
+    /// What is gathered for the next chunk.
+    buf: Vec<u8>,
+    /// Chunks for the writer.
+    chunks: mpsc::Sender<Chunk>,
+    /// The writer; `None` once waited for.
+    writer: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl SqlWriter {
-    fn create(path: &Path) -> anyhow::Result<SqlWriter> {
-        let f = crate::fsutil::create_new(path)
-            .with_context(|| format!("creating {}", path.display()))?;
+    /// Creates the file (on the blocking pool) and starts its writer.
+    async fn create(path: &Path) -> anyhow::Result<SqlWriter> {
+        let p = path.to_path_buf();
+        let file = tokio::task::spawn_blocking(move || {
+            crate::fsutil::create_new(&p).with_context(|| format!("creating {}", p.display()))
+        })
+        .await
+        .context("creating the SQL file")??;
+        let (chunks, received) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let writer = tokio::task::spawn_blocking(move || write_chunks(file, received));
         Ok(SqlWriter {
-            enc: GzEncoder::new(BufWriter::with_capacity(256 * 1024, f), Compression::new(6)),
+            buf: Vec::with_capacity(CHUNK),
+            chunks,
+            writer: Some(writer),
         })
     }
 
-    fn text(&mut self, s: &str) -> anyhow::Result<()> {
-        self.enc.write_all(s.as_bytes()).context("writing the SQL")
+    async fn text(&mut self, s: &str) -> anyhow::Result<()> {
+        self.bytes(s.as_bytes()).await
     }
 
-    fn bytes(&mut self, b: &[u8]) -> anyhow::Result<()> {
-        self.enc.write_all(b).context("writing the SQL")
+    async fn bytes(&mut self, b: &[u8]) -> anyhow::Result<()> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= CHUNK {
+            let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+            self.send(Chunk::Data(chunk)).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a chunk; when the writer has stopped, its error.
+    async fn send(&mut self, chunk: Chunk) -> anyhow::Result<()> {
+        if self.chunks.send(chunk).await.is_ok() {
+            return Ok(());
+        }
+        Err(self
+            .wait()
+            .await
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("the SQL writer stopped early")))
+    }
+
+    /// Waits for the writer and returns its result.
+    async fn wait(&mut self) -> anyhow::Result<()> {
+        match self.writer.take() {
+            Some(w) => w.await.context("the SQL writer did not complete")?,
+            None => Ok(()),
+        }
     }
 
     /// Ends the gzip stream and fsyncs the file.
-    fn finish(self) -> anyhow::Result<()> {
-        let buf = self.enc.finish().context("finishing the gzip stream")?;
-        let f = buf
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .context("flushing the SQL")?;
-        f.sync_all().context("syncing the SQL")
+    async fn finish(mut self) -> anyhow::Result<()> {
+        let rest = std::mem::take(&mut self.buf);
+        if !rest.is_empty() {
+            self.send(Chunk::Data(rest)).await?;
+        }
+        self.send(Chunk::End).await?;
+        self.wait().await
     }
+}
+
+/// The writer of [`SqlWriter`], on the blocking pool: compresses and writes every chunk,
+/// and at [`Chunk::End`] ends the stream and fsyncs. A writer whose sender goes away
+/// without `End` (the generation failed, and its file is removed) just stops.
+fn write_chunks(file: File, mut chunks: mpsc::Receiver<Chunk>) -> anyhow::Result<()> {
+    let mut enc = GzEncoder::new(
+        BufWriter::with_capacity(256 * 1024, file),
+        Compression::new(6),
+    );
+    while let Some(chunk) = chunks.blocking_recv() {
+        match chunk {
+            Chunk::Data(b) => enc.write_all(&b).context("writing the SQL")?,
+            Chunk::End => {
+                let buf = enc.finish().context("finishing the gzip stream")?;
+                let f = buf
+                    .into_inner()
+                    .map_err(|e| e.into_error())
+                    .context("flushing the SQL")?;
+                return f.sync_all().context("syncing the SQL");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Connects to the provider database.
@@ -486,7 +567,7 @@ async fn generate_in_snapshot(
         }
     }
 
-    let mut w = SqlWriter::create(part)?;
+    let mut w = SqlWriter::create(part).await?;
     w.text(&format!(
         "-- slony-manager subscription SQL for site {node}, cluster {}\n\
          -- Snapshot at archive counter {} ({}); the site applies archive {} next.\n\
@@ -500,9 +581,11 @@ async fn generate_in_snapshot(
         plan.added.len(),
         plan.dropped.len(),
         sequences.len(),
-    ))?;
+    ))
+    .await?;
     for n in &plan.notes {
-        w.text(&format!("-- Note: {}\n", n.replace('\n', " ")))?;
+        w.text(&format!("-- Note: {}\n", n.replace('\n', " ")))
+            .await?;
     }
     if plan.new_site {
         // The site creates its tracking schema itself, at the counter of the answer: the
@@ -510,7 +593,8 @@ async fn generate_in_snapshot(
         w.text(&format!(
             "\n-- New site: the receiver creates its tracking schema at archive {}.\n",
             snapshot.counter
-        ))?;
+        ))
+        .await?;
     }
     for t in &plan.dropped {
         // A sequence the site listed stays where it is (the archives before the snapshot
@@ -524,26 +608,29 @@ async fn generate_in_snapshot(
         w.text(&format!(
             "\n-- Unsubscribed: {t}\nDROP TABLE IF EXISTS {};\n",
             t.quoted()
-        ))?;
+        ))
+        .await?;
     }
     if !kept_sequences.is_empty() {
-        w.text("\n-- Replicated sequences of the tables the site keeps\n")?;
-        w.text(&kept_sequences_sql(&kept_sequences))?;
+        w.text("\n-- Replicated sequences of the tables the site keeps\n")
+            .await?;
+        w.text(&kept_sequences_sql(&kept_sequences)).await?;
     }
     for info in &infos {
-        w.text(&format!("\n-- Table {}\n", info.table))?;
-        w.text(&schemas_and_sequences_sql(info))?;
-        w.text(&create_table_sql(info))?;
+        w.text(&format!("\n-- Table {}\n", info.table)).await?;
+        w.text(&schemas_and_sequences_sql(info)).await?;
+        w.text(&create_table_sql(info)).await?;
         for n in &info.notes {
-            w.text(&format!("-- Note: {}\n", n.replace('\n', " ")))?;
+            w.text(&format!("-- Note: {}\n", n.replace('\n', " ")))
+                .await?;
         }
-        w.text(&copy_in_sql(info))?;
+        w.text(&copy_in_sql(info)).await?;
         copy_rows(client, info, &mut w).await?;
-        w.text("\\.\n")?;
-        w.text(&after_data_sql(info))?;
+        w.text("\\.\n").await?;
+        w.text(&after_data_sql(info)).await?;
     }
-    w.text("\n-- End Of Subscription SQL\n")?;
-    w.finish()?;
+    w.text("\n-- End Of Subscription SQL\n").await?;
+    w.finish().await?;
     Ok(Generated {
         snapshot,
         notes,
@@ -1010,12 +1097,11 @@ async fn copy_rows(client: &Client, info: &TableInfo, w: &mut SqlWriter) -> anyh
         if let Some(b) = chunk.last() {
             last = *b;
         }
-        // Compressing a chunk is a few microseconds of CPU and the file write is
-        // buffered: not worth a hop to a blocking thread per row.
-        w.bytes(&chunk)?;
+        // Gathered into chunks here; compressed and written on the writer's thread.
+        w.bytes(&chunk).await?;
     }
     if last != b'\n' {
-        w.text("\n")?;
+        w.text("\n").await?;
     }
     Ok(())
 }
