@@ -33,6 +33,7 @@ use crate::fsutil;
 use crate::rejected::{self, RejectedDir};
 use crate::request::flow::{self, Accepted, Progress};
 use crate::request::{Record, RequestState};
+use crate::retry::RetryPolicy;
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
 use slony_shared::ident::NodeName;
@@ -45,6 +46,7 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// Entries of one site's directory looked at in one pass.
 const SCAN_LIMIT: usize = 10_000;
@@ -62,9 +64,9 @@ struct Daemon {
     tasks: HashMap<NodeName, JoinHandle<()>>,
     /// Sites whose extra `.tgr` was already reported as waiting (avoids a log line per rescan).
     waiting_reported: HashSet<NodeName>,
-    /// The last error of each site's task, so a step failing at every rescan is logged
-    /// once (and again when the error changes), not every few seconds.
-    last_error: Arc<Mutex<HashMap<NodeName, String>>>,
+    /// The sites whose task's last step failed: when each is tried again, and whether a
+    /// failure is new enough to log (see [`crate::retry`]).
+    retry: Arc<Mutex<RetryPolicy<NodeName>>>,
     /// Tells the tasks to stop between steps.
     shutdown: watch::Sender<bool>,
     /// Tasks send here when their request ended, so a queued `.tgr` is picked up at once.
@@ -149,6 +151,7 @@ pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
 
     let (shutdown, _) = watch::channel(false);
     let (cutter, wakeups) = CutterHandle::new();
+    let retry = RetryPolicy::new(cfg.rescan_interval);
     let mut d = Daemon {
         ctx: DaemonContext {
             cfg: Arc::new(cfg),
@@ -158,7 +161,7 @@ pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
         },
         tasks: HashMap::new(),
         waiting_reported: HashSet::new(),
-        last_error: Arc::new(Mutex::new(HashMap::new())),
+        retry: Arc::new(Mutex::new(retry)),
         shutdown,
         wake: event_tx,
         reported: HashSet::new(),
@@ -191,9 +194,11 @@ pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
             Some(()) = event_rx.recv() => {
                 tokio::time::sleep(DEBOUNCE).await;
                 while event_rx.try_recv().is_ok() {}
-                d.reconcile();
+                d.reconcile(tokio::time::Instant::now());
             }
-            _ = tick.tick() => d.reconcile(),
+            // The tick's own instant: ticks are one rescan interval apart exactly, so a
+            // step that failed for good at one tick is due again at the next.
+            at = tick.tick() => d.reconcile(at),
         }
     }
     drop(watcher);
@@ -280,8 +285,9 @@ impl Daemon {
     /// Its file work (listings, accepting a `.tgr`, moving a refused file aside) blocks:
     /// the loop runs on the thread `main` gives to `block_on`, not on an async worker,
     /// so it holds up only the loop itself, whose next event waits for the pass anyway.
-    /// The requests' own steps run in their tasks, on the blocking pool.
-    fn reconcile(&mut self) {
+    /// The requests' own steps run in their tasks, on the blocking pool. `at` is when the
+    /// pass began, for the retry policy.
+    fn reconcile(&mut self, at: Instant) {
         self.tasks.retain(|_, t| !t.is_finished());
         if *self.shutdown.borrow() {
             return;
@@ -290,11 +296,11 @@ impl Daemon {
         match list_states(&self.ctx.cfg.subscribers_dir) {
             Ok(nodes) => {
                 for node in nodes {
-                    if !self.tasks.contains_key(&node) {
+                    if !self.tasks.contains_key(&node) && self.due(&node, at) {
                         if !self.started {
                             tracing::info!(%node, "resuming a request in progress");
                         }
-                        self.spawn(node);
+                        self.spawn(node, at);
                     }
                 }
                 self.started = true;
@@ -312,7 +318,7 @@ impl Daemon {
             }
             match flow::accept(&self.ctx, &node) {
                 Ok(Accepted::NotYet) => {}
-                Ok(Accepted::Started) => self.spawn(node),
+                Ok(Accepted::Started) => self.spawn(node, at),
                 Err(e) => {
                     tracing::error!(%node, error = %format!("{e:#}"), "cannot take the request")
                 }
@@ -477,34 +483,38 @@ impl Daemon {
         }
     }
 
-    /// Starts the task that drives `node`'s request.
-    fn spawn(&mut self, node: NodeName) {
+    /// Whether `node`'s request may be driven at `at` (the retry policy).
+    fn due(&self, node: &NodeName, at: Instant) -> bool {
+        let retry = self.retry.lock().unwrap_or_else(|e| e.into_inner());
+        retry.due(node, at)
+    }
+
+    /// Starts the task that drives `node`'s request, in a pass begun at `at`.
+    fn spawn(&mut self, node: NodeName, at: Instant) {
         let ctx = self.ctx.clone();
         let shutdown = self.shutdown.subscribe();
         let wake = self.wake.clone();
         let key = node.clone();
-        let last_error = Arc::clone(&self.last_error);
+        let retry = Arc::clone(&self.retry);
         let handle = tokio::spawn(async move {
             let result = flow::drive(&ctx, &node, &shutdown).await;
-            let mut errors = last_error.lock().unwrap_or_else(|e| e.into_inner());
+            let mut retry = retry.lock().unwrap_or_else(|e| e.into_inner());
             match result {
                 Ok(progress) => {
-                    errors.remove(&node);
-                    drop(errors);
+                    retry.succeeded(&node);
+                    drop(retry);
                     if progress == Progress::Closed {
                         tracing::info!(%node, "request finished");
                         let _ = wake.try_send(());
                     }
                 }
                 Err(e) => {
-                    let message = format!("{e:#}");
-                    if errors.get(&node) != Some(&message) {
+                    if retry.failed(node.clone(), &e, at).is_some() {
                         tracing::error!(
                             %node,
-                            error = %message,
+                            error = %format!("{e:#}"),
                             "request step failed; retrying at every rescan"
                         );
-                        errors.insert(node, message);
                     }
                 }
             }

@@ -10,6 +10,7 @@
 //! - [`config`]: the TOML configuration, validated.
 //! - [`daemon`]: `run`: the event loop (file events, rescans, signals).
 //! - [`context`]: what the daemon's loop and its request tasks share.
+//! - [`retry`]: when the daemon tries a failed request step again.
 //! - [`request`]: the request state machine and its state file; [`request::flow`], its
 //!   steps (accept, generate, publish, finish).
 //! - [`site`]: a site's table list and how a request changes it.
@@ -34,6 +35,7 @@ mod housekeeping;
 mod registry;
 mod rejected;
 mod request;
+mod retry;
 mod site;
 mod sqlgen;
 mod status;

@@ -68,7 +68,7 @@ mod tests;
 
 pub use follow::CutterThread;
 pub use pass::pass;
-pub use promote::prepare_promotion;
+pub use promote::{prepare_promotion, CutterBehind};
 pub use sites::{read_cut_counter, CUT_COUNTER_FILE};
 
 use crate::config::ManagerConfig;

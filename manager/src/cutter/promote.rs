@@ -5,11 +5,29 @@ use super::sites::{current_cut, write_cut_counter};
 use crate::config::ManagerConfig;
 use crate::fsutil;
 use crate::site;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use slony_shared::archive::name::{classify, Entry};
 use slony_shared::counter::Counter;
 use slony_shared::ident::NodeName;
 use std::path::Path;
+
+/// A promotion that must wait: the cutter has not yet cut the site up to the old list's
+/// last archive. It passes by itself once the cutter catches up.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "waiting for the archive cutter: {node} is cut up to archive {cut}, and archives up to \
+     {last_old} still belong to its previous table list (the new list starts at {since})"
+)]
+pub struct CutterBehind {
+    /// The site being promoted.
+    pub node: NodeName,
+    /// Where the cutter is for it.
+    pub cut: Counter,
+    /// The last archive of its previous list.
+    pub last_old: Counter,
+    /// The first archive of its new list.
+    pub since: Counter,
+}
 
 /// Called by the flow before it promotes `<node>.new/`, with [`super::CutterHandle::lock_lists`] held: makes
 /// the cutter's state fit the new list (see the module doc). Does nothing when the
@@ -40,11 +58,13 @@ pub fn prepare_promotion(cfg: &ManagerConfig, node: &NodeName) -> anyhow::Result
     if fsutil::exists(&current) {
         let cut = current_cut(&current, &log_dir)?;
         if cut < last_old {
-            bail!(
-                "waiting for the archive cutter: {node} is cut up to archive {cut}, and \
-                 archives up to {last_old} still belong to its previous table list (the \
-                 new list starts at {since})"
-            );
+            return Err(CutterBehind {
+                node: node.clone(),
+                cut,
+                last_old,
+                since,
+            }
+            .into());
         }
         if cut > last_old {
             write_cut_counter(&current, last_old)?;
