@@ -514,6 +514,7 @@ pub async fn generate(
     result
 }
 
+/// Reads the snapshot's counter, looks up everything the SQL needs, then writes it.
 async fn generate_in_snapshot(
     cfg: &ManagerConfig,
     client: &Client,
@@ -522,7 +523,30 @@ async fn generate_in_snapshot(
     part: &Path,
 ) -> anyhow::Result<Generated> {
     let snapshot = read_snapshot(cfg, client).await?;
-    // Look everything up before writing a byte: a missing table refuses the request.
+    let mut found = look_up(cfg, client, plan).await?;
+    write_sql(cfg, client, node, plan, &snapshot, &mut found, part).await?;
+    Ok(Generated {
+        snapshot,
+        notes: found.notes,
+        sequences: found.sequences,
+    })
+}
+
+/// What [`look_up`] read from the catalog for the SQL.
+struct Found {
+    /// The added tables.
+    infos: Vec<TableInfo>,
+    /// The replicated sequences of the kept tables and of the sequences the site lists
+    /// itself, each once.
+    kept_sequences: Vec<Sequence>,
+    /// The site's sequence list for its new table list.
+    sequences: Vec<QualifiedTable>,
+    /// Notes for `.sqldone`.
+    notes: Vec<String>,
+}
+
+/// Looks everything up before a byte is written: a missing table refuses the request.
+async fn look_up(cfg: &ManagerConfig, client: &Client, plan: &Plan) -> anyhow::Result<Found> {
     let mut infos = Vec::new();
     let mut notes = Vec::new();
     // Sequences the site lists itself (set sequences no table of its owns): created if
@@ -567,6 +591,31 @@ async fn generate_in_snapshot(
         }
     }
 
+    Ok(Found {
+        infos,
+        kept_sequences,
+        sequences,
+        notes,
+    })
+}
+
+/// Writes the SQL into `part` (gzip, fsynced): header, drops, kept sequences, then each
+/// added table with its rows.
+async fn write_sql(
+    cfg: &ManagerConfig,
+    client: &Client,
+    node: &NodeName,
+    plan: &Plan,
+    snapshot: &Snapshot,
+    found: &mut Found,
+    part: &Path,
+) -> anyhow::Result<()> {
+    let Found {
+        infos,
+        kept_sequences,
+        sequences,
+        notes,
+    } = found;
     let mut w = SqlWriter::create(part).await?;
     w.text(&format!(
         "-- slony-manager subscription SQL for site {node}, cluster {}\n\
@@ -614,9 +663,9 @@ async fn generate_in_snapshot(
     if !kept_sequences.is_empty() {
         w.text("\n-- Replicated sequences of the tables the site keeps\n")
             .await?;
-        w.text(&kept_sequences_sql(&kept_sequences)).await?;
+        w.text(&kept_sequences_sql(kept_sequences)).await?;
     }
-    for info in &infos {
+    for info in infos.iter() {
         w.text(&format!("\n-- Table {}\n", info.table)).await?;
         w.text(&schemas_and_sequences_sql(info)).await?;
         w.text(&create_table_sql(info)).await?;
@@ -631,11 +680,7 @@ async fn generate_in_snapshot(
     }
     w.text("\n-- End Of Subscription SQL\n").await?;
     w.finish().await?;
-    Ok(Generated {
-        snapshot,
-        notes,
-        sequences,
-    })
+    Ok(())
 }
 
 async fn read_snapshot(cfg: &ManagerConfig, client: &Client) -> anyhow::Result<Snapshot> {
@@ -778,66 +823,78 @@ async fn table_sequences(
     };
     let mut sequences = Vec::new();
     for r in &rows {
-        let schema: String = r.get(0);
-        let name: String = r.get(1);
-        let used: bool = r.get(4);
-        let in_set: bool = r.get(5);
-        let replicated = in_set && QualifiedTable::new(&schema, &name).is_ok();
-        if !replicated {
-            if let Some(notes) = notes.as_deref_mut() {
-                if in_set {
-                    notes.push(format!(
-                        "sequence {schema}.{name} of {t} is in a Slony set, but a site's \
-                         sequence list cannot hold its name (it holds control characters): \
-                         its value is not replicated{}",
-                        if used {
-                            "; it is created on the subscriber for the default"
-                        } else {
-                            ""
-                        }
-                    ));
-                } else if used {
-                    notes.push(format!(
-                        "sequence {schema}.{name}, used by a default of {t}, is in no Slony \
-                         set of cluster {}: created on the subscriber, its value is not \
-                         replicated",
-                        cfg.cluster
-                    ));
-                }
-            }
-            if !used {
-                continue;
-            }
+        if let Some(q) = sequence_of(cfg, client, t, r, notes.as_deref_mut()).await? {
+            sequences.push(q);
         }
-        let value = if replicated {
-            let quoted = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
-            let v = client
-                .query_one(
-                    format!("SELECT last_value, is_called FROM {quoted}").as_str(),
-                    &[],
-                )
-                .await
-                .pg(&format!("reading sequence {schema}.{name}"))?;
-            Some(SequenceValue {
-                last_value: v.get(0),
-                is_called: v.get(1),
-            })
-        } else {
-            None
-        };
-        sequences.push(Sequence {
-            schema,
-            name,
-            options: r.get(2),
-            value,
-            owned_by: r.get(3),
-        });
     }
     Ok(sequences)
 }
 
-/// The replicated sequences of a table the site keeps (see [`table_sequences`]). A
-/// table gone from the provider has none, and a note says so.
+/// One row of [`table_sequences`]'s query as a [`Sequence`], with its current value when
+/// it is replicated; `None` for one only owned and in no set (nothing needs it).
+async fn sequence_of(
+    cfg: &ManagerConfig,
+    client: &Client,
+    t: &QualifiedTable,
+    r: &tokio_postgres::Row,
+    notes: Option<&mut Vec<String>>,
+) -> anyhow::Result<Option<Sequence>> {
+    let schema: String = r.get(0);
+    let name: String = r.get(1);
+    let used: bool = r.get(4);
+    let in_set: bool = r.get(5);
+    let replicated = in_set && QualifiedTable::new(&schema, &name).is_ok();
+    if !replicated {
+        if let Some(notes) = notes {
+            if in_set {
+                notes.push(format!(
+                    "sequence {schema}.{name} of {t} is in a Slony set, but a site's \
+                     sequence list cannot hold its name (it holds control characters): \
+                     its value is not replicated{}",
+                    if used {
+                        "; it is created on the subscriber for the default"
+                    } else {
+                        ""
+                    }
+                ));
+            } else if used {
+                notes.push(format!(
+                    "sequence {schema}.{name}, used by a default of {t}, is in no Slony \
+                     set of cluster {}: created on the subscriber, its value is not \
+                     replicated",
+                    cfg.cluster
+                ));
+            }
+        }
+        if !used {
+            return Ok(None);
+        }
+    }
+    let value = if replicated {
+        let quoted = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
+        let v = client
+            .query_one(
+                format!("SELECT last_value, is_called FROM {quoted}").as_str(),
+                &[],
+            )
+            .await
+            .pg(&format!("reading sequence {schema}.{name}"))?;
+        Some(SequenceValue {
+            last_value: v.get(0),
+            is_called: v.get(1),
+        })
+    } else {
+        None
+    };
+    Ok(Some(Sequence {
+        schema,
+        name,
+        options: r.get(2),
+        value,
+        owned_by: r.get(3),
+    }))
+}
+
 /// A sequence's definition, `AS ... INCREMENT BY ... [NO] CYCLE`, from `pg_sequence q`.
 const SEQUENCE_OPTIONS: &str = "'AS ' || pg_catalog.format_type(q.seqtypid, NULL) \
      || ' INCREMENT BY ' || q.seqincrement || ' MINVALUE ' || q.seqmin \
@@ -912,6 +969,8 @@ async fn listed_sequence(
     }))
 }
 
+/// The replicated sequences of a table the site keeps (see [`table_sequences`]). A
+/// table gone from the provider has none, and a note says so.
 async fn kept_table_sequences(
     cfg: &ManagerConfig,
     client: &Client,
@@ -944,6 +1003,25 @@ async fn describe(
     client: &Client,
     t: &QualifiedTable,
 ) -> anyhow::Result<TableInfo> {
+    let (oid, partitioned) = look_up_table(client, t).await?;
+    let mut notes = Vec::new();
+    let columns = read_columns(client, t, oid, &mut notes).await?;
+    let sequences = table_sequences(cfg, client, t, oid, Some(&mut notes)).await?;
+    let constraints = read_constraints(client, t, oid, &mut notes).await?;
+    let indexes = read_indexes(client, oid).await?;
+    Ok(TableInfo {
+        table: t.clone(),
+        partitioned,
+        columns,
+        sequences,
+        constraints,
+        indexes,
+        notes,
+    })
+}
+
+/// The table's oid, and whether it is partitioned; anything but a table is refused.
+async fn look_up_table(client: &Client, t: &QualifiedTable) -> anyhow::Result<(u32, bool)> {
     let rows = client
         .query(
             "SELECT c.oid, c.relkind::text FROM pg_catalog.pg_class c \
@@ -973,8 +1051,16 @@ async fn describe(
             bail!("{t} is {what} on the provider, not a table");
         }
     };
-    let mut notes = Vec::new();
+    Ok((oid, partitioned))
+}
 
+/// The table's columns, in order, with notes on those the subscriber gets differently.
+async fn read_columns(
+    client: &Client,
+    t: &QualifiedTable,
+    oid: u32,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<Column>> {
     let rows = client
         .query(
             "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), \
@@ -1031,9 +1117,16 @@ async fn describe(
     if columns.is_empty() {
         bail!("{t} has no columns on the provider: nothing to replicate");
     }
+    Ok(columns)
+}
 
-    let sequences = table_sequences(cfg, client, t, oid, Some(&mut notes)).await?;
-
+/// Its primary key, unique, check and exclusion constraints; a note for each foreign key.
+async fn read_constraints(
+    client: &Client,
+    t: &QualifiedTable,
+    oid: u32,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<Constraint>> {
     let rows = client
         .query(
             "SELECT conname::text, pg_catalog.pg_get_constraintdef(oid), contype::text \
@@ -1057,7 +1150,11 @@ async fn describe(
         }
         constraints.push(Constraint { name, definition });
     }
+    Ok(constraints)
+}
 
+/// `pg_get_indexdef` of the indexes that back no constraint.
+async fn read_indexes(client: &Client, oid: u32) -> anyhow::Result<Vec<String>> {
     let rows = client
         .query(
             "SELECT pg_catalog.pg_get_indexdef(i.indexrelid) FROM pg_catalog.pg_index i \
@@ -1070,17 +1167,7 @@ async fn describe(
         )
         .await
         .pg("reading the indexes")?;
-    let indexes = rows.iter().map(|r| r.get::<_, String>(0)).collect();
-
-    Ok(TableInfo {
-        table: t.clone(),
-        partitioned,
-        columns,
-        sequences,
-        constraints,
-        indexes,
-        notes,
-    })
+    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
 }
 
 /// Streams the table's rows from the provider into the SQL, chunk by chunk.
