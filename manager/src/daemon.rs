@@ -28,7 +28,7 @@ generation is redone after the restart).
 use crate::alert::Alerts;
 use crate::config::ManagerConfig;
 use crate::context::DaemonContext;
-use crate::cutter::{CutterHandle, CutterThread};
+use crate::cutter::{CutterHandle, CutterThread, Wakeups};
 use crate::fsutil;
 use crate::rejected::{self, RejectedDir};
 use crate::request::flow::{self, Accepted, Progress};
@@ -88,28 +88,7 @@ struct Daemon {
 /// A directory is missing, another manager holds the lock, or the signal handlers
 /// cannot be installed.
 pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
-    for (key, dir) in [
-        ("trigger_dir", &cfg.trigger_dir),
-        ("subscribers_dir", &cfg.subscribers_dir),
-        ("site_log_dir", &cfg.site_log_dir),
-    ] {
-        if !dir.is_dir() {
-            anyhow::bail!(
-                "{key} {} is not a directory (create it first; config {})",
-                dir.display(),
-                cfg.source.display()
-            );
-        }
-    }
-    if let Some(dir) = &cfg.archive_dir {
-        if !dir.is_dir() {
-            anyhow::bail!(
-                "archive_dir {} is not a directory (config {})",
-                dir.display(),
-                cfg.source.display()
-            );
-        }
-    }
+    check_dirs(&cfg)?;
     let _lock = RunLock::try_acquire(&cfg.subscribers_dir.join("slony-manager.lock"))?;
     check_sites(&cfg)?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -118,55 +97,9 @@ pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
     // notify calls the handler on its own thread; a channel of one coalesces bursts (a
     // full channel already means "look again").
     let (event_tx, mut event_rx) = mpsc::channel::<()>(1);
-    let watcher_tx = event_tx.clone();
-    let handler = move |res: notify::Result<notify::Event>| match res {
-        Ok(ev) if relevant(&ev) => {
-            let _ = watcher_tx.try_send(());
-        }
-        Ok(_) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, "file watch error; rescanning");
-            let _ = watcher_tx.try_send(());
-        }
-    };
-    // The trigger directory and each registered site's directory, one level each and
-    // never through a link: a site may create directories and links in its own
-    // directory, and a recursive watch would walk wherever they lead.
-    let mut watcher = notify::RecommendedWatcher::new(
-        handler,
-        notify::Config::default().with_follow_symlinks(false),
-    )
-    .context("creating the file watcher")?;
-    let watched = std::iter::once(cfg.trigger_dir.clone())
-        .chain(cfg.registry.sites.keys().map(|n| cfg.exchange_dir(n)));
-    for dir in watched {
-        if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-            tracing::warn!(
-                error = %e,
-                dir = %dir.display(),
-                "cannot watch a directory; relying on the periodic rescan"
-            );
-        }
-    }
+    let watcher = watch_exchange_dirs(&cfg, event_tx.clone())?;
 
-    let (shutdown, _) = watch::channel(false);
-    let (cutter, wakeups) = CutterHandle::new();
-    let retry = RetryPolicy::new(cfg.rescan_interval);
-    let mut d = Daemon {
-        ctx: DaemonContext {
-            cfg: Arc::new(cfg),
-            cutter,
-            alerts: Alerts::new(),
-            rejected: RejectedDir::new(),
-        },
-        tasks: HashMap::new(),
-        waiting_reported: HashSet::new(),
-        retry: Arc::new(Mutex::new(retry)),
-        shutdown,
-        wake: event_tx,
-        reported: HashSet::new(),
-        started: false,
-    };
+    let (mut d, wakeups) = Daemon::new(cfg, event_tx);
     tracing::info!(
         trigger_dir = %d.ctx.cfg.trigger_dir.display(),
         subscribers_dir = %d.ctx.cfg.subscribers_dir.display(),
@@ -213,6 +146,72 @@ pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
     }
     tracing::info!("slony-manager stopped");
     Ok(0)
+}
+
+/// Checks that the configured directories exist.
+fn check_dirs(cfg: &ManagerConfig) -> anyhow::Result<()> {
+    for (key, dir) in [
+        ("trigger_dir", &cfg.trigger_dir),
+        ("subscribers_dir", &cfg.subscribers_dir),
+        ("site_log_dir", &cfg.site_log_dir),
+    ] {
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "{key} {} is not a directory (create it first; config {})",
+                dir.display(),
+                cfg.source.display()
+            );
+        }
+    }
+    if let Some(dir) = &cfg.archive_dir {
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "archive_dir {} is not a directory (config {})",
+                dir.display(),
+                cfg.source.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Watches the trigger directory and each registered site's directory in it; every
+/// event that may concern a subscriber's file is sent to `events`.
+fn watch_exchange_dirs(
+    cfg: &ManagerConfig,
+    events: mpsc::Sender<()>,
+) -> anyhow::Result<notify::RecommendedWatcher> {
+    let watcher_tx = events;
+    let handler = move |res: notify::Result<notify::Event>| match res {
+        Ok(ev) if relevant(&ev) => {
+            let _ = watcher_tx.try_send(());
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "file watch error; rescanning");
+            let _ = watcher_tx.try_send(());
+        }
+    };
+    // The trigger directory and each registered site's directory, one level each and
+    // never through a link: a site may create directories and links in its own
+    // directory, and a recursive watch would walk wherever they lead.
+    let mut watcher = notify::RecommendedWatcher::new(
+        handler,
+        notify::Config::default().with_follow_symlinks(false),
+    )
+    .context("creating the file watcher")?;
+    let watched = std::iter::once(cfg.trigger_dir.clone())
+        .chain(cfg.registry.sites.keys().map(|n| cfg.exchange_dir(n)));
+    for dir in watched {
+        if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(
+                error = %e,
+                dir = %dir.display(),
+                "cannot watch a directory; relying on the periodic rescan"
+            );
+        }
+    }
+    Ok(watcher)
 }
 
 /// Checks the registry and makes each site's directories; refuses to start on a layout
@@ -280,6 +279,30 @@ fn relevant(ev: &notify::Event) -> bool {
 }
 
 impl Daemon {
+    /// The daemon's state before its first pass, and the cutter's wake-ups for its
+    /// thread. Its tasks send `wake` when their request ended.
+    fn new(cfg: ManagerConfig, wake: mpsc::Sender<()>) -> (Daemon, Wakeups) {
+        let (shutdown, _) = watch::channel(false);
+        let (cutter, wakeups) = CutterHandle::new();
+        let retry = RetryPolicy::new(cfg.rescan_interval);
+        let d = Daemon {
+            ctx: DaemonContext {
+                cfg: Arc::new(cfg),
+                cutter,
+                alerts: Alerts::new(),
+                rejected: RejectedDir::new(),
+            },
+            tasks: HashMap::new(),
+            waiting_reported: HashSet::new(),
+            retry: Arc::new(Mutex::new(retry)),
+            shutdown,
+            wake,
+            reported: HashSet::new(),
+            started: false,
+        };
+        (d, wakeups)
+    }
+
     /// One pass over the state files and the trigger directory (see the module doc).
     ///
     /// Its file work (listings, accepting a `.tgr`, moving a refused file aside) blocks:
