@@ -267,9 +267,23 @@ pub fn site(
     let batch_names: Vec<BatchName> = batches.keys().copied().collect();
     let plan = plan_packing(&counters, &batch_names, cfg.housekeeping.batch_size, upper);
 
-    let members = |from: Counter, to: Counter| -> Vec<(ArchiveName, PathBuf)> {
-        loose.range(from..=to).map(|(_, m)| m.clone()).collect()
-    };
+    recover(&plan, &loose, &batches, &mut summary)?;
+    pack(&dir, node, &plan, &loose, &mut summary)?;
+    expire(cfg, alerts, node, &dir, upper, now, &mut summary)?;
+    if summary.packed + summary.recovered + summary.batches_expired + summary.archives_expired > 0 {
+        fsutil::sync_dir(&dir).with_context(|| format!("syncing {}", dir.display()))?;
+    }
+    Ok(summary)
+}
+
+/// Batches on disk beside loose copies of their members: the copies are checked against
+/// the batch, then removed.
+fn recover(
+    plan: &PackPlan,
+    loose: &Loose,
+    batches: &BTreeMap<BatchName, PathBuf>,
+    summary: &mut SiteSummary,
+) -> anyhow::Result<()> {
     for (b, counters) in &plan.recover {
         let expected: Vec<(ArchiveName, PathBuf)> = counters
             .iter()
@@ -293,10 +307,22 @@ pub fn site(
         }
         summary.recovered += expected.len() as u64;
     }
-    let mut packed_paths = Vec::new();
+    Ok(())
+}
+
+/// Packs the complete runs of `plan` into batches in `dir`, then removes their loose
+/// archives.
+fn pack(
+    dir: &Path,
+    node: &NodeName,
+    plan: &PackPlan,
+    loose: &Loose,
+    summary: &mut SiteSummary,
+) -> anyhow::Result<()> {
     for b in &plan.pack {
-        let list = members(b.from, b.to);
-        let path = batch::write_batch(&dir, *b, &list)
+        let list: Vec<(ArchiveName, PathBuf)> =
+            loose.range(b.from..=b.to).map(|(_, m)| m.clone()).collect();
+        let path = batch::write_batch(dir, *b, &list)
             .with_context(|| format!("packing {b} for {node}"))?;
         crash_at("housekeeping-after-rename");
         date_as_newest(&path, &list)?;
@@ -306,10 +332,21 @@ pub fn site(
         }
         summary.packed += 1;
         summary.archives_packed += list.len() as u64;
-        packed_paths.push(path);
     }
+    Ok(())
+}
 
-    // Retention: by mtime, only what the site acknowledged, never beyond `upper`.
+/// Retention: by mtime, only what the site acknowledged, never beyond `upper`. A refused
+/// acknowledgement is alerted and counts as none.
+fn expire(
+    cfg: &ManagerConfig,
+    alerts: &Alerts,
+    node: &NodeName,
+    dir: &Path,
+    upper: Counter,
+    now: SystemTime,
+    summary: &mut SiteSummary,
+) -> anyhow::Result<()> {
     summary.acknowledged = read_ack(cfg, node).unwrap_or_else(|why| {
         alerts.raise(
             cfg,
@@ -324,7 +361,7 @@ pub fn site(
         let limit = now
             .checked_sub(DAY * u32::try_from(days).unwrap_or(u32::MAX))
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let (loose, batches) = list(&dir)?;
+        let (loose, batches) = list(dir)?;
         let old = |p: &Path| {
             p.metadata()
                 .and_then(|m| m.modified())
@@ -343,10 +380,7 @@ pub fn site(
             }
         }
     }
-    if summary.packed + summary.recovered + summary.batches_expired + summary.archives_expired > 0 {
-        fsutil::sync_dir(&dir).with_context(|| format!("syncing {}", dir.display()))?;
-    }
-    Ok(summary)
+    Ok(())
 }
 
 /// Gives a batch the mtime of the newest of `members`' files, so that its age is the age
