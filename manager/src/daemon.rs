@@ -8,12 +8,14 @@ file was still incomplete), a finished request, or SIGTERM/SIGINT. Each wake-up 
 what is running:
 
 - a state file with no task → spawn [`flow::drive`] for that site (this is also how a
-  restart resumes every request);
+  restart resumes every request), unless its last step failed and the retry policy
+  ([`crate::retry`]) says to wait;
 - a `.tgr` with no request in progress → [`flow::accept`], then drive it;
 - a `.tgr` while a request of that site is past `Generating` → left alone (logged once)
   until the current request ends;
 - a protocol file whose node name is invalid → moved into `<trigger_dir>/rejected/`
-  under a generated name (the bad name is never used in any other path).
+  under a generated name (the bad name is never used in any other path;
+  [`crate::rejected`]).
 
 With `archive_dir` set, the archive cutter ([`crate::cutter`]) runs beside the loop on a
 thread of its own, following slon's archive directory with its own watcher and rescan,

@@ -8,7 +8,11 @@ until the request waits for the subscriber or is over. Each step can be repeated
 crash: it first undoes or skips what an interrupted attempt left behind.
 
 Errors stay with their site: a failure while generating becomes a failed `.sqldone`, and
-a failure in a later step (a disk error) is logged and retried on the next rescan.
+a failure in a later step (a disk error) is logged and tried again as
+[`crate::retry`] says.
+
+The steps' file work runs on the runtime's blocking pool, the generation's database work
+on the task, and the SQL file is written by [`crate::sqlgen`]'s writer task.
 */
 
 use crate::config::ManagerConfig;
