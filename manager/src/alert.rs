@@ -14,7 +14,7 @@ forge a log line.
 
 use crate::config::ManagerConfig;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Mail subjects start with this.
@@ -26,32 +26,83 @@ pub const PER_HOUR: u32 = 10;
 /// One source's hour: when it began, alerts raised in it, alerts held back.
 type Window = (Instant, u32, u64);
 
-/// Every source's hour.
-static WINDOWS: Mutex<Option<HashMap<String, Window>>> = Mutex::new(None);
+/// Raises alerts, each source at most [`PER_HOUR`] an hour. The daemon makes one and
+/// passes clones to its tasks (clones share the windows); a command makes its own.
+#[derive(Debug, Clone, Default)]
+pub struct Alerts {
+    /// Every source's hour.
+    windows: Arc<Mutex<HashMap<String, Window>>>,
+}
 
-/// Whether `source` may raise an alert now, and how many were held back before it.
-fn admit(source: &str) -> Option<u64> {
-    let mut guard = WINDOWS.lock().unwrap_or_else(|e| e.into_inner());
-    let windows = guard.get_or_insert_with(HashMap::new);
-    let now = Instant::now();
-    let w = windows.entry(source.to_string()).or_insert((now, 0, 0));
-    if now.duration_since(w.0) >= Duration::from_secs(3600) {
-        *w = (now, 0, w.2);
+impl Alerts {
+    /// An alerter that has raised nothing yet.
+    pub fn new() -> Alerts {
+        Alerts::default()
     }
-    if w.1 < PER_HOUR {
-        w.1 += 1;
-        let held = w.2;
-        w.2 = 0;
-        Some(held)
-    } else {
-        w.2 += 1;
-        if w.2 == 1 {
-            tracing::warn!(
-                source,
-                "more than {PER_HOUR} alerts from this source within an hour: the next are held back and counted"
-            );
+
+    /// Whether `source` may raise an alert now, and how many were held back before it.
+    fn admit(&self, source: &str) -> Option<u64> {
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let w = windows.entry(source.to_string()).or_insert((now, 0, 0));
+        if now.duration_since(w.0) >= Duration::from_secs(3600) {
+            *w = (now, 0, w.2);
         }
-        None
+        if w.1 < PER_HOUR {
+            w.1 += 1;
+            let held = w.2;
+            w.2 = 0;
+            Some(held)
+        } else {
+            w.2 += 1;
+            if w.2 == 1 {
+                tracing::warn!(
+                    source,
+                    "more than {PER_HOUR} alerts from this source within an hour: the next are held back and counted"
+                );
+            }
+            None
+        }
+    }
+
+    /// Logs the alert and mails it, without waiting for the mail (a slow SMTP server
+    /// must not hold up the daemon). `source` is the site it concerns, or "trigger_dir".
+    pub fn raise(&self, cfg: &ManagerConfig, source: &str, subject: &str, details: &str) {
+        let Some(held) = self.admit(source) else {
+            return;
+        };
+        let subject = printable(subject);
+        let mut details = printable(details);
+        if held > 0 {
+            details.push_str(&format!(
+                " ({held} more alerts from {source} were held back within the last hour.)"
+            ));
+        }
+        tracing::error!(details = %details, "ALERT: {subject}");
+        if cfg.alert.recipients.is_empty() {
+            return;
+        }
+        let config = cfg.alert.clone();
+        let subject = format!("{SUBJECT_PREFIX}{subject}");
+        let body = format!(
+            "On the provider of cluster {} (config {}):\n\n{details}\n",
+            cfg.cluster,
+            cfg.source.display()
+        );
+        let send = move || {
+            if let Err(e) = slony_shared::mail::send_mail(&config, &subject, &body) {
+                tracing::warn!(error = %e, "cannot mail the alert");
+            }
+        };
+        // lettre's SMTP transport blocks: in the daemon the mail goes out on the runtime's
+        // blocking pool, never on an async worker; a short command (housekeeping), which
+        // has no runtime, sends it before it exits.
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn_blocking(send);
+            }
+            Err(_) => send(),
+        }
     }
 }
 
@@ -62,57 +113,21 @@ fn printable(s: &str) -> String {
         .collect()
 }
 
-/// Logs the alert and mails it, without waiting for the mail (a slow SMTP server
-/// must not hold up the daemon). `source` is the site it concerns, or "trigger_dir".
-pub fn raise(cfg: &ManagerConfig, source: &str, subject: &str, details: &str) {
-    let Some(held) = admit(source) else {
-        return;
-    };
-    let subject = printable(subject);
-    let mut details = printable(details);
-    if held > 0 {
-        details.push_str(&format!(
-            " ({held} more alerts from {source} were held back within the last hour.)"
-        ));
-    }
-    tracing::error!(details = %details, "ALERT: {subject}");
-    if cfg.alert.recipients.is_empty() {
-        return;
-    }
-    let config = cfg.alert.clone();
-    let subject = format!("{SUBJECT_PREFIX}{subject}");
-    let body = format!(
-        "On the provider of cluster {} (config {}):\n\n{details}\n",
-        cfg.cluster,
-        cfg.source.display()
-    );
-    let send = move || {
-        if let Err(e) = slony_shared::mail::send_mail(&config, &subject, &body) {
-            tracing::warn!(error = %e, "cannot mail the alert");
-        }
-    };
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => {
-            handle.spawn_blocking(send);
-        }
-        // A short command (housekeeping): send before it exits.
-        Err(_) => send(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_source_is_held_back_after_its_hourly_share() {
+        let alerts = Alerts::new();
         for _ in 0..PER_HOUR {
-            assert_eq!(admit("test-source"), Some(0));
+            assert_eq!(alerts.admit("test-source"), Some(0));
         }
-        assert_eq!(admit("test-source"), None);
-        assert_eq!(admit("test-source"), None);
-        // Another source is not affected.
-        assert_eq!(admit("test-other"), Some(0));
+        assert_eq!(alerts.admit("test-source"), None);
+        assert_eq!(alerts.admit("test-source"), None);
+        // Another source is not affected, nor another alerter.
+        assert_eq!(alerts.admit("test-other"), Some(0));
+        assert_eq!(Alerts::new().admit("test-source"), Some(0));
         assert_eq!(printable("a\nb\u{1b}[31m"), "a?b?[31m");
     }
 }

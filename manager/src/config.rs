@@ -193,37 +193,26 @@ fn registry(
     Ok(reg)
 }
 
-impl ManagerConfig {
-    /// Reads and validates a TOML config file.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::Read`] if the file cannot be read, [`ConfigError::Syntax`] for bad
-    /// TOML or unknown keys, [`ConfigError::Invalid`] naming the key otherwise.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(path, &text)
-    }
+/// The manager's directories, each resolved, and kept apart from one another.
+struct Dirs {
+    /// `trigger_dir`.
+    trigger_dir: PathBuf,
+    /// `subscribers_dir`.
+    subscribers_dir: PathBuf,
+    /// `site_log_dir`.
+    site_log_dir: PathBuf,
+    /// `archive_dir`, if set.
+    archive_dir: Option<PathBuf>,
+}
 
-    /// Validates the text of a config file read from `path`.
-    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let raw: RawManager = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        let p = path;
-        let base = base_dir(path);
-
-        let cluster = cluster_name(p, raw.cluster.as_deref())?;
-
-        let trigger_dir = dir(p, &base, "trigger_dir", raw.trigger_dir)?;
-        let subscribers_dir = dir(p, &base, "subscribers_dir", raw.subscribers_dir)?;
-        let site_log_dir = dir(p, &base, "site_log_dir", raw.site_log_dir)?;
-        let archive_dir = match raw.archive_dir {
-            Some(d) => Some(dir(p, &base, "archive_dir", Some(d))?),
+impl Dirs {
+    /// Resolves the directories against `base` and checks that none holds another.
+    fn from_raw(p: &Path, base: &Path, raw: &RawManager) -> Result<Dirs, ConfigError> {
+        let trigger_dir = dir(p, base, "trigger_dir", raw.trigger_dir.clone())?;
+        let subscribers_dir = dir(p, base, "subscribers_dir", raw.subscribers_dir.clone())?;
+        let site_log_dir = dir(p, base, "site_log_dir", raw.site_log_dir.clone())?;
+        let archive_dir = match raw.archive_dir.clone() {
+            Some(d) => Some(dir(p, base, "archive_dir", Some(d))?),
             None => None,
         };
         if let Some(a) = &archive_dir {
@@ -269,75 +258,122 @@ impl ManagerConfig {
                 ));
             }
         }
+        Ok(Dirs {
+            trigger_dir,
+            subscribers_dir,
+            site_log_dir,
+            archive_dir,
+        })
+    }
+}
 
-        let secs = raw.rescan_interval_secs.unwrap_or(10);
-        if secs == 0 || secs > MAX_RESCAN_SECS {
+/// `rescan_interval_secs`, 10 when unset.
+fn rescan_interval(p: &Path, secs: Option<u64>) -> Result<Duration, ConfigError> {
+    let secs = secs.unwrap_or(10);
+    if secs == 0 || secs > MAX_RESCAN_SECS {
+        return Err(invalid(
+            p,
+            "rescan_interval_secs",
+            format!("must be between 1 and {MAX_RESCAN_SECS} (seconds)"),
+        ));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// `[housekeeping]`, with its defaults.
+fn housekeeping(p: &Path, h: RawHousekeeping) -> Result<HousekeepingConfig, ConfigError> {
+    let batch_size = h.batch_size.unwrap_or(5000);
+    if batch_size == 0 || batch_size > MAX_BATCH_SIZE {
+        return Err(invalid(
+            p,
+            "housekeeping.batch_size",
+            format!("must be between 1 and {MAX_BATCH_SIZE}"),
+        ));
+    }
+    let retention_days = match h.retention_days.unwrap_or(7) {
+        0 => None,
+        d if d > 36_500 => {
             return Err(invalid(
                 p,
-                "rescan_interval_secs",
-                format!("must be between 1 and {MAX_RESCAN_SECS} (seconds)"),
-            ));
+                "housekeeping.retention_days",
+                "must be at most 36500 (0 keeps everything)",
+            ))
         }
+        d => Some(d),
+    };
+    Ok(HousekeepingConfig {
+        batch_size,
+        retention_days,
+    })
+}
 
-        let database = DatabaseConfig::from_raw(p, raw.database, "provider")?;
-
-        let h = raw.housekeeping;
-        let batch_size = h.batch_size.unwrap_or(5000);
-        if batch_size == 0 || batch_size > MAX_BATCH_SIZE {
-            return Err(invalid(
-                p,
-                "housekeeping.batch_size",
-                format!("must be between 1 and {MAX_BATCH_SIZE}"),
-            ));
-        }
-        let retention_days = match h.retention_days.unwrap_or(7) {
-            0 => None,
-            d if d > 36_500 => {
-                return Err(invalid(
-                    p,
-                    "housekeeping.retention_days",
-                    "must be at most 36500 (0 keeps everything)",
-                ))
-            }
-            d => Some(d),
-        };
-
-        let registry = registry(p, raw.sites, raw.allow_shared_account.unwrap_or(false))?;
-        let alert = slony_shared::config::alert_config(p, raw.alert, "slony-manager")?;
-        let ddl_search_path = raw
-            .ddl_search_path
-            .unwrap_or_else(|| vec!["public".to_string()]);
-        if ddl_search_path.is_empty() {
+/// `ddl_search_path`: schema names, `["public"]` when unset.
+fn ddl_search_path(p: &Path, raw: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+    let ddl_search_path = raw.unwrap_or_else(|| vec!["public".to_string()]);
+    if ddl_search_path.is_empty() {
+        return Err(invalid(
+            p,
+            "ddl_search_path",
+            "must name at least one schema",
+        ));
+    }
+    for schema in &ddl_search_path {
+        if !slony_shared::ident::is_schema_name(schema) {
             return Err(invalid(
                 p,
                 "ddl_search_path",
-                "must name at least one schema",
+                format!("{schema:?} is not a schema name: write the schemas as PostgreSQL spells them (\"$user\" stands for the role slon connects as: write that role's schema instead)"),
             ));
         }
-        for schema in &ddl_search_path {
-            if !slony_shared::ident::is_schema_name(schema) {
-                return Err(invalid(
-                    p,
-                    "ddl_search_path",
-                    format!("{schema:?} is not a schema name: write the schemas as PostgreSQL spells them (\"$user\" stands for the role slon connects as: write that role's schema instead)"),
-                ));
-            }
-        }
+    }
+    Ok(ddl_search_path)
+}
+
+impl ManagerConfig {
+    /// Reads and validates a TOML config file.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Read`] if the file cannot be read, [`ConfigError::Syntax`] for bad
+    /// TOML or unknown keys, [`ConfigError::Invalid`] naming the key otherwise.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates the text of a config file read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawManager = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let p = path;
+        let base = base_dir(path);
+
+        let cluster = cluster_name(p, raw.cluster.as_deref())?;
+
+        let dirs = Dirs::from_raw(p, &base, &raw)?;
+        let rescan_interval = rescan_interval(p, raw.rescan_interval_secs)?;
+        let database = DatabaseConfig::from_raw(p, raw.database, "provider")?;
+        let housekeeping = housekeeping(p, raw.housekeeping)?;
+        let registry = registry(p, raw.sites, raw.allow_shared_account.unwrap_or(false))?;
+        let alert = slony_shared::config::alert_config(p, raw.alert, "slony-manager")?;
+        let ddl_search_path = ddl_search_path(p, raw.ddl_search_path)?;
 
         Ok(ManagerConfig {
             source: path.to_path_buf(),
             cluster,
-            trigger_dir,
-            subscribers_dir,
-            site_log_dir,
+            trigger_dir: dirs.trigger_dir,
+            subscribers_dir: dirs.subscribers_dir,
+            site_log_dir: dirs.site_log_dir,
             allow_drop: raw.allow_drop.unwrap_or(false),
-            rescan_interval: Duration::from_secs(secs),
+            rescan_interval,
             database,
-            archive_dir,
-            housekeeping: HousekeepingConfig {
-                batch_size,
-                retention_days,
-            },
+            archive_dir: dirs.archive_dir,
+            housekeeping,
             registry,
             alert,
             cut: slony_shared::archive::cut::CutOptions { ddl_search_path },

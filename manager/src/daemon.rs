@@ -8,12 +8,14 @@ file was still incomplete), a finished request, or SIGTERM/SIGINT. Each wake-up 
 what is running:
 
 - a state file with no task → spawn [`flow::drive`] for that site (this is also how a
-  restart resumes every request);
+  restart resumes every request), unless its last step failed and the retry policy
+  ([`crate::retry`]) says to wait;
 - a `.tgr` with no request in progress → [`flow::accept`], then drive it;
 - a `.tgr` while a request of that site is past `Generating` → left alone (logged once)
   until the current request ends;
 - a protocol file whose node name is invalid → moved into `<trigger_dir>/rejected/`
-  under a generated name (the bad name is never used in any other path).
+  under a generated name (the bad name is never used in any other path;
+  [`crate::rejected`]).
 
 With `archive_dir` set, the archive cutter ([`crate::cutter`]) runs beside the loop on a
 thread of its own, following slon's archive directory with its own watcher and rescan,
@@ -25,11 +27,15 @@ generation in progress completes); a second signal aborts them (an interrupted
 generation is redone after the restart).
 */
 
+use crate::alert::Alerts;
 use crate::config::ManagerConfig;
-use crate::cutter::Cutter;
-use crate::flow::{self, Accepted, Progress};
+use crate::context::DaemonContext;
+use crate::cutter::{CutterHandle, CutterThread, Wakeups};
 use crate::fsutil;
+use crate::rejected::{self, RejectedDir};
+use crate::request::flow::{self, Accepted, Progress};
 use crate::request::{Record, RequestState};
+use crate::retry::RetryPolicy;
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
 use slony_shared::ident::NodeName;
@@ -42,135 +48,33 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// Entries of one site's directory looked at in one pass.
 const SCAN_LIMIT: usize = 10_000;
 /// Files of one site's directory refused in one pass.
 const REFUSE_LIMIT: usize = 100;
 
-/// Where refused files are moved, inside the trigger directory (the manager's only).
-pub const REJECTED_DIR: &str = "rejected";
-
-/// Counts moved files, for unique names in `rejected/`.
-static MOVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Moves a refused file into `<trigger_dir>/rejected/` under a generated name (the
-/// file's own name is never used in a path), and returns where it went. A file that
-/// cannot be moved is removed.
-///
-/// # Errors
-///
-/// Neither worked.
-pub fn move_aside(
-    cfg: &ManagerConfig,
-    path: &Path,
-    tag: &str,
-) -> anyhow::Result<std::path::PathBuf> {
-    let dir = cfg.rejected_dir();
-    let seq = MOVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let target = dir.join(format!(
-        "{tag}-{}-{}-{seq}",
-        crate::request::now(),
-        std::process::id()
-    ));
-    // `rejected/` must be our own directory, not a link planted in its place, and open to
-    // no one else: what lands there may be any site's.
-    let result = (|| {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
-            _ => {}
-        }
-        let m = dir.symlink_metadata()?;
-        if !m.file_type().is_dir() || m.uid() != fsutil::own_uid() {
-            return Err(std::io::Error::other(format!(
-                "{} is not the manager's directory",
-                dir.display()
-            )));
-        }
-        if m.mode() & 0o077 != 0 {
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-        }
-        std::fs::rename(path, &target)
-    })();
-    if seq.is_multiple_of(100) {
-        prune_rejected(&dir);
-    }
-    match result {
-        Ok(()) => Ok(target),
-        Err(e) => {
-            fsutil::remove_file(path)
-                .with_context(|| format!("cannot move it aside ({e}) nor remove it"))?;
-            Ok(PathBuf::from("(removed)"))
-        }
-    }
-}
-
-/// Refused files are kept this long, for the operator to look at.
-const REJECTED_KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
-/// And at most this many (the newest).
-const REJECTED_MAX: usize = 1000;
-
-/// Cleans `rejected/` up: files older than [`REJECTED_KEEP`] go, and beyond
-/// [`REJECTED_MAX`] the oldest go. Returns how many were removed.
-pub fn prune_rejected(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    let now = std::time::SystemTime::now();
-    // Aged by when the manager moved them (the second field of the generated name), not
-    // by their own mtime, which the site that planted them chose.
-    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .flatten()
-        .map(|e| {
-            let moved = e
-                .file_name()
-                .to_str()
-                .and_then(|n| n.rsplit('-').nth(2).and_then(|t| t.parse::<u64>().ok()))
-                .map_or(now, |t| std::time::UNIX_EPOCH + Duration::from_secs(t));
-            (moved, e.path())
-        })
-        .collect();
-    files.sort();
-    let excess = files.len().saturating_sub(REJECTED_MAX);
-    let mut removed = 0;
-    for (i, (mtime, path)) in files.iter().enumerate() {
-        let old = now.duration_since(*mtime).unwrap_or_default() > REJECTED_KEEP;
-        if i < excess || old {
-            // A directory a site made and the manager moved here goes too.
-            let gone = if path.is_dir() {
-                fsutil::remove_dir_all(path)
-            } else {
-                fsutil::remove_file(path)
-            };
-            if gone.is_ok() {
-                removed += 1;
-            }
-        }
-    }
-    removed
-}
-
 /// How long to let a burst of file events settle before looking at the directory.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// The daemon's state: what runs, and what was already reported.
 struct Daemon {
-    /// The validated configuration, shared with the tasks.
-    cfg: Arc<ManagerConfig>,
+    /// The configuration and the daemon-owned state, shared with the tasks.
+    ctx: DaemonContext,
     /// One task per site with a request in progress.
     tasks: HashMap<NodeName, JoinHandle<()>>,
     /// Sites whose extra `.tgr` was already reported as waiting (avoids a log line per rescan).
     waiting_reported: HashSet<NodeName>,
-    /// The last error of each site's task, so a step failing at every rescan is logged
-    /// once (and again when the error changes), not every few seconds.
-    last_error: Arc<Mutex<HashMap<NodeName, String>>>,
+    /// The sites whose task's last step failed: when each is tried again, and whether a
+    /// failure is new enough to log (see [`crate::retry`]).
+    retry: Arc<Mutex<RetryPolicy<NodeName>>>,
     /// Tells the tasks to stop between steps.
     shutdown: watch::Sender<bool>,
     /// Tasks send here when their request ended, so a queued `.tgr` is picked up at once.
     wake: mpsc::Sender<()>,
     /// Paths already reported as refused but not movable, or unknown (logged once).
-    reported: HashSet<std::path::PathBuf>,
+    reported: HashSet<PathBuf>,
     /// Whether the first pass (which resumes the requests found on disk) has run.
     started: bool,
 }
@@ -186,6 +90,68 @@ struct Daemon {
 /// A directory is missing, another manager holds the lock, or the signal handlers
 /// cannot be installed.
 pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
+    check_dirs(&cfg)?;
+    let _lock = RunLock::try_acquire(&cfg.subscribers_dir.join("slony-manager.lock"))?;
+    check_sites(&cfg)?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+
+    // notify calls the handler on its own thread; a channel of one coalesces bursts (a
+    // full channel already means "look again").
+    let (event_tx, mut event_rx) = mpsc::channel::<()>(1);
+    let watcher = watch_exchange_dirs(&cfg, event_tx.clone())?;
+
+    let (mut d, wakeups) = Daemon::new(cfg, event_tx);
+    tracing::info!(
+        trigger_dir = %d.ctx.cfg.trigger_dir.display(),
+        subscribers_dir = %d.ctx.cfg.subscribers_dir.display(),
+        rescan_secs = d.ctx.cfg.rescan_interval.as_secs(),
+        "slony-manager started"
+    );
+
+    // The cutter is blocking file work: it runs on a thread of its own. Without
+    // archive_dir no thread takes the wake-ups, and a promotion's kick finds nobody.
+    let cutter = match d.ctx.cfg.archive_dir {
+        Some(_) => Some(CutterThread::spawn(
+            Arc::clone(&d.ctx.cfg),
+            d.ctx.cutter.clone(),
+            wakeups,
+        )?),
+        None => None,
+    };
+
+    let mut tick = tokio::time::interval(d.ctx.cfg.rescan_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            Some(()) = event_rx.recv() => {
+                tokio::time::sleep(DEBOUNCE).await;
+                while event_rx.try_recv().is_ok() {}
+                d.reconcile(tokio::time::Instant::now());
+            }
+            // The tick's own instant: ticks are one rescan interval apart exactly, so a
+            // step that failed for good at one tick is due again at the next.
+            at = tick.tick() => d.reconcile(at),
+        }
+    }
+    drop(watcher);
+    let cutter_stopped = tokio::task::spawn_blocking(move || {
+        if let Some(c) = cutter {
+            c.stop();
+        }
+    });
+    d.stop(&mut sigterm, &mut sigint).await;
+    if let Err(e) = cutter_stopped.await {
+        tracing::error!(error = %e, "stopping the cutter");
+    }
+    tracing::info!("slony-manager stopped");
+    Ok(0)
+}
+
+/// Checks that the configured directories exist.
+fn check_dirs(cfg: &ManagerConfig) -> anyhow::Result<()> {
     for (key, dir) in [
         ("trigger_dir", &cfg.trigger_dir),
         ("subscribers_dir", &cfg.subscribers_dir),
@@ -208,15 +174,16 @@ pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
             );
         }
     }
-    let _lock = RunLock::try_acquire(&cfg.subscribers_dir.join("slony-manager.lock"))?;
-    check_sites(&cfg)?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(())
+}
 
-    // notify calls the handler on its own thread; a channel of one coalesces bursts (a
-    // full channel already means "look again").
-    let (event_tx, mut event_rx) = mpsc::channel::<()>(1);
-    let watcher_tx = event_tx.clone();
+/// Watches the trigger directory and each registered site's directory in it; every
+/// event that may concern a subscriber's file is sent to `events`.
+fn watch_exchange_dirs(
+    cfg: &ManagerConfig,
+    events: mpsc::Sender<()>,
+) -> anyhow::Result<notify::RecommendedWatcher> {
+    let watcher_tx = events;
     let handler = move |res: notify::Result<notify::Event>| match res {
         Ok(ev) if relevant(&ev) => {
             let _ = watcher_tx.try_send(());
@@ -246,57 +213,7 @@ pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
             );
         }
     }
-
-    let (shutdown, _) = watch::channel(false);
-    let mut d = Daemon {
-        cfg: Arc::new(cfg),
-        tasks: HashMap::new(),
-        waiting_reported: HashSet::new(),
-        last_error: Arc::new(Mutex::new(HashMap::new())),
-        shutdown,
-        wake: event_tx,
-        reported: HashSet::new(),
-        started: false,
-    };
-    tracing::info!(
-        trigger_dir = %d.cfg.trigger_dir.display(),
-        subscribers_dir = %d.cfg.subscribers_dir.display(),
-        rescan_secs = d.cfg.rescan_interval.as_secs(),
-        "slony-manager started"
-    );
-
-    // The cutter is blocking file work: it runs on a thread of its own.
-    let cutter = match d.cfg.archive_dir {
-        Some(_) => Some(Cutter::spawn(Arc::clone(&d.cfg))?),
-        None => None,
-    };
-
-    let mut tick = tokio::time::interval(d.cfg.rescan_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
-            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
-            Some(()) = event_rx.recv() => {
-                tokio::time::sleep(DEBOUNCE).await;
-                while event_rx.try_recv().is_ok() {}
-                d.reconcile();
-            }
-            _ = tick.tick() => d.reconcile(),
-        }
-    }
-    drop(watcher);
-    let cutter_stopped = tokio::task::spawn_blocking(move || {
-        if let Some(c) = cutter {
-            c.stop();
-        }
-    });
-    d.stop(&mut sigterm, &mut sigint).await;
-    if let Err(e) = cutter_stopped.await {
-        tracing::error!(error = %e, "stopping the cutter");
-    }
-    tracing::info!("slony-manager stopped");
-    Ok(0)
+    Ok(watcher)
 }
 
 /// Checks the registry and makes each site's directories; refuses to start on a layout
@@ -335,7 +252,7 @@ pub fn check_sites(cfg: &ManagerConfig) -> anyhow::Result<()> {
     ] {
         crate::exchange::check_own_dir(key, dir)?;
     }
-    let pruned = prune_rejected(&cfg.rejected_dir());
+    let pruned = rejected::prune(&cfg.rejected_dir());
     if pruned > 0 {
         tracing::info!(pruned, dir = %cfg.rejected_dir().display(), "removed old refused files");
     }
@@ -364,21 +281,51 @@ fn relevant(ev: &notify::Event) -> bool {
 }
 
 impl Daemon {
+    /// The daemon's state before its first pass, and the cutter's wake-ups for its
+    /// thread. Its tasks send `wake` when their request ended.
+    fn new(cfg: ManagerConfig, wake: mpsc::Sender<()>) -> (Daemon, Wakeups) {
+        let (shutdown, _) = watch::channel(false);
+        let (cutter, wakeups) = CutterHandle::new();
+        let retry = RetryPolicy::new(cfg.rescan_interval);
+        let d = Daemon {
+            ctx: DaemonContext {
+                cfg: Arc::new(cfg),
+                cutter,
+                alerts: Alerts::new(),
+                rejected: RejectedDir::new(),
+            },
+            tasks: HashMap::new(),
+            waiting_reported: HashSet::new(),
+            retry: Arc::new(Mutex::new(retry)),
+            shutdown,
+            wake,
+            reported: HashSet::new(),
+            started: false,
+        };
+        (d, wakeups)
+    }
+
     /// One pass over the state files and the trigger directory (see the module doc).
-    fn reconcile(&mut self) {
+    ///
+    /// Its file work (listings, accepting a `.tgr`, moving a refused file aside) blocks:
+    /// the loop runs on the thread `main` gives to `block_on`, not on an async worker,
+    /// so it holds up only the loop itself, whose next event waits for the pass anyway.
+    /// The requests' own steps run in their tasks, on the blocking pool. `at` is when the
+    /// pass began, for the retry policy.
+    fn reconcile(&mut self, at: Instant) {
         self.tasks.retain(|_, t| !t.is_finished());
         if *self.shutdown.borrow() {
             return;
         }
         // Requests in progress: resume any that has no task.
-        match list_states(&self.cfg.subscribers_dir) {
+        match list_states(&self.ctx.cfg.subscribers_dir) {
             Ok(nodes) => {
                 for node in nodes {
-                    if !self.tasks.contains_key(&node) {
+                    if !self.tasks.contains_key(&node) && self.due(&node, at) {
                         if !self.started {
                             tracing::info!(%node, "resuming a request in progress");
                         }
-                        self.spawn(node);
+                        self.spawn(node, at);
                     }
                 }
                 self.started = true;
@@ -389,14 +336,14 @@ impl Daemon {
         let with_request: HashSet<NodeName> = requests.iter().cloned().collect();
         self.waiting_reported.retain(|n| with_request.contains(n));
         for node in requests {
-            let state_file = self.cfg.state_file(&node);
+            let state_file = self.ctx.cfg.state_file(&node);
             if self.tasks.contains_key(&node) || fsutil::exists(&state_file) {
                 self.note_waiting(&node);
                 continue;
             }
-            match flow::accept(&self.cfg, &node) {
+            match flow::accept(&self.ctx, &node) {
                 Ok(Accepted::NotYet) => {}
-                Ok(Accepted::Started) => self.spawn(node),
+                Ok(Accepted::Started) => self.spawn(node, at),
                 Err(e) => {
                     tracing::error!(%node, error = %format!("{e:#}"), "cannot take the request")
                 }
@@ -409,7 +356,7 @@ impl Daemon {
     /// layout (directly in the trigger directory), files in a site's directory named for
     /// another node, and directories of unknown nodes (reported once).
     fn scan(&mut self) -> Vec<NodeName> {
-        let cfg = Arc::clone(&self.cfg);
+        let cfg = Arc::clone(&self.ctx.cfg);
         let entries = match std::fs::read_dir(&cfg.trigger_dir) {
             Ok(e) => e,
             Err(e) => {
@@ -428,7 +375,7 @@ impl Daemon {
             let Some(name) = name.to_str() else {
                 continue;
             };
-            if name == REJECTED_DIR || name.starts_with('.') {
+            if name == rejected::REJECTED_DIR || name.starts_with('.') {
                 continue;
             }
             let is_dir = path.symlink_metadata().is_ok_and(|m| m.is_dir());
@@ -451,7 +398,7 @@ impl Daemon {
                 Ok(n) if cfg.registry.get(&n).is_some() => n,
                 _ => {
                     if self.reported.insert(path.clone()) {
-                        crate::alert::raise(
+                        self.ctx.alerts.raise(
                             &cfg,
                             "trigger_dir",
                             &format!("a directory of an unknown site, {name:?}, in the trigger directory"),
@@ -509,11 +456,11 @@ impl Daemon {
     /// Refuses a file that does not belong where it is: moved aside, with an alert that
     /// names its writer.
     fn refuse(&mut self, path: &Path, source: &str, tag: &str, why: &str) {
-        let writer = crate::exchange::writer_of(&self.cfg, path);
+        let writer = crate::exchange::writer_of(&self.ctx.cfg, path);
         let subject = format!("refused {path:?} from {writer}");
-        match move_aside(&self.cfg, path, tag) {
-            Ok(target) => crate::alert::raise(
-                &self.cfg,
+        match self.ctx.rejected.move_aside(&self.ctx.cfg, path, tag) {
+            Ok(target) => self.ctx.alerts.raise(
+                &self.ctx.cfg,
                 source,
                 &subject,
                 &format!(
@@ -524,8 +471,8 @@ impl Daemon {
             ),
             Err(e) => {
                 if self.reported.insert(path.to_path_buf()) {
-                    crate::alert::raise(
-                        &self.cfg,
+                    self.ctx.alerts.raise(
+                        &self.ctx.cfg,
                         source,
                         &subject,
                         &format!(
@@ -540,7 +487,7 @@ impl Daemon {
 
     /// Reports (once) a `.tgr` that waits for the site's current request to end.
     fn note_waiting(&mut self, node: &NodeName) {
-        let state = Record::load(&self.cfg.state_file(node), node)
+        let state = Record::load(&self.ctx.cfg.state_file(node), node)
             .ok()
             .flatten()
             .map(|r| r.state);
@@ -561,34 +508,38 @@ impl Daemon {
         }
     }
 
-    /// Starts the task that drives `node`'s request.
-    fn spawn(&mut self, node: NodeName) {
-        let cfg = Arc::clone(&self.cfg);
+    /// Whether `node`'s request may be driven at `at` (the retry policy).
+    fn due(&self, node: &NodeName, at: Instant) -> bool {
+        let retry = self.retry.lock().unwrap_or_else(|e| e.into_inner());
+        retry.due(node, at)
+    }
+
+    /// Starts the task that drives `node`'s request, in a pass begun at `at`.
+    fn spawn(&mut self, node: NodeName, at: Instant) {
+        let ctx = self.ctx.clone();
         let shutdown = self.shutdown.subscribe();
         let wake = self.wake.clone();
         let key = node.clone();
-        let last_error = Arc::clone(&self.last_error);
+        let retry = Arc::clone(&self.retry);
         let handle = tokio::spawn(async move {
-            let result = flow::drive(&cfg, &node, &shutdown).await;
-            let mut errors = last_error.lock().unwrap_or_else(|e| e.into_inner());
+            let result = flow::drive(&ctx, &node, &shutdown).await;
+            let mut retry = retry.lock().unwrap_or_else(|e| e.into_inner());
             match result {
                 Ok(progress) => {
-                    errors.remove(&node);
-                    drop(errors);
+                    retry.succeeded(&node);
+                    drop(retry);
                     if progress == Progress::Closed {
                         tracing::info!(%node, "request finished");
                         let _ = wake.try_send(());
                     }
                 }
                 Err(e) => {
-                    let message = format!("{e:#}");
-                    if errors.get(&node) != Some(&message) {
+                    if retry.failed(node.clone(), &e, at).is_some() {
                         tracing::error!(
                             %node,
-                            error = %message,
+                            error = %format!("{e:#}"),
                             "request step failed; retrying at every rescan"
                         );
-                        errors.insert(node, message);
                     }
                 }
             }
@@ -647,43 +598,4 @@ fn list_states(dir: &Path) -> anyhow::Result<Vec<NodeName>> {
     }
     out.sort();
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rejected_files_are_kept_a_while_and_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let old = std::time::SystemTime::now() - Duration::from_secs(31 * 24 * 3600);
-        let secs =
-            |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        let now = secs(std::time::SystemTime::now());
-        for i in 0..REJECTED_MAX + 5 {
-            // Named as move_aside names them: tag-<moved at>-<pid>-<seq>.
-            let moved = if i < 3 {
-                secs(old)
-            } else {
-                now - 100 + i as u64 % 50
-            };
-            let p = dir.path().join(format!("forged-request-{moved}-1-{i}"));
-            std::fs::write(&p, "x").unwrap();
-            // A file's own mtime (which its writer chose) does not count.
-            std::fs::File::options()
-                .write(true)
-                .open(&p)
-                .unwrap()
-                .set_modified(if i < 3 {
-                    std::time::SystemTime::now()
-                } else {
-                    old
-                })
-                .unwrap();
-        }
-        // The three old ones, and two more beyond the bound (the oldest).
-        assert_eq!(prune_rejected(dir.path()), 5);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), REJECTED_MAX);
-        assert_eq!(prune_rejected(dir.path()), 0);
-    }
 }

@@ -31,6 +31,7 @@ One bad site does not stop the others: its error is reported and the exit code i
 The command takes its own lock, so two runs never overlap; it runs beside `run`.
 */
 
+use crate::alert::Alerts;
 use crate::config::ManagerConfig;
 use crate::cutter::read_cut_counter;
 use crate::fsutil;
@@ -165,9 +166,11 @@ pub struct SiteSummary {
 pub fn run(cfg: &ManagerConfig) -> anyhow::Result<u8> {
     let _lock = RunLock::try_acquire(&cfg.subscribers_dir.join("slony-manager-housekeeping.lock"))?;
     let now = SystemTime::now();
+    // This run's own hourly shares: a refused acknowledgement alerts once per run.
+    let alerts = Alerts::new();
     let mut failed = 0;
     for node in sites(&cfg.subscribers_dir)? {
-        match site(cfg, &node, now) {
+        match site(cfg, &alerts, &node, now) {
             Ok(s) => {
                 if !s.foreign.is_empty() {
                     failed += 1;
@@ -228,12 +231,17 @@ fn sites(dir: &Path) -> anyhow::Result<Vec<NodeName>> {
     Ok(out)
 }
 
-/// Housekeeping of one site.
+/// Housekeeping of one site; a refused acknowledgement is alerted through `alerts`.
 ///
 /// # Errors
 ///
 /// Listing, packing or deleting failed (what was done before stays done).
-pub fn site(cfg: &ManagerConfig, node: &NodeName, now: SystemTime) -> anyhow::Result<SiteSummary> {
+pub fn site(
+    cfg: &ManagerConfig,
+    alerts: &Alerts,
+    node: &NodeName,
+    now: SystemTime,
+) -> anyhow::Result<SiteSummary> {
     let mut summary = SiteSummary::default();
     if fsutil::exists(&cfg.new_site_dir(node)) || fsutil::exists(&cfg.state_file(node)) {
         summary.skipped = Some("a subscription change is in progress".into());
@@ -259,9 +267,23 @@ pub fn site(cfg: &ManagerConfig, node: &NodeName, now: SystemTime) -> anyhow::Re
     let batch_names: Vec<BatchName> = batches.keys().copied().collect();
     let plan = plan_packing(&counters, &batch_names, cfg.housekeeping.batch_size, upper);
 
-    let members = |from: Counter, to: Counter| -> Vec<(ArchiveName, PathBuf)> {
-        loose.range(from..=to).map(|(_, m)| m.clone()).collect()
-    };
+    recover(&plan, &loose, &batches, &mut summary)?;
+    pack(&dir, node, &plan, &loose, &mut summary)?;
+    expire(cfg, alerts, node, &dir, upper, now, &mut summary)?;
+    if summary.packed + summary.recovered + summary.batches_expired + summary.archives_expired > 0 {
+        fsutil::sync_dir(&dir).with_context(|| format!("syncing {}", dir.display()))?;
+    }
+    Ok(summary)
+}
+
+/// Batches on disk beside loose copies of their members: the copies are checked against
+/// the batch, then removed.
+fn recover(
+    plan: &PackPlan,
+    loose: &Loose,
+    batches: &BTreeMap<BatchName, PathBuf>,
+    summary: &mut SiteSummary,
+) -> anyhow::Result<()> {
     for (b, counters) in &plan.recover {
         let expected: Vec<(ArchiveName, PathBuf)> = counters
             .iter()
@@ -285,10 +307,22 @@ pub fn site(cfg: &ManagerConfig, node: &NodeName, now: SystemTime) -> anyhow::Re
         }
         summary.recovered += expected.len() as u64;
     }
-    let mut packed_paths = Vec::new();
+    Ok(())
+}
+
+/// Packs the complete runs of `plan` into batches in `dir`, then removes their loose
+/// archives.
+fn pack(
+    dir: &Path,
+    node: &NodeName,
+    plan: &PackPlan,
+    loose: &Loose,
+    summary: &mut SiteSummary,
+) -> anyhow::Result<()> {
     for b in &plan.pack {
-        let list = members(b.from, b.to);
-        let path = batch::write_batch(&dir, *b, &list)
+        let list: Vec<(ArchiveName, PathBuf)> =
+            loose.range(b.from..=b.to).map(|(_, m)| m.clone()).collect();
+        let path = batch::write_batch(dir, *b, &list)
             .with_context(|| format!("packing {b} for {node}"))?;
         crash_at("housekeeping-after-rename");
         date_as_newest(&path, &list)?;
@@ -298,12 +332,23 @@ pub fn site(cfg: &ManagerConfig, node: &NodeName, now: SystemTime) -> anyhow::Re
         }
         summary.packed += 1;
         summary.archives_packed += list.len() as u64;
-        packed_paths.push(path);
     }
+    Ok(())
+}
 
-    // Retention: by mtime, only what the site acknowledged, never beyond `upper`.
+/// Retention: by mtime, only what the site acknowledged, never beyond `upper`. A refused
+/// acknowledgement is alerted and counts as none.
+fn expire(
+    cfg: &ManagerConfig,
+    alerts: &Alerts,
+    node: &NodeName,
+    dir: &Path,
+    upper: Counter,
+    now: SystemTime,
+    summary: &mut SiteSummary,
+) -> anyhow::Result<()> {
     summary.acknowledged = read_ack(cfg, node).unwrap_or_else(|why| {
-        crate::alert::raise(
+        alerts.raise(
             cfg,
             node.as_str(),
             &format!("site {node}: its acknowledgement is refused"),
@@ -316,7 +361,7 @@ pub fn site(cfg: &ManagerConfig, node: &NodeName, now: SystemTime) -> anyhow::Re
         let limit = now
             .checked_sub(DAY * u32::try_from(days).unwrap_or(u32::MAX))
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let (loose, batches) = list(&dir)?;
+        let (loose, batches) = list(dir)?;
         let old = |p: &Path| {
             p.metadata()
                 .and_then(|m| m.modified())
@@ -335,10 +380,7 @@ pub fn site(cfg: &ManagerConfig, node: &NodeName, now: SystemTime) -> anyhow::Re
             }
         }
     }
-    if summary.packed + summary.recovered + summary.batches_expired + summary.archives_expired > 0 {
-        fsutil::sync_dir(&dir).with_context(|| format!("syncing {}", dir.display()))?;
-    }
-    Ok(summary)
+    Ok(())
 }
 
 /// Gives a batch the mtime of the newest of `members`' files, so that its age is the age
@@ -544,7 +586,7 @@ mod tests {
         let (_root, cfg) = env(5, 7);
         let (node, log) = site_with_twelve_archives(&cfg);
         let now = SystemTime::now();
-        let s = site(&cfg, &node, now).unwrap();
+        let s = site(&cfg, &Alerts::new(), &node, now).unwrap();
         assert_eq!((s.packed, s.archives_packed), (2, 10));
         let mut want = vec![
             name(11),
@@ -557,11 +599,14 @@ mod tests {
         let listed = batch::list(&log.join("slony_logs_6-10.tar.gz")).unwrap();
         assert_eq!(listed.len(), 5);
         // A rerun changes nothing.
-        assert_eq!(site(&cfg, &node, now).unwrap(), SiteSummary::default());
+        assert_eq!(
+            site(&cfg, &Alerts::new(), &node, now).unwrap(),
+            SiteSummary::default()
+        );
         // Ten days later, nothing goes while the site has not acknowledged (a garbled
         // or linked acknowledgement counts as none).
         let later = now + DAY * 10;
-        let s = site(&cfg, &node, later).unwrap();
+        let s = site(&cfg, &Alerts::new(), &node, later).unwrap();
         assert_eq!(
             (s.batches_expired, s.archives_expired, s.acknowledged),
             (0, 0, None)
@@ -569,33 +614,53 @@ mod tests {
         let ackf = cfg.exchange_file(&node, ack::ACK_FILE);
         std::fs::create_dir_all(cfg.exchange_dir(&node)).unwrap();
         std::fs::write(&ackf, "12; rm -rf /\n").unwrap();
-        assert_eq!(site(&cfg, &node, later).unwrap().batches_expired, 0);
+        assert_eq!(
+            site(&cfg, &Alerts::new(), &node, later)
+                .unwrap()
+                .batches_expired,
+            0
+        );
         std::fs::remove_file(&ackf).unwrap();
         std::fs::write(log.join("elsewhere"), "12\n").unwrap();
         std::os::unix::fs::symlink(log.join("elsewhere"), &ackf).unwrap();
-        assert_eq!(site(&cfg, &node, later).unwrap().batches_expired, 0);
+        assert_eq!(
+            site(&cfg, &Alerts::new(), &node, later)
+                .unwrap()
+                .batches_expired,
+            0
+        );
         std::fs::remove_file(&ackf).unwrap();
         // A hard link, or an acknowledgement in the old place, the archive directory
         // (which only the manager writes now), counts as none.
         std::fs::hard_link(log.join("elsewhere"), &ackf).unwrap();
-        assert_eq!(site(&cfg, &node, later).unwrap().batches_expired, 0);
+        assert_eq!(
+            site(&cfg, &Alerts::new(), &node, later)
+                .unwrap()
+                .batches_expired,
+            0
+        );
         std::fs::remove_file(&ackf).unwrap();
         std::fs::rename(log.join("elsewhere"), log.join(ack::ACK_FILE)).unwrap();
-        assert_eq!(site(&cfg, &node, later).unwrap().batches_expired, 0);
+        assert_eq!(
+            site(&cfg, &Alerts::new(), &node, later)
+                .unwrap()
+                .batches_expired,
+            0
+        );
         std::fs::remove_file(log.join(ack::ACK_FILE)).unwrap();
         assert_eq!(files(&log).len(), 4);
         // Acknowledged up to 7: only the batch whose every member is acknowledged goes.
         std::fs::write(&ackf, ack::render(Counter(7))).unwrap();
-        let s = site(&cfg, &node, later).unwrap();
+        let s = site(&cfg, &Alerts::new(), &node, later).unwrap();
         assert_eq!((s.batches_expired, s.archives_expired), (1, 0));
         assert_eq!(s.acknowledged, Some(Counter(7)));
         // Acknowledged up to 12: everything below the newest cut goes, the newest stays.
         std::fs::write(&ackf, ack::render(Counter(12))).unwrap();
-        let s = site(&cfg, &node, later).unwrap();
+        let s = site(&cfg, &Alerts::new(), &node, later).unwrap();
         assert_eq!((s.batches_expired, s.archives_expired), (1, 1));
         assert_eq!(files(&log), vec![name(12)]);
         // Not yet old enough: nothing goes, acknowledged or not.
-        let s = site(&cfg, &node, now).unwrap();
+        let s = site(&cfg, &Alerts::new(), &node, now).unwrap();
         assert_eq!((s.batches_expired, s.archives_expired), (0, 0));
     }
 
@@ -611,7 +676,7 @@ mod tests {
         std::os::unix::fs::symlink(&secret, log.join(name(3))).unwrap();
         std::fs::remove_file(log.join(name(4))).unwrap();
         std::fs::hard_link(&secret, log.join(name(4))).unwrap();
-        let s = site(&cfg, &node, SystemTime::now()).unwrap();
+        let s = site(&cfg, &Alerts::new(), &node, SystemTime::now()).unwrap();
         assert_eq!(s.foreign.len(), 2, "{:?}", s.foreign);
         assert!(s.foreign.iter().any(|f| f.contains("symbolic link")));
         assert!(s.foreign.iter().any(|f| f.contains("hard links")));
@@ -647,7 +712,7 @@ mod tests {
         for c in 1..=5 {
             std::fs::write(log.join(name(c)), "x").unwrap();
         }
-        let s = site(&cfg, &node, SystemTime::now()).unwrap();
+        let s = site(&cfg, &Alerts::new(), &node, SystemTime::now()).unwrap();
         assert!(s.skipped.is_some());
         assert_eq!(files(&log).len(), 5);
     }
@@ -671,7 +736,7 @@ mod tests {
         batch::write_batch(&log, b(1, 3), &members).unwrap();
         // A loose copy that differs from the batch: both are kept, the site fails.
         std::fs::write(log.join(name(2)), "changed").unwrap();
-        assert!(site(&cfg, &node, SystemTime::now()).is_err());
+        assert!(site(&cfg, &Alerts::new(), &node, SystemTime::now()).is_err());
         std::fs::write(log.join(name(2)), "a2").unwrap();
         // Cut off before the batch got its data's age: recovery gives it.
         let old = SystemTime::now() - 3 * DAY;
@@ -682,7 +747,7 @@ mod tests {
                 .unwrap();
             f.set_modified(old - Duration::from_secs(3 - c)).unwrap();
         }
-        let s = site(&cfg, &node, SystemTime::now()).unwrap();
+        let s = site(&cfg, &Alerts::new(), &node, SystemTime::now()).unwrap();
         assert_eq!(s.recovered, 3);
         let batch_mtime = std::fs::metadata(log.join("slony_logs_1-3.tar.gz"))
             .unwrap()
@@ -700,7 +765,7 @@ mod tests {
             for c in deleted {
                 std::fs::remove_file(log.join(name(*c))).unwrap();
             }
-            let s = site(&cfg, &node, SystemTime::now()).unwrap();
+            let s = site(&cfg, &Alerts::new(), &node, SystemTime::now()).unwrap();
             assert_eq!(s.recovered, 3 - deleted.len() as u64, "{deleted:?}");
             assert_eq!(
                 files(&log),
@@ -712,6 +777,6 @@ mod tests {
         batch::extract(&log.join("slony_logs_1-3.tar.gz"), &log, 1 << 20, |_| true).unwrap();
         std::fs::remove_file(log.join(name(1))).unwrap();
         std::fs::write(log.join(name(3)), "changed").unwrap();
-        assert!(site(&cfg, &node, SystemTime::now()).is_err());
+        assert!(site(&cfg, &Alerts::new(), &node, SystemTime::now()).is_err());
     }
 }

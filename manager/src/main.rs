@@ -9,28 +9,33 @@
 //! - [`cli`]: the command line.
 //! - [`config`]: the TOML configuration, validated.
 //! - [`daemon`]: `run`: the event loop (file events, rescans, signals).
-//! - [`request`]: the request state machine and its state file.
-//! - [`flow`]: the steps of a request (accept, generate, publish, finish).
+//! - [`context`]: what the daemon's loop and its request tasks share.
+//! - [`retry`]: when the daemon tries a failed request step again.
+//! - [`request`]: the request state machine and its state file; [`request::flow`], its
+//!   steps (accept, generate, publish, finish).
 //! - [`site`]: a site's table list and how a request changes it.
 //! - [`sqlgen`]: the snapshot SQL (tracking schema, tables, data).
 //! - [`cutter`]: the per-site archive streams cut from slon's archive directory.
 //! - [`housekeeping`]: the `housekeeping` command: batches and retention per site.
 //! - [`cancel`]: the `cancel` command: withdraw a request whose site went away.
 //! - [`status`]: the `status` command.
+//! - [`rejected`]: refused files, moved aside.
 //! - [`fsutil`]: atomic writes and idempotent removals.
 
 mod alert;
 mod cancel;
 mod cli;
 mod config;
+mod context;
 mod cutter;
 mod daemon;
 mod exchange;
-mod flow;
 mod fsutil;
 mod housekeeping;
 mod registry;
+mod rejected;
 mod request;
+mod retry;
 mod site;
 mod sqlgen;
 mod status;
@@ -76,6 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
+            // The daemon's loop runs on this thread; its tasks on the runtime's workers.
             runtime.block_on(daemon::run(cfg))
         }
         Command::Cut { config } => {

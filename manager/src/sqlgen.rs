@@ -53,9 +53,11 @@ use flate2::Compression;
 use futures_util::StreamExt;
 use slony_shared::counter::Counter;
 use slony_shared::ident::{quote_ident, quote_literal, NodeName, QualifiedTable};
+use slony_shared::pg;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
+use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
@@ -312,82 +314,125 @@ pub fn after_data_sql(info: &TableInfo) -> String {
     s
 }
 
-/// The gzip stream being written to `<node>.sql.gz.part`.
+/// Bytes gathered before they go to the writer as one chunk.
+const CHUNK: usize = 256 * 1024;
+
+/// Chunks on their way to the writer at most: the rows from the database wait while the
+/// disk is behind.
+const CHUNKS_IN_FLIGHT: usize = 8;
+
+/// What the writer is sent.
+enum Chunk {
+    /// More SQL.
+    Data(Vec<u8>),
+    /// The SQL is complete: end the gzip stream and fsync the file.
+    End,
+}
+
+/// The gzip stream being written to `<node>.sql.gz.part`. Compressing, writing and the
+/// final fsync are blocking work: a task of the runtime's blocking pool owns the file and
+/// does them ([`write_chunks`]), fed through a bounded channel; the async side only
+/// gathers the SQL into chunks.
 struct SqlWriter {
-    /// The compressor, over a buffered file.
-    enc: GzEncoder<BufWriter<File>>,
+    /// What is gathered for the next chunk.
+    buf: Vec<u8>,
+    /// Chunks for the writer.
+    chunks: mpsc::Sender<Chunk>,
+    /// The writer; `None` once waited for.
+    writer: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl SqlWriter {
-    fn create(path: &Path) -> anyhow::Result<SqlWriter> {
-        let f = crate::fsutil::create_new(path)
-            .with_context(|| format!("creating {}", path.display()))?;
+    /// Creates the file (on the blocking pool) and starts its writer.
+    async fn create(path: &Path) -> anyhow::Result<SqlWriter> {
+        let p = path.to_path_buf();
+        let file = tokio::task::spawn_blocking(move || {
+            crate::fsutil::create_new(&p).with_context(|| format!("creating {}", p.display()))
+        })
+        .await
+        .context("creating the SQL file")??;
+        let (chunks, received) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let writer = tokio::task::spawn_blocking(move || write_chunks(file, received));
         Ok(SqlWriter {
-            enc: GzEncoder::new(BufWriter::with_capacity(256 * 1024, f), Compression::new(6)),
+            buf: Vec::with_capacity(CHUNK),
+            chunks,
+            writer: Some(writer),
         })
     }
 
-    fn text(&mut self, s: &str) -> anyhow::Result<()> {
-        self.enc.write_all(s.as_bytes()).context("writing the SQL")
+    async fn text(&mut self, s: &str) -> anyhow::Result<()> {
+        self.bytes(s.as_bytes()).await
     }
 
-    fn bytes(&mut self, b: &[u8]) -> anyhow::Result<()> {
-        self.enc.write_all(b).context("writing the SQL")
+    async fn bytes(&mut self, b: &[u8]) -> anyhow::Result<()> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= CHUNK {
+            let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+            self.send(Chunk::Data(chunk)).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a chunk; when the writer has stopped, its error.
+    async fn send(&mut self, chunk: Chunk) -> anyhow::Result<()> {
+        if self.chunks.send(chunk).await.is_ok() {
+            return Ok(());
+        }
+        Err(self
+            .wait()
+            .await
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("the SQL writer stopped early")))
+    }
+
+    /// Waits for the writer and returns its result.
+    async fn wait(&mut self) -> anyhow::Result<()> {
+        match self.writer.take() {
+            Some(w) => w.await.context("the SQL writer did not complete")?,
+            None => Ok(()),
+        }
     }
 
     /// Ends the gzip stream and fsyncs the file.
-    fn finish(self) -> anyhow::Result<()> {
-        let buf = self.enc.finish().context("finishing the gzip stream")?;
-        let f = buf
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .context("flushing the SQL")?;
-        f.sync_all().context("syncing the SQL")
+    async fn finish(mut self) -> anyhow::Result<()> {
+        let rest = std::mem::take(&mut self.buf);
+        if !rest.is_empty() {
+            self.send(Chunk::Data(rest)).await?;
+        }
+        self.send(Chunk::End).await?;
+        self.wait().await
     }
+}
+
+/// The writer of [`SqlWriter`], on the blocking pool: compresses and writes every chunk,
+/// and at [`Chunk::End`] ends the stream and fsyncs. A writer whose sender goes away
+/// without `End` (the generation failed, and its file is removed) just stops.
+fn write_chunks(file: File, mut chunks: mpsc::Receiver<Chunk>) -> anyhow::Result<()> {
+    let mut enc = GzEncoder::new(
+        BufWriter::with_capacity(256 * 1024, file),
+        Compression::new(6),
+    );
+    while let Some(chunk) = chunks.blocking_recv() {
+        match chunk {
+            Chunk::Data(b) => enc.write_all(&b).context("writing the SQL")?,
+            Chunk::End => {
+                let buf = enc.finish().context("finishing the gzip stream")?;
+                let f = buf
+                    .into_inner()
+                    .map_err(|e| e.into_error())
+                    .context("flushing the SQL")?;
+                return f.sync_all().context("syncing the SQL");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Connects to the provider database.
 pub async fn connect(cfg: &ManagerConfig) -> anyhow::Result<Client> {
-    let mut pg: tokio_postgres::Config = cfg
-        .database
-        .conninfo
-        .parse()
-        .context("bad provider connection settings")?;
-    if let Some(pw) = &cfg.database.password {
-        pg.password(pw);
-    }
-    pg.connect_timeout(cfg.database.connect_timeout);
-    pg.application_name("slony-manager");
-    let (client, connection) = tokio::time::timeout(
-        cfg.database.connect_timeout,
-        pg.connect(tokio_postgres::NoTls),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("timed out"))
-    .and_then(|r| r.map_err(|e| anyhow::anyhow!(describe_pg_error(&e))))
-    .context("cannot connect to the provider database")?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "provider connection ended");
-        }
-    });
-    Ok(client)
-}
-
-/// The server's message when there is one (tokio-postgres' Display says only "db error").
-pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => {
-            let mut s = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(inner) = src {
-                s.push_str(&format!(": {inner}"));
-                src = inner.source();
-            }
-            s
-        }
-    }
+    pg::connect(pg::Target::of(&cfg.database, "slony-manager"))
+        .await
+        .context("cannot connect to the provider database")
 }
 
 /// `Result<T, tokio_postgres::Error>` → anyhow with the server's message and a context.
@@ -397,7 +442,7 @@ trait PgContext<T> {
 
 impl<T> PgContext<T> for Result<T, tokio_postgres::Error> {
     fn pg(self, what: &str) -> anyhow::Result<T> {
-        self.map_err(|e| anyhow::anyhow!("{what}: {}", describe_pg_error(&e)))
+        Ok(self.map_err(pg::doing(what))?)
     }
 }
 
@@ -433,6 +478,7 @@ pub async fn generate(
     result
 }
 
+/// Reads the snapshot's counter, looks up everything the SQL needs, then writes it.
 async fn generate_in_snapshot(
     cfg: &ManagerConfig,
     client: &Client,
@@ -441,7 +487,30 @@ async fn generate_in_snapshot(
     part: &Path,
 ) -> anyhow::Result<Generated> {
     let snapshot = read_snapshot(cfg, client).await?;
-    // Look everything up before writing a byte: a missing table refuses the request.
+    let mut found = look_up(cfg, client, plan).await?;
+    write_sql(cfg, client, node, plan, &snapshot, &mut found, part).await?;
+    Ok(Generated {
+        snapshot,
+        notes: found.notes,
+        sequences: found.sequences,
+    })
+}
+
+/// What [`look_up`] read from the catalog for the SQL.
+struct Found {
+    /// The added tables.
+    infos: Vec<TableInfo>,
+    /// The replicated sequences of the kept tables and of the sequences the site lists
+    /// itself, each once.
+    kept_sequences: Vec<Sequence>,
+    /// The site's sequence list for its new table list.
+    sequences: Vec<QualifiedTable>,
+    /// Notes for `.sqldone`.
+    notes: Vec<String>,
+}
+
+/// Looks everything up before a byte is written: a missing table refuses the request.
+async fn look_up(cfg: &ManagerConfig, client: &Client, plan: &Plan) -> anyhow::Result<Found> {
     let mut infos = Vec::new();
     let mut notes = Vec::new();
     // Sequences the site lists itself (set sequences no table of its owns): created if
@@ -486,7 +555,32 @@ async fn generate_in_snapshot(
         }
     }
 
-    let mut w = SqlWriter::create(part)?;
+    Ok(Found {
+        infos,
+        kept_sequences,
+        sequences,
+        notes,
+    })
+}
+
+/// Writes the SQL into `part` (gzip, fsynced): header, drops, kept sequences, then each
+/// added table with its rows.
+async fn write_sql(
+    cfg: &ManagerConfig,
+    client: &Client,
+    node: &NodeName,
+    plan: &Plan,
+    snapshot: &Snapshot,
+    found: &mut Found,
+    part: &Path,
+) -> anyhow::Result<()> {
+    let Found {
+        infos,
+        kept_sequences,
+        sequences,
+        notes,
+    } = found;
+    let mut w = SqlWriter::create(part).await?;
     w.text(&format!(
         "-- slony-manager subscription SQL for site {node}, cluster {}\n\
          -- Snapshot at archive counter {} ({}); the site applies archive {} next.\n\
@@ -500,9 +594,11 @@ async fn generate_in_snapshot(
         plan.added.len(),
         plan.dropped.len(),
         sequences.len(),
-    ))?;
+    ))
+    .await?;
     for n in &plan.notes {
-        w.text(&format!("-- Note: {}\n", n.replace('\n', " ")))?;
+        w.text(&format!("-- Note: {}\n", n.replace('\n', " ")))
+            .await?;
     }
     if plan.new_site {
         // The site creates its tracking schema itself, at the counter of the answer: the
@@ -510,7 +606,8 @@ async fn generate_in_snapshot(
         w.text(&format!(
             "\n-- New site: the receiver creates its tracking schema at archive {}.\n",
             snapshot.counter
-        ))?;
+        ))
+        .await?;
     }
     for t in &plan.dropped {
         // A sequence the site listed stays where it is (the archives before the snapshot
@@ -524,31 +621,30 @@ async fn generate_in_snapshot(
         w.text(&format!(
             "\n-- Unsubscribed: {t}\nDROP TABLE IF EXISTS {};\n",
             t.quoted()
-        ))?;
+        ))
+        .await?;
     }
     if !kept_sequences.is_empty() {
-        w.text("\n-- Replicated sequences of the tables the site keeps\n")?;
-        w.text(&kept_sequences_sql(&kept_sequences))?;
+        w.text("\n-- Replicated sequences of the tables the site keeps\n")
+            .await?;
+        w.text(&kept_sequences_sql(kept_sequences)).await?;
     }
-    for info in &infos {
-        w.text(&format!("\n-- Table {}\n", info.table))?;
-        w.text(&schemas_and_sequences_sql(info))?;
-        w.text(&create_table_sql(info))?;
+    for info in infos.iter() {
+        w.text(&format!("\n-- Table {}\n", info.table)).await?;
+        w.text(&schemas_and_sequences_sql(info)).await?;
+        w.text(&create_table_sql(info)).await?;
         for n in &info.notes {
-            w.text(&format!("-- Note: {}\n", n.replace('\n', " ")))?;
+            w.text(&format!("-- Note: {}\n", n.replace('\n', " ")))
+                .await?;
         }
-        w.text(&copy_in_sql(info))?;
+        w.text(&copy_in_sql(info)).await?;
         copy_rows(client, info, &mut w).await?;
-        w.text("\\.\n")?;
-        w.text(&after_data_sql(info))?;
+        w.text("\\.\n").await?;
+        w.text(&after_data_sql(info)).await?;
     }
-    w.text("\n-- End Of Subscription SQL\n")?;
-    w.finish()?;
-    Ok(Generated {
-        snapshot,
-        notes,
-        sequences,
-    })
+    w.text("\n-- End Of Subscription SQL\n").await?;
+    w.finish().await?;
+    Ok(())
 }
 
 async fn read_snapshot(cfg: &ManagerConfig, client: &Client) -> anyhow::Result<Snapshot> {
@@ -691,66 +787,78 @@ async fn table_sequences(
     };
     let mut sequences = Vec::new();
     for r in &rows {
-        let schema: String = r.get(0);
-        let name: String = r.get(1);
-        let used: bool = r.get(4);
-        let in_set: bool = r.get(5);
-        let replicated = in_set && QualifiedTable::new(&schema, &name).is_ok();
-        if !replicated {
-            if let Some(notes) = notes.as_deref_mut() {
-                if in_set {
-                    notes.push(format!(
-                        "sequence {schema}.{name} of {t} is in a Slony set, but a site's \
-                         sequence list cannot hold its name (it holds control characters): \
-                         its value is not replicated{}",
-                        if used {
-                            "; it is created on the subscriber for the default"
-                        } else {
-                            ""
-                        }
-                    ));
-                } else if used {
-                    notes.push(format!(
-                        "sequence {schema}.{name}, used by a default of {t}, is in no Slony \
-                         set of cluster {}: created on the subscriber, its value is not \
-                         replicated",
-                        cfg.cluster
-                    ));
-                }
-            }
-            if !used {
-                continue;
-            }
+        if let Some(q) = sequence_of(cfg, client, t, r, notes.as_deref_mut()).await? {
+            sequences.push(q);
         }
-        let value = if replicated {
-            let quoted = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
-            let v = client
-                .query_one(
-                    format!("SELECT last_value, is_called FROM {quoted}").as_str(),
-                    &[],
-                )
-                .await
-                .pg(&format!("reading sequence {schema}.{name}"))?;
-            Some(SequenceValue {
-                last_value: v.get(0),
-                is_called: v.get(1),
-            })
-        } else {
-            None
-        };
-        sequences.push(Sequence {
-            schema,
-            name,
-            options: r.get(2),
-            value,
-            owned_by: r.get(3),
-        });
     }
     Ok(sequences)
 }
 
-/// The replicated sequences of a table the site keeps (see [`table_sequences`]). A
-/// table gone from the provider has none, and a note says so.
+/// One row of [`table_sequences`]'s query as a [`Sequence`], with its current value when
+/// it is replicated; `None` for one only owned and in no set (nothing needs it).
+async fn sequence_of(
+    cfg: &ManagerConfig,
+    client: &Client,
+    t: &QualifiedTable,
+    r: &tokio_postgres::Row,
+    notes: Option<&mut Vec<String>>,
+) -> anyhow::Result<Option<Sequence>> {
+    let schema: String = r.get(0);
+    let name: String = r.get(1);
+    let used: bool = r.get(4);
+    let in_set: bool = r.get(5);
+    let replicated = in_set && QualifiedTable::new(&schema, &name).is_ok();
+    if !replicated {
+        if let Some(notes) = notes {
+            if in_set {
+                notes.push(format!(
+                    "sequence {schema}.{name} of {t} is in a Slony set, but a site's \
+                     sequence list cannot hold its name (it holds control characters): \
+                     its value is not replicated{}",
+                    if used {
+                        "; it is created on the subscriber for the default"
+                    } else {
+                        ""
+                    }
+                ));
+            } else if used {
+                notes.push(format!(
+                    "sequence {schema}.{name}, used by a default of {t}, is in no Slony \
+                     set of cluster {}: created on the subscriber, its value is not \
+                     replicated",
+                    cfg.cluster
+                ));
+            }
+        }
+        if !used {
+            return Ok(None);
+        }
+    }
+    let value = if replicated {
+        let quoted = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
+        let v = client
+            .query_one(
+                format!("SELECT last_value, is_called FROM {quoted}").as_str(),
+                &[],
+            )
+            .await
+            .pg(&format!("reading sequence {schema}.{name}"))?;
+        Some(SequenceValue {
+            last_value: v.get(0),
+            is_called: v.get(1),
+        })
+    } else {
+        None
+    };
+    Ok(Some(Sequence {
+        schema,
+        name,
+        options: r.get(2),
+        value,
+        owned_by: r.get(3),
+    }))
+}
+
 /// A sequence's definition, `AS ... INCREMENT BY ... [NO] CYCLE`, from `pg_sequence q`.
 const SEQUENCE_OPTIONS: &str = "'AS ' || pg_catalog.format_type(q.seqtypid, NULL) \
      || ' INCREMENT BY ' || q.seqincrement || ' MINVALUE ' || q.seqmin \
@@ -825,6 +933,8 @@ async fn listed_sequence(
     }))
 }
 
+/// The replicated sequences of a table the site keeps (see [`table_sequences`]). A
+/// table gone from the provider has none, and a note says so.
 async fn kept_table_sequences(
     cfg: &ManagerConfig,
     client: &Client,
@@ -857,6 +967,25 @@ async fn describe(
     client: &Client,
     t: &QualifiedTable,
 ) -> anyhow::Result<TableInfo> {
+    let (oid, partitioned) = look_up_table(client, t).await?;
+    let mut notes = Vec::new();
+    let columns = read_columns(client, t, oid, &mut notes).await?;
+    let sequences = table_sequences(cfg, client, t, oid, Some(&mut notes)).await?;
+    let constraints = read_constraints(client, t, oid, &mut notes).await?;
+    let indexes = read_indexes(client, oid).await?;
+    Ok(TableInfo {
+        table: t.clone(),
+        partitioned,
+        columns,
+        sequences,
+        constraints,
+        indexes,
+        notes,
+    })
+}
+
+/// The table's oid, and whether it is partitioned; anything but a table is refused.
+async fn look_up_table(client: &Client, t: &QualifiedTable) -> anyhow::Result<(u32, bool)> {
     let rows = client
         .query(
             "SELECT c.oid, c.relkind::text FROM pg_catalog.pg_class c \
@@ -886,8 +1015,16 @@ async fn describe(
             bail!("{t} is {what} on the provider, not a table");
         }
     };
-    let mut notes = Vec::new();
+    Ok((oid, partitioned))
+}
 
+/// The table's columns, in order, with notes on those the subscriber gets differently.
+async fn read_columns(
+    client: &Client,
+    t: &QualifiedTable,
+    oid: u32,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<Column>> {
     let rows = client
         .query(
             "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), \
@@ -944,9 +1081,16 @@ async fn describe(
     if columns.is_empty() {
         bail!("{t} has no columns on the provider: nothing to replicate");
     }
+    Ok(columns)
+}
 
-    let sequences = table_sequences(cfg, client, t, oid, Some(&mut notes)).await?;
-
+/// Its primary key, unique, check and exclusion constraints; a note for each foreign key.
+async fn read_constraints(
+    client: &Client,
+    t: &QualifiedTable,
+    oid: u32,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<Constraint>> {
     let rows = client
         .query(
             "SELECT conname::text, pg_catalog.pg_get_constraintdef(oid), contype::text \
@@ -970,7 +1114,11 @@ async fn describe(
         }
         constraints.push(Constraint { name, definition });
     }
+    Ok(constraints)
+}
 
+/// `pg_get_indexdef` of the indexes that back no constraint.
+async fn read_indexes(client: &Client, oid: u32) -> anyhow::Result<Vec<String>> {
     let rows = client
         .query(
             "SELECT pg_catalog.pg_get_indexdef(i.indexrelid) FROM pg_catalog.pg_index i \
@@ -983,17 +1131,7 @@ async fn describe(
         )
         .await
         .pg("reading the indexes")?;
-    let indexes = rows.iter().map(|r| r.get::<_, String>(0)).collect();
-
-    Ok(TableInfo {
-        table: t.clone(),
-        partitioned,
-        columns,
-        sequences,
-        constraints,
-        indexes,
-        notes,
-    })
+    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
 }
 
 /// Streams the table's rows from the provider into the SQL, chunk by chunk.
@@ -1010,12 +1148,11 @@ async fn copy_rows(client: &Client, info: &TableInfo, w: &mut SqlWriter) -> anyh
         if let Some(b) = chunk.last() {
             last = *b;
         }
-        // Compressing a chunk is a few microseconds of CPU and the file write is
-        // buffered: not worth a hop to a blocking thread per row.
-        w.bytes(&chunk)?;
+        // Gathered into chunks here; compressed and written on the writer's thread.
+        w.bytes(&chunk).await?;
     }
     if last != b'\n' {
-        w.text("\n")?;
+        w.text("\n").await?;
     }
     Ok(())
 }

@@ -83,6 +83,7 @@ pub fn run(cfg: &ManagerConfig, json: bool) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// Reads everything the report shows: the sites, the requests, what waits, what weakens.
 fn collect(cfg: &ManagerConfig) -> anyhow::Result<Report> {
     let mut sites = Vec::new();
     let mut requests = Vec::new();
@@ -96,88 +97,114 @@ fn collect(cfg: &ManagerConfig) -> anyhow::Result<Report> {
     for name in &names {
         let path = cfg.subscribers_dir.join(name);
         if let Ok(node) = NodeName::new(name) {
-            if !path.is_dir() {
-                continue;
+            if path.is_dir() {
+                sites.push(site_status(cfg, &node, &path, &mut ack_refused));
             }
-            let (tables, mut error) = match site::read_tables(&path) {
-                Ok(t) => (t.unwrap_or_default(), None),
-                Err(e) => (Vec::new(), Some(format!("{e:#}"))),
-            };
-            let mut warning = None;
-            let sequences = match site::read_sequences(&path) {
-                Ok(Some(s)) => Some(s),
-                Ok(None) => {
-                    warning = Some(site::no_sequence_list_warning(&node, &path));
-                    None
-                }
-                Err(e) => {
-                    let e = format!("{e:#}");
-                    error = Some(match error {
-                        Some(first) => format!("{first}; {e}"),
-                        None => e,
-                    });
-                    None
-                }
-            };
-            sites.push(SiteStatus {
-                name: node.to_string(),
-                table_count: tables.len(),
-                tables: tables.iter().map(ToString::to_string).collect(),
-                sequence_count: sequences.as_ref().map(Vec::len),
-                sequences: sequences.map(|s| s.iter().map(ToString::to_string).collect()),
-                since: site::read_since(&path).map(|c| c.0),
-                newest_archive: newest_archive(&cfg.site_log_dir(&node)),
-                cut_counter: crate::cutter::read_cut_counter(&path)
-                    .ok()
-                    .flatten()
-                    .map(|c| c.0),
-                acknowledged: match crate::housekeeping::read_ack(cfg, &node) {
-                    Ok(c) => c.map(|c| c.0),
-                    Err(why) => {
-                        ack_refused.push(format!("site {node}: {why}"));
-                        None
-                    }
-                },
-                error,
-                warning,
-            });
         } else if let Some(node) = name
             .strip_suffix(".request.json")
             .and_then(|n| NodeName::new(n).ok())
         {
-            requests.push(match Record::load(&path, &node) {
-                Ok(Some(r)) => {
-                    let (counter, reason) = match &r.state {
-                        RequestState::Published { counter, .. } => (Some(*counter), None),
-                        RequestState::Finishing { reason, .. } => (None, reason.clone()),
-                        RequestState::Rejected { reason } => (None, Some(reason.clone())),
-                        RequestState::Generating => (None, None),
-                    };
-                    RequestStatus {
-                        node: node.to_string(),
-                        state: r.state.name().to_string(),
-                        new_site: Some(r.new_site),
-                        counter,
-                        reason,
-                        accepted_at: Some(r.accepted_at),
-                        updated_at: Some(r.updated_at),
-                        error: None,
-                    }
-                }
-                Ok(None) => continue,
-                Err(e) => RequestStatus {
-                    node: node.to_string(),
-                    state: "damaged".into(),
-                    new_site: None,
-                    counter: None,
-                    reason: None,
-                    accepted_at: None,
-                    updated_at: None,
-                    error: Some(format!("{e:#}")),
-                },
-            });
+            requests.extend(request_status(&node, &path));
         }
     }
+    Ok(Report {
+        cluster: cfg.cluster.to_string(),
+        waiting_triggers: waiting_triggers(cfg),
+        warnings: warnings(cfg, &sites, ack_refused),
+        sites,
+        requests,
+    })
+}
+
+/// One site's lists and positions, read from `<subscribers_dir>/<node>/` (`path`). An
+/// acknowledgement that is refused goes into `ack_refused`.
+fn site_status(
+    cfg: &ManagerConfig,
+    node: &NodeName,
+    path: &Path,
+    ack_refused: &mut Vec<String>,
+) -> SiteStatus {
+    let (tables, mut error) = match site::read_tables(path) {
+        Ok(t) => (t.unwrap_or_default(), None),
+        Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+    };
+    let mut warning = None;
+    let sequences = match site::read_sequences(path) {
+        Ok(Some(s)) => Some(s),
+        Ok(None) => {
+            warning = Some(site::no_sequence_list_warning(node, path));
+            None
+        }
+        Err(e) => {
+            let e = format!("{e:#}");
+            error = Some(match error {
+                Some(first) => format!("{first}; {e}"),
+                None => e,
+            });
+            None
+        }
+    };
+    SiteStatus {
+        name: node.to_string(),
+        table_count: tables.len(),
+        tables: tables.iter().map(ToString::to_string).collect(),
+        sequence_count: sequences.as_ref().map(Vec::len),
+        sequences: sequences.map(|s| s.iter().map(ToString::to_string).collect()),
+        since: site::read_since(path).map(|c| c.0),
+        newest_archive: newest_archive(&cfg.site_log_dir(node)),
+        cut_counter: crate::cutter::read_cut_counter(path)
+            .ok()
+            .flatten()
+            .map(|c| c.0),
+        acknowledged: match crate::housekeeping::read_ack(cfg, node) {
+            Ok(c) => c.map(|c| c.0),
+            Err(why) => {
+                ack_refused.push(format!("site {node}: {why}"));
+                None
+            }
+        },
+        error,
+        warning,
+    }
+}
+
+/// The request of `<node>.request.json` (`path`); `None` once it is gone.
+fn request_status(node: &NodeName, path: &Path) -> Option<RequestStatus> {
+    Some(match Record::load(path, node) {
+        Ok(Some(r)) => {
+            let (counter, reason) = match &r.state {
+                RequestState::Published { counter, .. } => (Some(*counter), None),
+                RequestState::Finishing { reason, .. } => (None, reason.clone()),
+                RequestState::Rejected { reason } => (None, Some(reason.clone())),
+                RequestState::Generating => (None, None),
+            };
+            RequestStatus {
+                node: node.to_string(),
+                state: r.state.name().to_string(),
+                new_site: Some(r.new_site),
+                counter,
+                reason,
+                accepted_at: Some(r.accepted_at),
+                updated_at: Some(r.updated_at),
+                error: None,
+            }
+        }
+        Ok(None) => return None,
+        Err(e) => RequestStatus {
+            node: node.to_string(),
+            state: "damaged".into(),
+            new_site: None,
+            counter: None,
+            reason: None,
+            accepted_at: None,
+            updated_at: None,
+            error: Some(format!("{e:#}")),
+        },
+    })
+}
+
+/// The request files of registered sites not taken yet.
+fn waiting_triggers(cfg: &ManagerConfig) -> Vec<String> {
     let mut waiting_triggers: Vec<String> = cfg
         .registry
         .sites
@@ -188,6 +215,11 @@ fn collect(cfg: &ManagerConfig) -> anyhow::Result<Report> {
         })
         .collect();
     waiting_triggers.sort();
+    waiting_triggers
+}
+
+/// What weakens the separation of the sites, and the acknowledgements refused.
+fn warnings(cfg: &ManagerConfig, sites: &[SiteStatus], ack_refused: Vec<String>) -> Vec<String> {
     let mut warnings = Vec::new();
     for (account, parties) in cfg.registry.shared_accounts() {
         warnings.push(format!(
@@ -197,7 +229,7 @@ fn collect(cfg: &ManagerConfig) -> anyhow::Result<Report> {
     }
     warnings.extend(cfg.registry.group_problems());
     warnings.extend(ack_refused);
-    for s in &sites {
+    for s in sites {
         if NodeName::new(&s.name).is_ok_and(|n| cfg.registry.get(&n).is_none()) {
             warnings.push(format!(
                 "site {} is subscribed but not registered ([sites.{}] account = ...): its requests are refused and it is not cut",
@@ -205,13 +237,7 @@ fn collect(cfg: &ManagerConfig) -> anyhow::Result<Report> {
             ));
         }
     }
-    Ok(Report {
-        cluster: cfg.cluster.to_string(),
-        sites,
-        requests,
-        waiting_triggers,
-        warnings,
-    })
+    warnings
 }
 
 /// The highest counter among the archives and batches of a site's directory.

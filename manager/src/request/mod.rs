@@ -22,7 +22,8 @@ The state of one subscription request, persisted in `<subscribers_dir>/<node>.re
   `.sqldone`, remove the `.tgr`, then the file is removed.
 
 [`next`] is the whole transition table, pure; [`Record::save`] persists a state with a
-temporary name and a rename after every transition.
+temporary name and a rename after every transition. [`flow`] is the I/O half: the step
+each state calls for.
 */
 
 use crate::fsutil;
@@ -30,6 +31,8 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use slony_shared::ident::NodeName;
 use std::path::Path;
+
+pub mod flow;
 
 /// Where a request stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
