@@ -202,225 +202,29 @@ impl ReceiverConfig {
         Self::from_raw(path, raw)
     }
 
-    /// Resolves and validates a raw config read from `path`.
+    /// Resolves and validates a raw config read from `path`, section by section.
     pub(super) fn from_raw(path: &Path, raw: RawReceiver) -> Result<Self, ConfigError> {
         let p = path;
         let base = base_dir(path);
-
         let cluster = cluster_name(p, raw.cluster.as_deref())?;
         let node = raw
             .node
             .as_deref()
             .ok_or_else(|| invalid(p, "node", "missing: set this site's name"))?;
         let node = NodeName::new(node).map_err(|e| invalid(p, "node", e.to_string()))?;
-
-        let r = raw.remote;
-        let host = r
-            .host
-            .filter(|h| !h.trim().is_empty())
-            .ok_or_else(|| invalid(p, "remote.host", "missing: set the provider host"))?;
-        let user = r
-            .user
-            .filter(|u| !u.trim().is_empty())
-            .ok_or_else(|| invalid(p, "remote.user", "missing: set the SSH user"))?;
-        let auth = match (r.key_file, r.use_agent.unwrap_or(false)) {
-            (Some(_), true) => {
-                return Err(invalid(
-                    p,
-                    "remote.use_agent",
-                    "set either remote.key_file or remote.use_agent = true, not both",
-                ))
-            }
-            (Some(k), false) => SshAuth::KeyFile {
-                path: resolve(&base, k),
-                passphrase: match r.key_passphrase_env {
-                    Some(var) => Some(env_var(p, "remote.key_passphrase_env", &var)?),
-                    None => None,
-                },
-            },
-            (None, true) => SshAuth::Agent,
-            (None, false) => {
-                return Err(invalid(
-                    p,
-                    "remote.key_file",
-                    "missing: set remote.key_file, or remote.use_agent = true",
-                ))
-            }
-        };
-        let known_hosts = r
-            .known_hosts
-            .map(|k| resolve(&base, k))
-            .unwrap_or_else(|| home().join(".ssh/known_hosts"));
-        let remote = RemoteConfig {
-            host,
-            port: r.port.unwrap_or(22),
-            user,
-            auth,
-            known_hosts,
-            log_dir: remote_dir(p, "remote.log_dir", r.log_dir)?,
-            trigger_dir: match r.trigger_dir {
-                Some(t) => remote_dir(p, "remote.trigger_dir", Some(t))?,
-                None => String::new(),
-            },
-            allow_shared_account: r.allow_shared_account.unwrap_or(false),
-            timeout: Duration::from_secs(r.connect_timeout_secs.unwrap_or(30).max(1)),
-        };
-
-        let log_dir = raw
-            .local
-            .log_dir
-            .map(|d| resolve(&base, d))
-            .ok_or_else(|| invalid(p, "local.log_dir", "missing: set the local log directory"))?;
-        let die_dir = raw
-            .local
-            .die_dir
-            .map(|d| resolve(&base, d))
-            .unwrap_or_else(|| log_dir.clone());
-        let local = LocalConfig { log_dir, die_dir };
-
-        let database = DatabaseConfig::from_raw(p, raw.database, "replica")?;
-
-        let fetch_ahead = raw.pull.fetch_ahead.unwrap_or(32);
-        if fetch_ahead == 0 || fetch_ahead > 10_000 {
-            return Err(invalid(
-                p,
-                "pull.fetch_ahead",
-                "must be between 1 and 10000",
-            ));
-        }
-        let group_commit = raw.pull.group_commit.unwrap_or(DEFAULT_GROUP_COMMIT);
-        if group_commit == 0 || group_commit > 10_000 {
-            return Err(invalid(
-                p,
-                "pull.group_commit",
-                "must be between 1 and 10000",
-            ));
-        }
-        let ddl_search_path = match raw.pull.ddl_search_path.clone() {
-            None => None,
-            Some(path) => {
-                if path.is_empty() || !path.iter().all(|s| slony_shared::ident::is_schema_name(s)) {
-                    return Err(invalid(
-                        p,
-                        "pull.ddl_search_path",
-                        "must list schemas as PostgreSQL spells them (the provider's ddl_search_path), at least one",
-                    ));
-                }
-                Some(
-                    path.iter()
-                        .map(|s| slony_shared::ident::quote_ident(s))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                )
-            }
-        };
-        let pull = PullConfig {
-            ddl_search_path,
-            poll_interval: Duration::from_secs(raw.pull.poll_interval_secs.unwrap_or(5).max(1)),
-            fetch_ahead,
-            vacuum_every: raw.pull.vacuum_every.unwrap_or(100).max(1),
-            group_commit,
-            acknowledge: raw.pull.acknowledge.unwrap_or(true),
-            metrics_listen: match raw.pull.metrics_listen {
-                None => None,
-                Some(a) => Some(a.parse().map_err(|_| {
-                    invalid(
-                        p,
-                        "pull.metrics_listen",
-                        format!("{a:?} is not an address:port (e.g. \"127.0.0.1:9187\")"),
-                    )
-                })?),
-            },
-        };
-
-        let batch_size = raw.housekeeping.batch_size.unwrap_or(5000);
-        if batch_size == 0 {
-            return Err(invalid(p, "housekeeping.batch_size", "must be at least 1"));
-        }
-        let housekeeping = HousekeepingConfig {
-            batch_size,
-            keep_days: raw.housekeeping.keep_days,
-            schedule: match raw.housekeeping.schedule {
-                None => None,
-                Some(expr) => Some(expr.parse::<cron::Schedule>().map_err(|e| {
-                    invalid(
-                        p,
-                        "housekeeping.schedule",
-                        format!("{expr:?} is not a cron expression ({e}); write seconds first, e.g. \"0 17 3 * * *\" for 03:17:00 daily"),
-                    )
-                })?),
-            },
-            keep_count: match raw.housekeeping.keep_count {
-                Some(n) => Some(
-                    usize::try_from(n)
-                        .map_err(|_| invalid(p, "housekeeping.keep_count", "is too large"))?,
-                ),
-                None => None,
-            },
-        };
-
-        let alert = alert_config(p, raw.alert, "slony-receiver")?;
-
-        let defaults = StatusConfig::default();
-        let max_lag_archives = raw
-            .status
-            .max_lag_archives
-            .unwrap_or(defaults.max_lag_archives);
-        if max_lag_archives == 0 || max_lag_archives > slony_shared::counter::MAX_COUNTER {
-            return Err(invalid(
-                p,
-                "status.max_lag_archives",
-                format!(
-                    "must be between 1 and {}",
-                    slony_shared::counter::MAX_COUNTER
-                ),
-            ));
-        }
-        let max_lag_secs = raw
-            .status
-            .max_lag_secs
-            .unwrap_or(defaults.max_lag.as_secs());
-        if max_lag_secs == 0 || max_lag_secs > i64::MAX as u64 {
-            return Err(invalid(
-                p,
-                "status.max_lag_secs",
-                "must be at least 1 (seconds)",
-            ));
-        }
-        let status = StatusConfig {
-            max_lag_archives,
-            max_lag: Duration::from_secs(max_lag_secs),
-        };
-
-        let mut sql_allow = slony_shared::archive::statement::Allowances::default();
-        for kind in raw.sql.allow.unwrap_or_default() {
-            match kind.as_str() {
-                "do" => sql_allow.do_blocks = true,
-                "functions" => sql_allow.functions = true,
-                "languages" => sql_allow.languages = true,
-                other => {
-                    return Err(invalid(
-                        p,
-                        "sql.allow",
-                        format!("{other:?} is not one of \"do\", \"functions\", \"languages\""),
-                    ))
-                }
-            }
-        }
-
         Ok(ReceiverConfig {
             source: path.to_path_buf(),
-            sql_allow,
+            sql_allow: sql_allowances(p, raw.sql)?,
             cluster,
             node,
             slony_node_id: raw.slony_node_id,
-            remote,
-            local,
-            database,
-            pull,
-            housekeeping,
-            alert,
-            status,
+            remote: RemoteConfig::from_raw(p, &base, raw.remote)?,
+            local: LocalConfig::from_raw(p, &base, raw.local)?,
+            database: DatabaseConfig::from_raw(p, raw.database, "replica")?,
+            pull: PullConfig::from_raw(p, raw.pull)?,
+            housekeeping: HousekeepingConfig::from_raw(p, raw.housekeeping)?,
+            alert: alert_config(p, raw.alert, "slony-receiver")?,
+            status: StatusConfig::from_raw(p, raw.status)?,
         })
     }
 
@@ -485,6 +289,220 @@ impl ReceiverConfig {
         (!self.remote.trigger_dir.is_empty())
             .then(|| format!("{}/{}", self.remote.trigger_dir, self.node))
     }
+}
+
+impl RemoteConfig {
+    /// `[remote]` of the config file `p`, relative paths against `base`.
+    fn from_raw(p: &Path, base: &Path, r: raw::RawRemote) -> Result<Self, ConfigError> {
+        let host = r
+            .host
+            .filter(|h| !h.trim().is_empty())
+            .ok_or_else(|| invalid(p, "remote.host", "missing: set the provider host"))?;
+        let user = r
+            .user
+            .filter(|u| !u.trim().is_empty())
+            .ok_or_else(|| invalid(p, "remote.user", "missing: set the SSH user"))?;
+        let auth = match (r.key_file, r.use_agent.unwrap_or(false)) {
+            (Some(_), true) => {
+                return Err(invalid(
+                    p,
+                    "remote.use_agent",
+                    "set either remote.key_file or remote.use_agent = true, not both",
+                ))
+            }
+            (Some(k), false) => SshAuth::KeyFile {
+                path: resolve(base, k),
+                passphrase: match r.key_passphrase_env {
+                    Some(var) => Some(env_var(p, "remote.key_passphrase_env", &var)?),
+                    None => None,
+                },
+            },
+            (None, true) => SshAuth::Agent,
+            (None, false) => {
+                return Err(invalid(
+                    p,
+                    "remote.key_file",
+                    "missing: set remote.key_file, or remote.use_agent = true",
+                ))
+            }
+        };
+        let known_hosts = r
+            .known_hosts
+            .map(|k| resolve(base, k))
+            .unwrap_or_else(|| home().join(".ssh/known_hosts"));
+        Ok(RemoteConfig {
+            host,
+            port: r.port.unwrap_or(22),
+            user,
+            auth,
+            known_hosts,
+            log_dir: remote_dir(p, "remote.log_dir", r.log_dir)?,
+            trigger_dir: match r.trigger_dir {
+                Some(t) => remote_dir(p, "remote.trigger_dir", Some(t))?,
+                None => String::new(),
+            },
+            allow_shared_account: r.allow_shared_account.unwrap_or(false),
+            timeout: Duration::from_secs(r.connect_timeout_secs.unwrap_or(30).max(1)),
+        })
+    }
+}
+
+impl LocalConfig {
+    /// `[local]` of the config file `p`, relative paths against `base`.
+    fn from_raw(p: &Path, base: &Path, l: raw::RawLocal) -> Result<Self, ConfigError> {
+        let log_dir = l
+            .log_dir
+            .map(|d| resolve(base, d))
+            .ok_or_else(|| invalid(p, "local.log_dir", "missing: set the local log directory"))?;
+        let die_dir = l
+            .die_dir
+            .map(|d| resolve(base, d))
+            .unwrap_or_else(|| log_dir.clone());
+        Ok(LocalConfig { log_dir, die_dir })
+    }
+}
+
+impl PullConfig {
+    /// `[pull]` of the config file `p`.
+    fn from_raw(p: &Path, r: raw::RawPull) -> Result<Self, ConfigError> {
+        let fetch_ahead = r.fetch_ahead.unwrap_or(32);
+        if fetch_ahead == 0 || fetch_ahead > 10_000 {
+            return Err(invalid(
+                p,
+                "pull.fetch_ahead",
+                "must be between 1 and 10000",
+            ));
+        }
+        let group_commit = r.group_commit.unwrap_or(DEFAULT_GROUP_COMMIT);
+        if group_commit == 0 || group_commit > 10_000 {
+            return Err(invalid(
+                p,
+                "pull.group_commit",
+                "must be between 1 and 10000",
+            ));
+        }
+        let ddl_search_path = match r.ddl_search_path.clone() {
+            None => None,
+            Some(path) => {
+                if path.is_empty() || !path.iter().all(|s| slony_shared::ident::is_schema_name(s)) {
+                    return Err(invalid(
+                        p,
+                        "pull.ddl_search_path",
+                        "must list schemas as PostgreSQL spells them (the provider's ddl_search_path), at least one",
+                    ));
+                }
+                Some(
+                    path.iter()
+                        .map(|s| slony_shared::ident::quote_ident(s))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )
+            }
+        };
+        Ok(PullConfig {
+            ddl_search_path,
+            poll_interval: Duration::from_secs(r.poll_interval_secs.unwrap_or(5).max(1)),
+            fetch_ahead,
+            vacuum_every: r.vacuum_every.unwrap_or(100).max(1),
+            group_commit,
+            acknowledge: r.acknowledge.unwrap_or(true),
+            metrics_listen: match r.metrics_listen {
+                None => None,
+                Some(a) => Some(a.parse().map_err(|_| {
+                    invalid(
+                        p,
+                        "pull.metrics_listen",
+                        format!("{a:?} is not an address:port (e.g. \"127.0.0.1:9187\")"),
+                    )
+                })?),
+            },
+        })
+    }
+}
+
+impl HousekeepingConfig {
+    /// `[housekeeping]` of the config file `p`.
+    fn from_raw(p: &Path, h: raw::RawHousekeeping) -> Result<Self, ConfigError> {
+        let batch_size = h.batch_size.unwrap_or(5000);
+        if batch_size == 0 {
+            return Err(invalid(p, "housekeeping.batch_size", "must be at least 1"));
+        }
+        Ok(HousekeepingConfig {
+            batch_size,
+            keep_days: h.keep_days,
+            schedule: match h.schedule {
+                None => None,
+                Some(expr) => Some(expr.parse::<cron::Schedule>().map_err(|e| {
+                    invalid(
+                        p,
+                        "housekeeping.schedule",
+                        format!("{expr:?} is not a cron expression ({e}); write seconds first, e.g. \"0 17 3 * * *\" for 03:17:00 daily"),
+                    )
+                })?),
+            },
+            keep_count: match h.keep_count {
+                Some(n) => Some(
+                    usize::try_from(n)
+                        .map_err(|_| invalid(p, "housekeeping.keep_count", "is too large"))?,
+                ),
+                None => None,
+            },
+        })
+    }
+}
+
+impl StatusConfig {
+    /// `[status]` of the config file `p`.
+    fn from_raw(p: &Path, st: raw::RawStatus) -> Result<Self, ConfigError> {
+        let defaults = StatusConfig::default();
+        let max_lag_archives = st.max_lag_archives.unwrap_or(defaults.max_lag_archives);
+        if max_lag_archives == 0 || max_lag_archives > slony_shared::counter::MAX_COUNTER {
+            return Err(invalid(
+                p,
+                "status.max_lag_archives",
+                format!(
+                    "must be between 1 and {}",
+                    slony_shared::counter::MAX_COUNTER
+                ),
+            ));
+        }
+        let max_lag_secs = st.max_lag_secs.unwrap_or(defaults.max_lag.as_secs());
+        if max_lag_secs == 0 || max_lag_secs > i64::MAX as u64 {
+            return Err(invalid(
+                p,
+                "status.max_lag_secs",
+                "must be at least 1 (seconds)",
+            ));
+        }
+        Ok(StatusConfig {
+            max_lag_archives,
+            max_lag: Duration::from_secs(max_lag_secs),
+        })
+    }
+}
+
+/// `[sql] allow` of the config file `p`: what the provider's DDL may hold beyond the
+/// default rules.
+fn sql_allowances(
+    p: &Path,
+    sql: raw::RawSql,
+) -> Result<slony_shared::archive::statement::Allowances, ConfigError> {
+    let mut sql_allow = slony_shared::archive::statement::Allowances::default();
+    for kind in sql.allow.unwrap_or_default() {
+        match kind.as_str() {
+            "do" => sql_allow.do_blocks = true,
+            "functions" => sql_allow.functions = true,
+            "languages" => sql_allow.languages = true,
+            other => {
+                return Err(invalid(
+                    p,
+                    "sql.allow",
+                    format!("{other:?} is not one of \"do\", \"functions\", \"languages\""),
+                ))
+            }
+        }
+    }
+    Ok(sql_allow)
 }
 
 #[cfg(test)]

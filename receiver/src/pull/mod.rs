@@ -30,7 +30,7 @@ use slony_shared::archive::{ArchiveError, ArchiveName};
 use slony_shared::counter::Counter;
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -348,6 +348,79 @@ pub async fn run_once(
     cfg: &ReceiverConfig,
     stop: watch::Receiver<bool>,
 ) -> Result<Report, PullError> {
+    let (client, position, local) = open_replica(cfg).await?;
+    let start = position.counter;
+    let listed = list(cfg, start).await?;
+    refuse_standing(cfg, start, &listed.stamps)?;
+    // Without a configured node id, the node of the archives applied before holds the
+    // stream to one node.
+    let known_node = cfg
+        .slony_node_id
+        .or_else(|| record::read_node_file(&cfg.node_file()));
+    let Plan {
+        sources,
+        reaches,
+        gap,
+        node,
+    } = plan::plan(start, &local, &listed.listing, known_node)?;
+    let mut recorder = Recorder::new(
+        cfg,
+        &position,
+        known_node,
+        reaches.0.saturating_sub(start.0),
+    );
+    if sources.is_empty() {
+        return match gap {
+            Some(g) => Err(gap_error(g, start)),
+            None => {
+                tracing::info!(counter = start.0, "up to date: nothing new on the provider");
+                Ok(recorder.report)
+            }
+        };
+    }
+    tracing::info!(
+        from = start.0,
+        to = reaches.0,
+        archives = reaches.0 - start.0,
+        "applying new archives"
+    );
+    let planned = sources.clone();
+    let (rx, fetcher) = start_fetch(cfg, &listed, sources, node);
+    let mut applier = Applier::new(
+        client,
+        cfg.cluster.clone(),
+        cfg.pull.vacuum_every,
+        cfg.sql_allow,
+        cfg.pull.ddl_search_path.as_deref(),
+    );
+    let result = apply_in_order(cfg, &mut applier, rx, &stop, &mut recorder).await;
+    applier.vacuum().await;
+    let report = recorder.finish();
+    if fetcher.await.is_ok() && report.applied > 0 {
+        acknowledge(&listed, report.to).await;
+    }
+    tracing::info!(
+        from = report.from.0,
+        to = report.to.0,
+        applied = report.applied,
+        fetched_bytes = report.fetched_bytes,
+        "pull run finished"
+    );
+    if let Err(e) = &result {
+        remember_refusal(&cfg.refused_file(), e, &planned, &listed.stamps);
+    }
+    result?;
+    match gap {
+        Some(g) if !report.interrupted => Err(gap_error(g, report.to)),
+        _ => Ok(report),
+    }
+}
+
+/// The replica side of a run: connected, allowed to apply, at its position, with the
+/// counter file agreeing and the archives already downloaded sorted out.
+async fn open_replica(
+    cfg: &ReceiverConfig,
+) -> Result<(tokio_postgres::Client, replica::Position, Vec<ArchiveName>), PullError> {
     prepare_dirs(cfg)?;
     let client = replica::connect(cfg).await?;
     crate::privilege::check_applier(&client).await?;
@@ -365,129 +438,135 @@ pub async fn run_once(
             .map_err(local_err("writing", &counter_file))?;
     }
     let local = tidy_incoming(cfg, start)?;
+    Ok((client, position, local))
+}
 
+/// What the provider offers this run, and the session to fetch it.
+struct Listed {
+    /// The open session.
+    provider: Provider,
+    /// `<remote.log_dir>/<node>`.
+    remote_dir: String,
+    /// Its archives and batches.
+    listing: Listing,
+    /// Their sizes, by file name.
+    sizes: HashMap<String, u64>,
+    /// Their sizes and modification times, to tell a replaced file (see [`refused`]).
+    stamps: refused::Stamps,
+    /// Where the acknowledgement goes, if this site writes one.
+    ack_dir: Option<String>,
+}
+
+/// Lists the site directory on the provider, and acknowledges where the replica is (the
+/// provider's housekeeping may then delete what this site has).
+async fn list(cfg: &ReceiverConfig, start: Counter) -> Result<Listed, PullError> {
     let remote_dir = cfg.remote_site_dir();
     // The acknowledgement goes into the site's exchange directory; without a trigger
     // directory there is none, and the provider keeps this site's archives.
     let ack_dir = cfg.remote_exchange_dir().filter(|_| cfg.pull.acknowledge);
     let provider = Provider::connect(&cfg.remote).await?;
     let files = provider.list(&remote_dir).await?;
-    if let Some(ack_dir) = ack_dir.clone() {
-        provider
-            .job(move |r| record::acknowledge(r, &ack_dir, start))
+    let (listing, sizes, stamps) = read_listing(files, &remote_dir, provider.addr())?;
+    let listed = Listed {
+        provider,
+        remote_dir,
+        listing,
+        sizes,
+        stamps,
+        ack_dir,
+    };
+    acknowledge(&listed, start).await;
+    Ok(listed)
+}
+
+/// Writes the acknowledgement of `counter`, if this site writes one.
+async fn acknowledge(listed: &Listed, counter: Counter) {
+    if let Some(ack_dir) = listed.ack_dir.clone() {
+        listed
+            .provider
+            .job(move |r| record::acknowledge(r, &ack_dir, counter))
             .await;
     }
-    let (listing, sizes, stamps) = read_listing(files, &remote_dir, provider.addr())?;
-    // An archive refused for its content stays refused while the provider serves the
-    // same file: nothing is fetched or applied again.
-    let refused_file = cfg.refused_file();
-    if let Some((archive, r)) = refused::standing(&refused_file, start, &stamps) {
-        return Err(PullError::StillRefused {
+}
+
+/// An archive refused for its content stays refused while the provider serves the same
+/// file: nothing is fetched or applied again.
+fn refuse_standing(
+    cfg: &ReceiverConfig,
+    start: Counter,
+    stamps: &refused::Stamps,
+) -> Result<(), PullError> {
+    match refused::standing(&cfg.refused_file(), start, stamps) {
+        Some((archive, r)) => Err(PullError::StillRefused {
             archive,
             file: r.source,
             error: r.error,
-        });
+        }),
+        None => Ok(()),
     }
-    // Without a configured node id, the node of the archives applied before holds the
-    // stream to one node.
-    let node_file = cfg.node_file();
-    let mut known_node = cfg
-        .slony_node_id
-        .or_else(|| record::read_node_file(&node_file));
-    let Plan {
-        sources,
-        reaches,
-        gap,
-        node,
-    } = plan::plan(start, &local, &listing, known_node)?;
+}
 
-    let mut report = Report {
-        from: start,
-        to: start,
-        last_created: position.created.clone(),
-        ..Report::default()
-    };
-    if sources.is_empty() {
-        return match gap {
-            Some(g) => Err(PullError::Gap {
-                missing: g.missing,
-                next_available: g.next_available,
-                at: start,
-            }),
-            None => {
-                tracing::info!(counter = start.0, "up to date: nothing new on the provider");
-                Ok(report)
-            }
-        };
+fn gap_error(g: plan::Gap, at: Counter) -> PullError {
+    PullError::Gap {
+        missing: g.missing,
+        next_available: g.next_available,
+        at,
     }
-    let total = reaches.0 - start.0;
-    tracing::info!(
-        from = start.0,
-        to = reaches.0,
-        archives = total,
-        "applying new archives"
-    );
+}
 
-    let planned = sources.clone();
-    let (tx, mut rx) = mpsc::channel(cfg.pull.fetch_ahead);
+/// What the fetch sends the applier: each archive in order, or the error that ends it.
+type Fetching = mpsc::Receiver<Result<fetch::Fetched, FetchError>>;
+
+/// Starts fetching `sources` on the blocking pool, ahead of the applier by at most
+/// `fetch_ahead` archives.
+fn start_fetch(
+    cfg: &ReceiverConfig,
+    listed: &Listed,
+    sources: Vec<plan::Source>,
+    node: Option<u32>,
+) -> (Fetching, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(cfg.pull.fetch_ahead);
     let job = FetchJob {
-        remote_dir: remote_dir.clone(),
+        remote_dir: listed.remote_dir.clone(),
         incoming: cfg.incoming_dir(),
         cluster: cfg.cluster.clone(),
         sources,
-        sizes,
+        sizes: listed.sizes.clone(),
         node,
         allow: cfg.sql_allow,
     };
-    let fetcher = {
-        let provider = provider.clone();
-        tokio::spawn(async move { provider.job(move |r| fetch::run(r, job, tx)).await })
-    };
+    let provider = listed.provider.clone();
+    let fetcher = tokio::spawn(async move { provider.job(move |r| fetch::run(r, job, tx)).await });
+    (rx, fetcher)
+}
 
-    let mut applier = Applier::new(
-        client,
-        cfg.cluster.clone(),
-        cfg.pull.vacuum_every,
-        cfg.sql_allow,
-        cfg.pull.ddl_search_path.as_deref(),
-    );
-    let mut progress = Progress::new(total);
+/// Applies what the fetch sends, group by group, until it ends, an archive fails, or the
+/// run is asked to stop (checked between groups, never inside one).
+async fn apply_in_order(
+    cfg: &ReceiverConfig,
+    applier: &mut Applier,
+    mut rx: Fetching,
+    stop: &watch::Receiver<bool>,
+    recorder: &mut Recorder,
+) -> Result<(), PullError> {
     let die_file = cfg.die_file();
-    let result = loop {
+    loop {
         if *stop.borrow() {
             tracing::info!(
-                counter = report.to.0,
+                counter = recorder.report.to.0,
                 "stopping on request, between archives"
             );
-            report.interrupted = true;
-            break Ok(());
+            recorder.report.interrupted = true;
+            return Ok(());
         }
         if die_file.exists() {
-            tracing::info!(file = %die_file.display(), counter = report.to.0, "pause file appeared: stopping between archives");
-            report.interrupted = true;
-            break Ok(());
+            tracing::info!(file = %die_file.display(), counter = recorder.report.to.0, "pause file appeared: stopping between archives");
+            recorder.report.interrupted = true;
+            return Ok(());
         }
-        // A group: the next archive, plus those already fetched behind it (never wait
-        // for more: a group only saves commits, it must not add latency).
-        let Some(first) = rx.recv().await else {
-            break Ok(());
+        let Some((group, fetch_error)) = next_group(&mut rx, cfg.pull.group_commit).await? else {
+            return Ok(());
         };
-        let mut group = Vec::with_capacity(cfg.pull.group_commit);
-        let mut fetch_error = None;
-        match first {
-            Ok(f) => group.push(f),
-            Err(e) => break Err(PullError::Fetch(e)),
-        }
-        while group.len() < cfg.pull.group_commit {
-            match rx.try_recv() {
-                Ok(Ok(f)) => group.push(f),
-                Ok(Err(e)) => {
-                    fetch_error = Some(e);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
         let archives: Vec<apply::ToApply<'_>> = group
             .iter()
             .map(|f| apply::ToApply {
@@ -497,26 +576,7 @@ pub async fn run_once(
             })
             .collect();
         let outcome = applier.apply_group(&archives).await;
-        for fetched in &group[..outcome.committed] {
-            report.fetched_bytes += fetched.fetched_bytes;
-            report.to = fetched.name.counter;
-            report.applied += 1;
-            report.last_created = Some(fetched.header.created.clone());
-            record::move_to_applied(&fetched.path, &cfg.applied_dir(), &fetched.name)
-                .map_err(local_err("moving applied archive", &fetched.path))?;
-            tracing::debug!(counter = report.to.0, created = %fetched.header.created, "applied");
-        }
-        if outcome.committed > 0 {
-            crate::local::write_counter_file(&counter_file, report.to)
-                .map_err(local_err("writing", &counter_file))?;
-            if known_node.is_none() {
-                let applied_node = group[outcome.committed - 1].name.node_id;
-                record::write_node_file(&node_file, applied_node)
-                    .map_err(local_err("writing", &node_file))?;
-                known_node = Some(applied_node);
-            }
-            progress.applied(report.applied, report.to);
-        }
+        recorder.committed(&group[..outcome.committed])?;
         if applier.vacuum_due() {
             applier.vacuum().await;
         }
@@ -528,42 +588,104 @@ pub async fn run_once(
                     let _ = std::fs::remove_file(&f.path);
                 }
             }
-            break Err(PullError::Apply(e));
+            return Err(PullError::Apply(e));
         }
         if let Some(e) = fetch_error {
-            break Err(PullError::Fetch(e));
+            return Err(PullError::Fetch(e));
         }
+    }
+}
+
+/// The next group: the next archive, plus those already fetched behind it (never waits
+/// for more: a group only saves commits, it must not add latency), with the fetch error
+/// that came right after them, if any. `None` once the fetch has ended.
+async fn next_group(
+    rx: &mut Fetching,
+    max: usize,
+) -> Result<Option<(Vec<fetch::Fetched>, Option<FetchError>)>, PullError> {
+    let Some(first) = rx.recv().await else {
+        return Ok(None);
     };
-    progress.finish();
-    drop(rx);
-    applier.vacuum().await;
-    if fetcher.await.is_ok() {
-        if let Some(ack_dir) = ack_dir.filter(|_| report.applied > 0) {
-            let to = report.to;
-            provider
-                .job(move |r| record::acknowledge(r, &ack_dir, to))
-                .await;
+    let mut group = Vec::with_capacity(max);
+    group.push(first?);
+    while group.len() < max {
+        match rx.try_recv() {
+            Ok(Ok(f)) => group.push(f),
+            Ok(Err(e)) => return Ok(Some((group, Some(e)))),
+            Err(_) => break,
         }
     }
-    tracing::info!(
-        from = report.from.0,
-        to = report.to.0,
-        applied = report.applied,
-        fetched_bytes = report.fetched_bytes,
-        "pull run finished"
-    );
-    if let Err(e) = &result {
-        remember_refusal(&refused_file, e, &planned, &stamps);
-    }
-    result?;
-    if !report.interrupted {
-        if let Some(g) = gap {
-            return Err(PullError::Gap {
-                missing: g.missing,
-                next_available: g.next_available,
-                at: report.to,
-            });
+    Ok(Some((group, None)))
+}
+
+/// The record step: after each commit, the report, the applied directory, the counter
+/// file, the node file and the progress display follow.
+struct Recorder {
+    /// What the run achieved so far.
+    report: Report,
+    /// Where applied archives go.
+    applied_dir: PathBuf,
+    /// `slony_counter.txt`.
+    counter_file: PathBuf,
+    /// The remembered Slony node of the stream.
+    node_file: PathBuf,
+    /// The stream's node, once known.
+    known_node: Option<u32>,
+    /// The bar or the log lines.
+    progress: Progress,
+}
+
+impl Recorder {
+    fn new(
+        cfg: &ReceiverConfig,
+        position: &replica::Position,
+        known_node: Option<u32>,
+        total: u64,
+    ) -> Self {
+        Recorder {
+            report: Report {
+                from: position.counter,
+                to: position.counter,
+                last_created: position.created.clone(),
+                ..Report::default()
+            },
+            applied_dir: cfg.applied_dir(),
+            counter_file: cfg.counter_file(),
+            node_file: cfg.node_file(),
+            known_node,
+            progress: Progress::new(total),
         }
     }
-    Ok(report)
+
+    /// Records archives the database has just committed, in order.
+    fn committed(&mut self, done: &[fetch::Fetched]) -> Result<(), PullError> {
+        for fetched in done {
+            self.report.fetched_bytes += fetched.fetched_bytes;
+            self.report.to = fetched.name.counter;
+            self.report.applied += 1;
+            self.report.last_created = Some(fetched.header.created.clone());
+            record::move_to_applied(&fetched.path, &self.applied_dir, &fetched.name)
+                .map_err(local_err("moving applied archive", &fetched.path))?;
+            tracing::debug!(counter = self.report.to.0, created = %fetched.header.created, "applied");
+        }
+        let Some(last) = done.last() else {
+            return Ok(());
+        };
+        crate::local::write_counter_file(&self.counter_file, self.report.to)
+            .map_err(local_err("writing", &self.counter_file))?;
+        if self.known_node.is_none() {
+            let applied_node = last.name.node_id;
+            record::write_node_file(&self.node_file, applied_node)
+                .map_err(local_err("writing", &self.node_file))?;
+            self.known_node = Some(applied_node);
+        }
+        self.progress.applied(self.report.applied, self.report.to);
+        Ok(())
+    }
+
+    /// Ends the progress display; the run's report.
+    fn finish(self) -> Report {
+        self.progress.finish();
+        self.report
+    }
 }
