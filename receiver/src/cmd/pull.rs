@@ -62,83 +62,131 @@ pub async fn run(
         return Ok(conclude(cfg, &alerter, result).await.0);
     }
 
-    let mut cfg = cfg.clone();
-    let mut alerter = alerter;
-    let metrics = Arc::new(Metrics::default());
-    let mut metrics_task = serve_metrics(&cfg, &metrics);
-    let mut hangup = hangup_signal()?;
-    let mut next_housekeeping = next_housekeeping(&cfg);
-    let mut backoff = Backoff::new(cfg.pull.poll_interval);
-    let mut stop = stop_rx.clone();
-    loop {
-        let wait = if paused(&cfg) {
-            cfg.pull.poll_interval
-        } else {
-            let result = pull::run_once(&cfg, stop_rx.clone()).await;
-            record_metrics(&metrics, &result);
-            match conclude(&cfg, &alerter, result).await {
-                (_, None) => backoff.after_success(),
-                (_, Some(persistence)) => {
-                    let wait = backoff.after_failure(persistence);
-                    match persistence {
-                        Persistence::Transient => {
-                            tracing::info!(retry_in_secs = wait.as_secs(), "will retry")
-                        }
-                        Persistence::Permanent => tracing::warn!(
-                            retry_in_secs = wait.as_secs(),
-                            "this failure needs an operator: retrying slowly (SIGHUP retries at once)"
-                        ),
-                    }
-                    wait
-                }
+    Daemon::new(cfg.clone(), alerter)?
+        .run(reload, stop_rx)
+        .await
+}
+
+/// The pull daemon: its configuration (replaced on SIGHUP), alerting, metrics, schedule
+/// of housekeeping and waits between runs.
+struct Daemon {
+    cfg: ReceiverConfig,
+    alerter: Alerter,
+    metrics: Arc<Metrics>,
+    metrics_task: Option<JoinHandle<()>>,
+    next_housekeeping: Option<chrono::DateTime<chrono::Utc>>,
+    backoff: Backoff,
+}
+
+impl Daemon {
+    fn new(cfg: ReceiverConfig, alerter: Alerter) -> anyhow::Result<Daemon> {
+        let metrics = Arc::new(Metrics::default());
+        Ok(Daemon {
+            metrics_task: serve_metrics(&cfg, &metrics),
+            next_housekeeping: next_housekeeping(&cfg),
+            backoff: Backoff::new(cfg.pull.poll_interval),
+            metrics,
+            alerter,
+            cfg,
+        })
+    }
+
+    /// Runs until SIGTERM or SIGINT (`stop`), between archives.
+    async fn run(
+        mut self,
+        reload: impl Fn() -> anyhow::Result<ReceiverConfig>,
+        stop_rx: watch::Receiver<bool>,
+    ) -> anyhow::Result<u8> {
+        let mut hangup = hangup_signal()?;
+        let mut stop = stop_rx.clone();
+        loop {
+            let wait = self.pull(&stop_rx).await;
+            if *stop.borrow() {
+                break;
+            }
+            self.housekeeping_if_due().await;
+            let until_housekeeping = self
+                .next_housekeeping
+                .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
+                .unwrap_or(wait);
+            tokio::select! {
+                _ = tokio::time::sleep(wait.min(until_housekeeping)) => {}
+                _ = stop.changed() => {}
+                _ = hangup.recv() => self.reload(&reload),
+            }
+            if *stop.borrow() {
+                break;
+            }
+        }
+        if let Some(task) = self.metrics_task {
+            task.abort();
+        }
+        tracing::info!("shut down cleanly");
+        Ok(exit::OK)
+    }
+
+    /// One run, unless paused; how long to wait before the next.
+    async fn pull(&mut self, stop_rx: &watch::Receiver<bool>) -> std::time::Duration {
+        if paused(&self.cfg) {
+            return self.cfg.pull.poll_interval;
+        }
+        let result = pull::run_once(&self.cfg, stop_rx.clone()).await;
+        record_metrics(&self.metrics, &result);
+        let Some(persistence) = conclude(&self.cfg, &self.alerter, result).await.1 else {
+            return self.backoff.after_success();
+        };
+        let wait = self.backoff.after_failure(persistence);
+        match persistence {
+            Persistence::Transient => tracing::info!(retry_in_secs = wait.as_secs(), "will retry"),
+            Persistence::Permanent => tracing::warn!(
+                retry_in_secs = wait.as_secs(),
+                "this failure needs an operator: retrying slowly (SIGHUP retries at once)"
+            ),
+        }
+        wait
+    }
+
+    /// Housekeeping on `[housekeeping] schedule`, when it is due (not while paused).
+    async fn housekeeping_if_due(&mut self) {
+        if !self
+            .next_housekeeping
+            .is_some_and(|at| at <= chrono::Utc::now())
+        {
+            return;
+        }
+        if !paused(&self.cfg) {
+            match housekeeping::run_site(&self.cfg).await {
+                Ok(SiteRun::Done(s)) if s.failures.is_empty() => {}
+                Ok(SiteRun::Paused(_)) => {}
+                Ok(_) => tracing::warn!("scheduled housekeeping reported a problem"),
+                Err(e) => tracing::error!("scheduled housekeeping failed: {e:#}"),
+            }
+        }
+        self.next_housekeeping = next_housekeeping_after(&self.cfg, chrono::Utc::now());
+    }
+
+    /// SIGHUP: the configuration read again; a file that does not load, or that changes
+    /// what the held lock stands for, is refused and the running one kept.
+    fn reload(&mut self, reload: &impl Fn() -> anyhow::Result<ReceiverConfig>) {
+        let new = match reload().and_then(|new| compatible(&self.cfg, new)) {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::error!("configuration NOT reloaded, keeping the running one: {e:#}");
+                return;
             }
         };
-        if *stop.borrow() {
-            break;
-        }
-        if next_housekeeping.is_some_and(|at| at <= chrono::Utc::now()) {
-            if !paused(&cfg) {
-                match housekeeping::run_site(&cfg).await {
-                    Ok(SiteRun::Done(s)) if s.failures.is_empty() => {}
-                    Ok(SiteRun::Paused(_)) => {}
-                    Ok(_) => tracing::warn!("scheduled housekeeping reported a problem"),
-                    Err(e) => tracing::error!("scheduled housekeeping failed: {e:#}"),
-                }
+        tracing::info!(config = %new.source.display(), "configuration reloaded");
+        self.alerter = Alerter::new(&new.alert, new.alert_state_file(), context(&new));
+        if new.pull.metrics_listen != self.cfg.pull.metrics_listen {
+            if let Some(task) = self.metrics_task.take() {
+                task.abort();
             }
-            next_housekeeping = next_housekeeping_after(&cfg, chrono::Utc::now());
+            self.metrics_task = serve_metrics(&new, &self.metrics);
         }
-        let until_housekeeping = next_housekeeping
-            .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
-            .unwrap_or(wait);
-        tokio::select! {
-            _ = tokio::time::sleep(wait.min(until_housekeeping)) => {}
-            _ = stop.changed() => {}
-            _ = hangup.recv() => match reload().and_then(|new| compatible(&cfg, new)) {
-                Ok(new) => {
-                    tracing::info!(config = %new.source.display(), "configuration reloaded");
-                    alerter = Alerter::new(&new.alert, new.alert_state_file(), context(&new));
-                    if new.pull.metrics_listen != cfg.pull.metrics_listen {
-                        if let Some(task) = metrics_task.take() {
-                            task.abort();
-                        }
-                        metrics_task = serve_metrics(&new, &metrics);
-                    }
-                    cfg = new;
-                    next_housekeeping = next_housekeeping_after(&cfg, chrono::Utc::now());
-                    backoff = Backoff::new(cfg.pull.poll_interval);
-                }
-                Err(e) => tracing::error!("configuration NOT reloaded, keeping the running one: {e:#}"),
-            },
-        }
-        if *stop.borrow() {
-            break;
-        }
+        self.cfg = new;
+        self.next_housekeeping = next_housekeeping_after(&self.cfg, chrono::Utc::now());
+        self.backoff = Backoff::new(self.cfg.pull.poll_interval);
     }
-    if let Some(task) = metrics_task {
-        task.abort();
-    }
-    tracing::info!("shut down cleanly");
-    Ok(exit::OK)
 }
 
 /// A reloaded config may change anything but what the held lock and the files stand for.

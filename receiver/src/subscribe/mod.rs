@@ -27,7 +27,6 @@ use crate::provider::Provider;
 use answer::{Verifier, Waited};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use slony_shared::lock::{LockError, RunLock};
 use slony_shared::trigger::{self, Bound, Nonce, Outcome, Request, SqlDone, TriggerKind};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -138,58 +137,20 @@ impl Paths {
     }
 }
 
-/// Runs the command; returns the exit code.
-pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
-    if cfg.remote.trigger_dir.is_empty() {
-        bail!(crate::config::ConfigError::Invalid {
-            path: cfg.source.clone(),
-            key: "remote.trigger_dir".into(),
-            reason: "missing: subscribe-series needs the provider's trigger directory".into(),
-        });
-    }
-    slony_shared::private::create_dir_all(&cfg.local.log_dir)
-        .with_context(|| format!("creating {}", cfg.local.log_dir.display()))?;
-    let _lock = match RunLock::try_acquire(&cfg.lock_file()) {
-        Ok(lock) => lock,
-        Err(e @ LockError::Held { .. }) => {
-            eprintln!("slony-receiver: {e}; subscribe-series waits for no pull: run it again when that run has finished");
-            return Ok(exit::ALREADY_RUNNING);
-        }
-        Err(e) => return Err(e).context("taking the run lock"),
-    };
-    // The list is validated first, before any login or change: a bad list is a usage
-    // error (exit 2), naming the line.
-    let series = match &opts.list {
-        Some(list) => match read_list(list) {
-            Ok(series) => Some(series),
-            Err(e) => {
-                eprintln!("slony-receiver: {e:#}");
-                return Ok(exit::CONFIG);
-            }
-        },
-        None => None,
-    };
+/// Runs the protocol for a validated list (`series`, or `None` to resume or abort the
+/// request in progress), with the run lock held; returns the exit code.
+pub async fn run(
+    cfg: &ReceiverConfig,
+    opts: &Options,
+    series: Option<Vec<trigger::Series>>,
+) -> anyhow::Result<u8> {
     crate::local::prepare_dirs(cfg)?;
     let state_file = state_path(cfg);
     let paths = Paths::new(cfg);
     let remote = Provider::connect(&cfg.remote).await?;
-
     let state = load_state(&state_file)?;
     if opts.abort {
-        // A request whose SQL is already committed on the replica cannot be withdrawn:
-        // the manager would roll back what the replica holds.
-        if let Some(binding) = state
-            .as_ref()
-            .filter(|s| s.step == Step::Requested)
-            .and_then(|s| trigger::request_binding(s.request.as_bytes()))
-        {
-            let client = crate::replica::connect(cfg).await?;
-            if crate::replica::was_applied(&client, &cfg.cluster, &binding.nonce).await? {
-                eprintln!("slony-receiver: the SQL of the request in progress is already applied on the replica (a run was killed after its commit), so it cannot be withdrawn: run `slony-receiver subscribe-series --config {} --list FILE` again to finish it on both sides", cfg.source.display());
-                return Ok(exit::APPLY);
-            }
-        }
-        return abort(cfg, &remote, &paths, state.as_ref(), &state_file).await;
+        return abort_in_progress(cfg, &remote, &paths, state.as_ref(), &state_file).await;
     }
     let mut state = match state {
         Some(s) => {
@@ -202,115 +163,151 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
         }
         None => start_request(cfg, &remote, &paths, opts, series, &state_file).await?,
     };
-
     let binding = trigger::request_binding(state.request.as_bytes()).with_context(|| {
         format!(
             "the request in progress ({}) names no nonce: it was sent by an older slony-receiver. Run with --abort, then send it again",
             state_file.display()
         )
     })?;
-    // A request whose upload completed (its owner is known) is never sent again: the
-    // manager may have taken and ended it already.
-    if state.step == Step::Requested && state.own_uid.is_none() {
-        resend_if_lost(&remote, &paths, &mut state, &state_file, &binding).await?;
-    }
-    let verifier = Verifier::new(
-        &remote,
-        &cfg.remote.trigger_dir,
-        &paths.exchange,
-        state.own_uid,
-        cfg.remote.allow_shared_account,
-        binding.clone(),
-    )
-    .await?;
-
-    // A run killed after applying or reporting left the request further on than its
-    // state file says: the replica's record and this site's own report tell.
+    let run = Run {
+        cfg,
+        opts,
+        remote: &remote,
+        paths: &paths,
+        state_file: &state_file,
+        binding: &binding,
+    };
+    let verifier = run.resume(&mut state).await?;
     if state.step == Step::Requested {
-        if let Some(step) = already_reported(cfg, &remote, &paths, &binding).await? {
-            tracing::info!(
-                ?step,
-                "the request was already applied or reported before this run"
-            );
-            state.step = step;
-            save_state(&state_file, Some(&state))?;
+        if let Some(code) = run.answer(&mut state, &verifier).await? {
+            return Ok(code);
         }
     }
+    run.conclude(&state, &verifier).await
+}
 
-    if state.step == Step::Requested {
-        let answer =
-            answer::wait_for_first(&remote, &paths.sqldone, &paths.done, opts, &verifier).await?;
-        let answer = match answer {
-            Waited::Got(answer::First::SqlDone(a)) => Some(a),
+/// `--abort`, unless the request's SQL is already committed on the replica: withdrawing
+/// it then would roll back on the provider what the replica holds.
+async fn abort_in_progress(
+    cfg: &ReceiverConfig,
+    remote: &Provider,
+    paths: &Paths,
+    state: Option<&State>,
+    state_file: &Path,
+) -> anyhow::Result<u8> {
+    if let Some(binding) = state
+        .filter(|s| s.step == Step::Requested)
+        .and_then(|s| trigger::request_binding(s.request.as_bytes()))
+    {
+        let client = crate::replica::connect(cfg).await?;
+        if crate::replica::was_applied(&client, &cfg.cluster, &binding.nonce).await? {
+            eprintln!("slony-receiver: the SQL of the request in progress is already applied on the replica (a run was killed after its commit), so it cannot be withdrawn: run `slony-receiver subscribe-series --config {} --list FILE` again to finish it on both sides", cfg.source.display());
+            return Ok(exit::APPLY);
+        }
+    }
+    abort(cfg, remote, paths, state, state_file).await
+}
+
+/// One request in progress, and everything its steps share.
+struct Run<'a> {
+    cfg: &'a ReceiverConfig,
+    opts: &'a Options,
+    remote: &'a Provider,
+    paths: &'a Paths,
+    state_file: &'a Path,
+    binding: &'a trigger::Binding,
+}
+
+impl Run<'_> {
+    /// Makes sure the request reached the provider, learns who the manager is, and
+    /// catches up with what a killed run did after its last saved step.
+    async fn resume(&self, state: &mut State) -> anyhow::Result<Verifier> {
+        // A request whose upload completed (its owner is known) is never sent again: the
+        // manager may have taken and ended it already.
+        if state.step == Step::Requested && state.own_uid.is_none() {
+            resend_if_lost(
+                self.remote,
+                self.paths,
+                state,
+                self.state_file,
+                self.binding,
+            )
+            .await?;
+        }
+        let verifier = Verifier::new(
+            self.remote,
+            &self.cfg.remote.trigger_dir,
+            &self.paths.exchange,
+            state.own_uid,
+            self.cfg.remote.allow_shared_account,
+            self.binding.clone(),
+        )
+        .await?;
+        // A run killed after applying or reporting left the request further on than its
+        // state file says: the replica's record and this site's own report tell.
+        if state.step == Step::Requested {
+            if let Some(step) =
+                already_reported(self.cfg, self.remote, self.paths, self.binding).await?
+            {
+                tracing::info!(
+                    ?step,
+                    "the request was already applied or reported before this run"
+                );
+                state.step = step;
+                save_state(self.state_file, Some(state))?;
+            }
+        }
+        Ok(verifier)
+    }
+
+    /// Waits for the manager's SQL, applies it and reports; `Some(code)` when the run
+    /// ends here (the manager refused the request, or no answer came in time).
+    async fn answer(&self, state: &mut State, verifier: &Verifier) -> anyhow::Result<Option<u8>> {
+        let paths = self.paths;
+        let answer = answer::wait_for_first(
+            self.remote,
+            &paths.sqldone,
+            &paths.done,
+            self.opts,
+            verifier,
+        )
+        .await?;
+        match answer {
             Waited::Got(answer::First::Done(done)) => {
                 // The manager ended it on a report this site sent but had not recorded.
                 state.step = Step::Reported {
                     success: done.success,
                     reason: done.reason.clone(),
                 };
-                save_state(&state_file, Some(&state))?;
-                None
+                save_state(self.state_file, Some(state))?;
+                Ok(None)
             }
-            Waited::TimedOut(refused) => {
-                return Ok(timed_out(
-                    cfg,
-                    opts,
-                    "the manager's SQL (.sqldone)",
-                    &refused,
-                ))
-            }
-        };
-        match answer {
-            None => {}
-            Some(SqlDone::Failed { reason }) => {
+            Waited::TimedOut(refused) => Ok(Some(timed_out(
+                self.cfg,
+                self.opts,
+                "the manager's SQL (.sqldone)",
+                &refused,
+            ))),
+            Waited::Got(answer::First::SqlDone(SqlDone::Failed { reason })) => {
                 // The manager's files are its own to remove (the directory is sticky); it
                 // does so when the next request arrives.
-                finish(cfg, &state, &state_file)?;
+                finish(self.cfg, state, self.state_file)?;
                 eprintln!("slony-receiver: the manager refused the subscription request: {reason}");
                 tracing::error!(%reason, "subscription refused by the manager; nothing changed");
-                return Ok(exit::APPLY);
+                Ok(Some(exit::APPLY))
             }
-            Some(SqlDone::Ready {
+            Waited::Got(answer::First::SqlDone(SqlDone::Ready {
                 new_site,
                 counter,
                 sql,
                 notes,
-            }) => {
+            })) => {
                 for n in &notes {
                     eprintln!("note from the manager: {n}");
                 }
-                let local = cfg.site_dir().join("subscribe.sql.gz");
-                let outcome = match answer::download_sql(
-                    &remote, &paths.sql, &local, &verifier, &sql,
-                )
-                .await
-                {
-                    Ok(()) => {
-                        tracing::info!(
-                            bytes = sql.size,
-                            sha256 = %sql.sha256,
-                            new_site,
-                            counter = counter.0,
-                            "applying the subscription SQL"
-                        );
-                        let subscribed: Vec<slony_shared::ident::QualifiedTable> =
-                            Request::parse(state.request.as_bytes(), &cfg.node)
-                                .map(|r| {
-                                    r.series
-                                        .into_iter()
-                                        .filter(|s| s.action == trigger::Action::Subscribe)
-                                        .map(|s| s.table)
-                                        .collect()
-                                })
-                                .unwrap_or_default();
-                        apply_sql(cfg, &local, new_site, counter, &binding.nonce, &subscribed).await
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "ALERT: the SQL file is not the one the manager published");
-                        Err(e)
-                    }
-                };
-                let _ = std::fs::remove_file(&local);
+                let outcome = self
+                    .download_and_apply(state, verifier, new_site, counter, &sql)
+                    .await;
                 crash_point("after-commit");
                 let (success, reason) = match &outcome {
                     Ok(()) => (true, None),
@@ -320,43 +317,111 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
                     success,
                     reason: reason.clone(),
                 };
-                remote
+                self.remote
                     .upload(
                         &paths.sqlapplied,
-                        result.render(Some(&binding)).into_bytes(),
+                        result.render(Some(self.binding)).into_bytes(),
                     )
                     .await?;
                 crash_point("after-report");
                 state.step = Step::Reported { success, reason };
-                save_state(&state_file, Some(&state))?;
+                save_state(self.state_file, Some(state))?;
+                Ok(None)
             }
         }
     }
 
-    let Step::Reported { success, reason } = state.step.clone() else {
-        bail!("internal: unexpected subscription step {:?}", state.step);
-    };
-    let done = match answer::wait_for(
-        &remote,
-        &paths.done,
-        opts,
-        "the manager to finish",
-        &verifier,
-        Outcome::parse,
-    )
-    .await?
-    {
-        Waited::Got(done) => done,
-        Waited::TimedOut(refused) => {
-            return Ok(timed_out(
-                cfg,
-                opts,
-                "the manager's completion (.done)",
-                &refused,
-            ))
+    /// Downloads the manager's SQL, checks it is the one `.sqldone` describes, and
+    /// applies it.
+    async fn download_and_apply(
+        &self,
+        state: &State,
+        verifier: &Verifier,
+        new_site: bool,
+        counter: slony_shared::counter::Counter,
+        sql: &trigger::Digest,
+    ) -> anyhow::Result<()> {
+        let local = self.cfg.site_dir().join("subscribe.sql.gz");
+        let outcome = match answer::download_sql(
+            self.remote,
+            &self.paths.sql,
+            &local,
+            verifier,
+            sql,
+        )
+        .await
+        {
+            Ok(()) => {
+                tracing::info!(
+                    bytes = sql.size,
+                    sha256 = %sql.sha256,
+                    new_site,
+                    counter = counter.0,
+                    "applying the subscription SQL"
+                );
+                let subscribed: Vec<slony_shared::ident::QualifiedTable> =
+                    Request::parse(state.request.as_bytes(), &self.cfg.node)
+                        .map(|r| {
+                            r.series
+                                .into_iter()
+                                .filter(|s| s.action == trigger::Action::Subscribe)
+                                .map(|s| s.table)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                apply_sql(
+                    self.cfg,
+                    &local,
+                    new_site,
+                    counter,
+                    &self.binding.nonce,
+                    &subscribed,
+                )
+                .await
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "ALERT: the SQL file is not the one the manager published");
+                Err(e)
+            }
+        };
+        let _ = std::fs::remove_file(&local);
+        outcome
+    }
+
+    /// Waits for the manager's `.done`, lifts the pause and says how the change ended.
+    async fn conclude(&self, state: &State, verifier: &Verifier) -> anyhow::Result<u8> {
+        let cfg = self.cfg;
+        let Step::Reported { success, reason } = state.step.clone() else {
+            bail!("internal: unexpected subscription step {:?}", state.step);
+        };
+        let done = match answer::wait_for(
+            self.remote,
+            &self.paths.done,
+            self.opts,
+            "the manager to finish",
+            verifier,
+            Outcome::parse,
+        )
+        .await?
+        {
+            Waited::Got(done) => done,
+            Waited::TimedOut(refused) => {
+                return Ok(timed_out(
+                    cfg,
+                    self.opts,
+                    "the manager's completion (.done)",
+                    &refused,
+                ))
+            }
+        };
+        if !(success && done.success) {
+            finish(cfg, state, self.state_file)?;
+            let why = reason
+                .or(done.reason)
+                .unwrap_or_else(|| "no reason given".into());
+            eprintln!("slony-receiver: the subscription change failed and was rolled back on both sides: {why}");
+            return Ok(exit::APPLY);
         }
-    };
-    if success && done.success {
         // Before the pause is lifted: archives fetched ahead before the change were cut
         // with the previous list; they are fetched again, cut with the new one. A run
         // killed here does it again (the state is still there).
@@ -364,7 +429,7 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
         let position = crate::replica::read_position(&client, &cfg.cluster).await?;
         discard_fetched_ahead(cfg, position.counter);
         let _ = crate::local::write_counter_file(&cfg.counter_file(), position.counter);
-        finish(cfg, &state, &state_file)?;
+        finish(cfg, state, self.state_file)?;
         match crate::guard::protect(cfg).await {
             Ok(g) => tracing::info!(tables = g.guarded.len(), newly = g.changed.len(), "replica guard on: replicated tables refuse local writes"),
             Err(e) => eprintln!("warning: the replicated tables are NOT guarded against local writes ({e:#}); run `slony-receiver guard on`"),
@@ -374,13 +439,6 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
             position.counter
         );
         Ok(exit::OK)
-    } else {
-        finish(cfg, &state, &state_file)?;
-        let why = reason
-            .or(done.reason)
-            .unwrap_or_else(|| "no reason given".into());
-        eprintln!("slony-receiver: the subscription change failed and was rolled back on both sides: {why}");
-        Ok(exit::APPLY)
     }
 }
 
@@ -634,7 +692,7 @@ async fn apply_sql(
 }
 
 /// Reads and validates a subscribe list.
-fn read_list(list: &Path) -> anyhow::Result<Vec<trigger::Series>> {
+pub fn read_list(list: &Path) -> anyhow::Result<Vec<trigger::Series>> {
     let text = std::fs::read_to_string(list)
         .with_context(|| format!("reading subscribe list {}", list.display()))?;
     trigger::parse_series_list(&text).with_context(|| format!("subscribe list {}", list.display()))
