@@ -148,9 +148,9 @@ impl Daemon {
 
     /// Housekeeping on `[housekeeping] schedule`, when it is due (not while paused).
     async fn housekeeping_if_due(&mut self) {
-        if !self
+        if self
             .next_housekeeping
-            .is_some_and(|at| at <= chrono::Utc::now())
+            .is_none_or(|at| at > chrono::Utc::now())
         {
             return;
         }
