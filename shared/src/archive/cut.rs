@@ -58,7 +58,7 @@
 
 use super::copy_text::{self, LOG_COLUMNS};
 use super::excerpt;
-use super::parse::{dollar_tag, is_ident_byte};
+use super::lex::{dollar_tag, is_ident_byte};
 use crate::counter::Counter;
 use crate::ident::QualifiedTable;
 use std::collections::{HashMap, HashSet};

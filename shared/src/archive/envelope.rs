@@ -28,6 +28,7 @@
 //! other than the tracking VACUUM is refused, so an archive is applied whole or not at all.
 
 use super::copy_text::{self, CMDARGS, CMDTYPE, LOG_COLUMNS};
+use super::lex::quoted;
 use super::parse::{Item, Splitter};
 use super::statement::{self, Allowance, Allowances, Literal, Refusal, Rules, Statement, Strings};
 use super::{excerpt, ArchiveError};
@@ -473,21 +474,27 @@ fn sequence_schema(seq: &str) -> Option<&str> {
             && w.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     };
-    let quoted = seq
-        .strip_prefix('"')
-        .and_then(|r| r.split_once("\".\""))
-        .filter(|(n, rest)| {
-            !n.contains('"')
-                && rest
-                    .strip_suffix('"')
-                    .is_some_and(|name| !name.contains('"'))
-        })
-        .map(|(n, _)| n);
-    quoted.or_else(|| {
+    quoted_schema(seq).or_else(|| {
         seq.split_once('.')
             .filter(|(n, name)| plain(n) && plain(name))
             .map(|(n, _)| n)
     })
+}
+
+/// The schema of a sequence named `"schema"."name"`, exactly: neither part may hold a
+/// quote, not even a doubled one.
+fn quoted_schema(seq: &str) -> Option<&str> {
+    if !seq.starts_with('"') {
+        return None;
+    }
+    let (schema, end) = quoted(seq, 1, '"', false)?;
+    let rest = seq[end..].strip_prefix('.')?;
+    if !rest.starts_with('"') {
+        return None;
+    }
+    let (name, name_end) = quoted(rest, 1, '"', false)?;
+    (!schema.contains('"') && !name.contains('"') && name_end == rest.len())
+        .then(|| &seq[1..end - 1])
 }
 
 /// What is known of the row being read.
