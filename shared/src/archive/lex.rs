@@ -2,10 +2,11 @@
 //! identifiers, dollar quotes and comments begin and end, and so where a statement ends.
 //!
 //! One home for them, because a `;` or a `--` inside a string means nothing, and every
-//! reader of an archive must agree on that: the splitter ([`super::parse`]) finds
-//! statement ends with [`Scanner`]; quoted names and string literals are read by one
-//! reader ([`string_literal`] and its crate-internal core). What a statement *is* is
-//! decided elsewhere, by PostgreSQL's own parser ([`super::statement`]).
+//! reader of an archive must agree on that: the splitter ([`super::parse`]) and the cutter
+//! ([`super::cut`]) find statement ends with `Scanner`; the cutter reads the head of a
+//! statement with `Tokens`; quoted names and string literals are read by one reader
+//! ([`string_literal`] and its crate-internal core). What a statement *is* is decided
+//! elsewhere, by PostgreSQL's own parser ([`super::statement`]).
 
 use super::statement::Strings;
 
@@ -30,6 +31,45 @@ pub(crate) fn dollar_tag(b: &[u8]) -> Option<Vec<u8>> {
         j += 1;
     }
     (j < b.len()).then(|| b[..=j].to_vec())
+}
+
+/// The position in `b` of the first byte at or after `from` that is neither whitespace
+/// nor part of a `--` or (nested) `/* */` comment; `b.len()` when there is none.
+pub(crate) fn skip_blanks(b: &[u8], from: usize) -> usize {
+    let mut pos = from;
+    loop {
+        while pos < b.len() && b[pos].is_ascii_whitespace() {
+            pos += 1;
+        }
+        if b[pos..].starts_with(b"--") {
+            while pos < b.len() && b[pos] != b'\n' {
+                pos += 1;
+            }
+        } else if b[pos..].starts_with(b"/*") {
+            let mut depth = 0;
+            while pos < b.len() {
+                if b[pos..].starts_with(b"/*") {
+                    depth += 1;
+                    pos += 2;
+                } else if b[pos..].starts_with(b"*/") {
+                    depth -= 1;
+                    pos += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    pos += 1;
+                }
+            }
+        } else {
+            return pos;
+        }
+    }
+}
+
+/// Whether `b` holds anything but whitespace and comments.
+pub(crate) fn has_sql(b: &[u8]) -> bool {
+    skip_blanks(b, 0) < b.len()
 }
 
 /// What a line (or the rest of one) between two statements is, as psql reads it.
@@ -265,6 +305,87 @@ impl Scanner {
     }
 }
 
+/// Tokens of an SQL statement's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Tok {
+    /// An unquoted word, folded to lower case as PostgreSQL does.
+    Word(String),
+    /// A "quoted identifier", unquoted.
+    Quoted(String),
+    /// A string literal's value.
+    Str(String),
+    /// A number.
+    Num(String),
+    /// Any other character.
+    Punct(char),
+}
+
+/// A lazy tokenizer: only the head of a (possibly huge) statement is ever looked at.
+pub(crate) struct Tokens<'s> {
+    /// The statement.
+    s: &'s str,
+    /// Where the next token is looked for.
+    pos: usize,
+}
+
+impl<'s> Tokens<'s> {
+    /// Tokens of `s`, from its start.
+    pub(crate) fn new(s: &'s str) -> Self {
+        Tokens { s, pos: 0 }
+    }
+
+    /// Where the tokenizer stands, to come back to with [`Tokens::restore`].
+    pub(crate) fn save(&self) -> usize {
+        self.pos
+    }
+
+    /// Goes back to a position [`Tokens::save`] gave.
+    pub(crate) fn restore(&mut self, at: usize) {
+        self.pos = at;
+    }
+
+    /// The rest of the text after the current position (blanks skipped).
+    pub(crate) fn rest(&mut self) -> &'s str {
+        self.pos = skip_blanks(self.s.as_bytes(), self.pos);
+        &self.s[self.pos..]
+    }
+}
+
+impl Iterator for Tokens<'_> {
+    type Item = Tok;
+
+    fn next(&mut self) -> Option<Tok> {
+        let s = self.rest();
+        let c = s.chars().next()?;
+        let (tok, len) = if c == '"' {
+            let (name, end) = quoted(s, 1, '"', false)?;
+            (Tok::Quoted(name), end)
+        } else if c == '\'' || ((c == 'E' || c == 'e') && s[1..].starts_with('\'')) {
+            let escape = c != '\'';
+            let (text, end) = quoted(s, if escape { 2 } else { 1 }, '\'', escape)?;
+            (Tok::Str(text), end)
+        } else if c.is_ascii_alphabetic() || c == '_' || !c.is_ascii() {
+            let end = s
+                .char_indices()
+                .find(|&(_, ch)| {
+                    !(ch.is_ascii_alphanumeric() || ch == '_' || ch == '$' || !ch.is_ascii())
+                })
+                .map_or(s.len(), |(i, _)| i);
+            (Tok::Word(s[..end].to_ascii_lowercase()), end)
+        } else if c.is_ascii_digit() {
+            let end = s
+                .char_indices()
+                .find(|&(_, ch)| !(ch.is_ascii_digit() || ch == '.'))
+                .map_or(s.len(), |(i, _)| i);
+            (Tok::Num(s[..end].to_string()), end)
+        } else {
+            (Tok::Punct(c), c.len_utf8())
+        };
+        self.pos += len;
+        Some(tok)
+    }
+}
+
 /// The text of a quoted token of `s` whose body starts at byte `start` and ends at an
 /// undoubled `quote`, and the byte just past it; `backslash` for `E'...'` escapes.
 /// `None` if the quote is not closed.
@@ -411,5 +532,13 @@ mod tests {
         );
         assert_eq!(gap(b"\\! id\n"), Gap::MetaCommand);
         assert_eq!(gap(b" select 1;\n"), Gap::Sql);
+    }
+
+    #[test]
+    fn blanks_and_comments_hold_no_sql() {
+        assert!(!has_sql(b" -- a\n /* b /* c */ */\n"));
+        assert!(!has_sql(b"/* open"));
+        assert!(has_sql(b"-- a\nx"));
+        assert_eq!(skip_blanks(b"  /* x */ y", 0), 10);
     }
 }
