@@ -348,13 +348,15 @@ impl<R: BufRead> ArchiveReader<R> {
             }
             Statement::DeleteAll(t) | Statement::Analyze(t) => check_target(&t)?,
             Statement::RowChange(t) if old => check_target(&t)?,
-            Statement::CopyIn { .. } => return Err(malformed(
-                line,
-                format!(
+            Statement::CopyIn { .. } => {
+                return Err(malformed(
+                    line,
+                    format!(
                     "`{}` is refused: a COPY FROM STDIN written so that its data cannot be found",
                     excerpt(&sql, 80)
                 ),
-            )),
+                ))
+            }
             Statement::VacuumAnalyze(_) => {
                 return Err(malformed(line, "VACUUM inside the archive's transaction"))
             }

@@ -174,11 +174,7 @@ impl<W: Write> Cutter<'_, W> {
         let keep = match ddl_target(&statement)
             .map_err(|reason| undecidable(line_no, &statement, reason))?
         {
-            Found::Sequence(nsp, seq) => self
-                .sites
-                .iter()
-                .map(|s| s.has_sequence(&nsp, &seq))
-                .collect(),
+            Found::Sequence(nsp, seq) => self.sequence_decision(&nsp, &seq),
             Found::Tables(target) => self.decide_tables(&target, line_no, &statement)?,
             Found::All => vec![true; self.sites.len()],
         };

@@ -367,6 +367,7 @@ struct Cutter<'a, W: Write> {
     kept: Vec<u64>,
 }
 
+/// A [`CutErrorKind::Malformed`] at `line`.
 fn malformed(line: u64, reason: impl Into<String>) -> CutErrorKind {
     CutErrorKind::Malformed {
         line,
@@ -374,6 +375,7 @@ fn malformed(line: u64, reason: impl Into<String>) -> CutErrorKind {
     }
 }
 
+/// A [`CutErrorKind::Undecidable`] for `statement`, which starts at `line`.
 fn undecidable(line: u64, statement: &str, reason: impl Into<String>) -> CutErrorKind {
     CutErrorKind::Undecidable {
         line,
@@ -383,6 +385,7 @@ fn undecidable(line: u64, statement: &str, reason: impl Into<String>) -> CutErro
 }
 
 impl<'a, W: Write> Cutter<'a, W> {
+    /// A cut at the start of an archive.
     fn new(sites: &'a [&'a SiteFilter], outs: &'a mut [W], options: &'a CutOptions) -> Self {
         let n = sites.len();
         Cutter {
@@ -411,6 +414,7 @@ impl<'a, W: Write> Cutter<'a, W> {
         }
     }
 
+    /// Writes `bytes` to the copy of `site`.
     fn emit(&mut self, site: usize, bytes: &[u8]) -> Result<(), CutErrorKind> {
         if bytes.is_empty() {
             return Ok(());
@@ -423,6 +427,7 @@ impl<'a, W: Write> Cutter<'a, W> {
         Ok(())
     }
 
+    /// Writes `bytes` to the copies of the sites marked in `keep`.
     fn emit_to(&mut self, keep: &[bool], bytes: &[u8]) -> Result<(), CutErrorKind> {
         for (site, &k) in keep.iter().enumerate() {
             if k {
@@ -432,6 +437,7 @@ impl<'a, W: Write> Cutter<'a, W> {
         Ok(())
     }
 
+    /// Writes `bytes` to every site's copy.
     fn emit_all(&mut self, bytes: &[u8]) -> Result<(), CutErrorKind> {
         for site in 0..self.sites.len() {
             self.emit(site, bytes)?;
@@ -439,6 +445,7 @@ impl<'a, W: Write> Cutter<'a, W> {
         Ok(())
     }
 
+    /// Reads the whole archive, line by line, writing each site's copy as it goes.
     fn run<R: BufRead>(&mut self, mut reader: R) -> Result<(), CutErrorKind> {
         let mut line = Vec::with_capacity(64 * 1024);
         loop {
@@ -487,6 +494,7 @@ impl<'a, W: Write> Cutter<'a, W> {
         }
     }
 
+    /// At the end of the file: nothing may be left open.
     fn end_of_file(&mut self) -> Result<(), CutErrorKind> {
         match self.mode {
             Mode::Sql => {}
@@ -512,6 +520,7 @@ impl<'a, W: Write> Cutter<'a, W> {
         Ok(())
     }
 
+    /// What the cut found; the archive must have been whole.
     fn summary(&self) -> Result<CutSummary, CutErrorKind> {
         let counter = self.counter.ok_or_else(|| CutErrorKind::Incomplete {
             reason: "no archiveTracking_offline call".into(),
@@ -658,10 +667,7 @@ impl<'a, W: Write> Cutter<'a, W> {
                 self.emit_all(raw)
             }
             Class::Tables(names) => {
-                let keep = self.decide_tables(&names, line, &text)?;
-                self.body_statement();
-                self.count(&keep);
-                self.last_table = Some(keep.clone());
+                let keep = self.table_statement(&names, line, &text)?;
                 self.emit_to(&keep, raw)
             }
             Class::FollowTable => {
@@ -671,11 +677,7 @@ impl<'a, W: Write> Cutter<'a, W> {
                 self.emit_to(&keep, raw)
             }
             Class::Sequence(nsp, seq) => {
-                let keep: Vec<bool> = self
-                    .sites
-                    .iter()
-                    .map(|s| s.has_sequence(&nsp, &seq))
-                    .collect();
+                let keep = self.sequence_decision(&nsp, &seq);
                 self.count(&keep);
                 self.emit_to(&keep, raw)
             }
@@ -685,22 +687,45 @@ impl<'a, W: Write> Cutter<'a, W> {
                 self.emit_all(raw)
             }
             Class::CopyTable(names) => {
-                let keep = self.decide_tables(&names, line, &text)?;
-                self.body_statement();
-                self.count(&keep);
-                self.last_table = Some(keep.clone());
+                let keep = self.table_statement(&names, line, &text)?;
                 self.mode = Mode::TableRows(keep.clone());
                 self.emit_to(&keep, raw)
             }
         }
     }
 
+    /// A statement of the body on the tables of `target` (a row change, a step of an
+    /// initial copy): which sites get it, counted as a change, and remembered for the
+    /// `finishTableAfterCopy` that may follow it.
+    fn table_statement(
+        &mut self,
+        target: &Target,
+        line: u64,
+        text: &str,
+    ) -> Result<Vec<bool>, CutErrorKind> {
+        let keep = self.decide_tables(target, line, text)?;
+        self.body_statement();
+        self.count(&keep);
+        self.last_table = Some(keep.clone());
+        Ok(keep)
+    }
+
+    /// Per site: whether it gets a statement on the sequence `nsp.seq` (its list holds it).
+    fn sequence_decision(&self, nsp: &str, seq: &str) -> Vec<bool> {
+        self.sites
+            .iter()
+            .map(|s| s.has_sequence(nsp, seq))
+            .collect()
+    }
+
+    /// A statement on tables makes the body one of statements, unless it is a COPY's.
     fn body_statement(&mut self) {
         if self.body == BodyKind::Empty {
             self.body = BodyKind::Statements;
         }
     }
 
+    /// Counts one change, and for each site whether it got it.
     fn count(&mut self, keep: &[bool]) {
         self.changes += 1;
         for (k, n) in keep.iter().zip(self.kept.iter_mut()) {
