@@ -66,6 +66,7 @@ use crate::provider::{Provider, RemoteError, RemoteFile};
 use crate::pull::{FailureClass, PullError};
 use crate::replica::{Position, ReplicaError};
 use serde::Serialize;
+use slony_shared::archive::lex::string_literal;
 use slony_shared::archive::name::{classify, Entry};
 use slony_shared::archive::ArchiveName;
 use slony_shared::counter::Counter;
@@ -211,28 +212,21 @@ fn newest_on_provider(files: &[RemoteFile], node_id: Option<u32>) -> Option<Newe
 /// and names that counter.
 fn created_from_head(head: &str, counter: Counter) -> Option<String> {
     let (c, created) = parse_tracking_call(head)?;
-    (c.parse::<Counter>().ok()? == counter).then(|| created.to_string())
+    (c.parse::<Counter>().ok()? == counter).then_some(created)
 }
 
 /// Finds `archiveTracking_offline('<counter>', '<timestamp>')` in the head of an archive
-/// and returns the two literals. `None` when the call is absent or cut off.
-fn parse_tracking_call(head: &str) -> Option<(&str, &str)> {
+/// and returns the two literals, read as PostgreSQL reads them. `None` when the call is
+/// absent or cut off.
+fn parse_tracking_call(head: &str) -> Option<(String, String)> {
     const CALL: &str = "archiveTracking_offline(";
     let rest = &head[head.find(CALL)? + CALL.len()..];
-    let (counter, rest) = quoted(rest.trim_start())?;
+    let (counter, rest) = string_literal(rest.trim_start())?;
     let rest = rest.trim_start().strip_prefix(',')?.trim_start();
-    let (created, rest) = quoted(rest)?;
+    let (created, rest) = string_literal(rest)?;
     rest.trim_start()
         .starts_with(')')
         .then_some((counter, created))
-}
-
-/// Splits `'<literal>'<rest>`. Counters and timestamps never contain quotes, so an
-/// escaped quote (`''`) is not handled: it makes the caller's parse fail, as it should.
-fn quoted(s: &str) -> Option<(&str, &str)> {
-    let s = s.strip_prefix('\'')?;
-    let end = s.find('\'')?;
-    Some((&s[..end], &s[end + 1..]))
 }
 
 /// How far the replica is behind.
@@ -635,7 +629,10 @@ mod tests {
     fn tracking_call_is_found_in_the_head() {
         assert_eq!(
             parse_tracking_call(HEAD),
-            Some(("25", "2026-11-21 10:00:25.123456+00"))
+            Some((
+                "25".to_string(),
+                "2026-11-21 10:00:25.123456+00".to_string()
+            ))
         );
         assert_eq!(
             created_from_head(HEAD, Counter(25)).as_deref(),
@@ -648,7 +645,7 @@ mod tests {
             parse_tracking_call(
                 "select \"_x\".archiveTracking_offline( '7' ,'2020-01-01 00:00:00' );"
             ),
-            Some(("7", "2020-01-01 00:00:00"))
+            Some(("7".to_string(), "2020-01-01 00:00:00".to_string()))
         );
     }
 

@@ -28,6 +28,11 @@ pub const CMDTYPE: usize = 6;
 /// Index of `log_cmdargs` in [`LOG_COLUMNS`].
 pub const CMDARGS: usize = 8;
 
+/// Whether `line` is the end-of-data line `\.` (with its line end, if any).
+pub fn is_end_of_data(line: &[u8]) -> bool {
+    matches!(line, b"\\.\n" | b"\\.\r\n" | b"\\.")
+}
+
 /// The raw fields of a COPY text-format row, as the server splits them: a tab ends a
 /// field unless a backslash escapes it.
 struct Fields<'a> {

@@ -28,8 +28,11 @@
 //! other than the tracking VACUUM is refused, so an archive is applied whole or not at all.
 
 use super::copy_text::{self, CMDARGS, CMDTYPE, LOG_COLUMNS};
+use super::lex::quoted;
 use super::parse::{Item, Splitter};
-use super::statement::{self, Allowance, Allowances, Literal, Refusal, Rules, Statement, Strings};
+use super::statement::{
+    self, Allowance, Allowances, Literal, Parsed, Refusal, Rules, Statement, Strings, Table,
+};
 use super::{excerpt, ArchiveError};
 use crate::counter::Counter;
 use crate::ident::ClusterName;
@@ -230,163 +233,197 @@ impl<R: BufRead> ArchiveReader<R> {
         Ok(header)
     }
 
+    /// A statement of the archive, judged by where in the archive it stands.
     fn statement(&mut self, sql: String, line: u64) -> Result<Option<Action>, ArchiveError> {
         let strings = self.splitter.strings();
         let parsed = statement::parse(&sql, strings).map_err(|r| refused(line, &sql, &r))?;
         let shape = parsed.statement().map_err(|r| refused(line, &sql, &r))?;
-        let execute = |sql: String| Ok(Some(Action::Execute { sql, line }));
         match self.phase {
-            Phase::Preamble => match shape {
-                Statement::ReplicaRole if !self.started => {
-                    self.slony22 = true;
-                    Ok(None)
+            Phase::Preamble => self.preamble_statement(shape, sql, line),
+            Phase::Body => self.body_statement(shape, &parsed, sql, line),
+            Phase::Committed => self.committed_statement(shape, &sql, line),
+        }
+    }
+
+    /// A statement before the tracking call: the header.
+    fn preamble_statement(
+        &mut self,
+        shape: Statement,
+        sql: String,
+        line: u64,
+    ) -> Result<Option<Action>, ArchiveError> {
+        match shape {
+            Statement::ReplicaRole if !self.started => {
+                self.slony22 = true;
+                Ok(None)
+            }
+            Statement::Empty => Ok(None),
+            Statement::Begin if !self.started => {
+                self.started = true;
+                Ok(None)
+            }
+            Statement::Call {
+                schema,
+                function,
+                args,
+            } if function == "archivetracking_offline" => {
+                self.tracking(&schema, &args, line)?;
+                if !self.slony22 {
+                    self.splitter.set_strings(Strings::Escaped);
                 }
-                Statement::Empty => Ok(None),
-                Statement::Begin if !self.started => {
-                    self.started = true;
-                    Ok(None)
-                }
-                Statement::Call {
-                    schema,
-                    function,
-                    args,
-                } if function == "archivetracking_offline" => {
-                    self.tracking(&schema, &args, line)?;
-                    if !self.slony22 {
-                        self.splitter.set_strings(Strings::Escaped);
-                    }
-                    execute(sql)
-                }
-                Statement::Call { function, .. }
-                    if function == "settrackingoffline"
-                        || function == "setsynctracking_offline" =>
-                {
-                    Err(malformed(
-                        line,
-                        "this is an archive of Slony-I 1.x before 1.2.11 (setsyncTracking_offline); only archives with archiveTracking_offline (Slony-I 1.2.11 and later) are supported",
-                    ))
-                }
-                _ => Err(malformed(
+                Ok(Some(Action::Execute { sql, line }))
+            }
+            Statement::Call { function, .. }
+                if function == "settrackingoffline" || function == "setsynctracking_offline" =>
+            {
+                Err(malformed(
                     line,
-                    format!(
-                        "expected the header (`start transaction;` then `select \"{}\".archiveTracking_offline(...)`), found `{}`",
-                        self.rules.schema(),
-                        excerpt(&sql, 80)
-                    ),
-                )),
-            },
-            Phase::Body => {
-                let old = !self.slony22;
-                match shape {
-                    Statement::Empty => Ok(None),
-                    Statement::Commit => {
-                        self.phase = Phase::Committed;
-                        Ok(Some(Action::Commit))
-                    }
-                    Statement::Call { function, .. } if function == "archivetracking_offline" => {
-                        Err(malformed(line, "a second archiveTracking_offline call"))
-                    }
-                    Statement::Call {
-                        ref schema,
-                        ref function,
-                        ref args,
-                    } if *schema == self.rules.schema()
-                        && (function == "sequencesetvalue_offline"
-                            || function == "finishtableaftercopy") =>
-                    {
-                        // A sequence of 2.2 is named (schema, name, value): not one of
-                        // the cluster's or the system's.
-                        if let (true, [Literal::Text(nsp), _, _]) =
-                            (function == "sequencesetvalue_offline", args.as_slice())
-                        {
-                            self.rules
-                                .check_schema(nsp)
-                                .map_err(|r| refused(line, &sql, &r))?;
-                        }
-                        execute(sql)
-                    }
-                    // The initial copy of a sequence (ENABLE_SUBSCRIPTION).
-                    Statement::Call {
-                        ref schema,
-                        ref function,
-                        ref args,
-                    } if schema == "pg_catalog"
-                        && function == "setval"
-                        && matches!(args.as_slice(), [Literal::Text(_), _]) =>
-                    {
-                        if let [Literal::Text(seq), _] = args.as_slice() {
-                            let Some(nsp) = sequence_schema(seq) else {
-                                return Err(refused(
-                                    line,
-                                    &sql,
-                                    &Refusal::RowChange(
-                                        "the sequence is not named schema.name or \"schema\".\"name\" as Slony names it",
-                                    ),
-                                ));
-                            };
-                            self.rules
-                                .check_schema(nsp)
-                                .map_err(|r| refused(line, &sql, &r))?;
-                        }
-                        execute(sql)
-                    }
-                    Statement::DeleteAll(t) | Statement::Analyze(t) => {
-                        self.rules
-                            .check_target(&t)
-                            .map_err(|r| refused(line, &sql, &r))?;
-                        execute(sql)
-                    }
-                    Statement::RowChange(t) if old => {
-                        self.rules
-                            .check_target(&t)
-                            .map_err(|r| refused(line, &sql, &r))?;
-                        execute(sql)
-                    }
-                    Statement::CopyIn { .. } => Err(malformed(
-                        line,
-                        format!(
-                            "`{}` is refused: a COPY FROM STDIN written so that its data cannot be found",
-                            excerpt(&sql, 80)
-                        ),
-                    )),
-                    Statement::VacuumAnalyze(_) => {
-                        Err(malformed(line, "VACUUM inside the archive's transaction"))
-                    }
-                    _ => {
-                        // The specific rule first, then the grammar.
-                        let used = self
-                            .rules
-                            .check_ddl(&parsed)
-                            .map_err(|r| refused(line, &sql, &r))?;
-                        if !old {
-                            return Err(refused(
-                                line,
-                                &sql,
-                                &Refusal::Grammar(
-                                    "it is not part of a Slony 2.2 archive (COPY into sl_log_archive, sequenceSetValue_offline calls, an initial copy); DDL comes as log_cmdtype 'S' rows".into(),
-                                ),
-                            ));
-                        }
-                        self.found.used.extend(used.into_iter().map(|a| (line, a)));
-                        execute(sql)
-                    }
+                    "this is an archive of Slony-I 1.x before 1.2.11 (setsyncTracking_offline); only archives with archiveTracking_offline (Slony-I 1.2.11 and later) are supported",
+                ))
+            }
+            _ => Err(malformed(
+                line,
+                format!(
+                    "expected the header (`start transaction;` then `select \"{}\".archiveTracking_offline(...)`), found `{}`",
+                    self.rules.schema(),
+                    excerpt(&sql, 80)
+                ),
+            )),
+        }
+    }
+
+    /// A statement of the body, between the tracking call and the commit.
+    fn body_statement(
+        &mut self,
+        shape: Statement,
+        parsed: &Parsed,
+        sql: String,
+        line: u64,
+    ) -> Result<Option<Action>, ArchiveError> {
+        let old = !self.slony22;
+        let check_target = |t: &Table| {
+            self.rules
+                .check_target(t)
+                .map_err(|r| refused(line, &sql, &r))
+        };
+        match shape {
+            Statement::Empty => return Ok(None),
+            Statement::Commit => {
+                self.phase = Phase::Committed;
+                return Ok(Some(Action::Commit));
+            }
+            Statement::Call { function, .. } if function == "archivetracking_offline" => {
+                return Err(malformed(line, "a second archiveTracking_offline call"))
+            }
+            Statement::Call {
+                ref schema,
+                ref function,
+                ref args,
+            } if *schema == self.rules.schema()
+                && (function == "sequencesetvalue_offline"
+                    || function == "finishtableaftercopy") =>
+            {
+                // A sequence of 2.2 is named (schema, name, value): not one of
+                // the cluster's or the system's.
+                if let (true, [Literal::Text(nsp), _, _]) =
+                    (function == "sequencesetvalue_offline", args.as_slice())
+                {
+                    self.rules
+                        .check_schema(nsp)
+                        .map_err(|r| refused(line, &sql, &r))?;
                 }
             }
-            Phase::Committed => match shape {
-                Statement::VacuumAnalyze(t)
-                    if t.schema == self.rules.schema() && t.name == "sl_archive_tracking" =>
-                {
-                    Ok(Some(Action::Vacuum))
+            // The initial copy of a sequence (ENABLE_SUBSCRIPTION).
+            Statement::Call {
+                ref schema,
+                ref function,
+                ref args,
+            } if schema == "pg_catalog"
+                && function == "setval"
+                && matches!(args.as_slice(), [Literal::Text(_), _]) =>
+            {
+                if let [Literal::Text(seq), _] = args.as_slice() {
+                    self.check_setval(seq, &sql, line)?;
                 }
-                Statement::Empty => Ok(None),
-                _ => Err(malformed(
+            }
+            Statement::DeleteAll(t) | Statement::Analyze(t) => check_target(&t)?,
+            Statement::RowChange(t) if old => check_target(&t)?,
+            Statement::CopyIn { .. } => {
+                return Err(malformed(
                     line,
                     format!(
-                        "`{}` after the archive's commit; only the sl_archive_tracking VACUUM may follow it",
-                        excerpt(&sql, 80)
-                    ),
-                )),
-            },
+                    "`{}` is refused: a COPY FROM STDIN written so that its data cannot be found",
+                    excerpt(&sql, 80)
+                ),
+                ))
+            }
+            Statement::VacuumAnalyze(_) => {
+                return Err(malformed(line, "VACUUM inside the archive's transaction"))
+            }
+            _ => self.body_ddl(parsed, &sql, line)?,
+        }
+        Ok(Some(Action::Execute { sql, line }))
+    }
+
+    /// `setval` of the sequence `seq` in an initial copy: the sequence must be named as
+    /// Slony names it, in a schema provider SQL may set values in.
+    fn check_setval(&self, seq: &str, sql: &str, line: u64) -> Result<(), ArchiveError> {
+        let Some(nsp) = sequence_schema(seq) else {
+            return Err(refused(
+                line,
+                sql,
+                &Refusal::RowChange(
+                    "the sequence is not named schema.name or \"schema\".\"name\" as Slony names it",
+                ),
+            ));
+        };
+        self.rules
+            .check_schema(nsp)
+            .map_err(|r| refused(line, sql, &r))
+    }
+
+    /// Any other statement of the body: DDL under the DDL rules, and only in an archive
+    /// from before Slony-I 2.2 (2.2 carries DDL in `S` rows).
+    fn body_ddl(&mut self, parsed: &Parsed, sql: &str, line: u64) -> Result<(), ArchiveError> {
+        // The specific rule first, then the grammar.
+        let used = self
+            .rules
+            .check_ddl(parsed)
+            .map_err(|r| refused(line, sql, &r))?;
+        if self.slony22 {
+            return Err(refused(
+                line,
+                sql,
+                &Refusal::Grammar(
+                    "it is not part of a Slony 2.2 archive (COPY into sl_log_archive, sequenceSetValue_offline calls, an initial copy); DDL comes as log_cmdtype 'S' rows".into(),
+                ),
+            ));
+        }
+        self.found.used.extend(used.into_iter().map(|a| (line, a)));
+        Ok(())
+    }
+
+    /// A statement after the archive's commit: only the tracking VACUUM.
+    fn committed_statement(
+        &self,
+        shape: Statement,
+        sql: &str,
+        line: u64,
+    ) -> Result<Option<Action>, ArchiveError> {
+        match shape {
+            Statement::VacuumAnalyze(t)
+                if t.schema == self.rules.schema() && t.name == "sl_archive_tracking" =>
+            {
+                Ok(Some(Action::Vacuum))
+            }
+            Statement::Empty => Ok(None),
+            _ => Err(malformed(
+                line,
+                format!(
+                    "`{}` after the archive's commit; only the sl_archive_tracking VACUUM may follow it",
+                    excerpt(sql, 80)
+                ),
+            )),
         }
     }
 
@@ -473,21 +510,27 @@ fn sequence_schema(seq: &str) -> Option<&str> {
             && w.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     };
-    let quoted = seq
-        .strip_prefix('"')
-        .and_then(|r| r.split_once("\".\""))
-        .filter(|(n, rest)| {
-            !n.contains('"')
-                && rest
-                    .strip_suffix('"')
-                    .is_some_and(|name| !name.contains('"'))
-        })
-        .map(|(n, _)| n);
-    quoted.or_else(|| {
+    quoted_schema(seq).or_else(|| {
         seq.split_once('.')
             .filter(|(n, name)| plain(n) && plain(name))
             .map(|(n, _)| n)
     })
+}
+
+/// The schema of a sequence named `"schema"."name"`, exactly: neither part may hold a
+/// quote, not even a doubled one.
+fn quoted_schema(seq: &str) -> Option<&str> {
+    if !seq.starts_with('"') {
+        return None;
+    }
+    let (schema, end) = quoted(seq, 1, '"', false)?;
+    let rest = seq[end..].strip_prefix('.')?;
+    if !rest.starts_with('"') {
+        return None;
+    }
+    let (name, name_end) = quoted(rest, 1, '"', false)?;
+    (!schema.contains('"') && !name.contains('"') && name_end == rest.len())
+        .then(|| &seq[1..end - 1])
 }
 
 /// What is known of the row being read.

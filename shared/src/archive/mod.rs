@@ -1,6 +1,8 @@
 //! Slony-I log-shipping archives.
 //!
 //! - [`name`]: file names of archives and batches.
+//! - [`lex`]: the lexical rules of SQL text: where strings, quoted names, dollar quotes
+//!   and comments begin and end; the reader of quoted literals.
 //! - [`parse`]: splitting an archive into statements and COPY data, streaming.
 //! - [`statement`]: what a statement is, by PostgreSQL's own parser, and the rules for it.
 //! - [`copy_text`]: COPY rows of `sl_log_archive` and their array literals, read as the server reads them.
@@ -12,6 +14,7 @@ pub mod check;
 pub mod copy_text;
 pub mod cut;
 pub mod envelope;
+pub mod lex;
 pub mod name;
 pub mod parse;
 pub mod statement;

@@ -9,6 +9,8 @@
 //! Comments between statements are reported as [`Item::Comment`] so the caller can see
 //! the archive's end marker.
 
+use super::copy_text;
+use super::lex::{gap, Gap, Scanner, Within};
 use super::statement::Strings;
 use std::io::{self, BufRead, Read};
 
@@ -71,16 +73,6 @@ pub const MAX_STATEMENT: usize = 256 * 1024 * 1024;
 
 /// Size of the COPY data chunks handed to the database.
 const COPY_CHUNK: usize = 256 * 1024;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Lex {
-    Normal,
-    /// Inside '...'; `true` when backslash escapes apply (E'...').
-    Quote(bool),
-    Ident,
-    Dollar(Vec<u8>),
-    Block(u32),
-}
 
 /// Streams [`Item`]s out of an archive.
 pub struct Splitter<R> {
@@ -180,160 +172,25 @@ impl<R: BufRead> Splitter<R> {
         }
         let mut stmt: Vec<u8> = Vec::new();
         let mut start_line = 0;
-        let mut lex = Lex::Normal;
-        let mut depth: i64 = 0;
+        let mut scanner = Scanner::new(self.strings);
         loop {
             if self.pos >= self.pending.len() && !self.fill()? {
-                if stmt.iter().all(u8::is_ascii_whitespace) && lex == Lex::Normal {
-                    return Ok(None);
-                }
-                let what = match lex {
-                    Lex::Normal => "a statement (no terminating `;`)",
-                    Lex::Quote(_) => "a quoted string",
-                    Lex::Ident => "a quoted identifier",
-                    Lex::Dollar(_) => "a dollar-quoted string",
-                    Lex::Block(_) => "a /* comment */",
-                };
-                return Err(ParseError::Truncated {
-                    what,
-                    line: start_line,
-                });
+                return end_of_text(&stmt, &scanner, start_line);
             }
             let line = self.pending_line;
-            let empty = stmt.iter().all(u8::is_ascii_whitespace);
-            if empty && lex == Lex::Normal {
-                // Between statements: skip blanks, report comment lines, refuse meta-commands.
-                let rest = &self.pending[self.pos..];
-                let trimmed = trim_start(rest);
-                if trimmed.is_empty() {
-                    self.pos = self.pending.len();
+            if stmt.iter().all(u8::is_ascii_whitespace) && scanner.is_normal() {
+                if let Some(comment) = self.between_statements(line)? {
+                    return Ok(Some(comment));
+                }
+                if self.pos >= self.pending.len() {
                     continue;
-                }
-                if let Some(c) = trimmed.strip_prefix(b"--") {
-                    let text = String::from_utf8_lossy(c).trim().to_string();
-                    self.pos = self.pending.len();
-                    return Ok(Some(Item::Comment { text, line }));
-                }
-                if trimmed.starts_with(b"\\") {
-                    return Err(ParseError::Invalid {
-                        line,
-                        reason: "a psql meta-command (backslash command) is not allowed outside COPY data".into(),
-                    });
                 }
                 stmt.clear();
                 start_line = line;
-                self.pos = self.pending.len() - trimmed.len();
             }
-            // Lex the rest of the line.
-            let escaped_strings = self.strings == Strings::Escaped;
-            let bytes = &self.pending;
-            let mut i = self.pos;
-            let mut ended = None;
-            while i < bytes.len() {
-                let c = bytes[i];
-                match &mut lex {
-                    Lex::Normal => match c {
-                        b'\'' => {
-                            // E'...' (not the tail of an identifier like `case'`) takes
-                            // backslash escapes.
-                            let back = |k: usize| {
-                                if i >= self.pos + k {
-                                    Some(bytes[i - k])
-                                } else {
-                                    let r = k - (i - self.pos);
-                                    stmt.len().checked_sub(r).map(|x| stmt[x])
-                                }
-                            };
-                            let prefix = |k: usize, p: &[u8]| {
-                                p.iter().enumerate().all(|(j, c)| {
-                                    back(k - j).is_some_and(|b| b.eq_ignore_ascii_case(c))
-                                }) && !back(k + 1).is_some_and(is_ident_byte)
-                            };
-                            // U&'...' never takes backslash escapes (the backslash
-                            // starts a Unicode escape there).
-                            let escape = prefix(1, b"e") || (escaped_strings && !prefix(2, b"u&"));
-                            lex = Lex::Quote(escape);
-                        }
-                        b'"' => lex = Lex::Ident,
-                        b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                            // A comment inside a statement runs to the end of the line.
-                            i = bytes.len();
-                            continue;
-                        }
-                        b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                            lex = Lex::Block(1);
-                            i += 2;
-                            continue;
-                        }
-                        b'$' => {
-                            let prev_ident = if i > self.pos {
-                                is_ident_byte(bytes[i - 1])
-                            } else {
-                                stmt.last().copied().is_some_and(is_ident_byte)
-                            };
-                            if !prev_ident {
-                                if let Some(tag) = dollar_tag(&bytes[i..]) {
-                                    let len = tag.len();
-                                    lex = Lex::Dollar(tag);
-                                    i += len;
-                                    continue;
-                                }
-                            }
-                        }
-                        b'(' => depth += 1,
-                        b')' => depth -= 1,
-                        b';' if depth <= 0 => {
-                            ended = Some(i);
-                            break;
-                        }
-                        _ => {}
-                    },
-                    Lex::Quote(escape) => {
-                        if *escape && c == b'\\' {
-                            i += 2;
-                            continue;
-                        }
-                        if c == b'\'' {
-                            // '' inside a string is an escaped quote: stay in the string.
-                            if bytes.get(i + 1) == Some(&b'\'') {
-                                i += 2;
-                                continue;
-                            }
-                            lex = Lex::Normal;
-                        }
-                    }
-                    Lex::Ident => {
-                        if c == b'"' {
-                            lex = Lex::Normal;
-                        }
-                    }
-                    Lex::Dollar(tag) => {
-                        if c == b'$' && bytes[i..].starts_with(tag) {
-                            i += tag.len();
-                            lex = Lex::Normal;
-                            continue;
-                        }
-                    }
-                    Lex::Block(d) => {
-                        if c == b'*' && bytes.get(i + 1) == Some(&b'/') {
-                            *d -= 1;
-                            i += 2;
-                            if *d == 0 {
-                                lex = Lex::Normal;
-                            }
-                            continue;
-                        }
-                        if c == b'/' && bytes.get(i + 1) == Some(&b'*') {
-                            *d += 1;
-                            i += 2;
-                            continue;
-                        }
-                    }
-                }
-                i += 1;
-            }
-            let end = ended.unwrap_or(bytes.len()).min(bytes.len());
-            stmt.extend_from_slice(&bytes[self.pos..end]);
+            let ended = scanner.scan(&stmt, &self.pending, self.pos);
+            let end = ended.unwrap_or(self.pending.len()).min(self.pending.len());
+            stmt.extend_from_slice(&self.pending[self.pos..end]);
             if stmt.len() > self.limit {
                 return Err(ParseError::Invalid {
                     line: start_line,
@@ -344,34 +201,66 @@ impl<R: BufRead> Splitter<R> {
                 None => self.pos = self.pending.len(),
                 Some(semi) => {
                     self.pos = semi + 1;
-                    let sql = String::from_utf8(stmt).map_err(|_| ParseError::Invalid {
-                        line: start_line,
-                        reason: "the statement is not valid UTF-8".into(),
-                    })?;
-                    let sql = sql.trim_end().to_string();
-                    if is_copy_from_stdin_with(&sql, self.strings) {
-                        // Data starts on the next line; nothing but blanks may follow the `;`.
-                        let rest = &self.pending[self.pos..];
-                        if !trim_start(rest).is_empty() {
-                            return Err(ParseError::Invalid {
-                                line: self.pending_line,
-                                reason: "text after `COPY ... FROM STDIN;` on the same line".into(),
-                            });
-                        }
-                        self.pos = self.pending.len();
-                        self.in_copy = true;
-                        return Ok(Some(Item::CopyIn {
-                            sql,
-                            line: start_line,
-                        }));
-                    }
-                    return Ok(Some(Item::Statement {
-                        sql,
-                        line: start_line,
-                    }));
+                    return self.statement_item(stmt, start_line).map(Some);
                 }
             }
         }
+    }
+
+    /// Reads the rest of the current line, which comes between two statements: skips
+    /// it when blank, hands out a comment line, refuses a meta-command, and otherwise
+    /// moves to where the next statement starts.
+    fn between_statements(&mut self, line: u64) -> Result<Option<Item>, ParseError> {
+        let rest = &self.pending[self.pos..];
+        match gap(rest) {
+            Gap::Blank => {
+                self.pos = self.pending.len();
+                Ok(None)
+            }
+            Gap::Comment(c) => {
+                let text = String::from_utf8_lossy(c).trim().to_string();
+                self.pos = self.pending.len();
+                Ok(Some(Item::Comment { text, line }))
+            }
+            Gap::MetaCommand => Err(ParseError::Invalid {
+                line,
+                reason: "a psql meta-command (backslash command) is not allowed outside COPY data"
+                    .into(),
+            }),
+            Gap::Sql => {
+                self.pos = self.pending.len() - rest.trim_ascii_start().len();
+                Ok(None)
+            }
+        }
+    }
+
+    /// The item of a statement read up to its `;` (excluded); the rest of its line is
+    /// still pending.
+    fn statement_item(&mut self, stmt: Vec<u8>, start_line: u64) -> Result<Item, ParseError> {
+        let sql = String::from_utf8(stmt).map_err(|_| ParseError::Invalid {
+            line: start_line,
+            reason: "the statement is not valid UTF-8".into(),
+        })?;
+        let sql = sql.trim_end().to_string();
+        if !is_copy_from_stdin_with(&sql, self.strings) {
+            return Ok(Item::Statement {
+                sql,
+                line: start_line,
+            });
+        }
+        // Data starts on the next line; nothing but blanks may follow the `;`.
+        if !self.pending[self.pos..].trim_ascii_start().is_empty() {
+            return Err(ParseError::Invalid {
+                line: self.pending_line,
+                reason: "text after `COPY ... FROM STDIN;` on the same line".into(),
+            });
+        }
+        self.pos = self.pending.len();
+        self.in_copy = true;
+        Ok(Item::CopyIn {
+            sql,
+            line: start_line,
+        })
     }
 
     /// Reads the next chunk of COPY data (whole lines, `\.` excluded) into `buf`, which is
@@ -402,7 +291,7 @@ impl<R: BufRead> Splitter<R> {
             if piece.ends_with(b"\n") {
                 self.line += 1;
             }
-            if line_start && matches!(piece, b"\\.\n" | b"\\.\r\n" | b"\\.") {
+            if line_start && copy_text::is_end_of_data(piece) {
                 if !piece.ends_with(b"\n") {
                     self.line += 1;
                 }
@@ -466,32 +355,27 @@ fn check_copy_bytes(state: &mut CopyState, piece: &[u8]) -> Result<(), &'static 
     Ok(())
 }
 
-fn trim_start(b: &[u8]) -> &[u8] {
-    let n = b.iter().take_while(|c| c.is_ascii_whitespace()).count();
-    &b[n..]
-}
-
-/// A byte that may continue an identifier (or a `$n` parameter).
-pub(crate) fn is_ident_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80 || c == b'$'
-}
-
-/// `$tag$` at the start of `b` (tag empty or an identifier not starting with a digit).
-pub(crate) fn dollar_tag(b: &[u8]) -> Option<Vec<u8>> {
-    let mut j = 1;
-    while j < b.len() && b[j] != b'$' {
-        let c = b[j];
-        let ok = if j == 1 {
-            c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
-        } else {
-            c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
-        };
-        if !ok {
-            return None;
-        }
-        j += 1;
+/// Why the text ended where it did: cleanly between statements (`None`), or inside a
+/// statement or whatever the scanner has open.
+fn end_of_text(
+    stmt: &[u8],
+    scanner: &Scanner,
+    start_line: u64,
+) -> Result<Option<Item>, ParseError> {
+    if stmt.iter().all(u8::is_ascii_whitespace) && scanner.is_normal() {
+        return Ok(None);
     }
-    (j < b.len()).then(|| b[..=j].to_vec())
+    let what = match scanner.within() {
+        Within::Code => "a statement (no terminating `;`)",
+        Within::String(_) => "a quoted string",
+        Within::QuotedIdent => "a quoted identifier",
+        Within::DollarQuote(_) => "a dollar-quoted string",
+        Within::BlockComment(_) => "a /* comment */",
+    };
+    Err(ParseError::Truncated {
+        what,
+        line: start_line,
+    })
 }
 
 /// Whether the statement is `COPY ... FROM STDIN` (the data follows in the file), as

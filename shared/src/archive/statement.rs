@@ -926,59 +926,18 @@ impl Rules {
     }
 
     /// One node of a DDL tree.
-    fn judge(&self, kind: &str, body: &Value) -> Result<Option<Allowance>, Refusal> {
-        let text = |key: &str| body.get(key).and_then(Value::as_str).unwrap_or("");
-        let admin = |what| Err(Refusal::Administration(what));
-        let role = |what| Err(Refusal::RoleOrPrivilege(what));
-        match kind {
-            "TransactionStmt" => Err(Refusal::TransactionControl),
-            "VariableSetStmt" => {
-                let name = text("name");
-                // serde writes prost enums as their numbers.
-                let set_value = body.get("kind").and_then(Value::as_i64)
-                    == Some(protobuf::VariableSetKind::VarSetValue as i64);
-                // What Slony sets around DDL (`local`, then `replica`): `origin` or the
-                // default would let a user trigger or the guard run on replicated rows.
-                let slony_role = body.get("args").and_then(Value::as_array).is_some_and(|a| {
-                    a.len() == 1
-                        && matches!(
-                            a[0].pointer("/node/AConst/val/Sval/sval")
-                                .and_then(Value::as_str),
-                            Some("replica" | "local")
-                        )
-                });
-                if set_value && name == "session_replication_role" && !slony_role {
-                    Err(Refusal::SessionChange(
-                        "session_replication_role to anything but replica or local".into(),
-                    ))
-                } else if set_value && ALLOWED_SETTINGS.contains(&name) {
-                    Ok(None)
-                } else if name.is_empty() {
-                    Err(Refusal::SessionChange("RESET ALL".into()))
-                } else {
-                    Err(Refusal::SessionChange(format!("SET or RESET of {name}")))
-                }
-            }
-            "DiscardStmt" => Err(Refusal::SessionChange("DISCARD".into())),
-            "CopyStmt" => {
-                let program = body.get("is_program").and_then(Value::as_bool) == Some(true);
-                if program || !text("filename").is_empty() {
-                    Err(Refusal::CopyFileOrProgram)
-                } else {
-                    Err(Refusal::Copy)
-                }
-            }
-            "AlterSystemStmt" => Err(Refusal::AlterSystem),
-            "CreateRoleStmt" | "AlterRoleStmt" | "AlterRoleSetStmt" | "DropRoleStmt" => {
-                role("a role statement")
-            }
-            "GrantStmt" | "GrantRoleStmt" | "AlterDefaultPrivilegesStmt" => role("GRANT or REVOKE"),
-            "ReassignOwnedStmt" | "DropOwnedStmt" | "AlterOwnerStmt" => role("a change of owner"),
-            "CreateUserMappingStmt" | "AlterUserMappingStmt" | "DropUserMappingStmt" => {
-                role("a user mapping")
-            }
-            "SecLabelStmt" => role("SECURITY LABEL"),
-            "CreatePolicyStmt" | "AlterPolicyStmt" => Ok(None),
+    fn judge(&self, kind: &str, body: &Value) -> Verdict {
+        judge_session(kind, body)
+            .or_else(|| judge_privileges(kind))
+            .or_else(|| self.judge_code(kind))
+            .or_else(|| judge_administration(kind, body))
+            .unwrap_or_else(|| self.judge_names(kind, body))
+    }
+
+    /// Statements that define code or make a function run later; they need the
+    /// operator's allowance. `None` for any other kind.
+    fn judge_code(&self, kind: &str) -> Option<Verdict> {
+        Some(match kind {
             "DoStmt" if self.allow.do_blocks => Ok(Some(Allowance::DoBlock)),
             "DoStmt" => Err(Refusal::DoBlock),
             "CreateFunctionStmt" | "AlterFunctionStmt" | "CreateTransformStmt"
@@ -1017,39 +976,15 @@ impl Rules {
             | "CreateRangeStmt" => Err(Refusal::FunctionDefinition),
             "CreatePlangStmt" if self.allow.languages => Ok(Some(Allowance::Language)),
             "CreatePlangStmt" => Err(Refusal::LanguageDefinition),
-            "LoadStmt" => admin("LOAD"),
-            "CreateExtensionStmt" | "AlterExtensionStmt" | "AlterExtensionContentsStmt" => {
-                admin("an extension statement")
-            }
-            "CreateFdwStmt"
-            | "AlterFdwStmt"
-            | "CreateForeignServerStmt"
-            | "AlterForeignServerStmt"
-            | "ImportForeignSchemaStmt" => admin("a foreign-data statement"),
-            "CreateEventTrigStmt" | "AlterEventTrigStmt" => admin("an event trigger"),
-            "CreateAmStmt" => admin("CREATE ACCESS METHOD"),
-            "CreateTableSpaceStmt"
-            | "DropTableSpaceStmt"
-            | "AlterTableSpaceOptionsStmt"
-            | "AlterTableMoveAllStmt" => admin("a tablespace statement"),
-            "CreatedbStmt"
-            | "DropdbStmt"
-            | "AlterDatabaseStmt"
-            | "AlterDatabaseSetStmt"
-            | "AlterDatabaseRefreshCollStmt" => admin("a database statement"),
-            "CreateSubscriptionStmt"
-            | "AlterSubscriptionStmt"
-            | "DropSubscriptionStmt"
-            | "CreatePublicationStmt"
-            | "AlterPublicationStmt" => admin("a publication or subscription"),
-            "CheckPointStmt" => admin("CHECKPOINT"),
-            "VacuumStmt" if body.get("is_vacuumcmd").and_then(Value::as_bool) == Some(true) => {
-                admin("VACUUM")
-            }
-            "PrepareStmt" | "ExecuteStmt" | "DeallocateStmt" => admin("a prepared statement"),
-            "DeclareCursorStmt" | "FetchStmt" | "ClosePortalStmt" => admin("a cursor"),
-            "ListenStmt" | "UnlistenStmt" => admin("LISTEN"),
-            "CreateForeignTableStmt" => admin("a foreign table"),
+            _ => return None,
+        })
+    }
+
+    /// The names a node uses (functions called, tables, schemas, the objects of a DROP
+    /// or RENAME), and the allowlist of statement kinds for any kind not judged before.
+    fn judge_names(&self, kind: &str, body: &Value) -> Verdict {
+        let role = |what| Err(Refusal::RoleOrPrivilege(what));
+        match kind {
             "FuncCall" => {
                 let name = func_name(body);
                 if is_denied(&name) {
@@ -1060,11 +995,11 @@ impl Rules {
             }
             "RangeVar" => self
                 .check_table(&Table {
-                    schema: text("schemaname").to_string(),
-                    name: text("relname").to_string(),
+                    schema: text(body, "schemaname").to_string(),
+                    name: text(body, "relname").to_string(),
                 })
                 .map(|()| None),
-            "String" if text("sval") == self.schema => Err(Refusal::ClusterSchema),
+            "String" if text(body, "sval") == self.schema => Err(Refusal::ClusterSchema),
             "CreateSchemaStmt" if body.get("authrole").is_some_and(|r| !r.is_null()) => {
                 role("CREATE SCHEMA ... AUTHORIZATION")
             }
@@ -1092,6 +1027,127 @@ impl Rules {
             _ => Ok(None),
         }
     }
+}
+
+/// What the DDL rules say of one node of a tree: refused, or accepted with the
+/// allowance it used, if any.
+type Verdict = Result<Option<Allowance>, Refusal>;
+
+/// The string at `key` of a node's body; empty when there is none.
+fn text<'v>(body: &'v Value, key: &str) -> &'v str {
+    body.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Transaction control, session settings, COPY and `ALTER SYSTEM`. `None` for any
+/// other kind.
+fn judge_session(kind: &str, body: &Value) -> Option<Verdict> {
+    Some(match kind {
+        "TransactionStmt" => Err(Refusal::TransactionControl),
+        "VariableSetStmt" => judge_setting(body),
+        "DiscardStmt" => Err(Refusal::SessionChange("DISCARD".into())),
+        "CopyStmt" => {
+            let program = body.get("is_program").and_then(Value::as_bool) == Some(true);
+            if program || !text(body, "filename").is_empty() {
+                Err(Refusal::CopyFileOrProgram)
+            } else {
+                Err(Refusal::Copy)
+            }
+        }
+        "AlterSystemStmt" => Err(Refusal::AlterSystem),
+        _ => return None,
+    })
+}
+
+/// A `SET` or `RESET`: only the settings Slony's own scripts set, and
+/// `session_replication_role` only as Slony sets it.
+fn judge_setting(body: &Value) -> Verdict {
+    let name = text(body, "name");
+    // serde writes prost enums as their numbers.
+    let set_value = body.get("kind").and_then(Value::as_i64)
+        == Some(protobuf::VariableSetKind::VarSetValue as i64);
+    // What Slony sets around DDL (`local`, then `replica`): `origin` or the
+    // default would let a user trigger or the guard run on replicated rows.
+    let slony_role = body.get("args").and_then(Value::as_array).is_some_and(|a| {
+        a.len() == 1
+            && matches!(
+                a[0].pointer("/node/AConst/val/Sval/sval")
+                    .and_then(Value::as_str),
+                Some("replica" | "local")
+            )
+    });
+    if set_value && name == "session_replication_role" && !slony_role {
+        Err(Refusal::SessionChange(
+            "session_replication_role to anything but replica or local".into(),
+        ))
+    } else if set_value && ALLOWED_SETTINGS.contains(&name) {
+        Ok(None)
+    } else if name.is_empty() {
+        Err(Refusal::SessionChange("RESET ALL".into()))
+    } else {
+        Err(Refusal::SessionChange(format!("SET or RESET of {name}")))
+    }
+}
+
+/// Role, privilege and ownership statements (never allowed), and row-level security
+/// policies (allowed). `None` for any other kind.
+fn judge_privileges(kind: &str) -> Option<Verdict> {
+    let role = |what| Err(Refusal::RoleOrPrivilege(what));
+    Some(match kind {
+        "CreateRoleStmt" | "AlterRoleStmt" | "AlterRoleSetStmt" | "DropRoleStmt" => {
+            role("a role statement")
+        }
+        "GrantStmt" | "GrantRoleStmt" | "AlterDefaultPrivilegesStmt" => role("GRANT or REVOKE"),
+        "ReassignOwnedStmt" | "DropOwnedStmt" | "AlterOwnerStmt" => role("a change of owner"),
+        "CreateUserMappingStmt" | "AlterUserMappingStmt" | "DropUserMappingStmt" => {
+            role("a user mapping")
+        }
+        "SecLabelStmt" => role("SECURITY LABEL"),
+        "CreatePolicyStmt" | "AlterPolicyStmt" => Ok(None),
+        _ => return None,
+    })
+}
+
+/// Server administration: extensions, foreign data, tablespaces, databases,
+/// replication, VACUUM, prepared statements, cursors and the like. `None` for any other
+/// kind.
+fn judge_administration(kind: &str, body: &Value) -> Option<Verdict> {
+    let admin = |what| Err(Refusal::Administration(what));
+    Some(match kind {
+        "LoadStmt" => admin("LOAD"),
+        "CreateExtensionStmt" | "AlterExtensionStmt" | "AlterExtensionContentsStmt" => {
+            admin("an extension statement")
+        }
+        "CreateFdwStmt"
+        | "AlterFdwStmt"
+        | "CreateForeignServerStmt"
+        | "AlterForeignServerStmt"
+        | "ImportForeignSchemaStmt" => admin("a foreign-data statement"),
+        "CreateEventTrigStmt" | "AlterEventTrigStmt" => admin("an event trigger"),
+        "CreateAmStmt" => admin("CREATE ACCESS METHOD"),
+        "CreateTableSpaceStmt"
+        | "DropTableSpaceStmt"
+        | "AlterTableSpaceOptionsStmt"
+        | "AlterTableMoveAllStmt" => admin("a tablespace statement"),
+        "CreatedbStmt"
+        | "DropdbStmt"
+        | "AlterDatabaseStmt"
+        | "AlterDatabaseSetStmt"
+        | "AlterDatabaseRefreshCollStmt" => admin("a database statement"),
+        "CreateSubscriptionStmt"
+        | "AlterSubscriptionStmt"
+        | "DropSubscriptionStmt"
+        | "CreatePublicationStmt"
+        | "AlterPublicationStmt" => admin("a publication or subscription"),
+        "CheckPointStmt" => admin("CHECKPOINT"),
+        "VacuumStmt" if body.get("is_vacuumcmd").and_then(Value::as_bool) == Some(true) => {
+            admin("VACUUM")
+        }
+        "PrepareStmt" | "ExecuteStmt" | "DeallocateStmt" => admin("a prepared statement"),
+        "DeclareCursorStmt" | "FetchStmt" | "ClosePortalStmt" => admin("a cursor"),
+        "ListenStmt" | "UnlistenStmt" => admin("LISTEN"),
+        "CreateForeignTableStmt" => admin("a foreign table"),
+        _ => return None,
+    })
 }
 
 /// The statement kinds DDL may hold (beyond those judged one by one above).
