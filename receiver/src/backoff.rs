@@ -4,7 +4,9 @@
 //! whether waiting can help:
 //!
 //! - **Transient** failures (the provider or the replica database unreachable, a lost
-//!   connection, a local disk problem) usually clear by themselves: the wait doubles from
+//!   connection, a local disk problem, and statements that failed on the server's state
+//!   of the moment: a lock timeout, a deadlock, a serialization failure, a statement
+//!   timeout, a lack of resources) usually clear by themselves: the wait doubles from
 //!   the poll interval up to [`TRANSIENT_MAX`].
 //! - **Permanent** failures (an archive that cannot be applied, a gap in the stream, a
 //!   replica that is not initialised or a role that may not apply) need someone to act;
@@ -13,7 +15,7 @@
 //!
 //! A success, or a reloaded configuration, starts over.
 
-use crate::pull::FailureClass;
+use crate::pull::{FailureClass, PullError};
 use std::time::Duration;
 
 /// Longest wait while transient failures persist.
@@ -33,6 +35,14 @@ pub enum Persistence {
 }
 
 impl Persistence {
+    /// The persistence of a run's failure.
+    pub fn of_failure(e: &PullError) -> Self {
+        match e {
+            PullError::Apply(a) if a.may_pass() => Persistence::Transient,
+            e => Persistence::of(e.class()),
+        }
+    }
+
     /// The persistence of a failure of `class`.
     pub fn of(class: FailureClass) -> Self {
         match class {
@@ -139,6 +149,36 @@ mod tests {
         assert_eq!(b.after_failure(Persistence::Transient), hour);
         assert_eq!(b.after_failure(Persistence::Permanent), hour);
         assert_eq!(b.after_failure(Persistence::Permanent), hour);
+    }
+
+    #[test]
+    fn statements_failing_on_the_server_s_state_of_the_moment_are_transient() {
+        use crate::pull::apply::ApplyError;
+        use slony_shared::archive::ArchiveName;
+        let sql = |code: &str| {
+            PullError::Apply(ApplyError::Sql {
+                name: ArchiveName::parse("slony1_log_2_00000000000000000007.sql").unwrap(),
+                line: 3,
+                statement: "insert ...".into(),
+                message: "ERROR: ...".into(),
+                sqlstate: Some(code.into()),
+            })
+        };
+        for code in ["40001", "40P01", "55P03", "57014", "53100", "53300"] {
+            assert_eq!(
+                Persistence::of_failure(&sql(code)),
+                Persistence::Transient,
+                "{code}"
+            );
+        }
+        // A missing relation, a unique violation, a syntax error: the archive's own.
+        for code in ["42P01", "23505", "42601"] {
+            assert_eq!(
+                Persistence::of_failure(&sql(code)),
+                Persistence::Permanent,
+                "{code}"
+            );
+        }
     }
 
     #[test]

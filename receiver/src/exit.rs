@@ -32,6 +32,30 @@ pub fn for_class(class: crate::pull::FailureClass) -> u8 {
     }
 }
 
+/// The exit code for an error that ended a command early: the family of the first
+/// cause the receiver knows (a config, pull, replica or provider failure), else
+/// [`LOCAL`].
+pub fn for_error(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if cause.downcast_ref::<crate::config::ConfigError>().is_some() {
+            return CONFIG;
+        }
+        if let Some(p) = cause.downcast_ref::<crate::pull::PullError>() {
+            return for_class(p.class());
+        }
+        if let Some(r) = cause.downcast_ref::<crate::replica::ReplicaError>() {
+            return for_class(r.class());
+        }
+        if cause
+            .downcast_ref::<crate::provider::RemoteError>()
+            .is_some()
+        {
+            return REMOTE;
+        }
+    }
+    LOCAL
+}
+
 /// The process exit code for a code above.
 pub fn code(c: u8) -> ExitCode {
     ExitCode::from(c)
@@ -53,3 +77,29 @@ pub const DRIFT: u8 = 21;
 /// `pull` (and `guard on`): this replica was promoted with `slony-receiver promote`
 /// (marker `<site_dir>/PROMOTED`); it must never receive the provider's archives again.
 pub const PROMOTED: u8 = 22;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replica::ReplicaError;
+    use anyhow::Context;
+
+    #[test]
+    fn every_command_reports_the_replica_s_failures_by_their_family() {
+        let unreachable = || ReplicaError::Unavailable {
+            conninfo: "host=127.0.0.1 port=1".into(),
+            message: "Connection refused".into(),
+        };
+        let e = Err::<(), _>(unreachable()).context("guard on").unwrap_err();
+        assert_eq!(for_error(&e), DATABASE);
+        let e = anyhow::Error::new(ReplicaError::NotInitialised {
+            schema: "\"_lab\"".into(),
+        });
+        assert_eq!(for_error(&e), APPLY);
+        let e = anyhow::Error::new(ReplicaError::Privilege("may not SET".into()));
+        assert_eq!(for_error(&e), APPLY);
+        let e = anyhow::Error::new(crate::pull::PullError::from(unreachable()));
+        assert_eq!(for_error(&e), DATABASE);
+        assert_eq!(for_error(&anyhow::anyhow!("disk full")), LOCAL);
+    }
+}

@@ -35,25 +35,9 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("slony-receiver: {e:#}");
-            exit::code(exit_code_for(&e))
+            exit::code(exit::for_error(&e))
         }
     }
-}
-
-/// The exit code for an error that ended a command early.
-fn exit_code_for(e: &anyhow::Error) -> u8 {
-    for cause in e.chain() {
-        if cause.downcast_ref::<crate::config::ConfigError>().is_some() {
-            return exit::CONFIG;
-        }
-        if let Some(p) = cause.downcast_ref::<pull::PullError>() {
-            return exit::for_class(p.class());
-        }
-        if cause.downcast_ref::<provider::RemoteError>().is_some() {
-            return exit::REMOTE;
-        }
-    }
-    exit::LOCAL
 }
 
 fn load_config(arg: &ConfigArg) -> anyhow::Result<ReceiverConfig> {

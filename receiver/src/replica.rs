@@ -35,6 +35,18 @@ pub enum ReplicaError {
     Privilege(String),
 }
 
+impl ReplicaError {
+    /// Which exit-code family this failure belongs to: an unreachable database is
+    /// [`crate::pull::FailureClass::Database`], the others mean the replica cannot be
+    /// applied to as it is.
+    pub fn class(&self) -> crate::pull::FailureClass {
+        match self {
+            ReplicaError::Unavailable { .. } => crate::pull::FailureClass::Database,
+            _ => crate::pull::FailureClass::Apply,
+        }
+    }
+}
+
 /// The replica's position, read from `sl_archive_tracking`.
 #[derive(Debug, Clone)]
 pub struct Position {

@@ -21,8 +21,9 @@ pub enum ConnectError {
     Failed(String),
 }
 
-/// Where and how to connect.
-#[derive(Debug, Clone, Copy)]
+/// Where and how to connect. Its `Debug` shows neither the password nor the
+/// connection string (which may hold one).
+#[derive(Clone, Copy)]
 pub struct Target<'a> {
     /// A libpq-style connection string or URL.
     pub conninfo: &'a str,
@@ -32,6 +33,17 @@ pub struct Target<'a> {
     pub timeout: Duration,
     /// What `pg_stat_activity` shows for the session.
     pub application_name: &'a str,
+}
+
+impl std::fmt::Debug for Target<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("conninfo", &crate::config::redact_conninfo(self.conninfo))
+            .field("password", &self.password.map(|_| "********"))
+            .field("timeout", &self.timeout)
+            .field("application_name", &self.application_name)
+            .finish()
+    }
 }
 
 impl<'a> Target<'a> {
@@ -143,5 +155,26 @@ pub fn doing(what: &str) -> impl FnOnce(tokio_postgres::Error) -> PgError + '_ {
     move |e| PgError {
         what: what.to_string(),
         message: describe_error(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_s_debug_hides_its_passwords() {
+        let t = Target {
+            conninfo: "host=db user=app password=hunter2",
+            password: Some("sekrit"),
+            timeout: Duration::from_secs(5),
+            application_name: "test",
+        };
+        let shown = format!("{t:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("sekrit"),
+            "{shown}"
+        );
+        assert!(shown.contains("host=db"), "{shown}");
     }
 }

@@ -63,11 +63,23 @@ fn shaped(s: &str, pattern: &str) -> bool {
         })
 }
 
-/// RFC 3339 in UTC, to the second (`2026-11-21T22:06:43Z`).
+/// RFC 3339 in UTC, to the second (`2026-11-21T22:06:43Z`). A time beyond what a
+/// calendar can print (a damaged state file, say) is printed as seconds from the epoch.
 pub fn rfc3339(t: SystemTime) -> String {
-    DateTime::<Utc>::from(t)
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    let secs = match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).ok(),
+        // Before the epoch: whole seconds, rounded down.
+        Err(e) => {
+            let d = e.duration();
+            i64::try_from(d.as_secs())
+                .ok()
+                .map(|s| -s - i64::from(d.subsec_nanos() > 0))
+        }
+    };
+    match secs.and_then(|s| DateTime::<Utc>::from_timestamp(s, 0)) {
+        Some(at) => at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        None => format!("{} s after the epoch", secs.unwrap_or(i64::MAX)),
+    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the Unix epoch.

@@ -278,6 +278,17 @@ async fn database_down_is_reported_and_pull_resumes_after() {
     );
     let mails = site.mails(1);
     assert!(mails[0].subject.contains("FAILED"), "{}", mails[0].subject);
+    // Every command that needs the replica says so with the same exit code.
+    for args in [&["guard", "check"][..], &["promote"]] {
+        let run = site.run(args);
+        assert_eq!(run.code, 5, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("cannot connect to the replica database"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
     site.pg.start_again();
     let run = site.pull();
     assert_eq!(run.code, 0, "{}", run.stderr);

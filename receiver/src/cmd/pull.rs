@@ -291,7 +291,7 @@ async fn conclude(
             let text = chain(&e);
             tracing::error!(key = %e.alert_key(), "{text}");
             let first = text.lines().next().unwrap_or("").to_string();
-            let persistence = Persistence::of(e.class());
+            let persistence = Persistence::of_failure(&e);
             let failure = Failure {
                 permanent: persistence == Persistence::Permanent,
                 key: e.alert_key(),

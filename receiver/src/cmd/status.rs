@@ -167,6 +167,7 @@ async fn provider_view(cfg: &ReceiverConfig) -> Result<ProviderView, String> {
         })
     })
     .await
+    .and_then(|view| view)
     .map_err(|e| e.to_string())
 }
 

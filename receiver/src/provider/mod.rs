@@ -21,12 +21,14 @@ pub struct Provider {
     remote: Arc<Remote>,
 }
 
-/// Runs `f` on the blocking pool and waits for it; a panic in it is re-raised here.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
+/// Runs `f` on the blocking pool and waits for it. A call that panicked (a bug in the
+/// SSH stack) fails the run like any provider error, so a daemon keeps going.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, RemoteError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RemoteError::Internal(format!("an SSH task failed: {e}")))
 }
 
 impl Provider {
@@ -37,14 +39,21 @@ impl Provider {
     /// [`RemoteError`]: unreachable, an unknown or changed host key, a refused login.
     pub async fn connect(cfg: &RemoteConfig) -> Result<Provider, RemoteError> {
         let cfg = cfg.clone();
-        let remote = blocking(move || Remote::connect(&cfg)).await?;
+        let remote = blocking(move || Remote::connect(&cfg)).await??;
         Ok(Provider {
             remote: Arc::new(remote),
         })
     }
 
     /// Runs a job of many calls on the blocking pool, with the session.
-    pub async fn job<T: Send + 'static>(&self, f: impl FnOnce(&Remote) -> T + Send + 'static) -> T {
+    ///
+    /// # Errors
+    ///
+    /// [`RemoteError::Internal`] if the job panicked.
+    pub async fn job<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Remote) -> T + Send + 'static,
+    ) -> Result<T, RemoteError> {
         let remote = self.remote.clone();
         blocking(move || f(&remote)).await
     }
@@ -57,7 +66,7 @@ impl Provider {
     /// [`Remote::list`].
     pub async fn list(&self, dir: &str) -> Result<Vec<RemoteFile>, RemoteError> {
         let dir = dir.to_string();
-        self.job(move |r| r.list(&dir)).await
+        self.job(move |r| r.list(&dir)).await?
     }
 
     /// [`Remote::download`].
@@ -68,25 +77,26 @@ impl Provider {
         expected: u64,
     ) -> Result<u64, RemoteError> {
         let (path, local): (String, PathBuf) = (path.to_string(), local.to_path_buf());
-        self.job(move |r| r.download(&path, &local, expected)).await
+        self.job(move |r| r.download(&path, &local, expected))
+            .await?
     }
 
     /// [`Remote::size_of`].
     pub async fn size_of(&self, path: &str) -> Result<Option<u64>, RemoteError> {
         let path = path.to_string();
-        self.job(move |r| r.size_of(&path)).await
+        self.job(move |r| r.size_of(&path)).await?
     }
 
     /// [`Remote::upload`].
     pub async fn upload(&self, path: &str, bytes: Vec<u8>) -> Result<Owner, RemoteError> {
         let path = path.to_string();
-        self.job(move |r| r.upload(&path, &bytes)).await
+        self.job(move |r| r.upload(&path, &bytes)).await?
     }
 
     /// [`Remote::owner_of`].
     pub async fn owner_of(&self, path: &str) -> Result<Option<Owner>, RemoteError> {
         let path = path.to_string();
-        self.job(move |r| r.owner_of(&path)).await
+        self.job(move |r| r.owner_of(&path)).await?
     }
 
     /// [`Remote::read_small_owned`].
@@ -96,12 +106,12 @@ impl Provider {
         max: u64,
     ) -> Result<Option<(Vec<u8>, Owner)>, RemoteError> {
         let path = path.to_string();
-        self.job(move |r| r.read_small_owned(&path, max)).await
+        self.job(move |r| r.read_small_owned(&path, max)).await?
     }
 
     /// [`Remote::remove`].
     pub async fn remove(&self, path: &str) -> Result<(), RemoteError> {
         let path = path.to_string();
-        self.job(move |r| r.remove(&path)).await
+        self.job(move |r| r.remove(&path)).await?
     }
 }

@@ -72,6 +72,9 @@ pub enum RemoteError {
         /// Why.
         reason: String,
     },
+    /// A task driving the session failed (a bug, not the provider's doing).
+    #[error("internal: {0}")]
+    Internal(String),
     /// Writing the local copy failed.
     #[error("writing {path}: {source}")]
     Local {
@@ -94,6 +97,7 @@ impl RemoteError {
             RemoteError::Sftp { .. } => "sftp",
             RemoteError::Refused { .. } => "refused",
             RemoteError::Local { .. } => "local",
+            RemoteError::Internal(_) => "internal",
         }
     }
 }

@@ -40,6 +40,8 @@ pub enum ApplyError {
         statement: String,
         /// PostgreSQL's message (severity, text, detail, hint, SQLSTATE).
         message: String,
+        /// The SQLSTATE, when the server sent one.
+        sqlstate: Option<String>,
     },
     /// The replica is not at the counter this archive follows.
     #[error("{name}: the replica is not at the counter this archive follows: {message}")]
@@ -61,6 +63,18 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
+    /// Whether the failure is the server's state of the moment rather than the
+    /// archive's: a lock timeout, a deadlock, a serialization failure, a statement
+    /// timeout or a lack of resources (disk, memory, connections) may pass by itself.
+    pub fn may_pass(&self) -> bool {
+        matches!(
+            self,
+            ApplyError::Sql { sqlstate: Some(code), .. }
+                if matches!(code.as_str(), "40001" | "40P01" | "55P03" | "57014")
+                    || code.starts_with("53")
+        )
+    }
+
     /// The archive whose own content or statements failed (not a lost connection).
     pub fn refused_archive(&self) -> Option<ArchiveName> {
         match self {
@@ -225,6 +239,7 @@ impl Applier {
             line,
             statement: execute::excerpt(sql),
             message,
+            sqlstate: e.code().map(|c| c.code().to_string()),
         }
     }
 

@@ -135,8 +135,8 @@ impl PullError {
     /// Which exit-code family this failure belongs to.
     pub fn class(&self) -> FailureClass {
         match self {
-            PullError::Replica(ReplicaError::Unavailable { .. })
-            | PullError::Apply(ApplyError::Connection { .. }) => FailureClass::Database,
+            PullError::Replica(e) => e.class(),
+            PullError::Apply(ApplyError::Connection { .. }) => FailureClass::Database,
             // Writing the download to local disk (a full disk, permissions) is local.
             PullError::Local(_)
             | PullError::Remote(RemoteError::Local { .. })
@@ -396,8 +396,9 @@ pub async fn run_once(
     let result = apply_in_order(cfg, &mut applier, rx, &stop, &mut recorder).await;
     applier.vacuum().await;
     let report = recorder.finish();
-    if fetcher.await.is_ok() && report.applied > 0 {
-        acknowledge(&listed, report.to).await;
+    // The acknowledgement only after a fetch that ended cleanly.
+    if matches!(fetcher.await, Ok(Ok(()))) && report.applied > 0 {
+        acknowledge(&listed.provider, listed.ack_dir.as_deref(), report.to).await;
     }
     tracing::info!(
         from = report.from.0,
@@ -466,24 +467,25 @@ async fn list(cfg: &ReceiverConfig, start: Counter) -> Result<Listed, PullError>
     let ack_dir = cfg.remote_exchange_dir().filter(|_| cfg.pull.acknowledge);
     let provider = Provider::connect(&cfg.remote).await?;
     let files = provider.list(&remote_dir).await?;
+    // Before the listing is judged: a listing refused for as long as the provider leaves
+    // it so must not also keep the provider from learning where this site is.
+    acknowledge(&provider, ack_dir.as_deref(), start).await;
     let (listing, sizes, stamps) = read_listing(files, &remote_dir, provider.addr())?;
-    let listed = Listed {
+    Ok(Listed {
         provider,
         remote_dir,
         listing,
         sizes,
         stamps,
         ack_dir,
-    };
-    acknowledge(&listed, start).await;
-    Ok(listed)
+    })
 }
 
-/// Writes the acknowledgement of `counter`, if this site writes one.
-async fn acknowledge(listed: &Listed, counter: Counter) {
-    if let Some(ack_dir) = listed.ack_dir.clone() {
-        listed
-            .provider
+/// Writes the acknowledgement of `counter` into `ack_dir`, if this site writes one.
+async fn acknowledge(provider: &Provider, ack_dir: Option<&str>, counter: Counter) {
+    if let Some(ack_dir) = ack_dir.map(str::to_string) {
+        // A failure is logged by the step itself; a lost task is no reason to stop.
+        let _ = provider
             .job(move |r| record::acknowledge(r, &ack_dir, counter))
             .await;
     }
@@ -524,7 +526,7 @@ fn start_fetch(
     listed: &Listed,
     sources: Vec<plan::Source>,
     node: Option<u32>,
-) -> (Fetching, tokio::task::JoinHandle<()>) {
+) -> (Fetching, tokio::task::JoinHandle<Result<(), RemoteError>>) {
     let (tx, rx) = mpsc::channel(cfg.pull.fetch_ahead);
     let job = FetchJob {
         remote_dir: listed.remote_dir.clone(),

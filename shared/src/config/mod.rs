@@ -6,7 +6,7 @@ mod alert;
 mod database;
 
 pub use alert::{alert_config, env_var, AlertConfig, RawAlert, TlsMode};
-pub use database::{DatabaseConfig, RawDatabase};
+pub use database::{redact_conninfo, DatabaseConfig, RawDatabase};
 
 use crate::ident::ClusterName;
 use std::path::{Path, PathBuf};
