@@ -4,6 +4,7 @@
 //! only), the manager running as a child process, and the subscriber's side of the
 //! protocol played by the test through files in the trigger directory.
 
+use crate::support::manager::ManagerToml;
 use crate::support::pg::PgServer;
 use crate::support::{bin_path, slony_set_sequences_sql, slony_set_sql, tail, wait_until, TestDir};
 use slony_shared::archive::parse::{Item, Splitter};
@@ -188,28 +189,22 @@ impl Provider {
     }
 
     fn write_config(&self, allow_drop: bool) {
-        let text = format!(
-            r#"cluster = "{CLUSTER}"
-trigger_dir = "{}"
-subscribers_dir = "{}"
-site_log_dir = "{}"
-allow_drop = {allow_drop}
-rescan_interval_secs = 1
-{}[database]
-host = "127.0.0.1"
-port = {}
-user = "postgres"
-dbname = "provider"
-connect_timeout_secs = 5
-"#,
-            self.trigger.display(),
-            self.subscribers.display(),
-            self.site_logs.display(),
-            // site14 may have only s1.other, within the set.
+        ManagerToml::new(
+            CLUSTER,
+            &self.trigger,
+            &self.subscribers,
+            &self.site_logs,
+            self.pg.port(),
+            "provider",
+        )
+        .key("allow_drop", allow_drop)
+        .key("rescan_interval_secs", 1)
+        // site14 may have only s1.other, within the set.
+        .sites(
             crate::support::shared_sites_toml(SITES) + "sites.\"site14\".tables = [\"s1.other\"]\n",
-            self.pg.port()
-        );
-        std::fs::write(&self.config, text).unwrap();
+        )
+        .database_key("connect_timeout_secs", 5)
+        .write(&self.config);
     }
 
     fn start(&self) -> ManagerProc {
