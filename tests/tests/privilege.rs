@@ -4,6 +4,7 @@
 //! functions an unprivileged user plants in `public` do not reach the pinned Slony
 //! functions; and a superuser applier is warned about.
 
+use crate::support::manager::ManagerToml;
 use crate::support::pg::PgServer;
 use crate::support::receiver::{database_toml, run_receiver, Run};
 use crate::support::site::{ConfigChange, Options, Site, CLUSTER, NODE};
@@ -294,16 +295,10 @@ async fn new_site_subscribes_pulls_and_verifies_as_an_ordinary_role() {
         .unwrap();
     workload::apply_expected(&provider, &stream, SNAPSHOT).await;
     let manager_config = dir.join("manager.toml");
-    std::fs::write(
-        &manager_config,
-        format!(
-            "cluster = \"{CLUSTER}\"\ntrigger_dir = \"{r}/triggers\"\nsubscribers_dir = \"{r}/subscribers\"\nsite_log_dir = \"{r}/site_logs\"\nrescan_interval_secs = 1\n{sites}[database]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"postgres\"\ndbname = \"provider\"\n",
-            r = root.display(),
-            port = pg.port(),
-            sites = crate::support::shared_sites_toml(&[NODE]),
-        ),
-    )
-    .unwrap();
+    ManagerToml::under(&root, CLUSTER, pg.port(), "provider")
+        .key("rescan_interval_secs", 1)
+        .sites(crate::support::shared_sites_toml(&[NODE]))
+        .write(&manager_config);
     let _manager = Manager(
         Command::new(bin_path("slony-manager"))
             .args(["run", "--config", manager_config.to_str().unwrap()])
