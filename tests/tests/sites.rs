@@ -4,12 +4,13 @@
 //! SFTP as its site. Every attack is first shown live (the same file in its genuine form
 //! is acted on), then refused, with nothing changed.
 
+use crate::support::manager::ManagerToml;
 use crate::support::pg::PgServer;
 use crate::support::receiver::database_toml;
 use crate::support::smtp::SmtpSink;
 use crate::support::ssh::SshServer;
 use crate::support::{
-    bin_path, is_root, slony_set_sql, tail, user_by_name, wait_until, OsUser, TestDir,
+    bin_path, is_root, sites_toml, slony_set_sql, tail, user_by_name, wait_until, OsUser, TestDir,
 };
 use slony_shared::trigger::{Binding, Digest, Nonce, Outcome, SqlDone};
 use std::io::Write;
@@ -180,24 +181,24 @@ impl World {
             .unwrap();
         let smtp = SmtpSink::start();
         let config = dir.join("manager.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "cluster = \"{CLUSTER}\"\ntrigger_dir = \"{}\"\nsubscribers_dir = \"{}\"\n\
-                 site_log_dir = \"{}\"\nrescan_interval_secs = 1\n\
-                 [sites.site1]\naccount = \"{}\"\n[sites.site2]\naccount = \"{}\"\n\
-                 [alert]\nrecipients = [\"ops@provider.example\"]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\n\
-                 [database]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndbname = \"provider\"\n",
-                triggers.display(),
-                subscribers.display(),
-                site_logs.display(),
-                ACCOUNTS[0],
-                ACCOUNTS[1],
-                smtp.port(),
-                pg.port()
+        ManagerToml::new(
+            CLUSTER,
+            &triggers,
+            &subscribers,
+            &site_logs,
+            pg.port(),
+            "provider",
+        )
+        .key("rescan_interval_secs", 1)
+        .sites(sites_toml(&[(NODES[0], ACCOUNTS[0]), (NODES[1], ACCOUNTS[1])]))
+        .section(
+            "alert",
+            &format!(
+                "recipients = [\"ops@provider.example\"]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\n",
+                smtp.port()
             ),
         )
-        .unwrap();
+        .write(&config);
         let ssh = SshServer::start(&provider);
         let w = World {
             log: dir.join("manager.log"),
