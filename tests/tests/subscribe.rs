@@ -2,6 +2,7 @@
 //! database with a 100k-row table, the trigger directory served by a real sshd, and the
 //! subscriber's replica; then `pull` continues from the snapshot's counter.
 
+use crate::support::manager::ManagerToml;
 use crate::support::pg::PgServer;
 use crate::support::ssh::SshServer;
 use crate::support::workload::{self, Change, Format};
@@ -142,22 +143,14 @@ impl Setup {
         let nodes: Vec<&str> = std::iter::once(NODE)
             .chain(extra_nodes.iter().copied())
             .collect();
-        let manager_config = dir.join("manager.toml");
-        std::fs::write(
-            &manager_config,
-            format!(
-                "cluster = \"lab\"\ntrigger_dir = \"{root}/triggers\"\nsubscribers_dir = \"{root}/subscribers\"\nsite_log_dir = \"{root}/site_logs\"\nallow_drop = true\nrescan_interval_secs = 1\n{archive}{sites}[database]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"postgres\"\ndbname = \"provider\"\n",
-                root = provider_root.display(),
-                archive = if cut {
-                    format!("archive_dir = \"{}/archive\"\n", provider_root.display())
-                } else {
-                    String::new()
-                },
-                port = pg.port(),
-                sites = crate::support::shared_sites_toml(&nodes),
-            ),
-        )
-        .unwrap();
+        let mut manager_config = ManagerToml::under(&provider_root, "lab", pg.port(), "provider")
+            .key("allow_drop", true)
+            .key("rescan_interval_secs", 1)
+            .sites(crate::support::shared_sites_toml(&nodes));
+        if cut {
+            manager_config = manager_config.archive_dir(&provider_root.join("archive"));
+        }
+        manager_config.write(&dir.join("manager.toml"));
         let manager = start_manager(&dir, &[]);
 
         let ssh = SshServer::start(&provider_root);
