@@ -685,14 +685,7 @@ fn subscription_lists(lab: &Lab, root: &Path, site: &str) -> (String, String) {
     let triggers = root.join("triggers").join(site);
     std::fs::create_dir_all(&triggers).unwrap();
     let log = lab.dir.join("manager-subscribe.log");
-    let mut manager = Command::new(bin_path("slony-manager"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("spawning slony-manager run");
+    let manager = ManagerDaemon::start(&config, &log, &[]);
     let node = NodeName::new(site).unwrap();
     let put = |kind: TriggerKind, text: String| {
         let name = kind.file_name(&node);
@@ -758,8 +751,7 @@ fn subscription_lists(lab: &Lab, root: &Path, site: &str) -> (String, String) {
         .for_request(&binding, ".done")
         .unwrap();
     assert!(!done.success, "{done:?}");
-    let _ = manager.kill();
-    let _ = manager.wait();
+    manager.kill9();
     std::fs::remove_file(triggers.join(TriggerKind::Done.file_name(&node))).unwrap();
     assert!(
         !new.exists(),
