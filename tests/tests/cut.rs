@@ -9,7 +9,7 @@
 //! owns, and none of the sequences merely named after that table, which it does not
 //! have and which would stop its pull.
 
-use crate::support::manager::ManagerDaemon;
+use crate::support::manager::{ManagerDaemon, ManagerToml};
 use crate::support::pg::PgServer;
 use crate::support::receiver::{receiver_toml, run_receiver, Endpoints};
 use crate::support::ssh::SshServer;
@@ -119,32 +119,24 @@ impl Setup {
             pg.connect(&db).await.batch_execute(&sql).await.unwrap();
         }
         let config = dir.join("manager.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"cluster = "{CLUSTER}"
-trigger_dir = "{root}/site_logs.exchange"
-subscribers_dir = "{root}/subscribers"
-site_log_dir = "{root}/site_logs"
-archive_dir = "{root}/archive"
-rescan_interval_secs = 1
-{sites}[housekeeping]
-batch_size = {BATCH}
-retention_days = 7
-[database]
-host = "127.0.0.1"
-port = {port}
-user = "postgres"
-dbname = "expected"
-"#,
-                root = root.display(),
-                sites = crate::support::shared_sites_toml(
-                    &SITES.iter().map(|(n, _, _)| *n).collect::<Vec<_>>()
-                ),
-                port = pg.port()
-            ),
+        ManagerToml::new(
+            CLUSTER,
+            &root.join("site_logs.exchange"),
+            &subscribers,
+            &site_logs,
+            pg.port(),
+            "expected",
         )
-        .unwrap();
+        .archive_dir(&archive)
+        .key("rescan_interval_secs", 1)
+        .sites(crate::support::shared_sites_toml(
+            &SITES.iter().map(|(n, _, _)| *n).collect::<Vec<_>>(),
+        ))
+        .section(
+            "housekeeping",
+            &format!("batch_size = {BATCH}\nretention_days = 7\n"),
+        )
+        .write(&config);
         Setup {
             log: dir.join("manager.log"),
             config,
@@ -676,27 +668,11 @@ async fn sequences_named_after_a_subscribed_table_are_not_sent() {
     let provider = pg.connect("provider").await;
     provider.batch_execute(&seq_provider_sql()).await.unwrap();
     let config = dir.join("manager.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"cluster = "{CLUSTER}"
-trigger_dir = "{root}/triggers"
-subscribers_dir = "{root}/subscribers"
-site_log_dir = "{root}/site_logs"
-archive_dir = "{root}/archive"
-rescan_interval_secs = 1
-{sites}[database]
-host = "127.0.0.1"
-port = {port}
-user = "postgres"
-dbname = "provider"
-"#,
-            root = root.display(),
-            sites = crate::support::shared_sites_toml(&[SEQ_SITE]),
-            port = pg.port()
-        ),
-    )
-    .unwrap();
+    ManagerToml::under(&root, CLUSTER, pg.port(), "provider")
+        .archive_dir(&root.join("archive"))
+        .key("rescan_interval_secs", 1)
+        .sites(crate::support::shared_sites_toml(&[SEQ_SITE]))
+        .write(&config);
     let log = dir.join("manager.log");
     let manager = ManagerDaemon::start(&config, &log, &[]);
     let ssh = SshServer::start(&root);

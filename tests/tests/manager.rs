@@ -4,6 +4,7 @@
 //! only), the manager running as a child process, and the subscriber's side of the
 //! protocol played by the test through files in the trigger directory.
 
+use crate::support::manager::{ManagerDaemon, ManagerToml};
 use crate::support::pg::PgServer;
 use crate::support::{bin_path, slony_set_sequences_sql, slony_set_sql, tail, wait_until, TestDir};
 use slony_shared::archive::parse::{Item, Splitter};
@@ -16,9 +17,9 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CLUSTER: &str = "lab";
 /// Bound on every wait for the manager.
@@ -63,72 +64,6 @@ CREATE TABLE s1.secret (k text PRIMARY KEY);
 INSERT INTO s1.secret VALUES ('not replicated');
 CREATE ROLE app_secret PASSWORD 'hunter2';
 "#;
-
-/// The manager as a child process; killed (SIGKILL) on drop.
-struct ManagerProc {
-    /// The running `slony-manager run`.
-    child: Child,
-}
-
-impl ManagerProc {
-    fn start(config: &Path, log: &Path) -> ManagerProc {
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(bin_path("slony-manager"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info,slony_manager=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawning slony-manager");
-        ManagerProc { child }
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: our own un-reaped child: the pid cannot have been recycled.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, sig);
-        }
-    }
-
-    /// SIGTERM, then waits (bounded) for the exit status.
-    fn terminate(mut self) -> ExitStatus {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "slony-manager ignored SIGTERM for 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILL: a crash at an arbitrary point.
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for ManagerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The provider host: directories, config, databases.
 struct Provider {
@@ -188,32 +123,30 @@ impl Provider {
     }
 
     fn write_config(&self, allow_drop: bool) {
-        let text = format!(
-            r#"cluster = "{CLUSTER}"
-trigger_dir = "{}"
-subscribers_dir = "{}"
-site_log_dir = "{}"
-allow_drop = {allow_drop}
-rescan_interval_secs = 1
-{}[database]
-host = "127.0.0.1"
-port = {}
-user = "postgres"
-dbname = "provider"
-connect_timeout_secs = 5
-"#,
-            self.trigger.display(),
-            self.subscribers.display(),
-            self.site_logs.display(),
-            // site14 may have only s1.other, within the set.
+        ManagerToml::new(
+            CLUSTER,
+            &self.trigger,
+            &self.subscribers,
+            &self.site_logs,
+            self.pg.port(),
+            "provider",
+        )
+        .key("allow_drop", allow_drop)
+        .key("rescan_interval_secs", 1)
+        // site14 may have only s1.other, within the set.
+        .sites(
             crate::support::shared_sites_toml(SITES) + "sites.\"site14\".tables = [\"s1.other\"]\n",
-            self.pg.port()
-        );
-        std::fs::write(&self.config, text).unwrap();
+        )
+        .database_key("connect_timeout_secs", 5)
+        .write(&self.config);
     }
 
-    fn start(&self) -> ManagerProc {
-        ManagerProc::start(&self.config, &self.log)
+    fn start(&self) -> ManagerDaemon {
+        ManagerDaemon::start(
+            &self.config,
+            &self.log,
+            &[("RUST_LOG", "info,slony_manager=debug")],
+        )
     }
 
     fn log(&self) -> String {

@@ -4,17 +4,17 @@
 //! functions an unprivileged user plants in `public` do not reach the pinned Slony
 //! functions; and a superuser applier is warned about.
 
+use crate::support::manager::{ManagerDaemon, ManagerToml};
 use crate::support::pg::PgServer;
 use crate::support::receiver::{database_toml, run_receiver, Run};
 use crate::support::site::{ConfigChange, Options, Site, CLUSTER, NODE};
 use crate::support::ssh::SshServer;
 use crate::support::workload::{self, Change, Format};
-use crate::support::{bin_path, TestDir};
+use crate::support::TestDir;
 use bytes::Bytes;
 use futures_util::SinkExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use tokio_postgres::error::SqlState;
 
 /// The ordinary role the DBA sets up.
@@ -246,16 +246,6 @@ async fn apply_role_pulls_ddl_verifies_and_guards_as_an_ordinary_role() {
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
 }
 
-/// The manager daemon, stopped on drop.
-struct Manager(Child);
-
-impl Drop for Manager {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A new site: the DBA gives an ordinary role the database (no tracking schema), and the
 /// role subscribes through a real manager, then pulls and verifies against the provider.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,23 +284,13 @@ async fn new_site_subscribes_pulls_and_verifies_as_an_ordinary_role() {
         .unwrap();
     workload::apply_expected(&provider, &stream, SNAPSHOT).await;
     let manager_config = dir.join("manager.toml");
-    std::fs::write(
-        &manager_config,
-        format!(
-            "cluster = \"{CLUSTER}\"\ntrigger_dir = \"{r}/triggers\"\nsubscribers_dir = \"{r}/subscribers\"\nsite_log_dir = \"{r}/site_logs\"\nrescan_interval_secs = 1\n{sites}[database]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"postgres\"\ndbname = \"provider\"\n",
-            r = root.display(),
-            port = pg.port(),
-            sites = crate::support::shared_sites_toml(&[NODE]),
-        ),
-    )
-    .unwrap();
-    let _manager = Manager(
-        Command::new(bin_path("slony-manager"))
-            .args(["run", "--config", manager_config.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("manager.log")).unwrap())
-            .spawn()
-            .expect("starting slony-manager"),
+    ManagerToml::under(&root, CLUSTER, pg.port(), "provider")
+        .key("rescan_interval_secs", 1)
+        .sites(crate::support::shared_sites_toml(&[NODE]))
+        .write(&manager_config);
+    let _manager = ManagerDaemon::spawn(
+        &mut ManagerDaemon::run_command(&manager_config),
+        &dir.join("manager.log"),
     );
     let ssh = SshServer::start(&root);
     let receiver_toml = |user: &str| {

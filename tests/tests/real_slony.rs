@@ -30,7 +30,7 @@
 //! no `session_replication_role` line in the header, then checks the rows one by one;
 //! a Slony-I 1.x archive (`setsyncTracking_offline`) after them is refused.
 
-use crate::support::manager::ManagerDaemon;
+use crate::support::manager::{ManagerDaemon, ManagerToml};
 use crate::support::pg::PgServer;
 use crate::support::receiver::{receiver_toml, Endpoints};
 use crate::support::slony::{run_bounded, Slon, Slony};
@@ -676,39 +676,16 @@ fn subscription_lists(lab: &Lab, root: &Path, site: &str) -> (String, String) {
     use slony_shared::ident::{NodeName, QualifiedTable};
     use slony_shared::trigger::{Action, Nonce, Outcome, Request, Series, SqlDone, TriggerKind};
     let config = root.join("subscribe.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"cluster = "{CLUSTER}"
-trigger_dir = "{root}/triggers"
-subscribers_dir = "{root}/subscribers"
-site_log_dir = "{root}/site_logs"
-rescan_interval_secs = 1
-{sites}[database]
-host = "127.0.0.1"
-port = {port}
-user = "postgres"
-dbname = "sub1"
-"#,
-            root = root.display(),
-            sites = crate::support::shared_sites_toml(&[site]),
-            port = lab.pg.port()
-        ),
-    )
-    .unwrap();
+    ManagerToml::under(root, CLUSTER, lab.pg.port(), "sub1")
+        .key("rescan_interval_secs", 1)
+        .sites(crate::support::shared_sites_toml(&[site]))
+        .write(&config);
     // The site's exchange directory (the manager makes it too, maybe after the request
     // is written).
     let triggers = root.join("triggers").join(site);
     std::fs::create_dir_all(&triggers).unwrap();
     let log = lab.dir.join("manager-subscribe.log");
-    let mut manager = Command::new(bin_path("slony-manager"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("spawning slony-manager run");
+    let manager = ManagerDaemon::start(&config, &log, &[]);
     let node = NodeName::new(site).unwrap();
     let put = |kind: TriggerKind, text: String| {
         let name = kind.file_name(&node);
@@ -774,8 +751,7 @@ dbname = "sub1"
         .for_request(&binding, ".done")
         .unwrap();
     assert!(!done.success, "{done:?}");
-    let _ = manager.kill();
-    let _ = manager.wait();
+    manager.kill9();
     std::fs::remove_file(triggers.join(TriggerKind::Done.file_name(&node))).unwrap();
     assert!(
         !new.exists(),
@@ -808,28 +784,17 @@ fn cut_for_subset(lab: &Lab) -> String {
     // The dump put the subset database at counter 0: its stream starts at archive 1.
     std::fs::write(list.join("since"), "1\n").unwrap();
     let config = root.join("manager.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"cluster = "{CLUSTER}"
-trigger_dir = "{root}/triggers"
-subscribers_dir = "{root}/subscribers"
-site_log_dir = "{cut}"
-archive_dir = "{archive}"
-{sites}[database]
-host = "127.0.0.1"
-port = {port}
-user = "postgres"
-dbname = "sub1"
-"#,
-            root = root.display(),
-            cut = lab.provider.join("cut").display(),
-            archive = lab.archive_dir.display(),
-            sites = crate::support::shared_sites_toml(&[site]),
-            port = lab.pg.port()
-        ),
+    ManagerToml::new(
+        CLUSTER,
+        &root.join("triggers"),
+        &root.join("subscribers"),
+        &lab.provider.join("cut"),
+        lab.pg.port(),
+        "sub1",
     )
-    .unwrap();
+    .archive_dir(&lab.archive_dir)
+    .sites(crate::support::shared_sites_toml(&[site]))
+    .write(&config);
     let done = run_bounded(
         Command::new(bin_path("slony-manager"))
             .args(["cut", "--config"])
@@ -1533,31 +1498,19 @@ async fn real_slony_subscription_changes_while_behind() {
     std::fs::create_dir_all(site_logs.with_extension("exchange").join(SUB_SITE)).unwrap();
     let subscribers = lab.dir.mkdir("subscribers");
     let manager_config = lab.dir.join("manager.toml");
-    std::fs::write(
-        &manager_config,
-        format!(
-            r#"cluster = "{CLUSTER}"
-trigger_dir = "{exchange}"
-subscribers_dir = "{subscribers}"
-site_log_dir = "{site_logs}"
-archive_dir = "{archive}"
-allow_drop = true
-rescan_interval_secs = 1
-{sites}[database]
-host = "127.0.0.1"
-port = {port}
-user = "postgres"
-dbname = "sub1"
-"#,
-            exchange = site_logs.with_extension("exchange").display(),
-            subscribers = subscribers.display(),
-            site_logs = site_logs.display(),
-            archive = lab.archive_dir.display(),
-            sites = crate::support::shared_sites_toml(&[SUB_SITE]),
-            port = lab.pg.port()
-        ),
+    ManagerToml::new(
+        CLUSTER,
+        &site_logs.with_extension("exchange"),
+        &subscribers,
+        &site_logs,
+        lab.pg.port(),
+        "sub1",
     )
-    .unwrap();
+    .archive_dir(&lab.archive_dir)
+    .key("allow_drop", true)
+    .key("rescan_interval_secs", 1)
+    .sites(crate::support::shared_sites_toml(&[SUB_SITE]))
+    .write(&manager_config);
     let manager_log = lab.dir.join("manager.log");
     let _manager = ManagerDaemon::start(&manager_config, &manager_log, &[]);
     let ssh = SshServer::start(&lab.provider);

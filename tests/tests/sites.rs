@@ -4,18 +4,19 @@
 //! SFTP as its site. Every attack is first shown live (the same file in its genuine form
 //! is acted on), then refused, with nothing changed.
 
+use crate::support::manager::{ManagerDaemon, ManagerToml};
 use crate::support::pg::PgServer;
 use crate::support::receiver::database_toml;
 use crate::support::smtp::SmtpSink;
 use crate::support::ssh::SshServer;
 use crate::support::{
-    bin_path, is_root, slony_set_sql, tail, user_by_name, wait_until, OsUser, TestDir,
+    bin_path, is_root, sites_toml, slony_set_sql, tail, user_by_name, wait_until, OsUser, TestDir,
 };
 use slony_shared::trigger::{Binding, Digest, Nonce, Outcome, SqlDone};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const CLUSTER: &str = "lab";
@@ -90,49 +91,15 @@ fn write_as_group(owner: &OsUser, gid: u32, path: &Path, bytes: &[u8]) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// The manager running as its own account; killed on drop.
-struct Manager(Child);
-
-impl Manager {
-    fn start(config: &Path, log: &Path) -> Manager {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        Manager(
-            as_user(MGR, &bin_path("slony-manager"))
-                .args(["run", "--config"])
-                .arg(config)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("starting slony-manager as its account"),
-        )
-    }
-
-    fn stop(mut self) {
-        // SAFETY: kill has no memory-safety preconditions; the pid is our child.
-        unsafe {
-            libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("slony-manager ignored SIGTERM for 30 s");
-    }
-}
-
-impl Drop for Manager {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Starts the manager running as its own account; killed on drop.
+fn start_manager(config: &Path, log: &Path) -> ManagerDaemon {
+    ManagerDaemon::spawn(
+        as_user(MGR, &bin_path("slony-manager"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info"),
+        log,
+    )
 }
 
 /// The provider host and the two sites.
@@ -180,24 +147,24 @@ impl World {
             .unwrap();
         let smtp = SmtpSink::start();
         let config = dir.join("manager.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "cluster = \"{CLUSTER}\"\ntrigger_dir = \"{}\"\nsubscribers_dir = \"{}\"\n\
-                 site_log_dir = \"{}\"\nrescan_interval_secs = 1\n\
-                 [sites.site1]\naccount = \"{}\"\n[sites.site2]\naccount = \"{}\"\n\
-                 [alert]\nrecipients = [\"ops@provider.example\"]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\n\
-                 [database]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndbname = \"provider\"\n",
-                triggers.display(),
-                subscribers.display(),
-                site_logs.display(),
-                ACCOUNTS[0],
-                ACCOUNTS[1],
-                smtp.port(),
-                pg.port()
+        ManagerToml::new(
+            CLUSTER,
+            &triggers,
+            &subscribers,
+            &site_logs,
+            pg.port(),
+            "provider",
+        )
+        .key("rescan_interval_secs", 1)
+        .sites(sites_toml(&[(NODES[0], ACCOUNTS[0]), (NODES[1], ACCOUNTS[1])]))
+        .section(
+            "alert",
+            &format!(
+                "recipients = [\"ops@provider.example\"]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\n",
+                smtp.port()
             ),
         )
-        .unwrap();
+        .write(&config);
         let ssh = SshServer::start(&provider);
         let w = World {
             log: dir.join("manager.log"),
@@ -338,7 +305,7 @@ async fn sites_act_only_for_themselves_and_answers_are_authentic() {
     }
     let w = World::new().await;
     let [s1, s2] = &w.sites;
-    let m = Manager::start(&w.config, &w.log);
+    let m = start_manager(&w.config, &w.log);
 
     // The manager makes each site's exchange directory: its own, the site's group, 3770 (setgid, sticky).
     wait_until(WAIT, "the exchange directories", || {
@@ -522,7 +489,7 @@ async fn sites_act_only_for_themselves_and_answers_are_authentic() {
     );
     let sqldone2 = w.file("site2", ".subscribe_series.sqldone");
     wait_until(WAIT, "site2's published answer", || sqldone2.exists());
-    m.stop();
+    m.terminate();
 
     // site1 asks for s1.t2 while the manager is down: its request is in flight.
     let err_path = w.dir.join("subscribe1.err");
@@ -628,7 +595,7 @@ async fn sites_act_only_for_themselves_and_answers_are_authentic() {
     for f in [&sqldone, &w.file("site1", ".sql.gz")] {
         let _ = std::fs::remove_file(f);
     }
-    let m = Manager::start(&w.config, &w.log);
+    let m = start_manager(&w.config, &w.log);
     let out = run_ok(&mut w.subscribe(0, &w.list(0, "s1.t2"), 60));
     assert!(out.contains("subscription updated"), "{out}");
     assert_eq!(w.count("site1", "s1.t2").await, Some(30));
@@ -667,7 +634,7 @@ async fn sites_act_only_for_themselves_and_answers_are_authentic() {
     std::fs::remove_file(&ack).unwrap();
     write_as(s1, &w.site_logs.join("site1/applied_counter"), b"42\n");
     assert_eq!(acknowledged(&w), serde_json::Value::Null, "the old place");
-    m.stop();
+    m.terminate();
 
     // --- 5. One account for both sites is refused, unless the operator opts in; then
     // status warns on every run.

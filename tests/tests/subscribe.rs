@@ -2,6 +2,7 @@
 //! database with a 100k-row table, the trigger directory served by a real sshd, and the
 //! subscriber's replica; then `pull` continues from the snapshot's counter.
 
+use crate::support::manager::{ManagerDaemon, ManagerToml};
 use crate::support::pg::PgServer;
 use crate::support::ssh::SshServer;
 use crate::support::workload::{self, Change, Format};
@@ -15,33 +16,11 @@ const NODE: &str = "site1";
 /// The provider's archive counter when the snapshot is taken.
 const SNAPSHOT: u64 = 42;
 
-/// The manager daemon, stopped on drop.
-struct Manager(Child);
-
-impl Drop for Manager {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `slony-manager run` on the test's config, with `env` added, appending to its log.
-fn start_manager(dir: &TestDir, env: &[(&str, &str)]) -> Manager {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("manager.log"))
-        .unwrap();
-    Manager(
-        Command::new(bin_path("slony-manager"))
-            .arg("run")
-            .arg("--config")
-            .arg(dir.join("manager.toml"))
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting slony-manager"),
+fn start_manager(dir: &TestDir, env: &[(&str, &str)]) -> ManagerDaemon {
+    ManagerDaemon::spawn(
+        ManagerDaemon::run_command(&dir.join("manager.toml")).envs(env.iter().copied()),
+        &dir.join("manager.log"),
     )
 }
 
@@ -50,7 +29,7 @@ struct Setup {
     provider_root: PathBuf,
     receiver_config: PathBuf,
     stream: Vec<Vec<Change>>,
-    manager: Manager,
+    manager: ManagerDaemon,
     ssh: SshServer,
     pg: PgServer,
 }
@@ -142,22 +121,14 @@ impl Setup {
         let nodes: Vec<&str> = std::iter::once(NODE)
             .chain(extra_nodes.iter().copied())
             .collect();
-        let manager_config = dir.join("manager.toml");
-        std::fs::write(
-            &manager_config,
-            format!(
-                "cluster = \"lab\"\ntrigger_dir = \"{root}/triggers\"\nsubscribers_dir = \"{root}/subscribers\"\nsite_log_dir = \"{root}/site_logs\"\nallow_drop = true\nrescan_interval_secs = 1\n{archive}{sites}[database]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"postgres\"\ndbname = \"provider\"\n",
-                root = provider_root.display(),
-                archive = if cut {
-                    format!("archive_dir = \"{}/archive\"\n", provider_root.display())
-                } else {
-                    String::new()
-                },
-                port = pg.port(),
-                sites = crate::support::shared_sites_toml(&nodes),
-            ),
-        )
-        .unwrap();
+        let mut manager_config = ManagerToml::under(&provider_root, "lab", pg.port(), "provider")
+            .key("allow_drop", true)
+            .key("rescan_interval_secs", 1)
+            .sites(crate::support::shared_sites_toml(&nodes));
+        if cut {
+            manager_config = manager_config.archive_dir(&provider_root.join("archive"));
+        }
+        manager_config.write(&dir.join("manager.toml"));
         let manager = start_manager(&dir, &[]);
 
         let ssh = SshServer::start(&provider_root);
@@ -727,8 +698,7 @@ async fn crash_windows_end_with_the_change_applied_once() {
 
     // The manager killed after writing `.sqldone` but before recording it: restarted, it
     // announces again, keeps the site's answer, and finishes.
-    let _ = s.manager.0.kill();
-    let _ = s.manager.0.wait();
+    s.manager.kill9_in_place();
     s.manager = start_manager(&s.dir, &[("SLONY_MANAGER_CRASH_AT", "after-sqldone")]);
     let list = s.dir.join("list-other.txt");
     std::fs::write(&list, "s1.other subscribe\n").unwrap();
@@ -744,7 +714,7 @@ async fn crash_windows_end_with_the_change_applied_once() {
     wait_until(
         Duration::from_secs(60),
         "the manager to die at after-sqldone",
-        || matches!(s.manager.0.try_wait(), Ok(Some(_))),
+        || matches!(s.manager.try_wait(), Ok(Some(_))),
     );
     assert!(
         s.manager_log().contains("crashing at after-sqldone"),
@@ -1365,8 +1335,7 @@ async fn crash_soak_random_kills() {
             if running {
                 kills_manager += 1;
             }
-            let _ = s.manager.0.kill();
-            let _ = s.manager.0.wait();
+            s.manager.kill9_in_place();
             if running {
                 // The site goes on alone for a while.
                 std::thread::sleep(Duration::from_millis(next(1000)));

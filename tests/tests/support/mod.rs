@@ -14,7 +14,8 @@ Layout:
   host and client keys, plus matching and deliberately wrong `known_hosts`.
 - [`smtp`]: [`smtp::SmtpSink`], a real SMTP server (Debian's `python3-aiosmtpd`)
   that records every message it receives, for alert assertions.
-- [`manager`]: [`manager::ManagerDaemon`], `slony-manager run` as a child process.
+- [`manager`]: [`manager::ManagerToml`], a manager config, and
+  [`manager::ManagerDaemon`], `slony-manager run` as a child process.
 - [`site`]: [`site::Site`], a subscriber site with its provider, replica and mail
   sink, and the receiver's config pointing at them.
 - this file: shared helpers ([`free_port`], [`bin_path`], [`wait_until`],
@@ -398,9 +399,15 @@ fn name_list(names: &[&str]) -> String {
 /// `[section]`.
 pub fn shared_sites_toml(nodes: &[&str]) -> String {
     let account = current_user().name;
-    let mut s = String::from("allow_shared_account = true\n");
-    for n in nodes {
-        s.push_str(&format!("sites.\"{n}\".account = \"{account}\"\n"));
-    }
-    s
+    let accounts: Vec<(&str, &str)> = nodes.iter().map(|n| (*n, account.as_str())).collect();
+    String::from("allow_shared_account = true\n") + &sites_toml(&accounts)
+}
+
+/// Top-level lines of a manager config registering each `(node, account)` of `sites`:
+/// the node's site acts as that OS account. Put them before the first `[section]`.
+pub fn sites_toml(sites: &[(&str, &str)]) -> String {
+    sites
+        .iter()
+        .map(|(node, account)| format!("sites.\"{node}\".account = \"{account}\"\n"))
+        .collect()
 }
