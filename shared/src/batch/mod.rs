@@ -21,6 +21,9 @@
 //! Every file is written under a `.part` name, fsynced, then renamed, so a final name only
 //! ever holds complete content. [`write_batch`] reads its result back ([`verify_batch`])
 //! before the batch gets its final name, so the caller may delete the loose archives.
+//! Which loose archives go into which batch is [`plan`]'s to decide.
+
+pub mod plan;
 
 use crate::archive::name::{ArchiveName, BadArchiveName, BatchName};
 use crate::counter::Counter;
