@@ -846,6 +846,80 @@ mod tests {
         assert_eq!(plan.beyond, 1);
     }
 
+    /// Inputs for comparing two planners: every small case, then random larger ones.
+    fn planner_inputs() -> Vec<(BTreeSet<Counter>, Vec<BatchName>, u64, Counter)> {
+        let bn = |from: u64, to: u64| BatchName {
+            from: Counter(from),
+            to: Counter(to),
+        };
+        let mut out = Vec::new();
+        let mut singles = vec![vec![]];
+        for from in 1..=9 {
+            for to in from..=9 {
+                singles.push(vec![bn(from, to)]);
+            }
+        }
+        for mask in 0u32..256 {
+            let loose: BTreeSet<Counter> = (1..=8)
+                .filter(|c| mask & (1 << (c - 1)) != 0)
+                .map(Counter)
+                .collect();
+            for existing in &singles {
+                for size in 1..=4 {
+                    for upper in 0..=10 {
+                        out.push((loose.clone(), existing.clone(), size, Counter(upper)));
+                    }
+                }
+            }
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..200_000 {
+            let density = 1 + rand(10);
+            let loose: BTreeSet<Counter> = (1..=40)
+                .filter(|_| rand(10) < density)
+                .map(Counter)
+                .collect();
+            let mut existing = Vec::new();
+            for _ in 0..rand(5) {
+                let from = 1 + rand(45);
+                existing.push(if rand(2) == 0 {
+                    aligned_range(Counter(from), 1 + rand(8))
+                } else {
+                    bn(from, from + rand(10))
+                });
+            }
+            out.push((loose, existing, 1 + rand(12), Counter(rand(46))));
+        }
+        out
+    }
+
+    /// The shared planner, under the receiver's rules, plans what this one does.
+    #[test]
+    fn the_shared_planner_plans_the_same() {
+        use slony_shared::batch::plan::{self, FirstBatch, PackRules, PartlyCovered};
+        for (loose, existing, size, applied) in planner_inputs() {
+            let rules = PackRules {
+                batch_size: size,
+                first_batch: FirstBatch::Aligned,
+                partly_covered: PartlyCovered::PackTheRest,
+            };
+            let ours = plan_packing(&loose, &existing, size, applied);
+            let shared = plan::plan_packing(&loose, &existing, applied, &rules);
+            let case = format!("{loose:?} {existing:?} {size} {applied}");
+            assert_eq!(ours.recover, shared.recover, "{case}");
+            assert_eq!(ours.pack, shared.pack, "{case}");
+            assert_eq!(ours.blocked, shared.blocked, "{case}");
+            assert_eq!(ours.waiting, shared.waiting, "{case}");
+            assert_eq!(ours.beyond, shared.beyond, "{case}");
+        }
+    }
+
     fn ages(now: SystemTime, list: &[(u64, u64, u64)]) -> Vec<BatchAge> {
         list.iter()
             .map(|&(from, to, days_old)| BatchAge {
