@@ -373,8 +373,34 @@ pub fn run(
     slony_shared::private::create_dir_all(&layout.batches_dir)
         .with_context(|| format!("creating {}", layout.batches_dir.display()))?;
     let inv = take_inventory(layout)?;
-    let mut summary = Summary::default();
-    let limit = match applied {
+    let limit = packing_limit(applied, &inv);
+    let mut summary = Summary {
+        applied: limit,
+        ..Summary::default()
+    };
+    report_duplicates(&inv, limit, &mut summary);
+
+    let loose: BTreeSet<Counter> = inv.loose.keys().copied().collect();
+    let existing: Vec<BatchName> = inv.batches.keys().copied().collect();
+    let plan = plan_packing(&loose, &existing, limit, &pack_rules(settings.batch_size));
+    summary.waiting = plan.waiting;
+    summary.beyond = plan.beyond;
+    warn_blocked(&plan.blocked);
+
+    recover_batches(&plan.recover, &inv, layout, &mut summary);
+    let written = pack_batches(&plan.pack, &inv, layout, &mut summary);
+
+    let mut on_disk = inv.batches.clone();
+    on_disk.extend(written);
+    apply_retention(&on_disk, limit, settings, now, &mut summary);
+    Ok(summary)
+}
+
+/// The applied position packing is bounded by: the database's counter, or, when only the
+/// counter file is known, the lower of it and the newest archive in the applied
+/// directory (logged).
+fn packing_limit(applied: Applied, inv: &Inventory) -> Counter {
+    match applied {
         Applied::Database(c) => c,
         Applied::CounterFile(c) => {
             let newest = inv
@@ -393,8 +419,12 @@ pub fn run(
             );
             limit
         }
-    };
-    summary.applied = limit;
+    }
+}
+
+/// Records a failure for every applied counter with more than one file: its batch is not
+/// packed until only one is left.
+fn report_duplicates(inv: &Inventory, limit: Counter, summary: &mut Summary) {
     for (counter, files) in &inv.duplicates {
         if *counter <= limit {
             let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
@@ -405,21 +435,30 @@ pub fn run(
             ));
         }
     }
+}
 
-    let loose: BTreeSet<Counter> = inv.loose.keys().copied().collect();
-    let existing: Vec<BatchName> = inv.batches.keys().copied().collect();
-    let plan = plan_packing(&loose, &existing, limit, &pack_rules(settings.batch_size));
-    summary.waiting = plan.waiting;
-    summary.beyond = plan.beyond;
-    for (range, batch) in &plan.blocked {
+/// Logs the ranges an existing batch keeps loose (see [`PackPlan::blocked`]).
+///
+/// [`PackPlan::blocked`]: slony_shared::batch::plan::PackPlan::blocked
+fn warn_blocked(blocked: &[(BatchName, BatchName)]) {
+    for (range, batch) in blocked {
         tracing::warn!(
             "archives of range {}..={} stay loose: the existing batch {batch} covers part of that range, not from its start (was housekeeping.batch_size changed?)",
             range.from,
             range.to
         );
     }
+}
 
-    for (b, counters) in &plan.recover {
+/// Verifies each batch left by an interrupted run against the loose copies of its
+/// members, and deletes those copies when they match.
+fn recover_batches(
+    recover: &[(BatchName, Vec<Counter>)],
+    inv: &Inventory,
+    layout: &Layout,
+    summary: &mut Summary,
+) {
+    for (b, counters) in recover {
         let path = &inv.batches[b];
         let members = inv.members(counters.iter().copied());
         let verified = if members.len() as u64 == span(*b) {
@@ -449,23 +488,27 @@ pub fn run(
             )),
         }
     }
+}
 
+/// Packs each complete run into a verified batch and deletes its loose archives.
+///
+/// # Returns
+///
+/// The batches written, and where.
+fn pack_batches(
+    pack: &[BatchName],
+    inv: &Inventory,
+    layout: &Layout,
+    summary: &mut Summary,
+) -> Vec<(BatchName, PathBuf)> {
     let mut written = Vec::new();
-    for b in &plan.pack {
+    for b in pack {
         let members = inv.members((b.from.0..=b.to.0).map(Counter));
         let newest = newest_mtime(&members);
         match batch::write_batch(&layout.batches_dir, *b, &members) {
             Ok(path) => {
                 if let Some(t) = newest {
-                    // The batch ages with its newest archive (keep_days); failing to set
-                    // it only keeps the batch longer.
-                    if let Err(e) = File::options()
-                        .write(true)
-                        .open(&path)
-                        .and_then(|f| f.set_modified(t))
-                    {
-                        tracing::warn!(batch = %path.display(), "could not set the batch's mtime: {e}");
-                    }
+                    date_batch(&path, t);
                 }
                 let (deleted, failure) = delete_loose(&members);
                 tracing::info!(batch = %b, archives = members.len(), "packed and verified");
@@ -482,11 +525,48 @@ pub fn run(
             )),
         }
     }
+    written
+}
 
-    let mut on_disk = inv.batches.clone();
-    on_disk.extend(written);
+/// Gives a batch the mtime of its newest archive.
+fn date_batch(path: &Path, newest: SystemTime) {
+    // The batch ages with its newest archive (keep_days); failing to set it only keeps
+    // the batch longer.
+    if let Err(e) = File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(newest))
+    {
+        tracing::warn!(batch = %path.display(), "could not set the batch's mtime: {e}");
+    }
+}
+
+/// Deletes the batches on disk the retention policy no longer keeps.
+fn apply_retention(
+    on_disk: &BTreeMap<BatchName, PathBuf>,
+    limit: Counter,
+    settings: &HousekeepingConfig,
+    now: SystemTime,
+    summary: &mut Summary,
+) {
+    let ages = batch_ages(on_disk, summary);
+    for name in plan_retention(&ages, limit, settings.keep_days, settings.keep_count, now) {
+        let path = &on_disk[&name];
+        match fs::remove_file(path) {
+            Ok(()) => {
+                tracing::info!(batch = %name, "deleted by the retention policy");
+                summary.batches_deleted += 1;
+            }
+            Err(e) => summary.fail(format!("deleting {} (retention): {e}", path.display())),
+        }
+    }
+}
+
+/// The age of each batch on disk; one whose age cannot be read is left out (and the
+/// failure recorded), so retention skips it.
+fn batch_ages(on_disk: &BTreeMap<BatchName, PathBuf>, summary: &mut Summary) -> Vec<BatchAge> {
     let mut ages = Vec::new();
-    for (name, path) in &on_disk {
+    for (name, path) in on_disk {
         match fs::metadata(path).and_then(|m| m.modified()) {
             Ok(modified) => ages.push(BatchAge {
                 name: *name,
@@ -498,17 +578,7 @@ pub fn run(
             )),
         }
     }
-    for name in plan_retention(&ages, limit, settings.keep_days, settings.keep_count, now) {
-        let path = &on_disk[&name];
-        match fs::remove_file(path) {
-            Ok(()) => {
-                tracing::info!(batch = %name, "deleted by the retention policy");
-                summary.batches_deleted += 1;
-            }
-            Err(e) => summary.fail(format!("deleting {} (retention): {e}", path.display())),
-        }
-    }
-    Ok(summary)
+    ages
 }
 
 /// What one housekeeping run of the site did.
