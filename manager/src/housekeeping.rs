@@ -8,7 +8,8 @@ For every site of `<subscribers_dir>` (a directory with a valid site name), in
 - **Packing.** Batches are aligned to multiples of `[housekeeping] batch_size` (N):
   `k*N+1 ..= (k+1)*N`, so every run produces the same names. Only a complete run of
   loose archives is packed; the first batch of a site that started in the middle of a
-  range (its first counter is its `since`) begins at that first counter. Only archives
+  range (its first counter is its `since`) begins at that first counter
+  ([`pack_rules`]; the plan is [`slony_shared::batch::plan`]'s). Only archives
   below the site's `cut_counter` are packed: the newest archive cut stays loose, so a
   batch never holds a counter a later subscription change could have to cut again (see
   [`crate::cutter`]). [`batch::write_batch`] reads the batch back and compares it with
@@ -39,6 +40,7 @@ use anyhow::Context;
 use slony_shared::ack;
 use slony_shared::archive::name::{classify, ArchiveName, BatchName, Entry};
 use slony_shared::batch;
+use slony_shared::batch::plan::{plan_packing, FirstBatch, PackPlan, PackRules, PartlyCovered};
 use slony_shared::counter::Counter;
 use slony_shared::ident::NodeName;
 use slony_shared::lock::RunLock;
@@ -49,87 +51,14 @@ use std::time::{Duration, SystemTime};
 /// One day, for `retention_days`.
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
-/// What [`plan_packing`] decided.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct PackPlan {
-    /// Batches on disk whose members (these counters) also lie loose: verify, then
-    /// delete the loose copies.
-    pub recover: Vec<(BatchName, Vec<Counter>)>,
-    /// Complete runs to pack, in counter order.
-    pub pack: Vec<BatchName>,
-}
-
-/// The aligned range `k*n+1 ..= (k+1)*n` holding counter `c` (at least 1).
-pub fn aligned_range(c: Counter, n: u64) -> BatchName {
-    let from = (c.0.saturating_sub(1) / n) * n + 1;
-    BatchName {
-        from: Counter(from),
-        to: Counter(from.saturating_add(n - 1)),
+/// The manager's packing rules: a site's first batch starts at its first counter (its
+/// `since`), and a range batches of another size already cover in part stays loose.
+fn pack_rules(batch_size: u64) -> PackRules {
+    PackRules {
+        batch_size,
+        first_batch: FirstBatch::AtStreamStart,
+        partly_covered: PartlyCovered::LeaveLoose,
     }
-}
-
-fn overlaps(a: BatchName, b: BatchName) -> bool {
-    a.from <= b.to && b.from <= a.to
-}
-
-/// Decides what to pack. `loose` are the archives in the site directory, `batches` the
-/// batches there, `upper` the highest counter that may be packed.
-///
-/// # Panics
-///
-/// If `batch_size` is 0 (the configuration refuses it).
-pub fn plan_packing(
-    loose: &BTreeSet<Counter>,
-    batches: &[BatchName],
-    batch_size: u64,
-    upper: Counter,
-) -> PackPlan {
-    assert!(batch_size > 0, "batch_size must be at least 1");
-    let mut plan = PackPlan::default();
-    let mut claimed = BTreeSet::new();
-    let mut sorted = batches.to_vec();
-    sorted.sort();
-    for b in sorted.iter().filter(|b| b.to <= upper) {
-        let members: Vec<Counter> = loose
-            .range(b.from..=b.to)
-            .filter(|c| !claimed.contains(*c))
-            .copied()
-            .collect();
-        if !members.is_empty() {
-            claimed.extend(members.iter().copied());
-            plan.recover.push((*b, members));
-        }
-    }
-    // The site's first counter: a batch starting there may be shorter than the range.
-    let first = loose
-        .iter()
-        .next()
-        .copied()
-        .into_iter()
-        .chain(sorted.iter().map(|b| b.from))
-        .min();
-    let Some(first) = first else {
-        return plan;
-    };
-    let ranges: BTreeSet<BatchName> = loose
-        .range(..=upper)
-        .filter(|c| !claimed.contains(*c))
-        .map(|c| aligned_range(*c, batch_size))
-        .collect();
-    for r in ranges {
-        let tail = BatchName {
-            from: r.from.max(first),
-            to: r.to,
-        };
-        if tail.to > upper || sorted.iter().any(|b| overlaps(*b, tail)) {
-            continue;
-        }
-        let present = loose.range(tail.from..=tail.to).count() as u64;
-        if present == tail.to.0 - tail.from.0 + 1 {
-            plan.pack.push(tail);
-        }
-    }
-    plan
 }
 
 /// What happened to one site.
@@ -265,7 +194,12 @@ pub fn site(
     let upper = Counter(newest.0.saturating_sub(1));
     let counters: BTreeSet<Counter> = loose.keys().copied().collect();
     let batch_names: Vec<BatchName> = batches.keys().copied().collect();
-    let plan = plan_packing(&counters, &batch_names, cfg.housekeeping.batch_size, upper);
+    let plan = plan_packing(
+        &counters,
+        &batch_names,
+        upper,
+        &pack_rules(cfg.housekeeping.batch_size),
+    );
 
     recover(&plan, &loose, &batches, &mut summary)?;
     pack(&dir, node, &plan, &loose, &mut summary)?;
@@ -480,54 +414,11 @@ mod tests {
     use crate::site;
     use slony_shared::ident::QualifiedTable;
 
-    fn set(r: std::ops::RangeInclusive<u64>) -> BTreeSet<Counter> {
-        r.map(Counter).collect()
-    }
-
     fn b(from: u64, to: u64) -> BatchName {
         BatchName {
             from: Counter(from),
             to: Counter(to),
         }
-    }
-
-    #[test]
-    fn aligned_complete_runs_only() {
-        let p = plan_packing(&set(1..=25), &[], 10, Counter(24));
-        assert_eq!(p.pack, vec![b(1, 10), b(11, 20)]);
-        assert!(p.recover.is_empty());
-        // 20 is the newest: 11..=20 waits.
-        let p = plan_packing(&set(1..=20), &[], 10, Counter(19));
-        assert_eq!(p.pack, vec![b(1, 10)]);
-        // A hole keeps its range loose.
-        let mut s = set(1..=30);
-        s.remove(&Counter(15));
-        let p = plan_packing(&s, &[], 10, Counter(29));
-        assert_eq!(p.pack, vec![b(1, 10)]);
-    }
-
-    #[test]
-    fn a_site_starting_mid_range_gets_a_short_first_batch() {
-        let p = plan_packing(&set(7..=31), &[], 10, Counter(30));
-        assert_eq!(p.pack, vec![b(7, 10), b(11, 20), b(21, 30)]);
-        // Later runs continue aligned after the batches.
-        let p = plan_packing(
-            &set(31..=45),
-            &[b(7, 10), b(11, 20), b(21, 30)],
-            10,
-            Counter(44),
-        );
-        assert_eq!(p.pack, vec![b(31, 40)]);
-    }
-
-    #[test]
-    fn loose_copies_of_a_batch_are_recovered() {
-        let p = plan_packing(&set(1..=12), &[b(1, 10)], 10, Counter(11));
-        assert_eq!(
-            p.recover,
-            vec![(b(1, 10), set(1..=10).into_iter().collect())]
-        );
-        assert!(p.pack.is_empty());
     }
 
     fn env(batch: u64, days: u64) -> (tempfile::TempDir, ManagerConfig) {

@@ -8,7 +8,8 @@ later deletes whole batches the retention policy no longer keeps. It never looks
 incoming directory, and never touches an archive above the applied position it is given
 (the database counter, or a conservative bound from the counter file).
 
-The work is split the same way as `pull`: [`plan_packing`] and [`plan_retention`] are pure
+The work is split the same way as `pull`: the packing plan ([`plan_packing`], which the
+manager's housekeeping follows too, under its own rules) and [`plan_retention`] are pure
 functions of (files present, applied position, settings), unit-tested without a disk;
 [`run`] reads the directories, follows the plans and keeps going past a bad batch,
 recording each failure in the [`Summary`].
@@ -18,7 +19,7 @@ site (and every rerun) produces the same names, and only a *complete* run of `N`
 archives is packed; a partial run waits for its last archive. When an existing batch of
 another size covers the start of an aligned range (the batch size was changed), the rest
 of that range is packed as a shorter batch ending on the aligned boundary, so the stream
-realigns instead of leaving archives loose forever.
+realigns instead of leaving archives loose forever ([`pack_rules`]).
 
 Loose archives are deleted only after their batch has been read back and compared byte
 for byte with them: [`batch::write_batch`] does that before the batch gets its final
@@ -33,6 +34,7 @@ use anyhow::Context;
 use slony_shared::archive::name::{classify, Entry};
 use slony_shared::archive::{ArchiveName, BatchName};
 use slony_shared::batch;
+use slony_shared::batch::plan::{plan_packing, span, FirstBatch, PackRules, PartlyCovered};
 use slony_shared::counter::Counter;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -46,127 +48,14 @@ const SCRATCH_PREFIX: &str = ".verify-";
 /// One day, for `keep_days`.
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
-/// What [`plan_packing`] decided.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct PackPlan {
-    /// Batches already on disk whose members (these counters) still lie loose in the
-    /// applied directory: verify the batch against them, then delete the loose copies.
-    pub recover: Vec<(BatchName, Vec<Counter>)>,
-    /// Complete runs of applied archives to pack, in counter order.
-    pub pack: Vec<BatchName>,
-    /// Aligned ranges holding loose applied archives that cannot be packed because an
-    /// existing batch (the second name) covers the middle or the end of the range.
-    pub blocked: Vec<(BatchName, BatchName)>,
-    /// Applied archives whose run is not complete yet (they wait for a later run).
-    pub waiting: u64,
-    /// Archives in the applied directory above the applied position (left alone).
-    pub beyond: u64,
-}
-
-/// The aligned batch range `k*n+1 ..= (k+1)*n` holding counter `c` (which is at least 1).
-pub fn aligned_range(c: Counter, n: u64) -> BatchName {
-    let from = (c.0.saturating_sub(1) / n) * n + 1;
-    BatchName {
-        from: Counter(from),
-        to: Counter(from.saturating_add(n - 1)),
+/// The receiver's packing rules: every batch aligned, archives below a stream's first
+/// complete range waiting, and the stream realigned after a change of `batch_size`.
+fn pack_rules(batch_size: u64) -> PackRules {
+    PackRules {
+        batch_size,
+        first_batch: FirstBatch::Aligned,
+        partly_covered: PartlyCovered::PackTheRest,
     }
-}
-
-/// Number of counters in a batch range.
-fn span(b: BatchName) -> u64 {
-    b.to.0 - b.from.0 + 1
-}
-
-fn overlaps(a: BatchName, b: BatchName) -> bool {
-    a.from <= b.to && b.from <= a.to
-}
-
-/// The part of the aligned range `r` no existing batch covers, when that part is a tail
-/// `a ..= r.to` (all of `r` when nothing overlaps it).
-///
-/// # Returns
-///
-/// `Ok(None)` when existing batches cover all of `r`; `Ok(Some(tail))`; `Err(batch)`
-/// naming an existing batch that leaves a hole before it (or reaches past `r`'s start
-/// without covering it from the start), so no single batch ending at `r.to` fits.
-fn free_tail(r: BatchName, existing: &[BatchName]) -> Result<Option<BatchName>, BatchName> {
-    let mut over: Vec<BatchName> = existing
-        .iter()
-        .copied()
-        .filter(|b| overlaps(*b, r))
-        .collect();
-    over.sort();
-    let mut cur = r.from;
-    for b in over {
-        if b.from > cur {
-            return Err(b);
-        }
-        cur = cur.max(b.to.next());
-    }
-    Ok((cur <= r.to).then_some(BatchName {
-        from: cur,
-        to: r.to,
-    }))
-}
-
-/// Decides what to pack.
-///
-/// `loose` are the counters of the archives in the applied directory, `existing` the
-/// batches already written, `applied` the last counter known to be applied. Only ranges
-/// ending at or below `applied` are packed or recovered, and a range is packed only when
-/// every one of its counters is loose (a complete run). Counters above `applied` are
-/// only counted, in [`PackPlan::beyond`].
-///
-/// # Panics
-///
-/// If `batch_size` is 0 (the configuration refuses it).
-pub fn plan_packing(
-    loose: &BTreeSet<Counter>,
-    existing: &[BatchName],
-    batch_size: u64,
-    applied: Counter,
-) -> PackPlan {
-    assert!(batch_size > 0, "batch_size must be at least 1");
-    let mut plan = PackPlan::default();
-    let mut sorted = existing.to_vec();
-    sorted.sort();
-    sorted.dedup();
-
-    // Loose copies of archives that are already in a batch; a counter claimed by one
-    // batch is not offered to a second, overlapping one.
-    let mut claimed = BTreeSet::new();
-    for b in sorted.iter().filter(|b| b.to <= applied) {
-        let counters: Vec<Counter> = loose
-            .range(b.from..=b.to)
-            .filter(|c| !claimed.contains(*c))
-            .copied()
-            .collect();
-        if !counters.is_empty() {
-            claimed.extend(counters.iter().copied());
-            plan.recover.push((*b, counters));
-        }
-    }
-
-    plan.beyond = loose.range(applied.next()..).count() as u64;
-    let mut groups: BTreeMap<BatchName, u64> = BTreeMap::new();
-    for c in loose.range(..=applied) {
-        *groups.entry(aligned_range(*c, batch_size)).or_default() += 1;
-    }
-    for r in groups.into_keys() {
-        match free_tail(r, &sorted) {
-            Err(b) => plan.blocked.push((r, b)),
-            Ok(None) => {}
-            Ok(Some(tail)) => {
-                let present = loose.range(tail.from..=tail.to).count() as u64;
-                if tail.to <= applied && present == span(tail) {
-                    plan.pack.push(tail);
-                } else if tail.from <= applied {
-                    plan.waiting += loose.range(tail.from..=tail.to.min(applied)).count() as u64;
-                }
-            }
-        }
-    }
-    plan
 }
 
 /// A batch on disk, as the retention policy sees it.
@@ -484,8 +373,34 @@ pub fn run(
     slony_shared::private::create_dir_all(&layout.batches_dir)
         .with_context(|| format!("creating {}", layout.batches_dir.display()))?;
     let inv = take_inventory(layout)?;
-    let mut summary = Summary::default();
-    let limit = match applied {
+    let limit = packing_limit(applied, &inv);
+    let mut summary = Summary {
+        applied: limit,
+        ..Summary::default()
+    };
+    report_duplicates(&inv, limit, &mut summary);
+
+    let loose: BTreeSet<Counter> = inv.loose.keys().copied().collect();
+    let existing: Vec<BatchName> = inv.batches.keys().copied().collect();
+    let plan = plan_packing(&loose, &existing, limit, &pack_rules(settings.batch_size));
+    summary.waiting = plan.waiting;
+    summary.beyond = plan.beyond;
+    warn_blocked(&plan.blocked);
+
+    recover_batches(&plan.recover, &inv, layout, &mut summary);
+    let written = pack_batches(&plan.pack, &inv, layout, &mut summary);
+
+    let mut on_disk = inv.batches.clone();
+    on_disk.extend(written);
+    apply_retention(&on_disk, limit, settings, now, &mut summary);
+    Ok(summary)
+}
+
+/// The applied position packing is bounded by: the database's counter, or, when only the
+/// counter file is known, the lower of it and the newest archive in the applied
+/// directory (logged).
+fn packing_limit(applied: Applied, inv: &Inventory) -> Counter {
+    match applied {
         Applied::Database(c) => c,
         Applied::CounterFile(c) => {
             let newest = inv
@@ -504,8 +419,12 @@ pub fn run(
             );
             limit
         }
-    };
-    summary.applied = limit;
+    }
+}
+
+/// Records a failure for every applied counter with more than one file: its batch is not
+/// packed until only one is left.
+fn report_duplicates(inv: &Inventory, limit: Counter, summary: &mut Summary) {
     for (counter, files) in &inv.duplicates {
         if *counter <= limit {
             let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
@@ -516,21 +435,30 @@ pub fn run(
             ));
         }
     }
+}
 
-    let loose: BTreeSet<Counter> = inv.loose.keys().copied().collect();
-    let existing: Vec<BatchName> = inv.batches.keys().copied().collect();
-    let plan = plan_packing(&loose, &existing, settings.batch_size, limit);
-    summary.waiting = plan.waiting;
-    summary.beyond = plan.beyond;
-    for (range, batch) in &plan.blocked {
+/// Logs the ranges an existing batch keeps loose (see [`PackPlan::blocked`]).
+///
+/// [`PackPlan::blocked`]: slony_shared::batch::plan::PackPlan::blocked
+fn warn_blocked(blocked: &[(BatchName, BatchName)]) {
+    for (range, batch) in blocked {
         tracing::warn!(
             "archives of range {}..={} stay loose: the existing batch {batch} covers part of that range, not from its start (was housekeeping.batch_size changed?)",
             range.from,
             range.to
         );
     }
+}
 
-    for (b, counters) in &plan.recover {
+/// Verifies each batch left by an interrupted run against the loose copies of its
+/// members, and deletes those copies when they match.
+fn recover_batches(
+    recover: &[(BatchName, Vec<Counter>)],
+    inv: &Inventory,
+    layout: &Layout,
+    summary: &mut Summary,
+) {
+    for (b, counters) in recover {
         let path = &inv.batches[b];
         let members = inv.members(counters.iter().copied());
         let verified = if members.len() as u64 == span(*b) {
@@ -560,23 +488,27 @@ pub fn run(
             )),
         }
     }
+}
 
+/// Packs each complete run into a verified batch and deletes its loose archives.
+///
+/// # Returns
+///
+/// The batches written, and where.
+fn pack_batches(
+    pack: &[BatchName],
+    inv: &Inventory,
+    layout: &Layout,
+    summary: &mut Summary,
+) -> Vec<(BatchName, PathBuf)> {
     let mut written = Vec::new();
-    for b in &plan.pack {
+    for b in pack {
         let members = inv.members((b.from.0..=b.to.0).map(Counter));
         let newest = newest_mtime(&members);
         match batch::write_batch(&layout.batches_dir, *b, &members) {
             Ok(path) => {
                 if let Some(t) = newest {
-                    // The batch ages with its newest archive (keep_days); failing to set
-                    // it only keeps the batch longer.
-                    if let Err(e) = File::options()
-                        .write(true)
-                        .open(&path)
-                        .and_then(|f| f.set_modified(t))
-                    {
-                        tracing::warn!(batch = %path.display(), "could not set the batch's mtime: {e}");
-                    }
+                    date_batch(&path, t);
                 }
                 let (deleted, failure) = delete_loose(&members);
                 tracing::info!(batch = %b, archives = members.len(), "packed and verified");
@@ -593,11 +525,48 @@ pub fn run(
             )),
         }
     }
+    written
+}
 
-    let mut on_disk = inv.batches.clone();
-    on_disk.extend(written);
+/// Gives a batch the mtime of its newest archive.
+fn date_batch(path: &Path, newest: SystemTime) {
+    // The batch ages with its newest archive (keep_days); failing to set it only keeps
+    // the batch longer.
+    if let Err(e) = File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(newest))
+    {
+        tracing::warn!(batch = %path.display(), "could not set the batch's mtime: {e}");
+    }
+}
+
+/// Deletes the batches on disk the retention policy no longer keeps.
+fn apply_retention(
+    on_disk: &BTreeMap<BatchName, PathBuf>,
+    limit: Counter,
+    settings: &HousekeepingConfig,
+    now: SystemTime,
+    summary: &mut Summary,
+) {
+    let ages = batch_ages(on_disk, summary);
+    for name in plan_retention(&ages, limit, settings.keep_days, settings.keep_count, now) {
+        let path = &on_disk[&name];
+        match fs::remove_file(path) {
+            Ok(()) => {
+                tracing::info!(batch = %name, "deleted by the retention policy");
+                summary.batches_deleted += 1;
+            }
+            Err(e) => summary.fail(format!("deleting {} (retention): {e}", path.display())),
+        }
+    }
+}
+
+/// The age of each batch on disk; one whose age cannot be read is left out (and the
+/// failure recorded), so retention skips it.
+fn batch_ages(on_disk: &BTreeMap<BatchName, PathBuf>, summary: &mut Summary) -> Vec<BatchAge> {
     let mut ages = Vec::new();
-    for (name, path) in &on_disk {
+    for (name, path) in on_disk {
         match fs::metadata(path).and_then(|m| m.modified()) {
             Ok(modified) => ages.push(BatchAge {
                 name: *name,
@@ -609,17 +578,7 @@ pub fn run(
             )),
         }
     }
-    for name in plan_retention(&ages, limit, settings.keep_days, settings.keep_count, now) {
-        let path = &on_disk[&name];
-        match fs::remove_file(path) {
-            Ok(()) => {
-                tracing::info!(batch = %name, "deleted by the retention policy");
-                summary.batches_deleted += 1;
-            }
-            Err(e) => summary.fail(format!("deleting {} (retention): {e}", path.display())),
-        }
-    }
-    Ok(summary)
+    ages
 }
 
 /// What one housekeeping run of the site did.
@@ -721,129 +680,6 @@ mod tests {
             from: Counter(from),
             to: Counter(to),
         }
-    }
-
-    fn set(range: impl IntoIterator<Item = u64>) -> BTreeSet<Counter> {
-        range.into_iter().map(Counter).collect()
-    }
-
-    #[test]
-    fn aligned_ranges() {
-        assert_eq!(aligned_range(Counter(1), 5000), b(1, 5000));
-        assert_eq!(aligned_range(Counter(5000), 5000), b(1, 5000));
-        assert_eq!(aligned_range(Counter(5001), 5000), b(5001, 10000));
-        assert_eq!(aligned_range(Counter(7), 1), b(7, 7));
-        let top = slony_shared::counter::MAX_COUNTER;
-        assert_eq!(aligned_range(Counter(top), u64::MAX).from, Counter(1));
-    }
-
-    #[test]
-    fn packs_only_complete_applied_runs() {
-        // The case: 12,000 applied, 10 more in the directory but not applied.
-        let plan = plan_packing(&set(1..=12_010), &[], 5000, Counter(12_000));
-        assert_eq!(plan.pack, [b(1, 5000), b(5001, 10_000)]);
-        assert_eq!(plan.waiting, 2000);
-        assert_eq!(plan.beyond, 10);
-        assert!(plan.recover.is_empty() && plan.blocked.is_empty());
-
-        // The database is behind the files: only what it has applied counts.
-        let plan = plan_packing(&set(1..=12_010), &[], 5000, Counter(9_999));
-        assert_eq!(plan.pack, [b(1, 5000)]);
-        assert_eq!(plan.waiting, 4999);
-        assert_eq!(plan.beyond, 2011);
-
-        // Exactly on the boundary.
-        let plan = plan_packing(&set(1..=10), &[], 5, Counter(10));
-        assert_eq!(plan.pack, [b(1, 5), b(6, 10)]);
-        assert_eq!(plan.waiting, 0);
-    }
-
-    #[test]
-    fn holes_and_late_starts_wait() {
-        // 3 is missing: 1..=5 waits, 6..=10 is packed.
-        let mut loose = set(1..=10);
-        loose.remove(&Counter(3));
-        let plan = plan_packing(&loose, &[], 5, Counter(10));
-        assert_eq!(plan.pack, [b(6, 10)]);
-        assert_eq!(plan.waiting, 4);
-
-        // A site that started at counter 3 never completes 1..=5 on its own.
-        let plan = plan_packing(&set(3..=12), &[], 5, Counter(12));
-        assert_eq!(plan.pack, [b(6, 10)]);
-        assert_eq!(plan.waiting, 3 + 2);
-
-        // Nothing applied yet, nothing loose.
-        assert_eq!(
-            plan_packing(&set(1..=4), &[], 5, Counter(0)),
-            PackPlan {
-                beyond: 4,
-                ..PackPlan::default()
-            }
-        );
-        assert_eq!(
-            plan_packing(&BTreeSet::new(), &[], 5, Counter(100)),
-            PackPlan::default()
-        );
-    }
-
-    #[test]
-    fn existing_batches_are_recovered_not_repacked() {
-        // A crash after writing 1..=5 but before deleting the loose files.
-        let plan = plan_packing(&set(1..=12), &[b(1, 5)], 5, Counter(12));
-        assert_eq!(plan.recover, [(b(1, 5), set(1..=5).into_iter().collect())]);
-        assert_eq!(plan.pack, [b(6, 10)]);
-        assert_eq!(plan.waiting, 2);
-
-        // A crash in the middle of deleting them.
-        let plan = plan_packing(&set([2, 4, 6, 7, 8, 9, 10]), &[b(1, 5)], 5, Counter(10));
-        assert_eq!(plan.recover, [(b(1, 5), vec![Counter(2), Counter(4)])]);
-        assert_eq!(plan.pack, [b(6, 10)]);
-
-        // A batch above the applied position is left alone, and so are its loose files.
-        let plan = plan_packing(&set(6..=10), &[b(6, 10)], 5, Counter(9));
-        assert!(plan.recover.is_empty() && plan.pack.is_empty());
-
-        // Overlapping batches on disk: each loose copy is verified against one of them.
-        let plan = plan_packing(&set(1..=5), &[b(1, 5), b(1, 3)], 5, Counter(5));
-        assert_eq!(
-            plan.recover,
-            [
-                (b(1, 3), vec![Counter(1), Counter(2), Counter(3)]),
-                (b(1, 5), vec![Counter(4), Counter(5)])
-            ]
-        );
-        assert!(plan.pack.is_empty());
-    }
-
-    #[test]
-    fn a_changed_batch_size_realigns() {
-        // Batches of 3 were written before; now the size is 5.
-        let plan = plan_packing(&set(7..=15), &[b(1, 3), b(4, 6)], 5, Counter(15));
-        assert_eq!(plan.pack, [b(7, 10), b(11, 15)]);
-        // The tail waits when incomplete.
-        let plan = plan_packing(&set(7..=9), &[b(1, 3), b(4, 6)], 5, Counter(15));
-        assert!(plan.pack.is_empty());
-        assert_eq!(plan.waiting, 3);
-        // A batch covering the middle of a range blocks it.
-        let plan = plan_packing(&set([1, 2, 5]), &[b(3, 4)], 5, Counter(5));
-        assert_eq!(plan.blocked, [(b(1, 5), b(3, 4))]);
-        assert!(plan.pack.is_empty());
-        // An old batch reaching above the applied position: its loose copies and the
-        // rest of the range are left alone.
-        let plan = plan_packing(&set([1, 2, 3]), &[b(1, 3)], 5, Counter(1));
-        assert_eq!(plan.beyond, 2);
-        assert!(plan.recover.is_empty() && plan.pack.is_empty());
-        assert_eq!(plan.waiting, 0);
-        // A bigger old batch covering the whole range: nothing to do.
-        let plan = plan_packing(&BTreeSet::new(), &[b(1, 10)], 5, Counter(10));
-        assert_eq!(plan, PackPlan::default());
-    }
-
-    #[test]
-    fn batch_size_one() {
-        let plan = plan_packing(&set(1..=3), &[], 1, Counter(2));
-        assert_eq!(plan.pack, [b(1, 1), b(2, 2)]);
-        assert_eq!(plan.beyond, 1);
     }
 
     fn ages(now: SystemTime, list: &[(u64, u64, u64)]) -> Vec<BatchAge> {

@@ -25,7 +25,9 @@ use crate::config::ReceiverConfig;
 use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command, ConfigArg};
+use slony_shared::ident::QualifiedTable;
 use std::process::ExitCode;
+use tokio::runtime::Runtime;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -48,6 +50,7 @@ fn load_config(arg: &ConfigArg) -> anyhow::Result<ReceiverConfig> {
     }
 }
 
+/// Runs the subcommand on a runtime of two workers; returns its exit code.
 fn run(cli: Cli) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -59,34 +62,21 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             config,
             once,
             fail_if_paused,
-        } => {
-            let cfg = load_config(&config)?;
-            let reload = || load_config(&config);
-            runtime.block_on(cmd::pull::run(&cfg, reload, once, fail_if_paused))
-        }
+        } => pull(&runtime, &config, once, fail_if_paused),
         Command::Init {
             config,
             counter,
             created,
             apply_role,
             no_schema,
-        } => {
-            let cfg = load_config(&config)?;
-            let counter: slony_shared::counter::Counter =
-                counter.to_string().parse().context("--counter")?;
-            match apply_role {
-                Some(role) => runtime.block_on(privilege::apply_role(
-                    &cfg,
-                    &privilege::ApplyRole {
-                        role: &role,
-                        create_schema: !no_schema,
-                        counter,
-                        created: &created,
-                    },
-                )),
-                None => runtime.block_on(cmd::init::run(&cfg, counter, &created)),
-            }
-        }
+        } => init(
+            &runtime,
+            &config,
+            counter,
+            &created,
+            apply_role.as_deref(),
+            no_schema,
+        ),
         Command::Housekeeping { config } => {
             let cfg = load_config(&config)?;
             runtime.block_on(cmd::housekeeping::run(&cfg))
@@ -126,29 +116,82 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             reference,
             reference_password_env,
             tables,
-        } => {
-            let cfg = load_config(&config)?;
-            let password =
-                match reference_password_env {
-                    Some(var) => Some(std::env::var(&var).map_err(|_| {
-                        crate::config::ConfigError::Invalid {
-                            path: cfg.source.clone(),
-                            key: "--reference-password-env".into(),
-                            reason: format!("environment variable {var} is not set (or not UTF-8)"),
-                        }
-                    })?),
-                    None => None,
-                };
-            runtime.block_on(cmd::verify::run(
-                &cfg,
-                &reference,
-                password.as_deref(),
-                &tables,
-            ))
-        }
+        } => verify(
+            &runtime,
+            &config,
+            &reference,
+            reference_password_env.as_deref(),
+            &tables,
+        ),
         Command::Promote { config } => {
             let cfg = load_config(&config)?;
             runtime.block_on(cmd::promote::run(&cfg))
         }
     }
+}
+
+/// `pull`, which may load the configuration again while it runs.
+fn pull(
+    runtime: &Runtime,
+    config: &ConfigArg,
+    once: bool,
+    fail_if_paused: bool,
+) -> anyhow::Result<u8> {
+    let cfg = load_config(config)?;
+    let reload = || load_config(config);
+    runtime.block_on(cmd::pull::run(&cfg, reload, once, fail_if_paused))
+}
+
+/// `init`: the tracking schema at a counter, or with `--apply-role`, the apply role.
+fn init(
+    runtime: &Runtime,
+    config: &ConfigArg,
+    counter: u64,
+    created: &str,
+    apply_role: Option<&str>,
+    no_schema: bool,
+) -> anyhow::Result<u8> {
+    let cfg = load_config(config)?;
+    let counter: slony_shared::counter::Counter =
+        counter.to_string().parse().context("--counter")?;
+    match apply_role {
+        Some(role) => runtime.block_on(privilege::apply_role(
+            &cfg,
+            &privilege::ApplyRole {
+                role,
+                create_schema: !no_schema,
+                counter,
+                created,
+            },
+        )),
+        None => runtime.block_on(cmd::init::run(&cfg, counter, created)),
+    }
+}
+
+/// `verify`, with the reference database's password read from the environment variable
+/// `--reference-password-env` names.
+fn verify(
+    runtime: &Runtime,
+    config: &ConfigArg,
+    reference: &str,
+    password_env: Option<&str>,
+    tables: &[QualifiedTable],
+) -> anyhow::Result<u8> {
+    let cfg = load_config(config)?;
+    let password = match password_env {
+        Some(var) => Some(
+            std::env::var(var).map_err(|_| crate::config::ConfigError::Invalid {
+                path: cfg.source.clone(),
+                key: "--reference-password-env".into(),
+                reason: format!("environment variable {var} is not set (or not UTF-8)"),
+            })?,
+        ),
+        None => None,
+    };
+    runtime.block_on(cmd::verify::run(
+        &cfg,
+        reference,
+        password.as_deref(),
+        tables,
+    ))
 }

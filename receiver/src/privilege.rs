@@ -168,6 +168,54 @@ pub async fn apply_role(cfg: &ReceiverConfig, req: &ApplyRole<'_>) -> anyhow::Re
         return Ok(exit::CONFIG);
     }
     let mut client = crate::replica::connect(cfg).await?;
+    let target = match inspect_target(&client, cfg, role).await? {
+        Ok(target) => target,
+        Err(refusal) => {
+            eprintln!("slony-receiver: {refusal}");
+            return Ok(exit::CONFIG);
+        }
+    };
+
+    let mut done = Vec::new();
+    let tx = crate::execute::ddl_transaction(&mut client).await?;
+    grant_role(&tx, role, &target, &mut done).await?;
+    if prepare_schema(&tx, cfg, req, target.tracking, &mut done).await? {
+        let changed = own_schema(&tx, &cfg.cluster, role).await?;
+        done.push(format!(
+            "{role} owns schema {} and everything in it ({})",
+            cfg.cluster.schema(),
+            changed_text(&changed)
+        ));
+    }
+    give_replicated(&tx, &cfg.cluster, role, &mut done).await?;
+    tx.commit().await.map_err(doing("committing"))?;
+
+    print_report(cfg, role, &target.database, &done);
+    Ok(exit::OK)
+}
+
+/// What `init --apply-role` found before changing anything.
+struct Target {
+    /// The database connected to.
+    database: String,
+    /// The apply role, if it exists: whether it may log in.
+    role_can_login: Option<bool>,
+    /// The tracking schema.
+    tracking: Tracking,
+}
+
+/// Reads the connected role, the server, the apply role and the tracking schema.
+///
+/// # Returns
+///
+/// What was found, or the line that tells the operator why nothing can be changed: the
+/// connected role is no superuser, the server is older than PostgreSQL 15, the apply role
+/// is a superuser, or the cluster's schema is not a tracking schema.
+async fn inspect_target(
+    client: &Client,
+    cfg: &ReceiverConfig,
+    role: &str,
+) -> anyhow::Result<Result<Target, String>> {
     let row = client
         .query_one(
             "SELECT current_user::text, r.rolsuper,
@@ -181,21 +229,19 @@ pub async fn apply_role(cfg: &ReceiverConfig, req: &ApplyRole<'_>) -> anyhow::Re
     let (me, superuser, version, version_text, database): (String, bool, i32, String, String) =
         (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
     if !superuser {
-        eprintln!(
-            "slony-receiver: init --apply-role grants privileges, so it must connect as a \
+        return Ok(Err(format!(
+            "init --apply-role grants privileges, so it must connect as a \
              superuser; the configured database user {me} is not one. Run it with a copy of \
              the configuration whose [database] user is a superuser; nothing changed"
-        );
-        return Ok(exit::CONFIG);
+        )));
     }
     if let Some(why) = too_old(version) {
-        eprintln!(
-            "slony-receiver: this replica runs PostgreSQL {version_text}: {why}, so no ordinary \
+        return Ok(Err(format!(
+            "this replica runs PostgreSQL {version_text}: {why}, so no ordinary \
              role can apply archives here. Keep applying as a superuser (pull warns about it \
              on every start) and run this again once the replica runs PostgreSQL 15 or later; \
              nothing changed"
-        );
-        return Ok(exit::CONFIG);
+        )));
     }
     let existing = client
         .query_opt(
@@ -206,26 +252,33 @@ pub async fn apply_role(cfg: &ReceiverConfig, req: &ApplyRole<'_>) -> anyhow::Re
         .map_err(doing("looking up the role"))?
         .map(|r| (r.get::<_, bool>(0), r.get::<_, bool>(1)));
     if let Some((true, _)) = existing {
-        eprintln!(
-            "slony-receiver: role {role} is a superuser; the apply role must be an ordinary \
+        return Ok(Err(format!(
+            "role {role} is a superuser; the apply role must be an ordinary \
              one (give another name, or ALTER ROLE {} NOSUPERUSER first); nothing changed",
             quote_ident(role)
-        );
-        return Ok(exit::CONFIG);
+        )));
     }
-    let tracking = match inspect_schema(&client, &cfg.cluster).await? {
+    let tracking = match inspect_schema(client, &cfg.cluster).await? {
         Ok(t) => t,
-        Err(why) => {
-            eprintln!("slony-receiver: {why}; nothing changed");
-            return Ok(exit::CONFIG);
-        }
+        Err(why) => return Ok(Err(format!("{why}; nothing changed"))),
     };
+    Ok(Ok(Target {
+        database,
+        role_can_login: existing.map(|(_, login)| login),
+        tracking,
+    }))
+}
 
+/// Creates the role when it is missing, and grants it SET on `session_replication_role`
+/// and CONNECT, CREATE on the database.
+async fn grant_role(
+    tx: &impl GenericClient,
+    role: &str,
+    target: &Target,
+    done: &mut Vec<String>,
+) -> anyhow::Result<()> {
     let q = quote_ident(role);
-    let schema = cfg.cluster.schema();
-    let mut done = Vec::new();
-    let tx = crate::execute::ddl_transaction(&mut client).await?;
-    match existing {
+    match target.role_can_login {
         None => {
             tx.batch_execute(&format!("CREATE ROLE {q} LOGIN"))
                 .await
@@ -234,22 +287,39 @@ pub async fn apply_role(cfg: &ReceiverConfig, req: &ApplyRole<'_>) -> anyhow::Re
                 "created role {role} (LOGIN, no password: the operator sets one)"
             ));
         }
-        Some((_, true)) => done.push(format!("role {role} exists")),
-        Some((_, false)) => done.push(format!(
+        Some(true) => done.push(format!("role {role} exists")),
+        Some(false) => done.push(format!(
             "role {role} exists but may not log in (NOLOGIN): give it LOGIN before pull connects as it"
         )),
     }
+    let database = &target.database;
     tx.batch_execute(&format!(
         "GRANT SET ON PARAMETER session_replication_role TO {q};
          GRANT CONNECT, CREATE ON DATABASE {} TO {q}",
-        quote_ident(&database)
+        quote_ident(database)
     ))
     .await
     .map_err(doing("granting the parameter and database privileges"))?;
     done.push("granted SET on parameter session_replication_role".into());
     done.push(format!("granted CONNECT, CREATE on database {database}"));
+    Ok(())
+}
 
-    let schema_there = match tracking {
+/// Creates a missing tracking schema when asked to, or re-creates the functions of an
+/// existing one.
+///
+/// # Returns
+///
+/// Whether the tracking schema is there now.
+async fn prepare_schema(
+    tx: &impl GenericClient,
+    cfg: &ReceiverConfig,
+    req: &ApplyRole<'_>,
+    tracking: Tracking,
+    done: &mut Vec<String>,
+) -> anyhow::Result<bool> {
+    let schema = cfg.cluster.schema();
+    Ok(match tracking {
         Tracking::Missing if req.create_schema => {
             tx.batch_execute(&format!(
                 "{}{}",
@@ -266,7 +336,8 @@ pub async fn apply_role(cfg: &ReceiverConfig, req: &ApplyRole<'_>) -> anyhow::Re
         }
         Tracking::Missing => {
             done.push(format!(
-                "no tracking schema {schema}: subscribe-series creates it, run as {role}"
+                "no tracking schema {schema}: subscribe-series creates it, run as {}",
+                req.role
             ));
             false
         }
@@ -280,15 +351,18 @@ pub async fn apply_role(cfg: &ReceiverConfig, req: &ApplyRole<'_>) -> anyhow::Re
             ));
             true
         }
-    };
-    if schema_there {
-        let changed = own_schema(&tx, &cfg.cluster, role).await?;
-        done.push(format!(
-            "{role} owns schema {schema} and everything in it ({})",
-            changed_text(&changed)
-        ));
-    }
-    let (tables, sequences, schemas) = own_replicated(&tx, &cfg.cluster, role).await?;
+    })
+}
+
+/// Gives `role` the replicated tables and sequences and their schemas
+/// ([`own_replicated`]), and says so in `done`.
+async fn give_replicated(
+    tx: &impl GenericClient,
+    cluster: &ClusterName,
+    role: &str,
+    done: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let (tables, sequences, schemas) = own_replicated(tx, cluster, role).await?;
     done.push(format!(
         "{role} owns the {} replicated table(s) ({}) and {} sequence(s) ({})",
         tables.0,
@@ -302,23 +376,26 @@ pub async fn apply_role(cfg: &ReceiverConfig, req: &ApplyRole<'_>) -> anyhow::Re
             schemas.join(", ")
         ));
     }
-    tx.commit().await.map_err(doing("committing"))?;
+    Ok(())
+}
 
+/// Prints what was done, and what the operator does next.
+fn print_report(cfg: &ReceiverConfig, role: &str, database: &str, done: &[String]) {
     println!(
         "init --apply-role {role} on database {database} (cluster {}):",
         cfg.cluster
     );
-    for line in &done {
+    for line in done {
         println!("  {line}");
     }
     println!(
-        "Next: give {role} a password (ALTER ROLE {q} PASSWORD '...') or another way to log \
+        "Next: give {role} a password (ALTER ROLE {} PASSWORD '...') or another way to log \
          in (pg_hba.conf), set [database] user = \"{role}\" (and password_env) in the \
          configuration pull and subscribe-series use, and keep this superuser configuration \
          for the DBA. Run this again after tables were added by hand: it only fixes \
-         ownership and grants."
+         ownership and grants.",
+        quote_ident(role)
     );
-    Ok(exit::OK)
 }
 
 /// Whether the cluster's schema is missing or a log-shipping tracking schema; `Err` with

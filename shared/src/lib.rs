@@ -7,7 +7,8 @@
 //! - [`counter`]: the archive counter, the replica's position in the stream.
 //! - [`archive`]: Slony-I archive files: names, completeness check, the SQL/COPY splitter,
 //!   and structural validation of an archive's statements.
-//! - [`batch`]: `slony_logs_<from>-<to>.tar.gz` batches: safe reading and writing.
+//! - [`batch`]: `slony_logs_<from>-<to>.tar.gz` batches: safe reading and writing, and
+//!   [`batch::plan`], which loose archives housekeeping packs into which batch.
 //! - [`config`]: the receiver's TOML configuration and the original `key=value` format.
 //! - [`mail`]: one mail over SMTP, for both binaries' alerts.
 //! - [`logging`]: the tracing subscriber both binaries install.

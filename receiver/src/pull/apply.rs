@@ -262,103 +262,144 @@ impl Applier {
         let mut pipeline = Pipeline::default();
         let mut begin = "SET session_replication_role TO replica; BEGIN".to_string();
         for (i, archive) in archives.iter().enumerate() {
-            let (path, name) = (archive.path, &archive.name);
             if !single {
                 begin.push_str("; SAVEPOINT archive");
             }
-            // DDL of an archive before may have set search_path: each archive starts
-            // from the session's own, for its statements and for its DDL rows.
-            // DDL rows run with the provider's DDL search path when one is configured (so
-            // an unqualified name is the table it was on the log-shipping node, and the
-            // one the cut chose), else with the session's own.
-            begin.push_str(&format!(
-                "; SET LOCAL standard_conforming_strings TO on; RESET search_path; \
-                 SELECT pg_catalog.set_config('slony_receiver.ddl_search_path', {}, true)",
-                self.ddl_search_path
-            ));
-            // The DDL rows log_apply() may run: those the check approved, or none.
-            let approved = if archive.approved_ddl.is_empty() {
-                "none".to_string()
-            } else {
-                archive.approved_ddl.join(",")
-            };
-            begin.push_str(&format!(
-                "; SET LOCAL {} TO '{approved}'",
-                slony_shared::offline::APPROVED_DDL_SETTING
-            ));
+            self.push_archive_settings(&mut begin, archive);
             let lead_at = pipeline.sent() + pipeline.queued() as u64;
-            let mut outcome = self
-                .apply_body(&mut pipeline, std::mem::take(&mut begin), path, name)
-                .await;
-            // An unsubscribed table goes with the archive of its snapshot, once every
-            // copy that still carries its rows is in.
-            let due: Vec<&PendingDrop> = pending
-                .iter()
-                .filter(|d| d.after <= name.counter.as_i64())
-                .collect();
-            if outcome.is_ok() && !due.is_empty() {
-                // The archive may have switched to escaped strings (pre-2.2): the literals
-                // below are standard ones.
-                let mut sql = String::from("SET LOCAL standard_conforming_strings TO on;");
-                for d in &due {
-                    sql.push_str(&format!(
-                        "DROP TABLE IF EXISTS {}.{}; DELETE FROM {}.{} WHERE nsp = {} AND rel = {};",
-                        quote_ident(&d.schema),
-                        quote_ident(&d.table),
-                        self.cluster.schema(),
-                        crate::replica::PENDING_DROP_TABLE,
-                        quote_literal(&d.schema),
-                        quote_literal(&d.table),
-                    ));
-                }
-                self.pending_drops = None;
-                let sent = match pipeline.push(&self.client, sql, 0).await {
-                    Ok(()) => pipeline.flush(&self.client).await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = sent {
-                    outcome = Err(self.exec_error(name, e));
-                } else {
-                    tracing::info!(archive = %name, tables = due.len(), "dropped the unsubscribed tables at their snapshot");
-                }
-            }
+            let lead = std::mem::take(&mut begin);
+            let outcome = match self
+                .apply_body(&mut pipeline, lead, archive.path, &archive.name)
+                .await
+            {
+                Ok(_) => self.drop_due(&mut pipeline, &pending, &archive.name).await,
+                Err(e) => Err(e),
+            };
             match outcome {
-                Ok(_) if single => {}
+                Ok(()) if single => {}
                 // RELEASE rides with the next archive's first statements.
-                Ok(_) => {
+                Ok(()) => {
                     begin =
                         "SET session_replication_role TO replica; RELEASE SAVEPOINT archive".into()
                 }
                 Err(error) => {
-                    // Keep the archives before this one, if any. If this archive's
-                    // savepoint never went out (it failed before its first statement was
-                    // sent), the last savepoint is still the previous archive's: commit.
                     let lead_sent = pipeline.sent() > lead_at;
                     pipeline.discard();
-                    let keep = if i == 0 {
-                        "ROLLBACK"
-                    } else if lead_sent {
-                        "ROLLBACK TO SAVEPOINT archive; COMMIT"
-                    } else {
-                        "COMMIT"
-                    };
-                    let committed = match self.client.batch_execute(keep).await {
-                        // The tracking table says what really got in.
-                        Ok(()) => self.applied_since(archives[0].name.counter).await.min(i),
-                        Err(_) => {
-                            // The connection is gone: the server rolled everything back.
-                            let _ = self.client.batch_execute("ROLLBACK").await;
-                            0
-                        }
-                    };
-                    self.committed(committed);
-                    return GroupResult {
-                        committed,
-                        error: Some(error),
-                    };
+                    return self.keep_before(archives, i, lead_sent, error).await;
                 }
             }
         }
+        self.commit_group(archives, single).await
+    }
+
+    /// Appends to `lead` the settings every archive starts from: standard strings, the
+    /// session's search path, the DDL rows' search path and the DDL rows its check
+    /// approved.
+    fn push_archive_settings(&self, lead: &mut String, archive: &ToApply<'_>) {
+        // DDL of an archive before may have set search_path: each archive starts
+        // from the session's own, for its statements and for its DDL rows.
+        // DDL rows run with the provider's DDL search path when one is configured (so
+        // an unqualified name is the table it was on the log-shipping node, and the
+        // one the cut chose), else with the session's own.
+        lead.push_str(&format!(
+            "; SET LOCAL standard_conforming_strings TO on; RESET search_path; \
+             SELECT pg_catalog.set_config('slony_receiver.ddl_search_path', {}, true)",
+            self.ddl_search_path
+        ));
+        // The DDL rows log_apply() may run: those the check approved, or none.
+        let approved = if archive.approved_ddl.is_empty() {
+            "none".to_string()
+        } else {
+            archive.approved_ddl.join(",")
+        };
+        lead.push_str(&format!(
+            "; SET LOCAL {} TO '{approved}'",
+            slony_shared::offline::APPROVED_DDL_SETTING
+        ));
+    }
+
+    /// Drops, in the transaction of archive `name`, the unsubscribed tables whose
+    /// snapshot it is: every copy that still carries their rows is in.
+    async fn drop_due(
+        &mut self,
+        pipeline: &mut Pipeline,
+        pending: &[PendingDrop],
+        name: &ArchiveName,
+    ) -> Result<(), ApplyError> {
+        let due: Vec<&PendingDrop> = pending
+            .iter()
+            .filter(|d| d.after <= name.counter.as_i64())
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        // The archive may have switched to escaped strings (pre-2.2): the literals
+        // below are standard ones.
+        let mut sql = String::from("SET LOCAL standard_conforming_strings TO on;");
+        for d in &due {
+            sql.push_str(&format!(
+                "DROP TABLE IF EXISTS {}.{}; DELETE FROM {}.{} WHERE nsp = {} AND rel = {};",
+                quote_ident(&d.schema),
+                quote_ident(&d.table),
+                self.cluster.schema(),
+                crate::replica::PENDING_DROP_TABLE,
+                quote_literal(&d.schema),
+                quote_literal(&d.table),
+            ));
+        }
+        self.pending_drops = None;
+        let sent = match pipeline.push(&self.client, sql, 0).await {
+            Ok(()) => pipeline.flush(&self.client).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            return Err(self.exec_error(name, e));
+        }
+        tracing::info!(archive = %name, tables = due.len(), "dropped the unsubscribed tables at their snapshot");
+        Ok(())
+    }
+
+    /// Archive `failed` of the group did not apply (`error`): commits the archives before
+    /// it, if any, and reports how many are in. `lead_sent` says whether the failed
+    /// archive's savepoint went out (it had sent its first statements).
+    async fn keep_before(
+        &mut self,
+        archives: &[ToApply<'_>],
+        failed: usize,
+        lead_sent: bool,
+        error: ApplyError,
+    ) -> GroupResult {
+        // Keep the archives before this one, if any. If this archive's savepoint never
+        // went out (it failed before its first statement was sent), the last savepoint
+        // is still the previous archive's: commit.
+        let keep = if failed == 0 {
+            "ROLLBACK"
+        } else if lead_sent {
+            "ROLLBACK TO SAVEPOINT archive; COMMIT"
+        } else {
+            "COMMIT"
+        };
+        let committed = match self.client.batch_execute(keep).await {
+            // The tracking table says what really got in.
+            Ok(()) => self
+                .applied_since(archives[0].name.counter)
+                .await
+                .min(failed),
+            Err(_) => {
+                // The connection is gone: the server rolled everything back.
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                0
+            }
+        };
+        self.committed(committed);
+        GroupResult {
+            committed,
+            error: Some(error),
+        }
+    }
+
+    /// Commits a group every archive of which applied.
+    async fn commit_group(&mut self, archives: &[ToApply<'_>], single: bool) -> GroupResult {
         let commit = if single {
             "COMMIT"
         } else {

@@ -182,6 +182,7 @@ fn exec_error(e: ExecError) -> BootstrapError {
     }
 }
 
+/// Sends the whole SQL, after the opening statements, without committing.
 async fn run<R: std::io::BufRead>(
     client: &Client,
     splitter: &mut Splitter<R>,
@@ -191,6 +192,40 @@ async fn run<R: std::io::BufRead>(
     progress: &mut impl FnMut(u64, u64),
 ) -> Result<(), BootstrapError> {
     let mut pipeline = Pipeline::default();
+    pipeline
+        .push(client, opening(bootstrap), 0)
+        .await
+        .map_err(exec_error)?;
+    let rules = Rules::new(&format!("_{}", bootstrap.cluster.as_str()), bootstrap.allow);
+    let mut buf = Vec::new();
+    while let Some(item) = splitter.next_item()? {
+        match item {
+            Item::Comment { .. } => {}
+            Item::Statement { sql, line } => {
+                check(&rules, &sql, line, false)?;
+                send_statement(client, &mut pipeline, bootstrap, sql, line).await?;
+            }
+            Item::CopyIn { sql, line } => {
+                check(&rules, &sql, line, true)?;
+                pipeline.flush(client).await.map_err(exec_error)?;
+                execute::copy_in(client, sql.as_str(), &sql, line, &mut buf, |b| {
+                    splitter.copy_chunk(b).map_err(ExecError::Parse)
+                })
+                .await
+                .map_err(exec_error)?;
+                progress(read.load(Ordering::Relaxed), size);
+            }
+        }
+    }
+    pipeline.flush(client).await.map_err(exec_error)?;
+    progress(size, size);
+    Ok(())
+}
+
+/// What the transaction starts with: the replica role, standard strings, for a new site
+/// the tracking schema, and the tables that record this change and the drops waiting for
+/// their snapshot.
+fn opening(bootstrap: &Bootstrap<'_>) -> String {
     // Replica role: user triggers on existing tables stay quiet, as with slony1_dump.sh.
     let mut begin = "SET session_replication_role TO replica; BEGIN; \
                      SET LOCAL standard_conforming_strings TO on"
@@ -215,71 +250,73 @@ async fn run<R: std::io::BufRead>(
         ";\nCREATE TABLE IF NOT EXISTS {s}.{PENDING_DROP_TABLE} (nsp text NOT NULL, rel text NOT NULL, after_counter bigint NOT NULL, PRIMARY KEY (nsp, rel))",
         s = cluster.schema()
     ));
-    pipeline.push(client, begin, 0).await.map_err(exec_error)?;
-    let rules = Rules::new(&format!("_{}", cluster.as_str()), bootstrap.allow);
-    let mut buf = Vec::new();
-    while let Some(item) = splitter.next_item()? {
-        match item {
-            Item::Comment { .. } => {}
-            Item::Statement { sql, line } => {
-                check(&rules, &sql, line, false)?;
-                let dropped = bootstrap
-                    .behind
-                    .then(|| statement::parse(&sql, Strings::Standard).ok())
-                    .flatten()
-                    .and_then(|p| p.dropped_tables());
-                if let Some(tables) = dropped {
-                    // Tried now and undone: a drop that cannot succeed (a view or a
-                    // foreign key of the site's on the table) refuses the change here,
-                    // instead of stopping pull at the snapshot later.
-                    pipeline
-                        .push(client, "SAVEPOINT pending_drop".into(), line)
-                        .await
-                        .map_err(exec_error)?;
-                    pipeline
-                        .push_provider(client, sql.clone(), line)
-                        .await
-                        .map_err(exec_error)?;
-                    pipeline
-                        .push(client, "ROLLBACK TO SAVEPOINT pending_drop".into(), line)
-                        .await
-                        .map_err(exec_error)?;
-                    for (schema, table) in tables {
-                        pipeline
-                            .push(
-                                client,
-                                format!(
-                                    "INSERT INTO {s}.{PENDING_DROP_TABLE} (nsp, rel, after_counter) VALUES ({}, {}, {snapshot}) ON CONFLICT (nsp, rel) DO UPDATE SET after_counter = EXCLUDED.after_counter",
-                                    quote_literal(&schema),
-                                    quote_literal(&table),
-                                    s = cluster.schema()
-                                ),
-                                line,
-                            )
-                            .await
-                            .map_err(exec_error)?;
-                    }
-                    continue;
-                }
-                pipeline
-                    .push_provider(client, sql, line)
-                    .await
-                    .map_err(exec_error)?;
-            }
-            Item::CopyIn { sql, line } => {
-                check(&rules, &sql, line, true)?;
-                pipeline.flush(client).await.map_err(exec_error)?;
-                execute::copy_in(client, sql.as_str(), &sql, line, &mut buf, |b| {
-                    splitter.copy_chunk(b).map_err(ExecError::Parse)
-                })
-                .await
-                .map_err(exec_error)?;
-                progress(read.load(Ordering::Relaxed), size);
-            }
-        }
+    begin
+}
+
+/// Sends one checked statement; a `DROP TABLE` while the replica is behind the snapshot
+/// is deferred instead ([`defer_drop`]).
+async fn send_statement(
+    client: &Client,
+    pipeline: &mut Pipeline,
+    bootstrap: &Bootstrap<'_>,
+    sql: String,
+    line: u64,
+) -> Result<(), BootstrapError> {
+    let dropped = bootstrap
+        .behind
+        .then(|| statement::parse(&sql, Strings::Standard).ok())
+        .flatten()
+        .and_then(|p| p.dropped_tables());
+    match dropped {
+        Some(tables) => defer_drop(client, pipeline, bootstrap, sql, line, tables).await,
+        None => pipeline
+            .push_provider(client, sql, line)
+            .await
+            .map_err(exec_error),
     }
-    pipeline.flush(client).await.map_err(exec_error)?;
-    progress(size, size);
+}
+
+/// Tries the drop `sql` of `tables` and undoes it, then records the tables in the
+/// pending drops, to go with the snapshot's archive.
+async fn defer_drop(
+    client: &Client,
+    pipeline: &mut Pipeline,
+    bootstrap: &Bootstrap<'_>,
+    sql: String,
+    line: u64,
+    tables: Vec<(String, String)>,
+) -> Result<(), BootstrapError> {
+    // Tried now and undone: a drop that cannot succeed (a view or a foreign key of the
+    // site's on the table) refuses the change here, instead of stopping pull at the
+    // snapshot later.
+    pipeline
+        .push(client, "SAVEPOINT pending_drop".into(), line)
+        .await
+        .map_err(exec_error)?;
+    pipeline
+        .push_provider(client, sql, line)
+        .await
+        .map_err(exec_error)?;
+    pipeline
+        .push(client, "ROLLBACK TO SAVEPOINT pending_drop".into(), line)
+        .await
+        .map_err(exec_error)?;
+    let snapshot = bootstrap.request.1;
+    for (schema, table) in tables {
+        pipeline
+            .push(
+                client,
+                format!(
+                    "INSERT INTO {s}.{PENDING_DROP_TABLE} (nsp, rel, after_counter) VALUES ({}, {}, {snapshot}) ON CONFLICT (nsp, rel) DO UPDATE SET after_counter = EXCLUDED.after_counter",
+                    quote_literal(&schema),
+                    quote_literal(&table),
+                    s = bootstrap.cluster.schema()
+                ),
+                line,
+            )
+            .await
+            .map_err(exec_error)?;
+    }
     Ok(())
 }
 

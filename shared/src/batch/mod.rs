@@ -21,6 +21,9 @@
 //! Every file is written under a `.part` name, fsynced, then renamed, so a final name only
 //! ever holds complete content. [`write_batch`] reads its result back ([`verify_batch`])
 //! before the batch gets its final name, so the caller may delete the loose archives.
+//! Which loose archives go into which batch is [`plan`]'s to decide.
+
+pub mod plan;
 
 use crate::archive::name::{ArchiveName, BadArchiveName, BatchName};
 use crate::counter::Counter;
@@ -327,6 +330,18 @@ fn scan(
     limit: u64,
     mut visit: impl FnMut(Member<'_>) -> Result<(), BatchError>,
 ) -> Result<Vec<ArchiveName>, BatchError> {
+    check_span(batch)?;
+    let file = File::open(path).map_err(io_err(path))?;
+    let mut archive = tar::Archive::new(GzDecoder::new(file));
+    let mut names = visit_entries(path, batch, limit, &mut archive, &mut visit)?;
+    check_trailer(path, archive.into_inner())?;
+    names.sort();
+    check_complete(path, batch, &names)?;
+    Ok(names)
+}
+
+/// Refuses a batch whose name spans more archives than a batch may hold.
+fn check_span(batch: BatchName) -> Result<(), BatchError> {
     // A batch may name a range so wide that its members would be millions of files.
     let span = batch.to.0.saturating_sub(batch.from.0).saturating_add(1);
     if span > MAX_MEMBERS {
@@ -337,87 +352,114 @@ fn scan(
             ),
         });
     }
-    let file = File::open(path).map_err(io_err(path))?;
-    let mut archive = tar::Archive::new(GzDecoder::new(file));
+    Ok(())
+}
+
+/// Reads the tar stream to its end marker: checks every PAX header, admits each member
+/// ([`admit_member`]) and hands it to `visit`. Returns the members in stream order.
+fn visit_entries<R: Read>(
+    path: &Path,
+    batch: BatchName,
+    limit: u64,
+    archive: &mut tar::Archive<R>,
+    visit: &mut impl FnMut(Member<'_>) -> Result<(), BatchError>,
+) -> Result<Vec<ArchiveName>, BatchError> {
     let mut seen = HashSet::new();
     let mut names = Vec::new();
-    {
-        // Raw: the tar crate would otherwise read GNU long names and PAX headers whole
-        // into memory, whatever their size.
-        let entries = archive
-            .entries()
-            .map_err(|e| corrupt(path, "opening the tar stream", e))?
-            .raw(true);
-        // Set while a PAX local header waits for the member it describes.
-        let mut pending_pax: Option<String> = None;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| corrupt(path, "reading the next entry", e))?;
-            let kind = entry.header().entry_type();
-            let shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let size = entry.size();
-            if kind.is_pax_local_extensions() || kind.is_pax_global_extensions() {
-                if kind.is_pax_local_extensions() {
-                    if pending_pax.is_some() {
-                        return Err(unsafe_entry(path, &shown, "two PAX headers for one member"));
-                    }
-                    pending_pax = Some(shown.clone());
+    // Raw: the tar crate would otherwise read GNU long names and PAX headers whole
+    // into memory, whatever their size.
+    let entries = archive
+        .entries()
+        .map_err(|e| corrupt(path, "opening the tar stream", e))?
+        .raw(true);
+    // Set while a PAX local header waits for the member it describes.
+    let mut pending_pax: Option<String> = None;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| corrupt(path, "reading the next entry", e))?;
+        let kind = entry.header().entry_type();
+        let shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let size = entry.size();
+        if kind.is_pax_local_extensions() || kind.is_pax_global_extensions() {
+            if kind.is_pax_local_extensions() {
+                if pending_pax.is_some() {
+                    return Err(unsafe_entry(path, &shown, "two PAX headers for one member"));
                 }
-                check_pax(path, &shown, size, &mut entry)?;
-                continue;
+                pending_pax = Some(shown.clone());
             }
-            pending_pax = None;
-            let name = match judge_entry(&entry.path_bytes(), kind) {
-                Ok(Some(name)) => name,
-                Ok(None) => continue,
-                Err(reason) => return Err(unsafe_entry(path, &shown, reason)),
-            };
-            if !batch.contains(name.counter) {
-                return Err(BatchError::OutOfRange {
-                    batch: path.to_path_buf(),
-                    entry: shown,
-                    counter: name.counter,
-                    from: batch.from,
-                    to: batch.to,
-                });
-            }
-            if !seen.insert(name.counter) {
-                return Err(BatchError::Duplicate {
-                    batch: path.to_path_buf(),
-                    entry: shown,
-                    counter: name.counter,
-                });
-            }
-            if size > limit {
-                return Err(BatchError::TooLarge {
-                    batch: path.to_path_buf(),
-                    entry: shown,
-                    size,
-                    limit,
-                });
-            }
-            visit(Member {
-                name,
-                entry: &shown,
-                size,
-                data: &mut entry,
-            })?;
-            names.push(name);
+            check_pax(path, &shown, size, &mut entry)?;
+            continue;
         }
-        if let Some(pax) = pending_pax {
-            return Err(unsafe_entry(
-                path,
-                &pax,
-                "PAX header with no member after it",
-            ));
-        }
+        pending_pax = None;
+        let Some(name) = admit_member(path, batch, limit, &entry, &shown, &mut seen)? else {
+            continue;
+        };
+        visit(Member {
+            name,
+            entry: &shown,
+            size,
+            data: &mut entry,
+        })?;
+        names.push(name);
     }
-    // The tar end marker comes before the gzip trailer: read on so a truncated or
-    // corrupted stream is noticed (the CRC and length are checked at the end).
-    let trailer = io::copy(
-        &mut archive.into_inner().take(MAX_TRAILER + 1),
-        &mut io::sink(),
-    )
-    .map_err(|e| corrupt(path, "reading past the end-of-archive marker", e))?;
+    if let Some(pax) = pending_pax {
+        return Err(unsafe_entry(
+            path,
+            &pax,
+            "PAX header with no member after it",
+        ));
+    }
+    Ok(names)
+}
+
+/// Judges one entry that is not a PAX header: `Ok(None)` for a `./` directory entry to
+/// skip, `Ok(Some(name))` for a member of the batch's range, seen for the first time and
+/// within the size limit (recorded in `seen`), an error for anything else.
+fn admit_member<R: Read>(
+    path: &Path,
+    batch: BatchName,
+    limit: u64,
+    entry: &tar::Entry<'_, R>,
+    shown: &str,
+    seen: &mut HashSet<Counter>,
+) -> Result<Option<ArchiveName>, BatchError> {
+    let name = match judge_entry(&entry.path_bytes(), entry.header().entry_type()) {
+        Ok(Some(name)) => name,
+        Ok(None) => return Ok(None),
+        Err(reason) => return Err(unsafe_entry(path, shown, reason)),
+    };
+    if !batch.contains(name.counter) {
+        return Err(BatchError::OutOfRange {
+            batch: path.to_path_buf(),
+            entry: shown.to_string(),
+            counter: name.counter,
+            from: batch.from,
+            to: batch.to,
+        });
+    }
+    if !seen.insert(name.counter) {
+        return Err(BatchError::Duplicate {
+            batch: path.to_path_buf(),
+            entry: shown.to_string(),
+            counter: name.counter,
+        });
+    }
+    let size = entry.size();
+    if size > limit {
+        return Err(BatchError::TooLarge {
+            batch: path.to_path_buf(),
+            entry: shown.to_string(),
+            size,
+            limit,
+        });
+    }
+    Ok(Some(name))
+}
+
+/// Reads on from the tar end marker to the end of the gzip stream, so a truncated or
+/// corrupted stream is noticed (the CRC and length are checked at the end).
+fn check_trailer(path: &Path, rest: impl Read) -> Result<(), BatchError> {
+    let trailer = io::copy(&mut rest.take(MAX_TRAILER + 1), &mut io::sink())
+        .map_err(|e| corrupt(path, "reading past the end-of-archive marker", e))?;
     if trailer > MAX_TRAILER {
         return Err(corrupt(
             path,
@@ -425,9 +467,13 @@ fn scan(
             io::ErrorKind::InvalidData.into(),
         ));
     }
-    names.sort();
+    Ok(())
+}
+
+/// Refuses a batch that lacks a counter of its range; `names` are its members, sorted.
+fn check_complete(path: &Path, batch: BatchName, names: &[ArchiveName]) -> Result<(), BatchError> {
     let mut next = batch.from;
-    for name in &names {
+    for name in names {
         if name.counter != next {
             break;
         }
@@ -439,7 +485,7 @@ fn scan(
             counter: next,
         });
     }
-    Ok(names)
+    Ok(())
 }
 
 /// Reads some bytes of a member; a read error or an early end is the batch's fault.
@@ -796,12 +842,46 @@ pub fn verify_batch_beside(
     verify(batch_path, batch, present, true)
 }
 
+/// Reads the batch at `path` back and compares each member with its file in `expected`;
+/// with `others_allowed`, members not in `expected` are read (so damage still shows) but
+/// not compared.
 fn verify(
     path: &Path,
     batch: BatchName,
     expected: &[(ArchiveName, PathBuf)],
     others_allowed: bool,
 ) -> Result<(), BatchError> {
+    let by_counter = index_expected(batch, expected)?;
+    let mut member_buf = vec![0u8; BUF_SIZE];
+    let mut source_buf = vec![0u8; BUF_SIZE];
+    // Sizes are compared before any data is read, so the limit need not bound anything.
+    let found = scan(path, batch, u64::MAX, |mut member| {
+        match by_counter.get(&member.name.counter) {
+            Some(&(want, src)) => compare_member(
+                path,
+                &mut member,
+                want,
+                src,
+                &mut member_buf,
+                &mut source_buf,
+            ),
+            // Read through, so a damaged member still fails the check.
+            None if others_allowed => skip_member(path, &mut member, &mut member_buf),
+            None => Err(mismatch(
+                path,
+                member.entry,
+                "not among the expected members".into(),
+            )),
+        }
+    })?;
+    check_all_found(path, &by_counter, &found)
+}
+
+/// The expected members by counter; a counter listed twice is refused.
+fn index_expected(
+    batch: BatchName,
+    expected: &[(ArchiveName, PathBuf)],
+) -> Result<HashMap<Counter, (ArchiveName, &Path)>, BatchError> {
     let mut by_counter = HashMap::new();
     for (name, src) in expected {
         if by_counter
@@ -814,78 +894,118 @@ fn verify(
             });
         }
     }
-    let mismatch = |entry: &str, detail: String| BatchError::Mismatch {
-        batch: path.to_path_buf(),
+    Ok(by_counter)
+}
+
+/// [`BatchError::Mismatch`] for `entry` of `batch`.
+fn mismatch(batch: &Path, entry: &str, detail: String) -> BatchError {
+    BatchError::Mismatch {
+        batch: batch.to_path_buf(),
         entry: entry.to_string(),
         detail,
-    };
-    let mut member_buf = vec![0u8; BUF_SIZE];
-    let mut source_buf = vec![0u8; BUF_SIZE];
-    // Sizes are compared before any data is read, so the limit need not bound anything.
-    let found = scan(path, batch, u64::MAX, |mut member| {
-        let Some(&(want, src)) = by_counter.get(&member.name.counter) else {
-            if others_allowed {
-                // Read through, so a damaged member still fails the check.
-                let mut done = 0u64;
-                while done < member.size {
-                    let want = (member.size - done).min(BUF_SIZE as u64) as usize;
-                    done += read_member(&mut member, path, &mut member_buf[..want], done)? as u64;
-                }
-                return Ok(());
+    }
+}
+
+/// Reads a member to its end without comparing it.
+fn skip_member(batch: &Path, member: &mut Member<'_>, buf: &mut [u8]) -> Result<(), BatchError> {
+    let mut done = 0u64;
+    while done < member.size {
+        let want = (member.size - done).min(BUF_SIZE as u64) as usize;
+        done += read_member(member, batch, &mut buf[..want], done)? as u64;
+    }
+    Ok(())
+}
+
+/// Checks that a member is `want` and byte for byte the file `src`: the same size, the
+/// same content, and the file no longer than the member.
+fn compare_member(
+    batch: &Path,
+    member: &mut Member<'_>,
+    want: ArchiveName,
+    src: &Path,
+    member_buf: &mut [u8],
+    source_buf: &mut [u8],
+) -> Result<(), BatchError> {
+    if want != member.name {
+        return Err(mismatch(batch, member.entry, format!("expected {want}")));
+    }
+    let mut file = open_member(src)?;
+    let len = file.metadata().map_err(io_err(src))?.len();
+    if len != member.size {
+        return Err(mismatch(
+            batch,
+            member.entry,
+            format!(
+                "{} bytes in the batch, {len} in {}",
+                member.size,
+                src.display()
+            ),
+        ));
+    }
+    compare_content(batch, member, &mut file, src, member_buf, source_buf)?;
+    if file.read(&mut source_buf[..1]).map_err(io_err(src))? != 0 {
+        return Err(mismatch(
+            batch,
+            member.entry,
+            format!("{} grew", src.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// Compares a member's data with the first `member.size` bytes of `file` (the open `src`),
+/// a buffer at a time.
+fn compare_content(
+    batch: &Path,
+    member: &mut Member<'_>,
+    file: &mut File,
+    src: &Path,
+    member_buf: &mut [u8],
+    source_buf: &mut [u8],
+) -> Result<(), BatchError> {
+    let mut done = 0u64;
+    while done < member.size {
+        let want = (member.size - done).min(BUF_SIZE as u64) as usize;
+        let n = read_member(member, batch, &mut member_buf[..want], done)?;
+        match file.read_exact(&mut source_buf[..n]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(mismatch(
+                    batch,
+                    member.entry,
+                    format!("{} shrank", src.display()),
+                ))
             }
-            return Err(mismatch(
-                member.entry,
-                "not among the expected members".into(),
-            ));
-        };
-        if want != member.name {
-            return Err(mismatch(member.entry, format!("expected {want}")));
+            Err(e) => return Err(io_err(src)(e)),
         }
-        let mut file = open_member(src)?;
-        let len = file.metadata().map_err(io_err(src))?.len();
-        if len != member.size {
+        if member_buf[..n] != source_buf[..n] {
+            let at = member_buf[..n]
+                .iter()
+                .zip(&source_buf[..n])
+                .position(|(a, b)| a != b)
+                .unwrap_or(0) as u64;
             return Err(mismatch(
+                batch,
                 member.entry,
                 format!(
-                    "{} bytes in the batch, {len} in {}",
-                    member.size,
-                    src.display()
+                    "content differs from {} at byte {}",
+                    src.display(),
+                    done + at
                 ),
             ));
         }
-        let mut done = 0u64;
-        while done < member.size {
-            let want = (member.size - done).min(BUF_SIZE as u64) as usize;
-            let n = read_member(&mut member, path, &mut member_buf[..want], done)?;
-            match file.read_exact(&mut source_buf[..n]) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Err(mismatch(member.entry, format!("{} shrank", src.display())))
-                }
-                Err(e) => return Err(io_err(src)(e)),
-            }
-            if member_buf[..n] != source_buf[..n] {
-                let at = member_buf[..n]
-                    .iter()
-                    .zip(&source_buf[..n])
-                    .position(|(a, b)| a != b)
-                    .unwrap_or(0) as u64;
-                return Err(mismatch(
-                    member.entry,
-                    format!(
-                        "content differs from {} at byte {}",
-                        src.display(),
-                        done + at
-                    ),
-                ));
-            }
-            done += n as u64;
-        }
-        if file.read(&mut source_buf[..1]).map_err(io_err(src))? != 0 {
-            return Err(mismatch(member.entry, format!("{} grew", src.display())));
-        }
-        Ok(())
-    })?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// Refuses the check when an expected member is not among those `found` in the batch,
+/// naming the lowest such counter.
+fn check_all_found(
+    path: &Path,
+    by_counter: &HashMap<Counter, (ArchiveName, &Path)>,
+    found: &[ArchiveName],
+) -> Result<(), BatchError> {
     let found: HashSet<Counter> = found.iter().map(|n| n.counter).collect();
     let mut missing: Vec<Counter> = by_counter
         .keys()
