@@ -59,6 +59,18 @@ pub struct Tables {
     pub skipped: Vec<String>,
 }
 
+/// The rule of a replicated relation (see the module documentation), as a condition on
+/// `pg_catalog.pg_class c` joined to `pg_catalog.pg_namespace n`, with `$1` the cluster's
+/// schema name: not temporary, outside the system schemas and the cluster's own, not part
+/// of an extension.
+pub const REPLICATED_RELATION: &str = "c.relpersistence <> 't'
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema', $1)
+                AND n.nspname NOT LIKE 'pg\\_%'
+                AND NOT EXISTS (
+                    SELECT 1 FROM pg_catalog.pg_depend d
+                     WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                       AND d.objid = c.oid AND d.deptype = 'e')";
+
 /// Finds the replicated tables (see the module documentation for the rule).
 pub async fn replicated_tables(
     client: &impl GenericClient,
@@ -66,18 +78,13 @@ pub async fn replicated_tables(
 ) -> anyhow::Result<Tables> {
     let rows = client
         .query(
-            "SELECT n.nspname::text, c.relname::text
-               FROM pg_catalog.pg_class c
-               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.relkind = 'r'
-                AND c.relpersistence <> 't'
-                AND n.nspname NOT IN ('pg_catalog', 'information_schema', $1)
-                AND n.nspname NOT LIKE 'pg\\_%'
-                AND NOT EXISTS (
-                    SELECT 1 FROM pg_catalog.pg_depend d
-                     WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-                       AND d.objid = c.oid AND d.deptype = 'e')
-              ORDER BY 1, 2",
+            &format!(
+                "SELECT n.nspname::text, c.relname::text
+                   FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.relkind = 'r' AND {REPLICATED_RELATION}
+                  ORDER BY 1, 2"
+            ),
             &[&format!("_{}", cluster.as_str())],
         )
         .await

@@ -542,21 +542,20 @@ async fn own_replicated(
     // follow their table.
     let sequences = tx
         .query(
-            "SELECT n.nspname::text, c.relname::text, c.relowner
-               FROM pg_catalog.pg_class c
-               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.relkind = 'S'
-                AND c.relpersistence <> 't'
-                AND n.nspname NOT IN ('pg_catalog', 'information_schema', $1)
-                AND n.nspname NOT LIKE 'pg\\_%'
-                AND NOT EXISTS (
-                    SELECT 1 FROM pg_catalog.pg_depend d
-                     WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-                       AND d.objid = c.oid
-                       AND (d.deptype = 'e'
-                            OR (d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-                                AND d.deptype IN ('a', 'i'))))
-              ORDER BY 1, 2",
+            &format!(
+                "SELECT n.nspname::text, c.relname::text, c.relowner
+                   FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.relkind = 'S' AND {}
+                    AND NOT EXISTS (
+                        SELECT 1 FROM pg_catalog.pg_depend d
+                         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                           AND d.objid = c.oid
+                           AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                           AND d.deptype IN ('a', 'i'))
+                  ORDER BY 1, 2",
+                guard::REPLICATED_RELATION
+            ),
             &[&format!("_{}", cluster.as_str())],
         )
         .await

@@ -150,7 +150,7 @@ pub async fn run(
     let remote = Provider::connect(&cfg.remote).await?;
     let state = load_state(&state_file)?;
     if opts.abort {
-        return abort_in_progress(cfg, &remote, &paths, state.as_ref(), &state_file).await;
+        return abort(cfg, &remote, &paths, state.as_ref(), &state_file).await;
     }
     let mut state = match state {
         Some(s) => {
@@ -184,28 +184,6 @@ pub async fn run(
         }
     }
     run.conclude(&state, &verifier).await
-}
-
-/// `--abort`, unless the request's SQL is already committed on the replica: withdrawing
-/// it then would roll back on the provider what the replica holds.
-async fn abort_in_progress(
-    cfg: &ReceiverConfig,
-    remote: &Provider,
-    paths: &Paths,
-    state: Option<&State>,
-    state_file: &Path,
-) -> anyhow::Result<u8> {
-    if let Some(binding) = state
-        .filter(|s| s.step == Step::Requested)
-        .and_then(|s| trigger::request_binding(s.request.as_bytes()))
-    {
-        let client = crate::replica::connect(cfg).await?;
-        if crate::replica::was_applied(&client, &cfg.cluster, &binding.nonce).await? {
-            eprintln!("slony-receiver: the SQL of the request in progress is already applied on the replica (a run was killed after its commit), so it cannot be withdrawn: run `slony-receiver subscribe-series --config {} --list FILE` again to finish it on both sides", cfg.source.display());
-            return Ok(exit::APPLY);
-        }
-    }
-    abort(cfg, remote, paths, state, state_file).await
 }
 
 /// One request in progress, and everything its steps share.
@@ -743,7 +721,9 @@ fn finish(cfg: &ReceiverConfig, state: &State, state_file: &Path) -> anyhow::Res
 }
 
 /// `--abort`: withdraws the request. If the manager already made the SQL, it is told the
-/// subscriber did not apply it, so it rolls its side back.
+/// subscriber did not apply it, so it rolls its side back. A request whose SQL is already
+/// committed on the replica is not withdrawn: the manager would roll back what the
+/// replica holds.
 async fn abort(
     cfg: &ReceiverConfig,
     remote: &Provider,
@@ -751,6 +731,16 @@ async fn abort(
     state: Option<&State>,
     state_file: &Path,
 ) -> anyhow::Result<u8> {
+    if let Some(binding) = state
+        .filter(|s| s.step == Step::Requested)
+        .and_then(|s| trigger::request_binding(s.request.as_bytes()))
+    {
+        let client = crate::replica::connect(cfg).await?;
+        if crate::replica::was_applied(&client, &cfg.cluster, &binding.nonce).await? {
+            eprintln!("slony-receiver: the SQL of the request in progress is already applied on the replica (a run was killed after its commit), so it cannot be withdrawn: run `slony-receiver subscribe-series --config {} --list FILE` again to finish it on both sides", cfg.source.display());
+            return Ok(exit::APPLY);
+        }
+    }
     let Some(state) = state else {
         println!("no subscription request in progress; nothing to abort");
         return Ok(exit::OK);
