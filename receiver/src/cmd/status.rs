@@ -63,7 +63,7 @@ use crate::alert::LastFailure;
 use crate::config::{ReceiverConfig, StatusConfig};
 use crate::exit;
 use crate::provider::{Provider, RemoteError, RemoteFile};
-use crate::pull::{FailureClass, PullError};
+use crate::pull::FailureClass;
 use crate::replica::{Position, ReplicaError};
 use serde::Serialize;
 use slony_shared::archive::lex::string_literal;
@@ -100,10 +100,7 @@ type Unknown = (String, FailureClass);
 
 /// Reads the replica's position; never fails the command.
 async fn replica_position(cfg: &ReceiverConfig) -> Result<Position, Unknown> {
-    let described = |e: ReplicaError| {
-        let e = PullError::from(e);
-        (e.to_string(), e.class())
-    };
+    let described = |e: ReplicaError| (e.to_string(), e.class());
     let client = crate::replica::connect(cfg).await.map_err(described)?;
     crate::replica::read_position(&client, &cfg.cluster)
         .await
