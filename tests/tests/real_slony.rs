@@ -813,23 +813,38 @@ fn cut_for_subset(lab: &Lab) -> String {
     site.to_string()
 }
 
-/// Runs `slony-receiver pull --once` and returns its exit code and stderr.
-fn pull_once(lab: &Lab, config: &Path, name: &str) -> (i32, String) {
+/// Runs `slony-receiver <args> --config <config>` within `limit` (capped by the budget),
+/// logging into `<dir>/<name>`; returns its exit code and stderr.
+fn receiver_run(
+    lab: &Lab,
+    args: &[&std::ffi::OsStr],
+    config: &Path,
+    limit: Duration,
+    name: &str,
+) -> (i32, String) {
     let done = run_bounded(
         Command::new(bin_path("slony-receiver"))
-            .args(["pull", "--once", "--config"])
+            .args(args)
+            .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info"),
-        lab.budget.cap(Duration::from_secs(60)),
+        lab.budget.cap(limit),
         &lab.dir.join(name),
-        "slony-receiver pull",
+        "slony-receiver",
     );
     let code = done.status.code().unwrap_or(-1);
     eprintln!(
-        "--- slony-receiver pull ({name}) exited {code}\n{}",
+        "--- slony-receiver {} ({name}) exited {code}\n{}",
+        args.first().and_then(|a| a.to_str()).unwrap_or(""),
         done.stderr
     );
     (code, done.stderr)
+}
+
+/// Runs `slony-receiver pull --once` and returns its exit code and stderr.
+fn pull_once(lab: &Lab, config: &Path, name: &str) -> (i32, String) {
+    let args = ["pull", "--once"].map(std::ffi::OsStr::new);
+    receiver_run(lab, &args, config, Duration::from_secs(60), name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1440,23 +1455,12 @@ async fn subscription_load(c: &Client, r: i32) {
 fn subscribe_series(lab: &Lab, config: &Path, list: &str, name: &str) -> (i32, String) {
     let path = lab.dir.join(format!("{name}.list"));
     std::fs::write(&path, list).unwrap();
-    let done = run_bounded(
-        Command::new(bin_path("slony-receiver"))
-            .args(["subscribe-series", "--list"])
-            .arg(&path)
-            .args(["--attempts", "60", "--interval-secs", "1", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info"),
-        lab.budget.cap(Duration::from_secs(90)),
-        &lab.dir.join(name),
-        "slony-receiver subscribe-series",
-    );
-    let code = done.status.code().unwrap_or(-1);
-    eprintln!(
-        "--- slony-receiver subscribe-series ({name}) exited {code}\n{}",
-        done.stderr
-    );
-    (code, done.stderr)
+    let mut args = ["subscribe-series", "--list"]
+        .map(std::ffi::OsStr::new)
+        .to_vec();
+    args.push(path.as_os_str());
+    args.extend(["--attempts", "60", "--interval-secs", "1"].map(std::ffi::OsStr::new));
+    receiver_run(lab, &args, config, Duration::from_secs(90), name)
 }
 
 /// A new site subscribes through `slony-manager run` while slon writes the archives and
