@@ -10,12 +10,15 @@
 //! commands (BEGIN, SAVEPOINT, SET) use the simple protocol.
 
 use bytes::Bytes;
-use futures_util::future::join_all;
-use futures_util::SinkExt;
+use futures_util::future::{join_all, BoxFuture};
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use slony_shared::archive::parse::ParseError;
 use slony_shared::archive::ArchiveError;
 use slony_shared::pg::doing;
-use tokio_postgres::{Client, ToStatement, Transaction};
+use std::collections::VecDeque;
+use std::task::Poll;
+use tokio_postgres::{Client, Statement, ToStatement, Transaction};
 
 /// Pipelined statements are flushed when this many are waiting.
 const PIPELINE_STATEMENTS: usize = 256;
@@ -129,6 +132,207 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+}
+
+/// Requests sent to the server at once, their answers read later and in order.
+///
+/// A [`Pipeline`] waits for its window's answers before anything else is sent; a
+/// `Window` never waits to send: each request goes out as soon as it is queued, COPY
+/// blocks included (their data is held in memory, so a whole small archive, or a group
+/// of them, costs no round trip of its own). Answers are read as they come and the first
+/// failure is kept with the request it belongs to.
+///
+/// After a failure the connection must be dropped, not reused: a COPY sent into a
+/// transaction that had already failed makes tokio-postgres send one more Sync than the
+/// server answers in order, so later answers may be matched to the wrong requests.
+pub struct Window<'c> {
+    /// The connection.
+    client: &'c Client,
+    /// The answers still to come, in the order the requests went out.
+    in_flight: FuturesOrdered<BoxFuture<'c, Result<(), tokio_postgres::Error>>>,
+    /// What each request in flight was, in the same order.
+    sent: VecDeque<Sent>,
+    /// Statement text and COPY data in flight.
+    bytes: usize,
+    /// The first request that failed.
+    failed: Option<WindowFailure>,
+}
+
+/// What a request in flight was, to name it if it fails.
+struct Sent {
+    /// The caller's tag (the archive's place in its group).
+    tag: usize,
+    /// 1-based line in the script.
+    line: u64,
+    /// The statement.
+    sql: String,
+    /// Its size, with its COPY data.
+    bytes: usize,
+    /// Whether it is a COPY (errors then name the data row).
+    copy: bool,
+}
+
+/// The first request of a [`Window`] that failed.
+#[derive(Debug)]
+pub struct WindowFailure {
+    /// The tag it was sent with.
+    pub tag: usize,
+    /// Why.
+    pub error: ExecError,
+}
+
+/// Requests in flight before the window waits for the oldest answers.
+const WINDOW_REQUESTS: usize = 2048;
+/// ... or bytes of statements and COPY data in flight.
+const WINDOW_BYTES: usize = 8 * 1024 * 1024;
+
+impl<'c> Window<'c> {
+    /// An empty window on `client`.
+    pub fn new(client: &'c Client) -> Self {
+        Window {
+            client,
+            in_flight: FuturesOrdered::new(),
+            sent: VecDeque::new(),
+            bytes: 0,
+            failed: None,
+        }
+    }
+
+    /// Whether a request has failed (its answer already read).
+    pub fn has_failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    /// Sends one of the receiver's own commands (simple protocol).
+    pub async fn send_ours(&mut self, sql: String, tag: usize) {
+        let client = self.client;
+        let text = sql.clone();
+        let fut = async move { client.batch_execute(&text).await }.boxed();
+        self.send(fut, tag, 0, sql, 0, false).await;
+    }
+
+    /// Sends one statement of the provider's (one extended-protocol message).
+    pub async fn send_provider(&mut self, sql: String, line: u64, tag: usize) {
+        let client = self.client;
+        let text = sql.clone();
+        let fut = async move { client.execute_typed(&text, &[]).await.map(|_| ()) }.boxed();
+        self.send(fut, tag, line, sql, 0, false).await;
+    }
+
+    /// Sends a COPY and all its data.
+    pub async fn send_copy(
+        &mut self,
+        statement: Statement,
+        data: Vec<u8>,
+        sql: String,
+        line: u64,
+        tag: usize,
+    ) {
+        let client = self.client;
+        let size = data.len();
+        let fut = async move {
+            let sink = client.copy_in::<_, Bytes>(&statement).await?;
+            futures_util::pin_mut!(sink);
+            if !data.is_empty() {
+                sink.send(Bytes::from(data)).await?;
+            }
+            sink.finish().await.map(|_| ())
+        }
+        .boxed();
+        self.send(fut, tag, line, sql, size, true).await;
+    }
+
+    async fn send(
+        &mut self,
+        fut: BoxFuture<'c, Result<(), tokio_postgres::Error>>,
+        tag: usize,
+        line: u64,
+        sql: String,
+        data: usize,
+        copy: bool,
+    ) {
+        let bytes = sql.len() + data;
+        self.bytes += bytes;
+        self.sent.push_back(Sent {
+            tag,
+            line,
+            sql,
+            bytes,
+            copy,
+        });
+        // Polled once here, the request goes out now, after the ones before it; the
+        // answers of the others are collected on the way, which also lets a COPY sent
+        // earlier stream its data as soon as the server asks for it.
+        let mut first = Some(fut);
+        std::future::poll_fn(|cx| {
+            if let Some(mut fut) = first.take() {
+                match fut.as_mut().poll(cx) {
+                    Poll::Ready(r) => self
+                        .in_flight
+                        .push_back(futures_util::future::ready(r).boxed()),
+                    Poll::Pending => self.in_flight.push_back(fut),
+                }
+            }
+            while let Poll::Ready(Some(r)) = self.in_flight.poll_next_unpin(cx) {
+                self.answered(r);
+            }
+            Poll::Ready(())
+        })
+        .await;
+        while self.sent.len() > WINDOW_REQUESTS || self.bytes > WINDOW_BYTES {
+            self.read_one().await;
+        }
+    }
+
+    /// Reads the oldest answer.
+    async fn read_one(&mut self) {
+        match self.in_flight.next().await {
+            Some(r) => self.answered(r),
+            // Every request has a future: nothing left to read.
+            None => {
+                self.sent.clear();
+                self.bytes = 0;
+            }
+        }
+    }
+
+    fn answered(&mut self, r: Result<(), tokio_postgres::Error>) {
+        let Some(sent) = self.sent.pop_front() else {
+            return;
+        };
+        self.bytes -= sent.bytes;
+        if let (Err(source), None) = (r, &self.failed) {
+            let line = if sent.copy {
+                sent.line + copy_row(&source).unwrap_or(0)
+            } else {
+                sent.line
+            };
+            self.failed = Some(WindowFailure {
+                tag: sent.tag,
+                error: ExecError::Db {
+                    line,
+                    sql: sent.sql,
+                    source,
+                },
+            });
+        }
+    }
+
+    /// Reads every answer still to come, keeping the window open.
+    pub async fn settle(&mut self) {
+        while !self.sent.is_empty() {
+            self.read_one().await;
+        }
+    }
+
+    /// Reads every answer still to come; the first failure, if any.
+    pub async fn finish(mut self) -> Result<(), WindowFailure> {
+        self.settle().await;
+        match self.failed {
+            Some(f) => Err(f),
+            None => Ok(()),
+        }
     }
 }
 

@@ -534,6 +534,105 @@ async fn group_commit_stops_exactly_before_a_bad_archive() {
     }
 }
 
+/// The same in Slony-I 2.2's COPY format, where a group goes out without waiting for any
+/// answer: a failure in the COPY data, and a failing statement followed, in the same
+/// transaction, by the next archive's COPY. Each time the replica stops exactly before
+/// the bad archive, with nothing of it applied, and the error names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_in_the_copy_format_stops_exactly_before_a_bad_archive() {
+    // (name, how archive 17 is spoiled, what the error says)
+    type Spoil = fn(&str) -> String;
+    let cases: [(&str, Spoil, &str); 3] = [
+        // A data row applied twice: the COPY itself fails, mid-data.
+        (
+            "copy-row",
+            |body| {
+                let copy = body.find("FROM STDIN;\n").unwrap() + "FROM STDIN;\n".len();
+                let row_end = copy + body[copy..].find('\n').unwrap() + 1;
+                let row = &body[copy..row_end];
+                assert!(
+                    row.contains("\tI\t"),
+                    "the first change must be an insert: {row}"
+                );
+                format!("{}{row}{}", &body[..row_end], &body[row_end..])
+            },
+            "duplicate key value",
+        ),
+        // A statement after the COPY fails; the next archive's COPY is already on its way.
+        (
+            "statement-then-copy",
+            |body| {
+                let end = body.find("\\.\n").unwrap() + 3;
+                format!(
+                    "{}select \"_{CLUSTER}\".sequenceSetValue_offline('s1','no_such_seq','5');\n{}",
+                    &body[..end],
+                    &body[end..]
+                )
+            },
+            "no_such_seq",
+        ),
+        // The archive is refused by the receiver while it is being sent.
+        (
+            "refused-mid-group",
+            |body| {
+                let end = body.find("\\.\n").unwrap() + 3;
+                format!("{}\\! echo hi\n{}", &body[..end], &body[end..])
+            },
+            "meta-command",
+        ),
+    ];
+    for (what, spoil, says) in cases {
+        let site = new_site(&format!("pull-group-copy-{what}"), 30).await;
+        let text = std::fs::read_to_string(&site.config).unwrap();
+        std::fs::write(
+            &site.config,
+            text.replace("vacuum_every = 50", "vacuum_every = 50\ngroup_commit = 30"),
+        )
+        .unwrap();
+        let paths = site.publish_as(1, 30, Format::Copy22);
+        // The first archive from 17 on whose first change is an insert.
+        let (victim, counter) = (17..=30u64)
+            .map(|c| (&paths[c as usize - 1], c))
+            .find(|(p, _)| {
+                let body = std::fs::read_to_string(p).unwrap();
+                body.find("FROM STDIN;\n").is_some_and(|at| {
+                    let rest = &body[at + 12..];
+                    rest.split('\n').next().is_some_and(|r| r.contains("\tI\t"))
+                })
+            })
+            .expect("an archive with an insert");
+        let body = std::fs::read_to_string(victim).unwrap();
+        std::fs::write(victim, spoil(&body)).unwrap();
+        let incoming = site.site_dir().join("incoming");
+        std::fs::create_dir_all(&incoming).unwrap();
+        for p in &paths {
+            std::fs::copy(p, incoming.join(p.file_name().unwrap())).unwrap();
+        }
+        // Everything already downloaded forms one group (the meta-command is refused
+        // by the fetch's check first: the group then ends before it).
+        let run = site.pull();
+        assert_eq!(run.code, 4, "{what}: {}", run.stderr);
+        assert!(run.stderr.contains(says), "{what}: {says}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&workload::archive_name(counter)),
+            "{what}: {}",
+            run.stderr
+        );
+        assert_eq!(site.counter().await, counter - 1, "{what}");
+        assert_eq!(site.counter_file(), Some(counter - 1), "{what}");
+        assert_eq!(
+            site.replica_fingerprint().await,
+            site.expected_fingerprint(counter - 1).await,
+            "{what}"
+        );
+        assert_eq!(
+            files_in(&site.site_dir().join("applied")).len() as u64,
+            counter - 1,
+            "{what}"
+        );
+    }
+}
+
 /// The pull daemon, killed on drop if a test fails before stopping it.
 struct Daemon(std::process::Child);
 

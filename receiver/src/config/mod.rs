@@ -103,10 +103,15 @@ pub struct PullConfig {
     pub poll_interval: Duration,
     /// How many archives may be downloaded ahead of the one being applied.
     pub fetch_ahead: usize,
+    /// How many bytes of provider files may be downloaded ahead of the one being
+    /// applied (a single larger file is still fetched, alone).
+    pub fetch_ahead_bytes: u64,
+    /// SSH sessions fetching in parallel during a catch-up.
+    pub fetch_sessions: usize,
     /// Run the tracking-table VACUUM after this many applied archives (and at the end of a run).
     pub vacuum_every: u64,
-    /// Archives applied in one transaction (each in its own savepoint; 1 = one
-    /// transaction per archive). Only archives already fetched are grouped.
+    /// At most this many archives are applied in one transaction (1 = one transaction
+    /// per archive). Only a backlog forms groups: a live stream's archive never waits.
     pub group_commit: usize,
     /// Daemon mode: where to serve Prometheus metrics (`GET /metrics`); None: off.
     pub metrics_listen: Option<std::net::SocketAddr>,
@@ -156,9 +161,19 @@ impl Default for StatusConfig {
     }
 }
 
-/// Archives per transaction unless configured: enough to save most commits during a
-/// catch-up, small enough that a failure redoes little.
-pub const DEFAULT_GROUP_COMMIT: usize = 20;
+/// Archives per transaction unless configured: enough that a catch-up pays for a commit
+/// once in hundreds of archives, small enough that a failure redoes little.
+pub const DEFAULT_GROUP_COMMIT: usize = 250;
+
+/// Archives downloaded ahead unless configured: room for the group being applied and
+/// the next one.
+pub const DEFAULT_FETCH_AHEAD: usize = 1000;
+
+/// MB downloaded ahead unless configured.
+pub const DEFAULT_FETCH_AHEAD_MB: u64 = 128;
+
+/// Parallel SSH sessions unless configured (see BENCHMARKS.md for the measurement).
+pub const DEFAULT_FETCH_SESSIONS: usize = 4;
 
 fn home() -> PathBuf {
     std::env::var_os("HOME")
@@ -365,12 +380,28 @@ impl LocalConfig {
 impl PullConfig {
     /// `[pull]` of the config file `p`.
     fn from_raw(p: &Path, r: raw::RawPull) -> Result<Self, ConfigError> {
-        let fetch_ahead = r.fetch_ahead.unwrap_or(32);
+        let fetch_ahead = r.fetch_ahead.unwrap_or(DEFAULT_FETCH_AHEAD);
         if fetch_ahead == 0 || fetch_ahead > 10_000 {
             return Err(invalid(
                 p,
                 "pull.fetch_ahead",
                 "must be between 1 and 10000",
+            ));
+        }
+        let fetch_ahead_mb = r.fetch_ahead_mb.unwrap_or(DEFAULT_FETCH_AHEAD_MB);
+        if fetch_ahead_mb == 0 || fetch_ahead_mb > 1_000_000 {
+            return Err(invalid(
+                p,
+                "pull.fetch_ahead_mb",
+                "must be between 1 and 1000000",
+            ));
+        }
+        let fetch_sessions = r.fetch_sessions.unwrap_or(DEFAULT_FETCH_SESSIONS);
+        if fetch_sessions == 0 || fetch_sessions > 16 {
+            return Err(invalid(
+                p,
+                "pull.fetch_sessions",
+                "must be between 1 and 16",
             ));
         }
         let group_commit = r.group_commit.unwrap_or(DEFAULT_GROUP_COMMIT);
@@ -403,6 +434,8 @@ impl PullConfig {
             ddl_search_path,
             poll_interval: Duration::from_secs(r.poll_interval_secs.unwrap_or(5).max(1)),
             fetch_ahead,
+            fetch_ahead_bytes: fetch_ahead_mb * 1024 * 1024,
+            fetch_sessions,
             vacuum_every: r.vacuum_every.unwrap_or(100).max(1),
             group_commit,
             acknowledge: r.acknowledge.unwrap_or(true),

@@ -57,6 +57,8 @@ pub struct RawLocal {
 pub struct RawPull {
     pub poll_interval_secs: Option<u64>,
     pub fetch_ahead: Option<usize>,
+    pub fetch_ahead_mb: Option<u64>,
+    pub fetch_sessions: Option<usize>,
     pub vacuum_every: Option<u64>,
     pub group_commit: Option<usize>,
     pub metrics_listen: Option<String>,

@@ -298,9 +298,13 @@ impl Remote {
             source,
         };
         let mut dst = slony_shared::private::create(part).map_err(local_err)?;
-        let mut buf = vec![0u8; 256 * 1024];
+        // libssh2 asks for as much as the buffer holds, ahead: a buffer the size of a
+        // small file costs one request. Reading stops at the listed size, without a
+        // request to see the end of the file: a file that grew since is caught by the
+        // check that follows (it must end as an archive ends), one that shrank here.
+        let mut buf = vec![0u8; (expected as usize).clamp(1, 256 * 1024)];
         let mut total = 0u64;
-        loop {
+        while total < expected {
             let n = match src.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -316,9 +320,6 @@ impl Remote {
             };
             dst.write_all(&buf[..n]).map_err(local_err)?;
             total += n as u64;
-            if total > expected {
-                break;
-            }
         }
         if total != expected {
             return Err(RemoteError::Sftp {

@@ -6,7 +6,8 @@
 //!
 //! Statements and COPY data go through [`crate::execute`] (pipelined, streamed).
 
-use crate::execute::{self, ExecError, Pipeline};
+use crate::config::ReceiverConfig;
+use crate::execute::{self, ExecError, Pipeline, Window, WindowFailure};
 use slony_shared::archive::statement::{Allowances, Strings};
 use slony_shared::archive::{Action, ArchiveError, ArchiveName, ArchiveReader, Header};
 use slony_shared::ident::{quote_ident, quote_literal, ClusterName};
@@ -51,6 +52,15 @@ pub enum ApplyError {
         /// PostgreSQL's message from archiveTracking_offline.
         message: String,
     },
+    /// After a group failed, no new connection could be made to apply it archive by
+    /// archive (nothing of the group was committed).
+    #[error("applying {name} failed, and reconnecting to the replica database to apply its group archive by archive failed too: {message}")]
+    Reconnect {
+        /// The archive that failed first.
+        name: ArchiveName,
+        /// Why the connection failed.
+        message: String,
+    },
     /// The database connection failed or was lost.
     #[error("database connection lost while applying {name}: {source}")]
     Connection {
@@ -81,7 +91,7 @@ impl ApplyError {
             ApplyError::Archive { name, .. }
             | ApplyError::Sql { name, .. }
             | ApplyError::CounterMismatch { name, .. } => Some(*name),
-            ApplyError::Connection { .. } => None,
+            ApplyError::Connection { .. } | ApplyError::Reconnect { .. } => None,
         }
     }
 }
@@ -107,6 +117,8 @@ pub struct Applier {
     pending_drops: Option<Vec<PendingDrop>>,
     /// What DDL rows take their search_path from: an SQL literal, or the session's own.
     ddl_search_path: String,
+    /// The configuration, to connect again after a failed group.
+    reconnect: ReceiverConfig,
 }
 
 /// A table to drop in the transaction of the archive `after`: the copies before it still
@@ -117,6 +129,19 @@ struct PendingDrop {
     table: String,
     after: i64,
 }
+
+/// Why the fast path gave up on a group: the first failure, and the archive it belongs to.
+#[derive(Debug)]
+struct FastFailure {
+    /// The archive.
+    name: ArchiveName,
+    /// The failure.
+    error: ApplyError,
+}
+
+/// How much of a COPY block is held in memory so that it goes out without waiting; a
+/// larger one is streamed from the file.
+const COPY_IN_MEMORY: usize = 1024 * 1024;
 
 /// One archive to apply: where it is, and the DDL row statements its check approved.
 #[derive(Debug, Clone, Copy)]
@@ -141,26 +166,21 @@ pub struct GroupResult {
 }
 
 impl Applier {
-    /// Wraps a connected client.
-    pub fn new(
-        client: Client,
-        cluster: ClusterName,
-        vacuum_every: u64,
-        allow: Allowances,
-        ddl_search_path: Option<&str>,
-    ) -> Self {
+    /// Wraps a client connected as `cfg` says.
+    pub fn new(client: Client, cfg: &ReceiverConfig) -> Self {
         Applier {
-            ddl_search_path: ddl_search_path.map_or_else(
+            ddl_search_path: cfg.pull.ddl_search_path.as_deref().map_or_else(
                 || "pg_catalog.current_setting('search_path')".to_string(),
                 quote_literal,
             ),
             client,
-            cluster,
+            cluster: cfg.cluster.clone(),
             unvacuumed: 0,
-            vacuum_every: vacuum_every.max(1),
+            vacuum_every: cfg.pull.vacuum_every.max(1),
             copy_statements: HashMap::new(),
-            allow,
+            allow: cfg.sql_allow,
             pending_drops: None,
+            reconnect: cfg.clone(),
         }
     }
 
@@ -243,11 +263,73 @@ impl Applier {
         }
     }
 
+    /// Applies consecutive archives in ONE transaction (group commit), with the result of
+    /// one transaction per archive: when archive k fails, the archives before it are
+    /// committed, nothing of k is, and k is reported.
+    ///
+    /// The group first goes out whole, without savepoints and without waiting for any
+    /// answer ([`Applier::apply_fast`]). If anything in it fails, that transaction is
+    /// rolled back and the group is applied again the careful way, on a new connection,
+    /// each archive in its own savepoint ([`Applier::apply_exact`]), which stops exactly
+    /// before the failing archive and names it.
+    pub async fn apply_group(&mut self, archives: &[ToApply<'_>]) -> GroupResult {
+        if archives.is_empty() {
+            return GroupResult {
+                committed: 0,
+                error: None,
+            };
+        }
+        let error = match self.apply_fast(archives).await {
+            Ok(()) => {
+                self.committed(archives.len());
+                return GroupResult {
+                    committed: archives.len(),
+                    error: None,
+                };
+            }
+            Err(e) => e,
+        };
+        tracing::debug!(
+            first = %archives[0].name,
+            archives = archives.len(),
+            failed_at = %error.name,
+            error = %error.error,
+            "the group did not apply in one go: applying it again archive by archive"
+        );
+        // A lost connection is the same on the careful path: report it now.
+        if let ApplyError::Connection { .. } = error.error {
+            return GroupResult {
+                committed: 0,
+                error: Some(error.error),
+            };
+        }
+        // The connection's answers may be out of step after a failure (see
+        // `execute::Window`): the careful path gets a new one. Dropping the old one rolls
+        // back what it had sent.
+        match crate::replica::connect(&self.reconnect).await {
+            Ok(client) => {
+                self.client = client;
+                self.copy_statements.clear();
+                self.pending_drops = None;
+            }
+            Err(e) => {
+                return GroupResult {
+                    committed: 0,
+                    error: Some(ApplyError::Reconnect {
+                        name: error.name,
+                        message: e.to_string(),
+                    }),
+                }
+            }
+        }
+        self.apply_exact(archives).await
+    }
+
     /// Applies consecutive archives in ONE transaction (group commit), each inside its own
     /// savepoint: when archive k fails, it is rolled back to its savepoint, archives
     /// before it are committed, and k is reported, exactly as if each archive had its own
     /// transaction, with one commit for the group.
-    pub async fn apply_group(&mut self, archives: &[ToApply<'_>]) -> GroupResult {
+    async fn apply_exact(&mut self, archives: &[ToApply<'_>]) -> GroupResult {
         if archives.is_empty() {
             return GroupResult {
                 committed: 0,
@@ -292,6 +374,208 @@ impl Applier {
         self.commit_group(archives, single).await
     }
 
+    /// Sends the whole group in one transaction, every statement and COPY as soon as it is
+    /// read, the answers read as they come; commits if every answer is good. On `Err`
+    /// nothing of the group is committed, and the connection must not be used again.
+    async fn apply_fast(&mut self, archives: &[ToApply<'_>]) -> Result<(), FastFailure> {
+        let pending = self.pending_drops().await;
+        // The window borrows the connection for the whole group.
+        let mut copies = std::mem::take(&mut self.copy_statements);
+        let result = self.send_group(archives, pending, &mut copies).await;
+        self.copy_statements = copies;
+        if matches!(result, Ok(true)) {
+            self.pending_drops = None;
+        }
+        result.map(|_| ())
+    }
+
+    /// [`Applier::apply_fast`]'s sending; whether tables were dropped.
+    async fn send_group(
+        &self,
+        archives: &[ToApply<'_>],
+        mut pending: Vec<PendingDrop>,
+        copies: &mut HashMap<String, Statement>,
+    ) -> Result<bool, FastFailure> {
+        let mut window = Window::new(&self.client);
+        let mut lead = "SET session_replication_role TO replica; BEGIN".to_string();
+        let mut dropped = false;
+        for (i, archive) in archives.iter().enumerate() {
+            if i > 0 {
+                lead = "SET session_replication_role TO replica".into();
+            }
+            self.push_archive_settings(&mut lead, archive);
+            window.send_ours(std::mem::take(&mut lead), i).await;
+            let sent = self.send_archive(&mut window, archive, i, copies).await;
+            let sent = match sent {
+                Ok(()) => {
+                    self.send_drops(&mut window, &mut pending, &archive.name, i)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            dropped |= matches!(sent, Ok(true));
+            if let Err(error) = sent {
+                // Read what was sent, so a failure of the server's that came first is
+                // the one reported; then give up on this transaction.
+                let error = match window.finish().await {
+                    Err(f) => self.fast_failure(archives, f),
+                    Ok(()) => FastFailure {
+                        name: archive.name,
+                        error,
+                    },
+                };
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                return Err(error);
+            }
+            if window.has_failed() {
+                break;
+            }
+        }
+        // After a failure the server answers COMMIT with a rollback: nothing goes in.
+        window.send_ours("COMMIT".into(), archives.len() - 1).await;
+        if let Err(f) = window.finish().await {
+            return Err(self.fast_failure(archives, f));
+        }
+        Ok(dropped)
+    }
+
+    fn fast_failure(&self, archives: &[ToApply<'_>], f: WindowFailure) -> FastFailure {
+        let name = archives[f.tag.min(archives.len() - 1)].name;
+        FastFailure {
+            name,
+            error: self.exec_error(&name, f.error),
+        }
+    }
+
+    /// Sends one archive's statements and COPY data through `window`, and checks that the
+    /// archive ends cleanly.
+    async fn send_archive(
+        &self,
+        window: &mut Window<'_>,
+        archive: &ToApply<'_>,
+        tag: usize,
+        copies: &mut HashMap<String, Statement>,
+    ) -> Result<(), ApplyError> {
+        let name = &archive.name;
+        let archive_err = |source: ArchiveError| ApplyError::Archive {
+            name: *name,
+            source,
+        };
+        let file = File::open(archive.path).map_err(|e| archive_err(e.into()))?;
+        let mut reader = ArchiveReader::new(
+            BufReader::with_capacity(64 * 1024, file),
+            &self.cluster,
+            name.counter,
+            self.allow,
+        );
+        let sent = self
+            .send_actions(window, &mut reader, name, tag, copies)
+            .await;
+        for (line, allowance) in reader.allowances_used() {
+            tracing::warn!(archive = %name, line, "the provider's SQL uses an allowance of [sql] allow: {allowance}");
+        }
+        sent?;
+        reader.finish().map(|_| ()).map_err(archive_err)
+    }
+
+    async fn send_actions<R: std::io::BufRead>(
+        &self,
+        window: &mut Window<'_>,
+        reader: &mut ArchiveReader<R>,
+        name: &ArchiveName,
+        tag: usize,
+        copies: &mut HashMap<String, Statement>,
+    ) -> Result<(), ApplyError> {
+        let archive_err = |source: ArchiveError| ApplyError::Archive {
+            name: *name,
+            source,
+        };
+        while let Some(action) = reader.next_action().map_err(archive_err)? {
+            match action {
+                Action::Execute { sql, line } => window.send_provider(sql, line, tag).await,
+                Action::Strings(strings) => {
+                    let set = match strings {
+                        Strings::Standard => "SET LOCAL standard_conforming_strings TO on",
+                        Strings::Escaped => "SET LOCAL standard_conforming_strings TO off",
+                    };
+                    window.send_ours(set.to_string(), tag).await;
+                }
+                Action::CopyIn { sql, line } => {
+                    let statement = match copies.get(&sql) {
+                        Some(s) => s.clone(),
+                        None => {
+                            // No other request may wait while this one is answered.
+                            window.settle().await;
+                            let s = self
+                                .client
+                                .prepare(&sql)
+                                .await
+                                .map_err(|e| self.sql_error(name, line, &sql, e))?;
+                            if copies.len() >= 16 {
+                                copies.clear();
+                            }
+                            copies.insert(sql.clone(), s.clone());
+                            s
+                        }
+                    };
+                    let mut data = Vec::new();
+                    let mut chunk = Vec::new();
+                    let mut more = true;
+                    while more && data.len() < COPY_IN_MEMORY {
+                        more = reader.copy_chunk(&mut chunk).map_err(archive_err)?;
+                        data.extend_from_slice(&chunk);
+                    }
+                    if !more {
+                        window.send_copy(statement, data, sql, line, tag).await;
+                        continue;
+                    }
+                    // A large COPY streams from the file, once every answer before it is in.
+                    window.settle().await;
+                    if window.has_failed() {
+                        return Ok(());
+                    }
+                    let mut first = Some(data);
+                    execute::copy_in(&self.client, &statement, &sql, line, &mut chunk, |b| {
+                        if let Some(d) = first.take() {
+                            *b = d;
+                            return Ok(true);
+                        }
+                        reader.copy_chunk(b).map_err(ExecError::Archive)
+                    })
+                    .await
+                    .map_err(|e| self.exec_error(name, e))?;
+                }
+                Action::Commit | Action::Vacuum => {}
+            }
+            if window.has_failed() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends, after archive `name`, the drops of the unsubscribed tables whose snapshot
+    /// it is; whether there were any.
+    async fn send_drops(
+        &self,
+        window: &mut Window<'_>,
+        pending: &mut Vec<PendingDrop>,
+        name: &ArchiveName,
+        tag: usize,
+    ) -> Result<bool, ApplyError> {
+        let (due, later): (Vec<PendingDrop>, Vec<PendingDrop>) = std::mem::take(pending)
+            .into_iter()
+            .partition(|d| d.after <= name.counter.as_i64());
+        *pending = later;
+        if due.is_empty() {
+            return Ok(false);
+        }
+        let due: Vec<&PendingDrop> = due.iter().collect();
+        window.send_ours(self.drop_sql(&due), tag).await;
+        tracing::info!(archive = %name, tables = due.len(), "dropping the unsubscribed tables at their snapshot");
+        Ok(true)
+    }
+
     /// Appends to `lead` the settings every archive starts from: standard strings, the
     /// session's search path, the DDL rows' search path and the DDL rows its check
     /// approved.
@@ -333,20 +617,7 @@ impl Applier {
         if due.is_empty() {
             return Ok(());
         }
-        // The archive may have switched to escaped strings (pre-2.2): the literals
-        // below are standard ones.
-        let mut sql = String::from("SET LOCAL standard_conforming_strings TO on;");
-        for d in &due {
-            sql.push_str(&format!(
-                "DROP TABLE IF EXISTS {}.{}; DELETE FROM {}.{} WHERE nsp = {} AND rel = {};",
-                quote_ident(&d.schema),
-                quote_ident(&d.table),
-                self.cluster.schema(),
-                crate::replica::PENDING_DROP_TABLE,
-                quote_literal(&d.schema),
-                quote_literal(&d.table),
-            ));
-        }
+        let sql = self.drop_sql(&due);
         self.pending_drops = None;
         let sent = match pipeline.push(&self.client, sql, 0).await {
             Ok(()) => pipeline.flush(&self.client).await,
@@ -357,6 +628,25 @@ impl Applier {
         }
         tracing::info!(archive = %name, tables = due.len(), "dropped the unsubscribed tables at their snapshot");
         Ok(())
+    }
+
+    /// The statements that drop the tables `due` and forget them.
+    fn drop_sql(&self, due: &[&PendingDrop]) -> String {
+        // The archive may have switched to escaped strings (pre-2.2): the literals
+        // below are standard ones.
+        let mut sql = String::from("SET LOCAL standard_conforming_strings TO on;");
+        for d in due {
+            sql.push_str(&format!(
+                "DROP TABLE IF EXISTS {}.{}; DELETE FROM {}.{} WHERE nsp = {} AND rel = {};",
+                quote_ident(&d.schema),
+                quote_ident(&d.table),
+                self.cluster.schema(),
+                crate::replica::PENDING_DROP_TABLE,
+                quote_literal(&d.schema),
+                quote_literal(&d.table),
+            ));
+        }
+        sql
     }
 
     /// Archive `failed` of the group did not apply (`error`): commits the archives before

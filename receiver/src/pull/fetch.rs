@@ -1,18 +1,27 @@
-//! The fetch side of the pipeline: runs on the blocking pool as one provider job
-//! ([`crate::provider::Provider::job`]; ssh2 blocks), walks the plan
-//! in order, downloads each source (or takes it from the local incoming directory),
-//! unpacks batches, verifies every archive (complete, right counter) and hands it to the
-//! applier through a bounded channel, so downloading runs ahead of applying by at most
-//! `fetch_ahead` archives.
+//! The fetch side of the pipeline: downloads the plan's sources over several SSH sessions
+//! at once (or takes them from the local incoming directory), unpacks batches, verifies
+//! every archive (complete, right counter, the provider's SQL within the rules) and hands
+//! the archives to the applier in counter order.
+//!
+//! Each session is one worker: it takes the next source of the plan, waits for room in
+//! the budget (at most `fetch_ahead` sources and `fetch_ahead_mb` of provider files
+//! downloaded and not yet applied), fetches and verifies it on the blocking pool (ssh2
+//! blocks), and passes the result on. The results are put back in plan order before
+//! they go to the applier: a slow file holds back the ones after it, a failed one ends
+//! the stream right there, and nothing is ever reordered or skipped. Room in the budget
+//! is taken in plan order too, so the source the applier waits for always gets it.
 
 use super::plan::Source;
-use crate::provider::{part_path, Remote, RemoteError};
+use crate::config::RemoteConfig;
+use crate::provider::{part_path, Provider, Remote, RemoteError};
 use slony_shared::archive::check::verify_file;
 use slony_shared::archive::{ArchiveError, ArchiveName, Header};
 use slony_shared::batch::{self, BatchError};
 use slony_shared::ident::ClusterName;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use tokio::sync::mpsc;
+use std::sync::Arc;
+use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit, Semaphore};
 
 /// Largest archive accepted out of a batch (a bound against hostile batches).
 pub const MAX_BATCH_MEMBER: u64 = 64 * 1024 * 1024 * 1024;
@@ -30,6 +39,27 @@ pub struct Fetched {
     pub approved_ddl: Vec<String>,
     /// Bytes transferred for it (0 if it was already local).
     pub fetched_bytes: u64,
+    /// Its size.
+    pub size: u64,
+    /// Its share of the fetch budget, given back once it is applied (and every other
+    /// member of its batch).
+    pub room: Option<Arc<Room>>,
+}
+
+/// Room taken in the fetch budget by one source: returned when dropped.
+#[derive(Debug)]
+pub struct Room {
+    _count: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
+}
+
+/// How much may be downloaded ahead of the applier.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Sources.
+    pub sources: usize,
+    /// Bytes of provider files.
+    pub bytes: u64,
 }
 
 /// Why fetching stopped.
@@ -90,29 +120,158 @@ pub struct FetchJob {
     pub allow: slony_shared::archive::statement::Allowances,
 }
 
-/// Runs the job over `remote`, sending each archive (or the error that stops the run)
-/// down `tx`. Stops early, quietly, when the receiving side hangs up.
-pub fn run(remote: &Remote, job: FetchJob, tx: mpsc::Sender<Result<Fetched, FetchError>>) {
-    for source in &job.sources {
-        let result = match source {
-            Source::Local(name) => job.local(remote, name).map(|f| vec![Ok(f)]),
-            Source::Remote(name) => job.single(remote, name).map(|f| vec![Ok(f)]),
-            Source::Batch { batch, after } => job.batch(remote, batch, *after),
-        };
-        let items = match result {
-            Ok(items) => items,
-            Err(e) => vec![Err(e)],
-        };
-        for item in items {
-            let stop = item.is_err();
-            if tx.blocking_send(item).is_err() || stop {
-                return;
+/// Budget units are KiB, so a large budget fits the semaphore.
+const UNIT: u64 = 1024;
+
+/// What the workers share.
+struct Shared {
+    job: FetchJob,
+    /// Room for sources.
+    count: Arc<Semaphore>,
+    /// Room for bytes, in [`UNIT`]s.
+    bytes: Arc<Semaphore>,
+    /// The most units one source takes (a larger file takes the whole budget).
+    max_units: u64,
+    /// The next source to hand out; locked while its room is awaited, so room is given
+    /// in plan order.
+    next: Mutex<usize>,
+}
+
+/// Runs the job over `primary` and `more` further sessions connected as `remote` says,
+/// sending each archive, or the error that stops the run, down `tx` in plan order.
+/// Returns once every worker has stopped: early, quietly, when the receiving side hangs
+/// up. A further session that cannot connect is only a warning: the others go on.
+pub async fn run(
+    primary: Provider,
+    more: usize,
+    remote: RemoteConfig,
+    job: FetchJob,
+    budget: Budget,
+    tx: mpsc::Sender<Result<Fetched, FetchError>>,
+) {
+    let max_units = (budget.bytes / UNIT).clamp(1, Semaphore::MAX_PERMITS as u64 / 2);
+    let shared = Arc::new(Shared {
+        job,
+        count: Arc::new(Semaphore::new(budget.sources.max(1))),
+        bytes: Arc::new(Semaphore::new(max_units as usize)),
+        max_units,
+        next: Mutex::new(0),
+    });
+    let (done_tx, mut done_rx) = mpsc::channel::<Done>((more + 1) * 2);
+    let mut workers = vec![tokio::spawn(worker(
+        primary,
+        shared.clone(),
+        done_tx.clone(),
+    ))];
+    for _ in 0..more {
+        let (shared, done_tx, remote) = (shared.clone(), done_tx.clone(), remote.clone());
+        workers.push(tokio::spawn(async move {
+            match Provider::connect(&remote).await {
+                Ok(session) => worker(session, shared, done_tx).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not open one more SSH session to fetch in parallel; going on with fewer")
+                }
             }
+        }));
+    }
+    drop(done_tx);
+    // Back in plan order.
+    let mut waiting = BTreeMap::new();
+    let mut deliver = 0usize;
+    'deliver: while let Some((index, items)) = done_rx.recv().await {
+        waiting.insert(index, items);
+        while let Some(items) = waiting.remove(&deliver) {
+            deliver += 1;
+            for item in items {
+                let stop = item.is_err();
+                if tx.send(item).await.is_err() || stop {
+                    break 'deliver;
+                }
+            }
+        }
+    }
+    // Workers waiting for room stop now; one in the middle of a file finishes it (the
+    // copy stays in incoming/, and the next run verifies it again).
+    shared.count.close();
+    shared.bytes.close();
+    drop(done_rx);
+    drop(waiting);
+    for w in workers {
+        let _ = w.await;
+    }
+}
+
+/// A source's place in the plan and what it yielded.
+type Done = (usize, Vec<Result<Fetched, FetchError>>);
+
+/// One session's loop: the next source, its room, the fetch, the result.
+async fn worker(session: Provider, shared: Arc<Shared>, done: mpsc::Sender<Done>) {
+    loop {
+        let (index, room) = {
+            let mut next = shared.next.lock().await;
+            let index = *next;
+            let Some(source) = shared.job.sources.get(index) else {
+                return;
+            };
+            let units = (shared.job.size_of(source) / UNIT).clamp(1, shared.max_units) as u32;
+            let Ok(count) = shared.count.clone().acquire_owned().await else {
+                return; // closed: the run is over
+            };
+            let Ok(bytes) = shared.bytes.clone().acquire_many_owned(units).await else {
+                return;
+            };
+            *next += 1;
+            let room = Room {
+                _count: count,
+                _bytes: bytes,
+            };
+            (index, Arc::new(room))
+        };
+        let job = shared.clone();
+        let items = match session
+            .job(move |r| job.job.fetch(r, &job.job.sources[index]))
+            .await
+        {
+            Ok(items) => items,
+            Err(e) => vec![Err(FetchError::Remote(e))],
+        };
+        let items = items
+            .into_iter()
+            .map(|item| {
+                item.map(|mut f| {
+                    f.room = Some(room.clone());
+                    f
+                })
+            })
+            .collect();
+        if done.send((index, items)).await.is_err() {
+            return;
         }
     }
 }
 
 impl FetchJob {
+    /// What one source yields, in order: its archives, or the error that stops the run
+    /// after the archives before it.
+    fn fetch(&self, remote: &Remote, source: &Source) -> Vec<Result<Fetched, FetchError>> {
+        let result = match source {
+            Source::Local(name) => self.local(remote, name).map(|f| vec![Ok(f)]),
+            Source::Remote(name) => self.single(remote, name).map(|f| vec![Ok(f)]),
+            Source::Batch { batch, after } => self.batch(remote, batch, *after),
+        };
+        result.unwrap_or_else(|e| vec![Err(e)])
+    }
+
+    /// The size of the provider file a source is fetched from (0 for a local one).
+    fn size_of(&self, source: &Source) -> u64 {
+        let file = match source {
+            Source::Local(_) => return 0,
+            Source::Remote(name) => name.to_string(),
+            Source::Batch { batch, .. } => batch.to_string(),
+        };
+        self.sizes.get(&file).copied().unwrap_or(0)
+    }
+
     fn verify(
         &self,
         name: &ArchiveName,
@@ -126,6 +285,8 @@ impl FetchJob {
                 path: path.to_path_buf(),
                 header: verified.header,
                 fetched_bytes,
+                size: std::fs::metadata(path).map_or(0, |m| m.len()),
+                room: None,
             }),
             Err(source) => {
                 // Never keep a partial or refused copy: the next attempt fetches the

@@ -104,7 +104,9 @@ impl PullError {
             PullError::Fetch(FetchError::BatchWrongNode { batch, .. }) => {
                 format!("batch:node:{batch}")
             }
-            PullError::Apply(ApplyError::Connection { .. }) => "database:lost".into(),
+            PullError::Apply(ApplyError::Connection { .. } | ApplyError::Reconnect { .. }) => {
+                "database:lost".into()
+            }
             PullError::Apply(ApplyError::Archive { name, .. }) => {
                 format!("archive:{}", name.counter)
             }
@@ -136,7 +138,9 @@ impl PullError {
     pub fn class(&self) -> FailureClass {
         match self {
             PullError::Replica(e) => e.class(),
-            PullError::Apply(ApplyError::Connection { .. }) => FailureClass::Database,
+            PullError::Apply(ApplyError::Connection { .. } | ApplyError::Reconnect { .. }) => {
+                FailureClass::Database
+            }
             // Writing the download to local disk (a full disk, permissions) is local.
             PullError::Local(_)
             | PullError::Remote(RemoteError::Local { .. })
@@ -350,7 +354,10 @@ pub async fn run_once(
 ) -> Result<Report, PullError> {
     let (client, position, local) = open_replica(cfg).await?;
     let start = position.counter;
+    let listing_started = Instant::now();
     let listed = list(cfg, start).await?;
+    let list_ms = listing_started.elapsed().as_millis() as u64;
+    let planning_started = Instant::now();
     refuse_standing(cfg, start, &listed.stamps)?;
     // Without a configured node id, the node of the archives applied before holds the
     // stream to one node.
@@ -363,6 +370,7 @@ pub async fn run_once(
         gap,
         node,
     } = plan::plan(start, &local, &listed.listing, known_node)?;
+    let plan_ms = planning_started.elapsed().as_millis() as u64;
     let mut recorder = Recorder::new(
         cfg,
         &position,
@@ -382,22 +390,18 @@ pub async fn run_once(
         from = start.0,
         to = reaches.0,
         archives = reaches.0 - start.0,
+        list_ms,
+        plan_ms,
         "applying new archives"
     );
     let planned = sources.clone();
     let (rx, fetcher) = start_fetch(cfg, &listed, sources, node);
-    let mut applier = Applier::new(
-        client,
-        cfg.cluster.clone(),
-        cfg.pull.vacuum_every,
-        cfg.sql_allow,
-        cfg.pull.ddl_search_path.as_deref(),
-    );
+    let mut applier = Applier::new(client, cfg);
     let result = apply_in_order(cfg, &mut applier, rx, &stop, &mut recorder).await;
     applier.vacuum().await;
     let report = recorder.finish();
     // The acknowledgement only after a fetch that ended cleanly.
-    if matches!(fetcher.await, Ok(Ok(()))) && report.applied > 0 {
+    if fetcher.await.is_ok() && report.applied > 0 {
         acknowledge(&listed.provider, listed.ack_dir.as_deref(), report.to).await;
     }
     tracing::info!(
@@ -519,15 +523,26 @@ fn gap_error(g: plan::Gap, at: Counter) -> PullError {
 /// What the fetch sends the applier: each archive in order, or the error that ends it.
 type Fetching = mpsc::Receiver<Result<fetch::Fetched, FetchError>>;
 
-/// Starts fetching `sources` on the blocking pool, ahead of the applier by at most
-/// `fetch_ahead` archives.
+/// Starts fetching `sources`, over `pull.fetch_sessions` sessions when there is enough to
+/// fetch (the listing's session and more), ahead of the applier by at most
+/// `pull.fetch_ahead` sources and `pull.fetch_ahead_mb`.
 fn start_fetch(
     cfg: &ReceiverConfig,
     listed: &Listed,
     sources: Vec<plan::Source>,
     node: Option<u32>,
-) -> (Fetching, tokio::task::JoinHandle<Result<(), RemoteError>>) {
+) -> (Fetching, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(cfg.pull.fetch_ahead);
+    // A further session costs a handshake: worth it only for a few files at least.
+    let remote_files = sources
+        .iter()
+        .filter(|s| !matches!(s, plan::Source::Local(_)))
+        .count();
+    let more = cfg
+        .pull
+        .fetch_sessions
+        .min(remote_files / FILES_PER_SESSION)
+        .saturating_sub(1);
     let job = FetchJob {
         remote_dir: listed.remote_dir.clone(),
         incoming: cfg.incoming_dir(),
@@ -537,10 +552,23 @@ fn start_fetch(
         node,
         allow: cfg.sql_allow,
     };
-    let provider = listed.provider.clone();
-    let fetcher = tokio::spawn(async move { provider.job(move |r| fetch::run(r, job, tx)).await });
+    let budget = fetch::Budget {
+        sources: cfg.pull.fetch_ahead,
+        bytes: cfg.pull.fetch_ahead_bytes,
+    };
+    let fetcher = tokio::spawn(fetch::run(
+        listed.provider.clone(),
+        more,
+        cfg.remote.clone(),
+        job,
+        budget,
+        tx,
+    ));
     (rx, fetcher)
 }
+
+/// Provider files per further fetch session: fewer are fetched on the sessions there are.
+const FILES_PER_SESSION: usize = 8;
 
 /// Applies what the fetch sends, group by group, until it ends, an archive fails, or the
 /// run is asked to stop (checked between groups, never inside one).
@@ -566,7 +594,22 @@ async fn apply_in_order(
             recorder.report.interrupted = true;
             return Ok(());
         }
-        let Some((group, fetch_error)) = next_group(&mut rx, cfg.pull.group_commit).await? else {
+        // A backlog forms groups; a live stream's next archive is usually the last one
+        // planned, and goes alone, at once.
+        let waiting = recorder
+            .progress
+            .total
+            .saturating_sub(recorder.report.applied);
+        let limit = GroupLimit {
+            archives: cfg
+                .pull
+                .group_commit
+                .min(cfg.pull.fetch_ahead)
+                .min(waiting.max(1) as usize),
+            bytes: GROUP_BYTES,
+            wait: GROUP_WAIT,
+        };
+        let Some((group, fetch_error)) = next_group(&mut rx, limit).await? else {
             return Ok(());
         };
         let archives: Vec<apply::ToApply<'_>> = group
@@ -598,23 +641,55 @@ async fn apply_in_order(
     }
 }
 
-/// The next group: the next archive, plus those already fetched behind it (never waits
-/// for more: a group only saves commits, it must not add latency), with the fetch error
-/// that came right after them, if any. `None` once the fetch has ended.
+/// How a group is closed.
+#[derive(Debug, Clone, Copy)]
+struct GroupLimit {
+    /// At most this many archives.
+    archives: usize,
+    /// Closed once its archives reach this size.
+    bytes: u64,
+    /// Closed when the next archive takes longer than this to arrive, from the first.
+    wait: Duration,
+}
+
+/// A group closes at this size (bulk archives: one long transaction holds back VACUUM
+/// on the replica, and a failure redoes it).
+const GROUP_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A group waits at most this long for the fetch, from its first archive: while the
+/// fetch is slower than the applier, it makes groups large without idling the applier
+/// for long.
+const GROUP_WAIT: Duration = Duration::from_millis(100);
+
+/// The next group: the next archive, then those behind it until `limit` closes it, with
+/// the fetch error that came right after them, if any. `None` once the fetch has ended.
 async fn next_group(
     rx: &mut Fetching,
-    max: usize,
+    limit: GroupLimit,
 ) -> Result<Option<(Vec<fetch::Fetched>, Option<FetchError>)>, PullError> {
     let Some(first) = rx.recv().await else {
         return Ok(None);
     };
-    let mut group = Vec::with_capacity(max);
-    group.push(first?);
-    while group.len() < max {
-        match rx.try_recv() {
-            Ok(Ok(f)) => group.push(f),
-            Ok(Err(e)) => return Ok(Some((group, Some(e)))),
-            Err(_) => break,
+    let first = first?;
+    let deadline = tokio::time::Instant::now() + limit.wait;
+    let mut bytes = first.size;
+    let mut group = vec![first];
+    while group.len() < limit.archives && bytes < limit.bytes {
+        let next = match rx.try_recv() {
+            Ok(next) => Some(next),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) => tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .ok()
+                .flatten(),
+        };
+        match next {
+            Some(Ok(f)) => {
+                bytes += f.size;
+                group.push(f);
+            }
+            Some(Err(e)) => return Ok(Some((group, Some(e)))),
+            None => break,
         }
     }
     Ok(Some((group, None)))

@@ -236,11 +236,12 @@ impl<R: BufRead> ArchiveReader<R> {
     /// A statement of the archive, judged by where in the archive it stands.
     fn statement(&mut self, sql: String, line: u64) -> Result<Option<Action>, ArchiveError> {
         let strings = self.splitter.strings();
-        let parsed = statement::parse(&sql, strings).map_err(|r| refused(line, &sql, &r))?;
-        let shape = parsed.statement().map_err(|r| refused(line, &sql, &r))?;
+        let shape = statement::judge(&sql, strings)
+            .and_then(|s| s.statement)
+            .map_err(|r| refused(line, &sql, &r))?;
         match self.phase {
             Phase::Preamble => self.preamble_statement(shape, sql, line),
-            Phase::Body => self.body_statement(shape, &parsed, sql, line),
+            Phase::Body => self.body_statement(shape, sql, line),
             Phase::Committed => self.committed_statement(shape, &sql, line),
         }
     }
@@ -296,7 +297,6 @@ impl<R: BufRead> ArchiveReader<R> {
     fn body_statement(
         &mut self,
         shape: Statement,
-        parsed: &Parsed,
         sql: String,
         line: u64,
     ) -> Result<Option<Action>, ArchiveError> {
@@ -360,7 +360,12 @@ impl<R: BufRead> ArchiveReader<R> {
             Statement::VacuumAnalyze(_) => {
                 return Err(malformed(line, "VACUUM inside the archive's transaction"))
             }
-            _ => self.body_ddl(parsed, &sql, line)?,
+            _ => {
+                // The DDL rules read the parse tree itself.
+                let parsed = statement::parse(&sql, self.splitter.strings())
+                    .map_err(|r| refused(line, &sql, &r))?;
+                self.body_ddl(&parsed, &sql, line)?
+            }
         }
         Ok(Some(Action::Execute { sql, line }))
     }
@@ -431,9 +436,10 @@ impl<R: BufRead> ArchiveReader<R> {
         if self.phase != Phase::Body {
             return Err(malformed(line, "COPY outside the archive's transaction"));
         }
-        let parsed =
-            statement::parse(&sql, self.splitter.strings()).map_err(|r| refused(line, &sql, &r))?;
-        match parsed.statement().map_err(|r| refused(line, &sql, &r))? {
+        match statement::judge(&sql, self.splitter.strings())
+            .and_then(|s| s.statement)
+            .map_err(|r| refused(line, &sql, &r))?
+        {
             Statement::CopyIn { table, columns } => {
                 if table.schema == self.rules.schema() && table.name == "sl_log_archive" {
                     if columns != LOG_COLUMNS {
@@ -454,7 +460,10 @@ impl<R: BufRead> ArchiveReader<R> {
                 Ok(Some(Action::CopyIn { sql, line }))
             }
             _ => {
-                let why = self.rules.check_ddl(&parsed).err().unwrap_or(Refusal::Copy);
+                let why = match statement::parse(&sql, self.splitter.strings()) {
+                    Ok(parsed) => self.rules.check_ddl(&parsed).err().unwrap_or(Refusal::Copy),
+                    Err(r) => r,
+                };
                 Err(refused(line, &sql, &why))
             }
         }

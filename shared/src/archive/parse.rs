@@ -395,7 +395,7 @@ fn is_copy_from_stdin_with(sql: &str, strings: Strings) -> bool {
     {
         return false;
     }
-    super::statement::parse(sql, strings).is_ok_and(|p| p.is_copy_from_stdin())
+    super::statement::judge(sql, strings).is_ok_and(|s| s.copy_from_stdin)
 }
 
 #[cfg(test)]

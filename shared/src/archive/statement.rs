@@ -25,7 +25,7 @@ use serde_json::Value;
 use std::fmt;
 
 /// How string literals are read (`standard_conforming_strings`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Strings {
     /// `standard_conforming_strings = on`: a backslash is an ordinary character in `'...'`.
     Standard,
@@ -267,6 +267,57 @@ pub fn parse(sql: &str, strings: Strings) -> Result<Parsed, Refusal> {
         tree: result.protobuf,
         text_len: sql.len(),
     })
+}
+
+/// What PostgreSQL's parser says of a statement, in the terms the archive grammar asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape {
+    /// The statement ([`Parsed::statement`]).
+    pub statement: Result<Statement, Refusal>,
+    /// Whether it is a `COPY ... FROM STDIN` of any options ([`Parsed::is_copy_from_stdin`]).
+    pub copy_from_stdin: bool,
+}
+
+/// Statements longer than this are not remembered.
+const REMEMBERED_LEN: usize = 1024;
+/// How many statements are remembered before the memory starts afresh.
+const REMEMBERED: usize = 16 * 1024;
+
+type Remembered = std::collections::HashMap<(Strings, String), Shape>;
+
+/// [`parse`], then [`Parsed::statement`] and [`Parsed::is_copy_from_stdin`]: the
+/// parser's verdict on `sql` read as `strings` says, from memory when the same text was
+/// parsed lately.
+///
+/// The verdict is a function of the text and the setting alone, and slon writes the
+/// same statements into every archive (the transaction, the COPY header, the VACUUM);
+/// each archive is also read twice, checked when it arrives and checked again as it is
+/// applied. With the last texts remembered, most statements meet the parser once. A
+/// DDL statement's verdict is [`Statement::Other`], which needs the parse tree itself:
+/// such a text is parsed again by whoever judges it.
+pub fn judge(sql: &str, strings: Strings) -> Result<Shape, Refusal> {
+    static MEMORY: std::sync::OnceLock<std::sync::Mutex<Remembered>> = std::sync::OnceLock::new();
+    let memory = MEMORY.get_or_init(Default::default);
+    let key = (strings, sql.to_string());
+    if sql.len() <= REMEMBERED_LEN {
+        if let Some(shape) = memory.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(shape);
+        }
+    }
+    let parsed = parse(sql, strings)?;
+    let shape = Shape {
+        statement: parsed.statement(),
+        copy_from_stdin: parsed.is_copy_from_stdin(),
+    };
+    if sql.len() <= REMEMBERED_LEN {
+        if let Ok(mut m) = memory.lock() {
+            if m.len() >= REMEMBERED {
+                m.clear();
+            }
+            m.insert(key, shape.clone());
+        }
+    }
+    Ok(shape)
 }
 
 impl Parsed {
