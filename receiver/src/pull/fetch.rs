@@ -204,50 +204,96 @@ pub async fn run(
 /// A source's place in the plan and what it yielded.
 type Done = (usize, Vec<Result<Fetched, FetchError>>);
 
-/// One session's loop: the next source, its room, the fetch, the result.
+/// Sources a worker takes at once, and their most bytes: one trip to the blocking pool
+/// for several small files (each trip costs thread hand-overs of its own).
+const CHUNK_SOURCES: usize = 16;
+const CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+
+/// One session's loop: the next sources, their room, the fetch, the results.
 async fn worker(session: Provider, shared: Arc<Shared>, done: mpsc::Sender<Done>) {
     loop {
-        let (index, room) = {
-            let mut next = shared.next.lock().await;
-            let index = *next;
-            let Some(source) = shared.job.sources.get(index) else {
-                return;
-            };
-            let units = (shared.job.size_of(source) / UNIT).clamp(1, shared.max_units) as u32;
-            let Ok(count) = shared.count.clone().acquire_owned().await else {
-                return; // closed: the run is over
-            };
-            let Ok(bytes) = shared.bytes.clone().acquire_many_owned(units).await else {
-                return;
-            };
-            *next += 1;
-            let room = Room {
-                _count: count,
-                _bytes: bytes,
-            };
-            (index, Arc::new(room))
-        };
-        let job = shared.clone();
-        let items = match session
-            .job(move |r| job.job.fetch(r, &job.job.sources[index]))
-            .await
-        {
-            Ok(items) => items,
-            Err(e) => vec![Err(FetchError::Remote(e))],
-        };
-        let items = items
-            .into_iter()
-            .map(|item| {
-                item.map(|mut f| {
-                    f.room = Some(room.clone());
-                    f
-                })
-            })
-            .collect();
-        if done.send((index, items)).await.is_err() {
+        let Some(chunk) = take_chunk(&shared).await else {
             return;
+        };
+        let first = chunk[0].0;
+        let job = shared.clone();
+        let indexes: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
+        let fetched = session
+            .job(move |r| {
+                let mut out = Vec::with_capacity(indexes.len());
+                for i in indexes {
+                    let items = job.job.fetch(r, &job.job.sources[i]);
+                    let failed = items.iter().any(|i| i.is_err());
+                    out.push(items);
+                    if failed {
+                        break; // the stream ends there: the rest are not needed
+                    }
+                }
+                out
+            })
+            .await;
+        let results: Vec<Vec<Result<Fetched, FetchError>>> = match fetched {
+            Ok(results) => results,
+            Err(e) => vec![vec![Err(FetchError::Remote(e))]],
+        };
+        for (k, (items, (_, room))) in results.into_iter().zip(chunk).enumerate() {
+            let items = items
+                .into_iter()
+                .map(|item| {
+                    item.map(|mut f| {
+                        f.room = Some(room.clone());
+                        f
+                    })
+                })
+                .collect();
+            if done.send((first + k, items)).await.is_err() {
+                return;
+            }
         }
     }
+}
+
+/// The next sources for a worker, with their room: the first waits for room, the ones
+/// after it join only if room is there now. `None` once the plan is handed out or the
+/// run is over.
+async fn take_chunk(shared: &Shared) -> Option<Vec<(usize, Arc<Room>)>> {
+    let mut next = shared.next.lock().await;
+    let mut chunk = Vec::new();
+    let mut bytes = 0u64;
+    while chunk.len() < CHUNK_SOURCES && bytes < CHUNK_BYTES {
+        let index = *next;
+        let Some(source) = shared.job.sources.get(index) else {
+            break; // the plan is handed out
+        };
+        let size = shared.job.size_of(source);
+        if !chunk.is_empty() && (size >= CHUNK_BYTES || matches!(source, Source::Batch { .. })) {
+            break; // a large file or a batch goes alone
+        }
+        let units = (size / UNIT).clamp(1, shared.max_units) as u32;
+        let room = if chunk.is_empty() {
+            let count = shared.count.clone().acquire_owned().await.ok()?;
+            let bytes = shared.bytes.clone().acquire_many_owned(units).await.ok()?;
+            (count, bytes)
+        } else {
+            let (Ok(count), Ok(bytes)) = (
+                shared.count.clone().try_acquire_owned(),
+                shared.bytes.clone().try_acquire_many_owned(units),
+            ) else {
+                break;
+            };
+            (count, bytes)
+        };
+        *next += 1;
+        bytes += size;
+        chunk.push((
+            index,
+            Arc::new(Room {
+                _count: room.0,
+                _bytes: room.1,
+            }),
+        ));
+    }
+    (!chunk.is_empty()).then_some(chunk)
 }
 
 impl FetchJob {
