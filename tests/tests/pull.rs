@@ -500,7 +500,8 @@ async fn group_commit_stops_exactly_before_a_bad_archive() {
         let text = std::fs::read_to_string(&site.config).unwrap();
         std::fs::write(
             &site.config,
-            text.replace("vacuum_every = 50", "vacuum_every = 50\ngroup_commit = 30"),
+            text.replace("vacuum_every = 50", "vacuum_every = 50\ngroup_commit = 30")
+                .replace("fetch_ahead = 8", "fetch_ahead = 64"),
         )
         .unwrap();
         let paths = site.publish_as(1, 30, Format::Statements);
@@ -586,7 +587,8 @@ async fn group_commit_in_the_copy_format_stops_exactly_before_a_bad_archive() {
         let text = std::fs::read_to_string(&site.config).unwrap();
         std::fs::write(
             &site.config,
-            text.replace("vacuum_every = 50", "vacuum_every = 50\ngroup_commit = 30"),
+            text.replace("vacuum_every = 50", "vacuum_every = 50\ngroup_commit = 30")
+                .replace("fetch_ahead = 8", "fetch_ahead = 64"),
         )
         .unwrap();
         let paths = site.publish_as(1, 30, Format::Copy22);
@@ -631,6 +633,66 @@ async fn group_commit_in_the_copy_format_stops_exactly_before_a_bad_archive() {
             "{what}"
         );
     }
+}
+
+/// Fetching over several sessions never reorders or skips: a file larger than the whole
+/// fetch budget goes alone and in its turn, and a cut file far down the plan stops the
+/// replica exactly before it, whatever the other sessions had fetched beyond it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_fetch_keeps_plan_order_and_stops_exactly_at_a_bad_file() {
+    let site = new_site("pull-parallel", 300).await;
+    let text = std::fs::read_to_string(&site.config).unwrap();
+    std::fs::write(
+        &site.config,
+        text.replace(
+            "vacuum_every = 50",
+            "vacuum_every = 50\nfetch_sessions = 4\nfetch_ahead_mb = 1",
+        ),
+    )
+    .unwrap();
+    site.publish(1, 300);
+    // Archive 40: 3 MB of comments, three times the budget.
+    let big = site.provider.join(workload::archive_name(40));
+    let body = std::fs::read_to_string(&big).unwrap();
+    let at = body.find("-- end of log archiving header\n").unwrap()
+        + "-- end of log archiving header\n".len();
+    let padding = format!("-- {}\n", "padding ".repeat(12)).repeat(30_000);
+    std::fs::write(&big, format!("{}{padding}{}", &body[..at], &body[at..])).unwrap();
+    // Archive 200: cut before its end.
+    let victim = site.provider.join(workload::archive_name(200));
+    let whole = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &whole[..whole.len() - 40]).unwrap();
+
+    let run = site.pull();
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("fetching over parallel SSH sessions")
+            && run.stderr.contains("sessions=4"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&workload::archive_name(200)),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(site.counter().await, 199);
+    assert_eq!(site.counter_file(), Some(199));
+    assert_eq!(
+        site.replica_fingerprint().await,
+        site.expected_fingerprint(199).await
+    );
+    assert_eq!(files_in(&site.site_dir().join("applied")).len(), 199);
+
+    std::fs::write(&victim, &whole).unwrap();
+    let run = site.pull();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(site.counter().await, 300);
+    assert_eq!(
+        site.replica_fingerprint().await,
+        site.expected_fingerprint(300).await
+    );
+    assert_eq!(files_in(&site.site_dir().join("applied")).len(), 300);
 }
 
 /// The pull daemon, killed on drop if a test fails before stopping it.

@@ -556,6 +556,13 @@ fn start_fetch(
         sources: cfg.pull.fetch_ahead,
         bytes: cfg.pull.fetch_ahead_bytes,
     };
+    if more > 0 {
+        tracing::info!(
+            sessions = more + 1,
+            files = remote_files,
+            "fetching over parallel SSH sessions"
+        );
+    }
     let fetcher = tokio::spawn(fetch::run(
         listed.provider.clone(),
         more,
@@ -764,5 +771,123 @@ impl Recorder {
     fn finish(self) -> Report {
         self.progress.finish();
         self.report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slony_shared::archive::Header;
+
+    fn fetched(counter: u64, size: u64) -> fetch::Fetched {
+        let name = ArchiveName {
+            node_id: 1,
+            counter: Counter(counter),
+        };
+        fetch::Fetched {
+            name,
+            path: PathBuf::from(name.to_string()),
+            header: Header {
+                counter: Counter(counter),
+                created: String::new(),
+            },
+            approved_ddl: Vec::new(),
+            fetched_bytes: size,
+            size,
+            room: None,
+        }
+    }
+
+    fn counters(group: &[fetch::Fetched]) -> Vec<u64> {
+        group.iter().map(|f| f.name.counter.0).collect()
+    }
+
+    const LIMIT: GroupLimit = GroupLimit {
+        archives: 4,
+        bytes: 1000,
+        wait: Duration::from_millis(100),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_group_closes_at_its_count_and_the_next_one_goes_on() {
+        let (tx, mut rx) = mpsc::channel(16);
+        for c in 1..=6 {
+            tx.send(Ok(fetched(c, 10))).await.unwrap();
+        }
+        let (group, err) = next_group(&mut rx, LIMIT).await.unwrap().unwrap();
+        assert_eq!(counters(&group), [1, 2, 3, 4]);
+        assert!(err.is_none());
+        drop(tx);
+        let (group, _) = next_group(&mut rx, LIMIT).await.unwrap().unwrap();
+        assert_eq!(counters(&group), [5, 6]);
+        assert!(next_group(&mut rx, LIMIT).await.unwrap().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_group_closes_at_its_size() {
+        let (tx, mut rx) = mpsc::channel(16);
+        for c in 1..=4 {
+            tx.send(Ok(fetched(c, 600))).await.unwrap();
+        }
+        let (group, _) = next_group(&mut rx, LIMIT).await.unwrap().unwrap();
+        assert_eq!(
+            counters(&group),
+            [1, 2],
+            "closed once it reached 1000 bytes"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_group_waits_for_the_fetch_but_not_longer_than_its_wait() {
+        let (tx, mut rx) = mpsc::channel(16);
+        tx.send(Ok(fetched(1, 10))).await.unwrap();
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            tx.send(Ok(fetched(2, 10))).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            tx.send(Ok(fetched(3, 10))).await.unwrap();
+        });
+        let started = tokio::time::Instant::now();
+        let (group, _) = next_group(&mut rx, LIMIT).await.unwrap().unwrap();
+        assert_eq!(counters(&group), [1, 2]);
+        assert_eq!(started.elapsed(), Duration::from_millis(100));
+        let (group, _) = next_group(&mut rx, LIMIT).await.unwrap().unwrap();
+        assert_eq!(counters(&group), [3]);
+        sender.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_live_archive_goes_alone_at_once() {
+        let (tx, mut rx) = mpsc::channel(16);
+        tx.send(Ok(fetched(7, 10))).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let one = GroupLimit {
+            archives: 1,
+            ..LIMIT
+        };
+        let (group, _) = next_group(&mut rx, one).await.unwrap().unwrap();
+        assert_eq!(counters(&group), [7]);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fetch_error_ends_the_group_after_the_archives_before_it() {
+        let (tx, mut rx) = mpsc::channel(16);
+        tx.send(Ok(fetched(1, 10))).await.unwrap();
+        tx.send(Ok(fetched(2, 10))).await.unwrap();
+        tx.send(Err(FetchError::BatchMissing {
+            batch: "b".into(),
+            missing: 3,
+        }))
+        .await
+        .unwrap();
+        tx.send(Ok(fetched(4, 10))).await.unwrap();
+        let (group, err) = next_group(&mut rx, LIMIT).await.unwrap().unwrap();
+        assert_eq!(counters(&group), [1, 2]);
+        assert!(matches!(
+            err,
+            Some(FetchError::BatchMissing { missing: 3, .. })
+        ));
     }
 }
