@@ -791,10 +791,20 @@ async fn daemon_stops_cleanly_mid_backlog_then_follows_new_archives() {
         || async { site.counter().await == 1500 },
     )
     .await;
-    site.publish(1501, 1510);
+    site.publish(1501, 1505);
     crate::support::wait_until_async(
         Duration::from_secs(30),
         "the new archives to be applied",
+        || async { site.counter().await == 1505 },
+    )
+    .await;
+    // The daemon keeps its SSH session between polls; the provider drops it: the next
+    // poll connects again, within the same run, without a failure.
+    assert!(site.ssh.kill_connections() >= 1, "a session was kept open");
+    site.publish(1506, 1510);
+    crate::support::wait_until_async(
+        Duration::from_secs(30),
+        "the archives after the dropped session to be applied",
         || async { site.counter().await == 1510 },
     )
     .await;

@@ -76,6 +76,8 @@ struct Daemon {
     metrics_task: Option<JoinHandle<()>>,
     next_housekeeping: Option<chrono::DateTime<chrono::Utc>>,
     backoff: Backoff,
+    /// The connections kept between runs.
+    kept: pull::Kept,
 }
 
 impl Daemon {
@@ -85,6 +87,7 @@ impl Daemon {
             metrics_task: serve_metrics(&cfg, &metrics),
             next_housekeeping: next_housekeeping(&cfg),
             backoff: Backoff::new(cfg.pull.poll_interval),
+            kept: pull::Kept::default(),
             metrics,
             alerter,
             cfg,
@@ -130,7 +133,7 @@ impl Daemon {
         if paused(&self.cfg) {
             return self.cfg.pull.poll_interval;
         }
-        let result = pull::run_once(&self.cfg, stop_rx.clone()).await;
+        let result = pull::run_keeping(&self.cfg, stop_rx.clone(), &mut self.kept).await;
         record_metrics(&self.metrics, &result);
         let Some(persistence) = conclude(&self.cfg, &self.alerter, result).await.1 else {
             return self.backoff.after_success();
@@ -184,6 +187,8 @@ impl Daemon {
             self.metrics_task = serve_metrics(&new, &self.metrics);
         }
         self.cfg = new;
+        // The new file may name another provider or database.
+        self.kept = pull::Kept::default();
         self.next_housekeeping = next_housekeeping_after(&self.cfg, chrono::Utc::now());
         self.backoff = Backoff::new(self.cfg.pull.poll_interval);
     }

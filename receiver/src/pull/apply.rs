@@ -731,6 +731,11 @@ impl Applier {
         self.unvacuumed += n as u64;
     }
 
+    /// The connection, for the next run.
+    pub fn into_client(self) -> Client {
+        self.client
+    }
+
     /// Whether enough commits happened for the tracking-table VACUUM to be due.
     pub fn vacuum_due(&self) -> bool {
         self.unvacuumed >= self.vacuum_every

@@ -345,6 +345,16 @@ impl Progress {
     }
 }
 
+/// The connections a daemon keeps from one run to the next, so that a poll costs a
+/// directory listing, not an SSH handshake and a database login.
+#[derive(Default)]
+pub struct Kept {
+    /// The SSH session of the last run that ended well.
+    provider: Option<Provider>,
+    /// Its replica connection.
+    replica: Option<tokio_postgres::Client>,
+}
+
 /// One pull run: everything available is fetched and applied, in order.
 ///
 /// `stop` turns true when the run should end after the current archive (shutdown).
@@ -352,10 +362,20 @@ pub async fn run_once(
     cfg: &ReceiverConfig,
     stop: watch::Receiver<bool>,
 ) -> Result<Report, PullError> {
-    let (client, position, local) = open_replica(cfg).await?;
+    run_keeping(cfg, stop, &mut Kept::default()).await
+}
+
+/// [`run_once`], with the connections `kept` from the last run, if they still work; a
+/// run that ends well leaves its own in `kept` for the next.
+pub async fn run_keeping(
+    cfg: &ReceiverConfig,
+    stop: watch::Receiver<bool>,
+    kept: &mut Kept,
+) -> Result<Report, PullError> {
+    let (client, position, local) = open_replica(cfg, kept.replica.take()).await?;
     let start = position.counter;
     let listing_started = Instant::now();
-    let listed = list(cfg, start).await?;
+    let listed = list(cfg, start, kept.provider.take()).await?;
     let list_ms = listing_started.elapsed().as_millis() as u64;
     let planning_started = Instant::now();
     refuse_standing(cfg, start, &listed.stamps)?;
@@ -382,6 +402,10 @@ pub async fn run_once(
             Some(g) => Err(gap_error(g, start)),
             None => {
                 tracing::info!(counter = start.0, "up to date: nothing new on the provider");
+                *kept = Kept {
+                    provider: Some(listed.provider),
+                    replica: Some(client),
+                };
                 Ok(recorder.report)
             }
         };
@@ -417,7 +441,13 @@ pub async fn run_once(
     result?;
     match gap {
         Some(g) if !report.interrupted => Err(gap_error(g, report.to)),
-        _ => Ok(report),
+        _ => {
+            *kept = Kept {
+                provider: Some(listed.provider),
+                replica: Some(applier.into_client()),
+            };
+            Ok(report)
+        }
     }
 }
 
@@ -425,9 +455,13 @@ pub async fn run_once(
 /// counter file agreeing and the archives already downloaded sorted out.
 async fn open_replica(
     cfg: &ReceiverConfig,
+    kept: Option<tokio_postgres::Client>,
 ) -> Result<(tokio_postgres::Client, replica::Position, Vec<ArchiveName>), PullError> {
     prepare_dirs(cfg)?;
-    let client = replica::connect(cfg).await?;
+    let client = match kept.filter(|c| !c.is_closed()) {
+        Some(client) => client,
+        None => replica::connect(cfg).await?,
+    };
     crate::privilege::check_applier(&client).await?;
     let position = replica::read_position(&client, &cfg.cluster).await?;
     let start = position.counter;
@@ -464,13 +498,32 @@ struct Listed {
 
 /// Lists the site directory on the provider, and acknowledges where the replica is (the
 /// provider's housekeeping may then delete what this site has).
-async fn list(cfg: &ReceiverConfig, start: Counter) -> Result<Listed, PullError> {
+async fn list(
+    cfg: &ReceiverConfig,
+    start: Counter,
+    kept: Option<Provider>,
+) -> Result<Listed, PullError> {
     let remote_dir = cfg.remote_site_dir();
     // The acknowledgement goes into the site's exchange directory; without a trigger
     // directory there is none, and the provider keeps this site's archives.
     let ack_dir = cfg.remote_exchange_dir().filter(|_| cfg.pull.acknowledge);
-    let provider = Provider::connect(&cfg.remote).await?;
-    let files = provider.list(&remote_dir).await?;
+    // A kept session may have been closed by the provider since: one more try on a new one.
+    let (provider, files) = match kept {
+        Some(provider) => match provider.list(&remote_dir).await {
+            Ok(files) => (provider, files),
+            Err(e) => {
+                tracing::debug!(error = %e, "the kept SSH session failed: connecting again");
+                let provider = Provider::connect(&cfg.remote).await?;
+                let files = provider.list(&remote_dir).await?;
+                (provider, files)
+            }
+        },
+        None => {
+            let provider = Provider::connect(&cfg.remote).await?;
+            let files = provider.list(&remote_dir).await?;
+            (provider, files)
+        }
+    };
     // Before the listing is judged: a listing refused for as long as the provider leaves
     // it so must not also keep the provider from learning where this site is.
     acknowledge(&provider, ack_dir.as_deref(), start).await;
