@@ -470,7 +470,7 @@ run_floor() {
 
 # --- the delaying proxy (WAN) ------------------------------------------------------------------
 start_proxy() {
-    local tries=100 t0 t1 i per via
+    local tries=100 t0 t1 i via port
     say "starting the delaying proxy (${WAN_RTT_MS} ms round trip) in front of the sshd"
     python3 "$repo/scripts/lib/delay_proxy.py" serve --target-port "$ssh_port" --rtt-ms "$WAN_RTT_MS" \
         --ready-file "$work/proxy.ready" --echo --parent $$ </dev/null >"$work/logs/proxy.log" 2>&1 &
@@ -488,20 +488,23 @@ start_proxy() {
     wan_rtt=$(python3 "$repo/scripts/lib/delay_proxy.py" measure --port "$proxy_echo_port" --count 20) ||
         die "measuring the proxy's round trip failed"
     fact wan_rtt "$wan_rtt"
-    for via in "$ssh_port" "$proxy_port"; do
-        t0=$(now)
-        for i in 1 2 3; do
-            ssh -p "$via" "${ssh_base[@]}" "$ssh_user@127.0.0.1" true </dev/null ||
-                die "ssh through port $via failed (run $i)"
+    # `ssh true`, 5 times each way, alternating; the median of each.
+    : >"$work/results/ssh.direct"
+    : >"$work/results/ssh.proxy"
+    for i in 1 2 3 4 5; do
+        for via in direct proxy; do
+            port=$ssh_port
+            [[ $via == proxy ]] && port=$proxy_port
+            t0=$(now)
+            ssh -p "$port" "${ssh_base[@]}" "$ssh_user@127.0.0.1" true </dev/null ||
+                die "ssh through port $port failed (run $i)"
+            t1=$(now)
+            elapsed "$t0" "$t1" >>"$work/results/ssh.$via"
+            echo >>"$work/results/ssh.$via"
         done
-        t1=$(now)
-        per=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 3 }')
-        if [[ $via == "$ssh_port" ]]; then
-            fact wan_ssh_direct "$per"
-        else
-            fact wan_ssh_proxy "$per"
-        fi
     done
+    fact wan_ssh_direct "$(sort -n "$work/results/ssh.direct" | sed -n 3p)"
+    fact wan_ssh_proxy "$(sort -n "$work/results/ssh.proxy" | sed -n 3p)"
     say "proxy on port $proxy_port: round trip $wan_rtt ms (median min max of 20)"
 }
 
@@ -671,8 +674,10 @@ for key, w, m, n, b, s, rs, note, load, list_ms, plan_ms in sorted(rows, key=lam
     print("| " + " | ".join([w, meth, str(n), f"{b / 1e6:.1f}", f"{s:.2f}", f"{n / s:.1f}", f"{b / 1e6 / s:.1f}",
                              "-" if rs == "-" else f"{int(rs) / 1024:.0f} MB", load, ratio]) + " |")
 print()
-print(f"data: every run at its expected at_counter; {facts.get('compared', '0')} fingerprint comparisons "
-      "between runs of the same archives, all equal")
+compared = int(facts.get("compared", "0"))
+print("data: every run ended at its expected at_counter; "
+      + (f"{compared} fingerprint comparisons between runs of the same archives, all equal" if compared
+         else "no two runs applied the same archives, so no fingerprint comparison"))
 print()
 
 def check(name, ok, text, skip=None):
@@ -720,7 +725,7 @@ if "wan_rtt" in facts:
     med, lo, hi = facts["wan_rtt"].split()
     print(f"WAN: delaying proxy, {$WAN_RTT_MS} ms round trip asked; measured {med} ms "
           f"(median of 20 request/response exchanges through it, {lo}-{hi}); "
-          f"ssh true: {facts['wan_ssh_direct']} s direct, {facts['wan_ssh_proxy']} s through the proxy")
+          f"ssh true (median of 5): {facts['wan_ssh_direct']} s direct, {facts['wan_ssh_proxy']} s through the proxy")
     wd = rate("wan.default")
     for key, label in (("wan.default", "receiver, default config"), ("wan.sessions", "receiver, $SESSIONS_KEY = $WAN_SESSIONS"),
                        ("wan.batches", "receiver, from the tar.gz batches"), ("wan.perfile", "per-file: scp + psql -f")):
