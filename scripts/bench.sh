@@ -60,7 +60,8 @@
 # config is than each other method of the same workload; then the checks against the
 # targets, the WAN figures and the latency figures.
 #
-# Usage: scripts/bench.sh
+# Usage: scripts/bench.sh       (full sizes: about 25 to 30 minutes on 2 cores;
+#                                QUICK=1: about 3 minutes)
 #   ONLY="w1 w2 w3 sessions backlog100k wan latency"   sections to run (default all)
 #   N_SMALL=10000 N_MB=1000 BIG_MB=1024   workload sizes
 #   PERFILE_N=500 PERFILE_MB_N=50          per-file sample sizes (0 skips)
@@ -617,8 +618,13 @@ if want wan; then
         run_perfile wan.perfile wan "$wan_dir" "$WAN_PERFILE_N" "$(first_bytes "$wan_dir" "$WAN_PERFILE_N")" "$WAN_N" \
             "small:$WAN_PERFILE_N" "$proxy_port"
     fi
-    end_child "$proxy_pid" || true
+    rc=0
+    end_child "$proxy_pid" || rc=$?
     proxy_pid=
+    if ((rc != 0)) || [[ -s $work/logs/proxy.log ]]; then
+        tail -n 20 "$work/logs/proxy.log" >&2
+        say "warning: the delaying proxy exited with status $rc (its log is above)"
+    fi
 fi
 
 if want latency; then
