@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Private servers for the scripts (sourced by demo.sh and bench.sh): a PostgreSQL
 # cluster and an sshd on 127.0.0.1, each in a directory of the caller's, started and
 # stopped by pid. The caller defines say() and die() and calls stop_servers from its
@@ -43,7 +44,7 @@ find_pg_bin() {
         if [[ -x /usr/lib/postgresql/15/bin/postgres ]]; then
             PG_BIN=/usr/lib/postgresql/15/bin
         else
-            PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+            PG_BIN=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
         fi
     fi
     [[ -n $PG_BIN && -x $PG_BIN/postgres && -x $PG_BIN/initdb ]] ||
@@ -94,7 +95,7 @@ start_sshd() {
     cp "$dir/ssh/client_key.pub" "$dir/ssh/authorized_keys"
     chmod 0600 "$dir/ssh/authorized_keys"
     if is_root && [[ ! -d /run/sshd ]]; then
-        mkdir -p -m 0755 /run/sshd # privilege separation directory
+        mkdir -p /run/sshd && chmod 0755 /run/sshd # privilege separation directory
     fi
     ssh_port=$(free_port)
     cat >"$dir/ssh/sshd_config" <<EOF
@@ -128,6 +129,7 @@ EOF
         sleep 0.1
     done
     printf '[127.0.0.1]:%s %s\n' "$ssh_port" "$(cat "$dir/ssh/host_key.pub")" >"$dir/ssh/known_hosts"
+    # shellcheck disable=SC2034 # for the caller
     ssh_user=$(id -un)
 }
 
