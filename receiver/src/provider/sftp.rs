@@ -217,15 +217,26 @@ impl Remote {
                     .into(),
             });
         }
-        let entries = self
+        // Entry by entry, not ssh2's `readdir` (which holds every entry's full path and
+        // attributes at once): a site directory may hold 100,000 archives.
+        let mut handle = self
             .sftp
-            .readdir(Path::new(dir))
+            .opendir(Path::new(dir))
             .map_err(|e| self.sftp_err("listing", dir, e))?;
-        let mut out = Vec::with_capacity(entries.len());
-        for (path, stat) in entries {
+        let mut out = Vec::new();
+        loop {
+            let (path, stat) = match handle.readdir() {
+                Ok(entry) => entry,
+                // LIBSSH2_ERROR_FILE: the end of the directory.
+                Err(e) if matches!(e.code(), ssh2::ErrorCode::Session(-16)) => break,
+                Err(e) => return Err(self.sftp_err("listing", dir, e)),
+            };
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
+            if name == "." || name == ".." {
+                continue;
+            }
             let ft = stat.file_type();
             out.push(RemoteFile {
                 name: name.to_string(),

@@ -12,6 +12,7 @@
 //! is taken in plan order too, so the source the applier waits for always gets it.
 
 use super::plan::Source;
+use super::refused::ProviderFile;
 use crate::config::RemoteConfig;
 use crate::provider::{part_path, Provider, Remote, RemoteError};
 use slony_shared::archive::check::verify_file;
@@ -112,8 +113,8 @@ pub struct FetchJob {
     pub cluster: ClusterName,
     /// The plan's sources, in order.
     pub sources: Vec<Source>,
-    /// Remote file sizes by name, from the listing.
-    pub sizes: std::collections::HashMap<String, u64>,
+    /// Remote file sizes (and modification times) by name, from the listing.
+    pub stamps: Arc<super::refused::Stamps>,
     /// The Slony node every archive must come from, when known.
     pub node: Option<u32>,
     /// What the provider's DDL may hold beyond the default rules.
@@ -312,10 +313,10 @@ impl FetchJob {
     fn size_of(&self, source: &Source) -> u64 {
         let file = match source {
             Source::Local(_) => return 0,
-            Source::Remote(name) => name.to_string(),
-            Source::Batch { batch, .. } => batch.to_string(),
+            Source::Remote(name) => ProviderFile::Archive(*name),
+            Source::Batch { batch, .. } => ProviderFile::Batch(*batch),
         };
-        self.sizes.get(&file).copied().unwrap_or(0)
+        self.stamps.get(&file).map_or(0, |s| s.0)
     }
 
     fn verify(
@@ -349,7 +350,9 @@ impl FetchJob {
     fn local(&self, remote: &Remote, name: &ArchiveName) -> Result<Fetched, FetchError> {
         let path = self.incoming.join(name.to_string());
         match self.verify(name, &path, 0) {
-            Err(FetchError::Archive { .. }) if self.sizes.contains_key(&name.to_string()) => {
+            Err(FetchError::Archive { .. })
+                if self.stamps.contains_key(&ProviderFile::Archive(*name)) =>
+            {
                 self.single(remote, name)
             }
             other => other,
@@ -360,7 +363,7 @@ impl FetchJob {
         let file = name.to_string();
         let path = format!("{}/{}", self.remote_dir, file);
         let local = self.incoming.join(&file);
-        let size = self.sizes.get(&file).copied().unwrap_or(0);
+        let size = self.size_of(&Source::Remote(*name));
         let n = remote.download(&path, &local, size)?;
         self.verify(name, &local, n)
     }
@@ -374,7 +377,10 @@ impl FetchJob {
         let file = batch.to_string();
         let path = format!("{}/{}", self.remote_dir, file);
         let local = self.incoming.join(&file);
-        let size = self.sizes.get(&file).copied().unwrap_or(0);
+        let size = self
+            .stamps
+            .get(&ProviderFile::Batch(*batch))
+            .map_or(0, |s| s.0);
         let n = remote.download(&path, &local, size)?;
         let extracted = batch::extract(&local, &self.incoming, MAX_BATCH_MEMBER, |c| c > after);
         let _ = std::fs::remove_file(&local);

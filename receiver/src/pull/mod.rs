@@ -28,9 +28,9 @@ use plan::{Listing, Plan, PlanError};
 use slony_shared::archive::name::{classify, Entry};
 use slony_shared::archive::{ArchiveError, ArchiveName};
 use slony_shared::counter::Counter;
-use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -220,9 +220,8 @@ fn read_listing(
     files: Vec<RemoteFile>,
     dir: &str,
     addr: &str,
-) -> Result<(Listing, HashMap<String, u64>, refused::Stamps), PullError> {
+) -> Result<(Listing, refused::Stamps), PullError> {
     let mut listing = Listing::default();
-    let mut sizes = HashMap::new();
     let mut stamps = refused::Stamps::new();
     for f in files {
         let entry = classify(&f.name).map_err(|e| {
@@ -244,15 +243,20 @@ fn read_listing(
                 },
             }));
         }
-        match entry {
-            Entry::Archive(a) => listing.archives.push(a),
-            Entry::Batch(b) => listing.batches.push(b),
+        let file = match entry {
+            Entry::Archive(a) => {
+                listing.archives.push(a);
+                refused::ProviderFile::Archive(a)
+            }
+            Entry::Batch(b) => {
+                listing.batches.push(b);
+                refused::ProviderFile::Batch(b)
+            }
             Entry::InProgress | Entry::Other => continue,
-        }
-        stamps.insert(f.name.clone(), (f.size, f.mtime));
-        sizes.insert(f.name, f.size);
+        };
+        stamps.insert(file, (f.size, f.mtime));
     }
-    Ok((listing, sizes, stamps))
+    Ok((listing, stamps))
 }
 
 /// Records a refusal for its content with the provider file it came from, so later runs
@@ -269,11 +273,11 @@ fn remember_refusal(
     // A refused local copy is deleted and fetched again: only provider files are
     // remembered, and only with a modification time to tell a replaced file by.
     let source = planned.iter().find_map(|s| match s {
-        plan::Source::Remote(n) if *n == name => Some(n.to_string()),
+        plan::Source::Remote(n) if *n == name => Some(refused::ProviderFile::Archive(*n)),
         plan::Source::Batch { batch, .. }
             if batch.from <= name.counter && name.counter <= batch.to =>
         {
-            Some(batch.to_string())
+            Some(refused::ProviderFile::Batch(*batch))
         }
         _ => None,
     });
@@ -283,7 +287,7 @@ fn remember_refusal(
     };
     let record = refused::Refusal {
         archive: name.to_string(),
-        source,
+        source: source.to_string(),
         size,
         mtime,
         error: e.to_string(),
@@ -488,10 +492,9 @@ struct Listed {
     remote_dir: String,
     /// Its archives and batches.
     listing: Listing,
-    /// Their sizes, by file name.
-    sizes: HashMap<String, u64>,
-    /// Their sizes and modification times, to tell a replaced file (see [`refused`]).
-    stamps: refused::Stamps,
+    /// Their sizes and modification times, by file name: what the fetch expects, and
+    /// how a replaced file is told (see [`refused`]).
+    stamps: Arc<refused::Stamps>,
     /// Where the acknowledgement goes, if this site writes one.
     ack_dir: Option<String>,
 }
@@ -527,12 +530,12 @@ async fn list(
     // Before the listing is judged: a listing refused for as long as the provider leaves
     // it so must not also keep the provider from learning where this site is.
     acknowledge(&provider, ack_dir.as_deref(), start).await;
-    let (listing, sizes, stamps) = read_listing(files, &remote_dir, provider.addr())?;
+    let (listing, stamps) = read_listing(files, &remote_dir, provider.addr())?;
+    let stamps = Arc::new(stamps);
     Ok(Listed {
         provider,
         remote_dir,
         listing,
-        sizes,
         stamps,
         ack_dir,
     })
@@ -601,7 +604,7 @@ fn start_fetch(
         incoming: cfg.incoming_dir(),
         cluster: cfg.cluster.clone(),
         sources,
-        sizes: listed.sizes.clone(),
+        stamps: listed.stamps.clone(),
         node,
         allow: cfg.sql_allow,
     };

@@ -9,7 +9,8 @@
 //! removes it), the record is dropped and the stream goes on.
 
 use serde::{Deserialize, Serialize};
-use slony_shared::archive::ArchiveName;
+use slony_shared::archive::name::{classify, Entry};
+use slony_shared::archive::{ArchiveName, BatchName};
 use slony_shared::counter::Counter;
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,21 +30,52 @@ pub struct Refusal {
     pub error: String,
 }
 
-/// Size and modification time of the provider's files, by name, from the listing.
-pub type Stamps = HashMap<String, (u64, Option<u64>)>;
+/// A file of the provider's listing that the stream is fetched from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderFile {
+    /// A single archive.
+    Archive(ArchiveName),
+    /// A batch.
+    Batch(BatchName),
+}
+
+impl ProviderFile {
+    /// The file named `name`, if it is an archive or a batch.
+    pub fn named(name: &str) -> Option<ProviderFile> {
+        match classify(name) {
+            Ok(Entry::Archive(a)) => Some(ProviderFile::Archive(a)),
+            Ok(Entry::Batch(b)) => Some(ProviderFile::Batch(b)),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProviderFile::Archive(a) => a.fmt(f),
+            ProviderFile::Batch(b) => b.fmt(f),
+        }
+    }
+}
+
+/// Size and modification time of the provider's files, from the listing (a typed key:
+/// a listing of 100,000 files holds no file name twice).
+pub type Stamps = HashMap<ProviderFile, (u64, Option<u64>)>;
 
 impl Refusal {
     /// The refused archive's name, if the record holds a valid one.
     pub fn archive_name(&self) -> Option<ArchiveName> {
-        match slony_shared::archive::name::classify(&self.archive) {
-            Ok(slony_shared::archive::name::Entry::Archive(a)) => Some(a),
+        match classify(&self.archive) {
+            Ok(Entry::Archive(a)) => Some(a),
             _ => None,
         }
     }
 
     /// Whether the provider still serves the very file that was refused.
     pub fn still_stands(&self, stamps: &Stamps) -> bool {
-        stamps.get(&self.source) == Some(&(self.size, self.mtime))
+        ProviderFile::named(&self.source)
+            .is_some_and(|file| stamps.get(&file) == Some(&(self.size, self.mtime)))
     }
 }
 
@@ -98,11 +130,11 @@ mod tests {
         };
         let mut stamps = Stamps::new();
         assert!(!r.still_stands(&stamps));
-        stamps.insert(r.source.clone(), (10, Some(5)));
+        stamps.insert(ProviderFile::named(&r.source).unwrap(), (10, Some(5)));
         assert!(r.still_stands(&stamps));
-        stamps.insert(r.source.clone(), (10, Some(6)));
+        stamps.insert(ProviderFile::named(&r.source).unwrap(), (10, Some(6)));
         assert!(!r.still_stands(&stamps));
-        stamps.insert(r.source.clone(), (11, Some(5)));
+        stamps.insert(ProviderFile::named(&r.source).unwrap(), (11, Some(5)));
         assert!(!r.still_stands(&stamps));
         assert_eq!(r.archive_name().unwrap().counter.0, 4);
         let dir = tempfile::tempdir().unwrap();

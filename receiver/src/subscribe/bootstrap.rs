@@ -227,7 +227,7 @@ async fn run<R: std::io::BufRead>(
 /// their snapshot.
 fn opening(bootstrap: &Bootstrap<'_>) -> String {
     // Replica role: user triggers on existing tables stay quiet, as with slony1_dump.sh.
-    let mut begin = "SET session_replication_role TO replica; BEGIN; \
+    let mut begin = "BEGIN; SET session_replication_role TO replica; \
                      SET LOCAL standard_conforming_strings TO on"
         .to_string();
     let cluster = bootstrap.cluster;
