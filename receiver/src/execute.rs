@@ -59,8 +59,6 @@ pub struct Pipeline {
     pending: Vec<(String, u64, Source)>,
     /// Their total size.
     bytes: usize,
-    /// How many statements were sent so far (to tell whether one queued earlier went out).
-    sent: u64,
 }
 
 impl Pipeline {
@@ -94,22 +92,6 @@ impl Pipeline {
         Ok(())
     }
 
-    /// How many statements were sent so far, over the pipeline's life.
-    pub fn sent(&self) -> u64 {
-        self.sent
-    }
-
-    /// How many statements wait to be sent.
-    pub fn queued(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// Forgets the statements not sent yet.
-    pub fn discard(&mut self) {
-        self.pending.clear();
-        self.bytes = 0;
-    }
-
     /// Sends every queued statement and reports the first failure.
     pub async fn flush(&mut self, client: &Client) -> Result<(), ExecError> {
         if self.pending.is_empty() {
@@ -117,7 +99,6 @@ impl Pipeline {
         }
         let pending = std::mem::take(&mut self.pending);
         self.bytes = 0;
-        self.sent += pending.len() as u64;
         let results = join_all(pending.iter().map(|(sql, _, source)| async move {
             match source {
                 Source::Ours => client.batch_execute(sql).await,

@@ -1,15 +1,17 @@
-//! Applying one archive to the replica, as psql would, but safer: statements and COPY
-//! blocks are streamed from the file (bounded memory), the whole archive runs in one
-//! transaction the applier owns, and it commits only after the envelope check has seen
-//! the archive end cleanly. The tracking VACUUM runs after the commit, once per
-//! `vacuum_every` archives (and at the end of a run), not inside the transaction.
-//!
-//! Statements and COPY data go through [`crate::execute`] (pipelined, streamed).
+//! Applying archives to the replica, as psql would, but safer: the applier owns the
+//! transaction, and it commits only after the envelope check has seen every archive in
+//! it end cleanly. A backlog goes in groups, one transaction each, sent through an
+//! [`execute::Window`] without waiting for any answer (statements one per
+//! extended-protocol message, small COPY blocks from memory, large ones streamed from
+//! the file). A group that fails is applied again archive by archive, so the replica
+//! always ends where one transaction per archive would leave it. The tracking VACUUM
+//! runs after the commit, once per `vacuum_every` archives (and at the end of a run),
+//! not inside the transaction.
 
 use crate::config::ReceiverConfig;
-use crate::execute::{self, ExecError, Pipeline, Window, WindowFailure};
+use crate::execute::{self, ExecError, Window, WindowFailure};
 use slony_shared::archive::statement::{Allowances, Strings};
-use slony_shared::archive::{Action, ArchiveError, ArchiveName, ArchiveReader, Header};
+use slony_shared::archive::{Action, ArchiveError, ArchiveName, ArchiveReader};
 use slony_shared::ident::{quote_ident, quote_literal, ClusterName};
 use std::collections::HashMap;
 use std::fs::File;
@@ -119,6 +121,8 @@ pub struct Applier {
     ddl_search_path: String,
     /// The configuration, to connect again after a failed group.
     reconnect: ReceiverConfig,
+    /// Whether the connection saw a failed transaction and must be replaced.
+    dirty: bool,
 }
 
 /// A table to drop in the transaction of the archive `after`: the copies before it still
@@ -181,6 +185,7 @@ impl Applier {
             allow: cfg.sql_allow,
             pending_drops: None,
             reconnect: cfg.clone(),
+            dirty: false,
         }
     }
 
@@ -267,11 +272,11 @@ impl Applier {
     /// one transaction per archive: when archive k fails, the archives before it are
     /// committed, nothing of k is, and k is reported.
     ///
-    /// The group first goes out whole, without savepoints and without waiting for any
-    /// answer ([`Applier::apply_fast`]). If anything in it fails, that transaction is
-    /// rolled back and the group is applied again the careful way, on a new connection,
-    /// each archive in its own savepoint ([`Applier::apply_exact`]), which stops exactly
-    /// before the failing archive and names it.
+    /// The group goes out whole, without waiting for any answer
+    /// ([`Applier::apply_fast`]). If anything in it fails, its transaction is rolled
+    /// back and the group is applied again on a new connection, one archive per
+    /// transaction, which stops exactly at the failing archive and names it, whether
+    /// it fails in a statement, in its COPY data, on reading or at its commit.
     pub async fn apply_group(&mut self, archives: &[ToApply<'_>]) -> GroupResult {
         if archives.is_empty() {
             return GroupResult {
@@ -289,6 +294,12 @@ impl Applier {
             }
             Err(e) => e,
         };
+        if archives.len() == 1 || matches!(error.error, ApplyError::Connection { .. }) {
+            return GroupResult {
+                committed: 0,
+                error: Some(error.error),
+            };
+        }
         tracing::debug!(
             first = %archives[0].name,
             archives = archives.len(),
@@ -296,95 +307,58 @@ impl Applier {
             error = %error.error,
             "the group did not apply in one go: applying it again archive by archive"
         );
-        // A lost connection is the same on the careful path: report it now.
-        if let ApplyError::Connection { .. } = error.error {
-            return GroupResult {
-                committed: 0,
-                error: Some(error.error),
-            };
-        }
-        // The connection's answers may be out of step after a failure (see
-        // `execute::Window`): the careful path gets a new one. Dropping the old one rolls
-        // back what it had sent.
-        match crate::replica::connect(&self.reconnect).await {
-            Ok(client) => {
-                self.client = client;
-                self.copy_statements.clear();
-                self.pending_drops = None;
-            }
-            Err(e) => {
+        for (i, archive) in archives.iter().enumerate() {
+            if let Err(error) = self.apply_fast(std::slice::from_ref(archive)).await {
                 return GroupResult {
-                    committed: 0,
-                    error: Some(ApplyError::Reconnect {
-                        name: error.name,
-                        message: e.to_string(),
-                    }),
-                }
+                    committed: i,
+                    error: Some(error.error),
+                };
             }
+            self.committed(1);
         }
-        self.apply_exact(archives).await
+        GroupResult {
+            committed: archives.len(),
+            error: None,
+        }
     }
 
-    /// Applies consecutive archives in ONE transaction (group commit), each inside its own
-    /// savepoint: when archive k fails, it is rolled back to its savepoint, archives
-    /// before it are committed, and k is reported, exactly as if each archive had its own
-    /// transaction, with one commit for the group.
-    async fn apply_exact(&mut self, archives: &[ToApply<'_>]) -> GroupResult {
-        if archives.is_empty() {
-            return GroupResult {
-                committed: 0,
-                error: None,
-            };
+    /// A connection that answers in step: after a failed transaction the old one is
+    /// dropped (which rolls back whatever it had sent) and a new one made.
+    async fn clean_connection(&mut self, name: &ArchiveName) -> Result<(), ApplyError> {
+        if !self.dirty {
+            return Ok(());
         }
-        let single = archives.len() == 1;
-        let pending = self.pending_drops().await;
-        // The transaction starts with the first pipelined batch: no round trip of its own.
-        // Archives may switch the role for DDL; each starts again as a replica, reading
-        // strings the standard way until its body says otherwise.
-        let mut pipeline = Pipeline::default();
-        let mut begin = "SET session_replication_role TO replica; BEGIN".to_string();
-        for (i, archive) in archives.iter().enumerate() {
-            if !single {
-                begin.push_str("; SAVEPOINT archive");
-            }
-            self.push_archive_settings(&mut begin, archive);
-            let lead_at = pipeline.sent() + pipeline.queued() as u64;
-            let lead = std::mem::take(&mut begin);
-            let outcome = match self
-                .apply_body(&mut pipeline, lead, archive.path, &archive.name)
-                .await
-            {
-                Ok(_) => self.drop_due(&mut pipeline, &pending, &archive.name).await,
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Ok(()) if single => {}
-                // RELEASE rides with the next archive's first statements.
-                Ok(()) => {
-                    begin =
-                        "SET session_replication_role TO replica; RELEASE SAVEPOINT archive".into()
-                }
-                Err(error) => {
-                    let lead_sent = pipeline.sent() > lead_at;
-                    pipeline.discard();
-                    return self.keep_before(archives, i, lead_sent, error).await;
-                }
-            }
-        }
-        self.commit_group(archives, single).await
+        let client = crate::replica::connect(&self.reconnect)
+            .await
+            .map_err(|e| ApplyError::Reconnect {
+                name: *name,
+                message: e.to_string(),
+            })?;
+        self.client = client;
+        self.copy_statements.clear();
+        self.pending_drops = None;
+        self.dirty = false;
+        Ok(())
     }
 
     /// Sends the whole group in one transaction, every statement and COPY as soon as it is
     /// read, the answers read as they come; commits if every answer is good. On `Err`
     /// nothing of the group is committed, and the connection must not be used again.
     async fn apply_fast(&mut self, archives: &[ToApply<'_>]) -> Result<(), FastFailure> {
+        let first = archives[0].name;
+        self.clean_connection(&first)
+            .await
+            .map_err(|error| FastFailure { name: first, error })?;
         let pending = self.pending_drops().await;
         // The window borrows the connection for the whole group.
         let mut copies = std::mem::take(&mut self.copy_statements);
         let result = self.send_group(archives, pending, &mut copies).await;
         self.copy_statements = copies;
-        if matches!(result, Ok(true)) {
-            self.pending_drops = None;
+        match result {
+            Ok(true) => self.pending_drops = None,
+            Ok(false) => {}
+            // The connection's answers may be out of step (see `execute::Window`).
+            Err(_) => self.dirty = true,
         }
         result.map(|_| ())
     }
@@ -397,7 +371,10 @@ impl Applier {
         copies: &mut HashMap<String, Statement>,
     ) -> Result<bool, FastFailure> {
         let mut window = Window::new(&self.client);
-        let mut lead = "SET session_replication_role TO replica; BEGIN".to_string();
+        // BEGIN first: if a SET after it fails, the transaction is aborted and nothing
+        // sent after it runs. (BEGIN after a failing SET in the same query string would
+        // never run, and every statement after it would commit on its own.)
+        let mut lead = "BEGIN; SET session_replication_role TO replica".to_string();
         let mut dropped = false;
         for (i, archive) in archives.iter().enumerate() {
             if i > 0 {
@@ -431,11 +408,16 @@ impl Applier {
                 break;
             }
         }
-        // After a failure the server answers COMMIT with a rollback: nothing goes in.
-        window.send_ours("COMMIT".into(), archives.len() - 1).await;
+        let end = if window.has_failed() {
+            "ROLLBACK"
+        } else {
+            "COMMIT"
+        };
+        window.send_ours(end.into(), archives.len() - 1).await;
         if let Err(f) = window.finish().await {
             return Err(self.fast_failure(archives, f));
         }
+        // Only a group that failed sends ROLLBACK, and its failure was seen above.
         Ok(dropped)
     }
 
@@ -602,34 +584,6 @@ impl Applier {
         ));
     }
 
-    /// Drops, in the transaction of archive `name`, the unsubscribed tables whose
-    /// snapshot it is: every copy that still carries their rows is in.
-    async fn drop_due(
-        &mut self,
-        pipeline: &mut Pipeline,
-        pending: &[PendingDrop],
-        name: &ArchiveName,
-    ) -> Result<(), ApplyError> {
-        let due: Vec<&PendingDrop> = pending
-            .iter()
-            .filter(|d| d.after <= name.counter.as_i64())
-            .collect();
-        if due.is_empty() {
-            return Ok(());
-        }
-        let sql = self.drop_sql(&due);
-        self.pending_drops = None;
-        let sent = match pipeline.push(&self.client, sql, 0).await {
-            Ok(()) => pipeline.flush(&self.client).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = sent {
-            return Err(self.exec_error(name, e));
-        }
-        tracing::info!(archive = %name, tables = due.len(), "dropped the unsubscribed tables at their snapshot");
-        Ok(())
-    }
-
     /// The statements that drop the tables `due` and forget them.
     fn drop_sql(&self, due: &[&PendingDrop]) -> String {
         // The archive may have switched to escaped strings (pre-2.2): the literals
@@ -649,91 +603,14 @@ impl Applier {
         sql
     }
 
-    /// Archive `failed` of the group did not apply (`error`): commits the archives before
-    /// it, if any, and reports how many are in. `lead_sent` says whether the failed
-    /// archive's savepoint went out (it had sent its first statements).
-    async fn keep_before(
-        &mut self,
-        archives: &[ToApply<'_>],
-        failed: usize,
-        lead_sent: bool,
-        error: ApplyError,
-    ) -> GroupResult {
-        // Keep the archives before this one, if any. If this archive's savepoint never
-        // went out (it failed before its first statement was sent), the last savepoint
-        // is still the previous archive's: commit.
-        let keep = if failed == 0 {
-            "ROLLBACK"
-        } else if lead_sent {
-            "ROLLBACK TO SAVEPOINT archive; COMMIT"
-        } else {
-            "COMMIT"
-        };
-        let committed = match self.client.batch_execute(keep).await {
-            // The tracking table says what really got in.
-            Ok(()) => self
-                .applied_since(archives[0].name.counter)
-                .await
-                .min(failed),
-            Err(_) => {
-                // The connection is gone: the server rolled everything back.
-                let _ = self.client.batch_execute("ROLLBACK").await;
-                0
-            }
-        };
-        self.committed(committed);
-        GroupResult {
-            committed,
-            error: Some(error),
-        }
-    }
-
-    /// Commits a group every archive of which applied.
-    async fn commit_group(&mut self, archives: &[ToApply<'_>], single: bool) -> GroupResult {
-        let commit = if single {
-            "COMMIT"
-        } else {
-            "RELEASE SAVEPOINT archive; COMMIT"
-        };
-        if let Err(e) = self.client.batch_execute(commit).await {
-            let _ = self.client.batch_execute("ROLLBACK").await;
-            let last = archives[archives.len() - 1].name;
-            return GroupResult {
-                committed: 0,
-                error: Some(self.sql_error(&last, 0, commit, e)),
-            };
-        }
-        self.committed(archives.len());
-        GroupResult {
-            committed: archives.len(),
-            error: None,
-        }
-    }
-
-    /// How many archives from `first` on the replica holds, per its tracking table
-    /// (0 when it cannot be read).
-    async fn applied_since(&self, first: slony_shared::counter::Counter) -> usize {
-        let sql = format!(
-            "SELECT at_counter FROM {}.sl_archive_tracking",
-            self.cluster.schema()
-        );
-        match self.client.query_one(sql.as_str(), &[]).await {
-            Ok(row) => {
-                let at: i64 = row.get(0);
-                (at + 1 - first.as_i64()).max(0) as usize
-            }
-            Err(_) => 0,
-        }
-    }
-
     /// Counts commits towards the next tracking-table VACUUM.
     fn committed(&mut self, n: usize) {
         self.unvacuumed += n as u64;
     }
 
-    /// The connection, for the next run.
-    pub fn into_client(self) -> Client {
-        self.client
+    /// The connection, for the next run, unless it saw a failure.
+    pub fn into_client(self) -> Option<Client> {
+        (!self.dirty).then_some(self.client)
     }
 
     /// Whether enough commits happened for the tracking-table VACUUM to be due.
@@ -741,122 +618,19 @@ impl Applier {
         self.unvacuumed >= self.vacuum_every
     }
 
-    /// Sends one archive's statements (after `lead`, the transaction or savepoint
-    /// commands that precede it) and checks its envelope. Everything is flushed when it
-    /// returns Ok.
-    async fn apply_body(
-        &mut self,
-        pipeline: &mut Pipeline,
-        lead: String,
-        path: &Path,
-        name: &ArchiveName,
-    ) -> Result<Header, ApplyError> {
-        let archive_err = |source: ArchiveError| ApplyError::Archive {
-            name: *name,
-            source,
-        };
-        let file = File::open(path).map_err(|e| archive_err(e.into()))?;
-        let mut archive = ArchiveReader::new(
-            BufReader::with_capacity(256 * 1024, file),
-            &self.cluster,
-            name.counter,
-            self.allow,
-        );
-        if !lead.is_empty() {
-            pipeline
-                .push(&self.client, lead, 0)
-                .await
-                .map_err(|e| self.exec_error(name, e))?;
-        }
-        let sent = self.send_body(pipeline, &mut archive, name).await;
-        // Every use of an allowance is logged, whether the archive then applied or not.
-        for (line, allowance) in archive.allowances_used() {
-            tracing::warn!(archive = %name, line, "the provider's SQL uses an allowance of [sql] allow: {allowance}");
-        }
-        sent?;
-        archive.finish().map_err(archive_err)
-    }
-
-    /// Sends what the reader hands out, statement by statement and COPY by COPY.
-    async fn send_body<R: std::io::BufRead>(
-        &mut self,
-        pipeline: &mut Pipeline,
-        archive: &mut ArchiveReader<R>,
-        name: &ArchiveName,
-    ) -> Result<(), ApplyError> {
-        let archive_err = |source: ArchiveError| ApplyError::Archive {
-            name: *name,
-            source,
-        };
-        let mut buf = Vec::new();
-        while let Some(action) = archive.next_action().map_err(archive_err)? {
-            match action {
-                Action::Execute { sql, line } => pipeline
-                    .push_provider(&self.client, sql, line)
-                    .await
-                    .map_err(|e| self.exec_error(name, e))?,
-                Action::Strings(strings) => {
-                    // The server reads the rest of the body as the reader does.
-                    let set = match strings {
-                        Strings::Standard => "SET LOCAL standard_conforming_strings TO on",
-                        Strings::Escaped => "SET LOCAL standard_conforming_strings TO off",
-                    };
-                    pipeline
-                        .push(&self.client, set.to_string(), 0)
-                        .await
-                        .map_err(|e| self.exec_error(name, e))?;
-                }
-                Action::CopyIn { sql, line } => {
-                    pipeline
-                        .flush(&self.client)
-                        .await
-                        .map_err(|e| self.exec_error(name, e))?;
-                    let statement = self.copy_statement(name, &sql, line).await?;
-                    execute::copy_in(&self.client, &statement, &sql, line, &mut buf, |b| {
-                        archive.copy_chunk(b).map_err(ExecError::Archive)
-                    })
-                    .await
-                    .map_err(|e| self.exec_error(name, e))?;
-                }
-                // The archive's own COMMIT, and its VACUUM (run after the commit, grouped).
-                Action::Commit | Action::Vacuum => {}
-            }
-        }
-        pipeline
-            .flush(&self.client)
-            .await
-            .map_err(|e| self.exec_error(name, e))
-    }
-
-    /// The prepared statement for a COPY text, prepared on first use.
-    async fn copy_statement(
-        &mut self,
-        name: &ArchiveName,
-        sql: &str,
-        line: u64,
-    ) -> Result<Statement, ApplyError> {
-        if let Some(s) = self.copy_statements.get(sql) {
-            return Ok(s.clone());
-        }
-        let statement = self
-            .client
-            .prepare(sql)
-            .await
-            .map_err(|e| self.sql_error(name, line, sql, e))?;
-        // A hostile stream could vary the text endlessly: keep the cache small.
-        if self.copy_statements.len() >= 16 {
-            self.copy_statements.clear();
-        }
-        self.copy_statements
-            .insert(sql.to_string(), statement.clone());
-        Ok(statement)
-    }
-
     /// Runs the tracking-table VACUUM if any commit happened since the last one. A
     /// failure here is only a warning: the archives are committed.
     pub async fn vacuum(&mut self) {
         if self.unvacuumed == 0 {
             return;
+        }
+        if self.dirty {
+            // Not on a connection whose answers may be out of step.
+            let Ok(client) = crate::replica::connect(&self.reconnect).await else {
+                return;
+            };
+            self.client = client;
+            self.dirty = false;
         }
         let sql = format!(
             "VACUUM ANALYZE {}.sl_archive_tracking",

@@ -448,7 +448,7 @@ pub async fn run_keeping(
         _ => {
             *kept = Kept {
                 provider: Some(listed.provider),
-                replica: Some(applier.into_client()),
+                replica: applier.into_client(),
             };
             Ok(report)
         }
