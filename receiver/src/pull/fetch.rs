@@ -21,6 +21,7 @@ use slony_shared::batch::{self, BatchError};
 use slony_shared::ident::ClusterName;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit, Semaphore};
 
@@ -136,6 +137,8 @@ struct Shared {
     /// The next source to hand out; locked while its room is awaited, so room is given
     /// in plan order.
     next: Mutex<usize>,
+    /// Set when nothing more is wanted.
+    stop: AtomicBool,
 }
 
 /// Runs the job over `primary` and `more` further sessions connected as `remote` says,
@@ -157,6 +160,7 @@ pub async fn run(
         bytes: Arc::new(Semaphore::new(max_units as usize)),
         max_units,
         next: Mutex::new(0),
+        stop: AtomicBool::new(false),
     });
     let (done_tx, mut done_rx) = mpsc::channel::<Done>((more + 1) * 2);
     let mut workers = vec![tokio::spawn(worker(
@@ -179,7 +183,15 @@ pub async fn run(
     // Back in plan order.
     let mut waiting = BTreeMap::new();
     let mut deliver = 0usize;
-    'deliver: while let Some((index, items)) = done_rx.recv().await {
+    'deliver: loop {
+        // The applier may stop at any time (a failure, a shutdown): then so does this.
+        let (index, items) = tokio::select! {
+            done = done_rx.recv() => match done {
+                Some(done) => done,
+                None => break,
+            },
+            _ = tx.closed() => break,
+        };
         waiting.insert(index, items);
         while let Some(items) = waiting.remove(&deliver) {
             deliver += 1;
@@ -191,8 +203,9 @@ pub async fn run(
             }
         }
     }
-    // Workers waiting for room stop now; one in the middle of a file finishes it (the
-    // copy stays in incoming/, and the next run verifies it again).
+    // Workers waiting for room stop now; one in the middle of a chunk finishes its
+    // current file (the copy stays in incoming/, and the next run verifies it again).
+    shared.stop.store(true, Ordering::Relaxed);
     shared.count.close();
     shared.bytes.close();
     drop(done_rx);
@@ -223,6 +236,9 @@ async fn worker(session: Provider, shared: Arc<Shared>, done: mpsc::Sender<Done>
             .job(move |r| {
                 let mut out = Vec::with_capacity(indexes.len());
                 for i in indexes {
+                    if job.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let items = job.job.fetch(r, &job.job.sources[i]);
                     let failed = items.iter().any(|i| i.is_err());
                     out.push(items);

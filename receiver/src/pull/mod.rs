@@ -663,13 +663,14 @@ async fn apply_in_order(
             .progress
             .total
             .saturating_sub(recorder.report.applied);
+        // A group takes at most half the fetch budget, so the fetch goes on meanwhile.
         let limit = GroupLimit {
             archives: cfg
                 .pull
                 .group_commit
-                .min(cfg.pull.fetch_ahead)
+                .min((cfg.pull.fetch_ahead / 2).max(1))
                 .min(waiting.max(1) as usize),
-            bytes: GROUP_BYTES,
+            bytes: GROUP_BYTES.min(cfg.pull.fetch_ahead_bytes / 2),
             wait: GROUP_WAIT,
         };
         let Some((group, fetch_error)) = next_group(&mut rx, limit).await? else {

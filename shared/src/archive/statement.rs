@@ -279,9 +279,10 @@ pub struct Shape {
 }
 
 /// Statements longer than this are not remembered.
-const REMEMBERED_LEN: usize = 1024;
-/// How many statements are remembered before the memory starts afresh.
-const REMEMBERED: usize = 16 * 1024;
+const REMEMBERED_LEN: usize = 512;
+/// How many statements are remembered before the memory starts afresh (a few MB at
+/// most: slon's variable statements are two per archive, the others the same in all).
+const REMEMBERED: usize = 4096;
 
 type Remembered = std::collections::HashMap<(Strings, String), Shape>;
 
@@ -298,9 +299,9 @@ type Remembered = std::collections::HashMap<(Strings, String), Shape>;
 pub fn judge(sql: &str, strings: Strings) -> Result<Shape, Refusal> {
     static MEMORY: std::sync::OnceLock<std::sync::Mutex<Remembered>> = std::sync::OnceLock::new();
     let memory = MEMORY.get_or_init(Default::default);
-    let key = (strings, sql.to_string());
-    if sql.len() <= REMEMBERED_LEN {
-        if let Some(shape) = memory.lock().ok().and_then(|m| m.get(&key).cloned()) {
+    let key = (sql.len() <= REMEMBERED_LEN).then(|| (strings, sql.to_string()));
+    if let Some(key) = &key {
+        if let Some(shape) = memory.lock().ok().and_then(|m| m.get(key).cloned()) {
             return Ok(shape);
         }
     }
@@ -309,7 +310,7 @@ pub fn judge(sql: &str, strings: Strings) -> Result<Shape, Refusal> {
         statement: parsed.statement(),
         copy_from_stdin: parsed.is_copy_from_stdin(),
     };
-    if sql.len() <= REMEMBERED_LEN {
+    if let Some(key) = key {
         if let Ok(mut m) = memory.lock() {
             if m.len() >= REMEMBERED {
                 m.clear();
