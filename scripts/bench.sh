@@ -15,7 +15,8 @@
 #
 #   w1  backlog: N_SMALL small archives (a third idle SYNCs, the rest 1 to 5 rows and
 #       a sequence call); receiver with group_commit = 1, with the default config
-#       (group_commit = 20), with group_commit = 200 and fetch_ahead = 400, and from
+#       (group_commit = 250, fetch_sessions = 4), with group_commit = 200 and
+#       fetch_ahead = 400, and from
 #       the same archives packed in tar.gz batches of 5000 as the provider's
 #       housekeeping leaves them; per-file on the first PERFILE_N archives only (it is
 #       slow; its rate is reported), slony_logshipper and the floor on all of them;
@@ -563,7 +564,7 @@ fi
 title[w1]="1. backlog: $N_SMALL small archives"
 if want w1; then
     run_pull w1.gc1 w1 "$work/provider/w1" "$N_SMALL" "$w1_bytes" "small:$N_SMALL" "group_commit = 1" "group_commit = 1"
-    run_pull w1.default w1 "$work/provider/w1" "$N_SMALL" "$w1_bytes" "small:$N_SMALL" "default (group_commit = 20)" ""
+    run_pull w1.default w1 "$work/provider/w1" "$N_SMALL" "$w1_bytes" "small:$N_SMALL" "default (group_commit = 250, fetch_sessions = 4)" ""
     run_pull w1.gc200 w1 "$work/provider/w1" "$N_SMALL" "$w1_bytes" "small:$N_SMALL" "group_commit = 200, fetch_ahead = 400" \
         "group_commit = 200
 fetch_ahead = 400"
@@ -584,12 +585,12 @@ fi
 
 title[big]="4. backlog: $N_BIG_BACKLOG small archives in one directory"
 if want backlog100k; then
-    run_pull big.default big "$work/provider/big" "$N_BIG_BACKLOG" "$big_bytes" "small:$N_BIG_BACKLOG" "default (group_commit = 20)" ""
+    run_pull big.default big "$work/provider/big" "$N_BIG_BACKLOG" "$big_bytes" "small:$N_BIG_BACKLOG" "default (group_commit = 250, fetch_sessions = 4)" ""
 fi
 
 if want w2; then
     title[w2]="2. bulk: $N_MB archives of ~1 MB"
-    run_pull w2.default w2 "$work/provider/w2" "$N_MB" "$w2_bytes" "bulk:$N_MB" "default (group_commit = 20)" ""
+    run_pull w2.default w2 "$work/provider/w2" "$N_MB" "$w2_bytes" "bulk:$N_MB" "default (group_commit = 250, fetch_sessions = 4)" ""
     run_floor w2.floor w2 "$w2_dir" "$N_MB" "$w2_bytes" "bulk:$N_MB"
     if ((LS_MB > 0)); then
         run_logshipper w2.logshipper w2 "$w2_dir" "$N_MB" "$w2_bytes" "bulk:$N_MB"
@@ -601,13 +602,13 @@ fi
 
 if want w3; then
     title[w3]="3. one archive of $((w3_bytes / 1000000)) MB"
-    run_pull w3.default w3 "$work/provider/w3" 1 "$w3_bytes" "big:$BIG_MB" "default (group_commit = 20)" ""
+    run_pull w3.default w3 "$work/provider/w3" 1 "$w3_bytes" "big:$BIG_MB" "default (group_commit = 250, fetch_sessions = 4)" ""
 fi
 
 if want wan; then
     start_proxy
     title[wan]="5. WAN: ${WAN_RTT_MS} ms round trip (measured $(cut -d ' ' -f 1 <<<"$wan_rtt") ms), workload 1 archives"
-    run_pull wan.default wan "$work/provider/wan" "$WAN_N" "$wan_bytes" "small:$WAN_N" "default (group_commit = 20)" "" "$proxy_port"
+    run_pull wan.default wan "$work/provider/wan" "$WAN_N" "$wan_bytes" "small:$WAN_N" "default (group_commit = 250, fetch_sessions = 4)" "" "$proxy_port"
     if [[ -n $WAN_SESSIONS ]]; then
         run_pull wan.sessions wan "$work/provider/wan" "$WAN_N" "$wan_bytes" "small:$WAN_N" \
             "$SESSIONS_KEY = $WAN_SESSIONS" "$SESSIONS_KEY = $WAN_SESSIONS" "$proxy_port"
