@@ -119,10 +119,12 @@ impl Pipeline {
 /// Requests sent to the server at once, their answers read later and in order.
 ///
 /// A [`Pipeline`] waits for its window's answers before anything else is sent; a
-/// `Window` never waits to send: each request goes out as soon as it is queued, COPY
-/// blocks included (their data is held in memory, so a whole small archive, or a group
-/// of them, costs no round trip of its own). Answers are read as they come and the first
-/// failure is kept with the request it belongs to.
+/// `Window` never waits to send: each request is queued on the connection as soon as it
+/// is read, COPY blocks included (their data held in memory). Only a COPY makes the
+/// connection pause, for the server's go-ahead before its data (tokio-postgres writes
+/// nothing after a COPY until it is answered); everything else of a group flows without
+/// a round trip of its own. Answers are read as they come and the first failure is kept
+/// with the request it belongs to.
 ///
 /// After a failure the connection must be dropped, not reused: a COPY sent into a
 /// transaction that had already failed makes tokio-postgres send one more Sync than the

@@ -325,11 +325,11 @@ impl FetchJob {
         result.unwrap_or_else(|e| vec![Err(e)])
     }
 
-    /// The size of the provider file a source is fetched from (0 for a local one).
+    /// The size of the provider file a source is fetched from (a local copy may have to
+    /// be fetched again: its provider file's, if listed).
     fn size_of(&self, source: &Source) -> u64 {
         let file = match source {
-            Source::Local(_) => return 0,
-            Source::Remote(name) => ProviderFile::Archive(*name),
+            Source::Local(name) | Source::Remote(name) => ProviderFile::Archive(*name),
             Source::Batch { batch, .. } => ProviderFile::Batch(*batch),
         };
         self.stamps.get(&file).map_or(0, |s| s.0)
