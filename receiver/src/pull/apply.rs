@@ -355,7 +355,10 @@ impl Applier {
         let result = self.send_group(archives, pending, &mut copies).await;
         self.copy_statements = copies;
         match result {
-            Ok(true) => self.pending_drops = None,
+            Ok(true) => {
+                tracing::info!("dropped the unsubscribed tables at their snapshot");
+                self.pending_drops = None;
+            }
             Ok(false) => {}
             // The connection's answers may be out of step (see `execute::Window`).
             Err(_) => self.dirty = true,
@@ -376,15 +379,22 @@ impl Applier {
         // never run, and every statement after it would commit on its own.)
         let mut lead = "BEGIN; SET session_replication_role TO replica".to_string();
         let mut dropped = false;
+        // Whether the session is still as the last archive's settings left it.
+        let mut settled = false;
         for (i, archive) in archives.iter().enumerate() {
-            if i > 0 {
-                lead = "SET session_replication_role TO replica".into();
+            // Each archive starts from the same settings; after an archive of slon's
+            // plain calls and COPY they are still in place (five statements less).
+            if !settled || !archive.approved_ddl.is_empty() {
+                if i > 0 {
+                    lead = "SET session_replication_role TO replica".into();
+                }
+                self.push_archive_settings(&mut lead, archive);
+                window.send_ours(std::mem::take(&mut lead), i).await;
             }
-            self.push_archive_settings(&mut lead, archive);
-            window.send_ours(std::mem::take(&mut lead), i).await;
             let sent = self.send_archive(&mut window, archive, i, copies).await;
+            settled = matches!(sent, Ok(false)) && archive.approved_ddl.is_empty();
             let sent = match sent {
-                Ok(()) => {
+                Ok(_) => {
                     self.send_drops(&mut window, &mut pending, &archive.name, i)
                         .await
                 }
@@ -430,14 +440,14 @@ impl Applier {
     }
 
     /// Sends one archive's statements and COPY data through `window`, and checks that the
-    /// archive ends cleanly.
+    /// archive ends cleanly; whether it may have changed the session's settings.
     async fn send_archive(
         &self,
         window: &mut Window<'_>,
         archive: &ToApply<'_>,
         tag: usize,
         copies: &mut HashMap<String, Statement>,
-    ) -> Result<(), ApplyError> {
+    ) -> Result<bool, ApplyError> {
         let name = &archive.name;
         let archive_err = |source: ArchiveError| ApplyError::Archive {
             name: *name,
@@ -457,7 +467,8 @@ impl Applier {
             tracing::warn!(archive = %name, line, "the provider's SQL uses an allowance of [sql] allow: {allowance}");
         }
         sent?;
-        reader.finish().map(|_| ()).map_err(archive_err)
+        reader.finish().map_err(archive_err)?;
+        Ok(reader.may_change_session())
     }
 
     async fn send_actions<R: std::io::BufRead>(
@@ -554,7 +565,7 @@ impl Applier {
         }
         let due: Vec<&PendingDrop> = due.iter().collect();
         window.send_ours(self.drop_sql(&due), tag).await;
-        tracing::info!(archive = %name, tables = due.len(), "dropping the unsubscribed tables at their snapshot");
+        tracing::debug!(archive = %name, tables = due.len(), "dropping the unsubscribed tables at their snapshot");
         Ok(true)
     }
 

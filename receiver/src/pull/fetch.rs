@@ -139,6 +139,8 @@ struct Shared {
     next: Mutex<usize>,
     /// Set when nothing more is wanted.
     stop: AtomicBool,
+    /// Held while a chunk of [`LARGE`] bytes or more is fetched.
+    large: Arc<Semaphore>,
 }
 
 /// Runs the job over `primary` and `more` further sessions connected as `remote` says,
@@ -161,6 +163,7 @@ pub async fn run(
         max_units,
         next: Mutex::new(0),
         stop: AtomicBool::new(false),
+        large: Arc::new(Semaphore::new(1)),
     });
     let (done_tx, mut done_rx) = mpsc::channel::<Done>((more + 1) * 2);
     let mut workers = vec![tokio::spawn(worker(
@@ -208,6 +211,7 @@ pub async fn run(
     shared.stop.store(true, Ordering::Relaxed);
     shared.count.close();
     shared.bytes.close();
+    shared.large.close();
     drop(done_rx);
     drop(waiting);
     for w in workers {
@@ -223,11 +227,25 @@ type Done = (usize, Vec<Result<Fetched, FetchError>>);
 const CHUNK_SOURCES: usize = 16;
 const CHUNK_BYTES: u64 = 4 * 1024 * 1024;
 
+/// A chunk this large is fetched while no other such chunk is.
+const LARGE: u64 = 1024 * 1024;
+
 /// One session's loop: the next sources, their room, the fetch, the results.
 async fn worker(session: Provider, shared: Arc<Shared>, done: mpsc::Sender<Done>) {
     loop {
-        let Some(chunk) = take_chunk(&shared).await else {
+        let Some((chunk, bytes)) = take_chunk(&shared).await else {
             return;
+        };
+        // Large files one at a time: their transfer is bound by CPU (encryption here and
+        // on the provider), which the database applying the archives needs; only small
+        // files, bound by round trips, gain from being fetched side by side.
+        let _large = if bytes >= LARGE {
+            match shared.large.clone().acquire_owned().await {
+                Ok(permit) => Some(permit),
+                Err(_) => return,
+            }
+        } else {
+            None
         };
         let first = chunk[0].0;
         let job = shared.clone();
@@ -273,7 +291,7 @@ async fn worker(session: Provider, shared: Arc<Shared>, done: mpsc::Sender<Done>
 /// The next sources for a worker, with their room: the first waits for room, the ones
 /// after it join only if room is there now. `None` once the plan is handed out or the
 /// run is over.
-async fn take_chunk(shared: &Shared) -> Option<Vec<(usize, Arc<Room>)>> {
+async fn take_chunk(shared: &Shared) -> Option<(Vec<(usize, Arc<Room>)>, u64)> {
     let mut next = shared.next.lock().await;
     let mut chunk = Vec::new();
     let mut bytes = 0u64;
@@ -310,7 +328,7 @@ async fn take_chunk(shared: &Shared) -> Option<Vec<(usize, Arc<Room>)>> {
             }),
         ));
     }
-    (!chunk.is_empty()).then_some(chunk)
+    (!chunk.is_empty()).then_some((chunk, bytes))
 }
 
 impl FetchJob {

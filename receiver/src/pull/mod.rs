@@ -716,9 +716,11 @@ struct GroupLimit {
     wait: Duration,
 }
 
-/// A group closes at this size (bulk archives: one long transaction holds back VACUUM
-/// on the replica, and a failure redoes it).
-const GROUP_BYTES: u64 = 64 * 1024 * 1024;
+/// A group closes at this size. Bulk archives gain nothing from larger groups and lose:
+/// a row version replaced inside a transaction cannot be pruned before it commits
+/// (measured: 200 archives of 1 MB in groups of 64 MB took 15 % longer than in groups of
+/// 8 MB, which run as fast as one psql session).
+const GROUP_BYTES: u64 = 8 * 1024 * 1024;
 
 /// A group waits at most this long for the fetch, from its first archive: while the
 /// fetch is slower than the applier, it makes groups large without idling the applier

@@ -118,6 +118,8 @@ pub struct ArchiveReader<R> {
     rows: Option<LogRows>,
     /// What the checks found so far.
     found: Findings,
+    /// Whether a DDL statement or a switch of strings was handed out.
+    session_touched: bool,
 }
 
 /// What reading an archive found besides its actions.
@@ -145,6 +147,7 @@ impl<R: BufRead> ArchiveReader<R> {
             queued: None,
             rows: None,
             found: Findings::default(),
+            session_touched: false,
         }
     }
 
@@ -156,6 +159,14 @@ impl<R: BufRead> ArchiveReader<R> {
     /// The allowances the archive used so far (line, kind), for the log.
     pub fn allowances_used(&self) -> &[(u64, Allowance)] {
         &self.found.used
+    }
+
+    /// Whether what the archive handed out so far may have changed the session's
+    /// settings: a DDL statement or DDL row (which may set `search_path`), or a switch of
+    /// how strings are read. An archive of slon's plain calls and COPY does not, so the
+    /// next one in the same transaction needs none of them set again.
+    pub fn may_change_session(&self) -> bool {
+        self.session_touched || !self.found.approved.is_empty()
     }
 
     /// The SHA-256 (hex) of every DDL row statement read and approved so far: what the
@@ -190,6 +201,7 @@ impl<R: BufRead> ArchiveReader<R> {
             let Some(action) = action else { continue };
             if strings != self.told {
                 self.told = strings;
+                self.session_touched = true;
                 self.queued = Some(action);
                 return Ok(Some(Action::Strings(strings)));
             }
@@ -405,6 +417,7 @@ impl<R: BufRead> ArchiveReader<R> {
             ));
         }
         self.found.used.extend(used.into_iter().map(|a| (line, a)));
+        self.session_touched = true;
         Ok(())
     }
 
