@@ -511,16 +511,18 @@ async fn list(
     // directory there is none, and the provider keeps this site's archives.
     let ack_dir = cfg.remote_exchange_dir().filter(|_| cfg.pull.acknowledge);
     // A kept session may have been closed by the provider since: one more try on a new one.
-    let (provider, files) = match kept {
+    let kept = match kept {
         Some(provider) => match provider.list(&remote_dir).await {
-            Ok(files) => (provider, files),
+            Ok(files) => Some((provider, files)),
             Err(e) => {
                 tracing::debug!(error = %e, "the kept SSH session failed: connecting again");
-                let provider = Provider::connect(&cfg.remote).await?;
-                let files = provider.list(&remote_dir).await?;
-                (provider, files)
+                None
             }
         },
+        None => None,
+    };
+    let (provider, files) = match kept {
+        Some(listed) => listed,
         None => {
             let provider = Provider::connect(&cfg.remote).await?;
             let files = provider.list(&remote_dir).await?;
