@@ -2,6 +2,7 @@
 //! provider directory, a real SMTP server catching the alerts.
 
 use crate::support::bin_path;
+use crate::support::receiver::Run;
 use crate::support::site::{files_in, ConfigChange, Options, Site, CLUSTER, NODE};
 use crate::support::workload::{self, Format};
 use std::process::Command;
@@ -484,6 +485,53 @@ async fn init_prepares_a_replica_at_a_counter_once() {
     );
 }
 
+/// A site whose whole stream of 30 archives forms one group once downloaded.
+async fn group_site(name: &str) -> Site {
+    let site = new_site(name, 30).await;
+    let text = std::fs::read_to_string(&site.config).unwrap();
+    std::fs::write(
+        &site.config,
+        text.replace("vacuum_every = 50", "vacuum_every = 50\ngroup_commit = 30")
+            .replace("fetch_ahead = 8", "fetch_ahead = 64"),
+    )
+    .unwrap();
+    site
+}
+
+/// Puts the provider's archives `paths` in the site's incoming directory, as if
+/// downloaded: every one is there at once, so they form one group.
+fn download_all(site: &Site, paths: &[std::path::PathBuf]) {
+    let incoming = site.site_dir().join("incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    for p in paths {
+        std::fs::copy(p, incoming.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+/// The run failed on archive `bad` saying `says`, and the replica stands exactly before
+/// it: tables, counter, counter file and applied directory.
+async fn assert_stopped_before(site: &Site, run: &Run, bad: u64, says: &str, what: &str) {
+    assert_eq!(run.code, 4, "{what}: {}", run.stderr);
+    assert!(run.stderr.contains(says), "{what}: {says}: {}", run.stderr);
+    assert!(
+        run.stderr.contains(&workload::archive_name(bad)),
+        "{what}: {}",
+        run.stderr
+    );
+    assert_eq!(site.counter().await, bad - 1, "{what}");
+    assert_eq!(site.counter_file(), Some(bad - 1), "{what}");
+    assert_eq!(
+        site.replica_fingerprint().await,
+        site.expected_fingerprint(bad - 1).await,
+        "{what}"
+    );
+    assert_eq!(
+        files_in(&site.site_dir().join("applied")).len() as u64,
+        bad - 1,
+        "{what}"
+    );
+}
+
 /// Group commit keeps exact per-archive semantics: a bad archive in the middle of a group
 /// leaves the replica at the archive before it, whichever way it fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,14 +544,7 @@ async fn group_commit_stops_exactly_before_a_bad_archive() {
         ("\\! echo hi\n", "meta-command"),
     ];
     for (i, (bad, says)) in cases.iter().enumerate() {
-        let site = new_site(&format!("pull-group-{i}"), 30).await;
-        let text = std::fs::read_to_string(&site.config).unwrap();
-        std::fs::write(
-            &site.config,
-            text.replace("vacuum_every = 50", "vacuum_every = 50\ngroup_commit = 30")
-                .replace("fetch_ahead = 8", "fetch_ahead = 64"),
-        )
-        .unwrap();
+        let site = group_site(&format!("pull-group-{i}")).await;
         let paths = site.publish_as(1, 30, Format::Statements);
         let victim = &paths[16];
         let body = std::fs::read_to_string(victim).unwrap();
@@ -511,27 +552,9 @@ async fn group_commit_stops_exactly_before_a_bad_archive() {
             + "-- end of log archiving header\n".len();
         std::fs::write(victim, format!("{}{bad}{}", &body[..at], &body[at..])).unwrap();
         // Every archive is already downloaded, so the whole stream forms one group.
-        let incoming = site.site_dir().join("incoming");
-        std::fs::create_dir_all(&incoming).unwrap();
-        for p in &paths {
-            std::fs::copy(p, incoming.join(p.file_name().unwrap())).unwrap();
-        }
+        download_all(&site, &paths);
         let run = site.pull();
-        assert_eq!(run.code, 4, "{}", run.stderr);
-        assert!(run.stderr.contains(says), "{says}: {}", run.stderr);
-        assert!(
-            run.stderr.contains(&workload::archive_name(17)),
-            "{}",
-            run.stderr
-        );
-        assert_eq!(site.counter().await, 16, "{says}");
-        assert_eq!(site.counter_file(), Some(16));
-        assert_eq!(
-            site.replica_fingerprint().await,
-            site.expected_fingerprint(16).await,
-            "{says}"
-        );
-        assert_eq!(files_in(&site.site_dir().join("applied")).len(), 16);
+        assert_stopped_before(&site, &run, 17, says, says).await;
     }
 }
 
@@ -583,14 +606,7 @@ async fn group_commit_in_the_copy_format_stops_exactly_before_a_bad_archive() {
         ),
     ];
     for (what, spoil, says) in cases {
-        let site = new_site(&format!("pull-group-copy-{what}"), 30).await;
-        let text = std::fs::read_to_string(&site.config).unwrap();
-        std::fs::write(
-            &site.config,
-            text.replace("vacuum_every = 50", "vacuum_every = 50\ngroup_commit = 30")
-                .replace("fetch_ahead = 8", "fetch_ahead = 64"),
-        )
-        .unwrap();
+        let site = group_site(&format!("pull-group-copy-{what}")).await;
         let paths = site.publish_as(1, 30, Format::Copy22);
         // The first archive from 17 on whose first change is an insert.
         let (victim, counter) = (17..=30u64)
@@ -605,33 +621,11 @@ async fn group_commit_in_the_copy_format_stops_exactly_before_a_bad_archive() {
             .expect("an archive with an insert");
         let body = std::fs::read_to_string(victim).unwrap();
         std::fs::write(victim, spoil(&body)).unwrap();
-        let incoming = site.site_dir().join("incoming");
-        std::fs::create_dir_all(&incoming).unwrap();
-        for p in &paths {
-            std::fs::copy(p, incoming.join(p.file_name().unwrap())).unwrap();
-        }
         // Everything already downloaded forms one group (the meta-command is refused
         // by the fetch's check first: the group then ends before it).
+        download_all(&site, &paths);
         let run = site.pull();
-        assert_eq!(run.code, 4, "{what}: {}", run.stderr);
-        assert!(run.stderr.contains(says), "{what}: {says}: {}", run.stderr);
-        assert!(
-            run.stderr.contains(&workload::archive_name(counter)),
-            "{what}: {}",
-            run.stderr
-        );
-        assert_eq!(site.counter().await, counter - 1, "{what}");
-        assert_eq!(site.counter_file(), Some(counter - 1), "{what}");
-        assert_eq!(
-            site.replica_fingerprint().await,
-            site.expected_fingerprint(counter - 1).await,
-            "{what}"
-        );
-        assert_eq!(
-            files_in(&site.site_dir().join("applied")).len() as u64,
-            counter - 1,
-            "{what}"
-        );
+        assert_stopped_before(&site, &run, counter, says, what).await;
     }
 }
 
