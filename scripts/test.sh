@@ -42,4 +42,5 @@ if ((${#missing[@]} > 0)); then
 fi
 
 cargo build --workspace
+scripts/verify-units.sh
 cargo test --workspace -- --test-threads=2 "$@"

@@ -11,6 +11,10 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "info")]
     pub log_level: String,
 
+    /// Log line format: text (default) or json (one object per line, for log shippers).
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text")]
+    pub log_format: slony_shared::logging::LogFormat,
+
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,

@@ -40,6 +40,7 @@ use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
 use slony_shared::ident::NodeName;
 use slony_shared::lock::RunLock;
+use slony_shared::service;
 use slony_shared::trigger::TriggerKind;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -122,7 +123,12 @@ pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
 
     let mut tick = tokio::time::interval(d.ctx.cfg.rescan_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    service::spawn_watchdog();
+    service::ready(&d.status_line());
     loop {
+        // The loop wakes at least once a rescan interval; a wake-up that never comes
+        // back (a reconcile stuck) withholds the keep-alives.
+        service::rest(d.ctx.cfg.rescan_interval);
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
@@ -136,6 +142,7 @@ pub async fn run(cfg: ManagerConfig) -> anyhow::Result<u8> {
             at = tick.tick() => d.reconcile(at),
         }
     }
+    service::stopping();
     drop(watcher);
     let cutter_stopped = tokio::task::spawn_blocking(move || {
         if let Some(c) = cutter {
@@ -305,6 +312,20 @@ impl Daemon {
         (d, wakeups)
     }
 
+    /// The line `systemctl status` shows: sites served, requests in progress, cutting.
+    fn status_line(&self) -> String {
+        let cutting = if self.ctx.cfg.archive_dir.is_some() {
+            "cutting from archive_dir"
+        } else {
+            "not cutting (no archive_dir)"
+        };
+        format!(
+            "{} sites, {} requests in progress, {cutting}",
+            self.ctx.cfg.registry.sites.len(),
+            self.tasks.len()
+        )
+    }
+
     /// One pass over the state files and the trigger directory (see the module doc).
     ///
     /// Its file work (listings, accepting a `.tgr`, moving a refused file aside) blocks:
@@ -313,6 +334,7 @@ impl Daemon {
     /// The requests' own steps run in their tasks, on the blocking pool. `at` is when the
     /// pass began, for the retry policy.
     fn reconcile(&mut self, at: Instant) {
+        service::beat();
         self.tasks.retain(|_, t| !t.is_finished());
         if *self.shutdown.borrow() {
             return;
@@ -349,6 +371,7 @@ impl Daemon {
                 }
             }
         }
+        service::status(&self.status_line());
     }
 
     /// Lists the trigger directory: the registered sites with a `.tgr` in their exchange

@@ -53,7 +53,7 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    slony_shared::logging::init(&cli.log_level);
+    slony_shared::logging::init(&cli.log_level, cli.log_format);
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -31,7 +31,7 @@ use tokio::runtime::Runtime;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    slony_shared::logging::init(&cli.log_level);
+    slony_shared::logging::init(&cli.log_level, cli.log_format);
     match run(cli) {
         Ok(code) => exit::code(code),
         Err(e) => {

@@ -15,6 +15,7 @@
 //! - [`lock`]: the exclusive per-cluster run lock.
 //! - [`offline`]: the SQL that prepares a replica database (what slony1_dump.sh creates).
 //! - [`pg`]: connecting to PostgreSQL, and the server's errors as an operator reads them.
+//! - [`service`]: telling systemd the daemon is ready, what it is doing, and that it is alive.
 //! - [`private`]: files (0600) and directories (0700) for their owner only.
 //! - [`time`]: PostgreSQL's timestamps read, UTC times printed (chrono).
 //! - [`trigger`]: the subscription protocol files exchanged in the trigger directory.
@@ -32,5 +33,6 @@ pub mod mail;
 pub mod offline;
 pub mod pg;
 pub mod private;
+pub mod service;
 pub mod time;
 pub mod trigger;

@@ -15,3 +15,4 @@ mod sites;
 mod status;
 mod subscribe;
 mod support;
+mod systemd;

@@ -1086,3 +1086,36 @@ async fn a_published_request_of_a_vanished_site_is_cancelled() {
     assert!(!p.subscribers.join("gone").exists());
     assert!(!p.sql_path("gone").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manager_daemon_tells_the_service_manager_it_is_ready_and_alive() {
+    let p = Provider::new("manager-notify").await;
+    let notify = crate::systemd::NotifySocket::bind(p.subscribers.join("notify.sock"));
+    let path = notify.path.to_str().unwrap().to_string();
+    let mut manager = ManagerDaemon::start(
+        &p.config,
+        &p.log,
+        &[
+            ("NOTIFY_SOCKET", path.as_str()),
+            ("WATCHDOG_USEC", "1500000"),
+        ],
+    );
+    let seen = notify.wait_for(Duration::from_secs(30), "READY=1", |l| l == "READY=1");
+    let status = format!(
+        "STATUS={} sites, 0 requests in progress, not cutting (no archive_dir)",
+        SITES.len()
+    );
+    assert!(seen.contains(&status), "{seen:?}\n{}", p.log());
+    // The loop rescans every second: keep-alives keep coming while it idles.
+    std::thread::sleep(Duration::from_secs(3));
+    notify.drain();
+    let idle = notify.collect(Duration::from_secs(3));
+    assert!(
+        idle.iter().filter(|l| *l == "WATCHDOG=1").count() >= 3,
+        "{idle:?}"
+    );
+    assert!(manager.is_running());
+    assert_eq!(manager.terminate().code(), Some(0));
+    let after = notify.collect(Duration::from_millis(500));
+    assert!(after.iter().any(|l| l == "STOPPING=1"), "{after:?}");
+}

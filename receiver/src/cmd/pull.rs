@@ -19,6 +19,7 @@ use crate::metrics::{self, Metrics};
 use crate::promote;
 use crate::pull::{self, PullError, Report};
 use anyhow::Context;
+use slony_shared::service;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -102,8 +103,14 @@ impl Daemon {
     ) -> anyhow::Result<u8> {
         let mut hangup = hangup_signal()?;
         let mut stop = stop_rx.clone();
+        // Ready before the first run: a catch-up may take hours, longer than any start
+        // timeout. The watchdog then follows the runs' progress.
+        service::spawn_watchdog();
+        service::ready(&format!("started, site {}", self.cfg.node));
         loop {
+            service::beat();
             let wait = self.pull(&stop_rx).await;
+            service::beat();
             if *stop.borrow() {
                 break;
             }
@@ -112,6 +119,7 @@ impl Daemon {
                 .next_housekeeping
                 .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
                 .unwrap_or(wait);
+            service::rest(wait.min(until_housekeeping));
             tokio::select! {
                 _ = tokio::time::sleep(wait.min(until_housekeeping)) => {}
                 _ = stop.changed() => {}
@@ -121,6 +129,7 @@ impl Daemon {
                 break;
             }
         }
+        service::stopping();
         if let Some(task) = self.metrics_task {
             task.abort();
         }
@@ -131,14 +140,27 @@ impl Daemon {
     /// One run, unless paused; how long to wait before the next.
     async fn pull(&mut self, stop_rx: &watch::Receiver<bool>) -> std::time::Duration {
         if paused(&self.cfg) {
+            service::status(&format!(
+                "paused (the die file is present), counter {}",
+                self.metrics
+                    .counter
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            ));
             return self.cfg.pull.poll_interval;
         }
         let result = pull::run_keeping(&self.cfg, stop_rx.clone(), &mut self.kept).await;
         record_metrics(&self.metrics, &result);
+        let counter = self
+            .metrics
+            .counter
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let line = status_line(&result, counter);
         let Some(persistence) = conclude(&self.cfg, &self.alerter, result).await.1 else {
+            service::status(&line);
             return self.backoff.after_success();
         };
         let wait = self.backoff.after_failure(persistence);
+        service::status(&format!("{line}, retry in {} s", wait.as_secs()));
         match persistence {
             Persistence::Transient => tracing::info!(retry_in_secs = wait.as_secs(), "will retry"),
             Persistence::Permanent => tracing::warn!(
@@ -244,6 +266,33 @@ fn record_metrics(metrics: &Metrics, result: &Result<Report, PullError>) {
                 .map(|micros| micros / 1_000_000),
         ),
         Err(_) => metrics.failure(),
+    }
+}
+
+/// The line `systemctl status` shows after a run: `counter 1234, lag 3 archives`, and
+/// when the last archive applied was created; or the last counter known (`counter`) and
+/// why the run failed.
+fn status_line(result: &Result<Report, PullError>, counter: u64) -> String {
+    match result {
+        Ok(r) => {
+            let mut line = format!(
+                "counter {}, lag {} archives",
+                r.to,
+                r.newest.0.saturating_sub(r.to.0)
+            );
+            if let Some(created) = &r.last_created {
+                line.push_str(&format!(", last archive created {created}"));
+            }
+            line
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("");
+            format!(
+                "counter {counter}, last run failed: {}",
+                truncate(first, 160)
+            )
+        }
     }
 }
 

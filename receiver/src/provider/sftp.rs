@@ -316,6 +316,7 @@ impl Remote {
         let mut buf = vec![0u8; (expected as usize).clamp(1, 256 * 1024)];
         let mut total = 0u64;
         while total < expected {
+            slony_shared::service::beat();
             let n = match src.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,

@@ -484,6 +484,7 @@ impl Applier {
             source,
         };
         while let Some(action) = reader.next_action().map_err(archive_err)? {
+            slony_shared::service::beat();
             match action {
                 Action::Execute { sql, line } => window.send_provider(sql, line, tag).await,
                 Action::Strings(strings) => {

@@ -173,6 +173,8 @@ pub struct Report {
     pub from: Counter,
     /// Counter after the run.
     pub to: Counter,
+    /// The newest archive the provider offered: `newest - to` archives are still to apply.
+    pub newest: Counter,
     /// Archives applied.
     pub applied: u64,
     /// Bytes downloaded.
@@ -303,6 +305,8 @@ struct Progress {
     bar: Option<indicatif::ProgressBar>,
     /// When the last log line was written.
     last_log: Instant,
+    /// When the service manager's status line was last replaced.
+    last_status: Instant,
     /// Archives in the plan.
     total: u64,
 }
@@ -323,11 +327,19 @@ impl Progress {
         Progress {
             bar,
             last_log: Instant::now(),
+            last_status: Instant::now(),
             total,
         }
     }
 
     fn applied(&mut self, done: u64, counter: Counter) {
+        if self.last_status.elapsed() >= Duration::from_secs(1) {
+            self.last_status = Instant::now();
+            slony_shared::service::status(&format!(
+                "counter {counter}, lag {} archives (catching up)",
+                self.total.saturating_sub(done)
+            ));
+        }
         if let Some(bar) = &self.bar {
             bar.set_position(done);
             bar.set_message(format!("(counter {counter})"));
@@ -395,12 +407,7 @@ pub async fn run_keeping(
         node,
     } = plan::plan(start, &local, &listed.listing, known_node)?;
     let plan_ms = planning_started.elapsed().as_millis() as u64;
-    let mut recorder = Recorder::new(
-        cfg,
-        &position,
-        known_node,
-        reaches.0.saturating_sub(start.0),
-    );
+    let mut recorder = Recorder::new(cfg, &position, known_node, reaches);
     if sources.is_empty() {
         return match gap {
             Some(g) => Err(gap_error(g, start)),
@@ -785,12 +792,14 @@ impl Recorder {
         cfg: &ReceiverConfig,
         position: &replica::Position,
         known_node: Option<u32>,
-        total: u64,
+        reaches: Counter,
     ) -> Self {
+        let total = reaches.0.saturating_sub(position.counter.0);
         Recorder {
             report: Report {
                 from: position.counter,
                 to: position.counter,
+                newest: reaches.max(position.counter),
                 last_created: position.created.clone(),
                 ..Report::default()
             },
@@ -804,6 +813,7 @@ impl Recorder {
 
     /// Records archives the database has just committed, in order.
     fn committed(&mut self, done: &[fetch::Fetched]) -> Result<(), PullError> {
+        slony_shared::service::beat();
         for fetched in done {
             self.report.fetched_bytes += fetched.fetched_bytes;
             self.report.to = fetched.name.counter;
