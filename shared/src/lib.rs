@@ -14,7 +14,7 @@
 //! - [`logging`]: the tracing subscriber both binaries install.
 //! - [`lock`]: the exclusive per-cluster run lock.
 //! - [`offline`]: the SQL that prepares a replica database (what slony1_dump.sh creates).
-//! - [`pg`]: connecting to PostgreSQL, and the server's errors as an operator reads them.
+//! - [`pg`]: connecting to PostgreSQL (TLS as libpq's sslmode), and the server's errors as an operator reads them.
 //! - [`service`]: telling systemd the daemon is ready, what it is doing, and that it is alive.
 //! - [`private`]: files (0600) and directories (0700) for their owner only.
 //! - [`time`]: PostgreSQL's timestamps read, UTC times printed (chrono).

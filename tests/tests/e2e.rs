@@ -16,3 +16,4 @@ mod status;
 mod subscribe;
 mod support;
 mod systemd;
+mod tls;

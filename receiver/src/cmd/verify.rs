@@ -242,7 +242,7 @@ async fn digest(c: &Client, sql: &str) -> anyhow::Result<Digest> {
     })
 }
 
-/// Connects to the reference database (no TLS, like the replica connection), with
+/// Connects to the reference database (TLS as its `sslmode` says), with
 /// `password` if given (else the one in `conninfo`, if any).
 async fn connect_reference(
     cfg: &ReceiverConfig,
@@ -261,7 +261,12 @@ async fn connect_reference(
 
 /// `host:port/dbname` of a connection string, without its password.
 fn describe(conninfo: &str) -> String {
-    let Ok(pg) = conninfo.parse::<tokio_postgres::Config>() else {
+    let without_tls = slony_shared::pg::tls::split(conninfo).map(|(rest, _)| rest);
+    let Ok(pg) = without_tls
+        .as_deref()
+        .unwrap_or(conninfo)
+        .parse::<tokio_postgres::Config>()
+    else {
         return "(unparsable connection string)".into();
     };
     let host = match pg.get_hosts().first() {

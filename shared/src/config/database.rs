@@ -25,6 +25,14 @@ pub struct RawDatabase {
     pub password_env: Option<String>,
     /// Bound on connecting, in seconds (default 10).
     pub connect_timeout_secs: Option<u64>,
+    /// libpq's sslmode: disable, allow, prefer (default), require, verify-ca, verify-full.
+    pub sslmode: Option<String>,
+    /// The CA certificate(s) the server's certificate must chain to.
+    pub sslrootcert: Option<String>,
+    /// The client certificate, for `cert` authentication.
+    pub sslcert: Option<String>,
+    /// The client certificate's private key.
+    pub sslkey: Option<String>,
 }
 
 /// A validated PostgreSQL connection. Its `Debug` hides the passwords.
@@ -71,6 +79,17 @@ impl DatabaseConfig {
                         "set either database.url or database.host/port/user/dbname, not both",
                     ));
                 }
+                if d.sslmode.is_some()
+                    || d.sslrootcert.is_some()
+                    || d.sslcert.is_some()
+                    || d.sslkey.is_some()
+                {
+                    return Err(invalid(
+                        path,
+                        "database.url",
+                        "with database.url, give the TLS settings in its query (...?sslmode=verify-full&sslrootcert=/path), not as separate keys",
+                    ));
+                }
                 url
             }
             None => {
@@ -85,16 +104,40 @@ impl DatabaseConfig {
                         format!("missing: set the {role} database name"),
                     )
                 })?;
-                [
+                let mut pairs = vec![
                     format!("host={}", quote(d.host.as_deref().unwrap_or("localhost"))),
                     format!("port={}", d.port.unwrap_or(5432)),
                     format!("user={}", quote(&user)),
                     format!("dbname={}", quote(&dbname)),
-                ]
-                .join(" ")
+                ];
+                for (key, value) in [
+                    ("sslmode", &d.sslmode),
+                    ("sslrootcert", &d.sslrootcert),
+                    ("sslcert", &d.sslcert),
+                    ("sslkey", &d.sslkey),
+                ] {
+                    if let Some(v) = value {
+                        pairs.push(format!("{key}={}", quote(v)));
+                    }
+                }
+                pairs.join(" ")
             }
         };
-        if conninfo.parse::<tokio_postgres::Config>().is_err() {
+        let tls_invalid = |e: crate::pg::tls::TlsConfigError| {
+            use crate::pg::tls::TlsConfigError as E;
+            let key = match &e {
+                E::Mode(_) => "database.sslmode".to_string(),
+                E::HalfClientCert => "database.sslcert".to_string(),
+                E::NoRootCert { .. } => "database.sslrootcert".to_string(),
+                E::File { key, .. } => format!("database.{key}"),
+                E::Connector(_) => "database".to_string(),
+            };
+            invalid(path, &key, e.to_string())
+        };
+        let (rest, tls) = crate::pg::tls::split(&conninfo).map_err(tls_invalid)?;
+        // Files named and missing are reported now, not at the first connection.
+        tls.connector().map_err(tls_invalid)?;
+        if rest.parse::<tokio_postgres::Config>().is_err() {
             return Err(invalid(
                 path,
                 "database",
@@ -275,7 +318,7 @@ fn names_a_password(key: &str) -> bool {
 }
 
 /// `%XX` sequences decoded (others kept as they are), for comparing parameter names.
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

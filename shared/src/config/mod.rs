@@ -6,6 +6,7 @@ mod alert;
 mod database;
 
 pub use alert::{alert_config, env_var, AlertConfig, RawAlert, TlsMode};
+pub(crate) use database::percent_decode;
 pub use database::{redact_conninfo, DatabaseConfig, RawDatabase};
 
 use crate::ident::ClusterName;

@@ -1,6 +1,9 @@
 //! PostgreSQL connections and error texts, the same for both binaries: one way to
 //! connect (bounded by the configured timeout, the connection driven by its own task)
-//! and one way to tell an operator what the server said.
+//! and one way to tell an operator what the server said. TLS follows libpq's
+//! `sslmode` ([`tls`]).
+
+pub mod tls;
 
 use crate::config::DatabaseConfig;
 use std::time::Duration;
@@ -13,6 +16,12 @@ pub enum ConnectError {
     /// of the string (of a password, say), so none is shown.
     #[error("the settings do not parse as a libpq connection string or URL")]
     Settings,
+    /// The TLS settings cannot be used.
+    #[error("{0}")]
+    Tls(#[from] tls::TlsConfigError),
+    /// The TLS handshake failed: what was wrong, and what to do.
+    #[error("{0}")]
+    Handshake(String),
     /// The server did not answer within the timeout.
     #[error("timed out")]
     TimedOut,
@@ -65,8 +74,8 @@ impl<'a> Target<'a> {
 ///
 /// [`ConnectError`]: the settings, a timeout, or the server's answer.
 pub async fn connect(target: Target<'_>) -> Result<Client, ConnectError> {
-    let mut pg: tokio_postgres::Config = target
-        .conninfo
+    let (conninfo, settings) = tls::split(target.conninfo)?;
+    let mut pg: tokio_postgres::Config = conninfo
         .parse()
         .map_err(|_: tokio_postgres::Error| ConnectError::Settings)?;
     if let Some(pw) = target.password {
@@ -74,18 +83,52 @@ pub async fn connect(target: Target<'_>) -> Result<Client, ConnectError> {
     }
     pg.connect_timeout(target.timeout);
     pg.application_name(target.application_name);
-    let (client, connection) =
-        tokio::time::timeout(target.timeout, pg.connect(tokio_postgres::NoTls))
-            .await
-            .map_err(|_| ConnectError::TimedOut)?
-            .map_err(|e| ConnectError::Failed(describe_error(&e)))?;
+    pg.ssl_mode(settings.negotiation());
+    let failed = |e: tokio_postgres::Error| {
+        let text = describe_error(&e);
+        match tls::explain(
+            settings.effective_mode(),
+            settings.root_cert.as_deref(),
+            &text,
+        ) {
+            Some(why) => ConnectError::Handshake(why),
+            None => ConnectError::Failed(text),
+        }
+    };
     let name = target.application_name.to_string();
+    let client = match settings.connector()? {
+        None => {
+            let (client, connection) =
+                tokio::time::timeout(target.timeout, pg.connect(tokio_postgres::NoTls))
+                    .await
+                    .map_err(|_| ConnectError::TimedOut)?
+                    .map_err(failed)?;
+            drive(connection, name);
+            client
+        }
+        Some(connector) => {
+            let (client, connection) = tokio::time::timeout(target.timeout, pg.connect(connector))
+                .await
+                .map_err(|_| ConnectError::TimedOut)?
+                .map_err(failed)?;
+            drive(connection, name);
+            client
+        }
+    };
+    Ok(client)
+}
+
+/// Runs a connection on a task of its own until its client is dropped.
+fn drive<S, T>(connection: tokio_postgres::Connection<S, T>, name: String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(application = %name, error = %e, "database connection ended");
         }
     });
-    Ok(client)
 }
 
 /// The server's message as psql shows it (severity, message, detail, hint, context and
