@@ -20,6 +20,7 @@ packages=(
     libssl-dev
     pkg-config
     libclang-dev
+    openssl
 )
 
 missing=()
