@@ -83,7 +83,8 @@ out_dir="$target/debian"
 
 if ! cargo deb --version >/dev/null 2>&1; then
     echo "installing cargo-deb $cargo_deb_version" >&2
-    cargo install cargo-deb --locked --version "$cargo_deb_version"
+    # Built in a directory of its own, not in this workspace's target directory.
+    env -u CARGO_TARGET_DIR cargo install cargo-deb --locked --version "$cargo_deb_version"
 fi
 
 # The whole workspace, as scripts/test.sh builds it: with the dev profile, after the
