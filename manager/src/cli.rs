@@ -1,11 +1,15 @@
 //! The command line (what the user typed, checked only for syntax).
 
-use clap::{Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand};
+use slony_shared::generate::{self, Artefact};
+use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// Slony-I log-shipping provider manager: subscription requests and per-site streams.
 #[derive(Debug, Parser)]
-#[command(name = "slony-manager", version, about)]
+#[command(name = "slony-manager", version, about, arg_required_else_help = true)]
 pub struct Cli {
     /// Log level filter (e.g. info, debug, slony_manager=trace); RUST_LOG also works.
     #[arg(long, global = true, default_value = "info")]
@@ -15,9 +19,46 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FORMAT", default_value = "text")]
     pub log_format: slony_shared::logging::LogFormat,
 
-    /// The subcommand.
+    /// Print a man page or a shell's completions for this command line, and exit (for
+    /// packaging; see `shared::generate`).
+    #[arg(long, hide = true, value_name = "WHAT")]
+    pub generate: Option<Artefact>,
+
+    /// The subcommand: required, except with `--generate`.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+}
+
+impl Cli {
+    /// The subcommand to run, or the exit code once `--generate` printed its artefact.
+    /// Exits with a usage error when neither or both are given.
+    pub fn take_command(&mut self) -> Result<Command, ExitCode> {
+        match (self.generate, self.command.take()) {
+            (None, Some(command)) => Ok(command),
+            (Some(what), None) => {
+                let mut out = std::io::stdout().lock();
+                match generate::write(Cli::command(), what, &mut out).and_then(|()| out.flush()) {
+                    Ok(()) => Err(ExitCode::SUCCESS),
+                    Err(e) => {
+                        eprintln!("slony-manager: --generate: {e}");
+                        Err(ExitCode::FAILURE)
+                    }
+                }
+            }
+            (Some(_), Some(_)) => Cli::command()
+                .error(
+                    ErrorKind::ArgumentConflict,
+                    "--generate takes no subcommand",
+                )
+                .exit(),
+            (None, None) => Cli::command()
+                .error(
+                    ErrorKind::MissingSubcommand,
+                    "'slony-manager' requires a subcommand (see --help)",
+                )
+                .exit(),
+        }
+    }
 }
 
 /// The subcommands.
@@ -65,4 +106,51 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generated(what: Artefact) -> String {
+        let mut out = Vec::new();
+        generate::write(Cli::command(), what, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_man_page_and_completions_name_every_subcommand() {
+        let page = generated(Artefact::Man);
+        assert!(page.contains("\n.TH slony-manager 1"), "{page}");
+        for what in [
+            Artefact::CompleteBash,
+            Artefact::CompleteZsh,
+            Artefact::CompleteFish,
+        ] {
+            let script = generated(what);
+            for name in ["run", "cut", "housekeeping", "cancel", "status"] {
+                assert!(script.contains(name), "{what:?} lacks {name}");
+            }
+        }
+        for name in ["run", "cut", "housekeeping", "cancel", "status"] {
+            let entry = format!(".SS \"slony-manager {name}\"");
+            assert!(page.contains(&entry), "the man page lacks {entry}");
+        }
+        assert!(
+            !page.contains("\\-\\-generate"),
+            "the man page shows --generate"
+        );
+    }
+
+    #[test]
+    fn generate_stands_alone() {
+        let cli = Cli::try_parse_from(["slony-manager", "--generate", "man"]).unwrap();
+        assert_eq!(cli.generate, Some(Artefact::Man));
+        assert!(cli.command.is_none());
+    }
 }

@@ -52,9 +52,13 @@ const EXIT_FAILURE: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    let command = match cli.take_command() {
+        Ok(command) => command,
+        Err(code) => return code,
+    };
     slony_shared::logging::init(&cli.log_level, cli.log_format);
-    match run(cli) {
+    match run(command) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             tracing::error!("{e:#}");
@@ -72,8 +76,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<u8> {
-    match cli.command {
+fn run(command: Command) -> anyhow::Result<u8> {
+    match command {
         Command::Run { config } => {
             let cfg = ManagerConfig::load(&config)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()

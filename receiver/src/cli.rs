@@ -1,12 +1,16 @@
 //! The command line (what the user typed, checked only for syntax).
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use slony_shared::generate::{self, Artefact};
 use slony_shared::ident::QualifiedTable;
+use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// Slony-I log-shipping receiver: pulls archives over SSH and applies them in order.
 #[derive(Debug, Parser)]
-#[command(name = "slony-receiver", version, about)]
+#[command(name = "slony-receiver", version, about, arg_required_else_help = true)]
 pub struct Cli {
     /// Log level filter (e.g. info, debug, slony_receiver=trace); RUST_LOG also works.
     #[arg(long, global = true, default_value = "info")]
@@ -16,9 +20,46 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FORMAT", default_value = "text")]
     pub log_format: slony_shared::logging::LogFormat,
 
-    /// The subcommand.
+    /// Print a man page or a shell's completions for this command line, and exit (for
+    /// packaging; see `shared::generate`).
+    #[arg(long, hide = true, value_name = "WHAT")]
+    pub generate: Option<Artefact>,
+
+    /// The subcommand: required, except with `--generate`.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+}
+
+impl Cli {
+    /// The subcommand to run, or the exit code once `--generate` printed its artefact.
+    /// Exits with a usage error when neither or both are given.
+    pub fn take_command(&mut self) -> Result<Command, ExitCode> {
+        match (self.generate, self.command.take()) {
+            (None, Some(command)) => Ok(command),
+            (Some(what), None) => {
+                let mut out = std::io::stdout().lock();
+                match generate::write(Cli::command(), what, &mut out).and_then(|()| out.flush()) {
+                    Ok(()) => Err(ExitCode::SUCCESS),
+                    Err(e) => {
+                        eprintln!("slony-receiver: --generate: {e}");
+                        Err(ExitCode::FAILURE)
+                    }
+                }
+            }
+            (Some(_), Some(_)) => Cli::command()
+                .error(
+                    ErrorKind::ArgumentConflict,
+                    "--generate takes no subcommand",
+                )
+                .exit(),
+            (None, None) => Cli::command()
+                .error(
+                    ErrorKind::MissingSubcommand,
+                    "'slony-receiver' requires a subcommand (see --help)",
+                )
+                .exit(),
+        }
+    }
 }
 
 /// Which configuration file to read.
@@ -162,4 +203,69 @@ pub enum GuardAction {
 
 fn parse_table(s: &str) -> Result<QualifiedTable, String> {
     QualifiedTable::parse(s.trim()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generated(what: Artefact) -> String {
+        let mut out = Vec::new();
+        generate::write(Cli::command(), what, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_man_page_and_completions_name_every_subcommand() {
+        let page = generated(Artefact::Man);
+        assert!(page.contains("\n.TH slony-receiver 1"), "{page}");
+        for what in [
+            Artefact::CompleteBash,
+            Artefact::CompleteZsh,
+            Artefact::CompleteFish,
+        ] {
+            let script = generated(what);
+            for name in [
+                "pull",
+                "subscribe-series",
+                "housekeeping",
+                "status",
+                "guard",
+                "verify",
+                "promote",
+                "init",
+            ] {
+                assert!(script.contains(name), "{what:?} lacks {name}");
+            }
+        }
+        for name in [
+            "pull",
+            "subscribe-series",
+            "housekeeping",
+            "status",
+            "guard",
+            "verify",
+            "promote",
+            "init",
+        ] {
+            let entry = format!(".SS \"slony-receiver {name}\"");
+            assert!(page.contains(&entry), "the man page lacks {entry}");
+        }
+        assert!(
+            !page.contains("\\-\\-generate"),
+            "the man page shows --generate"
+        );
+    }
+
+    #[test]
+    fn generate_stands_alone() {
+        let cli = Cli::try_parse_from(["slony-receiver", "--generate", "man"]).unwrap();
+        assert_eq!(cli.generate, Some(Artefact::Man));
+        assert!(cli.command.is_none());
+    }
 }

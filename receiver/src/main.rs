@@ -30,9 +30,13 @@ use std::process::ExitCode;
 use tokio::runtime::Runtime;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    let command = match cli.take_command() {
+        Ok(command) => command,
+        Err(code) => return code,
+    };
     slony_shared::logging::init(&cli.log_level, cli.log_format);
-    match run(cli) {
+    match run(command) {
         Ok(code) => exit::code(code),
         Err(e) => {
             tracing::error!("{e:#}");
@@ -51,13 +55,13 @@ fn load_config(arg: &ConfigArg) -> anyhow::Result<ReceiverConfig> {
 }
 
 /// Runs the subcommand on a runtime of two workers; returns its exit code.
-fn run(cli: Cli) -> anyhow::Result<u8> {
+fn run(command: Command) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    match cli.command {
+    match command {
         Command::Pull {
             config,
             once,

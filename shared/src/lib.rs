@@ -10,6 +10,7 @@
 //! - [`batch`]: `slony_logs_<from>-<to>.tar.gz` batches: safe reading and writing, and
 //!   [`batch::plan`], which loose archives housekeeping packs into which batch.
 //! - [`config`]: the receiver's TOML configuration and the original `key=value` format.
+//! - [`generate`]: the man page and shell completions, from a binary's clap definition.
 //! - [`mail`]: one mail over SMTP, for both binaries' alerts.
 //! - [`logging`]: the tracing subscriber both binaries install.
 //! - [`lock`]: the exclusive per-cluster run lock.
@@ -26,6 +27,7 @@ pub mod batch;
 pub mod config;
 pub mod counter;
 pub mod crash;
+pub mod generate;
 pub mod ident;
 pub mod lock;
 pub mod logging;
