@@ -131,6 +131,10 @@ async fn receiver_daemon_reports_ready_status_and_withholds_keep_alives_while_st
         l.starts_with("STATUS=counter 10, lag 0 archives, last archive created ")
     });
     let seen = [seen, notify.collect(Duration::from_secs(2))].concat();
+    // For the record (--nocapture): the line `systemctl status` would show.
+    for line in seen.iter().filter(|l| l.starts_with("STATUS=")) {
+        println!("{line}");
+    }
     let keep_alives = seen.iter().filter(|l| *l == "WATCHDOG=1").count();
     assert!(keep_alives >= 2, "keep-alives while polling: {seen:?}");
 
