@@ -4,6 +4,8 @@
 //!
 //! - [`ack`]: the subscriber's acknowledgement of the last counter it applied.
 //! - [`ident`]: validated names (cluster, node/site, `schema.table`) and identifier quoting.
+//! - [`check`]: the report of both binaries' `check` command (text, JSON, Nagios), and
+//!   the probes of the local file system it uses.
 //! - [`counter`]: the archive counter, the replica's position in the stream.
 //! - [`archive`]: Slony-I archive files: names, completeness check, the SQL/COPY splitter,
 //!   and structural validation of an archive's statements.
@@ -24,6 +26,7 @@
 pub mod ack;
 pub mod archive;
 pub mod batch;
+pub mod check;
 pub mod config;
 pub mod counter;
 pub mod crash;

@@ -40,6 +40,12 @@ pub enum MailError {
         #[source]
         source: lettre::transport::smtp::Error,
     },
+    /// The SMTP server accepted the connection but did not answer as an SMTP server.
+    #[error("SMTP server {server} did not answer the session test")]
+    Unanswered {
+        /// `host:port`.
+        server: String,
+    },
     /// The SMTP server could not be reached or refused the mail.
     #[error("cannot send alert mail via SMTP server {server}: {source}")]
     Send {
@@ -63,27 +69,78 @@ pub fn send_mail(config: &AlertConfig, subject: &str, body: &str) -> Result<(), 
     if config.recipients.is_empty() {
         return Ok(());
     }
-    let server = || format!("{}:{}", config.smtp_host, config.smtp_port);
+    let (from, to) = mailboxes(config)?;
+    let mut builder = Message::builder()
+        .from(from)
+        .subject(one_line(subject))
+        .header(ContentType::TEXT_PLAIN);
+    for r in to {
+        builder = builder.to(r);
+    }
+    let message = builder
+        .body(body.to_string())
+        .map_err(|source| MailError::Compose { source })?;
+    transport(config)?
+        .send(&message)
+        .map(|_| ())
+        .map_err(|source| MailError::Send {
+            server: server(config),
+            source,
+        })
+}
+
+/// Checks the mail settings without sending anything: the sender and every recipient
+/// parse as mail addresses, and the SMTP server answers (connection, greeting, TLS and
+/// login as configured), each step bounded by the SMTP timeout (20 s). Nothing is
+/// checked when there are no recipients.
+///
+/// # Errors
+///
+/// A bad address, or the SMTP server could not be reached or refused the session.
+pub fn check_settings(config: &AlertConfig) -> Result<(), MailError> {
+    if config.recipients.is_empty() {
+        return Ok(());
+    }
+    mailboxes(config)?;
+    match transport(config)?.test_connection() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(MailError::Unanswered {
+            server: server(config),
+        }),
+        Err(source) => Err(MailError::Send {
+            server: server(config),
+            source,
+        }),
+    }
+}
+
+/// `host:port` of the SMTP server, for messages.
+fn server(config: &AlertConfig) -> String {
+    format!("{}:{}", config.smtp_host, config.smtp_port)
+}
+
+/// The sender and the recipients, parsed.
+fn mailboxes(config: &AlertConfig) -> Result<(Mailbox, Vec<Mailbox>), MailError> {
     let parse = |a: &str| {
         a.parse::<Mailbox>().map_err(|source| MailError::Address {
             address: a.to_string(),
             source,
         })
     };
-    let mut builder = Message::builder()
-        .from(parse(&config.from)?)
-        .subject(one_line(subject))
-        .header(ContentType::TEXT_PLAIN);
-    for r in &config.recipients {
-        builder = builder.to(parse(r)?);
-    }
-    let message = builder
-        .body(body.to_string())
-        .map_err(|source| MailError::Compose { source })?;
+    let from = parse(&config.from)?;
+    let to = config
+        .recipients
+        .iter()
+        .map(|r| parse(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((from, to))
+}
 
+/// The SMTP transport the settings describe: TLS mode, port, timeout, credentials.
+fn transport(config: &AlertConfig) -> Result<SmtpTransport, MailError> {
     let host = config.smtp_host.as_str();
     let tls_err = |source| MailError::Tls {
-        server: server(),
+        server: server(config),
         source,
     };
     let mut transport = match config.tls {
@@ -96,14 +153,7 @@ pub fn send_mail(config: &AlertConfig, subject: &str, body: &str) -> Result<(), 
     if let Some((user, password)) = &config.credentials {
         transport = transport.credentials(Credentials::new(user.clone(), password.clone()));
     }
-    transport
-        .build()
-        .send(&message)
-        .map(|_| ())
-        .map_err(|source| MailError::Send {
-            server: server(),
-            source,
-        })
+    Ok(transport.build())
 }
 
 /// Collapses line breaks and other control characters, which have no place in a subject.
