@@ -25,7 +25,7 @@
 //! The state file is not locked here: callers run under the per-cluster run lock
 //! ([`slony_shared::lock`]), so only one process updates it at a time.
 
-use crate::config::AlertConfig;
+use crate::config::{AlertConfig, ReceiverConfig};
 use serde::{Deserialize, Serialize};
 use slony_shared::mail::{one_line, send_mail, MailError};
 use slony_shared::time::format_utc;
@@ -216,6 +216,9 @@ pub enum AlertError {
     /// The mail could not be sent.
     #[error(transparent)]
     Mail(#[from] MailError),
+    /// A test mail was asked for, but no recipient is configured.
+    #[error("no alert.recipients are configured: there is nobody to mail")]
+    NoRecipients,
     /// The state file could not be read or written.
     #[error("cannot {action} alert state file {path}: {source}")]
     StateIo {
@@ -482,6 +485,35 @@ impl Alerter {
         }
     }
 
+    /// The alerter of the site `cfg` describes: its `[alert]` settings, its state file,
+    /// and [`context`] in every mail.
+    pub fn for_site(cfg: &ReceiverConfig) -> Self {
+        Alerter::new(&cfg.alert, cfg.alert_state_file(), context(cfg))
+    }
+
+    /// Sends a test mail through the same settings and context as a failure mail, and
+    /// records nothing: `slony-receiver check --mail`.
+    ///
+    /// # Errors
+    ///
+    /// The mail could not be sent (or no recipient is configured).
+    pub fn send_test(&self) -> Result<(), AlertError> {
+        if !self.mail_enabled() {
+            return Err(AlertError::NoRecipients);
+        }
+        let mail = Mail {
+            subject: format!("{SUBJECT_PREFIX}TEST: alert mail from {}", self.context),
+            body: format!(
+                "This is a test of the alert mail of {}, sent by `slony-receiver check --mail`.\n\n\
+                 Failures of pull are mailed to these recipients the same way: once when they \
+                 start, again every {} while they last, and once on recovery.\n",
+                self.context,
+                format_duration(self.config.reminder.as_secs())
+            ),
+        };
+        self.send(&mail)
+    }
+
     /// Whether any recipient is configured (otherwise only the state is kept).
     pub fn mail_enabled(&self) -> bool {
         !self.config.recipients.is_empty()
@@ -577,6 +609,21 @@ impl Alerter {
     fn send(&self, mail: &Mail) -> Result<(), AlertError> {
         Ok(send_mail(&self.config, &mail.subject, &mail.body)?)
     }
+}
+
+/// Which cluster, site, host and config a mail is about, so a recipient of mail from
+/// many sites knows where to look.
+pub fn context(cfg: &ReceiverConfig) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown host".into());
+    format!(
+        "cluster {}, site {} on host {} (config {})",
+        cfg.cluster,
+        cfg.node,
+        host,
+        cfg.source.display()
+    )
 }
 
 /// Seconds since the Unix epoch; 0 if the clock is before 1970.

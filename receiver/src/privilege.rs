@@ -38,17 +38,34 @@ const RESERVED_ROLES: [&str; 5] = [
     "session_user",
 ];
 
-/// Warns once per process (every `pull --once`, every start of the daemon) when the
-/// connected role is a superuser; refuses a role that may not set
-/// `session_replication_role`, before anything is downloaded or applied.
+/// The role the receiver connects as, when it may apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applier {
+    /// The role's name.
+    pub user: String,
+    /// Whether it is a superuser (it may apply, with every right on the server).
+    pub superuser: bool,
+}
+
+/// Why [`applier`] gave no role.
+#[derive(Debug)]
+pub enum ApplierError {
+    /// The role may not apply the provider's SQL ([`ReplicaError::Privilege`], saying what
+    /// to do).
+    Refused(ReplicaError),
+    /// The role or its privileges could not be read (the server's message).
+    Unreadable(String),
+}
+
+/// Reads the connected role and judges whether it may apply the provider's SQL: a
+/// superuser may; an ordinary role may from PostgreSQL 15 on, once granted SET on
+/// `session_replication_role`.
 ///
 /// # Errors
 ///
-/// [`PullError::Privilege`] saying what to do. A failure to read the role is not one: the
-/// steps after report it.
-pub async fn check_applier(client: &Client) -> Result<(), ReplicaError> {
-    static SUPERUSER_WARNED: AtomicBool = AtomicBool::new(false);
-    let row = match client
+/// [`ApplierError::Refused`] saying what to do, or [`ApplierError::Unreadable`].
+pub async fn applier(client: &Client) -> Result<Applier, ApplierError> {
+    let row = client
         .query_one(
             "SELECT current_user::text, r.rolsuper,
                     pg_catalog.current_setting('server_version_num')::int
@@ -56,53 +73,70 @@ pub async fn check_applier(client: &Client) -> Result<(), ReplicaError> {
             &[],
         )
         .await
-    {
-        Ok(row) => row,
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot read the database role");
-            return Ok(());
-        }
-    };
+        .map_err(|e| ApplierError::Unreadable(slony_shared::pg::describe_error(&e)))?;
     let (user, superuser, version): (String, bool, i32) = (row.get(0), row.get(1), row.get(2));
     if superuser {
-        if !SUPERUSER_WARNED.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                "the replica database user {user} is a superuser: SQL from the provider \
-                 (archives, subscription changes) runs with full rights on this server, so a \
-                 compromised provider could take it over. Apply as an ordinary role instead: \
-                 see `slony-receiver init --apply-role`"
-            );
-        }
-        return Ok(());
+        return Ok(Applier { user, superuser });
     }
     if let Some(why) = too_old(version) {
-        return Err(ReplicaError::Privilege(format!(
+        return Err(ApplierError::Refused(ReplicaError::Privilege(format!(
             "the database user {user} is not a superuser, and {why}: connect as a superuser \
              until the replica runs PostgreSQL 15 or later, then run `slony-receiver init \
              --apply-role {user}`"
-        )));
+        ))));
     }
-    let may_set: bool = match client
+    let may_set: bool = client
         .query_one(
             "SELECT pg_catalog.has_parameter_privilege('session_replication_role', 'SET')",
             &[],
         )
         .await
-    {
-        Ok(row) => row.get(0),
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot read the role's parameter privileges");
-            return Ok(());
-        }
-    };
+        .map_err(|e| ApplierError::Unreadable(slony_shared::pg::describe_error(&e)))?
+        .get(0);
     if may_set {
-        return Ok(());
+        return Ok(Applier { user, superuser });
     }
-    Err(ReplicaError::Privilege(format!(
+    Err(ApplierError::Refused(ReplicaError::Privilege(format!(
         "the database user {user} may not SET session_replication_role, which applying the \
          provider's SQL needs: have a superuser run `slony-receiver init --apply-role {user}` \
          (it also gives {user} the replicated tables)"
-    )))
+    ))))
+}
+
+/// What [`check_applier`] warns about a superuser: SQL from the provider runs with every
+/// right on the server.
+pub fn superuser_risk(user: &str) -> String {
+    format!(
+        "the replica database user {user} is a superuser: SQL from the provider \
+         (archives, subscription changes) runs with full rights on this server, so a \
+         compromised provider could take it over. Apply as an ordinary role instead: \
+         see `slony-receiver init --apply-role`"
+    )
+}
+
+/// Warns once per process (every `pull --once`, every start of the daemon) when the
+/// connected role is a superuser; refuses a role that may not set
+/// `session_replication_role`, before anything is downloaded or applied.
+///
+/// # Errors
+///
+/// [`ReplicaError::Privilege`] saying what to do. A failure to read the role is not one:
+/// the steps after report it.
+pub async fn check_applier(client: &Client) -> Result<(), ReplicaError> {
+    static SUPERUSER_WARNED: AtomicBool = AtomicBool::new(false);
+    match applier(client).await {
+        Ok(a) => {
+            if a.superuser && !SUPERUSER_WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!("{}", superuser_risk(&a.user));
+            }
+            Ok(())
+        }
+        Err(ApplierError::Refused(e)) => Err(e),
+        Err(ApplierError::Unreadable(e)) => {
+            tracing::debug!(error = %e, "cannot read the database role or its privileges");
+            Ok(())
+        }
+    }
 }
 
 /// Why a server of `version` (`server_version_num`) cannot let an ordinary role apply.

@@ -93,6 +93,24 @@ pub fn format_utc(secs: u64) -> String {
         )
 }
 
+/// `3725` -> `1h 2m`: the two largest units, for people.
+pub fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    let parts = [(d, "d"), (h, "h"), (m, "m"), (s, "s")];
+    let text: Vec<String> = parts
+        .iter()
+        .skip_while(|(v, _)| *v == 0)
+        .take(2)
+        .filter(|(v, _)| *v > 0)
+        .map(|(v, unit)| format!("{v}{unit}"))
+        .collect();
+    if text.is_empty() {
+        "0s".into()
+    } else {
+        text.join(" ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +185,14 @@ mod tests {
         );
         assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(format_utc(1_795_298_803), "2026-11-21 22:06:43 UTC");
+    }
+
+    #[test]
+    fn durations_for_humans() {
+        assert_eq!(human_duration(0), "0s");
+        assert_eq!(human_duration(15), "15s");
+        assert_eq!(human_duration(3725), "1h 2m");
+        assert_eq!(human_duration(7200), "2h");
+        assert_eq!(human_duration(90_061), "1d 1h");
     }
 }

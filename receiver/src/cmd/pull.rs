@@ -44,7 +44,7 @@ pub async fn run(
         eprintln!("slony-receiver: {text}");
         return Ok(exit::PROMOTED);
     }
-    let alerter = Alerter::new(&cfg.alert, cfg.alert_state_file(), context(cfg));
+    let alerter = Alerter::for_site(cfg);
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_shutdown().await;
@@ -201,7 +201,7 @@ impl Daemon {
             }
         };
         tracing::info!(config = %new.source.display(), "configuration reloaded");
-        self.alerter = Alerter::new(&new.alert, new.alert_state_file(), context(&new));
+        self.alerter = Alerter::for_site(&new);
         if new.pull.metrics_listen != self.cfg.pull.metrics_listen {
             if let Some(task) = self.metrics_task.take() {
                 task.abort();
@@ -309,19 +309,6 @@ fn paused(cfg: &ReceiverConfig) -> bool {
         tracing::info!(file = %die.display(), "paused: the die file is present; not pulling");
     }
     die.is_some()
-}
-
-fn context(cfg: &ReceiverConfig) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown host".into());
-    format!(
-        "cluster {}, site {} on host {} (config {})",
-        cfg.cluster,
-        cfg.node,
-        host,
-        cfg.source.display()
-    )
 }
 
 /// Logs the run's result, sends or withholds the alert, and picks the exit code; for a

@@ -70,7 +70,7 @@ use slony_shared::archive::lex::string_literal;
 use slony_shared::archive::name::{classify, Entry};
 use slony_shared::archive::ArchiveName;
 use slony_shared::counter::Counter;
-use slony_shared::time::{parse_pg_timestamp, rfc3339};
+use slony_shared::time::{human_duration, parse_pg_timestamp, rfc3339};
 use std::path::Path;
 
 /// How much of the provider's newest archive is read to find its tracking call (the
@@ -342,24 +342,6 @@ fn assess(
         code = exit::UNHEALTHY;
     }
     Health { code, problems }
-}
-
-/// `3725` -> `1h 2m`: the two largest units, for people.
-fn human_duration(secs: u64) -> String {
-    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    let parts = [(d, "d"), (h, "h"), (m, "m"), (s, "s")];
-    let text: Vec<String> = parts
-        .iter()
-        .skip_while(|(v, _)| *v == 0)
-        .take(2)
-        .filter(|(v, _)| *v > 0)
-        .map(|(v, unit)| format!("{v}{unit}"))
-        .collect();
-    if text.is_empty() {
-        "0s".into()
-    } else {
-        text.join(" ")
-    }
 }
 
 /// Facts read from local files.
@@ -862,14 +844,5 @@ mod tests {
         );
         let files = vec![file("slony_logs_1-9.tar.gz", true), file(&a(9), true)];
         assert!(newest_on_provider(&files, None).unwrap().single.is_some());
-    }
-
-    #[test]
-    fn durations_for_humans() {
-        assert_eq!(human_duration(0), "0s");
-        assert_eq!(human_duration(15), "15s");
-        assert_eq!(human_duration(3725), "1h 2m");
-        assert_eq!(human_duration(7200), "2h");
-        assert_eq!(human_duration(90_061), "1d 1h");
     }
 }
