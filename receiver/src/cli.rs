@@ -128,6 +128,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check that this site is set up to work: one line per check, OK or FAILED (exit 20
+    /// if any failed; with --nagios, Nagios's codes).
+    Check {
+        /// The configuration.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print one JSON object instead of lines.
+        #[arg(long, conflicts_with = "nagios")]
+        json: bool,
+        /// Print one Nagios plugin line and exit 0 (OK) or 2 (CRITICAL).
+        #[arg(long)]
+        nagios: bool,
+        /// Also send a test alert mail through the alerter, and report it.
+        #[arg(long)]
+        mail: bool,
+    },
     /// Keep the replica read-only: guard every replicated table against local writes
     /// (archives still apply), remove the guard, or check it.
     Guard {

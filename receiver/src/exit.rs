@@ -62,7 +62,8 @@ pub fn code(c: u8) -> ExitCode {
 }
 
 /// `status`: the replica is reachable but unhealthy: its lag passed `[status]
-/// max_lag_archives` or `max_lag_secs`, or a `pull` failure is still active.
+/// max_lag_archives` or `max_lag_secs`, or a `pull` failure is still active. Also
+/// `guard check` (a table without the guard) and `check` (a check failed).
 pub const UNHEALTHY: u8 = 20;
 
 /// `subscribe-series`: the manager did not answer within the allowed attempts; the

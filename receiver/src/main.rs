@@ -127,6 +127,15 @@ fn run(command: Command) -> anyhow::Result<u8> {
             reference_password_env.as_deref(),
             &tables,
         ),
+        Command::Check {
+            config,
+            json,
+            nagios,
+            mail,
+        } => {
+            let format = slony_shared::check::Format::from_flags(json, nagios);
+            runtime.block_on(cmd::check::run(load_config(&config), format, mail))
+        }
         Command::Promote { config } => {
             let cfg = load_config(&config)?;
             runtime.block_on(cmd::promote::run(&cfg))

@@ -288,6 +288,8 @@ fn c_path(path: &Path) -> io::Result<CString> {
 /// # Errors
 ///
 /// `statvfs` failed (the path does not exist, say).
+// The fields' C types are 32 or 64 bits wide depending on the platform.
+#[allow(clippy::unnecessary_cast)]
 pub fn space(path: &Path) -> io::Result<Space> {
     let c = c_path(path)?;
     let mut s = std::mem::MaybeUninit::<libc::statvfs>::zeroed();

@@ -1,5 +1,6 @@
 //! One module per subcommand; each turns a validated config into an exit code.
 
+pub mod check;
 pub mod guard;
 pub mod housekeeping;
 pub mod init;
