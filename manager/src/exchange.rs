@@ -106,6 +106,53 @@ fn ensure_dir(path: &Path, site: &SiteAccount, mode: u32) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// What is wrong with a site's directory at `path`, which [`prepare`] makes: not a real
+/// directory, not the manager's, not in the site's group, or another mode than `mode`.
+/// Read only: nothing is repaired.
+///
+/// # Errors
+///
+/// What is wrong, and what to do (a missing directory included).
+pub fn inspect_dir(path: &Path, site: &SiteAccount, mode: u32) -> anyhow::Result<()> {
+    let meta = match path.symlink_metadata() {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{} does not exist", path.display())
+        }
+        Err(e) => return Err(e).with_context(|| format!("inspecting {}", path.display())),
+    };
+    if !meta.is_dir() {
+        bail!(
+            "{} is not a directory (a link or a file put there by someone else): remove it, and the manager makes the site's directory itself",
+            path.display()
+        );
+    }
+    if meta.uid() != fsutil::own_uid() {
+        bail!(
+            "{} belongs to {}, not to the manager: whoever made it can still change it. Remove it, and the manager makes the site's directory itself",
+            path.display(),
+            describe_uid(meta.uid(), None)
+        );
+    }
+    if meta.gid() != site.account.gid {
+        bail!(
+            "{} has group gid {}, not site {}'s group (gid {}): `slony-manager run` repairs it at start",
+            path.display(),
+            meta.gid(),
+            site.node,
+            site.account.gid
+        );
+    }
+    if meta.mode() & 0o7777 != mode {
+        bail!(
+            "{} has mode {:o}, not {mode:o}: `slony-manager run` repairs it at start",
+            path.display(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+
 /// Checks that a directory of the manager's (`trigger_dir`, `site_log_dir`,
 /// `subscribers_dir`) and every directory above it can be changed by no one but the
 /// manager and root: a site that could rename an entry there could swap a site's

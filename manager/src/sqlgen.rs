@@ -647,7 +647,14 @@ async fn write_sql(
     Ok(())
 }
 
-async fn read_snapshot(cfg: &ManagerConfig, client: &Client) -> anyhow::Result<Snapshot> {
+/// Reads the log-shipping node's archive counter (`"_<cluster>".sl_archive_counter`),
+/// which a snapshot taken now corresponds to.
+///
+/// # Errors
+///
+/// The provider is not a log-shipping node of the cluster (no such table, or not one
+/// row), or the query failed.
+pub async fn read_snapshot(cfg: &ManagerConfig, client: &Client) -> anyhow::Result<Snapshot> {
     let sql = format!(
         "SELECT ac_num, ac_timestamp::text FROM {}.sl_archive_counter",
         cfg.cluster.schema()

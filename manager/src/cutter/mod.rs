@@ -67,7 +67,7 @@ mod sites;
 mod tests;
 
 pub use follow::CutterThread;
-pub use pass::pass;
+pub use pass::{list_archives, pass};
 pub use promote::{prepare_promotion, CutterBehind};
 pub use sites::{read_cut_counter, CUT_COUNTER_FILE};
 

@@ -29,7 +29,7 @@ pub const GROUP_TIME: Duration = Duration::from_millis(500);
 const SYNC_THREADS: usize = 16;
 
 /// The complete archives in `archive_dir`, by counter.
-fn list_archives(
+pub fn list_archives(
     dir: &Path,
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<BTreeMap<Counter, ArchiveName>> {
