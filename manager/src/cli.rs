@@ -97,6 +97,26 @@ pub enum Command {
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
     },
+    /// Check that the provider is set up to serve its sites: one line per check, OK or
+    /// FAILED (exit 1 if any failed; with --nagios, Nagios's codes).
+    Check {
+        /// The TOML configuration.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Print one JSON object instead of lines.
+        #[arg(long, conflicts_with = "nagios")]
+        json: bool,
+        /// Print one Nagios plugin line and exit 0 (OK) or 2 (CRITICAL).
+        #[arg(long)]
+        nagios: bool,
+        /// The newest archive in archive_dir may be at most this old (slon writes one
+        /// every SYNC).
+        #[arg(long, value_name = "SECS", default_value_t = 900)]
+        max_archive_age_secs: u64,
+        /// A site may be at most this many archives behind what was cut for it.
+        #[arg(long, value_name = "N", default_value_t = 1000)]
+        max_lag_archives: u64,
+    },
     /// Show the sites, their tables and the requests in progress.
     Status {
         /// The TOML configuration.

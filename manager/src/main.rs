@@ -19,11 +19,13 @@
 //! - [`housekeeping`]: the `housekeeping` command: batches and retention per site.
 //! - [`cancel`]: the `cancel` command: withdraw a request whose site went away.
 //! - [`status`]: the `status` command.
+//! - [`check`]: the `check` command: one verdict per check of the provider.
 //! - [`rejected`]: refused files, moved aside.
 //! - [`fsutil`]: atomic writes and idempotent removals.
 
 mod alert;
 mod cancel;
+mod check;
 mod cli;
 mod config;
 mod context;
@@ -103,6 +105,20 @@ fn run(command: Command) -> anyhow::Result<u8> {
         } => {
             let cfg = ManagerConfig::load(&config)?;
             cancel::run(&cfg, &node, reason.as_deref())
+        }
+        Command::Check {
+            config,
+            json,
+            nagios,
+            max_archive_age_secs,
+            max_lag_archives,
+        } => {
+            let opts = check::Options {
+                format: slony_shared::check::Format::from_flags(json, nagios),
+                max_archive_age: std::time::Duration::from_secs(max_archive_age_secs),
+                max_lag_archives,
+            };
+            check::run(ManagerConfig::load(&config).map_err(Into::into), &opts)
         }
         Command::Status { config, json } => {
             let cfg = ManagerConfig::load(&config)?;
