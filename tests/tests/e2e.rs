@@ -1,5 +1,6 @@
 //! End-to-end tests.
 
+mod check;
 mod cut;
 mod fixtures_selftest;
 mod guard;

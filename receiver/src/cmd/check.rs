@@ -108,8 +108,12 @@ async fn checks(cfg: &ReceiverConfig, test_mail: bool) -> Vec<Check> {
     );
     let mut out = vec![Check::ok(CONFIG, cfg.source.display().to_string())];
     out.extend(ssh);
+    // The guard is read on the database's connection, and printed after the local checks.
+    let mut database = database;
+    let guard = database.pop();
     out.extend(database);
     out.extend(local);
+    out.extend(guard);
     out.extend(mail);
     out
 }
@@ -221,7 +225,7 @@ fn ssh_failure(cfg: &ReceiverConfig, e: &RemoteError) -> Vec<Check> {
     }
 }
 
-/// `replica database`, `tracking schema`, `privileges`, `guard`: one connection.
+/// `replica database`, `tracking schema`, `privileges`, `guard` (last): one connection.
 async fn database_checks(cfg: &ReceiverConfig) -> Vec<Check> {
     let limit = cfg.database.connect_timeout;
     let connected = bounded(
@@ -488,7 +492,7 @@ fn dirs_check(dirs: &[PathBuf]) -> Check {
         Check::ok(
             LOCAL_DIRS,
             format!(
-                "{} writable{created}; {}",
+                "{} directories writable{created}; {}",
                 unique.len(),
                 space_text.join("; ")
             ),
@@ -566,7 +570,7 @@ fn lock_check(path: &Path) -> Check {
         LOCK,
         match left_by {
             Some(pid) => format!(
-                "free (the file names pid {pid}{}, which does not hold it: the lock ends with its process, so the file blocks nothing)",
+                "free: the file names pid {pid}{}, which does not hold it (an flock ends with its process, so a file left behind blocks nothing)",
                 if check::pid_alive(pid) { "" } else { ", not running" }
             ),
             None => "free".to_string(),
