@@ -195,7 +195,7 @@ fn trigger_dir_check(cfg: &ManagerConfig) -> Check {
         Check::ok(
             NAME,
             format!(
-                "{}: only the manager may change it; {} exchange directories, each the manager's, in its site's group, mode {EXCHANGE_MODE:o}",
+                "{}: only the manager may change it; the exchange directory of each of {} site(s) is the manager's, in the site's group, mode {EXCHANGE_MODE:o}",
                 cfg.trigger_dir.display(),
                 cfg.registry.sites.len()
             ),
@@ -256,7 +256,7 @@ fn registry_check(cfg: &ManagerConfig) -> Check {
         .into_iter()
         .map(|(account, parties)| format!("{account} by {}", parties.join(", ")))
         .collect();
-    let mut text = format!("{} sites registered", cfg.registry.sites.len());
+    let mut text = format!("{} site(s) registered", cfg.registry.sites.len());
     if !shared.is_empty() {
         text.push_str(&format!(
             "; accounts shared (allow_shared_account): {}",
