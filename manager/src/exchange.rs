@@ -233,6 +233,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn site_dirs_are_inspected_without_repair() {
+        use crate::registry::Account;
+        use slony_shared::ident::NodeName;
+        let root = tempfile::tempdir().unwrap();
+        let site = SiteAccount {
+            node: NodeName::new("site1").unwrap(),
+            account: Account::own(),
+            tables: None,
+        };
+        let dir = root.path().join("site1");
+        let err = |d: &Path| format!("{:#}", inspect_dir(d, &site, ARCHIVE_MODE).unwrap_err());
+        assert!(err(&dir).contains("does not exist"), "{}", err(&dir));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(
+            err(&dir).contains("has mode 755, not 2750"),
+            "{}",
+            err(&dir)
+        );
+        // Still 755: the inspection repairs nothing.
+        assert_eq!(dir.metadata().unwrap().mode() & 0o7777, 0o755);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2750)).unwrap();
+        inspect_dir(&dir, &site, ARCHIVE_MODE).unwrap();
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(err(&link).contains("is not a directory"), "{}", err(&link));
+    }
+
+    #[test]
     fn own_dirs_must_be_changeable_by_the_manager_only() {
         let root = tempfile::tempdir().unwrap();
         let set = |p: &Path, mode: u32| {

@@ -648,3 +648,69 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_is_free_held_or_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slony-receiver.lab.lock");
+        let c = lock_check(&path);
+        assert!(c.ok && c.line().contains("no lock file"), "{}", c.line());
+        let held = slony_shared::lock::RunLock::try_acquire(&path).unwrap();
+        let c = lock_check(&path);
+        assert!(c.ok, "{}", c.line());
+        assert!(
+            c.line().contains(&format!(
+                "held by pid {}, which is running",
+                std::process::id()
+            )),
+            "{}",
+            c.line()
+        );
+        drop(held);
+        let c = lock_check(&path);
+        assert!(
+            c.ok && c.line().contains("free: the file names pid"),
+            "{}",
+            c.line()
+        );
+        std::fs::write(&path, "not a pid\n").unwrap();
+        assert_eq!(lock_check(&path).line(), "lock: OK (free)");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let c = lock_check(&path);
+        assert!(
+            !c.ok && c.line().contains("not a regular file"),
+            "{}",
+            c.line()
+        );
+    }
+
+    #[test]
+    fn directories_missing_are_created_later_and_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("local");
+        let dirs = vec![
+            log.clone(),
+            log.join("site1"),
+            log.join("site1/incoming"),
+            log.clone(),
+        ];
+        let c = dirs_check(&dirs);
+        assert!(c.ok, "{}", c.line());
+        assert!(
+            c.line()
+                .contains("3 directories writable (3 to be created by the first pull)"),
+            "{}",
+            c.line()
+        );
+        assert!(c.line().contains("MB free"), "{}", c.line());
+        std::fs::write(&log, "a file where the directory should be").unwrap();
+        let c = dirs_check(&dirs);
+        assert!(!c.ok, "{}", c.line());
+        assert!(c.line().contains("is not a directory"), "{}", c.line());
+    }
+}
