@@ -6,7 +6,7 @@
 
 use crate::support::manager::ManagerToml;
 use crate::support::pg::PgServer;
-use crate::support::receiver::Run;
+use crate::support::receiver::{database_toml, Run};
 use crate::support::site::{ConfigChange, Options, Site, CLUSTER, NODE};
 use crate::support::{bin_path, free_port, slony_set_sql, workload, TestDir};
 use serde_json::Value;
@@ -276,6 +276,61 @@ async fn receiver_check_names_each_fault() {
         .stdout
         .starts_with("SLONY-RECEIVER CRITICAL - 5 of 11 checks failed: ssh host key, ssh login"));
 
+    // An ordinary role that may not SET session_replication_role fails the privileges
+    // check, as pull would refuse it; granted that, it passes.
+    site.write_config(ConfigChange::default());
+    let admin = site.pg.connect("replica").await;
+    admin
+        .batch_execute("CREATE ROLE plain LOGIN")
+        .await
+        .unwrap();
+    site.write_config(ConfigChange {
+        database: Some(&database_toml(site.pg.port(), "plain", "replica")),
+        ..ConfigChange::default()
+    });
+    let run = site.run(&["check"]);
+    assert!(
+        line(&run, "privileges")
+            .contains("the database user plain may not SET session_replication_role"),
+        "{}",
+        run.stdout
+    );
+    admin
+        .batch_execute("GRANT SET ON PARAMETER session_replication_role TO plain")
+        .await
+        .unwrap();
+    let run = site.run(&["check"]);
+    assert_eq!(
+        line(&run, "privileges"),
+        "privileges: OK (plain may SET session_replication_role)"
+    );
+
+    // A provider port that takes the connection but never speaks SSH: the check ends
+    // within the configured timeout (remote.connect_timeout_secs = 10) and says so.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    site.write_config(ConfigChange {
+        ssh_port: Some(silent.local_addr().unwrap().port()),
+        ..ConfigChange::default()
+    });
+    let started = std::time::Instant::now();
+    let run = site.run(&["check"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        &failed(&run)[..3],
+        ["ssh host key", "ssh login", "remote site directory"]
+    );
+    assert!(
+        line(&run, "ssh host key").contains("cannot connect to 127.0.0.1:"),
+        "{}",
+        run.stdout
+    );
+    assert!(line(&run, "replica database").starts_with("replica database: OK"));
+    drop(silent);
+
     // A database that is down: its four checks fail, the rest run.
     site.write_config(ConfigChange {
         pg_port: Some(free_port()),
@@ -300,6 +355,14 @@ async fn receiver_check_names_each_fault() {
         nagios.stdout,
         "SLONY-RECEIVER CRITICAL - 1 of 1 checks failed: config\n"
     );
+    let v = site.run(&["check", "--json"]).json();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["checks"].as_array().unwrap().len(), 1);
+    assert_eq!(json_check(&v, "config")["ok"], false);
+    assert!(json_check(&v, "config")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("no_such_key"));
 }
 
 /// The manager's checks of a provider with one site, in the order printed.
