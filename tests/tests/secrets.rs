@@ -68,7 +68,8 @@ fn use_url(site: &Site, url: &str) {
 
 /// The replica's URL with a wrong password, then a conninfo to a closed port, then the
 /// right URL: every run's output (debug logs included), the alert mails, the files under
-/// the local directory, `status --json`, `verify` and `promote` keep the passwords out.
+/// the local directory, `status --json`, `check --json`, `verify` and `promote` keep the
+/// passwords out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_passwords_stay_out_of_output_mail_and_files() {
     let site = Site::start(
@@ -121,6 +122,22 @@ async fn connection_passwords_stay_out_of_output_mail_and_files() {
             .as_str()
             .is_some_and(|e| e.contains(":***@")),
         "{json}"
+    );
+    let check = run_checked(&site, &["check", "--json"], &[]);
+    assert_eq!(check.code, 20, "{}", check.stdout);
+    let database = check.json()["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "replica database")
+        .cloned()
+        .unwrap();
+    assert_eq!(database["ok"], false, "{database}");
+    assert!(
+        database["detail"]
+            .as_str()
+            .is_some_and(|e| e.contains(":***@") && e.contains("password authentication failed")),
+        "{database}"
     );
 
     // A libpq conninfo with the right password, to a closed port.
