@@ -437,6 +437,8 @@ impl Provider {
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n != "slony-manager.lock")
+            // A state file being replaced (written beside, then renamed) is in flight.
+            .filter(|n| !(n.starts_with('.') && n.ends_with(".tmp")))
             .collect();
         v.sort();
         v
