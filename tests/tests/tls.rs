@@ -549,4 +549,17 @@ async fn tls_settings_that_cannot_work_are_refused_when_the_configuration_loads(
         assert_eq!(run.code, 2, "{}", run.stderr);
         assert!(run.stderr.contains(says), "{}", run.stderr);
     }
+    // A libpq TLS key that is not read is named, not taken for a typo of the string.
+    let run = init(
+        &dir,
+        "crl",
+        "url = \"postgresql://postgres@localhost:1/replica?sslmode=verify-full&sslcrl=/etc/crl.pem\"\n",
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("key `database.url`: sslcrl is not supported"),
+        "{}",
+        run.stderr
+    );
 }

@@ -128,6 +128,8 @@ impl DatabaseConfig {
             let key = match &e {
                 E::Mode(_) => "database.sslmode".to_string(),
                 E::HalfClientCert => "database.sslcert".to_string(),
+                // Only a url can hold one: the TOML keys are a closed set.
+                E::Unsupported(_) => "database.url".to_string(),
                 E::NoRootCert { .. } => "database.sslrootcert".to_string(),
                 E::File { key, .. } => format!("database.{key}"),
                 E::Connector(_) => "database".to_string(),
@@ -438,6 +440,11 @@ mod tests {
                 "url = \"postgres://u@db/d?sslmode=verify-ca&sslrootcert=%2Fnonexistent%2Fca.pem\"\n",
                 "database.sslrootcert",
                 "sslrootcert /nonexistent/ca.pem: cannot be read",
+            ),
+            (
+                "url = \"postgres://u@db/d?sslcrl=%2Fetc%2Fcrl.pem\"\n",
+                "database.url",
+                "sslcrl is not supported",
             ),
             (
                 "url = \"postgres://u@db/d?sslmode=verify-fool\"\n",

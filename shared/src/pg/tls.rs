@@ -76,6 +76,9 @@ pub enum TlsConfigError {
     /// `sslmode` has a value libpq does not know.
     #[error("sslmode {0:?} is not one of disable, allow, prefer, require, verify-ca, verify-full")]
     Mode(String),
+    /// One of libpq's TLS keys that is not read here (`sslcrl`, `sslpassword`...).
+    #[error("{0} is not supported: of libpq's TLS settings only sslmode, sslrootcert, sslcert and sslkey are read; remove it{hint}", hint = unsupported_hint(.0))]
+    Unsupported(String),
     /// One of `sslcert` and `sslkey` without the other.
     #[error(
         "sslcert and sslkey go together: set both (the client certificate and its key) or neither"
@@ -104,7 +107,37 @@ pub enum TlsConfigError {
     Connector(String),
 }
 
+/// The keys read here (and taken out of what tokio-postgres is given).
 const KEYS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
+
+/// libpq's other TLS keys: refused by name, rather than as a string that does not
+/// parse, so that the operator knows which one and that it is not merely misspelt.
+const UNSUPPORTED: [&str; 10] = [
+    "sslcrl",
+    "sslcrldir",
+    "sslpassword",
+    "sslcompression",
+    "sslsni",
+    "sslcertmode",
+    "sslkeylogfile",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "requiressl",
+];
+
+/// What to do instead of an unsupported key, where there is something.
+fn unsupported_hint(key: &str) -> &'static str {
+    match key {
+        "sslpassword" => " and give sslkey a key file that is not encrypted (mode 0600)",
+        "sslcrl" | "sslcrldir" => " (certificate revocation lists are not checked)",
+        _ => "",
+    }
+}
+
+/// Whether `split` takes `key` out of the string.
+fn is_taken(key: &str) -> bool {
+    KEYS.contains(&key) || UNSUPPORTED.contains(&key)
+}
 
 /// Splits the TLS keys out of `conninfo`: what tokio-postgres is given (with its own
 /// `sslmode` left out), and the settings.
@@ -126,7 +159,8 @@ pub fn split(conninfo: &str) -> Result<(String, TlsSettings), TlsConfigError> {
             "sslmode" => tls.mode = SslMode::parse(&value).ok_or(TlsConfigError::Mode(value))?,
             "sslrootcert" => tls.root_cert = Some(value.into()),
             "sslcert" => tls.cert = Some(value.into()),
-            _ => tls.key = Some(value.into()),
+            "sslkey" => tls.key = Some(value.into()),
+            _ => return Err(TlsConfigError::Unsupported(key)),
         }
     }
     if tls.cert.is_some() != tls.key.is_some() {
@@ -145,7 +179,7 @@ fn split_url(url: &str) -> (String, Vec<(String, String)>) {
     for param in query.split('&') {
         let (k, v) = param.split_once('=').unwrap_or((param, ""));
         let k = crate::config::percent_decode(k);
-        if KEYS.contains(&k.as_str()) {
+        if is_taken(&k) {
             taken.push((k, crate::config::percent_decode(v)));
         } else {
             kept.push(param);
@@ -221,7 +255,7 @@ fn split_keywords(conninfo: &str) -> (String, Vec<(String, String)>) {
             }
         }
         let raw: String = chars[start..i].iter().collect();
-        if KEYS.contains(&key.as_str()) {
+        if is_taken(&key) {
             taken.push((key, value));
         } else {
             kept.push(raw);
@@ -828,6 +862,14 @@ mod tests {
         assert_eq!(
             split("host=db sslcert=/c"),
             Err(TlsConfigError::HalfClientCert)
+        );
+        assert_eq!(
+            split("postgres://u@db/x?sslcrl=%2Fcrl.pem"),
+            Err(TlsConfigError::Unsupported("sslcrl".into()))
+        );
+        assert_eq!(
+            split("host=db sslpassword=S3cret"),
+            Err(TlsConfigError::Unsupported("sslpassword".into()))
         );
         let (_, tls) =
             split("host=db sslmode=verify-ca sslrootcert=/nonexistent/root.crt").unwrap();
