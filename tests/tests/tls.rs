@@ -563,3 +563,26 @@ async fn tls_settings_that_cannot_work_are_refused_when_the_configuration_loads(
         run.stderr
     );
 }
+
+#[test]
+fn the_manager_refuses_tls_settings_that_cannot_work_when_its_configuration_loads() {
+    let dir = TestDir::new("tls-manager");
+    let config = dir.join("manager.toml");
+    crate::support::manager::ManagerToml::under(dir.path(), "lab", 1, "provider")
+        .database_key("sslmode", "\"verify-full\"")
+        .database_key("sslrootcert", "\"/nonexistent/root.crt\"")
+        .write(&config);
+    let out = Command::new(bin_path("slony-manager"))
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("manager: exit {:?}: {}", out.status.code(), err.trim());
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("database.sslrootcert")
+            && err.contains("sslrootcert /nonexistent/root.crt: cannot be read"),
+        "{err}"
+    );
+}
