@@ -128,6 +128,8 @@ impl DatabaseConfig {
             let key = match &e {
                 E::Mode(_) => "database.sslmode".to_string(),
                 E::HalfClientCert => "database.sslcert".to_string(),
+                // Only a url can hold one: the TOML keys are a closed set.
+                E::Unsupported(_) => "database.url".to_string(),
                 E::NoRootCert { .. } => "database.sslrootcert".to_string(),
                 E::File { key, .. } => format!("database.{key}"),
                 E::Connector(_) => "database".to_string(),
@@ -136,7 +138,7 @@ impl DatabaseConfig {
         };
         let (rest, tls) = crate::pg::tls::split(&conninfo).map_err(tls_invalid)?;
         // Files named and missing are reported now, not at the first connection.
-        tls.connector().map_err(tls_invalid)?;
+        tls.check().map_err(tls_invalid)?;
         if rest.parse::<tokio_postgres::Config>().is_err() {
             return Err(invalid(
                 path,
@@ -380,6 +382,95 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn tls_keys_go_into_the_conninfo_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("it's root.crt");
+        // Not loaded as a certificate here: verify-ca needs a real PEM, require does not.
+        std::fs::write(&root, "").unwrap();
+        let c = parse("user = \"u\"\ndbname = \"d\"\nsslmode = \"require\"\n").unwrap();
+        assert_eq!(
+            c.conninfo,
+            "host='localhost' port=5432 user='u' dbname='d' sslmode='require'"
+        );
+        let (rest, tls) = crate::pg::tls::split(&c.conninfo).unwrap();
+        assert_eq!(rest, "host='localhost' port=5432 user='u' dbname='d'");
+        assert_eq!(tls.mode, crate::pg::tls::SslMode::Require);
+        // A quote in the path survives the quoting into the conninfo and back.
+        let quoted = format!(
+            "user = \"u\"\ndbname = \"d\"\nsslmode = \"verify-ca\"\nsslrootcert = \"{}\"\n",
+            root.display()
+        );
+        match parse(&quoted) {
+            // The file is read, and refused for what it holds, naming the key.
+            Err(ConfigError::Invalid { key, reason, .. }) => {
+                assert_eq!(key, "database.sslrootcert");
+                assert!(reason.contains("not a PEM certificate file"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn tls_mistakes_name_their_key_and_what_to_do() {
+        for (text, key, says) in [
+            (
+                "user = \"u\"\ndbname = \"d\"\nsslmode = \"verify_full\"\n",
+                "database.sslmode",
+                "is not one of disable, allow, prefer, require, verify-ca, verify-full",
+            ),
+            (
+                "user = \"u\"\ndbname = \"d\"\nsslmode = \"verify-full\"\nsslrootcert = \"/nonexistent/root.crt\"\n",
+                "database.sslrootcert",
+                "sslrootcert /nonexistent/root.crt: cannot be read",
+            ),
+            (
+                "user = \"u\"\ndbname = \"d\"\nsslkey = \"/k\"\n",
+                "database.sslcert",
+                "set both",
+            ),
+            (
+                "url = \"postgres://u@db/d\"\nsslmode = \"require\"\n",
+                "database.url",
+                "give the TLS settings in its query",
+            ),
+            (
+                "url = \"postgres://u@db/d?sslmode=verify-ca&sslrootcert=%2Fnonexistent%2Fca.pem\"\n",
+                "database.sslrootcert",
+                "sslrootcert /nonexistent/ca.pem: cannot be read",
+            ),
+            (
+                "url = \"postgres://u@db/d?sslcrl=%2Fetc%2Fcrl.pem\"\n",
+                "database.url",
+                "sslcrl is not supported",
+            ),
+            (
+                "url = \"postgres://u@db/d?sslmode=verify-fool\"\n",
+                "database.sslmode",
+                "\"verify-fool\"",
+            ),
+        ] {
+            match parse(text) {
+                Err(ConfigError::Invalid { key: k, reason, .. }) => {
+                    assert_eq!(k, key, "{text}");
+                    assert!(reason.contains(says), "{text}: {reason}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_url_with_tls_parameters_loads_and_still_hides_its_password() {
+        let c =
+            parse("url = \"postgres://rx:S3cret@db/replica?sslmode=require&application_name=x\"\n")
+                .unwrap();
+        assert_eq!(
+            c.redacted(),
+            "postgres://rx:***@db/replica?sslmode=require&application_name=x"
+        );
     }
 
     /// The password tokio-postgres would send for `conninfo`.

@@ -17,11 +17,11 @@ pub enum ConnectError {
     #[error("the settings do not parse as a libpq connection string or URL")]
     Settings,
     /// The TLS settings cannot be used.
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] tls::TlsConfigError),
     /// The TLS handshake failed: what was wrong, and what to do.
-    #[error("{0}")]
-    Handshake(String),
+    #[error(transparent)]
+    Handshake(#[from] tls::HandshakeError),
     /// The server did not answer within the timeout.
     #[error("timed out")]
     TimedOut,
@@ -84,11 +84,11 @@ pub async fn connect(target: Target<'_>) -> Result<Client, ConnectError> {
     pg.connect_timeout(target.timeout);
     pg.application_name(target.application_name);
     pg.ssl_mode(settings.negotiation());
+    let connector = settings.connector()?;
     let failed = |e: tokio_postgres::Error| {
         let text = describe_error(&e);
-        match tls::explain(
-            settings.effective_mode(),
-            settings.root_cert.as_deref(),
+        match settings.handshake_error(
+            connector.as_ref().and_then(tls::Connector::take_rejection),
             &text,
         ) {
             Some(why) => ConnectError::Handshake(why),
@@ -96,7 +96,7 @@ pub async fn connect(target: Target<'_>) -> Result<Client, ConnectError> {
         }
     };
     let name = target.application_name.to_string();
-    let client = match settings.connector()? {
+    let client = match &connector {
         None => {
             let (client, connection) =
                 tokio::time::timeout(target.timeout, pg.connect(tokio_postgres::NoTls))
@@ -106,11 +106,12 @@ pub async fn connect(target: Target<'_>) -> Result<Client, ConnectError> {
             drive(connection, name);
             client
         }
-        Some(connector) => {
-            let (client, connection) = tokio::time::timeout(target.timeout, pg.connect(connector))
-                .await
-                .map_err(|_| ConnectError::TimedOut)?
-                .map_err(failed)?;
+        Some(tls) => {
+            let (client, connection) =
+                tokio::time::timeout(target.timeout, pg.connect(tls.make.clone()))
+                    .await
+                    .map_err(|_| ConnectError::TimedOut)?
+                    .map_err(failed)?;
             drive(connection, name);
             client
         }
