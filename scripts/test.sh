@@ -21,6 +21,8 @@ packages=(
     pkg-config
     libclang-dev
     openssl
+    libnet-ssh-perl
+    libstring-shellquote-perl
 )
 
 missing=()

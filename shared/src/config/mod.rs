@@ -4,6 +4,7 @@
 
 mod alert;
 mod database;
+pub mod shell;
 
 pub use alert::{alert_config, env_var, AlertConfig, RawAlert, TlsMode};
 pub(crate) use database::percent_decode;
