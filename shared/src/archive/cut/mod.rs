@@ -11,6 +11,9 @@
 //!   `start transaction`, the `archiveTracking_offline` call, the end marker, `commit;`,
 //!   the tracking `vacuum`. Every site gets every counter, also when none of its rows are
 //!   in it, and a non-SYNC archive (comment-only body) passes through whole.
+//! - **A `-- EOL` last line** ([`EOL_LINE`]) after it, unless the archive has one: the
+//!   original JSOC splitter ended its copies so, and the original client refuses a file
+//!   without it, so sites still running that client keep working.
 //! - **Slony-I 2.2 (`COPY ... sl_log_archive`)**: the COPY statement and `\.` always; a
 //!   data row only when its `log_tablenspname`/`log_tablerelname` (located by the
 //!   COPY column list, the 5th and 6th fields in what slon writes) name a table of the
@@ -359,6 +362,9 @@ struct Cutter<'a, W: Write> {
     committed: bool,
     /// Whether the end marker was read (after the tracking call).
     marker: bool,
+    /// Whether a `-- EOL` line was read (after the tracking call): the copy then needs
+    /// none of its own.
+    eol: bool,
     /// Which body the archive has, as far as read.
     body: BodyKind,
     /// Changes read (see [`CutSummary::changes`]).
@@ -366,6 +372,10 @@ struct Cutter<'a, W: Write> {
     /// Per site: the changes it got.
     kept: Vec<u64>,
 }
+
+/// The last line of every site copy: the original tools' client (`get_slony_logs.pl`)
+/// applies only a file holding it, so that a copy cut short in transfer is never applied.
+pub const EOL_LINE: &[u8] = b"-- EOL\n";
 
 /// A [`CutErrorKind::Malformed`] at `line`.
 fn malformed(line: u64, reason: impl Into<String>) -> CutErrorKind {
@@ -408,6 +418,7 @@ impl<'a, W: Write> Cutter<'a, W> {
             counter: None,
             committed: false,
             marker: false,
+            eol: false,
             body: BodyKind::Empty,
             changes: 0,
             kept: vec![0; n],
@@ -517,6 +528,14 @@ impl<'a, W: Write> Cutter<'a, W> {
             let rest = std::mem::take(&mut self.stmt);
             self.emit_all(&rest)?;
         }
+        if !self.eol {
+            for site in 0..self.sites.len() {
+                if !self.at_line_start[site] {
+                    self.emit(site, b"\n")?;
+                }
+                self.emit(site, EOL_LINE)?;
+            }
+        }
         Ok(())
     }
 
@@ -560,6 +579,7 @@ impl<'a, W: Write> Cutter<'a, W> {
     fn comment_line(&mut self, line: &[u8], text: &[u8]) -> Result<(), CutErrorKind> {
         if self.counter.is_some() && (text == b"End Of Archive Log" || text == b"EOL") {
             self.marker = true;
+            self.eol |= text == b"EOL";
         }
         self.skip_blank.iter_mut().for_each(|s| *s = false);
         self.emit_all(line)

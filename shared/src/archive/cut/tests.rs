@@ -65,10 +65,22 @@ fn cut_str(text: &str, sites: &[SiteFilter]) -> Result<(Vec<String>, CutSummary)
     let summary = cut_many(text.as_bytes(), &refs, &mut outs)?;
     Ok((
         outs.into_iter()
-            .map(|o| String::from_utf8(o).unwrap())
+            .map(|o| without_eol(text, String::from_utf8(o).unwrap()))
             .collect(),
         summary,
     ))
+}
+
+/// A copy without the `-- EOL` line the cut adds to an archive that has none (the
+/// expectations are written in the source's terms); asserts it is there.
+fn without_eol(source: &str, copy: String) -> String {
+    if source.lines().any(|l| l.trim() == "-- EOL") {
+        return copy;
+    }
+    match copy.strip_suffix("-- EOL\n") {
+        Some(body) => body.to_string(),
+        None => panic!("the copy does not end with `-- EOL`:\n{copy}"),
+    }
 }
 
 /// Runs a cut copy through the reader the receiver applies with.
@@ -138,7 +150,10 @@ fn one_site_cut_equals_the_many_site_cut() {
     let mut out = Vec::new();
     let s = cut(text.as_bytes(), &f, &mut out).unwrap();
     assert_eq!(s.kept, vec![1]);
-    assert_eq!(String::from_utf8(out).unwrap(), archive(&[R2], &[]));
+    assert_eq!(
+        without_eol(&text, String::from_utf8(out).unwrap()),
+        archive(&[R2], &[])
+    );
 }
 
 #[test]
@@ -669,4 +684,35 @@ mod real_archives {
         assert!(o.contains("setval('\"s1\".\"t1_id_seq\"', '3')"));
         assert!(!o.contains("\"t2\""));
     }
+}
+
+#[test]
+fn every_copy_ends_with_one_eol_line_the_original_client_looks_for() {
+    let text = archive(&[R1, R2], &[]);
+    let refs = [&site(&["s1.t1"]), &site(&[])];
+    let mut outs: Vec<Vec<u8>> = vec![Vec::new(); 2];
+    cut_many(text.as_bytes(), &refs, &mut outs).unwrap();
+    for out in &outs {
+        let copy = String::from_utf8(out.clone()).unwrap();
+        assert!(
+            copy.ends_with("vacuum analyze \"_lab\".sl_archive_tracking;\n-- EOL\n"),
+            "{copy}"
+        );
+        assert_eq!(copy.matches("-- EOL").count(), 1, "{copy}");
+        // The receiver applies it as any archive.
+        check_envelope(&copy, 35);
+    }
+    // A last line without its newline gets one before the marker.
+    let unterminated = text.trim_end_matches('\n').to_string() + "\n-- a trailing comment";
+    let mut out = Vec::new();
+    cut(unterminated.as_bytes(), &site(&["s1.t1"]), &mut out).unwrap();
+    let copy = String::from_utf8(out).unwrap();
+    assert!(copy.ends_with("-- a trailing comment\n-- EOL\n"), "{copy}");
+    check_envelope(&copy, 35);
+    // An archive that has the marker already (the original splitter's) keeps just it.
+    let marked = format!("{text}-- EOL\n");
+    let mut out = Vec::new();
+    cut(marked.as_bytes(), &site(&["s1.t1"]), &mut out).unwrap();
+    let copy = String::from_utf8(out).unwrap();
+    assert_eq!(copy.matches("-- EOL").count(), 1, "{copy}");
 }
