@@ -415,10 +415,7 @@ mod tests {
     use slony_shared::ident::QualifiedTable;
 
     fn b(from: u64, to: u64) -> BatchName {
-        BatchName {
-            from: Counter(from),
-            to: Counter(to),
-        }
+        BatchName::new(Counter(from), Counter(to))
     }
 
     fn env(batch: u64, days: u64) -> (tempfile::TempDir, ManagerConfig) {

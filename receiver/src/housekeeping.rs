@@ -676,10 +676,7 @@ mod tests {
     use super::*;
 
     fn b(from: u64, to: u64) -> BatchName {
-        BatchName {
-            from: Counter(from),
-            to: Counter(to),
-        }
+        BatchName::new(Counter(from), Counter(to))
     }
 
     fn ages(now: SystemTime, list: &[(u64, u64, u64)]) -> Vec<BatchAge> {

@@ -115,11 +115,7 @@ fn content(c: u64) -> String {
 }
 
 fn batch(from: u64, to: u64) -> String {
-    BatchName {
-        from: Counter(from),
-        to: Counter(to),
-    }
-    .to_string()
+    BatchName::new(Counter(from), Counter(to)).to_string()
 }
 
 fn files_in(dir: &Path) -> Vec<String> {

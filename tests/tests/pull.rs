@@ -34,7 +34,9 @@ async fn pulls_singles_and_batches_in_both_formats() {
         std::fs::remove_file(site.provider.join(f)).unwrap();
     }
     site.publish_batch(1, 50, Format::Copy22);
-    site.publish_batch(51, 100, Format::Statements);
+    // The second batch is named as the original archivelogs.pl named them.
+    let batch = site.publish_batch(51, 100, Format::Statements);
+    std::fs::rename(&batch, site.provider.join("slogs_51-100.tar.gz")).unwrap();
     workload::write_archives(&site.provider, CLUSTER, &site.stream, 101, 260, |c| {
         if c % 3 == 0 {
             Format::Statements

@@ -474,10 +474,7 @@ async fn truncated_batches_and_copies_are_refetched() {
         .collect();
     slony_shared::batch::write_batch(
         &site.provider,
-        BatchName {
-            from: Counter(11),
-            to: Counter(20),
-        },
+        BatchName::new(Counter(11), Counter(20)),
         &members,
     )
     .unwrap();

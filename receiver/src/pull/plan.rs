@@ -183,10 +183,7 @@ mod tests {
     }
 
     fn b(from: u64, to: u64) -> BatchName {
-        BatchName {
-            from: Counter(from),
-            to: Counter(to),
-        }
+        BatchName::new(Counter(from), Counter(to))
     }
 
     fn listing(archives: &[u64], batches: &[(u64, u64)]) -> Listing {

@@ -1,7 +1,10 @@
 //! Archive and batch file names, parsed into types.
 //!
 //! - `slony1_log_<node>_<counter, 20 digits>.sql`: one archive, written by the slon of `<node>`.
-//! - `slony_logs_<from>-<to>.tar.gz`: a batch holding archives `from..=to`.
+//! - `slony_logs_<from>-<to>.tar.gz`: a batch holding archives `from..=to` (what both
+//!   housekeepings write, as the original `manage_logs.pl` did).
+//! - `slogs_<from>-<to>.tar.gz`: the same, named as the original `archivelogs.pl` named
+//!   the batches of the provider's own archives; read, never written.
 //!
 //! Anything else in a directory listing (`.tmp` files still being written, our own `.part`
 //! downloads, stray files) is not an archive and is never applied.
@@ -25,6 +28,26 @@ pub struct BatchName {
     pub from: Counter,
     /// Last counter in the batch (inclusive).
     pub to: Counter,
+    /// Which of the two names it has.
+    pub style: BatchStyle,
+}
+
+/// The prefix of a batch's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BatchStyle {
+    /// `slony_logs_<from>-<to>.tar.gz`, the name batches are written with.
+    SlonyLogs,
+    /// `slogs_<from>-<to>.tar.gz`, the original `archivelogs.pl`'s name.
+    Slogs,
+}
+
+impl BatchStyle {
+    fn prefix(self) -> &'static str {
+        match self {
+            BatchStyle::SlonyLogs => BATCH_PREFIX,
+            BatchStyle::Slogs => SLOGS_PREFIX,
+        }
+    }
 }
 
 /// A file name that looked like an archive or batch but is not a valid one.
@@ -52,6 +75,7 @@ pub enum Entry {
 
 const ARCHIVE_PREFIX: &str = "slony1_log_";
 const BATCH_PREFIX: &str = "slony_logs_";
+const SLOGS_PREFIX: &str = "slogs_";
 
 /// Classifies a file name from a listing. Names that claim to be archives or batches
 /// but do not parse are errors: the provider directory holds something suspicious.
@@ -62,7 +86,7 @@ pub fn classify(name: &str) -> Result<Entry, BadArchiveName> {
     if name.starts_with(ARCHIVE_PREFIX) {
         return ArchiveName::parse(name).map(Entry::Archive);
     }
-    if name.starts_with(BATCH_PREFIX) {
+    if name.starts_with(BATCH_PREFIX) || name.starts_with(SLOGS_PREFIX) {
         return BatchName::parse(name).map(Entry::Batch);
     }
     Ok(Entry::Other)
@@ -120,15 +144,28 @@ impl fmt::Display for ArchiveName {
 }
 
 impl BatchName {
-    /// Parses `slony_logs_<from>-<to>.tar.gz`.
+    /// The batch of archives `from..=to`, named `slony_logs_<from>-<to>.tar.gz`.
+    pub fn new(from: Counter, to: Counter) -> Self {
+        BatchName {
+            from,
+            to,
+            style: BatchStyle::SlonyLogs,
+        }
+    }
+
+    /// Parses `slony_logs_<from>-<to>.tar.gz` or `slogs_<from>-<to>.tar.gz`.
     pub fn parse(name: &str) -> Result<Self, BadArchiveName> {
         let bad = |reason| BadArchiveName {
             name: name.to_string(),
             reason,
         };
-        let rest = name
-            .strip_prefix(BATCH_PREFIX)
-            .ok_or(bad("does not start with slony_logs_"))?;
+        let (style, rest) = if let Some(rest) = name.strip_prefix(BATCH_PREFIX) {
+            (BatchStyle::SlonyLogs, rest)
+        } else if let Some(rest) = name.strip_prefix(SLOGS_PREFIX) {
+            (BatchStyle::Slogs, rest)
+        } else {
+            return Err(bad("does not start with slony_logs_ or slogs_"));
+        };
         let rest = rest
             .strip_suffix(".tar.gz")
             .ok_or(bad("does not end with .tar.gz"))?;
@@ -143,7 +180,7 @@ impl BatchName {
         if from.0 == 0 || to < from {
             return Err(bad("the range must be 1 <= from <= to"));
         }
-        Ok(BatchName { from, to })
+        Ok(BatchName { from, to, style })
     }
 
     /// Whether the batch holds archive `c`.
@@ -154,7 +191,7 @@ impl BatchName {
 
 impl fmt::Display for BatchName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{BATCH_PREFIX}{}-{}.tar.gz", self.from, self.to)
+        write!(f, "{}{}-{}.tar.gz", self.style.prefix(), self.from, self.to)
     }
 }
 
@@ -195,6 +232,16 @@ mod tests {
         assert_eq!((b.from, b.to), (Counter(1), Counter(5000)));
         assert!(b.contains(Counter(5000)) && !b.contains(Counter(5001)));
         assert_eq!(b.to_string(), "slony_logs_1-5000.tar.gz");
+        assert_eq!(b, BatchName::new(Counter(1), Counter(5000)));
+        // The original archivelogs.pl's name keeps its name.
+        let s = BatchName::parse("slogs_17-42.tar.gz").unwrap();
+        assert_eq!(
+            (s.from, s.to, s.style),
+            (Counter(17), Counter(42), BatchStyle::Slogs)
+        );
+        assert_eq!(s.to_string(), "slogs_17-42.tar.gz");
+        assert_eq!(classify("slogs_17-42.tar.gz"), Ok(Entry::Batch(s)));
+        assert!(classify("slogs_17.tar.gz").is_err());
         for bad in [
             "slony_logs_5-1.tar.gz",
             "slony_logs_0-1.tar.gz",

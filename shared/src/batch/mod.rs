@@ -1035,10 +1035,7 @@ mod tests {
     }
 
     fn bname(from: u64, to: u64) -> BatchName {
-        BatchName {
-            from: Counter(from),
-            to: Counter(to),
-        }
+        BatchName::new(Counter(from), Counter(to))
     }
 
     fn content(counter: u64) -> Vec<u8> {

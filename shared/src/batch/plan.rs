@@ -80,10 +80,7 @@ pub struct PackPlan {
 /// The aligned batch range `k*n+1 ..= (k+1)*n` holding counter `c` (which is at least 1).
 pub fn aligned_range(c: Counter, n: u64) -> BatchName {
     let from = (c.0.saturating_sub(1) / n) * n + 1;
-    BatchName {
-        from: Counter(from),
-        to: Counter(from.saturating_add(n - 1)),
-    }
+    BatchName::new(Counter(from), Counter(from.saturating_add(n - 1)))
 }
 
 /// Number of counters in a batch range.
@@ -129,10 +126,7 @@ fn coverage(window: BatchName, existing: &[BatchName]) -> Coverage {
     if cur <= window.to {
         Coverage::Start {
             first,
-            rest: BatchName {
-                from: cur,
-                to: window.to,
-            },
+            rest: BatchName::new(cur, window.to),
         }
     } else {
         Coverage::Whole
@@ -213,10 +207,7 @@ pub fn plan_packing(
         .map(|c| aligned_range(*c, rules.batch_size))
         .collect();
     for r in ranges {
-        let window = BatchName {
-            from: floor(rules.first_batch, loose, &sorted, r),
-            to: r.to,
-        };
+        let window = BatchName::new(floor(rules.first_batch, loose, &sorted, r), r.to);
         let free = match (coverage(window, &sorted), rules.partly_covered) {
             (Coverage::Free, _) => window,
             (Coverage::Start { rest, .. }, PartlyCovered::PackTheRest) => rest,
@@ -242,10 +233,7 @@ mod tests {
     use super::*;
 
     fn b(from: u64, to: u64) -> BatchName {
-        BatchName {
-            from: Counter(from),
-            to: Counter(to),
-        }
+        BatchName::new(Counter(from), Counter(to))
     }
 
     fn set(range: impl IntoIterator<Item = u64>) -> BTreeSet<Counter> {

@@ -222,10 +222,7 @@ impl Site {
             .into_iter()
             .map(|p| (archive_name_of(&p), p))
             .collect();
-        let batch = BatchName {
-            from: Counter(from),
-            to: Counter(to),
-        };
+        let batch = BatchName::new(Counter(from), Counter(to));
         slony_shared::batch::write_batch(&self.provider, batch, &members).unwrap();
         self.provider.join(batch.to_string())
     }
