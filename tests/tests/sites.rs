@@ -10,7 +10,8 @@ use crate::support::receiver::database_toml;
 use crate::support::smtp::SmtpSink;
 use crate::support::ssh::SshServer;
 use crate::support::{
-    bin_path, is_root, sites_toml, slony_set_sql, tail, user_by_name, wait_until, OsUser, TestDir,
+    account, as_user, bin_path, is_root, run_as_root, sites_toml, slony_set_sql, tail, wait_until,
+    OsUser, TestDir,
 };
 use slony_shared::trigger::{Binding, Digest, Nonce, Outcome, SqlDone};
 use std::io::Write;
@@ -36,45 +37,6 @@ CREATE SCHEMA "_lab";
 CREATE TABLE "_lab".sl_archive_counter (ac_num bigint, ac_timestamp timestamptz);
 INSERT INTO "_lab".sl_archive_counter VALUES (42, '2026-11-21 10:00:42+00');
 "#;
-
-/// Runs a command as root and checks it succeeded.
-fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The account `name`, created if missing (own group, no home), with a usable password
-/// field: sshd without PAM refuses a locked account.
-fn account(name: &str) -> OsUser {
-    if user_by_name(name).is_none() {
-        let _ = Command::new("useradd")
-            .args([
-                "--user-group",
-                "--no-create-home",
-                "--home-dir",
-                "/nonexistent",
-            ])
-            .args(["--shell", "/bin/sh", name])
-            .output();
-    }
-    run("usermod", &["-p", "*", name]);
-    user_by_name(name).unwrap_or_else(|| panic!("useradd {name} failed"))
-}
-
-/// A command run as `user`, with its groups (`setpriv --init-groups`).
-fn as_user(user: &str, program: &Path) -> Command {
-    let mut c = Command::new("setpriv");
-    c.args(["--reuid", user, "--regid", user, "--init-groups", "--"])
-        .arg(program);
-    c
-}
 
 /// Writes `bytes` to `path` as if `owner` had (temporary name, owner set, rename), in
 /// the owner's group.
@@ -123,7 +85,7 @@ impl World {
         let mgr = account(MGR);
         let sites = ACCOUNTS.map(account);
         // The manager reads what each site writes through the site's group.
-        run("usermod", &["-aG", &ACCOUNTS.join(","), MGR]);
+        run_as_root("usermod", &["-aG", &ACCOUNTS.join(","), MGR]);
         let dir = TestDir::new("sites");
         let provider = dir.mkdir("provider");
         let triggers = dir.mkdir("provider/triggers");
@@ -377,7 +339,7 @@ async fn sites_act_only_for_themselves_and_answers_are_authentic() {
     // Kept for the replays below (owner and content preserved).
     let kept = w.dir.join("kept");
     std::fs::create_dir(&kept).unwrap();
-    run(
+    run_as_root(
         "cp",
         &[
             "-p",
@@ -385,7 +347,7 @@ async fn sites_act_only_for_themselves_and_answers_are_authentic() {
             kept.join("sqldone").to_str().unwrap(),
         ],
     );
-    run(
+    run_as_root(
         "cp",
         &[
             "-p",

@@ -32,6 +32,7 @@ All waits in here are bounded by a deadline, and all servers listen on
 
 #![allow(dead_code)]
 
+pub mod legacy;
 pub mod manager;
 pub mod pg;
 pub mod receiver;
@@ -44,6 +45,7 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// How often [`wait_until`] and [`wait_until_async`] re-check their condition.
@@ -410,4 +412,46 @@ pub fn sites_toml(sites: &[(&str, &str)]) -> String {
         .iter()
         .map(|(node, account)| format!("sites.\"{node}\".account = \"{account}\"\n"))
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// OS accounts (root only): a provider and sites under accounts of their own.
+
+/// Runs a command as root and checks it succeeded.
+pub fn run_as_root(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The account `name`, created if missing (own group, no home), with a usable password
+/// field: sshd without PAM refuses a locked account.
+pub fn account(name: &str) -> OsUser {
+    if user_by_name(name).is_none() {
+        let _ = Command::new("useradd")
+            .args([
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+            ])
+            .args(["--shell", "/bin/sh", name])
+            .output();
+    }
+    run_as_root("usermod", &["-p", "*", name]);
+    user_by_name(name).unwrap_or_else(|| panic!("useradd {name} failed"))
+}
+
+/// A command run as `user`, with its groups (`setpriv --init-groups`).
+pub fn as_user(user: &str, program: &Path) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid", user, "--regid", user, "--init-groups", "--"])
+        .arg(program);
+    c
 }
