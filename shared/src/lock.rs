@@ -4,6 +4,7 @@
 //! not on its existence. The holder writes its pid into the file for `status`.
 
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -47,11 +48,14 @@ impl RunLock {
             path: path.to_path_buf(),
             source,
         };
+        // Never through a link: the original client's lock lives in /tmp, where anyone may
+        // plant one pointing at a file of ours.
         let mut file = crate::private::options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(io_err)?;
         crate::private::restrict(&file);
@@ -134,6 +138,18 @@ fn libc_minor(dev: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_planted_in_place_of_the_lock_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "keep me").unwrap();
+        let lock = dir.path().join("jsoc.lock");
+        std::os::unix::fs::symlink(&target, &lock).unwrap();
+        let e = RunLock::try_acquire(&lock).unwrap_err();
+        assert!(matches!(e, LockError::Io { .. }), "{e}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+    }
 
     #[test]
     fn asking_who_holds_the_lock_never_takes_it() {
