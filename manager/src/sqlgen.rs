@@ -51,8 +51,9 @@ use anyhow::{bail, Context};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use futures_util::StreamExt;
+use slony_shared::config::DatabaseConfig;
 use slony_shared::counter::Counter;
-use slony_shared::ident::{quote_ident, quote_literal, NodeName, QualifiedTable};
+use slony_shared::ident::{quote_ident, quote_literal, ClusterName, NodeName, QualifiedTable};
 use slony_shared::pg;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -430,7 +431,13 @@ fn write_chunks(file: File, mut chunks: mpsc::Receiver<Chunk>) -> anyhow::Result
 
 /// Connects to the provider database.
 pub async fn connect(cfg: &ManagerConfig) -> anyhow::Result<Client> {
-    pg::connect(pg::Target::of(&cfg.database, "slony-manager"))
+    connect_to(&cfg.database).await
+}
+
+/// Connects to the provider database `database` (before a configuration exists: the
+/// import of the original tools' set-up).
+pub async fn connect_to(database: &DatabaseConfig) -> anyhow::Result<Client> {
+    pg::connect(pg::Target::of(database, "slony-manager"))
         .await
         .context("cannot connect to the provider database")
 }
@@ -517,7 +524,7 @@ async fn look_up(cfg: &ManagerConfig, client: &Client, plan: &Plan) -> anyhow::R
     // missing and set at the snapshot, like the kept tables' sequences.
     let mut listed: Vec<(&QualifiedTable, Vec<Sequence>)> = Vec::new();
     for t in &plan.added {
-        if let Some(q) = listed_sequence(cfg, client, t).await? {
+        if let Some(q) = listed_sequence(&cfg.cluster, client, t).await? {
             listed.push((t, vec![q]));
             continue;
         }
@@ -529,14 +536,10 @@ async fn look_up(cfg: &ManagerConfig, client: &Client, plan: &Plan) -> anyhow::R
     // The kept tables' sequences are read again at every change: sets change.
     let mut kept: Vec<(&QualifiedTable, Vec<Sequence>)> = Vec::new();
     for t in plan.tables.iter().filter(|t| !plan.added.contains(t)) {
-        match listed_sequence(cfg, client, t).await {
-            Ok(Some(q)) => kept.push((t, vec![q])),
-            Ok(None) => kept.push((t, kept_table_sequences(cfg, client, t, &mut notes).await?)),
-            Err(e) => {
-                notes.push(format!("{e:#}: its value is no longer replicated"));
-                kept.push((t, Vec::new()));
-            }
-        }
+        kept.push((
+            t,
+            kept_sequences_of(&cfg.cluster, client, t, &mut notes).await?,
+        ));
     }
     kept.extend(listed);
     let sequences = sequence_list(plan.tables.iter().flat_map(|t| {
@@ -561,6 +564,49 @@ async fn look_up(cfg: &ManagerConfig, client: &Client, plan: &Plan) -> anyhow::R
         sequences,
         notes,
     })
+}
+
+/// The replicated sequences of an entry the site keeps in its list: the entry itself when
+/// it is one of the cluster's set sequences, else those of the table (see
+/// [`table_sequences`]). A sequence that left every set has none, and a note says so.
+async fn kept_sequences_of(
+    cluster: &ClusterName,
+    client: &Client,
+    t: &QualifiedTable,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<Sequence>> {
+    match listed_sequence(cluster, client, t).await {
+        Ok(Some(q)) => Ok(vec![q]),
+        Ok(None) => kept_table_sequences(cluster, client, t, notes).await,
+        Err(e) => {
+            notes.push(format!("{e:#}: its value is no longer replicated"));
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// The sequence list of a site whose list is `tables`, decided as a change of its
+/// subscription decides the list of the tables it keeps: what the cutter then sends
+/// sequence changes for. Read on `client` as it is (the caller picks the transaction).
+///
+/// # Returns
+///
+/// The list, and notes for the operator (a table gone from the provider, say).
+///
+/// # Errors
+///
+/// The provider is not a Slony node of `cluster`, or a database error.
+pub async fn site_sequences(
+    cluster: &ClusterName,
+    client: &Client,
+    tables: &[QualifiedTable],
+) -> anyhow::Result<(Vec<QualifiedTable>, Vec<String>)> {
+    let mut notes = Vec::new();
+    let mut per_table = Vec::new();
+    for t in tables {
+        per_table.push(kept_sequences_of(cluster, client, t, &mut notes).await?);
+    }
+    Ok((sequence_list(per_table.iter().flatten()), notes))
 }
 
 /// Writes the SQL into `part` (gzip, fsynced): header, drops, kept sequences, then each
@@ -700,34 +746,46 @@ async fn in_a_slony_set(
     client: &Client,
     t: &QualifiedTable,
 ) -> anyhow::Result<()> {
-    let sql = format!(
-        "SELECT EXISTS (SELECT 1 FROM {}.sl_table st \
-           JOIN pg_catalog.pg_class c ON c.oid = st.tab_reloid \
-           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-          WHERE n.nspname = $1 AND c.relname = $2)",
-        cfg.cluster.schema()
-    );
-    let replicated: bool = match client.query_one(sql.as_str(), &[&t.schema, &t.table]).await {
-        Ok(row) => row.get(0),
-        Err(e)
-            if matches!(e.code(), Some(c) if *c == SqlState::UNDEFINED_TABLE
-                || *c == SqlState::INVALID_SCHEMA_NAME) =>
-        {
-            bail!(
-                "the provider database has no {}.sl_table: it is not a Slony node of cluster {}",
-                cfg.cluster.schema(),
-                cfg.cluster
-            )
-        }
-        Err(e) => return Err(e).pg("looking up the Slony sets"),
-    };
-    if !replicated {
+    if !is_in_a_slony_set(&cfg.cluster, client, t).await? {
         bail!(
             "{t} is not a table of any Slony set of cluster {}: only what the cluster replicates is served",
             cfg.cluster
         );
     }
     Ok(())
+}
+
+/// Whether `t` is a table of one of the cluster's Slony sets (`"_<cluster>".sl_table`).
+///
+/// # Errors
+///
+/// The provider has no `"_<cluster>".sl_table` (it is not a Slony node of the cluster),
+/// or a database error.
+pub async fn is_in_a_slony_set(
+    cluster: &ClusterName,
+    client: &Client,
+    t: &QualifiedTable,
+) -> anyhow::Result<bool> {
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM {}.sl_table st \
+           JOIN pg_catalog.pg_class c ON c.oid = st.tab_reloid \
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+          WHERE n.nspname = $1 AND c.relname = $2)",
+        cluster.schema()
+    );
+    match client.query_one(sql.as_str(), &[&t.schema, &t.table]).await {
+        Ok(row) => Ok(row.get(0)),
+        Err(e)
+            if matches!(e.code(), Some(c) if *c == SqlState::UNDEFINED_TABLE
+                || *c == SqlState::INVALID_SCHEMA_NAME) =>
+        {
+            bail!(
+                "the provider database has no {}.sl_table: it is not a Slony node of cluster {cluster}",
+                cluster.schema(),
+            )
+        }
+        Err(e) => Err(e).pg("looking up the Slony sets"),
+    }
 }
 
 /// The sequences of table `t` (`oid`): those its column defaults use and those its
@@ -741,7 +799,7 @@ async fn in_a_slony_set(
 ///
 /// The provider has no `"_<cluster>".sl_sequence`, or a database error.
 async fn table_sequences(
-    cfg: &ManagerConfig,
+    cluster: &ClusterName,
     client: &Client,
     t: &QualifiedTable,
     oid: u32,
@@ -776,7 +834,7 @@ async fn table_sequences(
           WHERE s.relkind = 'S' \
             AND (s.oid IN (SELECT seq FROM used) OR s.oid IN (SELECT seq FROM owned)) \
           ORDER BY 1, 2",
-        cfg.cluster.schema()
+        cluster.schema()
     );
     let rows = match client.query(sql.as_str(), &[&oid]).await {
         Ok(rows) => rows,
@@ -786,15 +844,15 @@ async fn table_sequences(
         {
             bail!(
                 "the provider database has no {}.sl_sequence: it is not a Slony node of cluster {}",
-                cfg.cluster.schema(),
-                cfg.cluster
+                cluster.schema(),
+                cluster
             )
         }
         Err(e) => return Err(e).pg(&format!("reading the sequences of {t}")),
     };
     let mut sequences = Vec::new();
     for r in &rows {
-        if let Some(q) = sequence_of(cfg, client, t, r, notes.as_deref_mut()).await? {
+        if let Some(q) = sequence_of(cluster, client, t, r, notes.as_deref_mut()).await? {
             sequences.push(q);
         }
     }
@@ -804,7 +862,7 @@ async fn table_sequences(
 /// One row of [`table_sequences`]'s query as a [`Sequence`], with its current value when
 /// it is replicated; `None` for one only owned and in no set (nothing needs it).
 async fn sequence_of(
-    cfg: &ManagerConfig,
+    cluster: &ClusterName,
     client: &Client,
     t: &QualifiedTable,
     r: &tokio_postgres::Row,
@@ -833,7 +891,7 @@ async fn sequence_of(
                     "sequence {schema}.{name}, used by a default of {t}, is in no Slony \
                      set of cluster {}: created on the subscriber, its value is not \
                      replicated",
-                    cfg.cluster
+                    cluster
                 ));
             }
         }
@@ -894,7 +952,7 @@ async fn is_sequence(client: &Client, t: &QualifiedTable) -> anyhow::Result<bool
 ///
 /// A sequence outside every Slony set of the cluster, or a database error.
 async fn listed_sequence(
-    cfg: &ManagerConfig,
+    cluster: &ClusterName,
     client: &Client,
     t: &QualifiedTable,
 ) -> anyhow::Result<Option<Sequence>> {
@@ -905,7 +963,7 @@ async fn listed_sequence(
            JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace \
            JOIN pg_catalog.pg_sequence q ON q.seqrelid = s.oid \
           WHERE s.relkind = 'S' AND sn.nspname = $1 AND s.relname = $2",
-        cfg.cluster.schema()
+        cluster.schema()
     );
     let rows = client
         .query(sql.as_str(), &[&t.schema, &t.table])
@@ -918,7 +976,7 @@ async fn listed_sequence(
     if !in_set {
         bail!(
             "{t} is a sequence in no Slony set of cluster {}: only what the cluster replicates is served",
-            cfg.cluster
+            cluster
         );
     }
     let v = client
@@ -943,7 +1001,7 @@ async fn listed_sequence(
 /// The replicated sequences of a table the site keeps (see [`table_sequences`]). A
 /// table gone from the provider has none, and a note says so.
 async fn kept_table_sequences(
-    cfg: &ManagerConfig,
+    cluster: &ClusterName,
     client: &Client,
     t: &QualifiedTable,
     notes: &mut Vec<String>,
@@ -963,7 +1021,7 @@ async fn kept_table_sequences(
         ));
         return Ok(Vec::new());
     };
-    let mut sequences = table_sequences(cfg, client, t, row.get(0), None).await?;
+    let mut sequences = table_sequences(cluster, client, t, row.get(0), None).await?;
     sequences.retain(|q| q.value.is_some());
     Ok(sequences)
 }
@@ -977,7 +1035,7 @@ async fn describe(
     let (oid, partitioned) = look_up_table(client, t).await?;
     let mut notes = Vec::new();
     let columns = read_columns(client, t, oid, &mut notes).await?;
-    let sequences = table_sequences(cfg, client, t, oid, Some(&mut notes)).await?;
+    let sequences = table_sequences(&cfg.cluster, client, t, oid, Some(&mut notes)).await?;
     let constraints = read_constraints(client, t, oid, &mut notes).await?;
     let indexes = read_indexes(client, oid).await?;
     Ok(TableInfo {
