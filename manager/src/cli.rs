@@ -117,6 +117,34 @@ pub enum Command {
         #[arg(long, value_name = "N", default_value_t = 1000)]
         max_lag_archives: u64,
     },
+    /// Take over a provider the original tools ran: read their repserver.cfg, parser
+    /// configuration and site lists, print the plan, and (without --dry-run, once every
+    /// inconsistency is acknowledged) write the manager's state and configuration.
+    ImportLegacy {
+        /// The original tools' repserver.cfg (read, never run).
+        #[arg(long, value_name = "FILE")]
+        legacy_config: PathBuf,
+        /// The manager's state directory to fill (its subscribers_dir): absent or
+        /// holding no site.
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+        /// The manager configuration to write (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        write_config: PathBuf,
+        /// Print the plan and every inconsistency; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// A site's Unix account (default: the node's name); once per site.
+        #[arg(long = "account", value_name = "NODE=USER")]
+        accounts: Vec<String>,
+        /// Accept the inconsistency with this id (as the plan names it); once per item.
+        #[arg(long = "acknowledge", value_name = "ID")]
+        acknowledged: Vec<String>,
+        /// The environment variable holding the provider database's password (also
+        /// written into the configuration as database.password_env).
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+    },
     /// Show the sites, their tables and the requests in progress.
     Status {
         /// The TOML configuration.
@@ -153,11 +181,25 @@ mod tests {
             Artefact::CompleteFish,
         ] {
             let script = generated(what);
-            for name in ["run", "cut", "housekeeping", "cancel", "status"] {
+            for name in [
+                "run",
+                "cut",
+                "housekeeping",
+                "cancel",
+                "status",
+                "import-legacy",
+            ] {
                 assert!(script.contains(name), "{what:?} lacks {name}");
             }
         }
-        for name in ["run", "cut", "housekeeping", "cancel", "status"] {
+        for name in [
+            "run",
+            "cut",
+            "housekeeping",
+            "cancel",
+            "status",
+            "import-legacy",
+        ] {
             let entry = format!(".SS \"slony-manager {name}\"");
             assert!(page.contains(&entry), "the man page lacks {entry}");
         }

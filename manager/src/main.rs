@@ -20,6 +20,7 @@
 //! - [`cancel`]: the `cancel` command: withdraw a request whose site went away.
 //! - [`status`]: the `status` command.
 //! - [`check`]: the `check` command: one verdict per check of the provider.
+//! - [`import`]: the `import-legacy` command: a provider of the original tools taken over.
 //! - [`rejected`]: refused files, moved aside.
 //! - [`fsutil`]: atomic writes and idempotent removals.
 
@@ -34,6 +35,7 @@ mod daemon;
 mod exchange;
 mod fsutil;
 mod housekeeping;
+mod import;
 mod registry;
 mod rejected;
 mod request;
@@ -120,6 +122,23 @@ fn run(command: Command) -> anyhow::Result<u8> {
             };
             check::run(ManagerConfig::load(&config).map_err(Into::into), &opts)
         }
+        Command::ImportLegacy {
+            legacy_config,
+            state_dir,
+            write_config,
+            dry_run,
+            accounts,
+            acknowledged,
+            password_env,
+        } => import::run(&import::Options {
+            legacy_config,
+            state_dir,
+            write_config,
+            dry_run,
+            accounts,
+            acknowledged,
+            password_env,
+        }),
         Command::Status { config, json } => {
             let cfg = ManagerConfig::load(&config)?;
             status::run(&cfg, json)
