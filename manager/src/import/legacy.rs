@@ -365,7 +365,7 @@ pub fn parse_parser_config(
                 ),
             ));
         };
-        let dir_name = entry_of(subscribers_dir, dir).map_err(|m| {
+        let dir_name = entry_of(subscribers_dir, "subscribers_dir", dir).map_err(|m| {
             bad(
                 n,
                 format!(
@@ -374,7 +374,7 @@ pub fn parse_parser_config(
                 ),
             )
         })?;
-        let lst_name = entry_of(tables_dir, lst).map_err(|m| {
+        let lst_name = entry_of(tables_dir, "tables_dir", lst).map_err(|m| {
             bad(
                 n,
                 format!(
@@ -414,8 +414,9 @@ pub fn parse_parser_config(
     Ok(out)
 }
 
-/// The name of the one entry of `base` that `path` names (`base/<name>`), or why not.
-fn entry_of(base: &Path, path: &str) -> Result<String, String> {
+/// The name of the one entry of `base` (the directory of key `key`) that `path` names
+/// (`base/<name>`), or why not.
+fn entry_of(base: &Path, key: &str, path: &str) -> Result<String, String> {
     let p = Path::new(path);
     if !p.is_absolute() {
         return Err("is not an absolute path".into());
@@ -430,7 +431,7 @@ fn entry_of(base: &Path, path: &str) -> Result<String, String> {
             .to_str()
             .map(str::to_string)
             .ok_or_else(|| "is not UTF-8".into()),
-        _ => Err("is not directly inside it".into()),
+        _ => Err(format!("is not directly inside {key}")),
     }
 }
 
@@ -579,6 +580,23 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_list_is_a_file_of_its_own() {
+        let root = tempfile::tempdir().unwrap();
+        let real = root.path().join("alpha.lst");
+        std::fs::write(&real, "s1.t1\n").unwrap();
+        assert_eq!(read_lst(&real).unwrap(), vec![t("s1.t1")]);
+        let link = root.path().join("beta.lst");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let e = read_lst(&link).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        let e = read_lst(root.path()).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        std::fs::write(&real, vec![b'a'; (MAX_LST_BYTES + 1) as usize]).unwrap();
+        let e = read_lst(&real).unwrap_err().to_string();
+        assert!(e.contains("more than a list"), "{e}");
+    }
+
     fn parser(text: &str) -> Result<Vec<ParserLine>, String> {
         parse_parser_config(
             Path::new("/etc/slon_parser.cfg"),
@@ -612,11 +630,20 @@ mod tests {
     #[test]
     fn parser_lines_pointing_anywhere_else_are_refused() {
         for (text, needle) in [
-            ("/etc /srv/etc/etc.lst\n", "not directly inside"),
+            (
+                "/etc /srv/etc/etc.lst\n",
+                "not directly inside subscribers_dir",
+            ),
             ("/srv/site_logs/../x /srv/etc/x.lst\n", "`..`"),
-            ("/srv/site_logs/a/b /srv/etc/b.lst\n", "not directly inside"),
+            (
+                "/srv/site_logs/a/b /srv/etc/b.lst\n",
+                "not directly inside subscribers_dir",
+            ),
             ("site_logs/a /srv/etc/a.lst\n", "not an absolute path"),
-            ("/srv/site_logs/a /etc/passwd\n", "not directly inside"),
+            (
+                "/srv/site_logs/a /etc/passwd\n",
+                "not directly inside tables_dir",
+            ),
             ("/srv/site_logs/a /srv/etc/../a.lst\n", "`..`"),
             (
                 "/srv/site_logs/a /srv/etc/b.lst\n",
@@ -632,7 +659,7 @@ mod tests {
             ),
             (
                 "/srv/site_logs /srv/etc/site_logs.lst\n",
-                "not directly inside",
+                "not directly inside subscribers_dir",
             ),
         ] {
             let e = parser(text).expect_err(text);

@@ -210,10 +210,11 @@ async fn ask_provider(
     let database = DatabaseConfig::from_raw(&legacy.path, raw, "provider")?;
     let client = crate::sqlgen::connect_to(&database).await?;
     client
-        .batch_execute(
-            "SELECT pg_catalog.set_config('search_path', '', false); \
-             BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-        )
+        .batch_execute("SELECT pg_catalog.set_config('search_path', '', false)")
+        .await
+        .map_err(slony_shared::pg::doing("setting the search_path"))?;
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
         .map_err(slony_shared::pg::doing("starting a read-only snapshot"))?;
     let result = async {

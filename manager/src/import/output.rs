@@ -35,13 +35,13 @@ fn quote_path(p: &Path) -> anyhow::Result<String> {
 /// A path that is not UTF-8.
 pub fn render_config(f: &Facts, shared: bool) -> anyhow::Result<String> {
     let l = &f.legacy;
-    let from = |key: &str| format!("{key} of {}, line {}", l.path.display(), l.line_of(key));
+    let from = |key: &str| format!("{key}, line {}", l.line_of(key));
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "# slony-manager configuration, imported from the original tools' set-up\n\
-         # {} by `slony-manager import-legacy`.\n\
-         # Every key is described in etc/manager.toml.example.\n",
+        "# slony-manager configuration, imported by `slony-manager import-legacy` from\n\
+         # the original tools' {} (\"From KEY, line N\" below: the\n\
+         # line of that file). Every key is described in etc/manager.toml.example.\n",
         l.path.display()
     );
     let _ = writeln!(
@@ -52,7 +52,7 @@ pub fn render_config(f: &Facts, shared: bool) -> anyhow::Result<String> {
     );
     let _ = writeln!(
         s,
-        "# From {}: `run` makes one exchange directory per site in it,\n\
+        "# From {}. `run` makes one exchange directory per site in it,\n\
          # <trigger_dir>/<node>/; the original shared layout's files directly in it are\n\
          # moved into <trigger_dir>/rejected/.\ntrigger_dir = {}\n",
         from("triggerdir"),
@@ -74,8 +74,8 @@ pub fn render_config(f: &Facts, shared: bool) -> anyhow::Result<String> {
     );
     let _ = writeln!(
         s,
-        "# From {}: where slon -a writes the archives; `run` cuts them\n\
-         # for each site from its cut_counter on.\narchive_dir = {}\n",
+        "# From {}: where slon -a writes the archives; `run` cuts\n\
+         # them for each site from its cut_counter on.\narchive_dir = {}\n",
         from("kPSLlogsSourceDir"),
         quote_path(&l.archive_dir)?
     );
@@ -126,7 +126,7 @@ pub fn render_config(f: &Facts, shared: bool) -> anyhow::Result<String> {
     for site in &f.sites {
         let _ = writeln!(
             s,
-            "\n# From {} line {} ({}).\n[sites.{}]",
+            "\n# From {}, line {}; its tables were in\n# {}.\n[sites.{}]",
             l.parser_config.display(),
             site.line,
             site.lst.display(),
@@ -325,7 +325,11 @@ mod tests {
         let node = slony_shared::ident::NodeName::new("alpha").unwrap();
         assert_eq!(cfg.registry.get(&node).unwrap().account.name, own.name);
         assert!(
-            text.contains("# From CLUSTERNAME of /srv/etc/repserver.cfg, line 1."),
+            text.contains("# From CLUSTERNAME, line 1.\ncluster = \"jsoc\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("original tools' /srv/etc/repserver.cfg"),
             "{text}"
         );
         assert!(text.contains("# From --account.\naccount = "), "{text}");
