@@ -120,7 +120,12 @@ impl Legacy {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/legacy/provider");
         copy_fixture(&fixture, &dir.join("provider"), dir.path(), pg.port());
         dir.mkdir("provider/triggers");
-        dir.mkdir("provider/slon_logs");
+        // slon's directory: what the parser cut, renamed as it renamed it.
+        let slon_logs = dir.mkdir("provider/slon_logs");
+        for c in 1..=8 {
+            let name = format!("{}.parsed", workload::archive_name(c));
+            std::fs::write(slon_logs.join(name), archive(c)).unwrap();
+        }
         let site_logs = dir.mkdir("provider/site_logs");
         // alpha: a batch and the loose archives after it; beta: the same with 7
         // missing; gamma: loose archives only. The parser last wrote counter 8.
@@ -255,8 +260,10 @@ async fn the_plan_its_inconsistencies_the_import_and_the_written_config() {
     for needle in [
         "cluster          jsoc  (CLUSTERNAME, line 16)",
         "Sites (3, from ",
-        "Inconsistencies (2;",
+        "none waiting; 8 renamed .sql.parsed (newest 8)",
+        "Inconsistencies (3;",
         "  gap/beta\n",
+        "  parsed-files\n",
         "  not-in-set/gamma/s1.secret\n",
         "allow_shared_account = true",
         "Keys of ",
@@ -270,14 +277,14 @@ async fn the_plan_its_inconsistencies_the_import_and_the_written_config() {
     // Not acknowledged: refused, each named.
     let (code, _, err) = l.import(&[]);
     assert_ne!(code, 0);
-    assert!(err.contains("2 inconsistencies not acknowledged"), "{err}");
+    assert!(err.contains("3 inconsistencies not acknowledged"), "{err}");
     assert!(err.contains("gap/beta: site beta"), "{err}");
     assert!(
         err.contains("not-in-set/gamma/s1.secret: site gamma"),
         "{err}"
     );
     l.assert_nothing_written("no acknowledgement");
-    let (code, _, err) = l.import(&["--acknowledge", "gap/beta"]);
+    let (code, _, err) = l.import(&["--acknowledge", "gap/beta", "--acknowledge", "parsed-files"]);
     assert_ne!(code, 0);
     assert!(err.contains("1 inconsistency not acknowledged"), "{err}");
     assert!(err.contains("not-in-set/gamma/s1.secret"), "{err}");
@@ -288,6 +295,8 @@ async fn the_plan_its_inconsistencies_the_import_and_the_written_config() {
         "gap/beta",
         "--acknowledge",
         "not-in-set/gamma/s1.secret",
+        "--acknowledge",
+        "parsed-files",
         "--acknowledge",
         "gap/alpha",
     ]);
@@ -303,6 +312,8 @@ async fn the_plan_its_inconsistencies_the_import_and_the_written_config() {
         "gap/beta",
         "--acknowledge",
         "not-in-set/gamma/s1.secret",
+        "--acknowledge",
+        "parsed-files",
     ]);
     assert_eq!(code, 0, "{err}\n{out}");
     assert!(out.contains("Imported 3 site(s)"), "{out}");
@@ -388,6 +399,8 @@ async fn the_plan_its_inconsistencies_the_import_and_the_written_config() {
         "gap/beta",
         "--acknowledge",
         "not-in-set/gamma/s1.secret",
+        "--acknowledge",
+        "parsed-files",
     ]);
     assert_ne!(code, 0);
     assert!(err.contains("never overwrites"), "{err}");

@@ -182,6 +182,7 @@ async fn gather(opts: &Options) -> anyhow::Result<Facts> {
     ask_provider(&legacy, password_env.clone(), &mut sites).await?;
     Ok(Facts {
         leftovers: survey::trigger_leftovers(&legacy.trigger_dir)?,
+        slon: survey::slon_dir(&legacy.archive_dir)?,
         legacy,
         state_dir,
         write_config,

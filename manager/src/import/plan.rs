@@ -28,6 +28,8 @@ pub struct Facts {
     pub new_only: Vec<NodeName>,
     /// Files directly in `triggerdir`.
     pub leftovers: Vec<String>,
+    /// slon's archive directory.
+    pub slon: super::survey::SlonDir,
     /// The account the import runs as (`run` should run as it too).
     pub own_uid: u32,
 }
@@ -157,8 +159,9 @@ pub fn issues(f: &Facts) -> Vec<Issue> {
                     push(
                         format!("gap/{node}"),
                         format!(
-                            "site {node}: its archives are not contiguous, {} missing: the site \
-                             cannot apply past the first gap unless it already has those counters",
+                            "site {node}: its archives are not contiguous, counters {} are \
+                             missing: the site cannot apply past the first gap unless it already \
+                             has those counters",
                             ranges(&a.gaps)
                         ),
                     );
@@ -187,6 +190,21 @@ pub fn issues(f: &Facts) -> Vec<Issue> {
                 ),
             );
         }
+        if let (Some(cut), Some(oldest)) = (s.cut_counter(), f.slon.oldest_waiting) {
+            if oldest > cut.next() {
+                push(
+                    format!("behind/{node}"),
+                    format!(
+                        "site {node}: `run` cuts {} next, but the oldest archive waiting in {} is \
+                         {oldest}: the counters between are not there under their own names (the \
+                         original parser renamed the ones it cut to .sql.parsed); the cutter stops \
+                         for the site until they are",
+                        cut.next(),
+                        f.legacy.archive_dir.display()
+                    ),
+                );
+            }
+        }
         if let Err(why) = &s.account.uid {
             push(
                 format!("no-account/{node}"),
@@ -203,6 +221,21 @@ pub fn issues(f: &Facts) -> Vec<Issue> {
             format!(
                 "site {node}: only a change in progress names it ({node}.new): its first \
                  subscription never finished, so it is not imported; it subscribes afresh"
+            ),
+        );
+    }
+    if f.slon.parsed > 0 {
+        push(
+            "parsed-files".into(),
+            format!(
+                "{} holds {} archive(s) the original parser renamed .sql.parsed (the newest {}): \
+                 the cutter takes no such name and warns about each on every pass; move them out \
+                 (into kPSLarchiveDir, as archivelogs.pl did)",
+                f.legacy.archive_dir.display(),
+                f.slon.parsed,
+                f.slon
+                    .newest_parsed
+                    .map_or_else(String::new, |c| c.to_string())
             ),
         );
     }
@@ -352,6 +385,15 @@ pub fn render(f: &Facts, issues: &[Issue]) -> String {
         l.archive_dir.display().to_string(),
         line("kPSLlogsSourceDir"),
     );
+    let waiting = f.slon.oldest_waiting.map_or_else(
+        || "none waiting".to_string(),
+        |c| format!("oldest waiting {c}"),
+    );
+    let parsed = match f.slon.newest_parsed {
+        Some(c) => format!("{} renamed .sql.parsed (newest {c})", f.slon.parsed),
+        None => "none renamed .sql.parsed".to_string(),
+    };
+    let _ = writeln!(s, "  {:<16} {waiting}; {parsed}", "");
     row(
         &mut s,
         "subscribers_dir",
@@ -510,6 +552,7 @@ pub(super) mod tests {
             sites,
             new_only: vec![],
             leftovers: vec![],
+            slon: Default::default(),
             own_uid: 0,
         }
     }
@@ -560,6 +603,12 @@ pub(super) mod tests {
         f.new_only = vec![NodeName::new("delta").unwrap()];
         f.leftovers = vec!["beta.subscribe_series.tgr".into(), "odd\nname".into()];
         f.legacy.prep_cfg = Some(PathBuf::from("/elsewhere.cfg"));
+        // alpha (cut up to 20) finds 22 the oldest archive waiting: 21 is gone.
+        f.slon = crate::import::survey::SlonDir {
+            oldest_waiting: Some(Counter(22)),
+            newest_parsed: Some(Counter(20)),
+            parsed: 3,
+        };
         assert_eq!(
             ids(&f),
             vec![
@@ -567,18 +616,23 @@ pub(super) mod tests {
                 "not-in-set/alpha/s1.t9",
                 "gap/alpha",
                 "odd-names/alpha",
+                "behind/alpha",
                 "no-archive/beta",
                 "mid-change/beta",
                 "no-dir/gamma",
                 "no-account/gamma",
                 "mid-change/delta",
+                "parsed-files",
                 "trigger-file/beta.subscribe_series.tgr",
                 "trigger-file/odd\\nname",
             ]
         );
         let all = issues(&f);
         let gap_text = &all.iter().find(|i| i.id == "gap/alpha").unwrap().text;
-        assert!(gap_text.contains("6-9, 12 missing"), "{gap_text}");
+        assert!(
+            gap_text.contains("counters 6-9, 12 are missing"),
+            "{gap_text}"
+        );
         let text = render(&f, &all);
         assert!(text.contains("next counter  unknown"), "{text}");
         assert!(text.contains("archives      no directory"), "{text}");

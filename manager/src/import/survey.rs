@@ -100,6 +100,47 @@ pub fn coverage(
     )
 }
 
+/// slon's archive directory (`kPSLlogsSourceDir`) as the original parser left it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlonDir {
+    /// The oldest archive still waiting under its own name (`.sql`), if any.
+    pub oldest_waiting: Option<Counter>,
+    /// The newest archive the parser renamed `<name>.sql.parsed` once it was cut.
+    pub newest_parsed: Option<Counter>,
+    /// How many such `.sql.parsed` files there are.
+    pub parsed: usize,
+}
+
+/// Lists slon's archive directory; a missing one is empty.
+///
+/// # Errors
+///
+/// It cannot be listed.
+pub fn slon_dir(dir: &Path) -> anyhow::Result<SlonDir> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SlonDir::default()),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let mut out = SlonDir::default();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if let Some(base) = name.strip_suffix(".parsed") {
+            if let Ok(a) = slony_shared::archive::name::ArchiveName::parse(base) {
+                out.parsed += 1;
+                out.newest_parsed = out.newest_parsed.max(Some(a.counter));
+            }
+        } else if let Ok(Entry::Archive(a)) = classify(name) {
+            out.oldest_waiting = Some(out.oldest_waiting.map_or(a.counter, |c| c.min(a.counter)));
+        }
+    }
+    Ok(out)
+}
+
 /// What a change in progress of the original tools left for `node`: `<node>.new/` in
 /// the archives' directory, `<node>.new.lst` in `tables_dir` (a parser configuration
 /// line naming them is found by the caller).
@@ -208,6 +249,33 @@ mod tests {
         let e = archives(&root.path().join("link")).unwrap_err().to_string();
         assert!(e.contains("symbolic link"), "{e}");
         assert!(archives(&root.path().join("absent")).is_err());
+    }
+
+    #[test]
+    fn slon_directory_as_the_parser_left_it() {
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(
+            slon_dir(&root.path().join("absent")).unwrap(),
+            SlonDir::default()
+        );
+        for name in [
+            "slony1_log_2_00000000000000000001.sql.parsed",
+            "slony1_log_2_00000000000000000002.sql.parsed",
+            "slony1_log_2_00000000000000000004.sql",
+            "slony1_log_2_00000000000000000003.sql",
+            "slony1_log_2_00000000000000000005.sql.tmp",
+            "slony1_log_2_x.sql.parsed",
+        ] {
+            std::fs::write(root.path().join(name), "").unwrap();
+        }
+        assert_eq!(
+            slon_dir(root.path()).unwrap(),
+            SlonDir {
+                oldest_waiting: Some(c(3)),
+                newest_parsed: Some(c(2)),
+                parsed: 2,
+            }
+        );
     }
 
     #[test]
