@@ -272,6 +272,7 @@ async fn the_plan_its_inconsistencies_the_import_and_the_written_config() {
     ] {
         assert!(plan.contains(needle), "{needle:?} not in:\n{plan}");
     }
+    assert!(!plan.contains("would be refused"), "{plan}");
     l.assert_nothing_written("the dry run");
 
     // Not acknowledged: refused, each named.
@@ -404,6 +405,13 @@ async fn the_plan_its_inconsistencies_the_import_and_the_written_config() {
     ]);
     assert_ne!(code, 0);
     assert!(err.contains("never overwrites"), "{err}");
+    // The dry run says so too, and changes nothing either.
+    let (code, out, err) = l.import(&["--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("The import would be refused: ") && out.contains("never overwrites"),
+        "{out}"
+    );
 }
 
 /// Runs the import, as a dry run and for real, and asserts that each was refused with

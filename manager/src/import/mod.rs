@@ -76,10 +76,13 @@ pub fn run(opts: &Options) -> anyhow::Result<u8> {
     print!("{}", plan::render(&facts, &issues));
     let config = output::render_config(&facts, plan::shared_account(&facts))?;
     if opts.dry_run {
+        if let Err(e) = output::check_targets(&facts, &config) {
+            println!("\nThe import would be refused: {e:#}");
+        }
         println!("\nDry run: nothing was written.");
         return Ok(0);
     }
-    output::check_targets(&facts.state_dir, &facts.write_config)?;
+    output::check_targets(&facts, &config)?;
     plan::check_acknowledged(&issues, &opts.acknowledged).map_err(anyhow::Error::msg)?;
     output::write(&facts, &config)?;
     println!(

@@ -146,18 +146,41 @@ pub fn render_config(f: &Facts, shared: bool) -> anyhow::Result<String> {
     Ok(s)
 }
 
-/// Refuses a state directory that already holds a site (or a request, or a change), and
-/// a configuration path that exists.
+/// Refuses what the import must not write into: an existing configuration, a state
+/// directory that already holds a site (or a request, or a change) or that is, holds or
+/// lies inside one of the directories of the original set-up the manager uses, and a
+/// configuration that would not load.
 ///
 /// # Errors
 ///
-/// What is there, named.
-pub fn check_targets(state_dir: &Path, config: &Path) -> anyhow::Result<()> {
+/// What is wrong, named.
+pub fn check_targets(f: &Facts, config_text: &str) -> anyhow::Result<()> {
+    let (state_dir, config) = (&f.state_dir, &f.write_config);
     if fsutil::exists(config) {
         bail!(
             "{} exists: the import never overwrites a configuration; choose another --write-config",
             config.display()
         );
+    }
+    let l = &f.legacy;
+    for (dir, key) in [
+        (&l.subscribers_dir, "subscribers_dir (the sites' archives)"),
+        (&l.trigger_dir, "triggerdir"),
+        (&l.archive_dir, "kPSLlogsSourceDir"),
+    ] {
+        if state_dir.starts_with(dir) || dir.starts_with(state_dir) {
+            bail!(
+                "the state directory {} must be apart from the original {key}, {}: choose another --state-dir",
+                state_dir.display(),
+                dir.display()
+            );
+        }
+    }
+    // A configuration with an account missing (acknowledged) cannot load until the
+    // account exists; everything else must load as it is written.
+    if f.sites.iter().all(|s| s.account.uid.is_ok()) {
+        crate::config::ManagerConfig::parse(config, config_text)
+            .context("the configuration the import would write does not load")?;
     }
     let entries = match std::fs::read_dir(state_dir) {
         Ok(e) => e,
@@ -174,7 +197,7 @@ pub fn check_targets(state_dir: &Path, config: &Path) -> anyhow::Result<()> {
             .unwrap_or(false);
         if is_dir || name.ends_with(".request.json") {
             bail!(
-                "{} already holds a site's state ({name}): the import only fills an empty state directory",
+                "{} already holds a site's state ({name:?}): the import only fills an empty state directory",
                 state_dir.display()
             );
         }
@@ -188,7 +211,7 @@ pub fn check_targets(state_dir: &Path, config: &Path) -> anyhow::Result<()> {
 ///
 /// An I/O error; what was made is removed again.
 pub fn write(f: &Facts, config_text: &str) -> anyhow::Result<()> {
-    check_targets(&f.state_dir, &f.write_config)?;
+    check_targets(f, config_text)?;
     let made_state_dir = !fsutil::exists(&f.state_dir);
     if made_state_dir {
         std::fs::create_dir_all(&f.state_dir)
@@ -280,6 +303,8 @@ mod tests {
         f.state_dir = root.path().join("state");
         f.write_config = root.path().join("manager.toml");
         f.password_env = Some("PROVIDER_PW".into());
+        // The configuration is loaded before it is written: its variable must be set.
+        std::env::set_var("PROVIDER_PW", "x");
         let shared = crate::import::plan::shared_account(&f);
         assert!(shared);
         let text = render_config(&f, shared).unwrap();
@@ -311,7 +336,6 @@ mod tests {
             "no temporary directory is left"
         );
 
-        std::env::set_var("PROVIDER_PW", "x");
         let cfg = crate::config::ManagerConfig::parse(&f.write_config, &text).unwrap();
         assert_eq!(cfg.cluster.as_str(), "jsoc");
         assert_eq!(cfg.subscribers_dir, f.state_dir);
@@ -339,10 +363,10 @@ mod tests {
         );
 
         // A second import into the same place is refused, and changes nothing.
-        let e = write(&f, "x").unwrap_err().to_string();
+        let e = write(&f, &text).unwrap_err().to_string();
         assert!(e.contains("never overwrites"), "{e}");
         std::fs::remove_file(&f.write_config).unwrap();
-        let e = write(&f, "x").unwrap_err().to_string();
+        let e = write(&f, &text).unwrap_err().to_string();
         assert!(e.contains("already holds a site"), "{e}");
         assert!(!f.write_config.exists());
     }
@@ -360,23 +384,44 @@ mod tests {
     }
 
     #[test]
-    fn a_state_directory_holding_a_site_is_refused() {
+    fn a_state_directory_holding_a_site_or_inside_the_old_set_up_is_refused() {
         let root = tempfile::tempdir().unwrap();
-        let state = root.path().join("state");
-        let cfg = root.path().join("m.toml");
-        check_targets(&state, &cfg).unwrap();
+        let mut f = facts(vec![]);
+        f.state_dir = root.path().join("state");
+        f.write_config = root.path().join("m.toml");
+        let text = render_config(&f, false).unwrap();
+        let state = f.state_dir.clone();
+        check_targets(&f, &text).unwrap();
         std::fs::create_dir(&state).unwrap();
         std::fs::write(state.join("slony-manager.lock"), "").unwrap();
-        check_targets(&state, &cfg).unwrap();
+        check_targets(&f, &text).unwrap();
         std::fs::write(state.join("alpha.request.json"), "{}").unwrap();
-        assert!(check_targets(&state, &cfg).is_err());
+        assert!(check_targets(&f, &text).is_err());
         std::fs::remove_file(state.join("alpha.request.json")).unwrap();
         std::fs::create_dir(state.join("alpha")).unwrap();
-        let e = check_targets(&state, &cfg).unwrap_err().to_string();
+        let e = check_targets(&f, &text).unwrap_err().to_string();
         assert!(e.contains("already holds a site"), "{e}");
         std::fs::remove_dir(state.join("alpha")).unwrap();
-        std::fs::write(&cfg, "").unwrap();
-        let e = check_targets(&state, &cfg).unwrap_err().to_string();
+        check_targets(&f, &text).unwrap();
+
+        // Not in, at or around a directory of the original set-up.
+        for dir in [
+            "/srv/site_logs",
+            "/srv/site_logs/state",
+            "/srv",
+            "/srv/triggers/x",
+        ] {
+            let mut g = f.clone();
+            g.state_dir = PathBuf::from(dir);
+            let e = check_targets(&g, &text).unwrap_err().to_string();
+            assert!(e.contains("must be apart from the original"), "{dir}: {e}");
+        }
+        // A configuration that would not load.
+        let e = check_targets(&f, "cluster = 1\n").unwrap_err();
+        assert!(format!("{e:#}").contains("does not load"), "{e:#}");
+
+        std::fs::write(&f.write_config, "").unwrap();
+        let e = check_targets(&f, &text).unwrap_err().to_string();
         assert!(e.contains("never overwrites"), "{e}");
     }
 }

@@ -172,7 +172,11 @@ pub fn issues(f: &Facts) -> Vec<Issue> {
                         format!(
                             "site {node}: names that look like archives but are not: {} (left as \
                              they are, not counted)",
-                            a.odd.join(", ")
+                            a.odd
+                                .iter()
+                                .map(|n| format!("{:?}", n))
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     );
                 }
