@@ -5,6 +5,7 @@
 //! plan, its inconsistencies, the import, the written configuration loaded by `status`,
 //! `check` and `cut`; and hostile input refused with nothing written.
 
+use crate::support::legacy;
 use crate::support::pg::PgServer;
 use crate::support::{
     bin_path, current_user, slony_set_sequences_sql, slony_set_sql, workload, TestDir,
@@ -48,19 +49,26 @@ struct Legacy {
     config: PathBuf,
 }
 
-/// Copies `from` into `to`, replacing `@ROOT@` and `@PG_PORT@` in every file.
-fn copy_fixture(from: &Path, to: &Path, root: &Path, port: u16) {
+/// Copies the provider's half of the fixture tree, `from`, into `to`, replacing
+/// `@ROOT@` (by `root`) and `@PG_PORT@` in every file: the sites' half, with its
+/// `@SSH_*@`, plays no part here.
+fn copy_provider(from: &Path, to: &Path, root: &Path, port: u16) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let target = to.join(entry.file_name());
         if entry.file_type().unwrap().is_dir() {
-            copy_fixture(&entry.path(), &target, root, port);
+            copy_provider(&entry.path(), &target, root, port);
         } else {
             let text = std::fs::read_to_string(entry.path()).unwrap();
             let text = text
                 .replace("@ROOT@", &root.display().to_string())
                 .replace("@PG_PORT@", &port.to_string());
+            assert!(
+                !text.contains("@SSH_"),
+                "{}: a placeholder of the sites' half",
+                entry.path().display()
+            );
             std::fs::write(&target, text).unwrap();
         }
     }
@@ -69,14 +77,7 @@ fn copy_fixture(from: &Path, to: &Path, root: &Path, port: u16) {
 /// Archive `counter` as the original parser left it in a site directory.
 fn archive(counter: u64) -> String {
     let stream = workload::generate(counter, 7);
-    let mut text = workload::render(
-        CLUSTER,
-        counter,
-        &stream[(counter - 1) as usize],
-        workload::Format::Statements,
-    );
-    text.push_str("-- EOL\n");
-    text
+    legacy::original_copy(CLUSTER, counter, &stream[(counter - 1) as usize])
 }
 
 /// Writes loose archives `counters` into `dir`.
@@ -117,8 +118,12 @@ impl Legacy {
             .batch_execute(&provider_sql())
             .await
             .unwrap();
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/legacy/provider");
-        copy_fixture(&fixture, &dir.join("provider"), dir.path(), pg.port());
+        copy_provider(
+            &legacy::fixture_dir().join("provider"),
+            &dir.join("provider"),
+            dir.path(),
+            pg.port(),
+        );
         dir.mkdir("provider/triggers");
         // slon's directory: what the parser cut, renamed as it renamed it.
         let slon_logs = dir.mkdir("provider/slon_logs");

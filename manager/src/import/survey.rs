@@ -230,7 +230,8 @@ mod tests {
         let d = root.path().join("alpha");
         std::fs::create_dir(&d).unwrap();
         for name in [
-            "slony_logs_1-5.tar.gz",
+            "slony_logs_1-3.tar.gz",
+            "slogs_4-5.tar.gz",
             "slony1_log_2_00000000000000000006.sql",
             "slony1_log_2_00000000000000000009.sql",
             "slony1_log_2_00000000000000000010.sql.tmp",
@@ -240,7 +241,7 @@ mod tests {
             std::fs::write(d.join(name), "").unwrap();
         }
         let a = archives(&d).unwrap();
-        assert_eq!((a.loose, a.batches), (2, 1));
+        assert_eq!((a.loose, a.batches), (2, 2));
         assert_eq!((a.first, a.newest), (Some(c(1)), Some(c(9))));
         assert_eq!(a.gaps, vec![(c(7), c(8))]);
         assert_eq!(a.odd, vec!["slony1_log_2_7.sql".to_string()]);
