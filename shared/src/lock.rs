@@ -4,8 +4,8 @@
 //! not on its existence. The holder writes its pid into the file for `status`.
 
 use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Why the lock was not taken.

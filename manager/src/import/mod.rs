@@ -87,7 +87,8 @@ pub fn run(opts: &Options) -> anyhow::Result<u8> {
     output::write(&facts, &config)?;
     println!(
         "\nImported {} site(s) into {}; configuration written to {}.\n\
-         Stop the original parser (parse_slon_logs.pl, its cron line) if it still runs, then:\n  \
+         Keep the original tools stopped (the cron lines of parse_slon_logs.pl, manage_logs.pl\n\
+         and subscription_manager), then:\n  \
          slony-manager check --config {}\n  slony-manager run --config {}",
         facts.sites.len(),
         facts.state_dir.display(),
