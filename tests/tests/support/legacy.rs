@@ -46,6 +46,9 @@ fn copy_dir(from: &Path, to: &Path, root: &Path, p: &Placeholders<'_>, node: Opt
         let entry = entry.unwrap();
         let name = entry.file_name().into_string().unwrap();
         let (src, dst) = (entry.path(), to.join(&name));
+        if name == "README.md" {
+            continue;
+        }
         if entry.file_type().unwrap().is_dir() {
             // sites/<node>/: the files of that site.
             let node = node.or_else(|| (from.file_name()? == "sites").then_some(name.as_str()));
@@ -69,10 +72,10 @@ fn copy_dir(from: &Path, to: &Path, root: &Path, p: &Placeholders<'_>, node: Opt
     }
 }
 
-/// Site copy `counter` as the original splitter (`parse_slon_logs.pl`) wrote it: the
-/// statements of the site's changes, then its `-- EOL` marker line.
+/// Site copy `counter` as the original splitter (`parse_slon_logs.pl`) wrote it: slon's
+/// archive with only the site's changes, then its `-- EOL` marker line.
 pub fn original_copy(cluster: &str, counter: u64, changes: &[Change]) -> String {
-    workload::render(cluster, counter, changes, Format::Statements) + "-- EOL\n"
+    workload::render(cluster, counter, changes, Format::Copy22) + "-- EOL\n"
 }
 
 /// The original client, written into `dir`, or `None` (with the reason) when no copy
