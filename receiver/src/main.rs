@@ -96,15 +96,14 @@ fn run(command: Command) -> anyhow::Result<u8> {
             abort,
         } => {
             let cfg = load_config(&config)?;
-            let opts = subscribe::Options {
-                list,
+            let flags = subscribe::Overrides {
                 attempts,
-                interval: std::time::Duration::from_secs(interval_secs),
+                interval_secs,
                 archive,
                 retention,
                 tapegroup,
-                abort,
             };
+            let opts = subscribe::Options::new(&cfg.subscribe, flags, list, abort);
             runtime.block_on(cmd::subscribe_series::run(&cfg, &opts))
         }
         Command::Status { config, json } => {

@@ -51,6 +51,45 @@ pub struct Options {
     pub abort: bool,
 }
 
+/// The flags of `subscribe-series` that override the configuration's `[subscribe]`
+/// section, each only when given.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--attempts`.
+    pub attempts: Option<u32>,
+    /// `--interval-secs`.
+    pub interval_secs: Option<u64>,
+    /// `--archive`.
+    pub archive: Option<u8>,
+    /// `--retention`.
+    pub retention: Option<u32>,
+    /// `--tapegroup`.
+    pub tapegroup: Option<u32>,
+}
+
+impl Options {
+    /// The options of one run: `[subscribe]` of the configuration, overridden by the
+    /// flags given.
+    pub fn new(
+        defaults: &crate::config::SubscribeConfig,
+        flags: Overrides,
+        list: Option<PathBuf>,
+        abort: bool,
+    ) -> Options {
+        Options {
+            list,
+            attempts: flags.attempts.unwrap_or(defaults.attempts),
+            interval: flags
+                .interval_secs
+                .map_or(defaults.interval, Duration::from_secs),
+            archive: flags.archive.unwrap_or(defaults.archive),
+            retention: flags.retention.unwrap_or(defaults.retention),
+            tapegroup: flags.tapegroup.unwrap_or(defaults.tapegroup),
+            abort,
+        }
+    }
+}
+
 /// Where a request stands, on disk.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "step", rename_all = "snake_case")]
@@ -765,4 +804,40 @@ async fn abort(
     finish(cfg, state, state_file)?;
     println!("subscription request aborted; pull is no longer paused by it");
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SubscribeConfig;
+
+    #[test]
+    fn flags_override_the_configuration_only_when_given() {
+        let defaults = SubscribeConfig {
+            attempts: 60,
+            interval: Duration::from_secs(7),
+            archive: 1,
+            retention: 30,
+            tapegroup: 4,
+        };
+        let o = Options::new(&defaults, Overrides::default(), None, false);
+        assert_eq!(
+            (o.attempts, o.interval, o.archive, o.retention, o.tapegroup),
+            (60, Duration::from_secs(7), 1, 30, 4)
+        );
+        let flags = Overrides {
+            attempts: Some(3),
+            interval_secs: Some(1),
+            archive: Some(0),
+            retention: None,
+            tapegroup: Some(2),
+        };
+        let o = Options::new(&defaults, flags, Some(PathBuf::from("l")), true);
+        assert_eq!(
+            (o.attempts, o.interval, o.archive, o.retention, o.tapegroup),
+            (3, Duration::from_secs(1), 0, 30, 2)
+        );
+        assert!(o.abort);
+        assert_eq!(o.list, Some(PathBuf::from("l")));
+    }
 }
