@@ -708,11 +708,12 @@ async fn apply_sql(
     Ok(())
 }
 
-/// Reads and validates a subscribe list.
-pub fn read_list(list: &Path) -> anyhow::Result<Vec<trigger::Series>> {
+/// Reads and validates a subscribe list (ours, or the original tools' as it is): the
+/// series, and the notes the operator must read ([`trigger::read_series_list`]).
+pub fn read_list(list: &Path) -> anyhow::Result<trigger::SeriesList> {
     let text = std::fs::read_to_string(list)
         .with_context(|| format!("reading subscribe list {}", list.display()))?;
-    trigger::parse_series_list(&text).with_context(|| format!("subscribe list {}", list.display()))
+    trigger::read_series_list(&text).with_context(|| format!("subscribe list {}", list.display()))
 }
 
 fn timed_out(cfg: &ReceiverConfig, opts: &Options, what: &str, refused: &[String]) -> u8 {
