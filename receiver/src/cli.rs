@@ -209,6 +209,21 @@ pub enum Command {
         #[arg(long)]
         abort: bool,
     },
+    /// Write the TOML configuration that means what an original tools' client config
+    /// (repclient.cfg) means, print what replaces the old get_slony_logs.pl cron line,
+    /// and compare the old slony_counter.txt with the replica's counter. Changes nothing
+    /// else.
+    Migrate {
+        /// The original tools' client config.
+        #[arg(long, value_name = "FILE")]
+        legacy_config: PathBuf,
+        /// Where to write the TOML. Default: receiver.toml beside the legacy file.
+        #[arg(long, value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// Replace the output if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `guard` actions.
@@ -260,6 +275,7 @@ mod tests {
                 "verify",
                 "promote",
                 "init",
+                "migrate",
             ] {
                 assert!(script.contains(name), "{what:?} lacks {name}");
             }
@@ -273,6 +289,7 @@ mod tests {
             "verify",
             "promote",
             "init",
+            "migrate",
         ] {
             let entry = format!(".SS \"slony-receiver {name}\"");
             assert!(page.contains(&entry), "the man page lacks {entry}");

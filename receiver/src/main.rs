@@ -135,6 +135,15 @@ fn run(command: Command) -> anyhow::Result<u8> {
             let format = slony_shared::check::Format::from_flags(json, nagios);
             runtime.block_on(cmd::check::run(load_config(&config), format, mail))
         }
+        Command::Migrate {
+            legacy_config,
+            output,
+            force,
+        } => runtime.block_on(cmd::migrate::run(&cmd::migrate::Request {
+            legacy_config: &legacy_config,
+            output: output.as_deref(),
+            force,
+        })),
         Command::Promote { config } => {
             let cfg = load_config(&config)?;
             runtime.block_on(cmd::promote::run(&cfg))

@@ -160,6 +160,9 @@ fn name_part(s: &str) -> Option<(String, &str)> {
     }
 }
 
+/// One part of a qualified name as read: the name, and whether it was quoted.
+type Part = (String, bool);
+
 impl QualifiedTable {
     /// Parses and validates `schema.table` (see the type's documentation).
     pub fn parse(s: &str) -> Result<Self, BadName> {
@@ -209,7 +212,7 @@ impl QualifiedTable {
     }
 
     /// The two parts at the start of `s`, each with whether it was quoted, and the rest.
-    fn parts(s: &str) -> Result<((String, bool), (String, bool), &str), BadName> {
+    fn parts(s: &str) -> Result<(Part, Part, &str), BadName> {
         let bad = || BadName::Pattern {
             what: "table name",
             value: s.to_string(),

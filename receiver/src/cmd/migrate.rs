@@ -1,0 +1,424 @@
+//! `slony-receiver migrate --legacy-config FILE [--output PATH] [--force]`: the step from
+//! the original tools to `--config`. It writes the TOML configuration that means what
+//! the original client config means ([`crate::config::legacy`], each key with the line
+//! it came from), prints what replaces the old cron line (the cron lines, or the systemd
+//! units), and compares the replica's counter with the old `slony_counter.txt`.
+//!
+//! It changes nothing else: the only file written is the output (to a temporary name,
+//! then renamed), and the database is read in a read-only session.
+//!
+//! # The counters
+//!
+//! The pre-2017 `get_slony_logs.pl` kept the last applied archive in
+//! `<slony_logs>/<node>/slony_counter.txt`; later clients keep none and read the
+//! database. The replica's `"_<cluster>".sl_archive_tracking.at_counter` is the truth:
+//! every archive commits with it, and `pull` goes on after it whatever the file says
+//! (and rewrites the file). A disagreement still means something happened that the
+//! operator should know of before switching, so it is reported.
+//!
+//! # Exit codes
+//!
+//! 0 when the counters agree or there is no counter file; [`exit::COUNTER_DISAGREES`]
+//! when they disagree (or the file holds no counter); [`exit::DATABASE`] or
+//! [`exit::APPLY`] when the replica cannot be read (unreachable, or not initialised). The
+//! TOML is written in every one of these cases. [`exit::CONFIG`] when the legacy file is
+//! refused or the output exists (without `--force`): then nothing is written.
+
+use crate::config::{legacy, ReceiverConfig};
+use crate::exit;
+use crate::replica;
+use anyhow::Context;
+use slony_shared::counter::Counter;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Bound on reading the replica's counter once connected.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `migrate` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// The original client config.
+    pub legacy_config: &'a Path,
+    /// Where to write the TOML (`None`: `receiver.toml` beside the legacy file).
+    pub output: Option<&'a Path>,
+    /// Overwrite an existing output.
+    pub force: bool,
+}
+
+/// Runs `migrate`; returns the exit code.
+pub async fn run(req: &Request<'_>) -> anyhow::Result<u8> {
+    // Absolute, for the cron lines printed and the comments of the TOML.
+    let legacy_path =
+        std::path::absolute(req.legacy_config).unwrap_or_else(|_| req.legacy_config.to_path_buf());
+    let req = &Request {
+        legacy_config: &legacy_path,
+        ..req.clone()
+    };
+    let legacy = legacy::read(req.legacy_config)?;
+    let cfg = legacy.config()?;
+    let output = match req.output {
+        Some(p) => p.to_path_buf(),
+        None => slony_shared::config::base_dir(req.legacy_config).join("receiver.toml"),
+    };
+    let output = std::path::absolute(&output).unwrap_or(output);
+    if !req.force && std::fs::symlink_metadata(&output).is_ok() {
+        eprintln!(
+            "slony-receiver: {} exists: migrate does not overwrite it (give --force to replace it, or --output PATH)",
+            output.display()
+        );
+        return Ok(exit::CONFIG);
+    }
+    let toml = legacy.to_toml();
+    write_output(&output, &toml)?;
+    // The promise of migrate: the TOML means exactly what the legacy file means.
+    let written = ReceiverConfig::load(&output).with_context(|| {
+        format!(
+            "internal: the TOML written to {} does not load",
+            output.display()
+        )
+    })?;
+    if !same(&written, &cfg) {
+        anyhow::bail!(
+            "internal: the TOML written to {} does not mean what {} means; do not use it",
+            output.display(),
+            req.legacy_config.display()
+        );
+    }
+    tracing::info!(output = %output.display(), legacy = %req.legacy_config.display(), "wrote the TOML configuration");
+
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Wrote {} from {}: {} key(s) carried over, {} ignored (each says why in the file).\n",
+        output.display(),
+        req.legacy_config.display(),
+        legacy.mapped.len(),
+        legacy.skipped.len()
+    ));
+    if let Some(note) = psql_port_note(&legacy) {
+        out.push_str(&note);
+    }
+    out.push_str(&replacement(&legacy, &cfg, &output));
+    let db = read_counter(&cfg).await;
+    let file = read_counter_file(&cfg.counter_file());
+    let (text, code) = verdict(&cfg.counter_file(), &db, &file);
+    out.push_str("\nCounter:\n");
+    out.push_str(&text);
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("writing the report")?;
+    if code != exit::OK {
+        eprintln!(
+            "slony-receiver: migrate: {} (the TOML was written)",
+            text.lines().next().unwrap_or("").trim()
+        );
+    }
+    Ok(code)
+}
+
+/// Writes `text` to `path`: a temporary name beside it, then a rename (owner-only).
+fn write_output(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = slony_shared::private::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::Error::new(e).context(format!("writing {}", path.display()))
+    })
+}
+
+/// Whether two configurations mean the same, whatever file each came from.
+fn same(a: &ReceiverConfig, b: &ReceiverConfig) -> bool {
+    let mut a = a.clone();
+    a.source = b.source.clone();
+    format!("{a:?}") == format!("{b:?}")
+}
+
+/// The value of an ignored key of the legacy file, if set.
+fn skipped_value<'a>(legacy: &'a legacy::Legacy, key: &str) -> Option<&'a str> {
+    legacy
+        .skipped
+        .iter()
+        .find(|s| s.from.key == key)
+        .map(|s| s.from.value.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+/// A note when the ignored `PSQL` names another port than `pg_port`: get_slony_logs.pl
+/// connected with `PSQL` (it added the host, user and database, never the port), while
+/// the TOML takes `pg_port`, as subscribe_series did.
+fn psql_port_note(legacy: &legacy::Legacy) -> Option<String> {
+    let psql = skipped_value(legacy, "PSQL")?;
+    let words: Vec<&str> = psql.split_whitespace().collect();
+    let port = words.iter().enumerate().find_map(|(i, w)| {
+        if *w == "-p" || *w == "--port" {
+            words.get(i + 1).copied()
+        } else {
+            w.strip_prefix("--port=")
+                .or_else(|| w.strip_prefix("-p").filter(|p| !p.is_empty()))
+        }
+    })?;
+    let pg_port = legacy
+        .mapped
+        .iter()
+        .find(|m| m.from.key == "pg_port")
+        .map(|m| m.from.value.as_str())
+        .filter(|v| !v.is_empty());
+    (port != pg_port.unwrap_or("5432")).then(|| {
+        format!(
+            "\nNote: PSQL ({psql}) names port {port}, pg_port is {}. get_slony_logs.pl\n\
+             connected with PSQL's port; the TOML takes pg_port, as subscribe_series did.\n\
+             Check that [database] port is the replica's.\n",
+            pg_port.unwrap_or("not set (5432)")
+        )
+    })
+}
+
+/// What replaces the old cron line: the new cron lines, or the systemd units.
+fn replacement(legacy: &legacy::Legacy, cfg: &ReceiverConfig, output: &Path) -> String {
+    let bin = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "slony-receiver".into());
+    let old = skipped_value(legacy, "kSQLIngestionProgram").unwrap_or("get_slony_logs.pl");
+    let log_dir = skipped_value(legacy, "kLocalLogDir").unwrap_or("/var/log/slony-receiver");
+    let config = output.display();
+    let agent = if cfg.remote.auth == crate::config::SshAuth::Agent {
+        "  The configuration logs in through the ssh-agent, as the original tools did: keep\n  what gave the old line its SSH_AUTH_SOCK (e.g. `. $HOME/.ssh-agent_rs;` before the\n  command), or set remote.key_file instead of use_agent.\n"
+    } else {
+        ""
+    };
+    format!(
+        "\nCron: in the crontab of the account that ran the original client (crontab -e),\n\
+         replace the line that runs\n    {old} {legacy}\n\
+         with:\n    * * * * *   {bin} pull --config {config} --once 2>>{log_dir}/slony-receiver-pull.log\n\
+         and add daily housekeeping (packs applied archives, applies retention):\n    17 3 * * *  {bin} housekeeping --config {config} 2>>{log_dir}/slony-receiver-housekeeping.log\n\
+         {agent}\
+         \nOr, instead of cron, the systemd units (etc/systemd/; the Debian package installs\n\
+         them in /usr/lib/systemd/system/):\n\
+         \x20   slony-receiver.service              the pull daemon (polls every [pull] poll_interval_secs)\n\
+         \x20   slony-receiver-pull.timer           or: one pull run a minute, like the cron line\n\
+         \x20   slony-receiver-housekeeping.timer   daily housekeeping\n\
+         \x20 They read /etc/slony-receiver/receiver.toml (copy {config} there) and run as\n\
+         \x20 their User=, without an ssh-agent: set remote.key_file and remove use_agent, and\n\
+         \x20 set remote.known_hosts to a file that account can read. Then\n\
+         \x20   systemctl enable --now slony-receiver.service slony-receiver-housekeeping.timer\n\
+         \nTo go back: put the old line back in the crontab and remove the new ones (or\n\
+         disable the units). Both read the replica's counter, so neither skips an archive.\n",
+        legacy = legacy.path.display(),
+    )
+}
+
+/// The replica's counter, read in a read-only session, or why it cannot be read.
+async fn read_counter(cfg: &ReceiverConfig) -> Result<Counter, replica::ReplicaError> {
+    let client = replica::connect(cfg).await?;
+    let read = async {
+        client
+            .batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            .await
+            .map_err(|e| replica::ReplicaError::Tracking(slony_shared::pg::describe_error(&e)))?;
+        replica::read_position(&client, &cfg.cluster).await
+    };
+    match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Ok(position) => position.map(|p| p.counter),
+        Err(_) => Err(replica::ReplicaError::Tracking(format!(
+            "no answer within {} s",
+            READ_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// What the old counter file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FileCounter {
+    /// No such file (the original client has kept none since 2017).
+    Absent,
+    /// A counter.
+    At(Counter),
+    /// Not a counter, or unreadable: why.
+    Unreadable(String),
+}
+
+fn read_counter_file(path: &Path) -> FileCounter {
+    match std::fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileCounter::Absent,
+        Err(e) => FileCounter::Unreadable(e.to_string()),
+        Ok(text) => match text.trim().parse::<Counter>() {
+            Ok(c) => FileCounter::At(c),
+            Err(_) => FileCounter::Unreadable(format!(
+                "it holds {:?}, not an archive counter",
+                text.trim().chars().take(40).collect::<String>()
+            )),
+        },
+    }
+}
+
+/// The report on the two counters, and the exit code it calls for.
+fn verdict(
+    path: &Path,
+    db: &Result<Counter, replica::ReplicaError>,
+    file: &FileCounter,
+) -> (String, u8) {
+    let file_name = path.display();
+    let d = match db {
+        Ok(d) => *d,
+        Err(e) => {
+            let about_file = match file {
+                FileCounter::Absent => format!("there is no {file_name}"),
+                FileCounter::At(f) => format!("{file_name} says archive {f}"),
+                FileCounter::Unreadable(why) => format!("{file_name} cannot be read: {why}"),
+            };
+            return (
+                format!(
+                    "  NOT COMPARED: the replica database cannot be read: {e}\n  ({about_file}.) The replica's at_counter is the truth, so nothing can be said\n  before it is read: fix [database] in the TOML (or start the database) and run\n  `slony-receiver status --config FILE` or migrate again (with --force).\n"
+                ),
+                exit::for_class(e.class()),
+            );
+        }
+    };
+    match file {
+        FileCounter::Absent => (
+            format!(
+                "  OK: the replica is at archive {d}; there is no {file_name} (the original client\n  has kept none since 2017: it reads the database), so there is nothing to compare.\n  pull goes on from archive {}.\n",
+                d.next()
+            ),
+            exit::OK,
+        ),
+        FileCounter::At(f) if *f == d => (
+            format!(
+                "  OK: they agree: the replica's at_counter and {file_name} both say archive {d}.\n  pull goes on from archive {}.\n",
+                d.next()
+            ),
+            exit::OK,
+        ),
+        FileCounter::At(f) if f.0 > d.0 => (
+            format!(
+                "  DISAGREE: {file_name} says archive {f}, the replica's at_counter says {d}: the file is\n  {} archive(s) ahead. The database is the truth: every archive commits with its\n  counter, so archives {}..={f} are not in the replica (the file was written for\n  work that did not commit, or the database was restored from an older copy).\n  pull applies them from archive {} and rewrites the file: the provider must\n  still hold them (`slony-receiver status --config FILE` shows what it has).\n",
+                f.0 - d.0,
+                d.next(),
+                d.next()
+            ),
+            exit::COUNTER_DISAGREES,
+        ),
+        FileCounter::At(f) => (
+            format!(
+                "  DISAGREE: the replica's at_counter says archive {d}, {file_name} says {f}: the\n  database is {} archive(s) ahead. The database is the truth: the file is stale (a\n  client that stopped writing it, or stopped between a commit and the file).\n  pull goes on from archive {} and rewrites the file.\n",
+                d.0 - f.0,
+                d.next()
+            ),
+            exit::COUNTER_DISAGREES,
+        ),
+        FileCounter::Unreadable(why) => (
+            format!(
+                "  DISAGREE: {file_name} cannot be read as a counter ({why}); the replica's\n  at_counter says archive {d}. The database is the truth: pull goes on from\n  archive {} and rewrites the file.\n",
+                d.next()
+            ),
+            exit::COUNTER_DISAGREES,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replica::ReplicaError;
+
+    fn path() -> PathBuf {
+        PathBuf::from("/l/alpha/slony_counter.txt")
+    }
+
+    #[test]
+    fn counters_that_agree_or_no_file_exit_zero() {
+        let (text, code) = verdict(&path(), &Ok(Counter(6)), &FileCounter::At(Counter(6)));
+        assert_eq!(code, exit::OK);
+        assert!(text.contains("they agree"), "{text}");
+        assert!(text.contains("archive 7"), "{text}");
+        let (text, code) = verdict(&path(), &Ok(Counter(6)), &FileCounter::Absent);
+        assert_eq!(code, exit::OK);
+        assert!(
+            text.contains("there is no /l/alpha/slony_counter.txt"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_disagreement_says_which_is_ahead_and_exits_non_zero() {
+        let (text, code) = verdict(&path(), &Ok(Counter(6)), &FileCounter::At(Counter(9)));
+        assert_eq!(code, exit::COUNTER_DISAGREES);
+        assert!(text.contains("the file is\n  3 archive(s) ahead"), "{text}");
+        assert!(
+            text.contains("archives 7..=9 are not in the replica"),
+            "{text}"
+        );
+        assert!(text.contains("The database is the truth"), "{text}");
+        let (text, code) = verdict(&path(), &Ok(Counter(6)), &FileCounter::At(Counter(2)));
+        assert_eq!(code, exit::COUNTER_DISAGREES);
+        assert!(text.contains("database is 4 archive(s) ahead"), "{text}");
+        let (text, code) = verdict(
+            &path(),
+            &Ok(Counter(6)),
+            &FileCounter::Unreadable("x".into()),
+        );
+        assert_eq!(code, exit::COUNTER_DISAGREES);
+        assert!(text.contains("cannot be read as a counter"), "{text}");
+    }
+
+    #[test]
+    fn an_unreadable_database_compares_nothing_and_exits_non_zero() {
+        let down = Err(ReplicaError::Unavailable {
+            conninfo: "host=127.0.0.1 port=1".into(),
+            message: "Connection refused".into(),
+        });
+        let (text, code) = verdict(&path(), &down, &FileCounter::At(Counter(3)));
+        assert_eq!(code, exit::DATABASE);
+        assert!(text.contains("NOT COMPARED"), "{text}");
+        assert!(text.contains("Connection refused"), "{text}");
+        assert!(text.contains("says archive 3"), "{text}");
+        let (_, code) = verdict(
+            &path(),
+            &Err(ReplicaError::NotInitialised {
+                schema: "\"_jsoc\"".into(),
+            }),
+            &FileCounter::Absent,
+        );
+        assert_eq!(code, exit::APPLY);
+    }
+
+    #[test]
+    fn a_psql_port_other_than_pg_port_is_noted() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.cfg");
+        for (psql, noted) in [
+            ("'psql -p 5433'", false),
+            ("'psql -p5434'", true),
+            ("'psql --port=5435 -h x'", true),
+            ("psql", false),
+        ] {
+            std::fs::write(&p, format!("pg_port=5433\nPSQL={psql}\n")).unwrap();
+            let l = legacy::read(&p).unwrap();
+            assert_eq!(psql_port_note(&l).is_some(), noted, "{psql}");
+        }
+    }
+
+    #[test]
+    fn the_counter_file_is_read_as_the_old_client_wrote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("slony_counter.txt");
+        assert_eq!(read_counter_file(&p), FileCounter::Absent);
+        // save_current_counter wrote no newline; `echo` did.
+        std::fs::write(&p, "42").unwrap();
+        assert_eq!(read_counter_file(&p), FileCounter::At(Counter(42)));
+        std::fs::write(&p, "42\n").unwrap();
+        assert_eq!(read_counter_file(&p), FileCounter::At(Counter(42)));
+        std::fs::write(&p, "forty-two\n").unwrap();
+        assert!(matches!(read_counter_file(&p), FileCounter::Unreadable(_)));
+    }
+}
