@@ -5,6 +5,7 @@ mod cut;
 mod fixtures_selftest;
 mod guard;
 mod housekeeping;
+mod legacy_site;
 mod manager;
 mod privilege;
 mod provider_sql;
