@@ -733,6 +733,15 @@ dbname = "replica"
     }
 
     #[test]
+    fn the_example_file_loads_with_its_documented_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = include_str!("../../../etc/receiver.toml.example");
+        let c = ReceiverConfig::load(&write(dir.path(), text)).unwrap();
+        assert_eq!(c.subscribe, SubscribeConfig::default());
+        assert_eq!(c.status, StatusConfig::default());
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [
