@@ -69,7 +69,8 @@ pub struct ConfigArg {
     /// The TOML configuration (see etc/receiver.toml.example).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// A configuration in the original tools' key=value format.
+    /// The original tools' key=value client config (repclient.cfg): read as bash assigns
+    /// it, never run (see `migrate` to turn it into TOML).
     #[arg(long, value_name = "FILE")]
     pub legacy_config: Option<PathBuf>,
 }
