@@ -364,10 +364,7 @@ impl Legacy {
 
     /// The line `n` of the file as written, safe inside a TOML comment.
     fn line_text(&self, n: usize) -> String {
-        let line = self.lines.get(n.wrapping_sub(1)).map_or("", |l| l.trim());
-        line.chars()
-            .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
-            .collect()
+        printable(self.lines.get(n.wrapping_sub(1)).map_or("", |l| l.trim()))
     }
 
     /// The TOML configuration meaning what this file means: every key it sets, with the
@@ -382,7 +379,7 @@ impl Legacy {
         let _ = writeln!(
             out,
             "# slony-receiver configuration, written by `slony-receiver migrate` from\n# {}.\n#\n# It means what that file meant: each key below says the line it came from;\n# every key not written here takes its default (etc/receiver.toml.example\n# lists them all). Load it with `slony-receiver <command> --config FILE`.",
-            self.path.display()
+            printable(&self.path.display().to_string())
         );
         let sections: [(&str, &[&str]); 6] = [
             ("", &["cluster", "node"]),
@@ -464,6 +461,13 @@ impl Legacy {
         }
         out
     }
+}
+
+/// `s` with its control characters (but tabs) shown as `?`: safe inside a TOML comment.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+        .collect()
 }
 
 /// `v` written as TOML.
