@@ -102,21 +102,21 @@ pub async fn run(req: &Request<'_>) -> anyhow::Result<u8> {
     out.push_str(&replacement(&legacy, &cfg, &output));
     let db = read_counter(&cfg).await;
     let file = read_counter_file(&cfg.counter_file());
-    let (text, code) = verdict(&cfg.counter_file(), &db, &file);
+    let verdict = verdict(&cfg.counter_file(), &db, &file);
     out.push_str("\nCounter:\n");
-    out.push_str(&text);
+    out.push_str(&verdict.text);
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(out.as_bytes())
         .and_then(|()| stdout.flush())
         .context("writing the report")?;
-    if code != exit::OK {
+    if verdict.code != exit::OK {
         eprintln!(
             "slony-receiver: migrate: {} (the TOML was written)",
-            text.lines().next().unwrap_or("").trim()
+            verdict.summary
         );
     }
-    Ok(code)
+    Ok(verdict.code)
 }
 
 /// Writes `text` to `path`: a temporary name beside it, then a rename (owner-only).
@@ -212,7 +212,9 @@ fn replacement(legacy: &legacy::Legacy, cfg: &ReceiverConfig, output: &Path) -> 
          \x20 set remote.known_hosts to a file that account can read. Then\n\
          \x20   systemctl enable --now slony-receiver.service slony-receiver-housekeeping.timer\n\
          \nTo go back: put the old line back in the crontab and remove the new ones (or\n\
-         disable the units). Both read the replica's counter, so neither skips an archive.\n",
+         disable the units). Either goes on from where the other stopped: the original\n\
+         client reads the replica's counter (before 2017, slony_counter.txt, which pull\n\
+         keeps equal to it).\n",
         legacy = legacy.path.display(),
     )
 }
@@ -261,68 +263,105 @@ fn read_counter_file(path: &Path) -> FileCounter {
     }
 }
 
-/// The report on the two counters, and the exit code it calls for.
+/// The report on the two counters.
+#[derive(Debug)]
+struct Verdict {
+    /// The lines printed under "Counter:".
+    text: String,
+    /// One line for stderr when the code is not 0.
+    summary: String,
+    /// The exit code it calls for.
+    code: u8,
+}
+
+/// Compares the replica's counter `db` with the counter file at `path`.
 fn verdict(
     path: &Path,
     db: &Result<Counter, replica::ReplicaError>,
     file: &FileCounter,
-) -> (String, u8) {
-    let file_name = path.display();
-    let d = match db {
-        Ok(d) => *d,
-        Err(e) => {
-            let about_file = match file {
-                FileCounter::Absent => format!("there is no {file_name}"),
-                FileCounter::At(f) => format!("{file_name} says archive {f}"),
-                FileCounter::Unreadable(why) => format!("{file_name} cannot be read: {why}"),
-            };
-            return (
-                format!(
-                    "  NOT COMPARED: the replica database cannot be read: {e}\n  ({about_file}.) The replica's at_counter is the truth, so nothing can be said\n  before it is read: fix [database] in the TOML (or start the database) and run\n  `slony-receiver status --config FILE` or migrate again (with --force).\n"
-                ),
-                exit::for_class(e.class()),
-            );
-        }
+) -> Verdict {
+    let file_line = match file {
+        FileCounter::Absent => "none (the original client has kept none since 2017)".to_string(),
+        FileCounter::At(f) => format!("archive {f}"),
+        FileCounter::Unreadable(why) => format!("unreadable: {why}"),
     };
-    match file {
-        FileCounter::Absent => (
+    let mut text = format!(
+        "  replica's at_counter:  {}
+  {}:  {file_line}
+",
+        match db {
+            Ok(d) => format!("archive {d}"),
+            Err(_) => "cannot be read".to_string(),
+        },
+        path.display()
+    );
+    let (said, summary, code) = match (db, file) {
+        (Err(e), _) => (
             format!(
-                "  OK: the replica is at archive {d}; there is no {file_name} (the original client\n  has kept none since 2017: it reads the database), so there is nothing to compare.\n  pull goes on from archive {}.\n",
+                "NOT COMPARED: the replica database cannot be read: {e}.\n  The replica's at_counter is the truth, so nothing can be said before it is read:\n  fix [database] in the TOML (or start the database), then run migrate again\n  (with --force) or `slony-receiver status --config FILE`."
+            ),
+            format!("the counters were not compared: {e}"),
+            exit::for_class(e.class()),
+        ),
+        (Ok(d), FileCounter::Absent) => (
+            format!(
+                "OK: there is no counter file to compare (a client since 2017 reads the database).\n  pull goes on from archive {}.",
                 d.next()
             ),
+            String::new(),
             exit::OK,
         ),
-        FileCounter::At(f) if *f == d => (
-            format!(
-                "  OK: they agree: the replica's at_counter and {file_name} both say archive {d}.\n  pull goes on from archive {}.\n",
-                d.next()
-            ),
+        (Ok(d), FileCounter::At(f)) if f == d => (
+            format!("OK: they agree. pull goes on from archive {}.", d.next()),
+            String::new(),
             exit::OK,
         ),
-        FileCounter::At(f) if f.0 > d.0 => (
+        (Ok(d), FileCounter::At(f)) if f.0 > d.0 => (
             format!(
-                "  DISAGREE: {file_name} says archive {f}, the replica's at_counter says {d}: the file is\n  {} archive(s) ahead. The database is the truth: every archive commits with its\n  counter, so archives {}..={f} are not in the replica (the file was written for\n  work that did not commit, or the database was restored from an older copy).\n  pull applies them from archive {} and rewrites the file: the provider must\n  still hold them (`slony-receiver status --config FILE` shows what it has).\n",
-                f.0 - d.0,
+                "DISAGREE: the file is {n} archive(s) ahead of the database.\n  The database is the truth: every archive commits with its counter, so archives\n  {}..={f} are not in the replica (the file was written for work that did not\n  commit, or the database was restored from an older copy). pull applies them\n  from archive {} and rewrites the file: the provider must still hold them\n  (`slony-receiver status --config FILE` shows what it has).",
                 d.next(),
-                d.next()
+                d.next(),
+                n = f.0 - d.0,
             ),
-            exit::COUNTER_DISAGREES,
-        ),
-        FileCounter::At(f) => (
             format!(
-                "  DISAGREE: the replica's at_counter says archive {d}, {file_name} says {f}: the\n  database is {} archive(s) ahead. The database is the truth: the file is stale (a\n  client that stopped writing it, or stopped between a commit and the file).\n  pull goes on from archive {} and rewrites the file.\n",
-                d.0 - f.0,
-                d.next()
+                "the counters disagree: {} says archive {f}, the replica's at_counter {d} (the file is {} ahead; the database is the truth)",
+                path.display(),
+                f.0 - d.0
             ),
             exit::COUNTER_DISAGREES,
         ),
-        FileCounter::Unreadable(why) => (
+        (Ok(d), FileCounter::At(f)) => (
             format!(
-                "  DISAGREE: {file_name} cannot be read as a counter ({why}); the replica's\n  at_counter says archive {d}. The database is the truth: pull goes on from\n  archive {} and rewrites the file.\n",
-                d.next()
+                "DISAGREE: the database is {n} archive(s) ahead of the file.\n  The database is the truth: the file is stale (a client that stopped writing it,\n  or stopped between a commit and the file). pull goes on from archive {} and\n  rewrites the file.",
+                d.next(),
+                n = d.0 - f.0,
+            ),
+            format!(
+                "the counters disagree: {} says archive {f}, the replica's at_counter {d} (the database is {} ahead, and the truth)",
+                path.display(),
+                d.0 - f.0
             ),
             exit::COUNTER_DISAGREES,
         ),
+        (Ok(d), FileCounter::Unreadable(_)) => (
+            format!(
+                "DISAGREE: the file holds no counter. The database is the truth: pull goes on\n  from archive {} and rewrites the file.",
+                d.next()
+            ),
+            format!(
+                "the counters disagree: {} holds no counter; the replica's at_counter is {d}",
+                path.display()
+            ),
+            exit::COUNTER_DISAGREES,
+        ),
+    };
+    text.push_str("  ");
+    text.push_str(&said);
+    text.push('\n');
+    Verdict {
+        text,
+        summary,
+        code,
     }
 }
 
@@ -337,38 +376,56 @@ mod tests {
 
     #[test]
     fn counters_that_agree_or_no_file_exit_zero() {
-        let (text, code) = verdict(&path(), &Ok(Counter(6)), &FileCounter::At(Counter(6)));
-        assert_eq!(code, exit::OK);
-        assert!(text.contains("they agree"), "{text}");
-        assert!(text.contains("archive 7"), "{text}");
-        let (text, code) = verdict(&path(), &Ok(Counter(6)), &FileCounter::Absent);
-        assert_eq!(code, exit::OK);
+        let v = verdict(&path(), &Ok(Counter(6)), &FileCounter::At(Counter(6)));
+        assert_eq!(v.code, exit::OK);
+        assert!(v.text.contains("OK: they agree"), "{}", v.text);
+        assert!(v.text.contains("archive 7"), "{}", v.text);
         assert!(
-            text.contains("there is no /l/alpha/slony_counter.txt"),
-            "{text}"
+            v.text.contains(
+                "  replica's at_counter:  archive 6\n  /l/alpha/slony_counter.txt:  archive 6\n"
+            ),
+            "{}",
+            v.text
         );
+        let v = verdict(&path(), &Ok(Counter(6)), &FileCounter::Absent);
+        assert_eq!(v.code, exit::OK);
+        assert!(v.text.contains("slony_counter.txt:  none"), "{}", v.text);
+        assert!(v.text.contains("no counter file to compare"), "{}", v.text);
     }
 
     #[test]
     fn a_disagreement_says_which_is_ahead_and_exits_non_zero() {
-        let (text, code) = verdict(&path(), &Ok(Counter(6)), &FileCounter::At(Counter(9)));
-        assert_eq!(code, exit::COUNTER_DISAGREES);
-        assert!(text.contains("the file is\n  3 archive(s) ahead"), "{text}");
+        let v = verdict(&path(), &Ok(Counter(6)), &FileCounter::At(Counter(9)));
+        assert_eq!(v.code, exit::COUNTER_DISAGREES);
         assert!(
-            text.contains("archives 7..=9 are not in the replica"),
-            "{text}"
+            v.text.contains("the file is 3 archive(s) ahead"),
+            "{}",
+            v.text
         );
-        assert!(text.contains("The database is the truth"), "{text}");
-        let (text, code) = verdict(&path(), &Ok(Counter(6)), &FileCounter::At(Counter(2)));
-        assert_eq!(code, exit::COUNTER_DISAGREES);
-        assert!(text.contains("database is 4 archive(s) ahead"), "{text}");
-        let (text, code) = verdict(
+        assert!(v.text.contains("\n  7..=9 are not in"), "{}", v.text);
+        assert!(v.text.contains("The database is the truth"), "{}", v.text);
+        assert!(v
+            .summary
+            .contains("says archive 9, the replica's at_counter 6"));
+        let v = verdict(&path(), &Ok(Counter(6)), &FileCounter::At(Counter(2)));
+        assert_eq!(v.code, exit::COUNTER_DISAGREES);
+        assert!(
+            v.text.contains("database is 4 archive(s) ahead"),
+            "{}",
+            v.text
+        );
+        assert!(
+            v.summary.contains("the database is 4 ahead"),
+            "{}",
+            v.summary
+        );
+        let v = verdict(
             &path(),
             &Ok(Counter(6)),
             &FileCounter::Unreadable("x".into()),
         );
-        assert_eq!(code, exit::COUNTER_DISAGREES);
-        assert!(text.contains("cannot be read as a counter"), "{text}");
+        assert_eq!(v.code, exit::COUNTER_DISAGREES);
+        assert!(v.text.contains("holds no counter"), "{}", v.text);
     }
 
     #[test]
@@ -377,19 +434,24 @@ mod tests {
             conninfo: "host=127.0.0.1 port=1".into(),
             message: "Connection refused".into(),
         });
-        let (text, code) = verdict(&path(), &down, &FileCounter::At(Counter(3)));
-        assert_eq!(code, exit::DATABASE);
-        assert!(text.contains("NOT COMPARED"), "{text}");
-        assert!(text.contains("Connection refused"), "{text}");
-        assert!(text.contains("says archive 3"), "{text}");
-        let (_, code) = verdict(
+        let v = verdict(&path(), &down, &FileCounter::At(Counter(3)));
+        assert_eq!(v.code, exit::DATABASE);
+        assert!(v.text.contains("NOT COMPARED"), "{}", v.text);
+        assert!(v.text.contains("Connection refused"), "{}", v.text);
+        assert!(
+            v.text.contains("slony_counter.txt:  archive 3"),
+            "{}",
+            v.text
+        );
+        assert!(v.summary.contains("not compared"), "{}", v.summary);
+        let v = verdict(
             &path(),
             &Err(ReplicaError::NotInitialised {
                 schema: "\"_jsoc\"".into(),
             }),
             &FileCounter::Absent,
         );
-        assert_eq!(code, exit::APPLY);
+        assert_eq!(v.code, exit::APPLY);
     }
 
     #[test]
