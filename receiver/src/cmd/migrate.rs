@@ -136,10 +136,11 @@ fn write_output(path: &Path, text: &str) -> anyhow::Result<()> {
     })
 }
 
-/// Whether two configurations mean the same, whatever file each came from.
+/// Whether two configurations mean the same, whatever file (and format) each came from.
 fn same(a: &ReceiverConfig, b: &ReceiverConfig) -> bool {
     let mut a = a.clone();
     a.source = b.source.clone();
+    a.legacy = b.legacy;
     format!("{a:?}") == format!("{b:?}")
 }
 

@@ -334,7 +334,10 @@ impl Legacy {
     /// [`ConfigError::Invalid`] naming the legacy key and its line (and the TOML key it
     /// maps to).
     pub fn config(&self) -> Result<ReceiverConfig, ConfigError> {
-        ReceiverConfig::from_raw(&self.path, self.raw()).map_err(|e| self.legacy_error(e))
+        let mut cfg =
+            ReceiverConfig::from_raw(&self.path, self.raw()).map_err(|e| self.legacy_error(e))?;
+        cfg.legacy = true;
+        Ok(cfg)
     }
 
     /// `e`, about a TOML key, restated about the legacy key that sets it.
@@ -507,6 +510,7 @@ mod tests {
     fn assert_same(a: &ReceiverConfig, b: &ReceiverConfig) {
         let mut a = a.clone();
         a.source = b.source.clone();
+        a.legacy = b.legacy;
         assert_eq!(format!("{a:#?}"), format!("{b:#?}"));
     }
 
@@ -522,6 +526,8 @@ mod tests {
              ingestion_path=/home/slony/bin\nemail_list='a@x.org, b@y.org'\n",
         );
         let c = ReceiverConfig::load_legacy(&p).unwrap();
+        assert!(c.legacy);
+        assert_eq!(c.config_arg(), format!("--legacy-config {}", p.display()));
         assert_eq!(c.remote.host, "solarport.stanford.edu");
         assert_eq!(c.remote.port, 55000);
         assert_eq!(c.remote.auth, SshAuth::Agent);

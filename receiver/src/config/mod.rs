@@ -23,6 +23,9 @@ use std::time::Duration;
 pub struct ReceiverConfig {
     /// The file this was read from (for messages).
     pub source: PathBuf,
+    /// Whether that file is the original tools' client config (`--legacy-config`), so
+    /// the commands messages suggest name it the way it was given.
+    pub legacy: bool,
     /// Slony cluster name; its objects live in schema `_<cluster>`.
     pub cluster: ClusterName,
     /// This site's name: the provider keeps its stream in `<remote.log_dir>/<node>/`.
@@ -283,6 +286,7 @@ impl ReceiverConfig {
         let node = NodeName::new(node).map_err(|e| invalid(p, "node", e.to_string()))?;
         Ok(ReceiverConfig {
             source: path.to_path_buf(),
+            legacy: false,
             sql_allow: sql_allowances(p, raw.sql)?,
             cluster,
             node,
@@ -296,6 +300,17 @@ impl ReceiverConfig {
             status: StatusConfig::from_raw(p, raw.status)?,
             subscribe: SubscribeConfig::from_raw(p, raw.subscribe)?,
         })
+    }
+
+    /// `--config FILE` or `--legacy-config FILE`: how to give this configuration to a
+    /// command again (for the commands messages suggest).
+    pub fn config_arg(&self) -> String {
+        let flag = if self.legacy {
+            "--legacy-config"
+        } else {
+            "--config"
+        };
+        format!("{flag} {}", self.source.display())
     }
 
     /// `<local.log_dir>/<node>/`: counter file, downloads, applied archives.
@@ -621,7 +636,10 @@ dbname = "replica"
     #[test]
     fn minimal_config_gets_defaults() {
         let dir = tempfile::tempdir().unwrap();
-        let c = ReceiverConfig::load(&write(dir.path(), MINIMAL)).unwrap();
+        let p = write(dir.path(), MINIMAL);
+        let c = ReceiverConfig::load(&p).unwrap();
+        assert!(!c.legacy);
+        assert_eq!(c.config_arg(), format!("--config {}", p.display()));
         assert_eq!(c.remote.port, 22);
         assert_eq!(c.remote.log_dir, "/srv/site_logs");
         assert_eq!(c.remote_site_dir(), "/srv/site_logs/site1");

@@ -728,10 +728,10 @@ fn timed_out(cfg: &ReceiverConfig, opts: &Options, what: &str, refused: &[String
         .as_ref()
         .map_or_else(|| "FILE".to_string(), |l| l.display().to_string());
     eprintln!(
-        "slony-receiver: no answer yet: gave up waiting for {what}. The request is still pending on the provider and pull STAYS PAUSED ({}).\n  Run `slony-receiver subscribe-series --config {} --list {list}` again to keep waiting (the request in progress is finished first; the list is only read for a new one), or `slony-receiver subscribe-series --config {} --abort` to cancel the request and resume pull.",
+        "slony-receiver: no answer yet: gave up waiting for {what}. The request is still pending on the provider and pull STAYS PAUSED ({}).\n  Run `slony-receiver subscribe-series {} --list {list}` again to keep waiting (the request in progress is finished first; the list is only read for a new one), or `slony-receiver subscribe-series {} --abort` to cancel the request and resume pull.",
         cfg.die_file().display(),
-        cfg.source.display(),
-        cfg.source.display()
+        cfg.config_arg(),
+        cfg.config_arg()
     );
     exit::TIMEOUT
 }
@@ -777,7 +777,7 @@ async fn abort(
     {
         let client = crate::replica::connect(cfg).await?;
         if crate::replica::was_applied(&client, &cfg.cluster, &binding.nonce).await? {
-            eprintln!("slony-receiver: the SQL of the request in progress is already applied on the replica (a run was killed after its commit), so it cannot be withdrawn: run `slony-receiver subscribe-series --config {} --list FILE` again to finish it on both sides", cfg.source.display());
+            eprintln!("slony-receiver: the SQL of the request in progress is already applied on the replica (a run was killed after its commit), so it cannot be withdrawn: run `slony-receiver subscribe-series {} --list FILE` again to finish it on both sides", cfg.config_arg());
             return Ok(exit::APPLY);
         }
     }
