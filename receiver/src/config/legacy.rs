@@ -23,6 +23,20 @@ set, as the original scripts treated it.
 | `email_list` | `alert.recipients` (split on `,`, `;` and spaces) |
 | `attempts`, `archive`, `retention`, `tapegroup` | `subscribe.attempts`, `.archive`, `.retention`, `.tapegroup` |
 
+| ignored key | why |
+| --- | --- |
+| `kRSPerl` | the Perl that ran the original scripts: nothing here runs Perl |
+| `kRSBaseURL`, `kSubService`, `kPubListService`, `kSubXfer` | URLs of the web subscription service of later original clients: the receiver talks to the provider over SSH only |
+| `kLocalLogDir`, `kMaxLog` | the original scripts' own log files and their size limit: the receiver logs to stderr |
+| `kLocalWorkingDir` | `subscribe_series`'s temporary files and lock: the receiver's state is under `local.log_dir` |
+| `kSQLIngestionProgram` | the `get_slony_logs.pl` that `subscribe_series` started: `pull` replaces it |
+| `kDeleteSeriesProgram` | the `delete_series` that `subscribe_series` offered to run: the receiver never drops a local series |
+| `scp_cmd`, `ssh_cmd` | the receiver speaks SSH and SFTP itself (libssh2) |
+| `PSQL` | the receiver connects to the replica itself, with `pg_*` |
+| `pg_schema`, `webdb_ip`, `webdb_dir`, `webdb_user` | in older copies; read by no original client script |
+
+The reasons, word for word, are in [`KEYS`]; `migrate` writes them into the TOML.
+
 A legacy config always logs in through the ssh-agent (`remote.use_agent = true`), as the
 original tools did, and checks the host key against `$HOME/.ssh/known_hosts`; every other
 key takes its default. Relative paths are taken against the file's directory.
