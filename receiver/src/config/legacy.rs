@@ -594,6 +594,43 @@ mod tests {
     }
 
     #[test]
+    fn every_site_of_the_fixture_loads_and_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for (node, text) in [
+            (
+                "alpha",
+                include_str!("../../../tests/fixtures/legacy/sites/alpha/repclient.cfg"),
+            ),
+            (
+                "beta",
+                include_str!("../../../tests/fixtures/legacy/sites/beta/repclient.cfg"),
+            ),
+            (
+                "gamma",
+                include_str!("../../../tests/fixtures/legacy/sites/gamma/repclient.cfg"),
+            ),
+        ] {
+            let text = text
+                .replace("@ROOT@", &root.display().to_string())
+                .replace("@PG_PORT@", "5433")
+                .replace("@SSH_PORT@", "2222")
+                .replace("@SSH_USER@", "slony");
+            let p = write(root, &format!("{node}.cfg"), &text);
+            let legacy = read(&p).unwrap();
+            let c = legacy.config().unwrap_or_else(|e| panic!("{node}: {e}"));
+            assert_eq!(c.node.as_str(), node);
+            assert_eq!(
+                c.local.die_dir,
+                root.join(format!("sites/{node}/work")),
+                "{node}"
+            );
+            let t = write(root, &format!("{node}.toml"), &legacy.to_toml());
+            assert_same(&c, &ReceiverConfig::load(&t).unwrap());
+        }
+    }
+
+    #[test]
     fn every_key_of_the_template_is_known() {
         // The keys of the original repclient.template.cfg, in its order.
         for key in [
