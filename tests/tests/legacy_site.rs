@@ -189,6 +189,27 @@ async fn migrate_writes_the_toml_prints_the_replacement_and_compares_the_counter
     assert_eq!(run.code, 2, "an existing output is not overwritten");
     assert!(run.stderr.contains("--force"), "{}", run.stderr);
     assert_eq!(std::fs::read_to_string(&toml).unwrap(), text);
+    // Never over the legacy file itself, even with --force.
+    let run = receiver(
+        &[
+            "migrate",
+            "--legacy-config",
+            cfg,
+            "--output",
+            cfg,
+            "--force",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("the legacy file itself"),
+        "{}",
+        run.stderr
+    );
+    assert!(std::fs::read_to_string(&alpha.cfg)
+        .unwrap()
+        .contains("kRSPerl="));
     let run = receiver(&["migrate", "--legacy-config", cfg, "--force"], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("OK: they agree"), "{}", run.stdout);

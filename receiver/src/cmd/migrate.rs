@@ -63,6 +63,13 @@ pub async fn run(req: &Request<'_>) -> anyhow::Result<u8> {
         None => slony_shared::config::base_dir(req.legacy_config).join("receiver.toml"),
     };
     let output = std::path::absolute(&output).unwrap_or(output);
+    if is_same_file(&output, req.legacy_config) {
+        eprintln!(
+            "slony-receiver: --output {} is the legacy file itself: migrate never replaces it (it is what going back uses)",
+            output.display()
+        );
+        return Ok(exit::CONFIG);
+    }
     if !req.force && std::fs::symlink_metadata(&output).is_ok() {
         eprintln!(
             "slony-receiver: {} exists: migrate does not overwrite it (give --force to replace it, or --output PATH)",
@@ -117,6 +124,15 @@ pub async fn run(req: &Request<'_>) -> anyhow::Result<u8> {
         );
     }
     Ok(verdict.code)
+}
+
+/// Whether `a` and `b` name the same existing file (the same device and inode).
+fn is_same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// Writes `text` to `path`: a temporary name beside it, then a rename (owner-only).
@@ -346,11 +362,11 @@ fn verdict(
         ),
         (Ok(d), FileCounter::Unreadable(_)) => (
             format!(
-                "DISAGREE: the file holds no counter. The database is the truth: pull goes on\n  from archive {} and rewrites the file.",
+                "DISAGREE: the file holds no counter that can be read. The database is the\n  truth: pull goes on from archive {} and rewrites the file.",
                 d.next()
             ),
             format!(
-                "the counters disagree: {} holds no counter; the replica's at_counter is {d}",
+                "the counters disagree: {} holds no counter that can be read; the replica's at_counter is {d}",
                 path.display()
             ),
             exit::COUNTER_DISAGREES,
