@@ -301,38 +301,51 @@ impl Legacy {
     fn raw(&self) -> RawReceiver {
         let mut raw = RawReceiver::default();
         for m in &self.mapped {
-            let Some(value) = m.value.clone() else {
+            let Some(value) = &m.value else {
                 continue;
             };
-            let (text, path, number, list) = match value {
-                Value::Text(t) => (Some(t), None, None, None),
-                Value::Path(p) => (None, Some(p), None, None),
-                Value::Number(n) => (None, None, Some(n), None),
-                Value::List(l) => (None, None, None, Some(l)),
+            let text = || match value {
+                Value::Text(t) => Some(t.clone()),
+                _ => None,
             };
-            // The kinds are fixed per key by KEYS, so each arm finds its own kind.
-            let port = number.and_then(|n| u16::try_from(n).ok());
+            let path = || match value {
+                Value::Path(p) => Some(p.clone()),
+                _ => None,
+            };
+            let number = || match value {
+                Value::Number(n) => Some(*n),
+                _ => None,
+            };
+            // `typed` checked the ranges (ports, 0 or 1), so the conversions hold.
+            let port = || number().and_then(|n| u16::try_from(n).ok());
             match m.toml_key {
-                "node" => raw.node = text,
-                "cluster" => raw.cluster = text,
-                "remote.host" => raw.remote.host = text,
-                "remote.port" => raw.remote.port = port,
-                "remote.user" => raw.remote.user = text,
-                "remote.trigger_dir" => raw.remote.trigger_dir = text,
-                "remote.log_dir" => raw.remote.log_dir = text,
-                "local.log_dir" => raw.local.log_dir = path,
-                "local.die_dir" => raw.local.die_dir = path,
-                "database.host" => raw.database.host = text,
-                "database.port" => raw.database.port = port,
-                "database.user" => raw.database.user = text,
-                "database.dbname" => raw.database.dbname = text,
-                "alert.recipients" => raw.alert.recipients = list,
-                "subscribe.attempts" => raw.subscribe.attempts = number,
-                "subscribe.archive" => {
-                    raw.subscribe.archive = number.and_then(|n| u8::try_from(n).ok())
+                "node" => raw.node = text(),
+                "cluster" => raw.cluster = text(),
+                "remote.host" => raw.remote.host = text(),
+                "remote.port" => raw.remote.port = port(),
+                "remote.user" => raw.remote.user = text(),
+                "remote.trigger_dir" => raw.remote.trigger_dir = text(),
+                "remote.log_dir" => raw.remote.log_dir = text(),
+                "local.log_dir" => raw.local.log_dir = path(),
+                "local.die_dir" => raw.local.die_dir = path(),
+                "database.host" => raw.database.host = text(),
+                "database.port" => raw.database.port = port(),
+                "database.user" => raw.database.user = text(),
+                "database.dbname" => raw.database.dbname = text(),
+                "alert.recipients" => {
+                    raw.alert.recipients = match value {
+                        Value::List(l) => Some(l.clone()),
+                        _ => None,
+                    }
                 }
-                "subscribe.retention" => raw.subscribe.retention = number,
-                "subscribe.tapegroup" => raw.subscribe.tapegroup = number,
+                "subscribe.attempts" => raw.subscribe.attempts = number(),
+                "subscribe.archive" => {
+                    raw.subscribe.archive = number().and_then(|n| u8::try_from(n).ok())
+                }
+                "subscribe.retention" => raw.subscribe.retention = number(),
+                "subscribe.tapegroup" => raw.subscribe.tapegroup = number(),
+                // Every TOML key of KEYS is above: the fixture's alpha sets each, and its
+                // TOML is checked to mean the same.
                 _ => {}
             }
         }
@@ -590,6 +603,11 @@ mod tests {
         // Every key of the fixture is either mapped or ignored, none twice.
         let l = read(&p).unwrap();
         assert_eq!(l.mapped.len() + l.skipped.len(), 30);
+        // It sets every mapped key, so the equivalence tests cover each of them.
+        assert_eq!(
+            l.mapped.len(),
+            KEYS.iter().filter(|(_, m)| matches!(m, Maps(..))).count()
+        );
         assert!(l.skipped.iter().any(|s| s.from.key == "PSQL"));
     }
 
