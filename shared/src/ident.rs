@@ -110,7 +110,9 @@ impl fmt::Display for NodeName {
 /// and taken exactly as written (case included), or in double quotes, as SQL quotes an
 /// identifier: any text of 1 to 63 bytes without control characters, a `"` inside
 /// written twice (`"Schema.name"."Capital Idea"`, `public."Jan's bad ideas"`). Nothing
-/// else is accepted: no spaces around the dot, no third part.
+/// else is accepted: no spaces around the dot, no third part. A subscriber's list is read
+/// with [`QualifiedTable::parse_prefix_folded`] instead, which folds a plain part to lower
+/// case as PostgreSQL does.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QualifiedTable {
     /// The schema (namespace), as PostgreSQL spells it.
