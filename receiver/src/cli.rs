@@ -69,7 +69,8 @@ pub struct ConfigArg {
     /// The TOML configuration (see etc/receiver.toml.example).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// A configuration in the original tools' key=value format.
+    /// The original tools' key=value client config (repclient.cfg): read as bash assigns
+    /// it, never run (see `migrate` to turn it into TOML).
     #[arg(long, value_name = "FILE")]
     pub legacy_config: Option<PathBuf>,
 }
@@ -182,27 +183,47 @@ pub enum Command {
         /// The configuration.
         #[command(flatten)]
         config: ConfigArg,
-        /// The subscribe list: `schema.table subscribe|unsubscribe`, one per line.
+        /// The subscribe list: `schema.table subscribe|unsubscribe`, one per line (the
+        /// original tools' subscribe_list.cfg is read as it is).
         #[arg(long, value_name = "FILE", required_unless_present = "abort")]
         list: Option<PathBuf>,
-        /// How many times to look for each answer from the manager.
-        #[arg(long, default_value_t = 120)]
-        attempts: u32,
-        /// Seconds between looks.
-        #[arg(long, default_value_t = 5)]
-        interval_secs: u64,
-        /// Original tools' archive flag (0 or 1), passed to the provider.
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
-        archive: u8,
-        /// Original tools' retention in days, passed to the provider.
-        #[arg(long, default_value_t = 21)]
-        retention: u32,
-        /// Original tools' tape group, passed to the provider.
-        #[arg(long, default_value_t = 1)]
-        tapegroup: u32,
+        /// How many times to look for each answer from the manager. Default: `[subscribe]
+        /// attempts` of the configuration (120).
+        #[arg(long)]
+        attempts: Option<u32>,
+        /// Seconds between looks. Default: `[subscribe] interval_secs` (5).
+        #[arg(long)]
+        interval_secs: Option<u64>,
+        /// Original tools' archive flag (0 or 1), passed to the provider. Default:
+        /// `[subscribe] archive` (0).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1))]
+        archive: Option<u8>,
+        /// Original tools' retention in days, passed to the provider. Default:
+        /// `[subscribe] retention` (21).
+        #[arg(long)]
+        retention: Option<u32>,
+        /// Original tools' tape group, passed to the provider. Default: `[subscribe]
+        /// tapegroup` (1).
+        #[arg(long)]
+        tapegroup: Option<u32>,
         /// Cancel the request in progress and lift the pause.
         #[arg(long)]
         abort: bool,
+    },
+    /// Write the TOML configuration that means what an original tools' client config
+    /// (repclient.cfg) means, print what replaces the old get_slony_logs.pl cron line,
+    /// and compare the old slony_counter.txt with the replica's counter. Changes nothing
+    /// else.
+    Migrate {
+        /// The original tools' client config.
+        #[arg(long, value_name = "FILE")]
+        legacy_config: PathBuf,
+        /// Where to write the TOML. Default: receiver.toml beside the legacy file.
+        #[arg(long, value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// Replace the output if it exists.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -255,6 +276,7 @@ mod tests {
                 "verify",
                 "promote",
                 "init",
+                "migrate",
             ] {
                 assert!(script.contains(name), "{what:?} lacks {name}");
             }
@@ -268,6 +290,7 @@ mod tests {
             "verify",
             "promote",
             "init",
+            "migrate",
         ] {
             let entry = format!(".SS \"slony-receiver {name}\"");
             assert!(page.contains(&entry), "the man page lacks {entry}");

@@ -79,6 +79,10 @@ pub const DRIFT: u8 = 21;
 /// (marker `<site_dir>/PROMOTED`); it must never receive the provider's archives again.
 pub const PROMOTED: u8 = 22;
 
+/// `migrate`: the old `slony_counter.txt` and the replica's `at_counter` disagree (or the
+/// file holds no counter). The TOML was written anyway; the database is the truth.
+pub const COUNTER_DISAGREES: u8 = 23;
+
 #[cfg(test)]
 mod tests {
     use super::*;

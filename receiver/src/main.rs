@@ -96,15 +96,14 @@ fn run(command: Command) -> anyhow::Result<u8> {
             abort,
         } => {
             let cfg = load_config(&config)?;
-            let opts = subscribe::Options {
-                list,
+            let flags = subscribe::Overrides {
                 attempts,
-                interval: std::time::Duration::from_secs(interval_secs),
+                interval_secs,
                 archive,
                 retention,
                 tapegroup,
-                abort,
             };
+            let opts = subscribe::Options::new(&cfg.subscribe, flags, list, abort);
             runtime.block_on(cmd::subscribe_series::run(&cfg, &opts))
         }
         Command::Status { config, json } => {
@@ -136,6 +135,15 @@ fn run(command: Command) -> anyhow::Result<u8> {
             let format = slony_shared::check::Format::from_flags(json, nagios);
             runtime.block_on(cmd::check::run(load_config(&config), format, mail))
         }
+        Command::Migrate {
+            legacy_config,
+            output,
+            force,
+        } => runtime.block_on(cmd::migrate::run(&cmd::migrate::Request {
+            legacy_config: &legacy_config,
+            output: output.as_deref(),
+            force,
+        })),
         Command::Promote { config } => {
             let cfg = load_config(&config)?;
             runtime.block_on(cmd::promote::run(&cfg))

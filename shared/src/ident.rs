@@ -110,7 +110,9 @@ impl fmt::Display for NodeName {
 /// and taken exactly as written (case included), or in double quotes, as SQL quotes an
 /// identifier: any text of 1 to 63 bytes without control characters, a `"` inside
 /// written twice (`"Schema.name"."Capital Idea"`, `public."Jan's bad ideas"`). Nothing
-/// else is accepted: no spaces around the dot, no third part.
+/// else is accepted: no spaces around the dot, no third part. A subscriber's list is read
+/// with [`QualifiedTable::parse_prefix_folded`] instead, which folds a plain part to lower
+/// case as PostgreSQL does.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QualifiedTable {
     /// The schema (namespace), as PostgreSQL spells it.
@@ -160,6 +162,9 @@ fn name_part(s: &str) -> Option<(String, &str)> {
     }
 }
 
+/// One part of a qualified name as read: the name, and whether it was quoted.
+type Part = (String, bool);
+
 impl QualifiedTable {
     /// Parses and validates `schema.table` (see the type's documentation).
     pub fn parse(s: &str) -> Result<Self, BadName> {
@@ -175,18 +180,55 @@ impl QualifiedTable {
 
     /// Reads a `schema.table` at the start of `s`; returns it and the rest of `s`.
     pub fn parse_prefix(s: &str) -> Result<(Self, &str), BadName> {
+        let (schema, table, rest) = Self::parts(s)?;
+        Ok((
+            Self {
+                schema: schema.0,
+                table: table.0,
+            },
+            rest,
+        ))
+    }
+
+    /// Reads a `schema.table` at the start of `s` as SQL reads a name: a plain part is
+    /// folded to lower case, as PostgreSQL folds an unquoted name (`S1.T1` is `s1.t1`), a
+    /// part in double quotes is taken exactly. Returns it, whether folding changed it,
+    /// and the rest of `s`.
+    pub fn parse_prefix_folded(s: &str) -> Result<(Self, bool, &str), BadName> {
+        let (schema, table, rest) = Self::parts(s)?;
+        let fold = |(name, quoted): (String, bool)| {
+            if quoted {
+                name
+            } else {
+                name.to_ascii_lowercase()
+            }
+        };
+        let written = (schema.0.clone(), table.0.clone());
+        let t = Self {
+            schema: fold(schema),
+            table: fold(table),
+        };
+        let folded =
+            (t.schema.as_str(), t.table.as_str()) != (written.0.as_str(), written.1.as_str());
+        Ok((t, folded, rest))
+    }
+
+    /// The two parts at the start of `s`, each with whether it was quoted, and the rest.
+    fn parts(s: &str) -> Result<(Part, Part, &str), BadName> {
         let bad = || BadName::Pattern {
             what: "table name",
             value: s.to_string(),
             rule: TABLE_RULE,
         };
+        let schema_quoted = s.starts_with('"');
         let (schema, rest) = name_part(s).ok_or_else(bad)?;
         let rest = rest.strip_prefix('.').ok_or_else(bad)?;
+        let table_quoted = rest.starts_with('"');
         let (table, rest) = name_part(rest).ok_or_else(bad)?;
         if rest.starts_with(['.', '"']) || rest.starts_with(|c: char| c.is_alphanumeric()) {
             return Err(bad());
         }
-        Ok((Self { schema, table }, rest))
+        Ok(((schema, schema_quoted), (table, table_quoted), rest))
     }
 
     /// A table named as PostgreSQL spells it (from a catalog), if PostgreSQL could hold
@@ -240,6 +282,26 @@ pub fn quote_literal(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folded_names_are_read_as_postgresql_reads_them() {
+        let read = |s| {
+            let (t, folded, rest) = QualifiedTable::parse_prefix_folded(s).unwrap();
+            (t.schema, t.table, folded, rest)
+        };
+        assert_eq!(read("S1.T1 x"), ("s1".into(), "t1".into(), true, " x"));
+        assert_eq!(read("s1.t1"), ("s1".into(), "t1".into(), false, ""));
+        assert_eq!(read("\"S1\".T1"), ("S1".into(), "t1".into(), true, ""));
+        assert_eq!(
+            read("s1.\"Capital Idea\""),
+            ("s1".into(), "Capital Idea".into(), false, "")
+        );
+        // The exact reading is unchanged.
+        let (t, _) = QualifiedTable::parse_prefix("S1.T1").unwrap();
+        assert_eq!((t.schema.as_str(), t.table.as_str()), ("S1", "T1"));
+        assert!(QualifiedTable::parse_prefix_folded("s1").is_err());
+        assert!(QualifiedTable::parse_prefix_folded("s1.t1.x").is_err());
+    }
 
     #[test]
     fn cluster_names() {

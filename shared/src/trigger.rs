@@ -23,7 +23,7 @@
 //! SQL it published, which the subscriber checks before it applies a byte of it.
 
 use crate::counter::Counter;
-use crate::ident::{NodeName, QualifiedTable};
+use crate::ident::{quote_ident, quote_literal, NodeName, QualifiedTable};
 use std::fmt::Write as _;
 
 /// The last line of every trigger file.
@@ -354,20 +354,147 @@ fn series_line(line: &str) -> Result<Option<(QualifiedTable, &str)>, String> {
     Ok(Some((table, action)))
 }
 
-/// Parses a subscriber's list: `schema.table subscribe|unsubscribe` per line
-/// (`#` comments and blank lines allowed; a bare `schema.table` means subscribe; a part
-/// in double quotes may be any name, see [`QualifiedTable`]).
-pub fn parse_series_list(text: &str) -> Result<Vec<Series>, TriggerError> {
-    let mut out: Vec<Series> = Vec::new();
+/// Something the operator must know about one line of a subscribe list: what the
+/// original tools did differently with it, or what the request does not carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListNote {
+    /// The line (1-based).
+    pub line: usize,
+    /// What to know, and what to do instead.
+    pub message: String,
+}
+
+/// A subscribe list as read ([`read_series_list`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesList {
+    /// The series to request, in list order.
+    pub series: Vec<Series>,
+    /// The notes for the operator, in line order.
+    pub notes: Vec<ListNote>,
+}
+
+/// Reads a subscriber's list: our format, and the original tools' `subscribe_list.cfg`
+/// as it is.
+///
+/// A line is `schema.table [subscribe|unsubscribe] [flags] [# comment]`:
+///
+/// - the action is case-insensitive, as the original matched it (`grep -wi`), and a bare
+///   `schema.table` means subscribe;
+/// - a plain name part is folded to lower case, as the original did (`lc`) and as
+///   PostgreSQL reads an unquoted name; a part in double quotes is taken exactly (see
+///   [`QualifiedTable`]). A line whose name folding changed gets a note: our format read
+///   `S1.T1` as written before, and `"S1"."T1"` is how to name such a table now;
+/// - blank lines and lines starting with `#` are skipped. The original sent the list
+///   through `grep -v "#"`, so it dropped *every* line holding a `#`, even after the
+///   action. Such a line keeps the meaning our format gives it (a request; the `#`
+///   starts a comment, or is part of a quoted name), with a note saying that the
+///   original would have dropped it;
+/// - the original's flags `popjmd` and `jmdtrigger` (the JMD's queue and trigger) are
+///   accepted, never sent to the provider, and noted with what to do by hand; any other
+///   word is refused.
+///
+/// # Errors
+///
+/// [`TriggerError`] naming the line: a bad name, an unknown action or flag, a table both
+/// subscribed and unsubscribed, too many series, or no series at all.
+pub fn read_series_list(text: &str) -> Result<SeriesList, TriggerError> {
+    let mut series: Vec<Series> = Vec::new();
+    let mut notes = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        if let Some((table, action)) = series_line(line).map_err(|e| invalid(i + 1, e))? {
-            push_series(&mut out, i + 1, table, action)?;
+        let n = i + 1;
+        if let Some((table, action)) = list_line(line, n, &mut notes).map_err(|e| invalid(n, e))? {
+            push_series(&mut series, n, table, action)?;
         }
     }
-    if out.is_empty() {
+    if series.is_empty() {
         return Err(invalid(0, "the list names no table"));
     }
-    Ok(out)
+    Ok(SeriesList { series, notes })
+}
+
+/// The series of a subscriber's list ([`read_series_list`] without its notes).
+pub fn parse_series_list(text: &str) -> Result<Vec<Series>, TriggerError> {
+    read_series_list(text).map(|l| l.series)
+}
+
+/// One line of a list (see [`read_series_list`]): the table and its action, `None` for a
+/// blank or comment line; notes go to `notes`.
+fn list_line(
+    line: &str,
+    n: usize,
+    notes: &mut Vec<ListNote>,
+) -> Result<Option<(QualifiedTable, &'static str)>, String> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let (table, folded, rest) =
+        QualifiedTable::parse_prefix_folded(line).map_err(|e| e.to_string())?;
+    if !(rest.is_empty() || rest.starts_with(char::is_whitespace) || rest.starts_with('#')) {
+        return Err(format!(
+            "{line:?}: the table name must be followed by a space, then subscribe or unsubscribe"
+        ));
+    }
+    let written = &line[..line.len() - rest.len()];
+    let words = rest.split('#').next().unwrap_or("");
+    let mut words = words.split_whitespace();
+    let action = match words.next() {
+        None => "subscribe",
+        Some(w) if w.eq_ignore_ascii_case("subscribe") => "subscribe",
+        Some(w) if w.eq_ignore_ascii_case("unsubscribe") => "unsubscribe",
+        Some(w) => return Err(format!("{w:?} is neither `subscribe` nor `unsubscribe`")),
+    };
+    let mut note = |message: String| notes.push(ListNote { line: n, message });
+    for flag in words {
+        match flag.to_ascii_lowercase().as_str() {
+            "jmdtrigger" => note(jmd_trigger_note(&table)),
+            "popjmd" => note(format!(
+                "popjmd ({table}) is not supported and is not sent to the provider. It asked for the JMD's sunum_queue to be filled with the newest record of each prime key of the series (the original tools did that only for series flagged jmdtrigger). If this site runs the JMD, do it by hand once subscribe-series has finished: {}",
+                populate_sql(&table)
+            )),
+            other => {
+                return Err(format!(
+                    "{other:?} after `{action}`: the original list's only flags are popjmd and jmdtrigger"
+                ))
+            }
+        }
+    }
+    if folded {
+        note(format!(
+            "{written} is read as {table}: an unquoted name is folded to lower case, as PostgreSQL and the original tools read it. For a table whose name holds capitals, write it in double quotes ({})",
+            QualifiedTable::parse_prefix(written)
+                .map(|(t, _)| t.quoted())
+                .unwrap_or_else(|_| written.to_string())
+        ));
+    }
+    if line.contains('#') {
+        note(format!(
+            "this line holds a `#`: the original subscribe_series sent the list through `grep -v \"#\"` and so dropped it from its request. It is read here as `{table} {action}` (after the name a `#` starts a comment; inside double quotes it is part of the name). Delete the line, or start it with `#`, if it is not meant as a request"
+        ));
+    }
+    Ok(Some((table, action)))
+}
+
+/// What to do by hand instead of the original's `jmdtrigger` flag for `table`.
+fn jmd_trigger_note(table: &QualifiedTable) -> String {
+    let base = format!("{}_{}", table.schema, table.table);
+    format!(
+        "jmdtrigger ({table}) is not supported and is not sent to the provider. After subscribing, the original tools created a trigger on the series that queues each new row's sunum into the JMD's sunum_queue, and queued the newest record of each prime key. If this site runs the JMD, do both by hand once subscribe-series has finished: a plpgsql function {fc}() that, on INSERT with new.sunum > 0, runs INSERT INTO sunum_queue (sunum, recnum, series_name) VALUES (new.sunum, new.recnum, {name}); CREATE TRIGGER {trg} AFTER INSERT ON {quoted} FOR EACH ROW EXECUTE PROCEDURE {fc}(); then {populate}",
+        fc = quote_ident(&format!("{base}_fc")),
+        trg = quote_ident(&format!("{base}_trg")),
+        name = quote_literal(&table.to_string()),
+        quoted = table.quoted(),
+        populate = populate_sql(table),
+    )
+}
+
+/// The statement that fills the JMD's queue from `table` (the original's POPULATEJMD).
+fn populate_sql(table: &QualifiedTable) -> String {
+    format!(
+        "INSERT INTO sunum_queue (recnum, sunum, series_name) SELECT recnum, sunum, {name} FROM {t} WHERE recnum IN (SELECT max(recnum) FROM {t} GROUP BY <the series' prime keys, drms_series.primary_idx>)",
+        name = quote_literal(&table.to_string()),
+        t = table.quoted(),
+    )
 }
 
 fn push_series(
@@ -779,6 +906,136 @@ mod tests {
         }
         let text = r.render();
         assert_eq!(Request::parse(text.as_bytes(), &node("site1")).unwrap(), r);
+    }
+
+    fn list(text: &str) -> SeriesList {
+        read_series_list(text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
+    }
+
+    fn names(l: &SeriesList) -> Vec<String> {
+        l.series
+            .iter()
+            .map(|s| format!("{} {}", s.table, s.action.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn list_actions_are_case_insensitive_as_the_original_grep_wi() {
+        let l = list("s1.t1 SUBSCRIBE\ns1.t2 Unsubscribe\ns1.t3\n");
+        assert_eq!(
+            names(&l),
+            ["s1.t1 subscribe", "s1.t2 unsubscribe", "s1.t3 subscribe"]
+        );
+        assert!(l.notes.is_empty(), "{:?}", l.notes);
+        for bad in ["s1.t1 subscribed\n", "s1.t1 sub\n", "s1.t1 jmdtrigger\n"] {
+            let e = read_series_list(bad).unwrap_err().to_string();
+            assert!(e.contains("neither"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn list_names_fold_like_postgresql_and_quoted_ones_stay_exact() {
+        let l = list("S1.T1 subscribe\n\"S1\".\"T1\" subscribe\ns1.\"Mixed Case\"\n");
+        assert_eq!(l.series[0].table, QualifiedTable::new("s1", "t1").unwrap());
+        assert_eq!(l.series[1].table, QualifiedTable::new("S1", "T1").unwrap());
+        assert_eq!(
+            l.series[2].table,
+            QualifiedTable::new("s1", "Mixed Case").unwrap()
+        );
+        // Only the folded line is noted, with how to keep the capitals.
+        assert_eq!(l.notes.len(), 1, "{:?}", l.notes);
+        assert_eq!(l.notes[0].line, 1);
+        assert!(l.notes[0].message.contains("S1.T1 is read as s1.t1"));
+        assert!(l.notes[0].message.contains("\"S1\".\"T1\""));
+        // Folding happens before duplicates are found.
+        let e = read_series_list("S1.T1 subscribe\ns1.t1 unsubscribe\n").unwrap_err();
+        assert!(
+            e.to_string().contains("both subscribed and unsubscribed"),
+            "{e}"
+        );
+        assert_eq!(list("S1.T1\ns1.t1\n").series.len(), 1);
+    }
+
+    #[test]
+    fn list_lines_with_a_hash_keep_their_meaning_and_are_noted() {
+        // Lines starting with `#` are skipped, as both formats always did.
+        let l = list("# comment\n   # indented comment\n#s1.gone subscribe\ns1.t1\n");
+        assert_eq!(names(&l), ["s1.t1 subscribe"]);
+        assert!(l.notes.is_empty(), "{:?}", l.notes);
+        // The original dropped these lines (grep -v "#"); ours reads them as before, and
+        // says so.
+        let l = list("s1.t1 subscribe # keep\npublic.\"Jan's #1 idea\"\ns1.t2\n");
+        assert_eq!(
+            names(&l),
+            [
+                "s1.t1 subscribe",
+                "public.\"Jan's #1 idea\" subscribe",
+                "s1.t2 subscribe"
+            ]
+        );
+        assert_eq!(l.notes.iter().map(|n| n.line).collect::<Vec<_>>(), [1, 2]);
+        for n in &l.notes {
+            assert!(n.message.contains("grep -v"), "{}", n.message);
+            assert!(n.message.contains("dropped it"), "{}", n.message);
+        }
+        assert!(l.notes[0].message.contains("`s1.t1 subscribe`"));
+    }
+
+    #[test]
+    fn list_jmd_flags_are_noted_and_never_sent() {
+        // gamma's list, as the original tools left it: tabs, capitals, a flag.
+        let l = list(include_str!(
+            "../../tests/fixtures/legacy/sites/gamma/subscribe_list.cfg"
+        ));
+        assert_eq!(names(&l), ["s1.t1 subscribe"]);
+        assert!(l.notes.iter().any(|n| n
+            .message
+            .starts_with("jmdtrigger (s1.t1) is not supported")
+            && n.message
+                .contains("CREATE TRIGGER \"s1_t1_trg\" AFTER INSERT ON \"s1\".\"t1\"")
+            && n.message.contains("INSERT INTO sunum_queue")));
+        assert!(l
+            .notes
+            .iter()
+            .any(|n| n.message.contains("is read as s1.t1")));
+        let l = list("s1.t1 subscribe POPJMD jmdtrigger\ns1.t2 unsubscribe popjmd\n");
+        assert_eq!(names(&l), ["s1.t1 subscribe", "s1.t2 unsubscribe"]);
+        let messages: Vec<&str> = l.notes.iter().map(|n| n.message.as_str()).collect();
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert!(messages[0].starts_with("popjmd (s1.t1) is not supported"));
+        assert!(messages[1].starts_with("jmdtrigger (s1.t1)"));
+        assert!(messages[2].starts_with("popjmd (s1.t2)"));
+        let e = read_series_list("s1.t1 subscribe jmdtriger\n").unwrap_err();
+        assert!(e.to_string().contains("popjmd and jmdtrigger"), "{e}");
+        assert!(e.to_string().contains("line 1"), "{e}");
+        // The request the manager receives is in our format: no flag, names folded.
+        let r = Request {
+            node: node("gamma"),
+            nonce: Nonce::random().unwrap(),
+            archive: 0,
+            retention: 21,
+            tapegroup: 1,
+            series: list("S1.T1\tsubscribe\tjmdtrigger popjmd\n").series,
+        };
+        let text = r.render();
+        assert!(text.contains("\ns1.t1 subscribe\n"), "{text}");
+        assert!(!text.to_lowercase().contains("jmd"), "{text}");
+        assert_eq!(Request::parse(text.as_bytes(), &node("gamma")).unwrap(), r);
+    }
+
+    #[test]
+    fn the_managers_reading_of_a_request_stays_strict() {
+        let request = |line: &str| {
+            format!("node site1\nnonce 0123456789abcdef0123456789abcdef\n{line}\nEOF\n")
+        };
+        for bad in ["s1.t1 SUBSCRIBE", "s1.t1 subscribe jmdtrigger"] {
+            assert!(
+                Request::parse(request(bad).as_bytes(), &node("site1")).is_err(),
+                "{bad}"
+            );
+        }
+        let r = Request::parse(request("S1.T1 subscribe").as_bytes(), &node("site1")).unwrap();
+        assert_eq!(r.series[0].table, QualifiedTable::new("S1", "T1").unwrap());
     }
 
     #[test]

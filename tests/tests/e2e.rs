@@ -6,6 +6,7 @@ mod fixtures_selftest;
 mod guard;
 mod housekeeping;
 mod legacy_provider;
+mod legacy_site;
 mod manager;
 mod privilege;
 mod provider_sql;

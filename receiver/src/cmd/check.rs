@@ -380,10 +380,7 @@ async fn guard_check(cfg: &ReceiverConfig, client: &Client, limit: Duration) -> 
                 states.len(),
                 bad.join(", ")
             ),
-            format!(
-                "run `slony-receiver guard on --config {}`",
-                cfg.source.display()
-            ),
+            format!("run `slony-receiver guard on {}`", cfg.config_arg()),
         )
     }
 }

@@ -95,8 +95,8 @@ pub async fn run(cfg: &ReceiverConfig, action: GuardAction) -> anyhow::Result<u8
                 println!("  {t:<width$}  {why}");
             }
             println!(
-                "run `slony-receiver guard on --config {}` to guard them",
-                cfg.source.display()
+                "run `slony-receiver guard on {}` to guard them",
+                cfg.config_arg()
             );
             Ok(exit::UNHEALTHY)
         }

@@ -4,6 +4,7 @@ pub mod check;
 pub mod guard;
 pub mod housekeeping;
 pub mod init;
+pub mod migrate;
 pub mod promote;
 pub mod pull;
 pub mod status;

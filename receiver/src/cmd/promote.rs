@@ -53,9 +53,9 @@ pub async fn run(cfg: &ReceiverConfig) -> anyhow::Result<u8> {
         }
         Promotion::SubscriptionInProgress(state) => {
             eprintln!(
-                "slony-receiver: a subscription request is in progress ({}). Not promoting. Finish it with `slony-receiver subscribe-series --config {}`, or cancel it with --abort, then run promote again",
+                "slony-receiver: a subscription request is in progress ({}). Not promoting. Finish it with `slony-receiver subscribe-series {}`, or cancel it with --abort, then run promote again",
                 state.display(),
-                cfg.source.display()
+                cfg.config_arg()
             );
             Ok(exit::ALREADY_RUNNING)
         }

@@ -1,6 +1,8 @@
 //! `slony-receiver subscribe-series`: create or change this site's subscription (the
 //! protocol is [`crate::subscribe`]). The list is validated first, before any login or
 //! change, and the command holds the run lock, so no pull applies archives meanwhile.
+//! The list may be the original tools' `subscribe_list.cfg`: what it asks that the
+//! request cannot carry (the JMD flags) is printed, never sent.
 
 use crate::config::ReceiverConfig;
 use crate::exit;
@@ -26,7 +28,20 @@ pub async fn run(cfg: &ReceiverConfig, opts: &Options) -> anyhow::Result<u8> {
     // A bad list is a usage error (exit 2), naming the line.
     let series = match &opts.list {
         Some(list) => match subscribe::read_list(list) {
-            Ok(series) => Some(series),
+            Ok(read) => {
+                // What the list asks that the request cannot carry, or what the original
+                // tools did differently with a line: the operator reads it before the
+                // pause begins.
+                for note in &read.notes {
+                    eprintln!(
+                        "slony-receiver: subscribe list {} line {}: {}",
+                        list.display(),
+                        note.line,
+                        note.message
+                    );
+                }
+                Some(read.series)
+            }
             Err(e) => {
                 eprintln!("slony-receiver: {e:#}");
                 return Ok(exit::CONFIG);

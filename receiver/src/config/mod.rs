@@ -6,7 +6,7 @@
 //! read from the environment). The `[database]` and `[alert]` sections are the shared
 //! crate's, as the manager's config has them too.
 
-mod legacy;
+pub mod legacy;
 pub mod raw;
 
 use raw::RawReceiver;
@@ -23,6 +23,9 @@ use std::time::Duration;
 pub struct ReceiverConfig {
     /// The file this was read from (for messages).
     pub source: PathBuf,
+    /// Whether that file is the original tools' client config (`--legacy-config`), so
+    /// the commands messages suggest name it the way it was given.
+    pub legacy: bool,
     /// Slony cluster name; its objects live in schema `_<cluster>`.
     pub cluster: ClusterName,
     /// This site's name: the provider keeps its stream in `<remote.log_dir>/<node>/`.
@@ -45,6 +48,8 @@ pub struct ReceiverConfig {
     pub status: StatusConfig,
     /// `[sql] allow`: the kinds of DDL the provider's SQL may hold beyond the defaults.
     pub sql_allow: slony_shared::archive::statement::Allowances,
+    /// What `subscribe-series` does unless its command line says otherwise.
+    pub subscribe: SubscribeConfig,
 }
 
 /// How to reach the provider over SSH.
@@ -152,6 +157,63 @@ pub struct StatusConfig {
     pub max_lag: Duration,
 }
 
+/// `[subscribe]`: the defaults of `subscribe-series` (each overridden by its flag), and
+/// the original tools' per-request values passed through to the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeConfig {
+    /// How many times to look for each answer from the manager (the original
+    /// `attempts`). Default 120.
+    pub attempts: u32,
+    /// Time between looks (the original slept 5 seconds). Default 5 s.
+    pub interval: Duration,
+    /// The original tools' archive flag, 0 or 1. Default 0.
+    pub archive: u8,
+    /// The original tools' retention in days. Default 21.
+    pub retention: u32,
+    /// The original tools' tape group. Default 1.
+    pub tapegroup: u32,
+}
+
+impl Default for SubscribeConfig {
+    fn default() -> Self {
+        SubscribeConfig {
+            attempts: 120,
+            interval: Duration::from_secs(5),
+            archive: 0,
+            retention: 21,
+            tapegroup: 1,
+        }
+    }
+}
+
+impl SubscribeConfig {
+    /// `[subscribe]` of the config file `p`.
+    fn from_raw(p: &Path, s: raw::RawSubscribe) -> Result<Self, ConfigError> {
+        let d = SubscribeConfig::default();
+        let attempts = s.attempts.unwrap_or(d.attempts);
+        if attempts == 0 {
+            return Err(invalid(p, "subscribe.attempts", "must be at least 1"));
+        }
+        let archive = s.archive.unwrap_or(d.archive);
+        if archive > 1 {
+            return Err(invalid(
+                p,
+                "subscribe.archive",
+                format!("must be 0 or 1, not {archive}"),
+            ));
+        }
+        Ok(SubscribeConfig {
+            attempts,
+            interval: s
+                .interval_secs
+                .map_or(d.interval, |v| Duration::from_secs(v.max(1))),
+            archive,
+            retention: s.retention.unwrap_or(d.retention),
+            tapegroup: s.tapegroup.unwrap_or(d.tapegroup),
+        })
+    }
+}
+
 impl Default for StatusConfig {
     fn default() -> Self {
         StatusConfig {
@@ -207,14 +269,9 @@ impl ReceiverConfig {
         Self::from_raw(path, raw)
     }
 
-    /// Reads and validates the original tools' `key=value` config.
+    /// Reads and validates the original tools' `key=value` client config ([`legacy`]).
     pub fn load_legacy(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let raw = legacy::parse(path, &text)?;
-        Self::from_raw(path, raw)
+        legacy::read(path)?.config()
     }
 
     /// Resolves and validates a raw config read from `path`, section by section.
@@ -229,6 +286,7 @@ impl ReceiverConfig {
         let node = NodeName::new(node).map_err(|e| invalid(p, "node", e.to_string()))?;
         Ok(ReceiverConfig {
             source: path.to_path_buf(),
+            legacy: false,
             sql_allow: sql_allowances(p, raw.sql)?,
             cluster,
             node,
@@ -240,7 +298,19 @@ impl ReceiverConfig {
             housekeeping: HousekeepingConfig::from_raw(p, raw.housekeeping)?,
             alert: alert_config(p, raw.alert, "slony-receiver")?,
             status: StatusConfig::from_raw(p, raw.status)?,
+            subscribe: SubscribeConfig::from_raw(p, raw.subscribe)?,
         })
+    }
+
+    /// `--config FILE` or `--legacy-config FILE`: how to give this configuration to a
+    /// command again (for the commands messages suggest).
+    pub fn config_arg(&self) -> String {
+        let flag = if self.legacy {
+            "--legacy-config"
+        } else {
+            "--config"
+        };
+        format!("{flag} {}", self.source.display())
     }
 
     /// `<local.log_dir>/<node>/`: counter file, downloads, applied archives.
@@ -566,7 +636,10 @@ dbname = "replica"
     #[test]
     fn minimal_config_gets_defaults() {
         let dir = tempfile::tempdir().unwrap();
-        let c = ReceiverConfig::load(&write(dir.path(), MINIMAL)).unwrap();
+        let p = write(dir.path(), MINIMAL);
+        let c = ReceiverConfig::load(&p).unwrap();
+        assert!(!c.legacy);
+        assert_eq!(c.config_arg(), format!("--config {}", p.display()));
         assert_eq!(c.remote.port, 22);
         assert_eq!(c.remote.log_dir, "/srv/site_logs");
         assert_eq!(c.remote_site_dir(), "/srv/site_logs/site1");
@@ -634,6 +707,56 @@ dbname = "replica"
             let err = ReceiverConfig::load(&write(dir.path(), &text)).unwrap_err();
             assert!(err.to_string().contains(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn the_subscribe_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ReceiverConfig::load(&write(dir.path(), MINIMAL)).unwrap();
+        assert_eq!(c.subscribe, SubscribeConfig::default());
+        assert_eq!(c.subscribe.attempts, 120);
+        assert_eq!(c.subscribe.interval, Duration::from_secs(5));
+        assert_eq!(
+            (
+                c.subscribe.archive,
+                c.subscribe.retention,
+                c.subscribe.tapegroup
+            ),
+            (0, 21, 1)
+        );
+        let text = format!(
+            "{MINIMAL}[subscribe]\nattempts = 9\ninterval_secs = 2\narchive = 1\nretention = 7\ntapegroup = 3\n"
+        );
+        let c = ReceiverConfig::load(&write(dir.path(), &text)).unwrap();
+        assert_eq!(
+            c.subscribe,
+            SubscribeConfig {
+                attempts: 9,
+                interval: Duration::from_secs(2),
+                archive: 1,
+                retention: 7,
+                tapegroup: 3,
+            }
+        );
+        for (extra, key) in [
+            ("attempts = 0", "subscribe.attempts"),
+            ("archive = 2", "subscribe.archive"),
+            ("retention = -1", "retention"),
+            ("interval = 3", "interval"),
+        ] {
+            let text = format!("{MINIMAL}[subscribe]\n{extra}\n");
+            let err = ReceiverConfig::load(&write(dir.path(), &text)).unwrap_err();
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_example_file_loads_with_its_documented_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = include_str!("../../../etc/receiver.toml.example");
+        let c = ReceiverConfig::load(&write(dir.path(), text)).unwrap();
+        assert_eq!(c.subscribe, SubscribeConfig::default());
+        assert_eq!(c.status, StatusConfig::default());
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct RawReceiver {
     pub status: RawStatus,
     #[serde(default)]
     pub sql: RawSql,
+    #[serde(default)]
+    pub subscribe: RawSubscribe,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -87,4 +89,15 @@ pub struct RawStatus {
 #[serde(deny_unknown_fields)]
 pub struct RawSql {
     pub allow: Option<Vec<String>>,
+}
+
+/// `[subscribe]`: what `subscribe-series` does unless its command line says otherwise.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSubscribe {
+    pub attempts: Option<u32>,
+    pub interval_secs: Option<u64>,
+    pub archive: Option<u8>,
+    pub retention: Option<u32>,
+    pub tapegroup: Option<u32>,
 }

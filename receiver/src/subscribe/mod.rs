@@ -51,6 +51,45 @@ pub struct Options {
     pub abort: bool,
 }
 
+/// The flags of `subscribe-series` that override the configuration's `[subscribe]`
+/// section, each only when given.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--attempts`.
+    pub attempts: Option<u32>,
+    /// `--interval-secs`.
+    pub interval_secs: Option<u64>,
+    /// `--archive`.
+    pub archive: Option<u8>,
+    /// `--retention`.
+    pub retention: Option<u32>,
+    /// `--tapegroup`.
+    pub tapegroup: Option<u32>,
+}
+
+impl Options {
+    /// The options of one run: `[subscribe]` of the configuration, overridden by the
+    /// flags given.
+    pub fn new(
+        defaults: &crate::config::SubscribeConfig,
+        flags: Overrides,
+        list: Option<PathBuf>,
+        abort: bool,
+    ) -> Options {
+        Options {
+            list,
+            attempts: flags.attempts.unwrap_or(defaults.attempts),
+            interval: flags
+                .interval_secs
+                .map_or(defaults.interval, Duration::from_secs),
+            archive: flags.archive.unwrap_or(defaults.archive),
+            retention: flags.retention.unwrap_or(defaults.retention),
+            tapegroup: flags.tapegroup.unwrap_or(defaults.tapegroup),
+            abort,
+        }
+    }
+}
+
 /// Where a request stands, on disk.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "step", rename_all = "snake_case")]
@@ -669,11 +708,12 @@ async fn apply_sql(
     Ok(())
 }
 
-/// Reads and validates a subscribe list.
-pub fn read_list(list: &Path) -> anyhow::Result<Vec<trigger::Series>> {
+/// Reads and validates a subscribe list (ours, or the original tools' as it is): the
+/// series, and the notes the operator must read ([`trigger::read_series_list`]).
+pub fn read_list(list: &Path) -> anyhow::Result<trigger::SeriesList> {
     let text = std::fs::read_to_string(list)
         .with_context(|| format!("reading subscribe list {}", list.display()))?;
-    trigger::parse_series_list(&text).with_context(|| format!("subscribe list {}", list.display()))
+    trigger::read_series_list(&text).with_context(|| format!("subscribe list {}", list.display()))
 }
 
 fn timed_out(cfg: &ReceiverConfig, opts: &Options, what: &str, refused: &[String]) -> u8 {
@@ -688,10 +728,10 @@ fn timed_out(cfg: &ReceiverConfig, opts: &Options, what: &str, refused: &[String
         .as_ref()
         .map_or_else(|| "FILE".to_string(), |l| l.display().to_string());
     eprintln!(
-        "slony-receiver: no answer yet: gave up waiting for {what}. The request is still pending on the provider and pull STAYS PAUSED ({}).\n  Run `slony-receiver subscribe-series --config {} --list {list}` again to keep waiting (the request in progress is finished first; the list is only read for a new one), or `slony-receiver subscribe-series --config {} --abort` to cancel the request and resume pull.",
+        "slony-receiver: no answer yet: gave up waiting for {what}. The request is still pending on the provider and pull STAYS PAUSED ({}).\n  Run `slony-receiver subscribe-series {} --list {list}` again to keep waiting (the request in progress is finished first; the list is only read for a new one), or `slony-receiver subscribe-series {} --abort` to cancel the request and resume pull.",
         cfg.die_file().display(),
-        cfg.source.display(),
-        cfg.source.display()
+        cfg.config_arg(),
+        cfg.config_arg()
     );
     exit::TIMEOUT
 }
@@ -737,7 +777,7 @@ async fn abort(
     {
         let client = crate::replica::connect(cfg).await?;
         if crate::replica::was_applied(&client, &cfg.cluster, &binding.nonce).await? {
-            eprintln!("slony-receiver: the SQL of the request in progress is already applied on the replica (a run was killed after its commit), so it cannot be withdrawn: run `slony-receiver subscribe-series --config {} --list FILE` again to finish it on both sides", cfg.source.display());
+            eprintln!("slony-receiver: the SQL of the request in progress is already applied on the replica (a run was killed after its commit), so it cannot be withdrawn: run `slony-receiver subscribe-series {} --list FILE` again to finish it on both sides", cfg.config_arg());
             return Ok(exit::APPLY);
         }
     }
@@ -765,4 +805,40 @@ async fn abort(
     finish(cfg, state, state_file)?;
     println!("subscription request aborted; pull is no longer paused by it");
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SubscribeConfig;
+
+    #[test]
+    fn flags_override_the_configuration_only_when_given() {
+        let defaults = SubscribeConfig {
+            attempts: 60,
+            interval: Duration::from_secs(7),
+            archive: 1,
+            retention: 30,
+            tapegroup: 4,
+        };
+        let o = Options::new(&defaults, Overrides::default(), None, false);
+        assert_eq!(
+            (o.attempts, o.interval, o.archive, o.retention, o.tapegroup),
+            (60, Duration::from_secs(7), 1, 30, 4)
+        );
+        let flags = Overrides {
+            attempts: Some(3),
+            interval_secs: Some(1),
+            archive: Some(0),
+            retention: None,
+            tapegroup: Some(2),
+        };
+        let o = Options::new(&defaults, flags, Some(PathBuf::from("l")), true);
+        assert_eq!(
+            (o.attempts, o.interval, o.archive, o.retention, o.tapegroup),
+            (3, Duration::from_secs(1), 0, 30, 2)
+        );
+        assert!(o.abort);
+        assert_eq!(o.list, Some(PathBuf::from("l")));
+    }
 }
