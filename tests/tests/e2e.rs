@@ -8,6 +8,7 @@ mod housekeeping;
 mod legacy_provider;
 mod legacy_site;
 mod manager;
+mod migration;
 mod privilege;
 mod provider_sql;
 mod pull;
