@@ -8,26 +8,68 @@ use slony_shared::lock::{LockError, RunLock};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-/// Creates the local log directory and takes the run lock.
+/// The run locks a command holds while it applies or rearranges archives; released on
+/// drop.
+#[derive(Debug)]
+pub struct RunLocks {
+    /// This site's own (`local.log_dir/slony-receiver.<cluster>.lock`).
+    _own: RunLock,
+    /// The original client's (`local.original_client_lock`), when configured.
+    _original: Option<RunLock>,
+}
+
+/// Why the run locks were not taken: another process holds one.
+#[derive(Debug, thiserror::Error)]
+pub enum Busy {
+    /// Another slony-receiver command holds this site's lock.
+    #[error("{0}")]
+    Receiver(LockError),
+    /// The original client holds its lock (`local.original_client_lock`).
+    #[error("the original client (get_slony_logs.pl) is running for this cluster: it holds {path} (local.original_client_lock)")]
+    OriginalClient {
+        /// The original client's lock file.
+        path: PathBuf,
+    },
+}
+
+/// Creates the local log directory and takes the run lock, and the original client's
+/// lock too when `local.original_client_lock` names it: while a site moves over, an old
+/// cron line may still start `get_slony_logs.pl`, and the two must not apply at once.
 ///
-/// Returns `Ok(Err(held))` when another process holds the lock: the caller says what it
+/// Returns `Ok(Err(busy))` when another process holds a lock: the caller says what it
 /// does instead, and exits [`crate::exit::ALREADY_RUNNING`].
 ///
 /// # Errors
 ///
-/// The directory cannot be created, or the lock file cannot be opened.
-pub fn take_run_lock(cfg: &ReceiverConfig) -> anyhow::Result<Result<RunLock, LockError>> {
+/// The directory cannot be created, or a lock file cannot be opened.
+pub fn take_run_lock(cfg: &ReceiverConfig) -> anyhow::Result<Result<RunLocks, Busy>> {
     slony_shared::private::create_dir_all(&cfg.local.log_dir).with_context(|| {
         format!(
             "creating local log directory {}",
             cfg.local.log_dir.display()
         )
     })?;
-    match RunLock::try_acquire(&cfg.lock_file()) {
-        Ok(lock) => Ok(Ok(lock)),
-        Err(e @ LockError::Held { .. }) => Ok(Err(e)),
-        Err(e) => Err(e).context("taking the run lock"),
-    }
+    let own = match RunLock::try_acquire(&cfg.lock_file()) {
+        Ok(lock) => lock,
+        Err(e @ LockError::Held { .. }) => return Ok(Err(Busy::Receiver(e))),
+        Err(e) => return Err(e).context("taking the run lock"),
+    };
+    let original = match &cfg.local.original_client_lock {
+        None => None,
+        Some(path) => match RunLock::try_acquire(path) {
+            Ok(lock) => Some(lock),
+            Err(LockError::Held { path, .. }) => return Ok(Err(Busy::OriginalClient { path })),
+            Err(e) => {
+                return Err(e).context(
+                    "taking the original client's lock (local.original_client_lock; remove the key once get_slony_logs.pl no longer runs here)",
+                )
+            }
+        },
+    };
+    Ok(Ok(RunLocks {
+        _own: own,
+        _original: original,
+    }))
 }
 
 /// The pause (die) file, when it is present.

@@ -457,6 +457,35 @@ async fn a_fleet_moves_from_the_original_tools_without_a_gap() {
         assert_eq!(at_counter(&beta).await, SWITCH as i64, "{out}");
     }
 
+    // While the original client runs (here: holds its lock), slony-receiver waits: the
+    // two never apply at once while a site moves over.
+    let mut holder = Command::new("perl")
+        .args([
+            "-e",
+            "use Fcntl ':flock'; open(L, '>', $ARGV[0]) or die; flock(L, LOCK_EX|LOCK_NB) or die; print \"held\\n\"; $| = 1; sleep 60",
+            &format!("/tmp/{CLUSTER}.lock"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "held\n");
+    let (code, out) = w.receiver("alpha", "pull", &["--once"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(code, 11, "{out}");
+    assert!(out.contains("get_slony_logs.pl"), "{out}");
+    let (code, out) = w.receiver("alpha", "status", &["--json"]);
+    assert!(
+        out.contains("original_client_lock"),
+        "status warns: {code} {out}"
+    );
+
     // --- 1. The plan, then the import.
     let repserver = w.provider("etc/repserver.cfg");
     let accounts: Vec<String> = NODES

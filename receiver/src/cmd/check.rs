@@ -15,6 +15,7 @@
 //! | `privileges` | the role may apply the provider's SQL ([`crate::privilege::applier`]); a superuser passes, with its risk said |
 //! | `local directories` | `local.log_dir`, the site's directory, `incoming/`, `applied/` and `local.die_dir` are writable (or can be created), with at least 1 GiB and 5 % of their file system free ([`slony_shared::check::Space::problem`]) |
 //! | `lock` | the run lock is free, or held by a live process (a `pull` at work is fine) |
+//! | `original client lock` | only with `local.original_client_lock` (every `--legacy-config`): the original client's lock is a regular file; always with a warning to remove the key once `get_slony_logs.pl` no longer runs |
 //! | `guard` | every replicated table refuses local writes (`slony-receiver guard check`), or the replica was promoted |
 //! | `mail` | `[alert]` addresses parse and the SMTP server answers; no recipients: passes, "not configured" |
 //! | `test alert` | only with `--mail`: a test mail went through the alerter's own path |
@@ -60,6 +61,7 @@ const TRACKING: &str = "tracking schema";
 const PRIVILEGES: &str = "privileges";
 const LOCAL_DIRS: &str = "local directories";
 const LOCK: &str = "lock";
+const ORIGINAL_LOCK: &str = "original client lock";
 const GUARD: &str = "guard";
 const MAIL: &str = "mail";
 const TEST_ALERT: &str = "test alert";
@@ -395,7 +397,14 @@ async fn local_checks(cfg: &ReceiverConfig) -> Vec<Check> {
         cfg.local.die_dir.clone(),
     ];
     let lock = cfg.lock_file();
-    let job = tokio::task::spawn_blocking(move || vec![dirs_check(&dirs), lock_check(&lock)]);
+    let original = cfg.local.original_client_lock.clone();
+    let job = tokio::task::spawn_blocking(move || {
+        let mut checks = vec![dirs_check(&dirs), lock_check(&lock)];
+        if let Some(original) = original {
+            checks.push(original_lock_check(&original));
+        }
+        checks
+    });
     match bounded(LOCAL_TIMEOUT, "checking the local directories", job).await {
         Ok(Ok(checks)) => checks,
         Ok(Err(e)) => vec![
@@ -513,6 +522,27 @@ fn nearest_existing(path: &Path) -> Option<PathBuf> {
         .skip(1)
         .find(|a| a.is_dir())
         .map(Path::to_path_buf)
+}
+
+/// `original client lock`: the lock `get_slony_logs.pl` takes, taken too while a site
+/// moves over; a warning that it is still configured. Never taken to find out.
+fn original_lock_check(path: &Path) -> Check {
+    let warning = super::status::original_lock_warning(path);
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.is_file() => Check::failed(
+            ORIGINAL_LOCK,
+            format!("{} is not a regular file (a link, say): pull refuses to open it", path.display()),
+            "remove it (it is in a directory anyone may write, such as /tmp); the next pull makes the lock file",
+        ),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Check::failed(ORIGINAL_LOCK, format!("{}: {e}", path.display()), "")
+        }
+        Ok(_) if slony_shared::lock::holder(path).is_some() => Check::ok(
+            ORIGINAL_LOCK,
+            format!("held now (the original client or a pull at work); warning: {warning}"),
+        ),
+        _ => Check::ok(ORIGINAL_LOCK, format!("free; warning: {warning}")),
+    }
 }
 
 /// `lock`: free, or held by a process that is running. Never taken to find out.

@@ -50,6 +50,7 @@
 //! | `max_lag_secs` | int | the configured threshold (`[status] max_lag_secs`) |
 //! | `healthy` | bool | true exactly when the exit code is 0 |
 //! | `problems` | array of strings | why it is not healthy (empty when healthy) |
+//! | `warnings` | array of strings | what works but should be changed, such as an old place still in use (`local.original_client_lock`). Reported only: it does not change `healthy` |
 //! | `guard_missing` | array of strings or null | replicated tables (`schema.table`) without a working write guard (`slony-receiver guard check`); null when the database cannot be read. Reported only: it does not change `healthy` |
 //!
 //! # Exit codes
@@ -344,6 +345,23 @@ fn assess(
     Health { code, problems }
 }
 
+/// What works but should be changed: old places still in use.
+fn warnings(cfg: &ReceiverConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(lock) = &cfg.local.original_client_lock {
+        out.push(original_lock_warning(lock));
+    }
+    out
+}
+
+/// The warning about the original client's lock, shared with `check`.
+pub fn original_lock_warning(lock: &Path) -> String {
+    format!(
+        "the original client's lock {} is taken too (local.original_client_lock): once get_slony_logs.pl no longer runs from cron here, remove the key (a --legacy-config always takes it: move to the TOML `slony-receiver migrate` writes)",
+        lock.display()
+    )
+}
+
 /// Facts read from local files.
 #[derive(Debug, Clone)]
 struct LocalFacts {
@@ -433,6 +451,7 @@ struct Status {
     max_lag_secs: u64,
     healthy: bool,
     problems: Vec<String>,
+    warnings: Vec<String>,
     guard_missing: Option<Vec<String>>,
     /// The exit code (not part of the JSON: the process's exit status carries it).
     #[serde(skip)]
@@ -497,6 +516,7 @@ impl Status {
             max_lag_secs: cfg.status.max_lag.as_secs(),
             healthy: health.code == exit::OK,
             problems: health.problems,
+            warnings: warnings(cfg),
             guard_missing: None,
             exit_code: health.code,
         }
@@ -574,6 +594,14 @@ impl Status {
                         "MISSING on {} (see `slony-receiver guard check`)",
                         m.join(", ")
                     ),
+                },
+            ),
+            (
+                "warnings",
+                if self.warnings.is_empty() {
+                    "-".into()
+                } else {
+                    self.warnings.join("; ")
                 },
             ),
             (

@@ -351,7 +351,16 @@ impl Legacy {
         }
         // The original tools authenticated through the user's ssh-agent.
         raw.remote.use_agent = Some(true);
+        raw.local.original_client_lock = self.original_client_lock();
         raw
+    }
+
+    /// Where `get_slony_logs.pl` takes its lock for this file's cluster.
+    fn original_client_lock(&self) -> Option<PathBuf> {
+        match self.source_of("cluster").and_then(|m| m.value.as_ref()) {
+            Some(Value::Text(cluster)) => Some(original_lock_path(cluster)),
+            _ => None,
+        }
     }
 
     /// Validates the configuration this file means.
@@ -449,6 +458,15 @@ impl Legacy {
             if !section.is_empty() {
                 let _ = writeln!(out, "[{section}]");
             }
+            if section == "local" {
+                if let Some(lock) = self.original_client_lock() {
+                    let _ = writeln!(
+                        out,
+                        "# The lock get_slony_logs.pl takes (/tmp/<slony_cluster>.lock): taken too, so\n# the original client and slony-receiver never apply at once while the old cron\n# line may still run. Remove this line once it no longer does.\noriginal_client_lock = {}",
+                        toml_value(&Value::Path(lock))
+                    );
+                }
+            }
             for key in keys {
                 let Some(m) = self.source_of(key) else {
                     continue;
@@ -491,6 +509,11 @@ impl Legacy {
         }
         out
     }
+}
+
+/// The lock file of the original client for `cluster`: it opens `/tmp/<cluster>.lock`.
+pub fn original_lock_path(cluster: &str) -> PathBuf {
+    PathBuf::from(format!("/tmp/{cluster}.lock"))
 }
 
 /// `s` with its control characters (but tabs) shown as `?`: safe inside a TOML comment.
@@ -591,6 +614,11 @@ mod tests {
         // slony_logs=${kLocalWorkingDir}/slony_logs, through an ignored key.
         assert_eq!(c.local.log_dir, root.join("sites/alpha/work/slony_logs"));
         assert_eq!(c.local.die_dir, root.join("sites/alpha/work"));
+        // The original client's lock, /tmp/<slony_cluster>.lock, is taken too.
+        assert_eq!(
+            c.local.original_client_lock,
+            Some(PathBuf::from("/tmp/jsoc.lock"))
+        );
         assert!(c.database.conninfo.contains("port=5433"));
         assert!(c.database.conninfo.contains("dbname='replica_alpha'"));
         assert_eq!(

@@ -99,6 +99,9 @@ pub struct LocalConfig {
     pub log_dir: PathBuf,
     /// Directory of the pause file `get_slony_logs.<node>.die`.
     pub die_dir: PathBuf,
+    /// The lock the original client (`get_slony_logs.pl`) takes, `/tmp/<cluster>.lock`:
+    /// taken too, so that the two never apply at once while a site moves over.
+    pub original_client_lock: Option<PathBuf>,
 }
 
 /// Pull tuning.
@@ -443,7 +446,12 @@ impl LocalConfig {
             .die_dir
             .map(|d| resolve(base, d))
             .unwrap_or_else(|| log_dir.clone());
-        Ok(LocalConfig { log_dir, die_dir })
+        let original_client_lock = l.original_client_lock.map(|f| resolve(base, f));
+        Ok(LocalConfig {
+            log_dir,
+            die_dir,
+            original_client_lock,
+        })
     }
 }
 

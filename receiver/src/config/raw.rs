@@ -52,6 +52,7 @@ pub struct RawRemote {
 pub struct RawLocal {
     pub log_dir: Option<PathBuf>,
     pub die_dir: Option<PathBuf>,
+    pub original_client_lock: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
