@@ -192,12 +192,22 @@ fn trigger_dir_check(cfg: &ManagerConfig) -> Check {
         }
     }
     if problems.is_empty() {
+        let old: Vec<String> = crate::rejected::old_layout_sites(cfg)
+            .iter()
+            .map(|(node, files)| {
+                format!(
+                    "; warning: {}",
+                    crate::rejected::old_layout_warning(node, *files)
+                )
+            })
+            .collect();
         Check::ok(
             NAME,
             format!(
-                "{}: only the manager may change it; the exchange directory of each of {} site(s) is the manager's, in the site's group, mode {EXCHANGE_MODE:o}",
+                "{}: only the manager may change it; the exchange directory of each of {} site(s) is the manager's, in the site's group, mode {EXCHANGE_MODE:o}{}",
                 cfg.trigger_dir.display(),
-                cfg.registry.sites.len()
+                cfg.registry.sites.len(),
+                old.concat()
             ),
         )
     } else {

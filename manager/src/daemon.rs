@@ -409,11 +409,17 @@ impl Daemon {
                 {
                     continue;
                 }
+                let tag = match TriggerKind::parse_file_name(name) {
+                    Ok(Some((node, _))) if cfg.registry.get(&node).is_some() => {
+                        rejected::old_layout_tag(&node)
+                    }
+                    _ => rejected::OLD_LAYOUT.to_string(),
+                };
                 self.refuse(
                     &path,
                     "trigger_dir",
-                    "old-layout",
-                    "a protocol file directly in the trigger directory (the old shared layout): each site writes only in its own <trigger_dir>/<node>/",
+                    &tag,
+                    "a protocol file directly in the trigger directory (the old shared layout, where the original subscribe_series writes): each site writes only in its own <trigger_dir>/<node>/, where `slony-receiver subscribe-series` writes (README: Migrating from the original tools)",
                 );
                 continue;
             }

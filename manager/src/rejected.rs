@@ -7,6 +7,7 @@ on, and kept a while for the operator.
 use crate::config::ManagerConfig;
 use crate::fsutil;
 use anyhow::Context;
+use slony_shared::ident::NodeName;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,6 +15,68 @@ use std::time::Duration;
 
 /// Where refused files are moved, inside the trigger directory (the manager's only).
 pub const REJECTED_DIR: &str = "rejected";
+
+/// The tag of a protocol file refused in the old shared layout (directly in the trigger
+/// directory), named for no registered site.
+pub const OLD_LAYOUT: &str = "old-layout";
+
+/// The tag of a protocol file refused in the old shared layout and named for `node`, a
+/// registered site: [`old_layout_sites`] counts them.
+pub fn old_layout_tag(node: &NodeName) -> String {
+    format!("{OLD_LAYOUT}.{node}")
+}
+
+/// Per registered site, how many of its protocol files were refused in the old shared
+/// layout (the original `subscribe_series` writes there): in `rejected/`, or still
+/// directly in the trigger directory (when `run` has not moved them yet). For `status`
+/// and `check`: such a site still runs the original tools' subscription client.
+pub fn old_layout_sites(cfg: &ManagerConfig) -> Vec<(NodeName, usize)> {
+    use slony_shared::trigger::TriggerKind;
+    let mut counts: std::collections::BTreeMap<NodeName, usize> = Default::default();
+    let names = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let prefix = format!("{OLD_LAYOUT}.");
+    for name in names(&cfg.rejected_dir()) {
+        // `old-layout.<node>-<time>-<pid>-<seq>`
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let mut parts = rest.rsplitn(4, '-');
+        let (Some(_), Some(_), Some(_), Some(node)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if let Ok(node) = NodeName::new(node) {
+            *counts.entry(node).or_default() += 1;
+        }
+    }
+    for name in names(&cfg.trigger_dir) {
+        if let Ok(Some((node, _))) = TriggerKind::parse_file_name(&name) {
+            if cfg.trigger_dir.join(&name).is_file() {
+                *counts.entry(node).or_default() += 1;
+            }
+        }
+    }
+    counts
+        .into_iter()
+        .filter(|(node, _)| cfg.registry.get(node).is_some())
+        .collect()
+}
+
+/// The warning `status` and `check` give for a site of [`old_layout_sites`].
+pub fn old_layout_warning(node: &NodeName, files: usize) -> String {
+    format!(
+        "site {node} wrote {files} protocol file(s) in the old shared layout, directly in the trigger directory, as the original subscribe_series does: they are refused unanswered (see rejected/). Move the site's subscriptions to `slony-receiver subscribe-series --legacy-config repclient.cfg` (README: Migrating from the original tools); its archives need nothing (the original get_slony_logs.pl reads them as they are)"
+    )
+}
 
 /// Moves refused files into `<trigger_dir>/rejected/`, each under a name of its own. The
 /// daemon makes one and passes clones to its tasks (clones share the count).

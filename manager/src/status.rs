@@ -229,6 +229,9 @@ fn warnings(cfg: &ManagerConfig, sites: &[SiteStatus], ack_refused: Vec<String>)
     }
     warnings.extend(cfg.registry.group_problems());
     warnings.extend(ack_refused);
+    for (node, files) in crate::rejected::old_layout_sites(cfg) {
+        warnings.push(crate::rejected::old_layout_warning(&node, files));
+    }
     for s in sites {
         if NodeName::new(&s.name).is_ok_and(|n| cfg.registry.get(&n).is_none()) {
             warnings.push(format!(
