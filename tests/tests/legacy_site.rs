@@ -6,7 +6,7 @@
 
 use crate::support::pg::PgServer;
 use crate::support::receiver::Run;
-use crate::support::ssh::SshServer;
+use crate::support::ssh::{SshAgent, SshServer};
 use crate::support::{bin_path, TestDir};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -364,44 +364,6 @@ async fn a_hostile_legacy_config_is_refused_by_every_command_and_never_run() {
     assert_eq!(schema, None);
 }
 
-/// An ssh-agent holding `key`, on a socket in `dir`; killed (by its pid) on drop.
-struct Agent {
-    pid: String,
-    sock: PathBuf,
-}
-
-impl Agent {
-    fn start(dir: &Path, key: &Path) -> Agent {
-        let sock = dir.join("agent.sock");
-        let out = Command::new("ssh-agent")
-            .arg("-a")
-            .arg(&sock)
-            .output()
-            .expect("ssh-agent (Debian package openssh-client)");
-        assert!(out.status.success(), "ssh-agent: {out:?}");
-        let pid = String::from_utf8_lossy(&out.stdout)
-            .split("SSH_AGENT_PID=")
-            .nth(1)
-            .and_then(|r| r.split(';').next())
-            .expect("ssh-agent prints its pid")
-            .to_string();
-        let agent = Agent { pid, sock };
-        let add = Command::new("ssh-add")
-            .arg(key)
-            .env("SSH_AUTH_SOCK", &agent.sock)
-            .output()
-            .unwrap();
-        assert!(add.status.success(), "ssh-add: {add:?}");
-        agent
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(&self.pid).status();
-    }
-}
-
 /// The (name, ok) of each check of a `check --json` run.
 fn verdicts(run: &Run) -> Vec<(String, bool)> {
     let v: Value = run.json();
@@ -429,8 +391,8 @@ async fn status_and_check_work_on_the_filled_in_template() {
     let home = alpha.root.mkdir("home");
     std::fs::create_dir_all(home.join(".ssh")).unwrap();
     std::fs::copy(ssh.known_hosts(), home.join(".ssh/known_hosts")).unwrap();
-    let agent = Agent::start(alpha.root.path(), ssh.client_key());
-    let env: [(&str, &Path); 2] = [("HOME", &home), ("SSH_AUTH_SOCK", &agent.sock)];
+    let agent = SshAgent::start(alpha.root.path(), ssh.client_key());
+    let env: [(&str, &Path); 2] = [("HOME", &home), ("SSH_AUTH_SOCK", agent.socket())];
     let cfg = alpha.cfg.to_str().unwrap();
     assert_eq!(
         receiver(&["init", "--legacy-config", cfg, "--counter", "3"], &env).code,

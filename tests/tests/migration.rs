@@ -23,7 +23,7 @@
 use crate::support::legacy::{self, Placeholders};
 use crate::support::manager::ManagerDaemon;
 use crate::support::pg::PgServer;
-use crate::support::ssh::SshServer;
+use crate::support::ssh::{SshAgent, SshServer};
 use crate::support::workload::{self, Change, Format};
 use crate::support::{
     account, as_user, bin_path, is_root, run_as_root, slony_set_sql, tail, wait_until, OsUser,
@@ -142,57 +142,11 @@ struct World {
     stream: Vec<Vec<Change>>,
     mgr: OsUser,
     /// The ssh-agent the sites on `slony-receiver` log in through, as the original tools did.
-    agent: Agent,
+    agent: SshAgent,
     /// `$HOME` of those sites (its `.ssh/known_hosts` is the test sshd's).
     home: PathBuf,
     /// The original client, when a copy of the original tools is at hand.
     client: Result<PathBuf, String>,
-}
-
-/// An ssh-agent holding the sites' key, killed on drop.
-struct Agent {
-    socket: PathBuf,
-    pid: String,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(&self.pid).status();
-    }
-}
-
-impl Agent {
-    fn start(dir: &Path, key: &Path) -> Agent {
-        let socket = dir.join("agent.sock");
-        let out = Command::new("ssh-agent")
-            .arg("-a")
-            .arg(&socket)
-            .output()
-            .expect("ssh-agent");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let pid = String::from_utf8_lossy(&out.stdout)
-            .split("SSH_AGENT_PID=")
-            .nth(1)
-            .and_then(|r| r.split(';').next())
-            .unwrap()
-            .to_string();
-        let agent = Agent { socket, pid };
-        let add = Command::new("ssh-add")
-            .arg(key)
-            .env("SSH_AUTH_SOCK", &agent.socket)
-            .output()
-            .unwrap();
-        assert!(
-            add.status.success(),
-            "{}",
-            String::from_utf8_lossy(&add.stderr)
-        );
-        agent
-    }
 }
 
 impl World {
@@ -320,7 +274,7 @@ impl World {
         let home = dir.mkdir("home");
         std::fs::create_dir_all(home.join(".ssh")).unwrap();
         std::fs::copy(ssh.known_hosts(), home.join(".ssh/known_hosts")).unwrap();
-        let agent = Agent::start(dir.path(), ssh.client_key());
+        let agent = SshAgent::start(dir.path(), ssh.client_key());
         legacy::write_ssh_wrappers(&root.join("sites/beta/bin"), &ssh);
         let client = legacy::original_client(&root.join("sites/beta/bin"));
         let w = World {
@@ -359,7 +313,7 @@ impl World {
                 .arg(self.repclient(node))
                 .args(rest)
                 .env("HOME", &self.home)
-                .env("SSH_AUTH_SOCK", &self.agent.socket),
+                .env("SSH_AUTH_SOCK", self.agent.socket()),
         )
     }
 

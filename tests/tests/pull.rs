@@ -358,40 +358,7 @@ async fn legacy_config_with_ssh_agent() {
     let home = site.dir.mkdir("home");
     std::fs::create_dir_all(home.join(".ssh")).unwrap();
     std::fs::copy(site.ssh.known_hosts(), home.join(".ssh/known_hosts")).unwrap();
-    let sock = site.dir.join("agent.sock");
-    let agent = Command::new("ssh-agent")
-        .arg("-a")
-        .arg(&sock)
-        .output()
-        .expect("ssh-agent");
-    assert!(
-        agent.status.success(),
-        "ssh-agent: {}",
-        String::from_utf8_lossy(&agent.stderr)
-    );
-    let pid: String = String::from_utf8_lossy(&agent.stdout)
-        .split("SSH_AGENT_PID=")
-        .nth(1)
-        .and_then(|r| r.split(';').next())
-        .unwrap()
-        .to_string();
-    struct KillAgent(String);
-    impl Drop for KillAgent {
-        fn drop(&mut self) {
-            let _ = Command::new("kill").arg(&self.0).status();
-        }
-    }
-    let _agent = KillAgent(pid);
-    let add = Command::new("ssh-add")
-        .arg(site.ssh.client_key())
-        .env("SSH_AUTH_SOCK", &sock)
-        .output()
-        .unwrap();
-    assert!(
-        add.status.success(),
-        "ssh-add: {}",
-        String::from_utf8_lossy(&add.stderr)
-    );
+    let agent = crate::support::ssh::SshAgent::start(site.dir.path(), site.ssh.client_key());
 
     let legacy = site.dir.join("client.cfg");
     std::fs::write(
@@ -417,7 +384,7 @@ async fn legacy_config_with_ssh_agent() {
             "--once",
         ])
         .env("HOME", &home)
-        .env("SSH_AUTH_SOCK", &sock)
+        .env("SSH_AUTH_SOCK", agent.socket())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -448,3 +448,52 @@ fn children_of(parent: u32) -> Vec<u32> {
     }
     children
 }
+
+/// An ssh-agent holding one key, listening on a socket of its own: how the original
+/// tools logged in (`SSH_AUTH_SOCK`). Killed, by its pid, on drop.
+pub struct SshAgent {
+    pid: String,
+    socket: PathBuf,
+}
+
+impl SshAgent {
+    /// Starts an agent on `<dir>/agent.sock` and adds `key` to it.
+    ///
+    /// # Panics
+    ///
+    /// If `ssh-agent` or `ssh-add` fails (Debian package `openssh-client`).
+    pub fn start(dir: &Path, key: &Path) -> SshAgent {
+        let socket = dir.join("agent.sock");
+        let out = Command::new("ssh-agent")
+            .arg("-a")
+            .arg(&socket)
+            .output()
+            .expect("ssh-agent (Debian package openssh-client)");
+        assert!(out.status.success(), "ssh-agent: {out:?}");
+        let pid = String::from_utf8_lossy(&out.stdout)
+            .split("SSH_AGENT_PID=")
+            .nth(1)
+            .and_then(|r| r.split(';').next())
+            .expect("ssh-agent prints its pid")
+            .to_string();
+        let agent = SshAgent { pid, socket };
+        let add = Command::new("ssh-add")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &agent.socket)
+            .output()
+            .expect("ssh-add");
+        assert!(add.status.success(), "ssh-add: {add:?}");
+        agent
+    }
+
+    /// The socket to put in `SSH_AUTH_SOCK`.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(&self.pid).status();
+    }
+}
