@@ -49,31 +49,6 @@ struct Legacy {
     config: PathBuf,
 }
 
-/// Copies the provider's half of the fixture tree, `from`, into `to`, replacing
-/// `@ROOT@` (by `root`) and `@PG_PORT@` in every file: the sites' half, with its
-/// `@SSH_*@`, plays no part here.
-fn copy_provider(from: &Path, to: &Path, root: &Path, port: u16) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_provider(&entry.path(), &target, root, port);
-        } else {
-            let text = std::fs::read_to_string(entry.path()).unwrap();
-            let text = text
-                .replace("@ROOT@", &root.display().to_string())
-                .replace("@PG_PORT@", &port.to_string());
-            assert!(
-                !text.contains("@SSH_"),
-                "{}: a placeholder of the sites' half",
-                entry.path().display()
-            );
-            std::fs::write(&target, text).unwrap();
-        }
-    }
-}
-
 /// Archive `counter` as the original parser left it in a site directory.
 fn archive(counter: u64) -> String {
     let stream = workload::generate(counter, 7);
@@ -118,11 +93,14 @@ impl Legacy {
             .batch_execute(&provider_sql())
             .await
             .unwrap();
-        copy_provider(
-            &legacy::fixture_dir().join("provider"),
-            &dir.join("provider"),
+        // The sites' half comes along; nothing here reads it.
+        legacy::copy_fixture(
             dir.path(),
-            pg.port(),
+            &legacy::Placeholders {
+                pg_port: pg.port(),
+                ssh_port: 22,
+                account_of: &|node| node.to_string(),
+            },
         );
         dir.mkdir("provider/triggers");
         // slon's directory: what the parser cut, renamed as it renamed it.
