@@ -8,8 +8,9 @@ take `\` escapes, and nothing is split or globbed. A reference must name a key s
 earlier line of the same file (the environment is not read, so the result does not
 depend on who runs the command). Everything else bash would do is refused with the line
 and what to write instead: command substitution (`$(…)`, backticks), arithmetic,
-`${name:-…}` and other operators, `~`, arrays, several words (bash would run the second
-as a command), shell operators, multi-line values, and lines that are not assignments.
+`${name:-…}` and other operators, `~` (at the start or after an unquoted `:`), arrays,
+several words (bash would run the second as a command), shell operators, multi-line
+values, and lines that are not assignments.
 
 Two leniencies keep files the original Perl client read working: spaces around `=`
 (`key = value`) and a trailing `# comment` after the value.
@@ -131,7 +132,8 @@ fn split_key(line: &str) -> Result<(&str, &str), String> {
 fn word(text: &str, earlier: &Assignments) -> Result<String, String> {
     let mut out = String::new();
     let mut chars = text.char_indices().peekable();
-    let mut first = true;
+    // Where bash would expand a `~`: at the start, and after an unquoted `:`.
+    let mut tilde = true;
     while let Some((at, c)) = chars.next() {
         match c {
             '\'' => {
@@ -177,7 +179,7 @@ fn word(text: &str, earlier: &Assignments) -> Result<String, String> {
             },
             '$' => out.push_str(&dollar(&text[at..], &mut chars, earlier)?),
             '`' => return Err(substitution()),
-            '~' if first => {
+            '~' if tilde => {
                 return Err("`~` would be expanded by bash to a home directory: write the full path".into())
             }
             c if c.is_whitespace() => {
@@ -197,7 +199,7 @@ fn word(text: &str, earlier: &Assignments) -> Result<String, String> {
             }
             c => out.push(c),
         }
-        first = false;
+        tilde = c == ':';
     }
     Ok(out)
 }
@@ -289,6 +291,11 @@ mod tests {
         assert_eq!(one("a=x=y").unwrap(), "x=y");
         assert_eq!(one("a=/p/*.sql").unwrap(), "/p/*.sql");
         assert_eq!(one("a=b#c").unwrap(), "b#c");
+        // `~` is expanded only at the start and after an unquoted `:`.
+        assert_eq!(one("a=x~").unwrap(), "x~");
+        assert_eq!(one("a=x=~").unwrap(), "x=~");
+        assert_eq!(one("a=\"x:~\"").unwrap(), "x:~");
+        assert_eq!(one("a=x:\\~").unwrap(), "x:~");
     }
 
     #[test]
@@ -318,6 +325,8 @@ mod tests {
             ("a=${#b}", "no operators"),
             ("a=$1", "not a reference"),
             ("a=~/x", "full path"),
+            ("a=/x:~/y", "full path"),
+            ("a=\"/x\":~", "full path"),
             ("a=one two", "second word"),
             ("a=x; rm -rf /", "shell operator"),
             ("a=(x y)", "shell operator"),
