@@ -148,8 +148,9 @@ pub fn render_config(f: &Facts, shared: bool) -> anyhow::Result<String> {
 
 /// Refuses what the import must not write into: an existing configuration, a state
 /// directory that already holds a site (or a request, or a change) or that is, holds or
-/// lies inside one of the directories of the original set-up the manager uses, and a
-/// configuration that would not load.
+/// lies inside one of the directories of the original set-up the manager uses (as
+/// written, and with links resolved; a state directory named with `..` is refused), and
+/// a configuration that would not load.
 ///
 /// # Errors
 ///
@@ -162,13 +163,27 @@ pub fn check_targets(f: &Facts, config_text: &str) -> anyhow::Result<()> {
             config.display()
         );
     }
+    if state_dir
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        bail!(
+            "the state directory {} holds `..`: name it without",
+            state_dir.display()
+        );
+    }
     let l = &f.legacy;
     for (dir, key) in [
         (&l.subscribers_dir, "subscribers_dir (the sites' archives)"),
         (&l.trigger_dir, "triggerdir"),
         (&l.archive_dir, "kPSLlogsSourceDir"),
     ] {
-        if state_dir.starts_with(dir) || dir.starts_with(state_dir) {
+        let (real_state, real_dir) = (resolved(state_dir), resolved(dir));
+        if state_dir.starts_with(dir)
+            || dir.starts_with(state_dir)
+            || real_state.starts_with(&real_dir)
+            || real_dir.starts_with(&real_state)
+        {
             bail!(
                 "the state directory {} must be apart from the original {key}, {}: choose another --state-dir",
                 state_dir.display(),
@@ -203,6 +218,25 @@ pub fn check_targets(f: &Facts, config_text: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `p` with the links of its longest existing part resolved (the rest appended as it
+/// is): where the kernel would take it.
+fn resolved(p: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut at = p;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(at) {
+            return rest.iter().rev().fold(real, |path, name| path.join(name));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                at = parent;
+            }
+            _ => return p.to_path_buf(),
+        }
+    }
 }
 
 /// Writes every site's state, then the configuration.
@@ -416,6 +450,19 @@ mod tests {
             let e = check_targets(&g, &text).unwrap_err().to_string();
             assert!(e.contains("must be apart from the original"), "{dir}: {e}");
         }
+        // Nor there by way of `..` or a symbolic link.
+        let mut g = f.clone();
+        g.state_dir = PathBuf::from("/srv/elsewhere/../site_logs/state");
+        let e = check_targets(&g, &text).unwrap_err().to_string();
+        assert!(e.contains("`..`"), "{e}");
+        let mut g = f.clone();
+        let logs = root.path().join("site_logs");
+        std::fs::create_dir(&logs).unwrap();
+        std::os::unix::fs::symlink(&logs, root.path().join("link")).unwrap();
+        g.legacy.subscribers_dir = logs.clone();
+        g.state_dir = root.path().join("link/state");
+        let e = check_targets(&g, &text).unwrap_err().to_string();
+        assert!(e.contains("must be apart from the original"), "{e}");
         // A configuration that would not load.
         let e = check_targets(&f, "cluster = 1\n").unwrap_err();
         assert!(format!("{e:#}").contains("does not load"), "{e:#}");
