@@ -21,6 +21,16 @@ fn quote(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+/// `p` as it may be shown inside a TOML comment: control characters (a newline would end
+/// the comment and start a line of TOML) shown as `?`.
+fn comment(p: &Path) -> String {
+    p.display()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// A path as a TOML string.
 fn quote_path(p: &Path) -> anyhow::Result<String> {
     p.to_str()
@@ -42,7 +52,7 @@ pub fn render_config(f: &Facts, shared: bool) -> anyhow::Result<String> {
         "# slony-manager configuration, imported by `slony-manager import-legacy` from\n\
          # the original tools' {} (\"From KEY, line N\" below: the\n\
          # line of that file). Every key is described in etc/manager.toml.example.\n",
-        l.path.display()
+        comment(&l.path)
     );
     let _ = writeln!(
         s,
@@ -62,7 +72,7 @@ pub fn render_config(f: &Facts, shared: bool) -> anyhow::Result<String> {
         s,
         "# The manager's own state of each site (--state-dir): <node>/tables (was\n\
          # {}/<node>.lst), sequences, cut_counter.\nsubscribers_dir = {}\n",
-        l.tables_dir.display(),
+        comment(&l.tables_dir),
         quote_path(&f.state_dir)?
     );
     let _ = writeln!(
@@ -127,9 +137,9 @@ pub fn render_config(f: &Facts, shared: bool) -> anyhow::Result<String> {
         let _ = writeln!(
             s,
             "\n# From {}, line {}; its tables were in\n# {}.\n[sites.{}]",
-            l.parser_config.display(),
+            comment(&l.parser_config),
             site.line,
-            site.lst.display(),
+            comment(&site.lst),
             site.node
         );
         let _ = writeln!(
@@ -403,6 +413,23 @@ mod tests {
         let e = write(&f, &text).unwrap_err().to_string();
         assert!(e.contains("already holds a site"), "{e}");
         assert!(!f.write_config.exists());
+    }
+
+    #[test]
+    fn paths_in_comments_cannot_start_a_line_of_toml() {
+        let mut alpha = site("alpha", Some(20), 1001);
+        alpha.lst = PathBuf::from("/srv/etc\r/alpha.lst");
+        let mut f = facts(vec![alpha]);
+        f.legacy.path = PathBuf::from("/srv/etc/x\nallow_shared_account = true\n#/repserver.cfg");
+        f.legacy.tables_dir = PathBuf::from("/srv/etc\r");
+        f.legacy.parser_config = PathBuf::from("/srv/etc/p\u{7f}.cfg");
+        let text = render_config(&f, false).unwrap();
+        let toml: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(!toml.contains_key("allow_shared_account"), "{text}");
+        assert!(
+            text.contains("/srv/etc/x?allow_shared_account = true?#/"),
+            "{text}"
+        );
     }
 
     #[test]
