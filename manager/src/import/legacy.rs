@@ -438,7 +438,8 @@ fn entry_of(base: &Path, key: &str, path: &str) -> Result<String, String> {
 /// Largest `.lst` read: a list of tables, not a dump.
 const MAX_LST_BYTES: u64 = 1 << 20;
 
-/// Reads the `.lst` at `path`: a regular file of its own, not a link.
+/// Reads the `.lst` at `path`: a regular file of its own, not a link (nor a FIFO or a
+/// device, which are refused without being read).
 ///
 /// # Errors
 ///
@@ -453,7 +454,8 @@ pub fn read_lst(path: &Path) -> Result<Vec<QualifiedTable>, ConfigError> {
     };
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        // Not a link; and a FIFO is opened without waiting for a writer, then refused.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|source| {
             if source.raw_os_error() == Some(libc::ELOOP) {
@@ -591,6 +593,17 @@ mod tests {
         let e = read_lst(&link).unwrap_err().to_string();
         assert!(e.contains("symbolic link"), "{e}");
         let e = read_lst(root.path()).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        // A FIFO is refused, not waited on for a writer.
+        let fifo = root.path().join("gamma.lst");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(read_lst(&fifo).map_err(|e| e.to_string())));
+        let e = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("read_lst waits on a FIFO")
+            .unwrap_err();
         assert!(e.contains("not a regular file"), "{e}");
         std::fs::write(&real, vec![b'a'; (MAX_LST_BYTES + 1) as usize]).unwrap();
         let e = read_lst(&real).unwrap_err().to_string();
