@@ -352,11 +352,12 @@ pub fn parse_parser_config(
     let mut out: Vec<ParserLine> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
-        let line = raw.trim();
+        // White space as the original's Perl `split` saw it: ASCII only.
+        let line = raw.trim_ascii();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let fields: Vec<&str> = line.split_whitespace().collect();
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
         let [dir, lst] = fields.as_slice() else {
             return Err(bad(
                 n,
@@ -663,6 +664,9 @@ mod tests {
                 "must be /srv/etc/a.lst",
             ),
             ("/srv/site_logs/a\n", "not two paths"),
+            // The original split on ASCII white space only: to it this was one field.
+            ("/srv/site_logs/a\u{a0}/srv/etc/a.lst\n", "not two paths"),
+            ("/srv/site_logs/a\u{2003}/srv/etc/a.lst\n", "not two paths"),
             ("/srv/site_logs/a /srv/etc/a.lst extra\n", "not two paths"),
             ("/srv/site_logs/a;b /srv/etc/a;b.lst\n", "node name"),
             ("/srv/site_logs/.new /srv/etc/.new.lst\n", "node name"),
