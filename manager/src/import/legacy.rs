@@ -507,7 +507,7 @@ pub fn read_lst(path: &Path) -> Result<Vec<QualifiedTable>, ConfigError> {
 pub fn parse_lst(path: &Path, text: &str) -> Result<Vec<QualifiedTable>, ConfigError> {
     let mut out: Vec<QualifiedTable> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
+        let line = raw.trim_ascii();
         if line.is_empty() {
             continue;
         }
@@ -575,6 +575,9 @@ mod tests {
             ("s1.\"t\"\"x\"\n", 1),
             ("#s1.t1\n", 1),
             ("1s.t\n", 1),
+            // To the original, a non-ASCII space was part of the name.
+            ("s1.t1\u{a0}\n", 1),
+            ("\u{2003}s1.t1\n", 1),
         ] {
             let e = lst(text).expect_err(text);
             assert!(e.contains(&format!("line {line}:")), "{text:?}: {e}");
