@@ -255,6 +255,11 @@ fn dollar(
             ))
         }
     };
+    if name == "_" {
+        return Err(
+            "`$_` is bash's special parameter (the last argument of the previous command), not a key: name the key otherwise".into(),
+        );
+    }
     earlier
         .get(&name)
         .map(|a| a.value.clone())
@@ -342,6 +347,14 @@ mod tests {
             let e = values(text).expect_err(text);
             assert!(e.contains(needle), "{text}: {e}");
             assert!(e.contains("line 1"), "{text}: {e}");
+        }
+        // `$_` is bash's last argument, never a key `_` set earlier.
+        for text in ["_=x\na=$_", "_=x\na=${_}", "_=x\na=\"$_\""] {
+            let e = values(text).expect_err(text);
+            assert!(
+                e.contains("line 2: a:") && e.contains("special parameter"),
+                "{text}: {e}"
+            );
         }
         let e = values("# c\n\nok=1\nbad=$(x)\n").unwrap_err();
         assert!(e.contains("line 4: bad:"), "{e}");
