@@ -152,7 +152,15 @@ fn write_output(
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let write = || -> anyhow::Result<()> {
-        let mut f = slony_shared::private::create(&tmp)?;
+        // A stale temporary file (or a link in its place) is removed, never written through.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        let mut f = slony_shared::private::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         drop(f);
@@ -527,6 +535,13 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "new\n");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary file is left");
+        // A link where the temporary file goes is not written through.
+        let legacy = dir.path().join("repclient.cfg");
+        std::fs::write(&legacy, "node=x\n").unwrap();
+        std::os::unix::fs::symlink(&legacy, dir.path().join("receiver.toml.tmp")).unwrap();
+        write_output(&out, "newer\n", true, |_| Ok(())).unwrap();
+        assert_eq!(std::fs::read_to_string(&legacy).unwrap(), "node=x\n");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "newer\n");
     }
 
     #[test]
