@@ -352,11 +352,12 @@ pub fn parse_parser_config(
     let mut out: Vec<ParserLine> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
-        let line = raw.trim();
+        // White space as the original's Perl `split` saw it: ASCII only.
+        let line = raw.trim_ascii();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let fields: Vec<&str> = line.split_whitespace().collect();
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
         let [dir, lst] = fields.as_slice() else {
             return Err(bad(
                 n,
@@ -438,7 +439,8 @@ fn entry_of(base: &Path, key: &str, path: &str) -> Result<String, String> {
 /// Largest `.lst` read: a list of tables, not a dump.
 const MAX_LST_BYTES: u64 = 1 << 20;
 
-/// Reads the `.lst` at `path`: a regular file of its own, not a link.
+/// Reads the `.lst` at `path`: a regular file of its own, not a link (nor a FIFO or a
+/// device, which are refused without being read).
 ///
 /// # Errors
 ///
@@ -453,7 +455,8 @@ pub fn read_lst(path: &Path) -> Result<Vec<QualifiedTable>, ConfigError> {
     };
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        // Not a link; and a FIFO is opened without waiting for a writer, then refused.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|source| {
             if source.raw_os_error() == Some(libc::ELOOP) {
@@ -504,7 +507,7 @@ pub fn read_lst(path: &Path) -> Result<Vec<QualifiedTable>, ConfigError> {
 pub fn parse_lst(path: &Path, text: &str) -> Result<Vec<QualifiedTable>, ConfigError> {
     let mut out: Vec<QualifiedTable> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
+        let line = raw.trim_ascii();
         if line.is_empty() {
             continue;
         }
@@ -572,6 +575,9 @@ mod tests {
             ("s1.\"t\"\"x\"\n", 1),
             ("#s1.t1\n", 1),
             ("1s.t\n", 1),
+            // To the original, a non-ASCII space was part of the name.
+            ("s1.t1\u{a0}\n", 1),
+            ("\u{2003}s1.t1\n", 1),
         ] {
             let e = lst(text).expect_err(text);
             assert!(e.contains(&format!("line {line}:")), "{text:?}: {e}");
@@ -591,6 +597,17 @@ mod tests {
         let e = read_lst(&link).unwrap_err().to_string();
         assert!(e.contains("symbolic link"), "{e}");
         let e = read_lst(root.path()).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        // A FIFO is refused, not waited on for a writer.
+        let fifo = root.path().join("gamma.lst");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(read_lst(&fifo).map_err(|e| e.to_string())));
+        let e = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("read_lst waits on a FIFO")
+            .unwrap_err();
         assert!(e.contains("not a regular file"), "{e}");
         std::fs::write(&real, vec![b'a'; (MAX_LST_BYTES + 1) as usize]).unwrap();
         let e = read_lst(&real).unwrap_err().to_string();
@@ -650,6 +667,9 @@ mod tests {
                 "must be /srv/etc/a.lst",
             ),
             ("/srv/site_logs/a\n", "not two paths"),
+            // The original split on ASCII white space only: to it this was one field.
+            ("/srv/site_logs/a\u{a0}/srv/etc/a.lst\n", "not two paths"),
+            ("/srv/site_logs/a\u{2003}/srv/etc/a.lst\n", "not two paths"),
             ("/srv/site_logs/a /srv/etc/a.lst extra\n", "not two paths"),
             ("/srv/site_logs/a;b /srv/etc/a;b.lst\n", "node name"),
             ("/srv/site_logs/.new /srv/etc/.new.lst\n", "node name"),

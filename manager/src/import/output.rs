@@ -21,6 +21,16 @@ fn quote(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+/// `p` as it may be shown inside a TOML comment: control characters (a newline would end
+/// the comment and start a line of TOML) shown as `?`.
+fn comment(p: &Path) -> String {
+    p.display()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// A path as a TOML string.
 fn quote_path(p: &Path) -> anyhow::Result<String> {
     p.to_str()
@@ -42,7 +52,7 @@ pub fn render_config(f: &Facts, shared: bool) -> anyhow::Result<String> {
         "# slony-manager configuration, imported by `slony-manager import-legacy` from\n\
          # the original tools' {} (\"From KEY, line N\" below: the\n\
          # line of that file). Every key is described in etc/manager.toml.example.\n",
-        l.path.display()
+        comment(&l.path)
     );
     let _ = writeln!(
         s,
@@ -62,7 +72,7 @@ pub fn render_config(f: &Facts, shared: bool) -> anyhow::Result<String> {
         s,
         "# The manager's own state of each site (--state-dir): <node>/tables (was\n\
          # {}/<node>.lst), sequences, cut_counter.\nsubscribers_dir = {}\n",
-        l.tables_dir.display(),
+        comment(&l.tables_dir),
         quote_path(&f.state_dir)?
     );
     let _ = writeln!(
@@ -127,9 +137,9 @@ pub fn render_config(f: &Facts, shared: bool) -> anyhow::Result<String> {
         let _ = writeln!(
             s,
             "\n# From {}, line {}; its tables were in\n# {}.\n[sites.{}]",
-            l.parser_config.display(),
+            comment(&l.parser_config),
             site.line,
-            site.lst.display(),
+            comment(&site.lst),
             site.node
         );
         let _ = writeln!(
@@ -148,8 +158,9 @@ pub fn render_config(f: &Facts, shared: bool) -> anyhow::Result<String> {
 
 /// Refuses what the import must not write into: an existing configuration, a state
 /// directory that already holds a site (or a request, or a change) or that is, holds or
-/// lies inside one of the directories of the original set-up the manager uses, and a
-/// configuration that would not load.
+/// lies inside one of the directories of the original set-up the manager uses (as
+/// written, and with links resolved; a state directory named with `..` is refused), and
+/// a configuration that would not load.
 ///
 /// # Errors
 ///
@@ -162,13 +173,27 @@ pub fn check_targets(f: &Facts, config_text: &str) -> anyhow::Result<()> {
             config.display()
         );
     }
+    if state_dir
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        bail!(
+            "the state directory {} holds `..`: name it without",
+            state_dir.display()
+        );
+    }
     let l = &f.legacy;
     for (dir, key) in [
         (&l.subscribers_dir, "subscribers_dir (the sites' archives)"),
         (&l.trigger_dir, "triggerdir"),
         (&l.archive_dir, "kPSLlogsSourceDir"),
     ] {
-        if state_dir.starts_with(dir) || dir.starts_with(state_dir) {
+        let (real_state, real_dir) = (resolved(state_dir), resolved(dir));
+        if state_dir.starts_with(dir)
+            || dir.starts_with(state_dir)
+            || real_state.starts_with(&real_dir)
+            || real_dir.starts_with(&real_state)
+        {
             bail!(
                 "the state directory {} must be apart from the original {key}, {}: choose another --state-dir",
                 state_dir.display(),
@@ -203,6 +228,25 @@ pub fn check_targets(f: &Facts, config_text: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `p` with the links of its longest existing part resolved (the rest appended as it
+/// is): where the kernel would take it.
+fn resolved(p: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut at = p;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(at) {
+            return rest.iter().rev().fold(real, |path, name| path.join(name));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                at = parent;
+            }
+            _ => return p.to_path_buf(),
+        }
+    }
 }
 
 /// Writes every site's state, then the configuration.
@@ -372,6 +416,23 @@ mod tests {
     }
 
     #[test]
+    fn paths_in_comments_cannot_start_a_line_of_toml() {
+        let mut alpha = site("alpha", Some(20), 1001);
+        alpha.lst = PathBuf::from("/srv/etc\r/alpha.lst");
+        let mut f = facts(vec![alpha]);
+        f.legacy.path = PathBuf::from("/srv/etc/x\nallow_shared_account = true\n#/repserver.cfg");
+        f.legacy.tables_dir = PathBuf::from("/srv/etc\r");
+        f.legacy.parser_config = PathBuf::from("/srv/etc/p\u{7f}.cfg");
+        let text = render_config(&f, false).unwrap();
+        let toml: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(!toml.contains_key("allow_shared_account"), "{text}");
+        assert!(
+            text.contains("/srv/etc/x?allow_shared_account = true?#/"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn the_config_is_written_once_and_never_replaced() {
         let root = tempfile::tempdir().unwrap();
         let p = root.path().join("manager.toml");
@@ -416,6 +477,19 @@ mod tests {
             let e = check_targets(&g, &text).unwrap_err().to_string();
             assert!(e.contains("must be apart from the original"), "{dir}: {e}");
         }
+        // Nor there by way of `..` or a symbolic link.
+        let mut g = f.clone();
+        g.state_dir = PathBuf::from("/srv/elsewhere/../site_logs/state");
+        let e = check_targets(&g, &text).unwrap_err().to_string();
+        assert!(e.contains("`..`"), "{e}");
+        let mut g = f.clone();
+        let logs = root.path().join("site_logs");
+        std::fs::create_dir(&logs).unwrap();
+        std::os::unix::fs::symlink(&logs, root.path().join("link")).unwrap();
+        g.legacy.subscribers_dir = logs.clone();
+        g.state_dir = root.path().join("link/state");
+        let e = check_targets(&g, &text).unwrap_err().to_string();
+        assert!(e.contains("must be apart from the original"), "{e}");
         // A configuration that would not load.
         let e = check_targets(&f, "cluster = 1\n").unwrap_err();
         assert!(format!("{e:#}").contains("does not load"), "{e:#}");

@@ -5,7 +5,8 @@
 //! units), and compares the replica's counter with the old `slony_counter.txt`.
 //!
 //! It changes nothing else: the only file written is the output (to a temporary name,
-//! then renamed), and the database is read in a read-only session.
+//! loaded back and compared with the legacy file's meaning, then put in place), and the
+//! database is read in a read-only session.
 //!
 //! # The counters
 //!
@@ -78,21 +79,24 @@ pub async fn run(req: &Request<'_>) -> anyhow::Result<u8> {
         return Ok(exit::CONFIG);
     }
     let toml = legacy.to_toml();
-    write_output(&output, &toml)?;
-    // The promise of migrate: the TOML means exactly what the legacy file means.
-    let written = ReceiverConfig::load(&output).with_context(|| {
-        format!(
-            "internal: the TOML written to {} does not load",
-            output.display()
-        )
+    // The promise of migrate: the TOML means exactly what the legacy file means. It is
+    // checked on the temporary file, so a TOML that does not is never put in place.
+    write_output(&output, &toml, req.force, |tmp| {
+        let written = ReceiverConfig::load(tmp).with_context(|| {
+            format!(
+                "internal: the TOML for {} does not load; nothing was written",
+                output.display()
+            )
+        })?;
+        if !same(&written, &cfg) {
+            anyhow::bail!(
+                "internal: the TOML for {} does not mean what {} means; nothing was written",
+                output.display(),
+                req.legacy_config.display()
+            );
+        }
+        Ok(())
     })?;
-    if !same(&written, &cfg) {
-        anyhow::bail!(
-            "internal: the TOML written to {} does not mean what {} means; do not use it",
-            output.display(),
-            req.legacy_config.display()
-        );
-    }
     tracing::info!(output = %output.display(), legacy = %req.legacy_config.display(), "wrote the TOML configuration");
 
     let mut out = String::new();
@@ -135,21 +139,47 @@ fn is_same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Writes `text` to `path`: a temporary name beside it, then a rename (owner-only).
-fn write_output(path: &Path, text: &str) -> anyhow::Result<()> {
+/// Writes `text` to `path`: a temporary name beside it (owner-only), which `check` must
+/// accept, then put in place: renamed over `path` with `force`, else linked to it (a link
+/// never replaces a file that appeared meanwhile).
+fn write_output(
+    path: &Path,
+    text: &str,
+    force: bool,
+    check: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let write = || -> std::io::Result<()> {
-        let mut f = slony_shared::private::create(&tmp)?;
+    let write = || -> anyhow::Result<()> {
+        // A stale temporary file (or a link in its place) is removed, never written through.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        let mut f = slony_shared::private::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        drop(f);
+        check(&tmp)?;
+        if force {
+            std::fs::rename(&tmp, path)?;
+        } else {
+            std::fs::hard_link(&tmp, path).with_context(|| {
+                format!(
+                    "{} could not be created (it may have appeared meanwhile: migrate does not overwrite it without --force)",
+                    path.display()
+                )
+            })?;
+        }
+        Ok(())
     };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow::Error::new(e).context(format!("writing {}", path.display()))
-    })
+    let result = write();
+    let _ = std::fs::remove_file(&tmp);
+    result.with_context(|| format!("writing {}", path.display()))
 }
 
 /// Whether two configurations mean the same, whatever file (and format) each came from.
@@ -485,6 +515,33 @@ mod tests {
             let l = legacy::read(&p).unwrap();
             assert_eq!(psql_port_note(&l).is_some(), noted, "{psql}");
         }
+    }
+
+    #[test]
+    fn an_output_that_fails_its_check_is_never_put_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("receiver.toml");
+        let refuse = |_: &Path| anyhow::bail!("does not mean the same");
+        assert!(write_output(&out, "node = \"x\"\n", false, refuse).is_err());
+        assert!(!out.exists());
+        std::fs::write(&out, "old\n").unwrap();
+        assert!(write_output(&out, "node = \"x\"\n", true, refuse).is_err());
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "old\n");
+        // Without --force an existing file is never replaced, even one that appeared
+        // after the first look.
+        assert!(write_output(&out, "new\n", false, |_| Ok(())).is_err());
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "old\n");
+        write_output(&out, "new\n", true, |_| Ok(())).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "new\n");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file is left");
+        // A link where the temporary file goes is not written through.
+        let legacy = dir.path().join("repclient.cfg");
+        std::fs::write(&legacy, "node=x\n").unwrap();
+        std::os::unix::fs::symlink(&legacy, dir.path().join("receiver.toml.tmp")).unwrap();
+        write_output(&out, "newer\n", true, |_| Ok(())).unwrap();
+        assert_eq!(std::fs::read_to_string(&legacy).unwrap(), "node=x\n");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "newer\n");
     }
 
     #[test]

@@ -410,10 +410,10 @@ impl Legacy {
     /// line it came from; the keys left out, with why; the ssh-agent login. Paths are
     /// written absolute, so the TOML means the same wherever it is put.
     pub fn to_toml(&self) -> String {
-        let name = self.path.file_name().map_or_else(
+        let name = printable(&self.path.file_name().map_or_else(
             || self.path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
-        );
+        ));
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -822,5 +822,20 @@ mod tests {
         let b = ReceiverConfig::load(&write(root, "r.toml", &legacy.to_toml())).unwrap();
         assert_same(&a, &b);
         assert_eq!(b.alert.recipients, vec!["a@x", "b@y", "c@z"]);
+    }
+
+    #[test]
+    fn a_file_name_with_a_newline_stays_inside_the_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // The name is written into the comments of the TOML: a newline in it must not
+        // start a line of TOML.
+        let name = "repclient\n[pull]\nacknowledge = false\n#.cfg";
+        let p = write(root, name, &alpha(root));
+        let legacy = read(&p).unwrap();
+        let toml_text = legacy.to_toml();
+        assert!(!toml_text.contains("\nacknowledge"), "{toml_text}");
+        let from_toml = ReceiverConfig::load(&write(root, "r.toml", &toml_text)).unwrap();
+        assert_same(&legacy.config().unwrap(), &from_toml);
     }
 }

@@ -8,8 +8,9 @@ take `\` escapes, and nothing is split or globbed. A reference must name a key s
 earlier line of the same file (the environment is not read, so the result does not
 depend on who runs the command). Everything else bash would do is refused with the line
 and what to write instead: command substitution (`$(…)`, backticks), arithmetic,
-`${name:-…}` and other operators, `~`, arrays, several words (bash would run the second
-as a command), shell operators, multi-line values, and lines that are not assignments.
+`${name:-…}` and other operators, `~` (at the start or after an unquoted `:`), arrays,
+several words (bash would run the second as a command), shell operators, multi-line
+values, and lines that are not assignments.
 
 Two leniencies keep files the original Perl client read working: spaces around `=`
 (`key = value`) and a trailing `# comment` after the value.
@@ -131,7 +132,8 @@ fn split_key(line: &str) -> Result<(&str, &str), String> {
 fn word(text: &str, earlier: &Assignments) -> Result<String, String> {
     let mut out = String::new();
     let mut chars = text.char_indices().peekable();
-    let mut first = true;
+    // Where bash would expand a `~`: at the start, and after an unquoted `:`.
+    let mut tilde = true;
     while let Some((at, c)) = chars.next() {
         match c {
             '\'' => {
@@ -177,7 +179,7 @@ fn word(text: &str, earlier: &Assignments) -> Result<String, String> {
             },
             '$' => out.push_str(&dollar(&text[at..], &mut chars, earlier)?),
             '`' => return Err(substitution()),
-            '~' if first => {
+            '~' if tilde => {
                 return Err("`~` would be expanded by bash to a home directory: write the full path".into())
             }
             c if c.is_whitespace() => {
@@ -197,7 +199,7 @@ fn word(text: &str, earlier: &Assignments) -> Result<String, String> {
             }
             c => out.push(c),
         }
-        first = false;
+        tilde = c == ':';
     }
     Ok(out)
 }
@@ -253,6 +255,11 @@ fn dollar(
             ))
         }
     };
+    if name == "_" {
+        return Err(
+            "`$_` is bash's special parameter (the last argument of the previous command), not a key: name the key otherwise".into(),
+        );
+    }
     earlier
         .get(&name)
         .map(|a| a.value.clone())
@@ -289,6 +296,11 @@ mod tests {
         assert_eq!(one("a=x=y").unwrap(), "x=y");
         assert_eq!(one("a=/p/*.sql").unwrap(), "/p/*.sql");
         assert_eq!(one("a=b#c").unwrap(), "b#c");
+        // `~` is expanded only at the start and after an unquoted `:`.
+        assert_eq!(one("a=x~").unwrap(), "x~");
+        assert_eq!(one("a=x=~").unwrap(), "x=~");
+        assert_eq!(one("a=\"x:~\"").unwrap(), "x:~");
+        assert_eq!(one("a=x:\\~").unwrap(), "x:~");
     }
 
     #[test]
@@ -318,6 +330,8 @@ mod tests {
             ("a=${#b}", "no operators"),
             ("a=$1", "not a reference"),
             ("a=~/x", "full path"),
+            ("a=/x:~/y", "full path"),
+            ("a=\"/x\":~", "full path"),
             ("a=one two", "second word"),
             ("a=x; rm -rf /", "shell operator"),
             ("a=(x y)", "shell operator"),
@@ -333,6 +347,14 @@ mod tests {
             let e = values(text).expect_err(text);
             assert!(e.contains(needle), "{text}: {e}");
             assert!(e.contains("line 1"), "{text}: {e}");
+        }
+        // `$_` is bash's last argument, never a key `_` set earlier.
+        for text in ["_=x\na=$_", "_=x\na=${_}", "_=x\na=\"$_\""] {
+            let e = values(text).expect_err(text);
+            assert!(
+                e.contains("line 2: a:") && e.contains("special parameter"),
+                "{text}: {e}"
+            );
         }
         let e = values("# c\n\nok=1\nbad=$(x)\n").unwrap_err();
         assert!(e.contains("line 4: bad:"), "{e}");
