@@ -244,8 +244,9 @@ async fn the_plan_its_inconsistencies_the_import_and_the_written_config() {
         "cluster          jsoc  (CLUSTERNAME, line 16)",
         "Sites (3, from ",
         "none waiting; 8 renamed .sql.parsed (newest 8)",
-        "Inconsistencies (3;",
+        "Inconsistencies (4;",
         "  gap/beta\n",
+        "  shared-account\n",
         "  parsed-files\n",
         "  not-in-set/gamma/s1.secret\n",
         "allow_shared_account = true",
@@ -261,14 +262,21 @@ async fn the_plan_its_inconsistencies_the_import_and_the_written_config() {
     // Not acknowledged: refused, each named.
     let (code, _, err) = l.import(&[]);
     assert_ne!(code, 0);
-    assert!(err.contains("3 inconsistencies not acknowledged"), "{err}");
+    assert!(err.contains("4 inconsistencies not acknowledged"), "{err}");
     assert!(err.contains("gap/beta: site beta"), "{err}");
     assert!(
         err.contains("not-in-set/gamma/s1.secret: site gamma"),
         "{err}"
     );
     l.assert_nothing_written("no acknowledgement");
-    let (code, _, err) = l.import(&["--acknowledge", "gap/beta", "--acknowledge", "parsed-files"]);
+    let (code, _, err) = l.import(&[
+        "--acknowledge",
+        "gap/beta",
+        "--acknowledge",
+        "parsed-files",
+        "--acknowledge",
+        "shared-account",
+    ]);
     assert_ne!(code, 0);
     assert!(err.contains("1 inconsistency not acknowledged"), "{err}");
     assert!(err.contains("not-in-set/gamma/s1.secret"), "{err}");
@@ -281,6 +289,8 @@ async fn the_plan_its_inconsistencies_the_import_and_the_written_config() {
         "not-in-set/gamma/s1.secret",
         "--acknowledge",
         "parsed-files",
+        "--acknowledge",
+        "shared-account",
         "--acknowledge",
         "gap/alpha",
     ]);
@@ -298,6 +308,8 @@ async fn the_plan_its_inconsistencies_the_import_and_the_written_config() {
         "not-in-set/gamma/s1.secret",
         "--acknowledge",
         "parsed-files",
+        "--acknowledge",
+        "shared-account",
     ]);
     assert_eq!(code, 0, "{err}\n{out}");
     assert!(out.contains("Imported 3 site(s)"), "{out}");
@@ -385,6 +397,8 @@ async fn the_plan_its_inconsistencies_the_import_and_the_written_config() {
         "not-in-set/gamma/s1.secret",
         "--acknowledge",
         "parsed-files",
+        "--acknowledge",
+        "shared-account",
     ]);
     assert_ne!(code, 0);
     assert!(err.contains("never overwrites"), "{err}");

@@ -357,9 +357,19 @@ impl World {
 
     /// Each site applies what it has: beta with the original client (when at hand),
     /// alpha and gamma with `slony-receiver pull`.
-    fn pull_all(&self) {
+    /// `alpha_toml`: alpha has moved to the TOML `migrate` wrote and pulls with it.
+    fn pull_all(&self, alpha_toml: Option<&Path>) {
         for node in ["alpha", "gamma"] {
-            let (code, out) = self.receiver(node, "pull", &["--once"]);
+            let (code, out) = match (node, alpha_toml) {
+                ("alpha", Some(toml)) => output(
+                    Command::new(bin_path("slony-receiver"))
+                        .args(["pull", "--once", "--config"])
+                        .arg(toml)
+                        .env("HOME", &self.home)
+                        .env("SSH_AUTH_SOCK", self.agent.socket()),
+                ),
+                _ => self.receiver(node, "pull", &["--once"]),
+            };
             assert_eq!(code, 0, "{node}: {out}");
         }
         match &self.client {
@@ -548,9 +558,17 @@ async fn a_fleet_moves_from_the_original_tools_without_a_gap() {
     }
 
     // --- 3 and 4. Each site pulls with its original config; a mixed fleet.
-    w.pull_all();
+    w.pull_all(None);
     w.assert_replicas(BEFORE_CHANGE, |n| tables_of(n).to_vec())
         .await;
+
+    // alpha moves on to the TOML `migrate` writes: the counters agree.
+    let toml = w.root.join("sites/alpha/receiver.toml");
+    let (code, out) = w.receiver("alpha", "migrate", &[]);
+    println!("slony-receiver migrate (alpha):\n{out}");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("OK: they agree"), "{out}");
+    assert!(toml.is_file());
 
     // --- 5. gamma adds a table with its original config and list.
     let provider = w.pg.connect("provider").await;
@@ -578,7 +596,7 @@ async fn a_fleet_moves_from_the_original_tools_without_a_gap() {
     );
     w.slon_writes(BEFORE_CHANGE + 1, LAST);
     w.wait_cut(LAST, &manager_log);
-    w.pull_all();
+    w.pull_all(Some(&toml));
     w.assert_replicas(LAST, |n| match n {
         "gamma" => vec!["s1.t1", "s1.t2"],
         other => tables_of(other).to_vec(),

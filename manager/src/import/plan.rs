@@ -255,6 +255,17 @@ pub fn issues(f: &Facts) -> Vec<Issue> {
             ),
         );
     }
+    // The manager refuses shared accounts unless its operator opts in; so does the import.
+    if shared_account(f) {
+        push(
+            "shared-account".into(),
+            "several sites share an account, or a site's is the manager's own: the config \
+             gets allow_shared_account = true, and then the manager cannot tell those sites' \
+             files apart (each can act for the others). Give each site an account of its own \
+             (--account NODE=USER), or acknowledge"
+                .into(),
+        );
+    }
     out
 }
 
@@ -476,13 +487,6 @@ pub fn render(f: &Facts, issues: &[Issue]) -> String {
         for n in &site.notes {
             let _ = writeln!(s, "    note          {n}");
         }
-    }
-    if shared_account(f) {
-        let _ = writeln!(
-            s,
-            "\nSeveral sites share an account (or use the manager's own): the config gets \
-             allow_shared_account = true, and the manager cannot tell those sites' files apart."
-        );
     }
     if issues.is_empty() {
         let _ = writeln!(s, "\nInconsistencies: none.");
