@@ -348,7 +348,7 @@ fn site_lag_check(cfg: &ManagerConfig, site: &SiteAccount, name: &str, max_lag: 
                     "no acknowledgement in {} (cut up to {cut})",
                     cfg.exchange_file(node, slony_shared::ack::ACK_FILE).display()
                 ),
-                "the site has not pulled since it subscribed, or runs with pull.acknowledge = false or without remote.trigger_dir; housekeeping keeps its archives until it acknowledges",
+                "the site has not pulled since it subscribed, runs with pull.acknowledge = false or without remote.trigger_dir, or still runs the original get_slony_logs.pl (which never acknowledges); housekeeping keeps its archives until it acknowledges",
             )
         }
         Err(why) => return Check::failed(name, why, ""),
