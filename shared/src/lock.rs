@@ -99,30 +99,49 @@ impl RunLock {
 pub fn holder(path: &Path) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let locks = read_proc_locks()?;
     // `1: FLOCK  ADVISORY  WRITE 4242 08:01:1234567 0 EOF`: device numbers in hex, inode
     // in decimal.
     let dev = meta.dev();
     let (major, minor) = (libc_major(dev), libc_minor(dev));
-    let held = locks.lines().any(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let Some(at) = fields.iter().position(|f| f.matches(':').count() == 2) else {
-            return false;
-        };
-        let mut parts = fields[at].split(':');
-        let (Some(ma), Some(mi), Some(ino)) = (parts.next(), parts.next(), parts.next()) else {
-            return false;
-        };
-        u64::from_str_radix(ma, 16).ok() == Some(major)
-            && u64::from_str_radix(mi, 16).ok() == Some(minor)
-            && ino.parse::<u64>().ok() == Some(meta.ino())
-    });
+    let listed = |locks: &str| {
+        locks.lines().any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let Some(at) = fields.iter().position(|f| f.matches(':').count() == 2) else {
+                return false;
+            };
+            let mut parts = fields[at].split(':');
+            let (Some(ma), Some(mi), Some(ino)) = (parts.next(), parts.next(), parts.next()) else {
+                return false;
+            };
+            u64::from_str_radix(ma, 16).ok() == Some(major)
+                && u64::from_str_radix(mi, 16).ok() == Some(minor)
+                && ino.parse::<u64>().ok() == Some(meta.ino())
+        })
+    };
+    // The kernel lists the table a page at a time: a lock released meanwhile shifts the
+    // rest, so one reading can miss a lock that is held all along. One that is held is in
+    // every reading, so a miss is read again (a few times, in large reads).
+    let mut held = listed(&locks);
+    for _ in 0..3 {
+        if held {
+            break;
+        }
+        held = read_proc_locks().is_some_and(|l| listed(&l));
+    }
     if !held {
         return None;
     }
     let mut pid = String::new();
     File::open(path).ok()?.read_to_string(&mut pid).ok()?;
     pid.trim().parse().ok()
+}
+
+/// `/proc/locks`, read in reads of 1 MiB (each a page-by-page walk of the kernel's table).
+fn read_proc_locks() -> Option<String> {
+    let mut buf = Vec::with_capacity(1 << 20);
+    File::open("/proc/locks").ok()?.read_to_end(&mut buf).ok()?;
+    String::from_utf8(buf).ok()
 }
 
 /// The major number of a device id (glibc's encoding).
