@@ -409,12 +409,7 @@ impl Daemon {
                 {
                     continue;
                 }
-                let tag = match TriggerKind::parse_file_name(name) {
-                    Ok(Some((node, _))) if cfg.registry.get(&node).is_some() => {
-                        rejected::old_layout_tag(&node)
-                    }
-                    _ => rejected::OLD_LAYOUT.to_string(),
-                };
+                let tag = rejected::old_layout_tag(rejected::old_layout_site(&cfg, name).as_ref());
                 self.refuse(
                     &path,
                     "trigger_dir",

@@ -17,13 +17,25 @@ use std::time::Duration;
 pub const REJECTED_DIR: &str = "rejected";
 
 /// The tag of a protocol file refused in the old shared layout (directly in the trigger
-/// directory), named for no registered site.
-pub const OLD_LAYOUT: &str = "old-layout";
+/// directory); a registered site's carries its node after a `.`.
+const OLD_LAYOUT: &str = "old-layout";
 
-/// The tag of a protocol file refused in the old shared layout and named for `node`, a
-/// registered site: [`old_layout_sites`] counts them.
-pub fn old_layout_tag(node: &NodeName) -> String {
-    format!("{OLD_LAYOUT}.{node}")
+/// The registered site a protocol file of the old shared layout (directly in the trigger
+/// directory) is named for, if any: its refusal is tagged for it ([`old_layout_tag`]).
+pub fn old_layout_site(cfg: &ManagerConfig, name: &str) -> Option<NodeName> {
+    match slony_shared::trigger::TriggerKind::parse_file_name(name) {
+        Ok(Some((node, _))) if cfg.registry.get(&node).is_some() => Some(node),
+        _ => None,
+    }
+}
+
+/// The tag of a protocol file refused in the old shared layout: named for its site when
+/// it is a registered site's ([`old_layout_site`]), so that [`old_layout_sites`] counts it.
+pub fn old_layout_tag(site: Option<&NodeName>) -> String {
+    match site {
+        Some(node) => format!("{OLD_LAYOUT}.{node}"),
+        None => OLD_LAYOUT.to_string(),
+    }
 }
 
 /// Per registered site, how many of its protocol files were refused in the old shared
@@ -31,7 +43,6 @@ pub fn old_layout_tag(node: &NodeName) -> String {
 /// directly in the trigger directory (when `run` has not moved them yet). For `status`
 /// and `check`: such a site still runs the original tools' subscription client.
 pub fn old_layout_sites(cfg: &ManagerConfig) -> Vec<(NodeName, usize)> {
-    use slony_shared::trigger::TriggerKind;
     let mut counts: std::collections::BTreeMap<NodeName, usize> = Default::default();
     let names = |dir: &Path| -> Vec<String> {
         std::fs::read_dir(dir)
@@ -44,31 +55,34 @@ pub fn old_layout_sites(cfg: &ManagerConfig) -> Vec<(NodeName, usize)> {
     };
     let prefix = format!("{OLD_LAYOUT}.");
     for name in names(&cfg.rejected_dir()) {
-        // `old-layout.<node>-<time>-<pid>-<seq>`
-        let Some(rest) = name.strip_prefix(&prefix) else {
+        let Some((tag, _)) = generated_parts(&name) else {
             continue;
         };
-        let mut parts = rest.rsplitn(4, '-');
-        let (Some(_), Some(_), Some(_), Some(node)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let Some(node) = tag.strip_prefix(&prefix) else {
             continue;
         };
         if let Ok(node) = NodeName::new(node) {
-            *counts.entry(node).or_default() += 1;
+            if cfg.registry.get(&node).is_some() {
+                *counts.entry(node).or_default() += 1;
+            }
         }
     }
     for name in names(&cfg.trigger_dir) {
-        if let Ok(Some((node, _))) = TriggerKind::parse_file_name(&name) {
+        if let Some(node) = old_layout_site(cfg, &name) {
             if cfg.trigger_dir.join(&name).is_file() {
                 *counts.entry(node).or_default() += 1;
             }
         }
     }
-    counts
-        .into_iter()
-        .filter(|(node, _)| cfg.registry.get(node).is_some())
-        .collect()
+    counts.into_iter().collect()
+}
+
+/// The tag and the time (seconds since the epoch) of a name [`RejectedDir::move_aside`]
+/// generated, `<tag>-<time>-<pid>-<seq>`.
+fn generated_parts(name: &str) -> Option<(&str, u64)> {
+    let mut parts = name.rsplitn(4, '-');
+    let (_seq, _pid, time, tag) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    Some((tag, time.parse().ok()?))
 }
 
 /// The warning `status` and `check` give for a site of [`old_layout_sites`].
@@ -167,8 +181,8 @@ pub fn prune(dir: &Path) -> usize {
             let moved = e
                 .file_name()
                 .to_str()
-                .and_then(|n| n.rsplit('-').nth(2).and_then(|t| t.parse::<u64>().ok()))
-                .map_or(now, |t| std::time::UNIX_EPOCH + Duration::from_secs(t));
+                .and_then(generated_parts)
+                .map_or(now, |(_, t)| std::time::UNIX_EPOCH + Duration::from_secs(t));
             (moved, e.path())
         })
         .collect();
