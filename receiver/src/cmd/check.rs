@@ -15,7 +15,7 @@
 //! | `privileges` | the role may apply the provider's SQL ([`crate::privilege::applier`]); a superuser passes, with its risk said |
 //! | `local directories` | `local.log_dir`, the site's directory, `incoming/`, `applied/` and `local.die_dir` are writable (or can be created), with at least 1 GiB and 5 % of their file system free ([`slony_shared::check::Space::problem`]) |
 //! | `lock` | the run lock is free, or held by a live process (a `pull` at work is fine) |
-//! | `original client lock` | only with `local.original_client_lock` (every `--legacy-config`): the original client's lock is a regular file; always with a warning to remove the key once `get_slony_logs.pl` no longer runs |
+//! | `original client lock` | only with `local.original_client_lock` (every `--legacy-config`): the original client's lock passes what `lock` asks of the run lock; always with a warning to remove the key once `get_slony_logs.pl` no longer runs |
 //! | `guard` | every replicated table refuses local writes (`slony-receiver guard check`), or the replica was promoted |
 //! | `mail` | `[alert]` addresses parse and the SMTP server answers; no recipients: passes, "not configured" |
 //! | `test alert` | only with `--mail`: a test mail went through the alerter's own path |
@@ -399,7 +399,7 @@ async fn local_checks(cfg: &ReceiverConfig) -> Vec<Check> {
     let lock = cfg.lock_file();
     let original = cfg.local.original_client_lock.clone();
     let job = tokio::task::spawn_blocking(move || {
-        let mut checks = vec![dirs_check(&dirs), lock_check(&lock)];
+        let mut checks = vec![dirs_check(&dirs), lock_check(LOCK, &lock)];
         if let Some(original) = original {
             checks.push(original_lock_check(&original));
         }
@@ -525,36 +525,31 @@ fn nearest_existing(path: &Path) -> Option<PathBuf> {
 }
 
 /// `original client lock`: the lock `get_slony_logs.pl` takes, taken too while a site
-/// moves over; a warning that it is still configured. Never taken to find out.
+/// moves over: usable as the run lock must be ([`lock_check`]), with a warning that it is
+/// still configured.
 fn original_lock_check(path: &Path) -> Check {
-    let warning = super::status::original_lock_warning(path);
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if !m.is_file() => Check::failed(
-            ORIGINAL_LOCK,
-            format!("{} is not a regular file (a link, say): pull refuses to open it", path.display()),
-            "remove it (it is in a directory anyone may write, such as /tmp); the next pull makes the lock file",
-        ),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Check::failed(ORIGINAL_LOCK, format!("{}: {e}", path.display()), "")
-        }
-        Ok(_) if slony_shared::lock::holder(path).is_some() => Check::ok(
-            ORIGINAL_LOCK,
-            format!("held now (the original client or a pull at work); warning: {warning}"),
-        ),
-        _ => Check::ok(ORIGINAL_LOCK, format!("free; warning: {warning}")),
+    let mut check = lock_check(ORIGINAL_LOCK, path);
+    if check.ok {
+        let warning = super::status::original_lock_warning(path);
+        check.detail = Some(match check.detail {
+            Some(found) => format!("{found}; warning: {warning}"),
+            None => format!("warning: {warning}"),
+        });
     }
+    check
 }
 
-/// `lock`: free, or held by a process that is running. Never taken to find out.
-fn lock_check(path: &Path) -> Check {
+/// `lock` (or the check `name` of another lock file of the same kind): free, or held by
+/// a process that is running. Never taken to find out.
+fn lock_check(name: &str, path: &Path) -> Check {
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Check::ok(LOCK, format!("free (no lock file {} yet)", path.display()))
+            return Check::ok(name, format!("free (no lock file {} yet)", path.display()))
         }
-        Err(e) => return Check::failed(LOCK, format!("{}: {e}", path.display()), ""),
+        Err(e) => return Check::failed(name, format!("{}: {e}", path.display()), ""),
         Ok(m) if !m.is_file() => {
             return Check::failed(
-                LOCK,
+                name,
                 format!("{} is not a regular file", path.display()),
                 "remove it; the next pull makes the lock file",
             )
@@ -564,12 +559,12 @@ fn lock_check(path: &Path) -> Check {
     if let Some(pid) = slony_shared::lock::holder(path) {
         return if check::pid_alive(pid) {
             Check::ok(
-                LOCK,
+                name,
                 format!("held by pid {pid}, which is running (a pull, housekeeping or subscription change at work)"),
             )
         } else {
             Check::failed(
-                LOCK,
+                name,
                 format!(
                     "{} is held, but pid {pid} written in it is not running here (a process of another pid namespace, or a child that inherited the lock)",
                     path.display()
@@ -585,7 +580,7 @@ fn lock_check(path: &Path) -> Check {
         .open(path)
     {
         return Check::failed(
-            LOCK,
+            name,
             format!("{} cannot be opened for writing: {e}", path.display()),
             "give the file to the user the receiver runs as",
         );
@@ -594,7 +589,7 @@ fn lock_check(path: &Path) -> Check {
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok());
     Check::ok(
-        LOCK,
+        name,
         match left_by {
             Some(pid) => format!(
                 "free: the file names pid {pid}{}, which does not hold it (an flock ends with its process, so a file left behind blocks nothing)",
@@ -681,13 +676,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_original_clients_lock_is_checked_as_the_run_lock_and_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jsoc.lock");
+        let c = original_lock_check(&path);
+        assert!(c.ok, "{}", c.line());
+        assert!(c.line().contains("no lock file"), "{}", c.line());
+        assert!(
+            c.line().contains("warning: the original client's lock"),
+            "{}",
+            c.line()
+        );
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &path).unwrap();
+        let c = original_lock_check(&path);
+        assert!(
+            !c.ok && c.line().contains("not a regular file"),
+            "{}",
+            c.line()
+        );
+        assert!(!c.line().contains("warning:"), "{}", c.line());
+    }
+
+    #[test]
     fn a_lock_is_free_held_or_left_behind() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("slony-receiver.lab.lock");
-        let c = lock_check(&path);
+        let c = lock_check(LOCK, &path);
         assert!(c.ok && c.line().contains("no lock file"), "{}", c.line());
         let held = slony_shared::lock::RunLock::try_acquire(&path).unwrap();
-        let c = lock_check(&path);
+        let c = lock_check(LOCK, &path);
         assert!(c.ok, "{}", c.line());
         assert!(
             c.line().contains(&format!(
@@ -698,17 +715,17 @@ mod tests {
             c.line()
         );
         drop(held);
-        let c = lock_check(&path);
+        let c = lock_check(LOCK, &path);
         assert!(
             c.ok && c.line().contains("free: the file names pid"),
             "{}",
             c.line()
         );
         std::fs::write(&path, "not a pid\n").unwrap();
-        assert_eq!(lock_check(&path).line(), "lock: OK (free)");
+        assert_eq!(lock_check(LOCK, &path).line(), "lock: OK (free)");
         std::fs::remove_file(&path).unwrap();
         std::fs::create_dir(&path).unwrap();
-        let c = lock_check(&path);
+        let c = lock_check(LOCK, &path);
         assert!(
             !c.ok && c.line().contains("not a regular file"),
             "{}",
