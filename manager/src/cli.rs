@@ -160,6 +160,16 @@ pub enum Command {
 mod tests {
     use super::*;
 
+    /// Every subcommand, as the man page and the completions must name it.
+    const SUBCOMMANDS: [&str; 6] = [
+        "run",
+        "cut",
+        "housekeeping",
+        "cancel",
+        "status",
+        "import-legacy",
+    ];
+
     fn generated(what: Artefact) -> String {
         let mut out = Vec::new();
         generate::write(Cli::command(), what, &mut out).unwrap();
@@ -181,25 +191,11 @@ mod tests {
             Artefact::CompleteFish,
         ] {
             let script = generated(what);
-            for name in [
-                "run",
-                "cut",
-                "housekeeping",
-                "cancel",
-                "status",
-                "import-legacy",
-            ] {
+            for name in SUBCOMMANDS {
                 assert!(script.contains(name), "{what:?} lacks {name}");
             }
         }
-        for name in [
-            "run",
-            "cut",
-            "housekeeping",
-            "cancel",
-            "status",
-            "import-legacy",
-        ] {
+        for name in SUBCOMMANDS {
             let entry = format!(".SS \"slony-manager {name}\"");
             assert!(page.contains(&entry), "the man page lacks {entry}");
         }

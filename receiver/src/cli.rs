@@ -246,6 +246,19 @@ fn parse_table(s: &str) -> Result<QualifiedTable, String> {
 mod tests {
     use super::*;
 
+    /// Every subcommand, as the man page and the completions must name it.
+    const SUBCOMMANDS: [&str; 9] = [
+        "pull",
+        "subscribe-series",
+        "housekeeping",
+        "status",
+        "guard",
+        "verify",
+        "promote",
+        "init",
+        "migrate",
+    ];
+
     fn generated(what: Artefact) -> String {
         let mut out = Vec::new();
         generate::write(Cli::command(), what, &mut out).unwrap();
@@ -267,31 +280,11 @@ mod tests {
             Artefact::CompleteFish,
         ] {
             let script = generated(what);
-            for name in [
-                "pull",
-                "subscribe-series",
-                "housekeeping",
-                "status",
-                "guard",
-                "verify",
-                "promote",
-                "init",
-                "migrate",
-            ] {
+            for name in SUBCOMMANDS {
                 assert!(script.contains(name), "{what:?} lacks {name}");
             }
         }
-        for name in [
-            "pull",
-            "subscribe-series",
-            "housekeeping",
-            "status",
-            "guard",
-            "verify",
-            "promote",
-            "init",
-            "migrate",
-        ] {
+        for name in SUBCOMMANDS {
             let entry = format!(".SS \"slony-receiver {name}\"");
             assert!(page.contains(&entry), "the man page lacks {entry}");
         }
