@@ -5,11 +5,12 @@
 //! ssh-agent (the original tools logged in through the agent).
 
 use crate::support::pg::PgServer;
-use crate::support::receiver::Run;
+use crate::support::receiver::{run_receiver_args, Run};
 use crate::support::ssh::{SshAgent, SshServer};
 use crate::support::{bin_path, TestDir};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -70,22 +71,8 @@ impl Alpha {
 /// Runs `slony-receiver ARGS` with `env`, and echoes what it printed (shown when the
 /// test fails).
 fn receiver(args: &[&str], env: &[(&str, &Path)]) -> Run {
-    let out = Command::new(bin_path("slony-receiver"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
-        .output()
-        .expect("running slony-receiver");
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    eprintln!(
-        "--- slony-receiver {args:?} exited {}\n--- stdout:\n{}--- stderr:\n{}",
-        run.code, run.stdout, run.stderr
-    );
-    run
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    run_receiver_args(&args, env.iter().map(|(k, v)| (*k, v.as_os_str())))
 }
 
 /// Every file under `dir` and its content, but `except`.

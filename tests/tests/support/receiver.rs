@@ -5,6 +5,7 @@ and one way to run a subcommand and keep what it printed.
 
 use super::bin_path;
 use super::ssh::SshServer;
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 
@@ -104,13 +105,21 @@ pub fn run_receiver(config: &Path, command: &str, rest: &[&str]) -> Run {
 /// [`run_receiver`] with more environment variables (`RUST_LOG` among them overrides
 /// the default `info`).
 pub fn run_receiver_env(config: &Path, command: &str, rest: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut args: Vec<&OsStr> = vec![command.as_ref(), "--config".as_ref(), config.as_os_str()];
+    args.extend(rest.iter().map(OsStr::new));
+    run_receiver_args(&args, env.iter().map(|(k, v)| (*k, OsStr::new(v))))
+}
+
+/// Runs `slony-receiver <args>` with `RUST_LOG=info` and `env` added, and echoes its
+/// output (shown when the test fails).
+pub fn run_receiver_args<'a>(
+    args: &[&OsStr],
+    env: impl IntoIterator<Item = (&'a str, &'a OsStr)>,
+) -> Run {
     let out = Command::new(bin_path("slony-receiver"))
-        .arg(command)
-        .arg("--config")
-        .arg(config)
-        .args(rest)
+        .args(args)
         .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
+        .envs(env)
         .output()
         .expect("running slony-receiver");
     let run = Run {
@@ -119,7 +128,7 @@ pub fn run_receiver_env(config: &Path, command: &str, rest: &[&str], env: &[(&st
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     };
     eprintln!(
-        "--- slony-receiver {command} {rest:?} exited {}\n--- stdout:\n{}--- stderr:\n{}",
+        "--- slony-receiver {args:?} exited {}\n--- stdout:\n{}--- stderr:\n{}",
         run.code, run.stdout, run.stderr
     );
     run
