@@ -83,6 +83,19 @@ fn write_batch(dir: &Path, from: u64, to: u64) {
     tar.into_inner().unwrap().finish().unwrap();
 }
 
+/// Every inconsistency of the fixture as the main test sets it up.
+const ACKNOWLEDGED: [&str; 4] = [
+    "gap/beta",
+    "not-in-set/gamma/s1.secret",
+    "parsed-files",
+    "shared-account",
+];
+
+/// `--acknowledge ID` for each of `ids`.
+fn acknowledging<'a>(ids: &[&'a str]) -> Vec<&'a str> {
+    ids.iter().flat_map(|id| ["--acknowledge", id]).collect()
+}
+
 impl Legacy {
     async fn new(name: &str) -> Legacy {
         let dir = TestDir::new(name);
@@ -269,31 +282,19 @@ async fn the_plan_its_inconsistencies_the_import_and_the_written_config() {
         "{err}"
     );
     l.assert_nothing_written("no acknowledgement");
-    let (code, _, err) = l.import(&[
-        "--acknowledge",
+    let (code, _, err) = l.import(&acknowledging(&[
         "gap/beta",
-        "--acknowledge",
         "parsed-files",
-        "--acknowledge",
         "shared-account",
-    ]);
+    ]));
     assert_ne!(code, 0);
     assert!(err.contains("1 inconsistency not acknowledged"), "{err}");
     assert!(err.contains("not-in-set/gamma/s1.secret"), "{err}");
     assert!(!err.contains("gap/beta:"), "{err}");
     l.assert_nothing_written("one acknowledgement of two");
-    let (code, _, err) = l.import(&[
-        "--acknowledge",
-        "gap/beta",
-        "--acknowledge",
-        "not-in-set/gamma/s1.secret",
-        "--acknowledge",
-        "parsed-files",
-        "--acknowledge",
-        "shared-account",
-        "--acknowledge",
-        "gap/alpha",
-    ]);
+    let (code, _, err) = l.import(&acknowledging(
+        &[&ACKNOWLEDGED[..], &["gap/alpha"]].concat(),
+    ));
     assert_ne!(code, 0);
     assert!(
         err.contains("names no inconsistency") && err.contains("gap/alpha"),
@@ -301,16 +302,7 @@ async fn the_plan_its_inconsistencies_the_import_and_the_written_config() {
     );
     l.assert_nothing_written("an acknowledgement of nothing");
 
-    let (code, out, err) = l.import(&[
-        "--acknowledge",
-        "gap/beta",
-        "--acknowledge",
-        "not-in-set/gamma/s1.secret",
-        "--acknowledge",
-        "parsed-files",
-        "--acknowledge",
-        "shared-account",
-    ]);
+    let (code, out, err) = l.import(&acknowledging(&ACKNOWLEDGED));
     assert_eq!(code, 0, "{err}\n{out}");
     assert!(out.contains("Imported 3 site(s)"), "{out}");
     assert_eq!(l.state_file("alpha", "tables"), "s1.t1\ns1.t2\n");
@@ -390,16 +382,7 @@ async fn the_plan_its_inconsistencies_the_import_and_the_written_config() {
     );
 
     // A second import is refused: the configuration exists.
-    let (code, _, err) = l.import(&[
-        "--acknowledge",
-        "gap/beta",
-        "--acknowledge",
-        "not-in-set/gamma/s1.secret",
-        "--acknowledge",
-        "parsed-files",
-        "--acknowledge",
-        "shared-account",
-    ]);
+    let (code, _, err) = l.import(&acknowledging(&ACKNOWLEDGED));
     assert_ne!(code, 0);
     assert!(err.contains("never overwrites"), "{err}");
     // The dry run says so too, and changes nothing either.
@@ -439,22 +422,47 @@ async fn a_parser_line_pointing_outside_subscribers_dir_is_refused() {
     let (code, _, err) = l.import(&["--dry-run"]);
     assert_eq!(code, 0, "{err}");
 
-    for (line, needle) in [
+    // Each hostile line has a twin of the same shape, its paths where they belong, that
+    // the import takes as a site: what is refused is the place, not the line's form.
+    let twin_accepted = |line: &str, node: &str| {
+        std::fs::write(&parser, format!("{good}{line}\n")).unwrap();
+        let (code, plan, err) = l.import(&["--dry-run"]);
+        assert_eq!(code, 0, "{line}: {err}");
+        site_block(&plan, node);
+    };
+    for node in ["etc", "x", "omega"] {
+        std::fs::create_dir_all(l.site_logs.join(node)).unwrap();
+        std::fs::write(l.etc.join(format!("{node}.lst")), "s1.t1\n").unwrap();
+    }
+    for (line, twin, node, needle) in [
         (
             format!("/etc\t{etc}/etc.lst"),
+            format!("{logs}/etc\t{etc}/etc.lst"),
+            "etc",
             "is not directly inside subscribers_dir",
         ),
-        (format!("{logs}/../x\t{etc}/x.lst"), "holds `..`"),
         (
-            format!("{logs}/alpha\t/etc/passwd"),
+            format!("{logs}/../x\t{etc}/x.lst"),
+            format!("{logs}/x\t{etc}/x.lst"),
+            "x",
+            "holds `..`",
+        ),
+        (
+            format!("{logs}/omega\t/etc/passwd"),
+            format!("{logs}/omega\t{etc}/omega.lst"),
+            "omega",
             "is not directly inside tables_dir",
         ),
     ] {
+        twin_accepted(&twin, node);
         std::fs::write(&parser, format!("{good}{line}\n")).unwrap();
         assert_refused(&l, &line, 2, &["slon_parser.cfg: line 4:", needle]);
     }
 
-    // A site directory that is a link leaving subscribers_dir.
+    // A site directory that is a link leaving subscribers_dir (its twin: a directory).
+    std::fs::create_dir(l.site_logs.join("fine")).unwrap();
+    std::fs::write(l.etc.join("fine.lst"), "s1.t1\n").unwrap();
+    twin_accepted(&format!("{logs}/fine\t{etc}/fine.lst"), "fine");
     std::os::unix::fs::symlink("/etc", l.site_logs.join("evil")).unwrap();
     std::fs::write(l.etc.join("evil.lst"), "s1.t1\n").unwrap();
     std::fs::write(&parser, format!("{good}{logs}/evil\t{etc}/evil.lst\n")).unwrap();
