@@ -165,6 +165,14 @@ mod tests {
         std::fs::write(&target, "keep me").unwrap();
         let lock = dir.path().join("jsoc.lock");
         std::os::unix::fs::symlink(&target, &lock).unwrap();
+        // The plant is live: a plain open of the lock's path for writing reaches the file.
+        let through = std::fs::OpenOptions::new().write(true).open(&lock).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            through.metadata().unwrap().ino(),
+            std::fs::metadata(&target).unwrap().ino()
+        );
+        drop(through);
         let e = RunLock::try_acquire(&lock).unwrap_err();
         assert!(matches!(e, LockError::Io { .. }), "{e}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
