@@ -331,9 +331,10 @@ pub struct Series {
     pub action: Action,
 }
 
-/// Reads one line of a list: `schema.table [subscribe|unsubscribe] [# comment]`, the
-/// table in the syntax of [`QualifiedTable`] (quoted parts may hold spaces and `#`).
-/// `None` for a blank or comment line.
+/// Reads one series line of a request file, as [`Request::render`] writes it:
+/// `schema.table [subscribe|unsubscribe] [# comment]`, the table exact in the syntax of
+/// [`QualifiedTable`] (quoted parts may hold spaces and `#`; nothing folded, unlike a
+/// site's list, [`read_series_list`]). `None` for a blank or comment line.
 fn series_line(line: &str) -> Result<Option<(QualifiedTable, &str)>, String> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
